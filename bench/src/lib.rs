@@ -1,0 +1,1 @@
+//! p2pe benchmarks live in `benches/` (criterion) and system harnesses.

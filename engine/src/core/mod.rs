@@ -1,0 +1,1 @@
+//! Sans-IO swarm logic: peer state, piece picker, choker, torrent state machine.

@@ -1,0 +1,14 @@
+//! p2pe: a peer-to-peer distribution engine speaking the BitTorrent protocol.
+//!
+//! Layout (see `STYLE.md`):
+//! - [`wire`]: bencode, metainfo (BEP 3) and peer-wire (BEP 3/6/10) codecs; no I/O.
+//! - [`core`]: sans-IO swarm state machines: peer state, piece picker, choker,
+//!   torrent. No sockets, no clock, no threads, no randomness of their own.
+//! - [`sim`]: seeded deterministic discrete-event swarm simulator driving [`core`].
+//! - [`store`]: piece storage (memory-mapped files, resume record).
+#![warn(missing_docs)]
+
+pub mod core;
+pub mod sim;
+pub mod store;
+pub mod wire;

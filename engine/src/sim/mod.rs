@@ -1,0 +1,1 @@
+//! Seeded deterministic discrete-event swarm simulator.

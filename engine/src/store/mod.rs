@@ -1,0 +1,1 @@
+//! Piece storage: memory-mapped files, piece/file mapping, resume record.

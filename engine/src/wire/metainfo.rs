@@ -1,0 +1,1 @@
+//! `.torrent` metainfo (BEP 3, v1).

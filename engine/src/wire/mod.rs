@@ -1,0 +1,4 @@
+//! Codecs: `.torrent` metainfo (BEP 3) and the peer wire protocol (BEP 3, 6, 10). No I/O.
+
+pub mod metainfo;
+pub mod peer;

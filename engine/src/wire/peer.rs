@@ -1,0 +1,1 @@
+//! Peer wire protocol codec (BEP 3, BEP 6, BEP 10).

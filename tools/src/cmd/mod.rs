@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod create;
+pub mod inspect;
+pub mod sim;

@@ -1,0 +1,39 @@
+//! `p2pe`: the command-line tool. Thin: parse, configure, call the engine.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// p2pe: push one large file or directory to many machines over BitTorrent.
+#[derive(Parser, Debug)]
+#[command(name = "p2pe", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a .torrent (BEP 3, v1) from a file or directory.
+    Create(cmd::create::Args),
+    /// Show what a .torrent holds.
+    Inspect(cmd::inspect::Args),
+    /// Run the seeded swarm simulator.
+    Sim(cmd::sim::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Create(args) => cmd::create::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Sim(args) => cmd::sim::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("p2pe: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
