@@ -1,1 +1,46 @@
-//! Cross-crate tests live in `tests/`; this crate has no library code.
+//! Helpers for p2pe's cross-crate tests (`tests/tests/*.rs`): real processes on
+//! loopback and interop with real BitTorrent software.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Path of the `p2pe` binary of this workspace, built on demand.
+///
+/// `cargo test --workspace` builds every binary target of the workspace next to
+/// the test executables (`target/<profile>/p2pe`); when a test is run on its own
+/// (`cargo test -p p2pe-tests`) the binary is built here first.
+///
+/// # Panics
+/// If the binary cannot be built (a test-setup failure, not a product error).
+pub fn p2pe_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-exe> -> target/<profile>/p2pe
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile> directory");
+    let bin = profile_dir.join("p2pe");
+    if !bin.exists() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "p2pe-tools", "--bin", "p2pe"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build -p p2pe-tools failed");
+    }
+    bin
+}
+
+/// `/usr/bin/python3`: Debian's python3-libtorrent is importable only from it.
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// Whether Debian's `python3-libtorrent` can be imported (installed by `.ci/run`).
+pub fn libtorrent_available() -> bool {
+    Command::new(SYSTEM_PYTHON)
+        .args(["-c", "import libtorrent"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
