@@ -1,1 +1,0 @@
-//! `.torrent` metainfo (BEP 3, v1).

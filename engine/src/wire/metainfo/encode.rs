@@ -1,0 +1,110 @@
+//! Canonical bencode output of a metainfo (BEP 3).
+//!
+//! Hand-written rather than bendy's `Encoder` because the top-level
+//! dictionary must splice the `info` bytes in verbatim (to keep the
+//! info-hash), which bendy's encoder cannot do. Keys are written in sorted
+//! order by construction; the tests check the output with bendy's strict decoder.
+
+use super::{Info, Metainfo};
+
+/// Appends `<len>:<bytes>`.
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(bytes);
+}
+
+/// Appends `i<value>e`.
+fn put_int(out: &mut Vec<u8>, value: impl ToString) {
+    out.push(b'i');
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.push(b'e');
+}
+
+/// Appends a list of byte strings.
+fn put_str_list<S: AsRef<[u8]>>(out: &mut Vec<u8>, items: &[S]) {
+    out.push(b'l');
+    for item in items {
+        put_bytes(out, item.as_ref());
+    }
+    out.push(b'e');
+}
+
+/// The canonical bencoding of `info` (keys in sorted order).
+pub(super) fn info_bytes(info: &Info) -> Vec<u8> {
+    let hashes_len = info.piece_hashes.len() * super::SHA1_LEN_BYTES;
+    let mut out = Vec::with_capacity(hashes_len + 64 * info.files.len() + 128);
+    out.push(b'd');
+    if info.multi_file {
+        put_bytes(&mut out, b"files");
+        out.push(b'l');
+        for file in &info.files {
+            out.push(b'd');
+            put_bytes(&mut out, b"length");
+            put_int(&mut out, file.len_bytes());
+            put_bytes(&mut out, b"path");
+            // The first component is the torrent name, not part of `path`.
+            put_str_list(&mut out, file.path_components().get(1..).unwrap_or(&[]));
+            out.push(b'e');
+        }
+        out.push(b'e');
+    } else {
+        put_bytes(&mut out, b"length");
+        put_int(&mut out, info.total_len_bytes);
+    }
+    put_bytes(&mut out, b"name");
+    put_bytes(&mut out, info.name.as_bytes());
+    put_bytes(&mut out, b"piece length");
+    put_int(&mut out, info.piece_len_bytes);
+    put_bytes(&mut out, b"pieces");
+    out.extend_from_slice(hashes_len.to_string().as_bytes());
+    out.push(b':');
+    for hash in &info.piece_hashes {
+        out.extend_from_slice(&hash.0);
+    }
+    if info.private {
+        put_bytes(&mut out, b"private");
+        put_int(&mut out, 1);
+    }
+    out.push(b'e');
+    out
+}
+
+/// The canonical bencoding of the whole metainfo, `info` spliced in verbatim.
+///
+/// `announce` is the first tracker; `announce-list` (BEP 12) is written when
+/// there is more than one tracker URL.
+pub(super) fn metainfo_bytes(meta: &Metainfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(meta.info_bytes.len() + 256);
+    out.push(b'd');
+    let first_tracker = meta.trackers.first().and_then(|tier| tier.first());
+    if let Some(url) = first_tracker {
+        put_bytes(&mut out, b"announce");
+        put_bytes(&mut out, url.as_bytes());
+    }
+    let url_count: usize = meta.trackers.iter().map(Vec::len).sum();
+    if url_count > 1 {
+        put_bytes(&mut out, b"announce-list");
+        out.push(b'l');
+        for tier in &meta.trackers {
+            put_str_list(&mut out, tier);
+        }
+        out.push(b'e');
+    }
+    if let Some(comment) = &meta.comment {
+        put_bytes(&mut out, b"comment");
+        put_bytes(&mut out, comment.as_bytes());
+    }
+    if let Some(created_by) = &meta.created_by {
+        put_bytes(&mut out, b"created by");
+        put_bytes(&mut out, created_by.as_bytes());
+    }
+    if let Some(date) = meta.creation_date {
+        put_bytes(&mut out, b"creation date");
+        put_int(&mut out, date);
+    }
+    put_bytes(&mut out, b"info");
+    out.extend_from_slice(&meta.info_bytes);
+    out.push(b'e');
+    out
+}

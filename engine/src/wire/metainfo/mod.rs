@@ -1,0 +1,416 @@
+//! `.torrent` metainfo (BEP 3, v1): parsing, canonical encoding, the file table.
+//!
+//! Pure: no file I/O. A [`Metainfo`] is only ever built validated, by
+//! [`Metainfo::from_bytes`] (untrusted input) or [`Metainfo::new`] (from an
+//! [`Info`] built by [`Info::new`]). Invariants of a validated [`Info`]:
+//! - `piece_len_bytes > 0`, total length `> 0` and fits in `u64`;
+//! - piece count == `ceil(total_len_bytes / piece_len_bytes)` and fits in `u32`;
+//! - every path component is non-empty UTF-8, not `.` or `..`, and holds no `/`,
+//!   `\` or NUL (so no absolute path and no path traversal);
+//! - no two files share a path, and no file path is a directory of another;
+//! - files lie back to back: `files()[i + 1].offset_bytes() ==
+//!   files()[i].offset_bytes() + files()[i].len_bytes()`, starting at 0.
+//!
+//! The info-hash is the SHA-1 of the `info` dictionary's raw bytes exactly as
+//! they appear in the file (BEP 3); those bytes are kept and written back
+//! verbatim by [`Metainfo::to_bytes`], so unknown `info` keys survive a round trip.
+//! Bencode must be canonical (sorted unique keys, no leading zeros, no `-0`,
+//! no trailing bytes); bendy's decoder enforces this.
+
+mod decode;
+mod encode;
+mod files;
+
+use std::fmt;
+
+use sha1::{Digest, Sha1};
+
+pub use files::{FileEntry, FileSpec, Layout};
+
+/// Length of a SHA-1 digest in bytes: one piece hash, one info-hash (BEP 3).
+pub const SHA1_LEN_BYTES: usize = 20;
+
+/// Smallest piece length [`auto_piece_len_bytes`] picks: 256 KiB.
+pub const MIN_AUTO_PIECE_LEN_BYTES: u32 = 256 * 1024;
+/// Largest piece length [`auto_piece_len_bytes`] picks: 16 MiB.
+pub const MAX_AUTO_PIECE_LEN_BYTES: u32 = 16 * 1024 * 1024;
+
+/// The info-hash: SHA-1 of the raw bencoded `info` dictionary (BEP 3).
+///
+/// `Display` prints 40 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InfoHash(pub [u8; SHA1_LEN_BYTES]);
+
+impl InfoHash {
+    /// Hashes raw bencoded `info` bytes.
+    pub fn of_info_bytes(info_bytes: &[u8]) -> Self {
+        Self(Sha1::digest(info_bytes).into())
+    }
+}
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({self})")
+    }
+}
+
+/// SHA-1 of one piece's data (BEP 3 `pieces`, 20 bytes per piece).
+///
+/// `Display` prints 40 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PieceHash(pub [u8; SHA1_LEN_BYTES]);
+
+impl PieceHash {
+    /// Hashes one piece's data.
+    pub fn of_piece(data: &[u8]) -> Self {
+        Self(Sha1::digest(data).into())
+    }
+}
+
+impl fmt::Display for PieceHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PieceHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PieceHash({self})")
+    }
+}
+
+/// Why a metainfo was rejected. Every malformed input maps to one of these; parsing never panics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetainfoError {
+    /// Not valid canonical bencode: truncated, unsorted or duplicate keys,
+    /// non-canonical integers, nesting too deep, or trailing bytes.
+    #[error("invalid bencode: {0}")]
+    Bencode(String),
+    /// A required field is absent.
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    /// A field holds the wrong bencode type.
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        /// The field's key.
+        field: &'static str,
+        /// What the field must be ("an integer", "a dictionary", ...).
+        expected: &'static str,
+    },
+    /// A text field is not UTF-8.
+    #[error("field `{0}` is not valid UTF-8")]
+    NotUtf8(&'static str),
+    /// An integer is negative, zero where that is not allowed, or too large.
+    #[error("field `{field}` is out of range: {value}")]
+    OutOfRange {
+        /// The field's key.
+        field: &'static str,
+        /// The integer as written in the file.
+        value: String,
+    },
+    /// The sum of file lengths does not fit in a `u64`.
+    #[error("total length of the files overflows 64 bits")]
+    TotalLenOverflow,
+    /// `pieces` is not a whole number of 20-byte SHA-1 hashes.
+    #[error("`pieces` is {len_bytes} bytes, not a multiple of 20")]
+    PieceHashesLen {
+        /// Length of the `pieces` string in bytes.
+        len_bytes: usize,
+    },
+    /// The number of piece hashes does not match the total length and piece length.
+    #[error(
+        "{actual} piece hashes, but {total_len_bytes} bytes in pieces of {piece_len_bytes} bytes need {expected}"
+    )]
+    PieceCountMismatch {
+        /// Piece hashes present.
+        actual: u64,
+        /// Pieces the lengths call for.
+        expected: u64,
+        /// Total payload length in bytes.
+        total_len_bytes: u64,
+        /// Piece length in bytes.
+        piece_len_bytes: u32,
+    },
+    /// Both `length` and `files` are present in `info`, or neither.
+    #[error("`info` must have exactly one of `length` (single file) and `files` (multi-file)")]
+    AmbiguousLayout,
+    /// A multi-file torrent lists no files, or the torrent holds zero bytes.
+    #[error("torrent holds no data")]
+    Empty,
+    /// A file's `path` list is empty.
+    #[error("a file has an empty path")]
+    EmptyPath,
+    /// A path component (or the `name`) is unsafe or meaningless.
+    #[error("invalid path component {component:?}: {reason}")]
+    BadPathComponent {
+        /// The component, lossily decoded.
+        component: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// Two files have the same path.
+    #[error("duplicate file path `{0}`")]
+    DuplicatePath(String),
+    /// A file's path is also used as a directory by another file.
+    #[error("file path `{file}` is also a directory of `{other}`")]
+    PathConflict {
+        /// The file used as a directory.
+        file: String,
+        /// The file below it.
+        other: String,
+    },
+}
+
+/// The `info` dictionary, validated (BEP 3). Invariants: see the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    name: String,
+    piece_len_bytes: u32,
+    piece_hashes: Vec<PieceHash>,
+    multi_file: bool,
+    files: Vec<FileEntry>,
+    total_len_bytes: u64,
+    private: bool,
+}
+
+impl Info {
+    /// Builds and validates an `info` dictionary.
+    ///
+    /// `name` is the file name (single file) or the top directory name
+    /// (multi-file); `piece_hashes` holds one SHA-1 per piece, in order.
+    ///
+    /// # Errors
+    /// [`MetainfoError::BadPathComponent`] for a bad `name` or path component,
+    /// [`MetainfoError::EmptyPath`], [`MetainfoError::DuplicatePath`],
+    /// [`MetainfoError::PathConflict`], [`MetainfoError::Empty`],
+    /// [`MetainfoError::TotalLenOverflow`], [`MetainfoError::OutOfRange`] for a
+    /// zero piece length, [`MetainfoError::PieceCountMismatch`].
+    pub fn new(
+        name: String,
+        layout: Layout,
+        piece_len_bytes: u32,
+        piece_hashes: Vec<PieceHash>,
+        private: bool,
+    ) -> Result<Self, MetainfoError> {
+        files::check_component(name.as_bytes())?;
+        if piece_len_bytes == 0 {
+            return Err(MetainfoError::OutOfRange {
+                field: "piece length",
+                value: "0".into(),
+            });
+        }
+        let multi_file = matches!(layout, Layout::MultiFile(_));
+        let (files, total_len_bytes) = files::file_table(&name, layout)?;
+        let expected = piece_count(total_len_bytes, piece_len_bytes);
+        let actual = piece_hashes.len() as u64;
+        if expected != actual || expected > u64::from(u32::MAX) {
+            return Err(MetainfoError::PieceCountMismatch {
+                actual,
+                expected,
+                total_len_bytes,
+                piece_len_bytes,
+            });
+        }
+        Ok(Self {
+            name,
+            piece_len_bytes,
+            piece_hashes,
+            multi_file,
+            files,
+            total_len_bytes,
+            private,
+        })
+    }
+
+    /// The suggested name: the file name (single file) or top directory (multi-file).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Length of every piece but the last, in bytes.
+    pub fn piece_len_bytes(&self) -> u32 {
+        self.piece_len_bytes
+    }
+
+    /// Number of pieces; at least 1.
+    pub fn piece_count(&self) -> u32 {
+        // `new` checked that the count fits in a u32.
+        u32::try_from(self.piece_hashes.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Length of piece `piece` in bytes (the last one may be shorter); `None` past the end.
+    pub fn piece_len_bytes_of(&self, piece: u32) -> Option<u32> {
+        let start = u64::from(piece).checked_mul(u64::from(self.piece_len_bytes))?;
+        if start >= self.total_len_bytes {
+            return None;
+        }
+        let len = (self.total_len_bytes - start).min(u64::from(self.piece_len_bytes));
+        u32::try_from(len).ok()
+    }
+
+    /// The SHA-1 of piece `piece`; `None` past the end.
+    pub fn piece_hash(&self, piece: u32) -> Option<&PieceHash> {
+        self.piece_hashes.get(usize::try_from(piece).ok()?)
+    }
+
+    /// All piece hashes, in piece order.
+    pub fn piece_hashes(&self) -> &[PieceHash] {
+        &self.piece_hashes
+    }
+
+    /// Whether this is a multi-file torrent (`files` key) rather than single-file (`length`).
+    pub fn is_multi_file(&self) -> bool {
+        self.multi_file
+    }
+
+    /// The file table, in payload order. Paths are relative to the download
+    /// directory: `[name]` for a single file, `[name, dir.., file]` for multi-file.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    /// Total payload length in bytes (sum of file lengths); at least 1.
+    pub fn total_len_bytes(&self) -> u64 {
+        self.total_len_bytes
+    }
+
+    /// Whether the torrent is private (BEP 27 `private=1`).
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+}
+
+/// Number of pieces of `piece_len_bytes` needed for `total_len_bytes`: `ceil(total / piece)`.
+///
+/// # Panics
+/// Never; a zero `piece_len_bytes` gives 0.
+pub fn piece_count(total_len_bytes: u64, piece_len_bytes: u32) -> u64 {
+    if piece_len_bytes == 0 {
+        return 0;
+    }
+    total_len_bytes.div_ceil(u64::from(piece_len_bytes))
+}
+
+/// Chooses a piece length for `total_len_bytes`: the smallest power of two
+/// giving at most 2,000 pieces (so ~1,000-2,000), clamped to 256 KiB ..= 16 MiB.
+///
+/// Why: fewer than ~1,000 pieces limits how early peers can trade; more than
+/// ~2,000 inflates the `.torrent` and per-piece bookkeeping. The clamp keeps
+/// small payloads at a sane minimum and bounds piece memory and re-download
+/// cost on a hash failure.
+pub fn auto_piece_len_bytes(total_len_bytes: u64) -> u32 {
+    const TARGET_MAX_PIECES: u64 = 2_000;
+    let mut piece_len_bytes = MIN_AUTO_PIECE_LEN_BYTES;
+    while piece_len_bytes < MAX_AUTO_PIECE_LEN_BYTES
+        && piece_count(total_len_bytes, piece_len_bytes) > TARGET_MAX_PIECES
+    {
+        piece_len_bytes *= 2;
+    }
+    piece_len_bytes
+}
+
+/// A parsed, validated `.torrent` (BEP 3 metainfo file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metainfo {
+    info: Info,
+    info_bytes: Vec<u8>,
+    info_hash: InfoHash,
+    trackers: Vec<Vec<String>>,
+    comment: Option<String>,
+    created_by: Option<String>,
+    creation_date: Option<i64>,
+}
+
+impl Metainfo {
+    /// Wraps `info` with tracker tiers (BEP 12; empty tiers are dropped) and
+    /// optional descriptive fields; encodes `info` canonically and hashes it.
+    ///
+    /// `creation_date` is in seconds since the Unix epoch.
+    pub fn new(
+        info: Info,
+        trackers: Vec<Vec<String>>,
+        comment: Option<String>,
+        created_by: Option<String>,
+        creation_date: Option<i64>,
+    ) -> Self {
+        let info_bytes = encode::info_bytes(&info);
+        let info_hash = InfoHash::of_info_bytes(&info_bytes);
+        let trackers = trackers.into_iter().filter(|t| !t.is_empty()).collect();
+        Self {
+            info,
+            info_bytes,
+            info_hash,
+            trackers,
+            comment,
+            created_by,
+            creation_date,
+        }
+    }
+
+    /// Parses a `.torrent` file's bytes (untrusted input).
+    ///
+    /// Trackers come from `announce-list` (BEP 12) when it holds any URL,
+    /// else from `announce`. Descriptive fields (`comment`, `created by`,
+    /// `creation date`) of the wrong type are ignored; everything in `info` is checked.
+    ///
+    /// # Errors
+    /// [`MetainfoError::Bencode`] for malformed or non-canonical bencode, and
+    /// every error of [`Info::new`]; also [`MetainfoError::MissingField`],
+    /// [`MetainfoError::WrongType`], [`MetainfoError::NotUtf8`],
+    /// [`MetainfoError::OutOfRange`] (negative or overflowing lengths),
+    /// [`MetainfoError::PieceHashesLen`], [`MetainfoError::AmbiguousLayout`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MetainfoError> {
+        decode::metainfo(bytes)
+    }
+
+    /// Encodes as canonical bencode. The `info` bytes are written verbatim, so
+    /// the info-hash is preserved; unknown top-level keys are not kept.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode::metainfo_bytes(self)
+    }
+
+    /// The validated `info` dictionary.
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// The raw bencoded `info` dictionary, as hashed.
+    pub fn info_bytes(&self) -> &[u8] {
+        &self.info_bytes
+    }
+
+    /// The info-hash (SHA-1 of [`Self::info_bytes`]).
+    pub fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+
+    /// Tracker URLs as tiers (BEP 12); no tier is empty.
+    pub fn trackers(&self) -> &[Vec<String>] {
+        &self.trackers
+    }
+
+    /// Free-form comment.
+    pub fn comment(&self) -> Option<&str> {
+        self.comment.as_deref()
+    }
+
+    /// The program that made the torrent.
+    pub fn created_by(&self) -> Option<&str> {
+        self.created_by.as_deref()
+    }
+
+    /// Creation time in seconds since the Unix epoch.
+    pub fn creation_date(&self) -> Option<i64> {
+        self.creation_date
+    }
+}
+
+#[cfg(test)]
+mod tests;
