@@ -1,11 +1,9 @@
 //! Incremental peer wire message decoder over a byte stream.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 
-use super::{
-    BlockOffset, BlockRequest, ExtendedHandshake, ExtendedMessage, Message, MessageId, PieceIndex,
-    WireError, BLOCK_LEN_BYTES,
-};
+use super::body::{parse_body, BodyRules};
+use super::{Handshake, Message, MessageId, WireError, BLOCK_LEN_BYTES};
 
 /// Default frame limit in bytes: 128 KiB. Comfortably above a 16 KiB block
 /// plus its 9-byte header and a BEP 9 metadata piece (16 KiB plus a small
@@ -54,15 +52,23 @@ pub struct Decoder {
     buf: BytesMut,
     limits: DecoderLimits,
     max_request_len_bytes: u32,
+    /// BEP 6 messages allowed (both handshakes set the fast bit).
+    fast: bool,
+    /// BEP 10 messages allowed (both handshakes set the extension bit).
+    extended: bool,
 }
 
 impl Decoder {
-    /// A decoder with `limits` and the standard 16 KiB maximum request length.
+    /// A decoder with `limits` and the standard 16 KiB maximum request
+    /// length, accepting BEP 6 and BEP 10 messages until
+    /// [`Decoder::set_negotiated`] says otherwise.
     pub fn new(limits: DecoderLimits) -> Self {
         Self {
             buf: BytesMut::new(),
             limits,
             max_request_len_bytes: BLOCK_LEN_BYTES,
+            fast: true,
+            extended: true,
         }
     }
 
@@ -102,6 +108,15 @@ impl Decoder {
         self.limits.max_frame_len_bytes = self.limits.max_frame_len_bytes.max(piece_frame);
     }
 
+    /// Accepts BEP 6 (fast) and BEP 10 (extended) messages only if both
+    /// handshakes advertise them; otherwise such a message is
+    /// [`WireError::NotNegotiated`] (BEP 6: "the peer ... should close the
+    /// connection").
+    pub fn set_negotiated(&mut self, ours: &Handshake, theirs: &Handshake) {
+        self.fast = ours.supports_fast() && theirs.supports_fast();
+        self.extended = ours.supports_extended() && theirs.supports_extended();
+    }
+
     /// The next complete message, `Ok(None)` if more bytes are needed.
     ///
     /// A frame's length and id are checked as soon as its first 5 bytes are
@@ -112,6 +127,8 @@ impl Decoder {
     ///
     /// - [`WireError::FrameTooLong`]: length prefix above the frame limit.
     /// - [`WireError::UnknownMessageId`]: id not in BEP 3/5/6/10.
+    /// - [`WireError::NotNegotiated`]: BEP 6 or BEP 10 message on a
+    ///   connection that did not negotiate it.
     /// - [`WireError::BadLength`]: frame length wrong for the id.
     /// - [`WireError::PieceOutOfRange`]: index `>= piece_count`.
     /// - [`WireError::BadBitfield`]: bitfield of the wrong length or with
@@ -145,13 +162,20 @@ impl Decoder {
         }
         let mut frame = self.buf.split_to(frame_len).freeze();
         frame.advance(5);
-        self.parse_body(id, frame).map(Some)
+        let rules = BodyRules {
+            piece_count: self.limits.piece_count,
+            max_request_len_bytes: self.max_request_len_bytes,
+        };
+        parse_body(id, len, frame, rules).map(Some)
     }
 
     /// Validates the id and the frame length `len` (id byte included).
     fn check_header(&self, id_byte: u8, len: u32) -> Result<MessageId, WireError> {
         let id =
             MessageId::from_byte(id_byte).ok_or(WireError::UnknownMessageId { id: id_byte })?;
+        if (id.requires_fast() && !self.fast) || (id == MessageId::Extended && !self.extended) {
+            return Err(WireError::NotNegotiated { id: id_byte });
+        }
         let ok = match id {
             MessageId::Choke
             | MessageId::Unchoke
@@ -196,125 +220,13 @@ impl Decoder {
             })
         }
     }
-
-    /// Parses a body whose length `check_header` already validated.
-    fn parse_body(&self, id: MessageId, mut body: Bytes) -> Result<Message, WireError> {
-        Ok(match id {
-            MessageId::Choke => Message::Choke,
-            MessageId::Unchoke => Message::Unchoke,
-            MessageId::Interested => Message::Interested,
-            MessageId::NotInterested => Message::NotInterested,
-            MessageId::HaveAll => Message::HaveAll,
-            MessageId::HaveNone => Message::HaveNone,
-            MessageId::Have => Message::Have {
-                index: self.index(&mut body)?,
-            },
-            MessageId::Suggest => Message::Suggest {
-                index: self.index(&mut body)?,
-            },
-            MessageId::AllowedFast => Message::AllowedFast {
-                index: self.index(&mut body)?,
-            },
-            MessageId::Request => Message::Request(self.block_request(&mut body)?),
-            MessageId::Cancel => Message::Cancel(self.block_request(&mut body)?),
-            MessageId::Reject => Message::Reject(self.block_request(&mut body)?),
-            MessageId::Port => Message::Port {
-                port: take_u16(&mut body)?,
-            },
-            MessageId::Bitfield => {
-                check_spare_bits(&body, self.limits.piece_count)?;
-                Message::Bitfield(body)
-            }
-            MessageId::Piece => {
-                let index = self.index(&mut body)?;
-                let begin = BlockOffset(take_u32(&mut body)?);
-                Message::Piece {
-                    index,
-                    begin,
-                    data: body,
-                }
-            }
-            MessageId::Extended => {
-                let ext_id = take_u8(&mut body)?;
-                Message::Extended(if ext_id == 0 {
-                    ExtendedMessage::Handshake(ExtendedHandshake::from_bencode(&body)?)
-                } else {
-                    ExtendedMessage::Other {
-                        id: ext_id,
-                        payload: body,
-                    }
-                })
-            }
-        })
-    }
-
-    fn index(&self, body: &mut Bytes) -> Result<PieceIndex, WireError> {
-        let index = take_u32(body)?;
-        if index < self.limits.piece_count {
-            Ok(PieceIndex(index))
-        } else {
-            Err(WireError::PieceOutOfRange {
-                index,
-                piece_count: self.limits.piece_count,
-            })
-        }
-    }
-
-    fn block_request(&self, body: &mut Bytes) -> Result<BlockRequest, WireError> {
-        let index = self.index(body)?;
-        let begin = BlockOffset(take_u32(body)?);
-        let len_bytes = take_u32(body)?;
-        if len_bytes > self.max_request_len_bytes {
-            return Err(WireError::RequestTooLarge {
-                len_bytes,
-                max_bytes: self.max_request_len_bytes,
-            });
-        }
-        Ok(BlockRequest {
-            index,
-            begin,
-            len_bytes,
-        })
-    }
-}
-
-/// Errors with a truncation `BadLength`; unreachable after `check_header`,
-/// but checked rather than trusted.
-fn truncated() -> WireError {
-    WireError::BadLength {
-        id: 0xff,
-        len_bytes: 0,
-    }
-}
-
-fn take_u8(body: &mut Bytes) -> Result<u8, WireError> {
-    body.try_get_u8().map_err(|_| truncated())
-}
-
-fn take_u16(body: &mut Bytes) -> Result<u16, WireError> {
-    body.try_get_u16().map_err(|_| truncated())
-}
-
-fn take_u32(body: &mut Bytes) -> Result<u32, WireError> {
-    body.try_get_u32().map_err(|_| truncated())
-}
-
-/// BEP 3: spare bits at the end of the bitfield must be zero.
-fn check_spare_bits(bits: &[u8], piece_count: u32) -> Result<(), WireError> {
-    let used_in_last = piece_count % 8;
-    match bits.last() {
-        Some(&last) if used_in_last != 0 && last & (0xff >> used_in_last) != 0 => {
-            Err(WireError::BadBitfield {
-                reason: "spare bits set",
-            })
-        }
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::peer::PieceIndex;
+    use bytes::Bytes;
 
     fn decode_all(limits: DecoderLimits, bytes: &[u8]) -> Result<Vec<Message>, WireError> {
         let mut dec = Decoder::new(limits);
@@ -476,6 +388,24 @@ mod tests {
     fn bad_extended_handshake() {
         let e = err(DecoderLimits::new(8), &[0, 0, 0, 4, 20, 0, b'l', b'e']);
         assert!(matches!(e, WireError::BadExtendedHandshake(_)));
+    }
+
+    #[test]
+    fn not_negotiated() {
+        let ours = Handshake::new([0; 20], [0; 20]);
+        let mut theirs = ours;
+        theirs.set_fast(false);
+        let mut dec = Decoder::new(DecoderLimits::new(8));
+        dec.set_negotiated(&ours, &theirs);
+        dec.extend(&[0, 0, 0, 1, 14]);
+        assert_eq!(dec.next_message(), Err(WireError::NotNegotiated { id: 14 }));
+        let mut dec = Decoder::new(DecoderLimits::new(8));
+        theirs.set_extended(false);
+        theirs.set_fast(true);
+        dec.set_negotiated(&ours, &theirs);
+        dec.extend(&[0, 0, 0, 1, 14, 0, 0, 0, 2, 20, 1]);
+        assert_eq!(dec.next_message(), Ok(Some(Message::HaveAll)));
+        assert_eq!(dec.next_message(), Err(WireError::NotNegotiated { id: 20 }));
     }
 
     #[test]

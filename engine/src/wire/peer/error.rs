@@ -27,6 +27,13 @@ pub enum WireError {
         /// The id byte.
         id: u8,
     },
+    /// A BEP 6 (fast) or BEP 10 (extended) message although the handshakes
+    /// did not both advertise that extension.
+    #[error("message id {id} needs an extension that was not negotiated")]
+    NotNegotiated {
+        /// The id byte.
+        id: u8,
+    },
     /// A message whose frame length is wrong for its id.
     #[error("message id {id} with bad frame length {len_bytes} bytes")]
     BadLength {

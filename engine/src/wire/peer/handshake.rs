@@ -149,7 +149,8 @@ impl HandshakeDecoder {
     }
 
     /// The handshake, once all 68 bytes have arrived; `Ok(None)` until then.
-    /// Bytes after it stay buffered for [`HandshakeDecoder::into_decoder`].
+    /// Bytes after it stay buffered for [`HandshakeDecoder::into_decoder`];
+    /// once it returned `Some`, call that rather than this again.
     ///
     /// # Errors
     ///

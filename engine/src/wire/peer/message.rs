@@ -43,6 +43,15 @@ pub enum MessageId {
 }
 
 impl MessageId {
+    /// Whether this id is only valid once BEP 6 (fast extension) was
+    /// negotiated in both handshakes.
+    pub fn requires_fast(self) -> bool {
+        matches!(
+            self,
+            Self::Suggest | Self::HaveAll | Self::HaveNone | Self::Reject | Self::AllowedFast
+        )
+    }
+
     /// The id for a byte, or `None` if no supported BEP defines it.
     pub fn from_byte(id: u8) -> Option<Self> {
         Some(match id {
@@ -226,17 +235,33 @@ impl Message {
         Ok(())
     }
 
+    /// The id byte this message is sent with; `None` for keep-alive.
+    pub fn id(&self) -> Option<MessageId> {
+        Some(match self {
+            Self::KeepAlive => return None,
+            Self::Choke => MessageId::Choke,
+            Self::Unchoke => MessageId::Unchoke,
+            Self::Interested => MessageId::Interested,
+            Self::NotInterested => MessageId::NotInterested,
+            Self::Have { .. } => MessageId::Have,
+            Self::Bitfield(_) => MessageId::Bitfield,
+            Self::Request(_) => MessageId::Request,
+            Self::Piece { .. } => MessageId::Piece,
+            Self::Cancel(_) => MessageId::Cancel,
+            Self::Port { .. } => MessageId::Port,
+            Self::Suggest { .. } => MessageId::Suggest,
+            Self::HaveAll => MessageId::HaveAll,
+            Self::HaveNone => MessageId::HaveNone,
+            Self::Reject(_) => MessageId::Reject,
+            Self::AllowedFast { .. } => MessageId::AllowedFast,
+            Self::Extended(_) => MessageId::Extended,
+        })
+    }
+
     /// Whether this message is only valid once BEP 6 (fast extension) was
     /// negotiated in both handshakes.
     pub fn requires_fast(&self) -> bool {
-        matches!(
-            self,
-            Self::Suggest { .. }
-                | Self::HaveAll
-                | Self::HaveNone
-                | Self::Reject(_)
-                | Self::AllowedFast { .. }
-        )
+        self.id().is_some_and(MessageId::requires_fast)
     }
 }
 

@@ -40,6 +40,7 @@
 //! length both may use, and [`Decoder::set_max_request_len`] applies it.
 //! With any other client p2pe stays at 16 KiB.
 
+mod body;
 mod decoder;
 mod error;
 mod extended;

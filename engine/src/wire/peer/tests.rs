@@ -171,6 +171,13 @@ proptest! {
     }
 
     #[test]
+    fn id_matches_encoded_byte(msg in message()) {
+        let mut out = Vec::new();
+        msg.encode(&mut out).unwrap();
+        prop_assert_eq!(msg.id().map(|id| id as u8), out.get(4).copied());
+    }
+
+    #[test]
     fn piece_header_matches_encode(index in any::<u32>(), begin in any::<u32>(), data in vec(any::<u8>(), 0..64)) {
         let msg = Message::Piece { index: PieceIndex(index), begin: BlockOffset(begin), data: Bytes::from(data.clone()) };
         let mut out = Vec::new();
