@@ -1,0 +1,68 @@
+//! Peer wire protocol codec: BEP 3 messages, BEP 6 fast extension, BEP 10
+//! extension protocol, and the p2pe large-request extension. No I/O.
+//!
+//! A connection starts with a 68-byte [`Handshake`], decoded by
+//! [`HandshakeDecoder`]; its leftover bytes then move into a [`Decoder`]
+//! built from the torrent's [`DecoderLimits`], which yields [`Message`]s
+//! from any split of the byte stream. Encoding appends to a caller-supplied
+//! `Vec<u8>` ([`Message::encode`]); the send path for blocks uses
+//! [`piece_header`] so header and block data (straight from storage) go out
+//! in one gathered send.
+//!
+//! # Payloads without an extra copy
+//!
+//! The decoder owns a [`bytes::BytesMut`] receive buffer (callers may read
+//! into it directly via [`Decoder::receive_buf`]). A complete frame is split
+//! off that buffer and frozen into a [`bytes::Bytes`], and a piece message's
+//! `data` is a slice of it: no copy after the socket read, and the
+//! [`Message`] owns its payload (no lifetime tied to the decoder), so a block
+//! can be queued for hashing or writing while decoding continues. We chose
+//! `Bytes` over a `Message<'a>` borrowing the decoder for exactly that
+//! reason; the cost is one reference count per payload-carrying message.
+//!
+//! # Invariants
+//!
+//! - Peer input never panics: every malformed frame is a [`WireError`], and
+//!   after any error the connection should be closed.
+//! - A decoded message is valid against the limits: known id, exact length
+//!   for its id, piece index `< piece_count`, bitfield of exactly
+//!   `ceil(piece_count / 8)` bytes with spare bits zero, request/cancel/reject
+//!   lengths and piece blocks at most the negotiated maximum request length.
+//! - A frame longer than the limit is rejected as soon as its 4-byte length
+//!   prefix arrives, before it is buffered.
+//!
+//! # The p2pe large-request extension (not a BEP)
+//!
+//! BEP 3 clients serve 16 KiB blocks ([`BLOCK_LEN_BYTES`]). Two p2pe peers
+//! may request up to a whole piece in one request, which cuts per-request
+//! overhead on fast links. Each side advertises it in its BEP 10 extended
+//! handshake (see [`P2peExt`]); [`negotiated_max_request_len`] gives the
+//! length both may use, and [`Decoder::set_max_request_len`] applies it.
+//! With any other client p2pe stays at 16 KiB.
+
+mod body;
+mod decoder;
+mod error;
+mod extended;
+mod handshake;
+mod message;
+#[cfg(test)]
+mod tests;
+
+pub use decoder::{Decoder, DecoderLimits};
+pub use error::WireError;
+pub use extended::{negotiated_max_request_len, ExtendedHandshake, P2peExt, P2PE_EXTENSION_NAME};
+pub use handshake::{Handshake, HandshakeDecoder};
+pub use message::{piece_header, BlockRequest, ExtendedMessage, Message, MessageId};
+
+/// Standard block length in bytes (16 KiB), the request size every BEP 3
+/// client serves; the default maximum request length.
+pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
+
+/// Zero-based index of a piece in the torrent (BEP 3 `index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PieceIndex(pub u32);
+
+/// Byte offset of a block within its piece (BEP 3 `begin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockOffset(pub u32);
