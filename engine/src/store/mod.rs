@@ -1,1 +1,50 @@
 //! Piece storage: memory-mapped files, piece/file mapping, resume record.
+//!
+//! - [`StorageLayout`] maps pieces (BEP 3) onto the torrent's files, across
+//!   file boundaries; zero-length files are legal and never mapped.
+//! - [`Storage`] owns one preallocated, memory-mapped file per non-empty
+//!   torrent file below one output directory. Serving and hashing read from
+//!   the mappings; writes copy into them.
+//! - A small resume record (`.p2pe.resume` in the output directory, see
+//!   `resume`) lists verified pieces with their xxh3-64, so a restart re-checks
+//!   at memory speed and falls back to SHA-1 only where the record is missing
+//!   or disagrees.
+//!
+//! Invariants, per piece (all kept in atomic bitmaps, so `Storage: Sync`):
+//! - A piece is served ([`Storage::read_block`], [`Storage::block_slices`])
+//!   only while *verified*: its SHA-1 matched. Nothing else is ever served.
+//! - A verified piece is never written through the storage again. Together
+//!   with the rule above, bytes that are handed out as `&[u8]` are never
+//!   written by this process while the view lives.
+//! - Writing and verifying take a per-piece *claim*: at most one thread at a
+//!   time writes or verifies a given piece (the runtime's claim bitmap makes
+//!   that true by construction; a violation is a [`StoreError::PieceBusy`], not
+//!   a data race). Distinct pieces may be written from distinct threads.
+//! - A verified piece whose file changed on disk (size or mtime, checked per
+//!   read or by [`Storage::check_files`]) is re-verified before it is served;
+//!   if it no longer matches it becomes *lost*: unverified and not writable
+//!   until the storage is reopened (so no stale `&[u8]` can alias a new write).
+//!
+//! What the mapping cannot protect against: another process writing or
+//! truncating the files while we serve (the memmap caveat). Writes are caught
+//! by the mtime check and re-verification; a truncation between the check and
+//! the copy can still raise SIGBUS.
+
+mod bitmap;
+mod check;
+mod error;
+mod file;
+mod io;
+mod layout;
+mod path;
+mod resume;
+mod storage;
+
+pub use check::FileCheckReport;
+pub use error::StoreError;
+pub use layout::{FileSpec, Segment, Segments, StorageLayout};
+pub use resume::RecordRejected;
+pub use storage::{OpenMode, RecordStatus, ResumeReport, ServeCheck, Storage};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,383 @@
+//! Verification: SHA-1 / xxh3 of pieces read from the mappings, the check of
+//! existing data at open, and detection of files changed behind our back.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+
+use sha1::{Digest, Sha1};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::error::StoreError;
+use super::storage::{RecordStatus, ResumeReport, ServeCheck, Storage};
+
+/// Hash in chunks of this size so SHA-1 and xxh3 read the same bytes while
+/// they are in L1/L2 (one pass over the mapping instead of two).
+const CHUNK_BYTES: usize = 64 * 1024;
+static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
+
+/// Result of [`Storage::check_files`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileCheckReport {
+    /// Files whose size or mtime moved since they were last known good.
+    pub changed_files: u32,
+    /// Verified pieces that will be re-verified (SHA-1) before they are served.
+    pub recheck_pieces: u32,
+    /// Pieces dropped because their file changed size (reading them could fault).
+    pub dropped_pieces: u32,
+}
+
+/// How one piece fared at open.
+#[derive(Clone, Copy)]
+enum Initial {
+    Fast,
+    Sha1,
+    Missing,
+    Failed,
+}
+
+/// A file's state against its stamp.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    Unchanged,
+    /// mtime moved: its verified pieces are marked for re-verification.
+    Touched,
+    /// Size moved: all its pieces were dropped.
+    Resized,
+}
+
+impl Storage {
+    /// SHA-1 (when `want_sha1`) and xxh3-64 of piece `piece`, in one pass.
+    ///
+    /// # Safety
+    /// The caller holds the piece's claim or the piece is verified (no writer).
+    unsafe fn hash_piece(
+        &self,
+        piece: u32,
+        want_sha1: bool,
+    ) -> Result<([u8; 20], u64), StoreError> {
+        let mut sha1 = Sha1::new();
+        let mut xxh3 = Xxh3::new();
+        for seg in self.layout.piece_segments(piece)? {
+            // SAFETY: forwarded from this function's contract.
+            let bytes = unsafe { self.segment_slice(&seg)? };
+            for chunk in bytes.chunks(CHUNK_BYTES) {
+                if want_sha1 {
+                    sha1.update(chunk);
+                }
+                xxh3.update(chunk);
+            }
+        }
+        Ok((sha1.finalize().into(), xxh3.digest()))
+    }
+
+    /// Whether every byte of piece `piece` is zero.
+    ///
+    /// # Safety
+    /// As [`Self::hash_piece`].
+    unsafe fn piece_is_zero(&self, piece: u32) -> Result<bool, StoreError> {
+        for seg in self.layout.piece_segments(piece)? {
+            // SAFETY: forwarded from this function's contract.
+            let bytes = unsafe { self.segment_slice(&seg)? };
+            // Fold whole chunks (vectorizes) instead of an early-exit byte loop.
+            if bytes
+                .chunks(4096)
+                .any(|c| c.iter().fold(0u8, |a, &b| a | b) != 0)
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// SHA-1 piece `piece` from the mapping (BEP 3); on a match mark it
+    /// verified (servable) and remember its xxh3 for the resume record.
+    /// Returns `Ok(false)` when the data does not match (the piece stays
+    /// unverified and writable). An already verified piece returns `Ok(true)`
+    /// without hashing.
+    ///
+    /// # Errors
+    /// [`StoreError::PieceOutOfRange`], [`StoreError::PieceLost`],
+    /// [`StoreError::PieceBusy`] (another thread writes or verifies it).
+    pub fn verify_piece(&self, piece: u32) -> Result<bool, StoreError> {
+        let expected = *self.layout.piece_hash(piece)?;
+        if self.lost.get(piece) {
+            return Err(StoreError::PieceLost { piece });
+        }
+        let _claim = self.claim(piece)?;
+        if self.verified.get(piece) {
+            return Ok(true);
+        }
+        // SAFETY: we hold the claim.
+        let (sha1, xxh3) = unsafe { self.hash_piece(piece, true)? };
+        if sha1 != expected {
+            return Ok(false);
+        }
+        self.set_verified(piece, xxh3, true);
+        self.on_piece_done(piece);
+        Ok(true)
+    }
+
+    fn set_verified(&self, piece: u32, xxh3: u64, dirty: bool) {
+        if let Some(h) = self.xxh3.get(piece as usize) {
+            h.store(xxh3, Ordering::Release);
+        }
+        if dirty {
+            self.dirty.set(piece);
+        }
+        self.verified.set(piece);
+    }
+
+    /// A piece was verified: files with no pending piece left start having
+    /// their mtime watched (from now on only others move it).
+    fn on_piece_done(&self, piece: u32) {
+        let Ok(segments) = self.layout.piece_segments(piece) else {
+            return;
+        };
+        for seg in segments {
+            let Some(f) = self.files.get(seg.file_index) else {
+                continue;
+            };
+            let prev = f
+                .pending
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1));
+            if prev == Ok(1) {
+                if let Ok(now) = f.current_stamp() {
+                    *f.stamp.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                }
+            }
+        }
+    }
+
+    /// Check every piece at open; see [`Storage::open`].
+    pub(crate) fn initial_check(
+        &self,
+        record_hashes: &[Option<u64>],
+        record: RecordStatus,
+    ) -> Result<ResumeReport, StoreError> {
+        let n = self.piece_count();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .clamp(1, 8)
+            .min(n as usize) as u32;
+        let per_thread = n.div_ceil(threads.max(1));
+        let zero_hashes = self.zero_hashes();
+        let counts = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let lo = (t * per_thread).min(n);
+                    let hi = (lo + per_thread).min(n);
+                    let zero_hashes = &zero_hashes;
+                    s.spawn(move || self.check_range(lo..hi, record_hashes, zero_hashes))
+                })
+                .collect();
+            let mut total = [0u32; 4];
+            for h in handles {
+                let c = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+                for (t, c) in total.iter_mut().zip(c) {
+                    *t += c;
+                }
+            }
+            Ok::<_, StoreError>(total)
+        })?;
+        let [fast_verified, sha1_verified, missing, failed] = counts;
+        Ok(ResumeReport {
+            fast_verified,
+            sha1_verified,
+            missing,
+            failed,
+            record,
+        })
+    }
+
+    /// SHA-1 of an all-zero nominal piece and of an all-zero last piece.
+    fn zero_hashes(&self) -> [(u32, [u8; 20]); 2] {
+        let nominal = self.layout.piece_len_bytes();
+        let last = self
+            .layout
+            .piece_len(self.piece_count().saturating_sub(1))
+            .unwrap_or(nominal);
+        [nominal, last].map(|len| {
+            let mut h = Sha1::new();
+            let mut left = len as usize;
+            while left > 0 {
+                let n = left.min(CHUNK_BYTES);
+                h.update(&ZEROS[..n]);
+                left -= n;
+            }
+            (len, h.finalize().into())
+        })
+    }
+
+    fn check_range(
+        &self,
+        pieces: Range<u32>,
+        record_hashes: &[Option<u64>],
+        zero_hashes: &[(u32, [u8; 20]); 2],
+    ) -> Result<[u32; 4], StoreError> {
+        let mut counts = [0u32; 4];
+        for piece in pieces {
+            let record = record_hashes.get(piece as usize).copied().flatten();
+            let outcome = self.check_one(piece, record, zero_hashes)?;
+            counts[outcome as usize] += 1;
+        }
+        Ok(counts)
+    }
+
+    fn check_one(
+        &self,
+        piece: u32,
+        record: Option<u64>,
+        zero_hashes: &[(u32, [u8; 20]); 2],
+    ) -> Result<Initial, StoreError> {
+        let expected = *self.layout.piece_hash(piece)?;
+        let _claim = self.claim(piece)?;
+        if let Some(recorded) = record {
+            // SAFETY: we hold the claim.
+            let (_, xxh3) = unsafe { self.hash_piece(piece, false)? };
+            if xxh3 == recorded {
+                self.set_verified(piece, xxh3, false);
+                return Ok(Initial::Fast);
+            }
+        }
+        // SAFETY: we hold the claim.
+        if unsafe { self.piece_is_zero(piece)? } {
+            let len = self.layout.piece_len(piece)?;
+            let zero_is_content = zero_hashes.iter().any(|&(l, h)| l == len && h == expected);
+            if !zero_is_content {
+                return Ok(Initial::Missing);
+            }
+        }
+        // SAFETY: we hold the claim.
+        let (sha1, xxh3) = unsafe { self.hash_piece(piece, true)? };
+        if sha1 == expected {
+            // Dirty: the bytes may sit only in the page cache of a process that died.
+            self.set_verified(piece, xxh3, true);
+            Ok(Initial::Sha1)
+        } else {
+            Ok(Initial::Failed)
+        }
+    }
+
+    /// Serve-path gate: the piece is verified and, as far as we can tell,
+    /// its bytes are still the ones that were verified.
+    pub(crate) fn ensure_servable(&self, piece: u32) -> Result<(), StoreError> {
+        if !self.verified.get(piece) {
+            return Err(if self.lost.get(piece) {
+                StoreError::PieceLost { piece }
+            } else {
+                StoreError::NotVerified { piece }
+            });
+        }
+        if self.serve_check == ServeCheck::EveryRead {
+            for seg in self.layout.piece_segments(piece)? {
+                if self.refresh_file(seg.file_index)? == FileState::Resized {
+                    return Err(self.changed(seg.file_index, piece));
+                }
+            }
+        }
+        if self.recheck.get(piece) {
+            self.recheck_piece(piece)?;
+        }
+        if !self.verified.get(piece) {
+            // Dropped by a concurrent check.
+            return Err(StoreError::PieceLost { piece });
+        }
+        Ok(())
+    }
+
+    /// Compare every file with its stamp: mark the verified pieces of files
+    /// whose mtime moved for re-verification before they are next served,
+    /// drop the pieces of files whose size moved. Call it periodically with
+    /// [`ServeCheck::Periodic`] (also useful with `EveryRead`, to catch changes
+    /// before a peer asks).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when `fstat` fails.
+    pub fn check_files(&self) -> Result<FileCheckReport, StoreError> {
+        let mut report = FileCheckReport::default();
+        let lost_before = self.lost.count();
+        for i in 0..self.files.len() {
+            if self.refresh_file(i)? != FileState::Unchanged {
+                report.changed_files += 1;
+            }
+        }
+        report.dropped_pieces = self.lost.count().saturating_sub(lost_before);
+        report.recheck_pieces = self.recheck.count();
+        Ok(report)
+    }
+
+    fn refresh_file(&self, file_index: usize) -> Result<FileState, StoreError> {
+        let Some(f) = self.files.get(file_index) else {
+            return Ok(FileState::Unchanged);
+        };
+        if f.map.is_none() {
+            return Ok(FileState::Unchanged); // zero-length: no piece depends on it
+        }
+        let now = f.current_stamp()?;
+        let mut stamp = f.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if now == *stamp {
+            return Ok(FileState::Unchanged);
+        }
+        if now.len_bytes != f.len_bytes {
+            // Reading past a shrunk end faults (SIGBUS): drop every piece of the
+            // file, verified or not, and never touch them again.
+            for p in self.layout.pieces_of_file(file_index) {
+                self.drop_piece(p);
+            }
+            *stamp = now;
+            return Ok(FileState::Resized);
+        }
+        if f.pending.load(Ordering::Acquire) > 0 {
+            // Still downloading: our own writes move the mtime; only size counts.
+            return Ok(FileState::Unchanged);
+        }
+        for p in self.layout.pieces_of_file(file_index) {
+            if self.verified.get(p) {
+                self.recheck.set(p);
+            }
+        }
+        *stamp = now;
+        Ok(FileState::Touched)
+    }
+
+    /// SHA-1 a verified piece again; drop it if it no longer matches.
+    fn recheck_piece(&self, piece: u32) -> Result<(), StoreError> {
+        let expected = *self.layout.piece_hash(piece)?;
+        // SAFETY: the piece is verified or lost; both are never written.
+        let (sha1, xxh3) = unsafe { self.hash_piece(piece, true)? };
+        if sha1 == expected {
+            if let Some(h) = self.xxh3.get(piece as usize) {
+                h.store(xxh3, Ordering::Release);
+            }
+            self.recheck.clear(piece);
+            return Ok(());
+        }
+        self.drop_piece(piece);
+        let file_index = self
+            .layout
+            .piece_segments(piece)?
+            .next()
+            .map_or(0, |s| s.file_index);
+        Err(self.changed(file_index, piece))
+    }
+
+    /// Mark `piece` lost. `lost` is set before `verified` is cleared, so a
+    /// writer that sees it unverified also sees it lost (see `write_block`).
+    fn drop_piece(&self, piece: u32) {
+        self.lost.set(piece);
+        self.recheck.clear(piece);
+        self.dirty.clear(piece);
+        self.verified.clear(piece);
+    }
+
+    fn changed(&self, file_index: usize, piece: u32) -> StoreError {
+        StoreError::ChangedOnDisk {
+            path: self
+                .files
+                .get(file_index)
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
+            piece,
+        }
+    }
+}

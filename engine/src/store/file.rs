@@ -1,0 +1,169 @@
+//! One torrent file on disk: opened, preallocated and memory-mapped.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+use std::sync::Mutex;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::error::StoreError;
+
+/// Size and modification time of a file, to notice changes made behind our back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) len_bytes: u64,
+    pub(crate) mtime_ns: i128,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            len_bytes: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// A mapped torrent file.
+///
+/// `map` is `None` for zero-length files. The mapping is `MmapRaw` rather than
+/// `MmapMut` because writes come through `&self` from several threads (one
+/// writer per piece); `MmapRaw` hands out raw pointers from `&self`, and the
+/// aliasing discipline is kept by [`super::Storage`].
+#[derive(Debug)]
+pub(crate) struct MappedFile {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) map: Option<MmapRaw>,
+    pub(crate) len_bytes: u64,
+    /// Stamp at the time the file was last known good; `mtime_ns` is only
+    /// compared once `pending` is 0 (our own writes move the mtime).
+    pub(crate) stamp: Mutex<Stamp>,
+    /// Pieces touching this file that are not yet verified.
+    pub(crate) pending: AtomicU32,
+}
+
+impl MappedFile {
+    /// Open (and in `writable` mode create and preallocate) the file at `path`
+    /// of `len_bytes`, then map it.
+    ///
+    /// # Errors
+    /// [`StoreError::FileMissing`] (read-only open of a missing file),
+    /// [`StoreError::FileSizeMismatch`] (existing file of another size: we
+    /// never truncate), [`StoreError::DiskFull`] (ENOSPC while preallocating),
+    /// [`StoreError::PermissionDenied`], [`StoreError::ReadOnlyFilesystem`],
+    /// [`StoreError::Io`].
+    pub(crate) fn open(path: PathBuf, len_bytes: u64, writable: bool) -> Result<Self, StoreError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .create(writable)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound if !writable => {
+                    StoreError::FileMissing { path: path.clone() }
+                }
+                _ => StoreError::io(&path, "open", e),
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io(&path, "stat", e))?;
+        if !meta.is_file() {
+            return Err(StoreError::io(
+                &path,
+                "open",
+                std::io::Error::other("not a regular file"),
+            ));
+        }
+        let actual = meta.len();
+        if actual > len_bytes || (!writable && actual != len_bytes) {
+            return Err(StoreError::FileSizeMismatch {
+                path,
+                expected_bytes: len_bytes,
+                actual_bytes: actual,
+            });
+        }
+        if writable && len_bytes > 0 {
+            preallocate(&file, &path, len_bytes, actual)?;
+        }
+        let map = if len_bytes == 0 {
+            None
+        } else {
+            Some(map_file(&file, &path, len_bytes, writable)?)
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io(&path, "stat", e))?;
+        Ok(Self {
+            path,
+            file,
+            map,
+            len_bytes,
+            stamp: Mutex::new(Stamp::of(&meta)),
+            pending: AtomicU32::new(0),
+        })
+    }
+
+    /// Current stamp from `fstat` on the open descriptor.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when `fstat` fails.
+    pub(crate) fn current_stamp(&self) -> Result<Stamp, StoreError> {
+        self.file
+            .metadata()
+            .map(|m| Stamp::of(&m))
+            .map_err(|e| StoreError::io(&self.path, "stat", e))
+    }
+}
+
+/// Reserve all `len_bytes` with `posix_fallocate`, so ENOSPC surfaces now, as
+/// a clear error, and not later as SIGBUS on a write into a sparse mapping.
+fn preallocate(file: &File, path: &Path, len_bytes: u64, actual: u64) -> Result<(), StoreError> {
+    let len = libc::off_t::try_from(len_bytes).map_err(|_| StoreError::FileSizeMismatch {
+        path: path.to_path_buf(),
+        expected_bytes: len_bytes,
+        actual_bytes: actual,
+    })?;
+    // SAFETY: plain syscall on a descriptor we own; no memory is passed.
+    // posix_fallocate returns the error number instead of setting errno.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 => Ok(()),
+        libc::ENOSPC | libc::EFBIG => Err(StoreError::DiskFull {
+            path: path.to_path_buf(),
+            needed_bytes: len_bytes - actual,
+        }),
+        errno => Err(StoreError::io(
+            path,
+            "preallocate",
+            std::io::Error::from_raw_os_error(errno),
+        )),
+    }
+}
+
+fn map_file(
+    file: &File,
+    path: &Path,
+    len_bytes: u64,
+    writable: bool,
+) -> Result<MmapRaw, StoreError> {
+    let len = usize::try_from(len_bytes).map_err(|_| {
+        StoreError::io(
+            path,
+            "mmap",
+            std::io::Error::other("file larger than the address space"),
+        )
+    })?;
+    let mut opts = MmapOptions::new();
+    opts.len(len);
+    let map = if writable {
+        opts.map_raw(file)
+    } else {
+        opts.map_raw_read_only(file)
+    };
+    map.map_err(|e| StoreError::io(path, "mmap", e))
+}

@@ -1,0 +1,189 @@
+//! Block reads and writes through the mappings.
+//!
+//! All raw access to mapped bytes lives in this file. The aliasing rules it
+//! relies on are the module invariants of [`crate::store`]: bytes of a piece
+//! are written only by the thread holding that piece's claim and only while
+//! the piece is neither verified nor lost; `&[u8]` views are created only of
+//! verified pieces, or of a piece whose claim the caller holds.
+
+use smallvec::SmallVec;
+
+use super::error::StoreError;
+use super::layout::Segment;
+use super::storage::{OpenMode, Storage};
+
+/// A held per-piece claim; released on drop.
+pub(crate) struct Claim<'a> {
+    storage: &'a Storage,
+    piece: u32,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.storage.claims.clear(self.piece);
+    }
+}
+
+impl Storage {
+    /// Take the claim of `piece` (range-checked by the caller).
+    ///
+    /// # Errors
+    /// [`StoreError::PieceBusy`] when another thread holds it.
+    pub(crate) fn claim(&self, piece: u32) -> Result<Claim<'_>, StoreError> {
+        if self.claims.set(piece) {
+            return Err(StoreError::PieceBusy { piece });
+        }
+        Ok(Claim {
+            storage: self,
+            piece,
+        })
+    }
+
+    /// Start of `seg` in its mapping, and its length, bounds-checked.
+    fn segment_ptr(&self, seg: &Segment) -> Result<(*mut u8, usize), StoreError> {
+        let outside = || StoreError::InvalidLayout("segment outside its mapping".into());
+        let map = self
+            .files
+            .get(seg.file_index)
+            .and_then(|f| f.map.as_ref())
+            .ok_or_else(outside)?;
+        let off = usize::try_from(seg.file_offset_bytes).map_err(|_| outside())?;
+        let len = seg.len_bytes as usize;
+        match off.checked_add(len) {
+            Some(end) if end <= map.len() => {}
+            _ => return Err(outside()),
+        }
+        // SAFETY: `off + len <= map.len()` was checked above, so the offset
+        // pointer stays inside the mapping (not dereferenced here).
+        Ok((unsafe { map.as_mut_ptr().add(off) }, len))
+    }
+
+    /// A shared view of the bytes of `seg`, valid while `self` lives.
+    ///
+    /// # Safety
+    /// No thread may write these bytes while the view lives: the caller must
+    /// hold the claim of the piece `seg` belongs to (and keep it while using
+    /// the view), or the piece must be verified (verified pieces are never
+    /// written again; see the module invariants).
+    pub(crate) unsafe fn segment_slice(&self, seg: &Segment) -> Result<&[u8], StoreError> {
+        let (ptr, len) = self.segment_ptr(seg)?;
+        // SAFETY: `ptr..ptr+len` lies inside a live mapping owned by `self`
+        // (checked by `segment_ptr`), which outlives the returned borrow; the
+        // bytes are initialized (file-backed); no writer aliases them per this
+        // function's contract. A concurrent truncation by another process can
+        // raise SIGBUS, which is not a memory-safety issue.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+
+    /// Copy bytes `offset_bytes..offset_bytes + buf.len()` of piece `piece`
+    /// into `buf`. Only verified pieces are served; a piece whose file changed
+    /// on disk is re-verified first.
+    ///
+    /// # Errors
+    /// [`StoreError::PieceOutOfRange`], [`StoreError::RangeOutOfPiece`] (bad
+    /// request: the peer's fault), [`StoreError::NotVerified`],
+    /// [`StoreError::PieceLost`], [`StoreError::ChangedOnDisk`] (the piece was
+    /// dropped), [`StoreError::Io`] from `fstat`.
+    pub fn read_block(
+        &self,
+        piece: u32,
+        offset_bytes: u32,
+        buf: &mut [u8],
+    ) -> Result<(), StoreError> {
+        let mut pos = 0;
+        for s in self.block_slices(
+            piece,
+            offset_bytes,
+            buf_len(piece, offset_bytes, buf.len())?,
+        )? {
+            let dst = buf.get_mut(pos..pos + s.len()).ok_or_else(|| {
+                StoreError::InvalidLayout("segments longer than the block".into())
+            })?;
+            dst.copy_from_slice(s);
+            pos += s.len();
+        }
+        Ok(())
+    }
+
+    /// Zero-copy views of bytes `offset_bytes..offset_bytes + len_bytes` of
+    /// piece `piece`, one per file the range touches (usually one, two across a
+    /// file boundary), for a vectored send. Same checks as [`Self::read_block`].
+    ///
+    /// # Errors
+    /// As [`Self::read_block`].
+    pub fn block_slices(
+        &self,
+        piece: u32,
+        offset_bytes: u32,
+        len_bytes: u32,
+    ) -> Result<SmallVec<[&[u8]; 2]>, StoreError> {
+        let segments = self.layout.segments(piece, offset_bytes, len_bytes)?;
+        self.ensure_servable(piece)?;
+        segments
+            // SAFETY: the piece is verified (`ensure_servable`), and verified
+            // pieces are never written again by this storage.
+            .map(|seg| unsafe { self.segment_slice(&seg) })
+            .collect()
+    }
+
+    /// Copy `data` into piece `piece` at `offset_bytes` (a received block).
+    ///
+    /// Thread contract: distinct pieces may be written concurrently from
+    /// distinct threads; one piece must have one writer at a time (the
+    /// runtime's claim). A second concurrent writer or verifier of the same
+    /// piece gets [`StoreError::PieceBusy`] instead of racing.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] in seed mode; [`StoreError::PieceOutOfRange`],
+    /// [`StoreError::RangeOutOfPiece`]; [`StoreError::AlreadyVerified`];
+    /// [`StoreError::PieceLost`]; [`StoreError::PieceBusy`].
+    pub fn write_block(
+        &self,
+        piece: u32,
+        offset_bytes: u32,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        if self.mode == OpenMode::Seed {
+            return Err(StoreError::ReadOnly);
+        }
+        let len_bytes = buf_len(piece, offset_bytes, data.len())?;
+        let segments = self.layout.segments(piece, offset_bytes, len_bytes)?;
+        let _claim = self.claim(piece)?;
+        // Checked under the claim: `verified` is set only under the claim, and
+        // `lost` is set before `verified` is cleared (Release/Acquire), so a
+        // piece seen unverified here is either never-verified or seen lost.
+        if self.verified.get(piece) {
+            return Err(StoreError::AlreadyVerified { piece });
+        }
+        if self.lost.get(piece) {
+            return Err(StoreError::PieceLost { piece });
+        }
+        let mut src = data;
+        for seg in segments {
+            let (dst, len) = self.segment_ptr(&seg)?;
+            let (head, rest) = src.split_at_checked(len).ok_or_else(|| {
+                StoreError::InvalidLayout("segments longer than the block".into())
+            })?;
+            // SAFETY: `dst..dst+len` is inside a writable mapping (checked by
+            // `segment_ptr`; seed mode returned above, so the mapping is
+            // read-write). We hold the piece's claim and the piece is neither
+            // verified nor lost, so no other thread reads or writes these bytes
+            // (see the module invariants). `head` cannot overlap `dst`: the only
+            // mapped bytes ever handed out are verified pieces', this piece is
+            // not verified, and pieces occupy disjoint bytes of distinct files.
+            unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), dst, len) };
+            src = rest;
+        }
+        Ok(())
+    }
+}
+
+/// A block length as `u32`, or the range error a too-long buffer deserves.
+fn buf_len(piece: u32, offset_bytes: u32, len: usize) -> Result<u32, StoreError> {
+    u32::try_from(len).map_err(|_| StoreError::RangeOutOfPiece {
+        piece,
+        offset_bytes,
+        len_bytes: len as u64,
+        piece_len_bytes: 0,
+    })
+}

@@ -1,0 +1,173 @@
+//! Path safety: torrent paths are untrusted input and must stay inside the
+//! output directory.
+//!
+//! Checked twice: on the components themselves ([`validate_components`]: no
+//! empty, `.`, `..`, absolute or separator-carrying component, no NUL), and on
+//! the file system ([`resolve_inside`]): every existing prefix of the path is
+//! canonicalized and must still lie under the canonical output directory, so a
+//! symlink (to a directory or to the file) that leads outside is refused.
+//! Symlinks that stay inside are allowed. Remaining gap: a symlink swapped in
+//! between the check and the `open` (TOCTOU) by a local attacker with write
+//! access to the output directory.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use super::error::StoreError;
+
+/// Name of the resume record inside the output directory.
+pub(crate) const RECORD_NAME: &str = ".p2pe.resume";
+/// Name of the resume record while it is being written (renamed over [`RECORD_NAME`]).
+pub(crate) const RECORD_TMP_NAME: &str = ".p2pe.resume.tmp";
+
+/// Check the components of one torrent file path.
+///
+/// # Errors
+/// [`StoreError::InvalidPath`] for an empty list, an empty, `.`, `..` or
+/// absolute component, a component containing `/`, `\` or NUL, or a path equal
+/// to the resume record's names.
+pub(crate) fn validate_components(components: &[String]) -> Result<(), StoreError> {
+    let invalid = |reason| StoreError::InvalidPath {
+        path: components.join("/"),
+        reason,
+    };
+    if components.is_empty() {
+        return Err(invalid("no path components"));
+    }
+    for c in components {
+        if c.is_empty() {
+            return Err(invalid("empty component"));
+        }
+        if c == "." || c == ".." {
+            return Err(invalid("`.` or `..` component"));
+        }
+        if c.contains(['/', '\\', '\0']) {
+            return Err(invalid("separator or NUL inside a component"));
+        }
+        // Belt and braces: whatever the platform thinks a component is, it must
+        // be exactly one normal component.
+        let mut parsed = Path::new(c).components();
+        if !matches!(
+            (parsed.next(), parsed.next()),
+            (Some(Component::Normal(_)), None)
+        ) {
+            return Err(invalid("not a plain file name"));
+        }
+    }
+    if let [only] = components {
+        if only == RECORD_NAME || only == RECORD_TMP_NAME {
+            return Err(invalid("collides with the resume record"));
+        }
+    }
+    Ok(())
+}
+
+/// Join validated `components` under `root` (canonical) and check that every
+/// existing prefix resolves inside `root`.
+///
+/// `create_dirs`: create missing parent directories (one at a time, each
+/// checked before the next is created).
+///
+/// # Errors
+/// [`StoreError::PathEscapes`] when a symlink leads outside `root`;
+/// I/O errors from `canonicalize` / `create_dir`.
+pub(crate) fn resolve_inside(
+    root: &Path,
+    components: &[String],
+    create_dirs: bool,
+) -> Result<PathBuf, StoreError> {
+    let mut path = root.to_path_buf();
+    let last = components.len().saturating_sub(1);
+    for (i, c) in components.iter().enumerate() {
+        path.push(c);
+        let is_dir = i < last;
+        match fs::symlink_metadata(&path) {
+            Ok(_) => check_inside(root, &path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if is_dir && create_dirs {
+                    fs::create_dir(&path).map_err(|e| StoreError::io(&path, "create dir", e))?;
+                    check_inside(root, &path)?;
+                }
+                // A missing file (or missing dir in seed mode) is reported by
+                // the caller when it opens the file.
+            }
+            Err(e) => return Err(StoreError::io(&path, "stat", e)),
+        }
+    }
+    Ok(path)
+}
+
+/// `path` exists; its canonical form must start with `root`.
+fn check_inside(root: &Path, path: &Path) -> Result<(), StoreError> {
+    match fs::canonicalize(path) {
+        Ok(real) if real.starts_with(root) => Ok(()),
+        Ok(_) => Err(StoreError::PathEscapes {
+            path: path.to_path_buf(),
+            root: root.to_path_buf(),
+        }),
+        // A dangling symlink: refuse, we would create its target wherever it points.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::PathEscapes {
+            path: path.to_path_buf(),
+            root: root.to_path_buf(),
+        }),
+        Err(e) => Err(StoreError::io(path, "canonicalize", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comps(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rejects_bad_components() {
+        for bad in [
+            &[][..],
+            &[""],
+            &["."],
+            &[".."],
+            &["a", "..", "b"],
+            &["/etc"],
+            &["a/b"],
+            &["a\\b"],
+            &["a\0b"],
+            &[RECORD_NAME],
+            &[RECORD_TMP_NAME],
+        ] {
+            assert!(
+                matches!(
+                    validate_components(&comps(bad)),
+                    Err(StoreError::InvalidPath { .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        validate_components(&comps(&["dir", "..file", "x.y"])).unwrap();
+        validate_components(&comps(&["d", RECORD_NAME])).unwrap();
+    }
+
+    #[test]
+    fn refuses_symlink_leading_outside() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root_c = fs::canonicalize(root.path()).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        let err = resolve_inside(&root_c, &comps(&["link", "f"]), true).unwrap_err();
+        assert!(matches!(err, StoreError::PathEscapes { .. }), "{err}");
+        // A symlinked file pointing outside, too.
+        std::os::unix::fs::symlink(outside.path().join("x"), root.path().join("fl")).unwrap();
+        let err = resolve_inside(&root_c, &comps(&["fl"]), true).unwrap_err();
+        assert!(matches!(err, StoreError::PathEscapes { .. }), "{err}");
+        // A symlink that stays inside is fine.
+        fs::create_dir(root.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(root_c.join("real"), root.path().join("in")).unwrap();
+        let p = resolve_inside(&root_c, &comps(&["in", "sub", "f"]), true).unwrap();
+        assert!(fs::canonicalize(p.parent().unwrap())
+            .unwrap()
+            .starts_with(&root_c));
+        assert!(!outside.path().join("f").exists());
+    }
+}

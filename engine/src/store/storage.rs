@@ -1,0 +1,321 @@
+//! [`Storage`]: opening an output directory and the resume record.
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::bitmap::AtomicBitmap;
+use super::error::StoreError;
+use super::file::MappedFile;
+use super::layout::StorageLayout;
+use super::path::resolve_inside;
+use super::resume::{self, RecordKey, RecordRejected};
+
+/// How [`Storage::open`] treats the output directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Download: create the directory and missing files, preallocate them,
+    /// map them read-write. Existing data is checked and kept.
+    Create,
+    /// Seed existing data: every file must exist at its exact size; files are
+    /// opened and mapped read-only, nothing is created or written (the resume
+    /// record is written only by an explicit [`Storage::flush_resume`]).
+    Seed,
+}
+
+/// When the serve path looks for files changed behind our back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeCheck {
+    /// `fstat` every file a block touches on every read (one syscall per file
+    /// per block; see perf/store.md for its cost). The default.
+    EveryRead,
+    /// Only when the runtime calls [`Storage::check_files`] (e.g. once a second).
+    Periodic,
+}
+
+/// What happened to the resume record at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordStatus {
+    /// No record in the directory.
+    Absent,
+    /// The record was used; it listed this many pieces.
+    Used {
+        /// Entries in the record.
+        entries: u32,
+    },
+    /// A record was found and ignored as a whole.
+    Rejected(RecordRejected),
+}
+
+/// Outcome of checking existing data at [`Storage::open`]. Every piece is
+/// counted in exactly one of the four counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeReport {
+    /// Pieces whose bytes matched the resume record's xxh3 (no SHA-1 needed).
+    pub fast_verified: u32,
+    /// Pieces verified by SHA-1 (not in the record, or the record disagreed).
+    pub sha1_verified: u32,
+    /// Pieces with no data yet (all zero bytes, not the piece's content).
+    pub missing: u32,
+    /// Pieces with data that does not match its SHA-1 (in flight when the
+    /// last process stopped, or corrupted); treated like missing.
+    pub failed: u32,
+    /// The resume record's fate.
+    pub record: RecordStatus,
+}
+
+impl ResumeReport {
+    /// Pieces verified at open.
+    pub fn verified(&self) -> u32 {
+        self.fast_verified + self.sha1_verified
+    }
+}
+
+/// Piece storage for one torrent below one output directory; see the module docs
+/// ([`crate::store`]) for the invariants. `Sync`: share it with `Arc`.
+#[derive(Debug)]
+pub struct Storage {
+    pub(crate) root: PathBuf,
+    pub(crate) layout: StorageLayout,
+    pub(crate) info_hash: [u8; 20],
+    pub(crate) mode: OpenMode,
+    pub(crate) serve_check: ServeCheck,
+    pub(crate) files: Vec<MappedFile>,
+    /// SHA-1 matched; only these are served.
+    pub(crate) verified: AtomicBitmap,
+    /// A thread is writing or verifying the piece.
+    pub(crate) claims: AtomicBitmap,
+    /// Dropped after a change on disk; never written again in this instance.
+    pub(crate) lost: AtomicBitmap,
+    /// Verified, but a file under it changed: re-verify before serving.
+    pub(crate) recheck: AtomicBitmap,
+    /// Verified since the last msync.
+    pub(crate) dirty: AtomicBitmap,
+    /// xxh3-64 of each verified piece (meaningless for the others).
+    pub(crate) xxh3: Vec<AtomicU64>,
+    /// Serializes [`Storage::flush_resume`].
+    pub(crate) flush_lock: Mutex<()>,
+}
+
+impl Storage {
+    /// Open `dir` for the torrent `layout` with info-hash `info_hash` (BEP 3),
+    /// check what is already there, and report it.
+    ///
+    /// Existing data is verified: pieces listed in a valid resume record by
+    /// xxh3, the rest by SHA-1 (all-zero pieces are counted missing without
+    /// hashing). Runs on up to `available_parallelism` (≤ 8) threads.
+    ///
+    /// # Errors
+    /// [`StoreError::PathEscapes`], [`StoreError::DiskFull`],
+    /// [`StoreError::PermissionDenied`], [`StoreError::ReadOnlyFilesystem`],
+    /// [`StoreError::FileMissing`] and [`StoreError::FileSizeMismatch`] (seed
+    /// mode), [`StoreError::InvalidLayout`] when two torrent paths resolve to the
+    /// same file, [`StoreError::Io`]. A bad resume record is not an error.
+    pub fn open(
+        dir: &Path,
+        layout: StorageLayout,
+        info_hash: [u8; 20],
+        mode: OpenMode,
+    ) -> Result<(Self, ResumeReport), StoreError> {
+        let writable = mode == OpenMode::Create;
+        if writable {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, "create dir", e))?;
+        }
+        let root = fs::canonicalize(dir).map_err(|e| StoreError::io(dir, "open dir", e))?;
+        let files = open_files(&root, &layout, writable)?;
+        let n = layout.piece_count();
+        let storage = Self {
+            root,
+            info_hash,
+            mode,
+            serve_check: ServeCheck::EveryRead,
+            files,
+            verified: AtomicBitmap::new(n),
+            claims: AtomicBitmap::new(n),
+            lost: AtomicBitmap::new(n),
+            recheck: AtomicBitmap::new(n),
+            dirty: AtomicBitmap::new(n),
+            xxh3: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            flush_lock: Mutex::new(()),
+            layout,
+        };
+        let (record_hashes, record) = storage.load_record()?;
+        let report = storage.initial_check(&record_hashes, record)?;
+        storage.init_pending();
+        Ok((storage, report))
+    }
+
+    /// Choose when the serve path checks files for outside changes
+    /// (default [`ServeCheck::EveryRead`]).
+    pub fn set_serve_check(&mut self, serve_check: ServeCheck) {
+        self.serve_check = serve_check;
+    }
+
+    /// The layout this storage was opened with.
+    pub fn layout(&self) -> &StorageLayout {
+        &self.layout
+    }
+
+    /// The canonical output directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Number of pieces.
+    pub fn piece_count(&self) -> u32 {
+        self.layout.piece_count()
+    }
+
+    /// Whether piece `piece` is verified (servable). `false` out of range.
+    pub fn is_verified(&self, piece: u32) -> bool {
+        self.verified.get(piece)
+    }
+
+    /// Whether piece `piece` was dropped after a change on disk.
+    pub fn is_lost(&self, piece: u32) -> bool {
+        self.lost.get(piece)
+    }
+
+    /// One flag per piece: verified (BEP 3 bitfield order).
+    pub fn verified(&self) -> Vec<bool> {
+        self.verified.to_vec()
+    }
+
+    /// Number of verified pieces.
+    pub fn verified_count(&self) -> u32 {
+        self.verified.count()
+    }
+
+    /// Whether every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.verified_count() == self.piece_count()
+    }
+
+    /// Make every verified piece durable (msync of the pieces verified since
+    /// the last flush), then atomically replace the resume record with the
+    /// verified pieces and their xxh3. Only pieces whose data was flushed are
+    /// listed, so a crash after this call loses nothing it lists.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] from msync (the pieces stay dirty for the next try);
+    /// [`StoreError::DiskFull`], [`StoreError::PermissionDenied`],
+    /// [`StoreError::ReadOnlyFilesystem`], [`StoreError::Io`] writing the record.
+    pub fn flush_resume(&self) -> Result<(), StoreError> {
+        let _guard = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let snapshot = self.verified.to_vec();
+        let mut entries = Vec::new();
+        for (piece, verified) in (0u32..).zip(snapshot) {
+            if !verified {
+                continue;
+            }
+            if self.dirty.clear(piece) {
+                if let Err(e) = self.msync_piece(piece) {
+                    self.dirty.set(piece);
+                    return Err(e);
+                }
+            }
+            let xxh3 = self
+                .xxh3
+                .get(piece as usize)
+                .map(|h| h.load(Ordering::Acquire));
+            entries.push((piece, xxh3.unwrap_or(0)));
+        }
+        resume::write_atomic(&self.root, &resume::encode(&self.record_key(), &entries))
+    }
+
+    fn msync_piece(&self, piece: u32) -> Result<(), StoreError> {
+        if self.mode == OpenMode::Seed {
+            return Ok(()); // read-only mappings are never dirty
+        }
+        for seg in self.layout.piece_segments(piece)? {
+            let Some(f) = self.files.get(seg.file_index) else {
+                continue;
+            };
+            if let Some(map) = &f.map {
+                // Fits usize: inside a mapping whose length is a usize.
+                map.flush_range(seg.file_offset_bytes as usize, seg.len_bytes as usize)
+                    .map_err(|e| StoreError::io(&f.path, "msync", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn record_key(&self) -> RecordKey {
+        RecordKey {
+            info_hash: self.info_hash,
+            piece_len_bytes: self.layout.piece_len_bytes(),
+            total_len_bytes: self.layout.total_len_bytes(),
+            piece_count: self.layout.piece_count(),
+        }
+    }
+
+    /// Read and decode the record: per-piece xxh3 from it, and its status.
+    fn load_record(&self) -> Result<(Vec<Option<u64>>, RecordStatus), StoreError> {
+        let mut hashes = vec![None; self.piece_count() as usize];
+        let Some(bytes) = resume::read(&self.root)? else {
+            return Ok((hashes, RecordStatus::Absent));
+        };
+        match resume::decode(&bytes, &self.record_key()) {
+            Ok(entries) => {
+                for (piece, h) in &entries {
+                    if let Some(slot) = hashes.get_mut(*piece as usize) {
+                        *slot = Some(*h);
+                    }
+                }
+                // Fits: at most one entry per piece was accepted by decode's length check.
+                let entries = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+                Ok((hashes, RecordStatus::Used { entries }))
+            }
+            Err(why) => Ok((hashes, RecordStatus::Rejected(why))),
+        }
+    }
+
+    /// Count, per file, the pieces touching it that are not verified.
+    fn init_pending(&self) {
+        for (i, f) in self.files.iter().enumerate() {
+            let pending = self
+                .layout
+                .pieces_of_file(i)
+                .filter(|&p| !self.verified.get(p))
+                .count();
+            f.pending.store(
+                u32::try_from(pending).unwrap_or(u32::MAX),
+                Ordering::Release,
+            );
+        }
+    }
+}
+
+/// Resolve, open and map every file of `layout` below `root`.
+fn open_files(
+    root: &Path,
+    layout: &StorageLayout,
+    writable: bool,
+) -> Result<Vec<MappedFile>, StoreError> {
+    let mut files = Vec::with_capacity(layout.file_count());
+    let mut seen = HashSet::new();
+    for spec in layout.files() {
+        let path = resolve_inside(root, &spec.path_components, writable)?;
+        let f = MappedFile::open(path, spec.len_bytes, writable)?;
+        // Two torrent paths must not reach one file (through an inside symlink):
+        // writes to distinct pieces would then alias the same bytes.
+        let meta = f
+            .file
+            .metadata()
+            .map_err(|e| StoreError::io(&f.path, "stat", e))?;
+        if !seen.insert((meta.dev(), meta.ino())) {
+            return Err(StoreError::InvalidLayout(format!(
+                "{} is the same file on disk as another torrent path",
+                f.path.display()
+            )));
+        }
+        files.push(f);
+    }
+    Ok(files)
+}
