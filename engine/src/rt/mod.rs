@@ -1,0 +1,243 @@
+//! io_uring thread-per-core runtime: the byte-moving layer of a p2pe node.
+//!
+//! One worker thread per core (optionally pinned with `core_affinity`), each
+//! owning its own `io_uring` (`SINGLE_ISSUER | DEFER_TASKRUN`), its own
+//! `SO_REUSEPORT` listener with a multishot accept, and every connection it
+//! accepted or opened. A connection never moves between workers and the hot
+//! path takes no lock. Workers talk to each other only through bounded
+//! `crossbeam` channels ([`Ctx::post`]); the sender wakes the target ring by
+//! writing its eventfd, on which each ring keeps one read posted.
+//!
+//! Protocol logic plugs in through [`Handler`]: one instance per worker, built
+//! by a factory closure, called back with a [`Ctx`] through which it queues
+//! sends, opens and closes connections and arms its timer.
+//!
+//! # Invariants
+//!
+//! - Every buffer, iovec array, `msghdr`, socket address and pipe handed to the
+//!   kernel lives in a per-connection slot owned by the worker (boxed, so it
+//!   never moves) and stays there until the kernel's last completion for that
+//!   slot has been reaped. A slot is only reused after that, with a new
+//!   generation, so stale completions and stale [`ConnId`]s are rejected.
+//! - Sends are queued per connection (FIFO) with at most one send operation
+//!   (or one linked splice chain) in flight per socket, so bytes never reorder.
+//!   Partial sends are resubmitted for the remainder.
+//! - Each [`ConnId`] gets exactly one [`Handler::on_open`] (unless its connect
+//!   fails) and exactly one [`Handler::on_close`].
+//! - All `unsafe` of the engine's I/O lives in this module; each block says why
+//!   it is sound.
+//!
+//! # Send strategies
+//!
+//! Plain byte buffers ([`Ctx::send`]) always go out with `IORING_OP_SEND`.
+//! File regions ([`Ctx::send_region`]) go out according to [`SendStrategy`];
+//! a small header queued just before a region is gathered into the same send
+//! (one `SENDMSG` with several iovecs, or written into the same pipe).
+//!
+//! The default is [`SendStrategy::Send`]: on the recorded loopback
+//! measurement (`perf/send-path.md`) it was the fastest and cheapest in CPU;
+//! `Splice` costs extra io-wq context switches per chunk, and `SendZc` only
+//! pays on a real NIC (on loopback the kernel copies anyway and adds the
+//! notification round trip).
+
+mod conn;
+mod ctx;
+mod handle;
+mod send;
+mod sys;
+mod worker;
+
+use std::any::Any;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use ctx::{Ctx, PostError};
+pub use handle::{run, RuntimeHandle};
+
+/// How file regions queued with [`Ctx::send_region`] are moved to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendStrategy {
+    /// `IORING_OP_SENDMSG` straight from the memory mapping, gathering queued
+    /// headers and regions into up to 64 iovecs and
+    /// [`RuntimeConfig::send_chunk_bytes`] per operation. The default: fastest
+    /// on the loopback measurement (see the module docs).
+    #[default]
+    Send,
+    /// `splice(2)` file -> pipe -> socket through a per-worker pool of pipes
+    /// (pipe size 1 MiB clamped to `/proc/sys/fs/pipe-max-size`), the two
+    /// splices linked (`IOSQE_IO_LINK`). No user-space copy.
+    Splice,
+    /// `IORING_OP_SENDMSG_ZC` from the memory mapping (opt-in): pages are
+    /// pinned instead of copied; the mapping is kept alive until the kernel's
+    /// notification. Only pays on a real NIC.
+    SendZc,
+}
+
+/// Configuration of [`run`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Number of worker threads (one ring each); default: available cores.
+    pub workers: usize,
+    /// Address every worker listens on (`SO_REUSEPORT`); port 0 picks one
+    /// port shared by all workers. `None`: outbound connections only.
+    pub listen: Option<SocketAddr>,
+    /// How file regions are sent; see [`SendStrategy`].
+    pub send_strategy: SendStrategy,
+    /// Size of each connection's receive buffer in bytes (default 256 KiB).
+    pub recv_buf_bytes: usize,
+    /// Upper bound of bytes per send operation (default 4 MiB); splice chunks
+    /// are bounded by the pipe size instead.
+    pub send_chunk_bytes: usize,
+    /// Pin worker `i` to core `i % cores` (default true).
+    pub pin_cores: bool,
+    /// Capacity of each worker's control channel ([`Ctx::post`]), in messages
+    /// (default 1024).
+    pub control_capacity: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            listen: None,
+            send_strategy: SendStrategy::default(),
+            recv_buf_bytes: 256 * 1024,
+            send_chunk_bytes: 4 * 1024 * 1024,
+            pin_cores: true,
+            control_capacity: 1024,
+        }
+    }
+}
+
+/// Identifies a connection within the worker that owns it.
+///
+/// Valid only on that worker; a stale id (its connection closed and the slot
+/// reused) is recognised by its generation and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) slot: u32,
+    pub(crate) gen: u32,
+}
+
+/// A read-only file together with its memory mapping: the source of
+/// [`Region`]s. The mapping serves `Send`/`SendZc`, the descriptor `Splice`.
+///
+/// The file must not be truncated while mapped (reads past the new end would
+/// fault).
+#[derive(Debug)]
+pub struct SourceFile {
+    file: File,
+    map: memmap2::Mmap,
+    len_bytes: u64,
+}
+
+impl SourceFile {
+    /// Opens `path` read-only and maps it.
+    ///
+    /// # Errors
+    /// Any error of `open(2)`, `fstat(2)` or `mmap(2)`.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Self::from_file(File::open(path)?)
+    }
+
+    /// Maps an already opened file (read access needed).
+    ///
+    /// # Errors
+    /// Any error of `fstat(2)` or `mmap(2)`.
+    pub fn from_file(file: File) -> io::Result<Self> {
+        let len_bytes = file.metadata()?.len();
+        let map = sys::map_readonly(&file)?;
+        Ok(SourceFile {
+            file,
+            map,
+            len_bytes,
+        })
+    }
+
+    /// Length of the file in bytes at the time it was mapped.
+    pub fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len_bytes == 0
+    }
+}
+
+/// A byte range of a [`SourceFile`], sent without a user-space copy.
+#[derive(Debug, Clone)]
+pub struct Region {
+    src: Arc<SourceFile>,
+    offset_bytes: u64,
+    len_bytes: u64,
+}
+
+impl Region {
+    /// The `len_bytes` bytes of `src` starting at `offset_bytes`.
+    ///
+    /// # Errors
+    /// `InvalidInput` if the range does not lie within the file.
+    pub fn new(src: Arc<SourceFile>, offset_bytes: u64, len_bytes: u64) -> io::Result<Self> {
+        match offset_bytes.checked_add(len_bytes) {
+            Some(end) if end <= src.len_bytes => Ok(Region {
+                src,
+                offset_bytes,
+                len_bytes,
+            }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "region lies outside the file",
+            )),
+        }
+    }
+
+    /// Length of the region in bytes.
+    pub fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len_bytes == 0
+    }
+}
+
+/// The protocol side of a worker: one instance per worker, created by the
+/// factory passed to [`run`], called only from that worker's thread.
+pub trait Handler: Send + 'static {
+    /// A connection is established: accepted (`inbound`) or a
+    /// [`Ctx::connect`] that succeeded.
+    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, inbound: bool);
+    /// Bytes received on `conn`, in order. `data` is never empty.
+    fn on_recv(&mut self, ctx: &mut Ctx, conn: ConnId, data: &[u8]);
+    /// A send operation on `conn` completed; [`Ctx::queued_bytes`] tells how
+    /// much is still queued, so more may be queued now.
+    fn on_sent(&mut self, ctx: &mut Ctx, conn: ConnId);
+    /// `conn` is closed (by the peer, an error, or [`Ctx::close`]); `err` is
+    /// `None` for an orderly close. Called exactly once per connection; the id
+    /// is dead afterwards.
+    fn on_close(&mut self, ctx: &mut Ctx, conn: ConnId, err: Option<io::Error>);
+    /// The deadline set with [`Ctx::set_timer`] passed.
+    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant);
+    /// A message from [`Ctx::post`] or [`RuntimeHandle::post`].
+    fn on_control(&mut self, ctx: &mut Ctx, msg: Box<dyn Any + Send>) {
+        let _ = (ctx, msg);
+    }
+    /// The worker exits (closing its connections, without further callbacks)
+    /// once this returns true.
+    fn is_done(&self) -> bool;
+}
+
+/// Longest time a worker waits on its teardown for the kernel to give back
+/// buffers (cancelled operations complete within microseconds; io-wq splices
+/// are woken by the socket shutdown). Past it the buffers are leaked rather
+/// than freed under the kernel.
+pub(crate) const TEARDOWN_BOUND: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests;
