@@ -19,6 +19,7 @@ pub mod net;
 pub mod queue;
 pub mod report;
 mod server;
+mod swarm;
 pub mod units;
 
 use std::str::FromStr;
@@ -248,11 +249,7 @@ pub fn run_with_progress(
     let wall = std::time::Instant::now();
     let mut report = match config.strategy {
         Strategy::ClientServer | Strategy::Replicas(_) => server::run(config, progress),
-        Strategy::P2p => {
-            return Err(SimError::InvalidConfig(
-                "strategy p2p is not wired to the core yet".to_string(),
-            ))
-        }
+        Strategy::P2p => swarm::run(config, progress),
     };
     report.wall_s = wall.elapsed().as_secs_f64();
     Ok(report)
@@ -302,6 +299,7 @@ impl Outcome {
             hash_failures: 0,
             bans: 0,
             protocol_errors: 0,
+            integrity_violations: 0,
             peers_left: 0,
             peers_joined: 0,
             origin_left_s: None,

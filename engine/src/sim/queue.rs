@@ -71,6 +71,16 @@ impl<E> EventQueue<E> {
         Some((entry.time_ns, entry.event))
     }
 
+    /// Time of the earliest event, if any.
+    pub fn peek_time(&self) -> Option<Nanos> {
+        self.heap.peek().map(|e| e.time_ns)
+    }
+
+    /// Counts an event handled outside the heap (see `popped`).
+    pub fn count_external(&mut self) {
+        self.popped += 1;
+    }
+
     /// Number of events popped so far (stale ones included).
     pub fn popped(&self) -> u64 {
         self.popped

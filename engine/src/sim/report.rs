@@ -93,6 +93,9 @@ pub struct Report {
     pub bans: u64,
     /// Protocol errors the core reported on peer input (0 in a correct run).
     pub protocol_errors: u64,
+    /// Breaches of data integrity the simulator caught: an honest node sending a block of a
+    /// piece it has not verified, or completing without verifying every piece (0 always).
+    pub integrity_violations: u64,
     /// Peers that left during the run (churn).
     pub peers_left: u32,
     /// Peers that joined late (churn).

@@ -67,7 +67,7 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
             }
             Event::Arrived { .. } => completion_ns.push(now),
         }
-        if queue.popped() % (1 << 16) == 0 {
+        if queue.popped().is_multiple_of(1 << 16) {
             progress(Progress {
                 now_ns: now,
                 completed_peers: completion_ns.len() as u32,
