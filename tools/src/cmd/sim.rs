@@ -1,10 +1,191 @@
-//! `p2pe sim`.
+//! `p2pe sim`: run the seeded swarm simulator and compare with the D_cs / D_p2p bounds.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use p2pe::sim::units::{
+    format_bytes, format_rate_bits, parse_duration_ns, parse_rate_bytes_per_s, parse_size_bytes,
+};
+use p2pe::sim::{ChurnSpec, Progress, Report, SimConfig, Strategy};
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size_bytes(s).map_err(|e| e.to_string())
+}
+fn rate(s: &str) -> Result<u64, String> {
+    parse_rate_bytes_per_s(s).map_err(|e| e.to_string())
+}
+fn duration(s: &str) -> Result<u64, String> {
+    parse_duration_ns(s).map_err(|e| e.to_string())
+}
 
 /// Arguments of `p2pe sim`.
+///
+/// Sizes: `5GB` (10⁹), `5GiB` (2³⁰), `4MiB`, plain bytes. Rates: `40Gbit`, `400Mbit/s`,
+/// `5GB/s`, `100MiB/s`, plain bytes per second. Durations: `200us`, `1ms`, `2s`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(after_help = "\
+Reports per-peer completion (min / median / p99 / max), the total time, the origin's upload in \
+copies of the file, and the references D_cs = max(N·F/u_s, F/d_min) and \
+D_p2p = max(F/u_s, F/d_min, N·F/(u_s+Σu_i)) with the ratio total/D_p2p.
+
+Churn spec (--churn, comma-separated, p2p only):
+  leave=F        a fraction F of the peers leave at uniformly random times in the window
+  join=F         F·N extra peers join at uniformly random times in the window
+  origin-leave   the origin leaves once the peers together hold every piece
+  window=DUR     the churn window [0, DUR] (default: D_p2p)
+  e.g. --churn leave=0.1,join=0.1,origin-leave
+
+Example (the seeds' scenario): p2pe sim --peers 1000 --size 5GB --uplink 40Gbit")]
+pub struct Args {
+    /// Downloading peers N (the origin is extra).
+    #[arg(long)]
+    peers: u32,
+    /// File size F.
+    #[arg(long, value_parser = size)]
+    size: u64,
+    /// Uplink of every peer, u_i.
+    #[arg(long, value_parser = rate)]
+    uplink: u64,
+    /// Uplink of the origin (and replica servers), u_s [default: --uplink].
+    #[arg(long, value_parser = rate)]
+    seeder_uplink: Option<u64>,
+    /// Downlink of every peer [default: --uplink].
+    #[arg(long, value_parser = rate)]
+    downlink: Option<u64>,
+    /// Piece length [default: a power of two giving at most ~2,000 pieces, 256 KiB..16 MiB].
+    #[arg(long, value_parser = size)]
+    piece_length: Option<u64>,
+    /// Largest request (block) [default: the piece length; BEP 3 clients use 16KiB].
+    #[arg(long, value_parser = size)]
+    block_length: Option<u64>,
+    /// One-way latency of every connection.
+    #[arg(long, value_parser = duration, default_value = "200us")]
+    latency: u64,
+    /// Connections each peer opens to random other peers (p2p; the origin connects to all).
+    #[arg(long, default_value_t = 25)]
+    connections: u32,
+    /// client-server, replicas:K or p2p.
+    #[arg(long, default_value = "p2p")]
+    strategy: Strategy,
+    /// Peers leaving and joining; see below.
+    #[arg(long, value_parser = |s: &str| ChurnSpec::parse(s).map_err(|e| e.to_string()))]
+    churn: Option<ChurnSpec>,
+    /// Peers that send corrupt data (p2p).
+    #[arg(long, default_value_t = 0)]
+    liars: u32,
+    /// RNG seed: the same seed gives the same result.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Stop after this much simulated time (peers not done are reported incomplete).
+    #[arg(long, value_parser = duration, default_value = "3600s")]
+    max_time: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
 
 /// Runs `p2pe sim`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("p2pe sim: not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = config_from(&args)?;
+    config.validate()?;
+    let report = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(u64::from(config.peers));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} peers done {msg}",
+            )
+            .context("progress template")?,
+        );
+        let mut tick = |p: Progress| {
+            bar.set_length(u64::from(p.expected_peers));
+            bar.set_position(u64::from(p.completed_peers));
+            bar.set_message(format!(
+                "sim time {:.3} s, {} events",
+                p.now_ns as f64 / 1e9,
+                p.events
+            ));
+        };
+        let report = p2pe::sim::run_with_progress(&config, &mut tick);
+        bar.finish_and_clear();
+        report?
+    } else {
+        p2pe::sim::run(&config)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(&config, &report);
+    }
+    if report.incomplete_peers > 0 {
+        anyhow::bail!("{} peers did not complete", report.incomplete_peers);
+    }
+    Ok(())
+}
+
+fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
+    let mut config = SimConfig::new(args.peers, args.size, args.uplink);
+    if let Some(len) = args.piece_length {
+        config.piece_len_bytes = u32::try_from(len).context("--piece-length too large")?;
+    }
+    config.block_len_bytes = match args.block_length {
+        Some(len) => u32::try_from(len).context("--block-length too large")?,
+        None => config.piece_len_bytes,
+    };
+    config.seeder_uplink_bytes_per_s = args.seeder_uplink.unwrap_or(args.uplink);
+    config.downlink_bytes_per_s = args.downlink.unwrap_or(args.uplink);
+    config.latency_ns = args.latency;
+    config.connections = args.connections;
+    config.strategy = args.strategy;
+    config.churn = args.churn.clone().unwrap_or_default();
+    config.liars = args.liars;
+    config.seed = args.seed;
+    config.max_time_ns = args.max_time;
+    Ok(config)
+}
+
+fn print_text(config: &SimConfig, r: &Report) {
+    println!(
+        "{} peers, {} ({} pieces of {} KiB), {}, seed {}",
+        r.peers,
+        format_bytes(r.size_bytes as f64),
+        config.piece_count(),
+        r.piece_length_bytes / 1024,
+        r.strategy,
+        r.seed
+    );
+    println!(
+        "links: peer up {}, down {}; origin up {}; latency {} us",
+        format_rate_bits(config.uplink_bytes_per_s as f64),
+        format_rate_bits(config.downlink_bytes_per_s as f64),
+        format_rate_bits(config.seeder_uplink_bytes_per_s as f64),
+        config.latency_ns / 1000
+    );
+    println!(
+        "completion (s): min {:.4}  median {:.4}  p99 {:.4}  max {:.4}  ({} done, {} incomplete)",
+        r.min_s, r.median_s, r.p99_s, r.max_s, r.completed_peers, r.incomplete_peers
+    );
+    println!(
+        "total {:.4} s   D_p2p {:.4} s   ratio {:.3}   D_cs {:.4} s",
+        r.total_s, r.d_p2p_s, r.ratio, r.d_cs_s
+    );
+    println!(
+        "origin upload {:.3} copies of the file; all uploads {:.3}x N·F",
+        r.origin_upload_copies, r.upload_overhead
+    );
+    if r.liars > 0 || r.hash_failures > 0 || r.bans > 0 || r.protocol_errors > 0 {
+        println!(
+            "liars {}  hash failures {}  bans {}  protocol errors {}",
+            r.liars, r.hash_failures, r.bans, r.protocol_errors
+        );
+    }
+    if r.peers_left > 0 || r.peers_joined > 0 || r.origin_left_s.is_some() {
+        let origin = r
+            .origin_left_s
+            .map_or("stayed".to_string(), |t| format!("left at {t:.4} s"));
+        println!(
+            "churn: {} left, {} joined, origin {origin}",
+            r.peers_left, r.peers_joined
+        );
+    }
+    println!("{} events in {:.2} s wall", r.events, r.wall_s);
 }

@@ -1,0 +1,187 @@
+//! Tunables of the swarm logic: choker, pipelining, seeding policy.
+
+use std::time::Duration;
+
+/// Size of the request grain, in bytes: the block length every BitTorrent client accepts
+/// (BEP 3 recommends 2^14; many clients refuse larger requests).
+pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
+
+/// Choking algorithm settings (BEP 3 §"Choking and optimistic unchoking").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChokerConfig {
+    /// Regular unchoke slots (peers unchoked for their rate), not counting the one
+    /// optimistic unchoke.
+    pub unchoke_slots: usize,
+    /// How often the regular unchoke set is re-evaluated.
+    pub rechoke_interval: Duration,
+    /// How often the optimistic unchoke rotates.
+    pub optimistic_interval: Duration,
+    /// A peer that unchoked us, has our requests and sent no block for this long is
+    /// snubbed: it loses its regular slot (anti-snubbing) and its requests are re-issued.
+    pub snub_timeout: Duration,
+}
+
+impl Default for ChokerConfig {
+    /// The BitTorrent defaults: 4 slots, rechoke every 10 s, optimistic every 30 s,
+    /// snubbed after 60 s.
+    fn default() -> Self {
+        ChokerConfig {
+            unchoke_slots: 4,
+            rechoke_interval: Duration::from_secs(10),
+            optimistic_interval: Duration::from_secs(30),
+            snub_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ChokerConfig {
+    /// Profile for a datacenter swarm (uniform fast links, sub-ms RTT, cooperative peers):
+    /// 12 slots so that "everyone talks to everyone", rechoke every 1 s, optimistic every
+    /// 3 s, snubbed after 2 s. The simulator's default.
+    ///
+    /// 12 slots: with ~50 neighbours a peer serves a quarter of them at once, enough
+    /// parallel flows to keep a 40 Gbit/s uplink busy when some requesters stall, while each
+    /// flow still gets a useful share. Intervals: a 5 GB file takes ~1 s, so anything slower
+    /// than a second would never rotate.
+    pub fn datacenter() -> Self {
+        ChokerConfig {
+            unchoke_slots: 12,
+            rechoke_interval: Duration::from_secs(1),
+            optimistic_interval: Duration::from_secs(3),
+            snub_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How a seeder chooses what to upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SeederPolicy {
+    /// Serve requests in arrival order, never reject.
+    Plain,
+    /// Aim for each piece to leave the seeder about once ("distinct pieces"): serve the
+    /// least-uploaded pieces first, suggest never-uploaded pieces (BEP 6 `suggest`), and
+    /// reject (BEP 6) requests for a piece already uploaded to another peer while some piece
+    /// has never been uploaded. See the module docs of `core::torrent`.
+    #[default]
+    DistinctFirst,
+}
+
+/// Per-torrent configuration. Build with [`TorrentConfig::new`] and override fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TorrentConfig {
+    /// Number of pieces: `ceil(total_len_bytes / piece_len_bytes)`.
+    pub piece_count: u32,
+    /// Nominal piece length in bytes (the last piece may be shorter).
+    pub piece_len_bytes: u32,
+    /// Total content length in bytes.
+    pub total_len_bytes: u64,
+    /// Choker settings.
+    pub choker: ChokerConfig,
+    /// Requests kept in flight per unchoked peer, in bytes (fill the bandwidth-delay
+    /// product). At least one request is always in flight when possible.
+    pub pipeline_bytes: u64,
+    /// Hash failures a peer may contribute to before it is banned.
+    pub max_hash_failures_per_peer: u32,
+    /// Cap on requests in flight to one peer, and on requests we queue from one peer
+    /// (BEP 10 `reqq` is commonly 250).
+    pub max_requests_per_peer: u32,
+    /// Bytes of [`super::Action::SendBlock`] emitted and not yet reported by
+    /// [`super::Torrent::handle_block_sent`]. Holding the rest lets the core choose what to
+    /// upload next (least-uploaded, rarest first). `0` disables the cap.
+    pub upload_in_flight_bytes: u64,
+    /// Pieces picked at random (not rarest-first) until this many are complete, so a new
+    /// peer quickly has something to trade (BEP 3 §"Random First Piece").
+    pub random_first_pieces: u32,
+    /// In endgame, the most peers a block is requested from at once (>= 1).
+    pub endgame_max_requesters: u8,
+    /// How a seeder chooses what to upload.
+    pub seeder_policy: SeederPolicy,
+    /// With [`SeederPolicy::DistinctFirst`], never-uploaded pieces suggested to a peer when
+    /// it is unchoked (one more per piece served to it).
+    pub suggest_pieces: u32,
+    /// Send a keep-alive to a peer we have sent nothing to for this long (BEP 3: 2 min).
+    pub keepalive_interval: Duration,
+}
+
+impl TorrentConfig {
+    /// Configuration for a torrent of `total_len_bytes` in pieces of `piece_len_bytes`,
+    /// BitTorrent choker defaults, a pipeline of two pieces (at least 4 MiB).
+    ///
+    /// # Panics
+    /// If `piece_len_bytes` is zero or the piece count exceeds `u32::MAX`.
+    pub fn new(total_len_bytes: u64, piece_len_bytes: u32) -> Self {
+        assert!(piece_len_bytes > 0, "piece length must be positive");
+        let piece_count = u32::try_from(total_len_bytes.div_ceil(u64::from(piece_len_bytes)))
+            .expect("piece count fits u32");
+        // Two whole pieces keep a whole-piece link busy while the next request travels;
+        // 4 MiB covers 16 KiB-block peers at ~1 Gbit/s x 30 ms.
+        let pipeline_bytes = (2 * u64::from(piece_len_bytes)).max(4 << 20);
+        TorrentConfig {
+            piece_count,
+            piece_len_bytes,
+            total_len_bytes,
+            choker: ChokerConfig::default(),
+            pipeline_bytes,
+            max_hash_failures_per_peer: 3,
+            max_requests_per_peer: 250,
+            upload_in_flight_bytes: pipeline_bytes,
+            random_first_pieces: 4,
+            endgame_max_requesters: 2,
+            seeder_policy: SeederPolicy::DistinctFirst,
+            suggest_pieces: 2,
+            keepalive_interval: Duration::from_secs(120),
+        }
+    }
+
+    /// Length in bytes of `piece` (the last one may be short); 0 when out of range.
+    pub fn piece_len(&self, piece: super::PieceIndex) -> u32 {
+        if piece.0 >= self.piece_count {
+            return 0;
+        }
+        let start = u64::from(piece.0) * u64::from(self.piece_len_bytes);
+        let len = self.total_len_bytes.saturating_sub(start);
+        len.min(u64::from(self.piece_len_bytes)) as u32
+    }
+}
+
+impl Default for TorrentConfig {
+    /// An empty torrent with 4 MiB pieces; set the lengths (or use [`TorrentConfig::new`]).
+    fn default() -> Self {
+        TorrentConfig::new(0, 4 << 20)
+    }
+}
+
+/// What the driver negotiated with a peer (handshake reserved bits, BEP 10 handshake).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCaps {
+    /// BEP 6 fast extension negotiated by both sides.
+    pub fast_extension: bool,
+    /// Largest request length the peer accepts from us and we accept from it, in bytes:
+    /// 16 KiB normally; up to the piece length with the p2pe BEP 10 extension.
+    pub max_request_len_bytes: u32,
+}
+
+impl Default for PeerCaps {
+    /// A plain BEP 3 peer: no fast extension, 16 KiB requests.
+    fn default() -> Self {
+        PeerCaps {
+            fast_extension: false,
+            max_request_len_bytes: BLOCK_LEN_BYTES,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::PieceIndex;
+
+    #[test]
+    fn piece_lengths() {
+        let c = TorrentConfig::new(10 * 1024 + 5, 1024);
+        assert_eq!(c.piece_count, 11);
+        assert_eq!(c.piece_len(PieceIndex(0)), 1024);
+        assert_eq!(c.piece_len(PieceIndex(10)), 5);
+        assert_eq!(c.piece_len(PieceIndex(11)), 0);
+    }
+}

@@ -1,0 +1,158 @@
+//! Identifiers, peer-wire control messages and the actions the core asks its driver to take.
+
+use super::bitfield::BitfieldError;
+use super::Bitfield;
+use thiserror::Error;
+
+/// Index of a piece in the torrent (BEP 3), `0..piece_count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PieceIndex(pub u32);
+
+/// Driver-chosen handle of one peer connection; unique among live connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PeerKey(pub u64);
+
+/// A byte range of one piece, as named by BEP 3 `request`, `piece` and `cancel`.
+///
+/// `offset_bytes + len_bytes` never exceeds the piece's length for blocks the core emits;
+/// blocks from the wire are validated before use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Block {
+    /// Piece the block belongs to.
+    pub piece: PieceIndex,
+    /// Offset of the block's first byte within the piece, in bytes.
+    pub offset_bytes: u32,
+    /// Length in bytes: 16 KiB normally; up to the piece length between p2pe peers.
+    pub len_bytes: u32,
+}
+
+/// Control messages of the peer wire protocol (BEP 3, BEP 6) exchanged with the core.
+///
+/// The `piece` message is not here: its arrival is [`super::Torrent::handle_block_received`]
+/// and its sending is [`Action::SendBlock`]. Handshake and extension messages (BEP 10) are
+/// the driver's business; their outcome reaches the core as [`super::PeerCaps`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMessage {
+    /// BEP 3 keep-alive (zero-length message).
+    KeepAlive,
+    /// BEP 3 `choke`: the sender will not serve requests.
+    Choke,
+    /// BEP 3 `unchoke`: the sender will serve requests.
+    Unchoke,
+    /// BEP 3 `interested`: the sender wants pieces the receiver has.
+    Interested,
+    /// BEP 3 `not interested`.
+    NotInterested,
+    /// BEP 3 `have`: the sender has verified this piece.
+    Have(PieceIndex),
+    /// BEP 3 `bitfield`: only as the first message after the handshake.
+    Bitfield(Bitfield),
+    /// BEP 6 `have all`: replaces the bitfield of a seeder.
+    HaveAll,
+    /// BEP 6 `have none`: replaces an empty bitfield.
+    HaveNone,
+    /// BEP 3 `request` of a block.
+    Request(Block),
+    /// BEP 3 `cancel` of an earlier request.
+    Cancel(Block),
+    /// BEP 6 `reject request`: the request will not be served.
+    Reject(Block),
+    /// BEP 6 `allowed fast`: this piece may be requested while choked.
+    AllowedFast(PieceIndex),
+    /// BEP 6 `suggest piece`: a hint to download this piece (from the sender).
+    Suggest(PieceIndex),
+}
+
+/// Why the core asks the driver to close a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The peer broke the protocol; see the error.
+    ProtocolViolation(ProtocolError),
+    /// The peer sent data failing the piece hash too often: never reconnect to it.
+    Banned,
+    /// Both sides are seeders: nothing to exchange.
+    NotUseful,
+}
+
+/// Something the core asks its driver to do; drained with [`super::Torrent::poll_action`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send a control message to `peer`.
+    Send {
+        /// Destination connection.
+        peer: PeerKey,
+        /// Message to send.
+        msg: PeerMessage,
+    },
+    /// Read `block` from storage and send it to `peer` as a BEP 3 `piece` message, then
+    /// report it with [`super::Torrent::handle_block_sent`].
+    SendBlock {
+        /// Destination connection.
+        peer: PeerKey,
+        /// Block to read and send.
+        block: Block,
+    },
+    /// Every block of `piece` has been received: hash it, then report the outcome with
+    /// [`super::Torrent::handle_piece_verified`].
+    VerifyPiece {
+        /// Piece to hash.
+        piece: PieceIndex,
+    },
+    /// Close the connection to `peer`; the core has already forgotten it, so the driver
+    /// need not call [`super::Torrent::handle_peer_disconnected`] (doing so is harmless).
+    Disconnect {
+        /// Connection to close.
+        peer: PeerKey,
+        /// Why; [`DisconnectReason::Banned`] means never reconnect to this peer.
+        reason: DisconnectReason,
+    },
+}
+
+/// A peer broke the wire protocol (BEP 3, BEP 6); the connection is closed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    /// A `have`, `request`, `cancel`, `reject`, `allowed fast` or `suggest` named a piece
+    /// index `>= piece_count`.
+    #[error("piece {piece} out of range (torrent has {piece_count} pieces)")]
+    PieceOutOfRange {
+        /// Index received.
+        piece: u32,
+        /// Pieces in the torrent.
+        piece_count: u32,
+    },
+    /// A block's offset/length lies outside its piece, is empty, or is longer than allowed.
+    #[error("bad block {0:?}")]
+    BadBlock(Block),
+    /// The bitfield's length does not match the torrent's piece count.
+    #[error("bitfield of {got} pieces, torrent has {expected}")]
+    BitfieldLength {
+        /// Pieces in the received bitfield.
+        got: u32,
+        /// Pieces in the torrent.
+        expected: u32,
+    },
+    /// The bitfield failed to decode.
+    #[error("bad bitfield: {0}")]
+    Bitfield(#[from] BitfieldError),
+    /// A `bitfield`, `have all` or `have none` arrived after the first message.
+    #[error("bitfield/have-all/have-none not as the first message")]
+    DuplicateBitfield,
+    /// A BEP 6 message arrived though the fast extension was not negotiated.
+    #[error("fast extension message without BEP 6 negotiated")]
+    FastExtensionNotNegotiated,
+    /// The peer requested a piece we do not have (we never advertised it).
+    #[error("request for piece {0:?} we do not have")]
+    RequestForMissingPiece(PieceIndex),
+    /// The peer kept requesting while choked, beyond what a choke/request race explains.
+    #[error("requests while choked")]
+    RequestWhileChoked,
+    /// The peer queued more requests than we allow (`max_requests_per_peer`, twice over).
+    #[error("too many outstanding requests")]
+    TooManyRequests,
+    /// A block arrived that we never requested from this peer (nor recently cancelled).
+    #[error("unrequested block {0:?}")]
+    UnrequestedBlock(Block),
+    /// A `reject` arrived for a block we never requested from this peer.
+    #[error("reject of unrequested block {0:?}")]
+    UnrequestedReject(Block),
+}

@@ -1,0 +1,225 @@
+//! Per-connection state: the four BEP 3 flags, the peer's bitfield, requests in flight in
+//! both directions, BEP 6 hints and measured rates.
+//!
+//! Invariants: `inflight_bytes` is the sum of `inflight` lengths; `interesting` is the
+//! number of pieces in `have` that the torrent still needs; a block in `inflight` is also
+//! recorded as a request of this peer in the picker.
+
+use super::{Bitfield, Block, PeerCaps, PieceIndex, Time};
+use std::collections::VecDeque;
+
+/// How many recently cancelled requests are remembered, so a block or reject that crossed
+/// our `cancel` on the wire is tolerated rather than treated as unrequested.
+pub(crate) const CANCELLED_MEMORY: usize = 512;
+/// Bound on remembered BEP 6 hints per peer (suggest, reject, allowed fast).
+pub(crate) const HINT_MEMORY: usize = 32;
+
+/// Transfer rate estimate: bytes counted over a window, folded into an exponential
+/// moving average (weight 1/2) each time [`RateMeter::update`] closes the window.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RateMeter {
+    window_bytes: u64,
+    window_start: Time,
+    rate_bytes_per_s: f64,
+    total_bytes: u64,
+}
+
+impl RateMeter {
+    pub(crate) fn new(now: Time) -> Self {
+        RateMeter {
+            window_start: now,
+            ..RateMeter::default()
+        }
+    }
+
+    pub(crate) fn record(&mut self, bytes: u64) {
+        self.window_bytes += bytes;
+        self.total_bytes += bytes;
+    }
+
+    /// Closes the current window at `now` and folds it into the average.
+    pub(crate) fn update(&mut self, now: Time) {
+        let secs = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        let inst = self.window_bytes as f64 / secs;
+        self.rate_bytes_per_s = if self.rate_bytes_per_s == 0.0 {
+            inst
+        } else {
+            0.5 * (self.rate_bytes_per_s + inst)
+        };
+        self.window_bytes = 0;
+        self.window_start = now;
+    }
+
+    /// Smoothed rate in bytes per second, plus the bytes of the open window so that a
+    /// peer that just started sending ranks above one that never did.
+    pub(crate) fn rate_bytes_per_s(&self) -> f64 {
+        self.rate_bytes_per_s + self.window_bytes as f64 * 1e-3
+    }
+}
+
+/// Everything the torrent knows about one connected peer.
+#[derive(Debug)]
+pub(crate) struct PeerState {
+    pub caps: PeerCaps,
+    pub connected_at: Time,
+    /// We refuse to serve its requests.
+    pub am_choking: bool,
+    /// We want pieces it has.
+    pub am_interested: bool,
+    /// It refuses to serve our requests.
+    pub peer_choking: bool,
+    /// It wants pieces we have.
+    pub peer_interested: bool,
+    /// Unchoked by the optimistic slot rather than a regular one.
+    pub optimistic: bool,
+    pub have: Bitfield,
+    /// A bitfield / have-all / have-none may only come first (BEP 3, BEP 6).
+    pub first_message_seen: bool,
+    pub interesting: u32,
+    /// Our requests to it, oldest first.
+    pub inflight: Vec<Block>,
+    pub inflight_bytes: u64,
+    /// Our requests it may still answer though we gave them up.
+    pub cancelled: VecDeque<Block>,
+    /// Last time it sent us a block, or unchoked us (for anti-snubbing).
+    pub last_progress_at: Time,
+    pub snubbed: bool,
+    /// Its requests we have queued and not yet handed to the driver.
+    pub queued_requests: u32,
+    /// Requests received while we choke it (tolerated up to a bound: choke/request race).
+    pub requests_while_choked: u32,
+    pub suggested: Vec<PieceIndex>,
+    pub rejected: Vec<PieceIndex>,
+    pub allowed_fast: Vec<PieceIndex>,
+    pub hash_failures: u32,
+    pub last_sent_at: Time,
+    /// Bytes it sent us (download) and we sent it (upload).
+    pub download: RateMeter,
+    pub upload: RateMeter,
+}
+
+impl PeerState {
+    pub(crate) fn new(now: Time, caps: PeerCaps, piece_count: u32) -> Self {
+        PeerState {
+            caps,
+            connected_at: now,
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            optimistic: false,
+            have: Bitfield::new(piece_count),
+            first_message_seen: false,
+            interesting: 0,
+            inflight: Vec::new(),
+            inflight_bytes: 0,
+            cancelled: VecDeque::new(),
+            last_progress_at: now,
+            snubbed: false,
+            queued_requests: 0,
+            requests_while_choked: 0,
+            suggested: Vec::new(),
+            rejected: Vec::new(),
+            allowed_fast: Vec::new(),
+            hash_failures: 0,
+            last_sent_at: now,
+            download: RateMeter::new(now),
+            upload: RateMeter::new(now),
+        }
+    }
+
+    /// Removes `block` from our in-flight requests; false if it was not there.
+    pub(crate) fn take_inflight(&mut self, block: &Block) -> bool {
+        match self.inflight.iter().position(|b| b == block) {
+            Some(i) => {
+                self.inflight.remove(i);
+                self.inflight_bytes -= u64::from(block.len_bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves an in-flight request to the cancelled memory.
+    pub(crate) fn forget_inflight(&mut self, block: Block) {
+        if self.take_inflight(&block) {
+            if self.cancelled.len() == CANCELLED_MEMORY {
+                self.cancelled.pop_front();
+            }
+            self.cancelled.push_back(block);
+        }
+    }
+
+    /// Gives up every in-flight request (moved to the cancelled memory); returns them.
+    pub(crate) fn drain_inflight(&mut self) -> Vec<Block> {
+        let blocks = std::mem::take(&mut self.inflight);
+        self.inflight_bytes = 0;
+        for b in &blocks {
+            if self.cancelled.len() == CANCELLED_MEMORY {
+                self.cancelled.pop_front();
+            }
+            self.cancelled.push_back(*b);
+        }
+        blocks
+    }
+
+    /// Removes `block` from the cancelled memory; false if it was not there.
+    pub(crate) fn take_cancelled(&mut self, block: &Block) -> bool {
+        match self.cancelled.iter().position(|b| b == block) {
+            Some(i) => {
+                self.cancelled.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether it is a seeder (has every piece).
+    pub(crate) fn is_seed(&self) -> bool {
+        self.have.is_full()
+    }
+}
+
+/// Pushes `piece` into a bounded hint list, dropping the oldest entry when full.
+pub(crate) fn remember(list: &mut Vec<PieceIndex>, piece: PieceIndex) {
+    if list.contains(&piece) {
+        return;
+    }
+    if list.len() == HINT_MEMORY {
+        list.remove(0);
+    }
+    list.push(piece);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rate_meter_averages_windows() {
+        let mut m = RateMeter::new(Time::ZERO);
+        m.record(1000);
+        m.update(Time::ZERO + Duration::from_secs(1));
+        assert!((m.rate_bytes_per_s() - 1000.0).abs() < 1e-9);
+        m.record(3000);
+        m.update(Time::ZERO + Duration::from_secs(2));
+        assert!((m.rate_bytes_per_s() - 2000.0).abs() < 1e-9);
+        assert_eq!(m.total_bytes, 4000);
+    }
+
+    #[test]
+    fn hint_memory_is_bounded() {
+        let mut l = Vec::new();
+        for i in 0..(HINT_MEMORY as u32 + 5) {
+            remember(&mut l, PieceIndex(i));
+        }
+        assert_eq!(l.len(), HINT_MEMORY);
+        assert_eq!(l[0], PieceIndex(5));
+    }
+}

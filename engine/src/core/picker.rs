@@ -1,0 +1,622 @@
+//! Piece picker: which block to request next from a given peer (BEP 3 §"Piece Selection").
+//!
+//! Policy, in order: allowed-fast pieces while choked (BEP 6); started pieces with
+//! unrequested blocks, oldest first (whole-piece affinity); pieces the peer suggested
+//! (BEP 6); a random piece until `random_first_pieces` are complete; else rarest-first with
+//! random tie-breaking; and, once every missing block is requested, strict endgame (a block
+//! requested from up to `endgame_max_requesters` peers, the rest cancelled on arrival).
+//!
+//! Blocks are tracked at a 16 KiB grain ("chunks"); a request covers a run of contiguous
+//! chunks up to the peer's `max_request_len_bytes`, so whole-piece requests (p2pe peers)
+//! and 16 KiB requests (other clients) mix freely within one piece.
+//!
+//! Invariants (checked by `check_invariants` in tests):
+//! - `availability[p]` is the number of connected peers whose bitfield has `p`.
+//! - A needed piece is either *untouched* (in `buckets[availability]`, bit set in
+//!   `untouched`) or *partial* (in `partial`), never both; a piece we have is neither.
+//! - A chunk is exactly one of free (0 requesters), requested (1..=endgame_max requesters,
+//!   counted by the piece's `requests` covering it) or received.
+//! - Outside endgame a chunk has at most one requester.
+//! - `free_chunks` is the number of free chunks over all needed pieces; endgame is
+//!   `free_chunks == 0` with pieces still missing.
+
+use super::config::BLOCK_LEN_BYTES;
+use super::{Bitfield, Block, PeerKey, PieceIndex, TorrentConfig};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+const RECEIVED: u8 = u8::MAX;
+const NOT_IN_BUCKET: u32 = u32::MAX;
+/// Candidates examined by the rarest-first bucket walk before falling back to a scan of
+/// the peer's bitfield; sized so the walk wins when the peer has most pieces.
+const WALK_BUDGET: usize = 64;
+
+/// Download state of a started, not yet verified piece.
+#[derive(Debug)]
+pub(crate) struct PartialPiece {
+    /// Per chunk: requester count, or `RECEIVED`.
+    chunks: Vec<u8>,
+    free: u32,
+    received: u32,
+    /// Outstanding requests covering this piece.
+    requests: Vec<(PeerKey, Block)>,
+    /// Peers that supplied received blocks (blamed on hash failure).
+    contributors: Vec<PeerKey>,
+    verifying: bool,
+}
+
+/// What became of a received block.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct BlockOutcome {
+    /// Every chunk of the piece is now received: verify it.
+    pub piece_complete: bool,
+    /// The block brought no new data (endgame duplicate).
+    pub duplicate: bool,
+    /// Other peers' requests made redundant by this block: send `cancel`.
+    pub cancels: Vec<(PeerKey, Block)>,
+}
+
+/// Per-pick view of one peer.
+pub(crate) struct PickContext<'a> {
+    pub peer: PeerKey,
+    pub peer_have: &'a Bitfield,
+    pub max_request_len_bytes: u32,
+    pub suggested: &'a [PieceIndex],
+    pub rejected: &'a [PieceIndex],
+    /// `Some` while the peer chokes us: only these (allowed-fast) pieces may be requested.
+    pub allowed_only: Option<&'a [PieceIndex]>,
+    pub random_first: bool,
+}
+
+impl PickContext<'_> {
+    fn usable(&self, p: PieceIndex) -> bool {
+        self.peer_have.get(p) && !self.rejected.contains(&p)
+    }
+}
+
+/// Availability, rarest-first buckets and block-level download state of one torrent.
+#[derive(Debug)]
+pub(crate) struct Picker {
+    config_piece_len_bytes: u32,
+    total_len_bytes: u64,
+    piece_count: u32,
+    availability: Vec<u32>,
+    buckets: Vec<Vec<PieceIndex>>,
+    pos: Vec<u32>,
+    untouched: Bitfield,
+    partial: Vec<Option<Box<PartialPiece>>>,
+    partial_list: Vec<PieceIndex>,
+    open: Vec<PieceIndex>,
+    free_chunks: u64,
+    endgame_max_requesters: u8,
+    /// Sticky: an endgame duplicate request was ever issued (tests' invariant scope).
+    endgame_entered: bool,
+}
+
+impl Picker {
+    /// A picker needing every piece not in `have`; `rng` shuffles the initial tie order.
+    pub(crate) fn new(config: &TorrentConfig, have: &Bitfield, rng: &mut ChaCha8Rng) -> Self {
+        let n = config.piece_count;
+        let mut p = Picker {
+            config_piece_len_bytes: config.piece_len_bytes,
+            total_len_bytes: config.total_len_bytes,
+            piece_count: n,
+            availability: vec![0; n as usize],
+            buckets: vec![Vec::new()],
+            pos: vec![NOT_IN_BUCKET; n as usize],
+            untouched: Bitfield::new(n),
+            partial: (0..n).map(|_| None).collect(),
+            partial_list: Vec::new(),
+            open: Vec::new(),
+            free_chunks: 0,
+            endgame_max_requesters: config.endgame_max_requesters.clamp(1, RECEIVED - 1),
+            endgame_entered: false,
+        };
+        let mut needed: Vec<PieceIndex> =
+            (0..n).map(PieceIndex).filter(|&i| !have.get(i)).collect();
+        // Fisher-Yates with our seeded RNG: tie order within a bucket starts random.
+        for i in (1..needed.len()).rev() {
+            needed.swap(i, rng.random_range(0..=i));
+        }
+        for piece in needed {
+            p.free_chunks += u64::from(p.chunk_count(piece));
+            p.insert_untouched(piece);
+        }
+        p
+    }
+
+    fn piece_len(&self, piece: PieceIndex) -> u32 {
+        let start = u64::from(piece.0) * u64::from(self.config_piece_len_bytes);
+        let len = self.total_len_bytes.saturating_sub(start);
+        len.min(u64::from(self.config_piece_len_bytes)) as u32
+    }
+
+    fn chunk_count(&self, piece: PieceIndex) -> u32 {
+        self.piece_len(piece).div_ceil(BLOCK_LEN_BYTES).max(1)
+    }
+
+    /// Number of connected peers having `piece`.
+    pub(crate) fn availability(&self, piece: PieceIndex) -> u32 {
+        self.availability
+            .get(piece.0 as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// True once every missing chunk is requested (strict endgame).
+    pub(crate) fn in_endgame(&self) -> bool {
+        self.free_chunks == 0 && !self.partial_list.is_empty()
+    }
+
+    /// A peer gained `piece` (`have`, or part of its bitfield). `piece` must be in range.
+    pub(crate) fn inc(&mut self, piece: PieceIndex) {
+        let i = piece.0 as usize;
+        let Some(a) = self.availability.get_mut(i) else {
+            return;
+        };
+        *a += 1;
+        let new = *a;
+        if self.pos[i] != NOT_IN_BUCKET {
+            self.remove_from_bucket(piece, new - 1);
+            self.push_bucket(piece, new);
+        }
+    }
+
+    /// A peer lost `piece` (it disconnected). `piece` must be in range.
+    pub(crate) fn dec(&mut self, piece: PieceIndex) {
+        let i = piece.0 as usize;
+        let Some(a) = self.availability.get_mut(i) else {
+            return;
+        };
+        debug_assert!(*a > 0, "availability underflow");
+        *a = a.saturating_sub(1);
+        let new = *a;
+        if self.pos[i] != NOT_IN_BUCKET {
+            self.remove_from_bucket(piece, new + 1);
+            self.push_bucket(piece, new);
+        }
+    }
+
+    fn push_bucket(&mut self, piece: PieceIndex, avail: u32) {
+        let a = avail as usize;
+        if self.buckets.len() <= a {
+            self.buckets.resize_with(a + 1, Vec::new);
+        }
+        self.pos[piece.0 as usize] = self.buckets[a].len() as u32;
+        self.buckets[a].push(piece);
+    }
+
+    fn remove_from_bucket(&mut self, piece: PieceIndex, avail: u32) {
+        let at = self.pos[piece.0 as usize] as usize;
+        let bucket = &mut self.buckets[avail as usize];
+        bucket.swap_remove(at);
+        if let Some(&moved) = bucket.get(at) {
+            self.pos[moved.0 as usize] = at as u32;
+        }
+        self.pos[piece.0 as usize] = NOT_IN_BUCKET;
+    }
+
+    fn insert_untouched(&mut self, piece: PieceIndex) {
+        self.untouched.set(piece);
+        self.push_bucket(piece, self.availability(piece));
+    }
+
+    /// Moves an untouched piece to the partial set.
+    fn start_piece(&mut self, piece: PieceIndex) {
+        self.remove_from_bucket(piece, self.availability(piece));
+        self.untouched.clear(piece);
+        let chunks = self.chunk_count(piece);
+        self.partial[piece.0 as usize] = Some(Box::new(PartialPiece {
+            chunks: vec![0; chunks as usize],
+            free: chunks,
+            received: 0,
+            requests: Vec::new(),
+            contributors: Vec::new(),
+            verifying: false,
+        }));
+        self.partial_list.push(piece);
+        self.open.push(piece);
+    }
+
+    /// Picks the next block to request from `ctx.peer` and records the request.
+    pub(crate) fn pick(&mut self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<Block> {
+        if let Some(allowed) = ctx.allowed_only {
+            let piece = allowed
+                .iter()
+                .copied()
+                .find(|&p| ctx.usable(p) && (self.untouched.get(p) || self.open.contains(&p)))?;
+            return self.take_run(piece, ctx);
+        }
+        if let Some(&piece) = self.open.iter().find(|&&p| ctx.usable(p)) {
+            return self.take_run(piece, ctx);
+        }
+        let fresh = ctx
+            .suggested
+            .iter()
+            .copied()
+            .find(|&p| self.untouched.get(p) && ctx.usable(p))
+            .or_else(|| {
+                if ctx.random_first {
+                    self.random_untouched(ctx, rng)
+                } else {
+                    self.rarest_untouched(ctx, rng)
+                }
+            });
+        if let Some(piece) = fresh {
+            self.start_piece(piece);
+            return self.take_run(piece, ctx);
+        }
+        if self.in_endgame() {
+            return self.pick_endgame(ctx, rng);
+        }
+        None
+    }
+
+    /// A uniformly-offset scan for an untouched piece the peer has: O(pieces / 64).
+    fn random_untouched(&self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
+        if self.piece_count == 0 {
+            return None;
+        }
+        let start = rng.random_range(0..self.piece_count);
+        let words = self.untouched.words().len();
+        let peer = ctx.peer_have.words();
+        let start_word = (start / 64) as usize;
+        for k in 0..=words {
+            let wi = (start_word + k) % words;
+            let mut w = self.untouched.words()[wi] & peer.get(wi).copied().unwrap_or(0);
+            if k == 0 {
+                w &= u64::MAX << (start % 64);
+            } else if k == words {
+                w &= !(u64::MAX << (start % 64));
+            }
+            while w != 0 {
+                let p = PieceIndex(wi as u32 * 64 + w.trailing_zeros());
+                if !ctx.rejected.contains(&p) {
+                    return Some(p);
+                }
+                w &= w - 1;
+            }
+        }
+        None
+    }
+
+    /// Rarest untouched piece the peer has, ties broken at random.
+    fn rarest_untouched(&self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
+        let mut budget = WALK_BUDGET;
+        for bucket in self.buckets.iter().skip(1) {
+            if bucket.is_empty() {
+                continue;
+            }
+            let start = rng.random_range(0..bucket.len());
+            for k in 0..bucket.len() {
+                let p = bucket[(start + k) % bucket.len()];
+                if ctx.usable(p) {
+                    return Some(p);
+                }
+                budget -= 1;
+                if budget == 0 {
+                    return self.rarest_by_scan(ctx, rng);
+                }
+            }
+        }
+        None
+    }
+
+    /// Fallback: scan (peer bitfield & untouched) word by word, keep the rarest
+    /// (reservoir sampling among ties). O(pieces / 64 + candidates).
+    fn rarest_by_scan(&self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
+        let mut best: Option<(u32, PieceIndex)> = None;
+        let mut ties = 0u32;
+        let peer = ctx.peer_have.words();
+        for (wi, &u) in self.untouched.words().iter().enumerate() {
+            let mut w = u & peer.get(wi).copied().unwrap_or(0);
+            while w != 0 {
+                let p = PieceIndex(wi as u32 * 64 + w.trailing_zeros());
+                w &= w - 1;
+                if ctx.rejected.contains(&p) {
+                    continue;
+                }
+                let a = self.availability(p);
+                match best {
+                    Some((ba, _)) if a > ba => {}
+                    Some((ba, _)) if a == ba => {
+                        ties += 1;
+                        if rng.random_range(0..ties) == 0 {
+                            best = Some((a, p));
+                        }
+                    }
+                    _ => {
+                        best = Some((a, p));
+                        ties = 1;
+                    }
+                }
+            }
+        }
+        best.map(|(_, p)| p)
+    }
+
+    /// Requests the first run of free chunks of partial `piece`, up to the peer's limit.
+    fn take_run(&mut self, piece: PieceIndex, ctx: &PickContext<'_>) -> Option<Block> {
+        let piece_len = self.piece_len(piece);
+        let max_chunks = max_run_chunks(ctx.max_request_len_bytes, piece_len);
+        let pp = self.partial.get_mut(piece.0 as usize)?.as_mut()?;
+        let first = pp.chunks.iter().position(|&c| c == 0)?;
+        let run = pp.chunks[first..]
+            .iter()
+            .take(max_chunks)
+            .take_while(|&&c| c == 0)
+            .count();
+        for c in &mut pp.chunks[first..first + run] {
+            *c = 1;
+        }
+        pp.free -= run as u32;
+        self.free_chunks -= run as u64;
+        let block = chunk_block(piece, piece_len, first, run);
+        pp.requests.push((ctx.peer, block));
+        if pp.free == 0 {
+            self.open.retain(|&p| p != piece);
+        }
+        Some(block)
+    }
+
+    /// Endgame: re-request a run of unreceived chunks this peer has not requested yet and
+    /// that fewer than `endgame_max_requesters` peers are fetching.
+    fn pick_endgame(&mut self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<Block> {
+        let n = self.partial_list.len();
+        if n == 0 {
+            return None;
+        }
+        let start = rng.random_range(0..n);
+        let max_req = self.endgame_max_requesters;
+        for k in 0..n {
+            let piece = self.partial_list[(start + k) % n];
+            if !ctx.usable(piece) {
+                continue;
+            }
+            let piece_len = self.piece_len(piece);
+            let max_chunks = max_run_chunks(ctx.max_request_len_bytes, piece_len);
+            let Some(pp) = self
+                .partial
+                .get_mut(piece.0 as usize)
+                .and_then(|p| p.as_mut())
+            else {
+                continue;
+            };
+            if pp.verifying {
+                continue;
+            }
+            let mine: Vec<Block> = pp
+                .requests
+                .iter()
+                .filter(|r| r.0 == ctx.peer)
+                .map(|r| r.1)
+                .collect();
+            let eligible = |i: usize, c: u8| c < max_req && !mine.iter().any(|b| covers(b, i));
+            let Some(first) = pp
+                .chunks
+                .iter()
+                .enumerate()
+                .position(|(i, &c)| eligible(i, c))
+            else {
+                continue;
+            };
+            let run = (first..pp.chunks.len())
+                .take(max_chunks)
+                .take_while(|&i| eligible(i, pp.chunks[i]))
+                .count();
+            for c in &mut pp.chunks[first..first + run] {
+                *c += 1;
+            }
+            let block = chunk_block(piece, piece_len, first, run);
+            pp.requests.push((ctx.peer, block));
+            self.endgame_entered = true;
+            return Some(block);
+        }
+        None
+    }
+
+    /// Records the arrival of `block` from `peer`, whose request the caller has matched.
+    pub(crate) fn on_block(&mut self, peer: PeerKey, block: Block) -> BlockOutcome {
+        let mut out = BlockOutcome::default();
+        let Some(pp) = self
+            .partial
+            .get_mut(block.piece.0 as usize)
+            .and_then(|p| p.as_mut())
+        else {
+            out.duplicate = true;
+            return out;
+        };
+        if let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) {
+            pp.requests.swap_remove(i);
+        }
+        let (lo, hi) = chunk_range(&block);
+        let mut fresh = 0;
+        for c in pp.chunks.iter_mut().take(hi).skip(lo) {
+            if *c != RECEIVED {
+                *c = RECEIVED;
+                fresh += 1;
+            }
+        }
+        pp.received += fresh;
+        out.duplicate = fresh == 0;
+        if fresh > 0 && !pp.contributors.contains(&peer) {
+            pp.contributors.push(peer);
+        }
+        // Requests overlapping what just arrived are redundant (endgame duplicates).
+        let overlapping: Vec<(PeerKey, Block)> = pp
+            .requests
+            .iter()
+            .filter(|(_, b)| {
+                let (l, h) = chunk_range(b);
+                l < hi && lo < h
+            })
+            .copied()
+            .collect();
+        for (p, b) in &overlapping {
+            self.cancel_request(*p, *b);
+        }
+        out.cancels = overlapping;
+        if let Some(pp) = self
+            .partial
+            .get_mut(block.piece.0 as usize)
+            .and_then(|p| p.as_mut())
+        {
+            if pp.received as usize == pp.chunks.len() && !pp.verifying {
+                pp.verifying = true;
+                out.piece_complete = true;
+            }
+        }
+        out
+    }
+
+    /// Forgets `peer`'s request of `block` (reject, choke, cancel, disconnect, snub):
+    /// its unreceived chunks lose a requester and become free when none is left.
+    pub(crate) fn cancel_request(&mut self, peer: PeerKey, block: Block) {
+        let piece = block.piece;
+        let Some(pp) = self
+            .partial
+            .get_mut(piece.0 as usize)
+            .and_then(|p| p.as_mut())
+        else {
+            return;
+        };
+        let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) else {
+            return;
+        };
+        pp.requests.swap_remove(i);
+        let (lo, hi) = chunk_range(&block);
+        let was_open = pp.free > 0;
+        for c in pp.chunks.iter_mut().take(hi).skip(lo) {
+            if *c != RECEIVED && *c > 0 {
+                *c -= 1;
+                if *c == 0 {
+                    pp.free += 1;
+                    self.free_chunks += 1;
+                }
+            }
+        }
+        if pp.received == 0 && pp.requests.is_empty() {
+            // Nothing of it is here or coming: back to rarest-first as an untouched piece.
+            self.partial[piece.0 as usize] = None;
+            self.partial_list.retain(|&p| p != piece);
+            self.open.retain(|&p| p != piece);
+            self.insert_untouched(piece);
+        } else if !was_open && pp.free > 0 {
+            self.open.push(piece);
+        }
+    }
+
+    /// The hash check of `piece` finished. Returns the peers that supplied its blocks
+    /// (to blame on failure). On failure the piece is needed again from scratch.
+    pub(crate) fn on_verified(&mut self, piece: PieceIndex, valid: bool) -> Vec<PeerKey> {
+        let Some(slot) = self.partial.get_mut(piece.0 as usize) else {
+            return Vec::new();
+        };
+        if !slot.as_ref().is_some_and(|pp| pp.verifying) {
+            return Vec::new();
+        }
+        let Some(pp) = slot.take() else {
+            return Vec::new();
+        };
+        self.partial_list.retain(|&p| p != piece);
+        if !valid {
+            self.free_chunks += pp.chunks.len() as u64;
+            self.insert_untouched(piece);
+        }
+        pp.contributors
+    }
+
+    /// Panics if an invariant of the module docs is broken; `peer_haves` are the
+    /// bitfields of all connected peers.
+    #[cfg(test)]
+    pub(crate) fn check_invariants<'a>(
+        &self,
+        peer_haves: impl Iterator<Item = &'a Bitfield>,
+        have: &Bitfield,
+    ) {
+        let mut sum = vec![0u32; self.piece_count as usize];
+        for b in peer_haves {
+            for p in b.iter_ones() {
+                sum[p.0 as usize] += 1;
+            }
+        }
+        assert_eq!(
+            sum, self.availability,
+            "availability != sum of peer bitfields"
+        );
+        let mut free = 0u64;
+        for i in 0..self.piece_count {
+            let p = PieceIndex(i);
+            let untouched = self.untouched.get(p);
+            let partial = self.partial[i as usize].as_ref();
+            assert!(
+                !(untouched && partial.is_some()),
+                "{p:?} both untouched and partial"
+            );
+            if have.get(p) {
+                assert!(
+                    !untouched && partial.is_none(),
+                    "{p:?} had but still needed"
+                );
+                continue;
+            }
+            if untouched {
+                let a = self.availability[i as usize] as usize;
+                assert_eq!(self.buckets[a][self.pos[i as usize] as usize], p);
+                free += u64::from(self.chunk_count(p));
+            }
+            if let Some(pp) = partial {
+                let mut counts = vec![0u8; pp.chunks.len()];
+                for (_, b) in &pp.requests {
+                    let (lo, hi) = chunk_range(b);
+                    for c in &mut counts[lo..hi] {
+                        *c += 1;
+                    }
+                }
+                for (i, &c) in pp.chunks.iter().enumerate() {
+                    if c != RECEIVED {
+                        assert_eq!(c, counts[i], "{p:?} chunk {i} requester count");
+                        if !self.endgame_entered {
+                            assert!(c <= 1, "{p:?} chunk {i} requested twice outside endgame");
+                        }
+                    }
+                }
+                let f = pp.chunks.iter().filter(|&&c| c == 0).count() as u32;
+                assert_eq!(f, pp.free);
+                free += u64::from(f);
+            }
+        }
+        assert_eq!(free, self.free_chunks, "free chunk count");
+    }
+}
+
+fn max_run_chunks(max_request_len_bytes: u32, piece_len: u32) -> usize {
+    if max_request_len_bytes >= piece_len {
+        usize::MAX
+    } else {
+        (max_request_len_bytes / BLOCK_LEN_BYTES).max(1) as usize
+    }
+}
+
+fn chunk_block(piece: PieceIndex, piece_len: u32, first: usize, run: usize) -> Block {
+    let offset_bytes = first as u32 * BLOCK_LEN_BYTES;
+    let end = ((first + run) as u64 * u64::from(BLOCK_LEN_BYTES)).min(u64::from(piece_len)) as u32;
+    Block {
+        piece,
+        offset_bytes,
+        len_bytes: end - offset_bytes,
+    }
+}
+
+/// Chunk indices `[lo, hi)` covered by a block the picker issued.
+fn chunk_range(b: &Block) -> (usize, usize) {
+    let lo = (b.offset_bytes / BLOCK_LEN_BYTES) as usize;
+    let end = u64::from(b.offset_bytes) + u64::from(b.len_bytes);
+    let hi = end.div_ceil(u64::from(BLOCK_LEN_BYTES)) as usize;
+    (lo, hi)
+}
+
+fn covers(b: &Block, chunk: usize) -> bool {
+    let (lo, hi) = chunk_range(b);
+    lo <= chunk && chunk < hi
+}

@@ -1,0 +1,304 @@
+//! The torrent state machine: one swarm as seen by one node (sans-IO).
+//!
+//! The driver feeds events (`handle_*`), drains [`Action`]s with [`Torrent::poll_action`]
+//! and calls [`Torrent::handle_timeout`] at [`Torrent::poll_timeout`]. Nothing here reads a
+//! clock, opens a socket or draws OS randomness: every random choice comes from a
+//! `ChaCha8Rng` seeded by `rng_seed`, and peers live in a `BTreeMap`, so a run is
+//! replayable from its inputs.
+//!
+//! # Seeder policy ([`SeederPolicy::DistinctFirst`], the default)
+//!
+//! The origin's upload is the scarce resource: ideally each piece leaves it once and
+//! leechers relay it to each other ("everyone talks to everyone"). A seeder therefore
+//! 1. counts, per piece, the copies it started uploading (the block at offset 0 was sent)
+//!    and to whom the latest went;
+//! 2. serves pending requests least-uploaded piece first (ties: rarest among its peers);
+//! 3. BEP 6-rejects a request for a piece already uploaded to *another* peer while some
+//!    piece has never been uploaded, so the requester fetches it from the peer that got
+//!    it, and
+//! 4. sends BEP 6 `suggest` for never-uploaded pieces (a shuffled cursor, so different
+//!    peers get different pieces) on unchoke and after each piece served; p2pe leechers
+//!    pick suggested pieces before rarest-first.
+//!
+//! Once every piece has left the seeder at least once it serves everything (least
+//! uploaded first), so a lost copy never stalls the swarm. Peers without the fast
+//! extension cannot be rejected and are only served in least-uploaded order. Leechers use
+//! the same ordering for their uploads: pieces they uploaded least and that are rarest
+//! among their peers go first.
+
+mod download;
+mod upload;
+
+use super::choker::Choker;
+use super::peer::PeerState;
+use super::picker::Picker;
+use super::{Action, Bitfield, Block, DisconnectReason, PeerCaps, PeerKey, PeerMessage};
+use super::{PieceIndex, ProtocolError, Time, TorrentConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Counters for drivers, the simulator and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TorrentStats {
+    /// Payload bytes reported sent by [`Torrent::handle_block_sent`].
+    pub uploaded_bytes: u64,
+    /// Payload bytes received in blocks we had requested.
+    pub downloaded_bytes: u64,
+    /// Received payload bytes that were useless (endgame duplicates, late cancelled
+    /// blocks, pieces failing the hash).
+    pub wasted_bytes: u64,
+    /// Pieces we have (verified).
+    pub pieces_have: u32,
+    /// Connected peers.
+    pub peers: usize,
+    /// Peers we currently unchoke.
+    pub unchoked_peers: usize,
+    /// Pieces that failed their hash check.
+    pub hash_failures: u32,
+    /// Peers banned for sending corrupt data.
+    pub peers_banned: u32,
+    /// BEP 6 rejects sent by the distinct-first seeder policy.
+    pub distinct_rejects_sent: u64,
+    /// Piece copies started (blocks at offset 0 handed to the driver).
+    pub piece_uploads_started: u64,
+    /// Whether the picker is in endgame.
+    pub endgame: bool,
+}
+
+/// One torrent's swarm logic: peers, picker, choker, upload queue.
+#[derive(Debug)]
+pub struct Torrent {
+    config: TorrentConfig,
+    have: Bitfield,
+    picker: Picker,
+    choker: Choker,
+    peers: BTreeMap<PeerKey, PeerState>,
+    actions: VecDeque<Action>,
+    rng: ChaCha8Rng,
+    uploads: upload::UploadState,
+    stats: TorrentStats,
+    /// Time of the latest event, for bookkeeping in helpers that do not take `now`.
+    now: Time,
+}
+
+impl Torrent {
+    /// A torrent of `config.piece_count` pieces, of which `have` are already verified.
+    ///
+    /// # Panics
+    /// If `have.len() != config.piece_count` (a driver bug, not peer input).
+    pub fn new(config: TorrentConfig, have: Bitfield, rng_seed: u64) -> Self {
+        assert_eq!(
+            have.len(),
+            config.piece_count,
+            "bitfield length != piece count"
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+        let picker = Picker::new(&config, &have, &mut rng);
+        let uploads = upload::UploadState::new(&config, &mut rng);
+        let choker = Choker::new(config.choker, Time::ZERO);
+        let stats = TorrentStats {
+            pieces_have: have.count_ones(),
+            ..TorrentStats::default()
+        };
+        Torrent {
+            config,
+            have,
+            picker,
+            choker,
+            peers: BTreeMap::new(),
+            actions: VecDeque::new(),
+            rng,
+            uploads,
+            stats,
+            now: Time::ZERO,
+        }
+    }
+
+    /// A connection to `peer` completed its handshake; queues our bitfield (or BEP 6
+    /// `have all` / `have none`). A key already connected is ignored.
+    pub fn handle_peer_connected(&mut self, now: Time, peer: PeerKey, caps: PeerCaps) {
+        self.now = self.now.max(now);
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        let mut state = PeerState::new(now, caps, self.config.piece_count);
+        state.last_sent_at = now;
+        self.peers.insert(peer, state);
+        let msg = if caps.fast_extension && self.have.is_full() {
+            Some(PeerMessage::HaveAll)
+        } else if caps.fast_extension && self.have.count_ones() == 0 {
+            Some(PeerMessage::HaveNone)
+        } else if self.have.count_ones() > 0 {
+            Some(PeerMessage::Bitfield(self.have.clone()))
+        } else {
+            None
+        };
+        if let Some(msg) = msg {
+            self.send(peer, msg);
+        }
+    }
+
+    /// The connection to `peer` closed; its requests go back to the picker.
+    pub fn handle_peer_disconnected(&mut self, now: Time, peer: PeerKey) {
+        self.now = self.now.max(now);
+        self.remove_peer(now, peer);
+    }
+
+    /// A control message arrived from `peer` (unknown peers are ignored).
+    ///
+    /// # Errors
+    /// The [`ProtocolError`] the message committed; an [`Action::Disconnect`] for the peer
+    /// is already queued and the peer forgotten.
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        peer: PeerKey,
+        msg: PeerMessage,
+    ) -> Result<(), ProtocolError> {
+        self.now = self.now.max(now);
+        let r = self.on_message(now, peer, msg);
+        if let Err(e) = &r {
+            self.drop_peer(now, peer, DisconnectReason::ProtocolViolation(e.clone()));
+        }
+        r
+    }
+
+    /// A BEP 3 `piece` message carrying `block` arrived from `peer` and was stored.
+    ///
+    /// # Errors
+    /// [`ProtocolError::UnrequestedBlock`] when we never requested it from this peer (nor
+    /// cancelled it recently); the peer is disconnected.
+    pub fn handle_block_received(
+        &mut self,
+        now: Time,
+        peer: PeerKey,
+        block: Block,
+    ) -> Result<(), ProtocolError> {
+        self.now = self.now.max(now);
+        let r = self.on_block(now, peer, block);
+        if let Err(e) = &r {
+            self.drop_peer(now, peer, DisconnectReason::ProtocolViolation(e.clone()));
+        }
+        r
+    }
+
+    /// The driver finished sending `block` (from an [`Action::SendBlock`]) to `peer`.
+    pub fn handle_block_sent(&mut self, now: Time, peer: PeerKey, block: Block) {
+        self.now = self.now.max(now);
+        self.on_block_sent(now, peer, block);
+    }
+
+    /// The hash check requested by [`Action::VerifyPiece`] finished. On failure the
+    /// contributing peers get a strike; at `max_hash_failures_per_peer` they are banned.
+    pub fn handle_piece_verified(&mut self, now: Time, piece: PieceIndex, valid: bool) {
+        self.now = self.now.max(now);
+        self.on_verified(now, piece, valid);
+    }
+
+    /// Runs timers due at `now`: rechoke, optimistic rotation, anti-snubbing, keep-alive.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        if now >= self.choker.next_rechoke() {
+            self.rechoke(now);
+            self.check_snubs(now);
+            self.keepalives(now);
+        }
+    }
+
+    /// Next action for the driver, in the order decided.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Torrent::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        Some(self.choker.next_rechoke())
+    }
+
+    /// Pieces we have verified.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// True when every piece is verified (we are a seeder).
+    pub fn is_complete(&self) -> bool {
+        self.have.is_full()
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> TorrentStats {
+        TorrentStats {
+            peers: self.peers.len(),
+            unchoked_peers: self.peers.values().filter(|p| !p.am_choking).count(),
+            endgame: self.picker.in_endgame(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &TorrentConfig {
+        &self.config
+    }
+
+    fn send(&mut self, peer: PeerKey, msg: PeerMessage) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_sent_at = self.now;
+        }
+        self.actions.push_back(Action::Send { peer, msg });
+    }
+
+    /// Forgets `peer` and queues its disconnection.
+    fn drop_peer(&mut self, now: Time, peer: PeerKey, reason: DisconnectReason) {
+        if self.remove_peer(now, peer) {
+            self.actions.push_back(Action::Disconnect { peer, reason });
+        }
+    }
+
+    /// Forgets `peer`: availability, requests both ways, choker slot. False if unknown.
+    fn remove_peer(&mut self, now: Time, key: PeerKey) -> bool {
+        let Some(peer) = self.peers.remove(&key) else {
+            return false;
+        };
+        for p in peer.have.iter_ones() {
+            self.picker.dec(p);
+        }
+        for b in &peer.inflight {
+            self.picker.cancel_request(key, *b);
+        }
+        self.uploads.remove_peer(key);
+        self.choker.remove_peer(key);
+        self.pump_uploads(now);
+        if !peer.am_choking {
+            self.fill_free_slots(now);
+        }
+        if !peer.inflight.is_empty() {
+            self.fill_all_requests();
+        }
+        true
+    }
+
+    /// Panics if an invariant is broken (tests only).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        self.picker
+            .check_invariants(self.peers.values().map(|p| &p.have), &self.have);
+        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+        assert!(
+            unchoked <= self.config.choker.unchoke_slots + 1,
+            "{unchoked} unchoked > slots + 1"
+        );
+        for (k, p) in &self.peers {
+            let bytes: u64 = p.inflight.iter().map(|b| u64::from(b.len_bytes)).sum();
+            assert_eq!(bytes, p.inflight_bytes, "{k:?} inflight bytes");
+            assert_eq!(
+                p.interesting,
+                p.have.and_not_count(&self.have),
+                "{k:?} interesting"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,360 @@
+//! Inbound side of the torrent: what peers have, our requests, received blocks, hashes.
+
+use super::Torrent;
+use crate::core::config::BLOCK_LEN_BYTES;
+use crate::core::peer::remember;
+use crate::core::picker::PickContext;
+use crate::core::{Action, Bitfield, Block, DisconnectReason, PeerKey, PeerMessage};
+use crate::core::{PieceIndex, ProtocolError, Time};
+
+impl Torrent {
+    pub(super) fn check_piece(&self, piece: PieceIndex) -> Result<(), ProtocolError> {
+        if piece.0 < self.config.piece_count {
+            Ok(())
+        } else {
+            Err(ProtocolError::PieceOutOfRange {
+                piece: piece.0,
+                piece_count: self.config.piece_count,
+            })
+        }
+    }
+
+    pub(super) fn on_message(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        msg: PeerMessage,
+    ) -> Result<(), ProtocolError> {
+        match &msg {
+            PeerMessage::Have(p) | PeerMessage::AllowedFast(p) | PeerMessage::Suggest(p) => {
+                self.check_piece(*p)?
+            }
+            PeerMessage::Request(b) | PeerMessage::Cancel(b) | PeerMessage::Reject(b) => {
+                self.check_piece(b.piece)?
+            }
+            _ => {}
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        let fast = peer.caps.fast_extension;
+        let first = !peer.first_message_seen;
+        if !matches!(msg, PeerMessage::KeepAlive) {
+            peer.first_message_seen = true;
+        }
+        match msg {
+            PeerMessage::KeepAlive => {}
+            PeerMessage::Bitfield(b) => {
+                if !first {
+                    return Err(ProtocolError::DuplicateBitfield);
+                }
+                if b.len() != self.config.piece_count {
+                    return Err(ProtocolError::BitfieldLength {
+                        got: b.len(),
+                        expected: self.config.piece_count,
+                    });
+                }
+                self.on_peer_bitfield(now, key, b);
+            }
+            PeerMessage::HaveAll | PeerMessage::HaveNone => {
+                if !fast {
+                    return Err(ProtocolError::FastExtensionNotNegotiated);
+                }
+                if !first {
+                    return Err(ProtocolError::DuplicateBitfield);
+                }
+                if msg == PeerMessage::HaveAll {
+                    self.on_peer_bitfield(now, key, Bitfield::full(self.config.piece_count));
+                }
+            }
+            PeerMessage::Have(p) => self.on_have(now, key, p),
+            PeerMessage::Choke => self.on_choked(key),
+            PeerMessage::Unchoke => {
+                peer.peer_choking = false;
+                peer.last_progress_at = now;
+                self.fill_requests(key);
+            }
+            PeerMessage::Interested => {
+                peer.peer_interested = true;
+                if peer.am_choking {
+                    self.fill_free_slots(now);
+                }
+            }
+            PeerMessage::NotInterested => {
+                peer.peer_interested = false;
+                if !peer.am_choking {
+                    self.set_choke(now, key, true);
+                    self.fill_free_slots(now);
+                }
+            }
+            PeerMessage::Request(b) => self.on_request(now, key, b)?,
+            PeerMessage::Cancel(b) => self.on_cancel(key, b),
+            PeerMessage::Reject(b) => {
+                if !fast {
+                    return Err(ProtocolError::FastExtensionNotNegotiated);
+                }
+                self.on_reject(key, b)?;
+            }
+            PeerMessage::AllowedFast(p) | PeerMessage::Suggest(p) => {
+                if !fast {
+                    return Err(ProtocolError::FastExtensionNotNegotiated);
+                }
+                if !self.have.get(p) {
+                    if matches!(msg, PeerMessage::Suggest(_)) {
+                        remember(&mut peer.suggested, p);
+                    } else {
+                        remember(&mut peer.allowed_fast, p);
+                    }
+                    self.fill_requests(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_peer_bitfield(&mut self, now: Time, key: PeerKey, b: Bitfield) {
+        for p in b.iter_ones() {
+            self.picker.inc(p);
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.interesting = b.and_not_count(&self.have);
+        peer.have = b;
+        self.after_peer_gained(now, key);
+    }
+
+    fn on_have(&mut self, now: Time, key: PeerKey, p: PieceIndex) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !peer.have.set(p) {
+            return; // duplicate have: harmless
+        }
+        self.picker.inc(p);
+        if !self.have.get(p) {
+            peer.interesting += 1;
+        }
+        self.after_peer_gained(now, key);
+    }
+
+    /// After a peer announced pieces: become interested, request, or drop two seeders.
+    fn after_peer_gained(&mut self, now: Time, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.is_seed() && self.have.is_full() {
+            self.drop_peer(now, key, DisconnectReason::NotUseful);
+            return;
+        }
+        if peer.interesting > 0 && !peer.am_interested {
+            peer.am_interested = true;
+            self.send(key, PeerMessage::Interested);
+        }
+        self.fill_requests(key);
+    }
+
+    fn on_choked(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.peer_choking = true;
+        if peer.caps.fast_extension {
+            return; // BEP 6: requests stay pending until served or rejected
+        }
+        // BEP 3: a choke discards all pending requests.
+        let dropped = peer.drain_inflight();
+        for b in &dropped {
+            self.picker.cancel_request(key, *b);
+        }
+        if !dropped.is_empty() {
+            self.fill_all_requests();
+        }
+    }
+
+    fn on_reject(&mut self, key: PeerKey, b: Block) -> Result<(), ProtocolError> {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        if peer.take_inflight(&b) {
+            self.picker.cancel_request(key, b);
+            remember(&mut peer.rejected, b.piece);
+            self.fill_requests(key);
+            self.fill_all_requests();
+            Ok(())
+        } else if peer.take_cancelled(&b) {
+            Ok(()) // answer to our cancel (BEP 6)
+        } else {
+            Err(ProtocolError::UnrequestedReject(b))
+        }
+    }
+
+    pub(super) fn on_block(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        block: Block,
+    ) -> Result<(), ProtocolError> {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        let len = u64::from(block.len_bytes);
+        if !peer.take_inflight(&block) {
+            if peer.take_cancelled(&block) {
+                self.stats.wasted_bytes += len;
+                return Ok(());
+            }
+            return Err(ProtocolError::UnrequestedBlock(block));
+        }
+        peer.download.record(len);
+        peer.last_progress_at = now;
+        peer.snubbed = false;
+        self.stats.downloaded_bytes += len;
+        let out = self.picker.on_block(key, block);
+        if out.duplicate {
+            self.stats.wasted_bytes += len;
+        }
+        for (other, b) in &out.cancels {
+            if let Some(o) = self.peers.get_mut(other) {
+                o.forget_inflight(*b);
+                self.actions.push_back(Action::Send {
+                    peer: *other,
+                    msg: PeerMessage::Cancel(*b),
+                });
+            }
+        }
+        if out.piece_complete {
+            self.actions
+                .push_back(Action::VerifyPiece { piece: block.piece });
+        }
+        self.fill_requests(key);
+        for (other, _) in out.cancels {
+            self.fill_requests(other);
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_verified(&mut self, now: Time, piece: PieceIndex, valid: bool) {
+        if self.have.get(piece) {
+            return;
+        }
+        let contributors = self.picker.on_verified(piece, valid);
+        if contributors.is_empty() {
+            return; // not awaiting verification: stale or duplicate report
+        }
+        if !valid {
+            self.on_hash_failure(now, piece, contributors);
+            return;
+        }
+        self.have.set(piece);
+        self.stats.pieces_have += 1;
+        let complete = self.have.is_full();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if peer.have.get(piece) {
+                peer.interesting -= 1;
+                let lost_interest = peer.interesting == 0 && peer.am_interested;
+                let seed = peer.is_seed();
+                if lost_interest {
+                    peer.am_interested = false;
+                    self.send(key, PeerMessage::NotInterested);
+                }
+                if complete && seed {
+                    self.drop_peer(now, key, DisconnectReason::NotUseful);
+                }
+            } else {
+                // Peers that have the piece need no `have`: it only feeds their picker.
+                self.send(key, PeerMessage::Have(piece));
+            }
+        }
+    }
+
+    fn on_hash_failure(&mut self, now: Time, piece: PieceIndex, contributors: Vec<PeerKey>) {
+        self.stats.hash_failures += 1;
+        let piece_len = u64::from(self.config.piece_len(piece));
+        self.stats.wasted_bytes += piece_len;
+        for key in contributors {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            peer.hash_failures += 1;
+            if peer.hash_failures >= self.config.max_hash_failures_per_peer {
+                self.stats.peers_banned += 1;
+                self.drop_peer(now, key, DisconnectReason::Banned);
+            }
+        }
+        self.fill_all_requests();
+    }
+
+    /// Tops up our requests to `key` to `pipeline_bytes` (one request while snubbed).
+    pub(super) fn fill_requests(&mut self, key: PeerKey) {
+        let random_first = self.have.count_ones() < self.config.random_first_pieces;
+        let pipeline = self.config.pipeline_bytes;
+        let max_requests = self.config.max_requests_per_peer.max(1) as usize;
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
+            return;
+        }
+        let limit_bytes = if peer.snubbed { 1 } else { pipeline };
+        while peer.inflight.len() < max_requests && peer.inflight_bytes < limit_bytes {
+            let ctx = PickContext {
+                peer: key,
+                peer_have: &peer.have,
+                max_request_len_bytes: peer.caps.max_request_len_bytes.max(BLOCK_LEN_BYTES),
+                suggested: &peer.suggested,
+                rejected: &peer.rejected,
+                allowed_only: peer.peer_choking.then_some(&peer.allowed_fast[..]),
+                random_first,
+            };
+            let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {
+                break;
+            };
+            peer.inflight.push(b);
+            peer.inflight_bytes += u64::from(b.len_bytes);
+            self.actions.push_back(Action::Send {
+                peer: key,
+                msg: PeerMessage::Request(b),
+            });
+        }
+    }
+
+    /// Tops up every peer (after blocks were freed): O(peers) picks.
+    pub(super) fn fill_all_requests(&mut self) {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.fill_requests(key);
+        }
+    }
+
+    /// Anti-snubbing: a peer that unchoked us, holds our requests and sent nothing for
+    /// `snub_timeout` is snubbed; its requests are cancelled and re-issued elsewhere.
+    pub(super) fn check_snubs(&mut self, now: Time) {
+        let timeout = self.config.choker.snub_timeout;
+        let mut freed = false;
+        for (key, peer) in self.peers.iter_mut() {
+            if peer.snubbed
+                || peer.inflight.is_empty()
+                || now.saturating_duration_since(peer.last_progress_at) < timeout
+            {
+                continue;
+            }
+            peer.snubbed = true;
+            for b in peer.drain_inflight() {
+                self.picker.cancel_request(*key, b);
+                self.actions.push_back(Action::Send {
+                    peer: *key,
+                    msg: PeerMessage::Cancel(b),
+                });
+            }
+            freed = true;
+        }
+        if freed {
+            self.fill_all_requests();
+        }
+    }
+}

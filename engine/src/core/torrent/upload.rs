@@ -1,0 +1,367 @@
+//! Outbound side of the torrent: requests we serve, upload ordering, seeder policy,
+//! choking.
+
+use super::Torrent;
+use crate::core::choker::Candidate;
+use crate::core::config::BLOCK_LEN_BYTES;
+use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError};
+use crate::core::{SeederPolicy, Time, TorrentConfig};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, VecDeque};
+
+const NO_OWNER: u64 = u64::MAX;
+/// Pending requests examined when choosing what to upload next; bounds the cost per
+/// block while still reordering within a few pipelines' worth of requests.
+const CHOOSE_WINDOW: usize = 64;
+
+/// Upload queue and per-piece upload history.
+#[derive(Debug)]
+pub(super) struct UploadState {
+    /// Requests accepted and not yet handed to the driver, oldest first.
+    pending: VecDeque<(PeerKey, Block)>,
+    /// SendBlock bytes handed to the driver and not yet reported sent.
+    in_flight_bytes: u64,
+    outstanding: BTreeMap<PeerKey, u64>,
+    /// Per piece: copies started (offset-0 blocks sent), saturating.
+    copies: Vec<u16>,
+    /// Per piece: peer that received the latest copy (`NO_OWNER` if none).
+    owner: Vec<u64>,
+    never_uploaded: u32,
+    suggest_order: Vec<PieceIndex>,
+    suggest_cursor: usize,
+}
+
+impl UploadState {
+    pub(super) fn new(config: &TorrentConfig, rng: &mut ChaCha8Rng) -> Self {
+        let n = config.piece_count;
+        let mut order: Vec<PieceIndex> = (0..n).map(PieceIndex).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        UploadState {
+            pending: VecDeque::new(),
+            in_flight_bytes: 0,
+            outstanding: BTreeMap::new(),
+            copies: vec![0; n as usize],
+            owner: vec![NO_OWNER; n as usize],
+            never_uploaded: n,
+            suggest_order: order,
+            suggest_cursor: 0,
+        }
+    }
+
+    pub(super) fn remove_peer(&mut self, key: PeerKey) {
+        self.pending.retain(|(k, _)| *k != key);
+        let out = self.outstanding.remove(&key).unwrap_or(0);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(out);
+    }
+
+    /// Copies of `piece` that went to peers other than `key`.
+    fn copies_elsewhere(&self, piece: PieceIndex, key: PeerKey) -> u16 {
+        let i = piece.0 as usize;
+        match self.owner.get(i) {
+            Some(&o) if o == key.0 => 0,
+            _ => self.copies.get(i).copied().unwrap_or(0),
+        }
+    }
+
+    fn record_copy(&mut self, piece: PieceIndex, key: PeerKey) {
+        let i = piece.0 as usize;
+        if let (Some(c), Some(o)) = (self.copies.get_mut(i), self.owner.get_mut(i)) {
+            if *c == 0 {
+                self.never_uploaded -= 1;
+            }
+            *c = c.saturating_add(1);
+            *o = key.0;
+        }
+    }
+
+    /// Next never-uploaded piece in the shuffled suggestion order (one lap at most).
+    fn next_suggestion(&mut self) -> Option<PieceIndex> {
+        let n = self.suggest_order.len();
+        if self.never_uploaded == 0 || n == 0 {
+            return None;
+        }
+        for _ in 0..n {
+            let p = self.suggest_order[self.suggest_cursor % n];
+            self.suggest_cursor = (self.suggest_cursor + 1) % n;
+            if self.copies.get(p.0 as usize) == Some(&0) {
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+impl Torrent {
+    pub(super) fn on_request(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        b: Block,
+    ) -> Result<(), ProtocolError> {
+        self.check_piece(b.piece)?;
+        let piece_len = u64::from(self.config.piece_len(b.piece));
+        let max_requests = self.config.max_requests_per_peer;
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        let max_len = peer.caps.max_request_len_bytes.max(BLOCK_LEN_BYTES);
+        if b.len_bytes == 0
+            || b.len_bytes > max_len
+            || u64::from(b.offset_bytes) + u64::from(b.len_bytes) > piece_len
+        {
+            return Err(ProtocolError::BadBlock(b));
+        }
+        if !self.have.get(b.piece) {
+            return Err(ProtocolError::RequestForMissingPiece(b.piece));
+        }
+        let fast = peer.caps.fast_extension;
+        if peer.am_choking {
+            // Requests sent before our choke arrived are legitimate; only a peer that
+            // keeps going far beyond a full queue is misbehaving.
+            peer.requests_while_choked += 1;
+            if peer.requests_while_choked > 2 * max_requests {
+                return Err(ProtocolError::RequestWhileChoked);
+            }
+            if fast {
+                self.send(key, PeerMessage::Reject(b));
+            }
+            return Ok(());
+        }
+        if peer.queued_requests >= max_requests || self.uploads.pending.contains(&(key, b)) {
+            if fast {
+                self.send(key, PeerMessage::Reject(b));
+            }
+            return Ok(());
+        }
+        let distinct =
+            self.config.seeder_policy == SeederPolicy::DistinctFirst && self.have.is_full();
+        if fast
+            && distinct
+            && self.uploads.never_uploaded > 0
+            && self.uploads.copies_elsewhere(b.piece, key) > 0
+        {
+            // Another peer got this piece from us: fetch it there, take a fresh one here.
+            self.stats.distinct_rejects_sent += 1;
+            self.send(key, PeerMessage::Reject(b));
+            self.suggest_to(key, 1);
+            return Ok(());
+        }
+        peer.queued_requests += 1;
+        self.uploads.pending.push_back((key, b));
+        self.pump_uploads(now);
+        Ok(())
+    }
+
+    fn distinct_policy_active(&self) -> bool {
+        self.config.seeder_policy == SeederPolicy::DistinctFirst && self.have.is_full()
+    }
+
+    pub(super) fn on_cancel(&mut self, key: PeerKey, b: Block) {
+        let Some(i) = self.uploads.pending.iter().position(|e| *e == (key, b)) else {
+            return; // already sent, or never queued: nothing to do
+        };
+        self.uploads.pending.remove(i);
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.queued_requests = peer.queued_requests.saturating_sub(1);
+            if peer.caps.fast_extension {
+                // BEP 6: a cancelled request is answered with the block or a reject.
+                self.send(key, PeerMessage::Reject(b));
+            }
+        }
+    }
+
+    pub(super) fn on_block_sent(&mut self, now: Time, key: PeerKey, b: Block) {
+        let len = u64::from(b.len_bytes);
+        if let Some(out) = self.uploads.outstanding.get_mut(&key) {
+            let dec = len.min(*out);
+            *out -= dec;
+            self.uploads.in_flight_bytes = self.uploads.in_flight_bytes.saturating_sub(dec);
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.upload.record(len);
+        }
+        self.stats.uploaded_bytes += len;
+        self.pump_uploads(now);
+    }
+
+    /// Hands queued requests to the driver while under `upload_in_flight_bytes`.
+    pub(super) fn pump_uploads(&mut self, now: Time) {
+        let cap = self.config.upload_in_flight_bytes;
+        while cap == 0 || self.uploads.in_flight_bytes < cap {
+            let Some(i) = self.choose_upload() else { break };
+            let Some((key, b)) = self.uploads.pending.remove(i) else {
+                break;
+            };
+            if let Some(peer) = self.peers.get_mut(&key) {
+                peer.queued_requests = peer.queued_requests.saturating_sub(1);
+                peer.last_sent_at = now;
+            }
+            let len = u64::from(b.len_bytes);
+            self.uploads.in_flight_bytes += len;
+            *self.uploads.outstanding.entry(key).or_insert(0) += len;
+            self.actions.push_back(Action::SendBlock {
+                peer: key,
+                block: b,
+            });
+            if b.offset_bytes == 0 {
+                self.uploads.record_copy(b.piece, key);
+                self.stats.piece_uploads_started += 1;
+                self.suggest_to(key, 1);
+            }
+        }
+    }
+
+    /// Index in `pending` of the request to serve next: least uploaded elsewhere, then
+    /// rarest among our peers, then oldest (plain policy: oldest).
+    fn choose_upload(&self) -> Option<usize> {
+        if self.uploads.pending.is_empty() {
+            return None;
+        }
+        if self.config.seeder_policy == SeederPolicy::Plain {
+            return Some(0);
+        }
+        self.uploads
+            .pending
+            .iter()
+            .take(CHOOSE_WINDOW)
+            .enumerate()
+            .min_by_key(|(i, (k, b))| {
+                (
+                    self.uploads.copies_elsewhere(b.piece, *k),
+                    self.picker.availability(b.piece),
+                    *i,
+                )
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Seeder with the distinct-first policy: suggest up to `n` never-uploaded pieces.
+    fn suggest_to(&mut self, key: PeerKey, n: u32) {
+        if !self.distinct_policy_active()
+            || !self.peers.get(&key).is_some_and(|p| p.caps.fast_extension)
+        {
+            return;
+        }
+        for _ in 0..n {
+            let Some(p) = self.uploads.next_suggestion() else {
+                return;
+            };
+            self.send(key, PeerMessage::Suggest(p));
+        }
+    }
+
+    /// Chokes or unchokes `key`; choking drops (BEP 6: rejects) its queued requests.
+    pub(super) fn set_choke(&mut self, _now: Time, key: PeerKey, choke: bool) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.am_choking == choke {
+            return;
+        }
+        peer.am_choking = choke;
+        if choke {
+            peer.optimistic = false;
+            peer.queued_requests = 0;
+            let fast = peer.caps.fast_extension;
+            self.send(key, PeerMessage::Choke);
+            let mut kept = VecDeque::with_capacity(self.uploads.pending.len());
+            for (k, b) in std::mem::take(&mut self.uploads.pending) {
+                if k != key {
+                    kept.push_back((k, b));
+                } else if fast {
+                    self.actions.push_back(Action::Send {
+                        peer: key,
+                        msg: PeerMessage::Reject(b),
+                    });
+                }
+            }
+            self.uploads.pending = kept;
+        } else {
+            peer.requests_while_choked = 0;
+            self.send(key, PeerMessage::Unchoke);
+            self.suggest_to(key, self.config.suggest_pieces);
+        }
+    }
+
+    /// Unchokes interested peers (at random) while regular slots are free, so uplinks
+    /// do not idle until the next rechoke.
+    pub(super) fn fill_free_slots(&mut self, now: Time) {
+        let slots = self.config.choker.unchoke_slots;
+        loop {
+            let regular = self
+                .peers
+                .values()
+                .filter(|p| !p.am_choking && !p.optimistic)
+                .count();
+            if regular >= slots {
+                return;
+            }
+            let waiting: Vec<PeerKey> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.am_choking && p.peer_interested && !p.snubbed)
+                .map(|(k, _)| *k)
+                .collect();
+            if waiting.is_empty() {
+                return;
+            }
+            let k = waiting[self.rng.random_range(0..waiting.len())];
+            self.set_choke(now, k, false);
+        }
+    }
+
+    /// Periodic re-evaluation of who we unchoke (see `core::choker`).
+    pub(super) fn rechoke(&mut self, now: Time) {
+        let seeding = self.have.is_full();
+        let mut cands = Vec::with_capacity(self.peers.len());
+        for (k, p) in self.peers.iter_mut() {
+            p.download.update(now);
+            p.upload.update(now);
+            cands.push(Candidate {
+                peer: *k,
+                interested: p.peer_interested,
+                snubbed: !seeding && p.snubbed,
+                rate_bytes_per_s: if seeding {
+                    p.upload.rate_bytes_per_s()
+                } else {
+                    p.download.rate_bytes_per_s()
+                },
+                connected_at: p.connected_at,
+            });
+        }
+        let d = self.choker.rechoke(now, &cands, &mut self.rng);
+        // Choke first so the slot count never exceeds slots + 1 mid-way.
+        for c in &cands {
+            let unchoke = d.regular.contains(&c.peer) || d.optimistic == Some(c.peer);
+            if !unchoke {
+                self.set_choke(now, c.peer, true);
+            }
+        }
+        for c in &cands {
+            let optimistic = d.optimistic == Some(c.peer);
+            if d.regular.contains(&c.peer) || optimistic {
+                self.set_choke(now, c.peer, false);
+            }
+            if let Some(p) = self.peers.get_mut(&c.peer) {
+                p.optimistic = optimistic;
+            }
+        }
+    }
+
+    /// BEP 3 keep-alive to peers we have not sent anything for `keepalive_interval`.
+    pub(super) fn keepalives(&mut self, now: Time) {
+        let interval = self.config.keepalive_interval;
+        let idle: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last_sent_at) >= interval)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            self.send(k, PeerMessage::KeepAlive);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The server strategies: `client-server` and `replicas:K`. No swarm logic: whole-file
+//! transfers over the shared links of [`super::net`].
+//!
+//! `client-server`: at time 0 the origin starts one transfer of `F` bytes to each of the `N`
+//! peers; its uplink is shared equally, so with equal peers everyone finishes at
+//! `N·F/u_s + latency` (exactly `D_cs` plus one-way latency).
+//! `replicas:K`: the origin sends `F` to each of `K` replica servers (uplink and downlink `u_s`);
+//! once a replica has the whole file (store and forward) it serves the peers `p` with
+//! `(p - 1) mod K = r` the same way.
+
+use super::net::Net;
+use super::queue::{EventQueue, Nanos};
+use super::{Outcome, Progress, Report, SimConfig, Strategy};
+
+enum Event {
+    /// Completion timer of the transfer to node `id` (the transfer id is its destination).
+    Done { id: u32, version: u32 },
+    /// The last byte of the file reached node `id`.
+    Arrived { id: u32 },
+}
+
+pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Report {
+    let n = config.peers;
+    let f = config.size_bytes;
+    let replicas = match config.strategy {
+        Strategy::Replicas(k) => k,
+        Strategy::ClientServer | Strategy::P2p => 0,
+    };
+    let mut net = Net::default();
+    let origin = net.add_node(
+        config.seeder_uplink_bytes_per_s,
+        config.seeder_uplink_bytes_per_s,
+    );
+    for _ in 0..n {
+        net.add_node(config.uplink_bytes_per_s, config.downlink_bytes_per_s);
+    }
+    for _ in 0..replicas {
+        net.add_node(
+            config.seeder_uplink_bytes_per_s,
+            config.seeder_uplink_bytes_per_s,
+        );
+    }
+    let first_replica = n + 1;
+    let mut queue = EventQueue::default();
+    if replicas == 0 {
+        for peer in 1..=n {
+            net.start(0, peer, origin, peer, f);
+        }
+    } else {
+        for r in first_replica..first_replica + replicas {
+            net.start(0, r, origin, r, f);
+        }
+    }
+    let mut completion_ns: Vec<Nanos> = Vec::with_capacity(n as usize);
+    while let Some((now, event)) = queue_pop(&mut net, &mut queue) {
+        match event {
+            Event::Done { id, version } => {
+                if net.on_timer(now, id, version) {
+                    queue.push(now + config.latency_ns, Event::Arrived { id });
+                }
+            }
+            Event::Arrived { id } if id >= first_replica => {
+                let r = id - first_replica;
+                for peer in (1..=n).filter(|p| (p - 1) % replicas == r) {
+                    net.start(now, peer, id, peer, f);
+                }
+            }
+            Event::Arrived { .. } => completion_ns.push(now),
+        }
+        if queue.popped().is_multiple_of(1 << 16) {
+            progress(Progress {
+                now_ns: now,
+                completed_peers: completion_ns.len() as u32,
+                expected_peers: n,
+                events: queue.popped(),
+            });
+        }
+    }
+    let copies_from_origin = if replicas == 0 { n } else { replicas };
+    Outcome {
+        incomplete_peers: n - completion_ns.len() as u32,
+        completion_ns,
+        origin_up_bytes: f as f64 * f64::from(copies_from_origin),
+        total_up_bytes: f as f64 * f64::from(n + replicas),
+        events: queue.popped(),
+    }
+    .into_report(config)
+}
+
+/// Moves the net's new timers into the queue, then pops the next event.
+fn queue_pop(net: &mut Net, queue: &mut EventQueue<Event>) -> Option<(Nanos, Event)> {
+    net.drain_timers(|(t, id, version)| queue.push(t, Event::Done { id, version }));
+    queue.pop()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    #[test]
+    fn client_server_matches_d_cs() {
+        let mut config = SimConfig::new(100, 1_000_000_000, 5_000_000_000);
+        config.strategy = Strategy::ClientServer;
+        let report = run(&config).unwrap();
+        // D_cs = 100 · 1 GB / 5 GB/s = 20 s, plus 200 µs latency.
+        assert_eq!(report.completed_peers, 100);
+        assert!((report.total_s - 20.0002).abs() < 1e-6, "{report:?}");
+        assert!((report.min_s - report.total_s).abs() < 1e-6);
+        assert!((report.origin_upload_copies - 100.0).abs() < 1e-9);
+        assert!((report.d_cs_s - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn replicas_store_and_forward() {
+        let mut config = SimConfig::new(100, 1_000_000_000, 5_000_000_000);
+        config.strategy = Strategy::Replicas(10);
+        let report = run(&config).unwrap();
+        // 10 copies at 0.5 GB/s each: 2 s; then 10 peers per replica: 2 s more.
+        assert_eq!(report.completed_peers, 100);
+        assert!((report.total_s - 4.0004).abs() < 1e-6, "{report:?}");
+        assert!((report.origin_upload_copies - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn slow_downlink_bounds_client_server() {
+        let mut config = SimConfig::new(10, 1_000_000_000, 5_000_000_000);
+        config.strategy = Strategy::ClientServer;
+        config.downlink_bytes_per_s = 100_000_000;
+        let report = run(&config).unwrap();
+        // Downlink-bound: F/d_min = 10 s (the origin could do 2 s).
+        assert!((report.total_s - 10.0002).abs() < 1e-6, "{report:?}");
+        assert!((report.d_cs_s - 10.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,70 @@
+//! Connections between simulated nodes: per-direction send queues and in-flight items.
+//!
+//! A connection `c` between nodes `a` and `b` has two directions: `2c` (a → b) and `2c + 1`
+//! (b → a). Both nodes know the connection as `PeerKey(c)`. The transfer id of the block a
+//! direction is sending in [`crate::sim::net`] is the direction id, so each direction sends one
+//! block at a time, in FIFO order.
+//!
+//! Ordering per direction: blocks leave in the order the core emitted them; a control message
+//! cannot overtake the block being sent (it waits for its last byte, as behind a `piece`
+//! message on the socket) but does overtake blocks not yet started (a node keeps control
+//! messages in a priority queue ahead of piece data). Everything sent arrives `latency` later,
+//! in send order. Because every connection has the same latency, arrival order is global send
+//! order, so arrivals need no heap: one FIFO of `(arrival time, direction)` for the whole swarm.
+
+use std::collections::VecDeque;
+
+use crate::core::{Block, PeerMessage};
+
+/// Something travelling over one direction of a connection.
+#[derive(Debug)]
+pub(super) enum Item {
+    /// A control message (no bandwidth).
+    Ctl(PeerMessage),
+    /// A `piece` message; `corrupt` when the sender is a liar.
+    Block { block: Block, corrupt: bool },
+}
+
+/// One direction of a connection.
+#[derive(Debug, Default)]
+pub(super) struct Dir {
+    /// Blocks waiting for the link.
+    pub blocks: VecDeque<(Block, bool)>,
+    /// Control messages waiting for the block being sent to finish.
+    pub ctl_waiting: VecDeque<PeerMessage>,
+    /// The block being sent (its transfer is active in the net).
+    pub sending: Option<(Block, bool)>,
+    /// Sent items, in send order; their arrival times are in the swarm's wire queue.
+    pub in_flight: VecDeque<Item>,
+}
+
+impl Dir {
+    /// Drops everything (the connection closed).
+    pub fn clear(&mut self) {
+        self.blocks.clear();
+        self.ctl_waiting.clear();
+        self.sending = None;
+        self.in_flight.clear();
+    }
+}
+
+/// A connection between nodes `a` and `b`.
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub a: u32,
+    pub b: u32,
+    pub open: bool,
+}
+
+impl Conn {
+    /// The direction `node` sends on; `None` if `node` is not an end of this connection.
+    pub fn out_dir(&self, id: u32, node: u32) -> Option<u32> {
+        if node == self.a {
+            Some(2 * id)
+        } else if node == self.b {
+            Some(2 * id + 1)
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Who is in the swarm: initial setup (the simulator as tracker), connections, churn.
+
+use std::collections::HashSet;
+
+use rand::RngExt;
+
+use crate::core::{PeerKey, Time};
+use crate::sim::queue::Nanos;
+
+use super::conn::{Conn, Dir};
+use super::{Event, Swarm, VERIFIED};
+
+impl Swarm<'_> {
+    /// Creates the origin, the peers, the liars and the churn schedule; connects everyone.
+    pub(super) fn setup(&mut self) {
+        let c = self.config;
+        let origin = self.add_node(
+            c.seeder_uplink_bytes_per_s,
+            c.seeder_uplink_bytes_per_s,
+            true,
+        );
+        self.nodes[origin as usize].present = true;
+        for _ in 0..c.peers {
+            let id = self.add_node(c.uplink_bytes_per_s, c.downlink_bytes_per_s, false);
+            let n = &mut self.nodes[id as usize];
+            n.present = true;
+            n.expected = true;
+            self.present_peers.push(id);
+        }
+        // Liars and leavers: disjoint random subsets of the initial peers.
+        let mut order: Vec<u32> = (1..=c.peers).collect();
+        for i in (1..order.len()).rev() {
+            let j = self.rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        let leavers = ((c.churn.leave_fraction * f64::from(c.peers)).round() as usize)
+            .min(order.len() - c.liars as usize);
+        let window_ns = c
+            .churn
+            .window_ns
+            .unwrap_or((c.d_p2p_s() * 1e9) as Nanos)
+            .max(1);
+        for (i, &id) in order.iter().enumerate() {
+            if i < c.liars as usize {
+                let n = &mut self.nodes[id as usize];
+                n.liar = true;
+                n.expected = false;
+            } else if i < c.liars as usize + leavers {
+                self.nodes[id as usize].expected = false;
+                let at = self.rng.random_range(0..window_ns);
+                self.queue.push(at, Event::Leave { node: id });
+            }
+        }
+        let joiners = (c.churn.join_fraction * f64::from(c.peers)).round() as u32;
+        for _ in 0..joiners {
+            let id = self.add_node(c.uplink_bytes_per_s, c.downlink_bytes_per_s, false);
+            self.nodes[id as usize].expected = true;
+            let at = self.rng.random_range(0..window_ns);
+            self.queue.push(at, Event::Join { node: id });
+        }
+        self.remaining = self.nodes.iter().filter(|n| n.expected).count() as u32;
+        self.connect_initial();
+    }
+
+    fn connect_initial(&mut self) {
+        let peers = self.config.peers;
+        for p in 1..=peers {
+            self.connect(0, 0, p);
+        }
+        let want = (self.config.connections as usize).min(peers as usize - 1);
+        let mut seen: HashSet<(u32, u32)> = HashSet::new();
+        for p in 1..=peers {
+            let mut picked = 0;
+            let mut tries = 0;
+            while picked < want && tries < want * 20 {
+                tries += 1;
+                let q = self.rng.random_range(1..=peers);
+                if q == p || !seen.insert((p.min(q), p.max(q))) {
+                    continue;
+                }
+                picked += 1;
+                self.connect(0, p, q);
+            }
+        }
+    }
+
+    /// Opens a connection between `a` and `b` (both present); both cores learn of it.
+    pub(super) fn connect(&mut self, now: Nanos, a: u32, b: u32) {
+        let id = self.conns.len() as u32;
+        self.conns.push(Conn { a, b, open: true });
+        self.dirs.push(Dir::default());
+        self.dirs.push(Dir::default());
+        for node in [a, b] {
+            let n = &mut self.nodes[node as usize];
+            n.conns.push(id);
+            if let Some(t) = n.torrent.as_mut() {
+                t.handle_peer_connected(Time::from_nanos(now), PeerKey(u64::from(id)), self.caps);
+            }
+            self.dirty.push(node);
+        }
+    }
+
+    /// Closes connection `id` at both ends (idempotent).
+    pub(super) fn close_conn(&mut self, now: Nanos, id: u32) {
+        let Some(conn) = self.conns.get_mut(id as usize) else {
+            return;
+        };
+        if !conn.open {
+            return;
+        }
+        conn.open = false;
+        let (a, b) = (conn.a, conn.b);
+        for dir in [2 * id, 2 * id + 1] {
+            self.net.cancel(now, dir);
+            self.dirs[dir as usize].clear();
+        }
+        for node in [a, b] {
+            let n = &mut self.nodes[node as usize];
+            if let Some(t) = n.torrent.as_mut() {
+                t.handle_peer_disconnected(Time::from_nanos(now), PeerKey(u64::from(id)));
+                self.dirty.push(node);
+            }
+        }
+    }
+
+    /// A late peer arrives: connects to the origin (if still there) and random present peers.
+    pub(super) fn join(&mut self, now: Nanos, node: u32) {
+        let want = self.config.connections as usize;
+        let mut picked: Vec<u32> = Vec::with_capacity(want);
+        if self.present_peers.len() <= want {
+            picked.extend_from_slice(&self.present_peers);
+        } else {
+            while picked.len() < want {
+                let q = self.present_peers[self.rng.random_range(0..self.present_peers.len())];
+                if !picked.contains(&q) {
+                    picked.push(q);
+                }
+            }
+        }
+        self.nodes[node as usize].present = true;
+        self.present_peers.push(node);
+        self.counters.peers_joined += 1;
+        if self.nodes[0].present {
+            self.connect(now, 0, node);
+        }
+        for q in picked {
+            self.connect(now, node, q);
+        }
+    }
+
+    /// A node leaves: every connection closes, its pieces no longer count.
+    ///
+    /// A peer holding the only honest copy of a piece after the origin left waits (retries
+    /// later) so that the swarm can still complete; see [`crate::sim::churn`].
+    pub(super) fn leave(&mut self, now: Nanos, node: u32) {
+        if !self.nodes[node as usize].present {
+            return;
+        }
+        let base = node as usize * self.piece_count as usize;
+        let pieces = &self.pieces[base..base + self.piece_count as usize];
+        if node != 0 && !self.nodes[node as usize].liar {
+            if !self.nodes[0].present {
+                let sole = pieces
+                    .iter()
+                    .zip(&self.holders)
+                    .any(|(&s, &h)| s == VERIFIED && h == 1);
+                if sole {
+                    let retry_ns = (self.config.d_p2p_s() * 1e7) as Nanos;
+                    self.queue
+                        .push(now + retry_ns.max(1_000), Event::Leave { node });
+                    return;
+                }
+            }
+            for (p, &s) in pieces.iter().enumerate() {
+                if s == VERIFIED {
+                    self.holders[p] -= 1;
+                    if self.holders[p] == 0 {
+                        self.covered -= 1;
+                    }
+                }
+            }
+        }
+        if node == 0 {
+            self.counters.origin_left_ns = Some(now);
+        } else {
+            self.counters.peers_left += 1;
+            if let Some(pos) = self.present_peers.iter().position(|&p| p == node) {
+                self.present_peers.swap_remove(pos);
+            }
+        }
+        self.nodes[node as usize].present = false;
+        let conns = std::mem::take(&mut self.nodes[node as usize].conns);
+        for &id in &conns {
+            self.close_conn(now, id);
+        }
+        // Free the core's memory: a departed node never returns.
+        self.nodes[node as usize].torrent = None;
+    }
+
+    /// With `origin-leave`, schedules the origin's departure once every piece is covered.
+    pub(super) fn maybe_origin_leaves(&mut self, now: Nanos) {
+        if self.config.churn.origin_leaves
+            && self.covered == self.piece_count
+            && self.nodes[0].present
+            && self.counters.origin_left_ns.is_none()
+        {
+            self.queue.push(now, Event::Leave { node: 0 });
+        }
+    }
+}

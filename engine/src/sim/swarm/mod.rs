@@ -1,0 +1,336 @@
+//! The `p2p` strategy: every node runs a [`crate::core::Torrent`]; this module is its driver.
+//!
+//! Per event the driver calls one `handle_*` on one node, then drains that node's actions
+//! (`Send` → the connection's control queue, `SendBlock` → its block FIFO, `VerifyPiece` →
+//! `handle_piece_verified`, `Disconnect` → close both ends) and re-arms the node's timer (one
+//! pending timer event per node, versioned).
+//!
+//! Data integrity model: each node has a state per piece (missing / poisoned / verified). A
+//! block from a liar poisons the piece at the receiver; verification succeeds exactly when the
+//! piece is not poisoned. The driver checks that an honest node only ever sends blocks of pieces
+//! it verified, and that a complete node verified every piece; any breach is counted in
+//! `integrity_violations` (tests require 0).
+//!
+//! The simulator plays the tracker: every peer connects to the origin and to `connections`
+//! random others; late joiners get `connections` random present peers.
+
+mod conn;
+mod membership;
+mod node;
+
+use std::collections::VecDeque;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::core::{Bitfield, ChokerConfig, PeerCaps, Time, Torrent, TorrentConfig};
+use crate::sim::net::Net;
+use crate::sim::queue::{EventQueue, Nanos};
+use crate::sim::{Outcome, Progress, Report, SimConfig};
+use conn::{Conn, Dir};
+
+/// Piece state at a node (see module docs).
+const MISSING: u8 = 0;
+const POISONED: u8 = 1;
+const VERIFIED: u8 = 2;
+
+const NEVER: Nanos = Nanos::MAX;
+
+#[derive(Debug)]
+enum Event {
+    /// Completion timer of the block transfer on direction `id`.
+    Transfer { id: u32, version: u32 },
+    /// A node's core timer.
+    Timer { node: u32, version: u32 },
+    /// A late peer joins.
+    Join { node: u32 },
+    /// A peer (or the origin) leaves.
+    Leave { node: u32 },
+}
+
+struct Node {
+    torrent: Option<Torrent>,
+    present: bool,
+    liar: bool,
+    /// Counted in the completion statistics (honest, not a designated leaver).
+    expected: bool,
+    completed_ns: Option<Nanos>,
+    timer_at: Nanos,
+    timer_version: u32,
+    conns: Vec<u32>,
+    up_bytes: f64,
+}
+
+/// Counters reported at the end of a run.
+#[derive(Default)]
+struct Counters {
+    hash_failures: u64,
+    bans: u64,
+    protocol_errors: u64,
+    integrity_violations: u64,
+    peers_left: u32,
+    peers_joined: u32,
+    origin_left_ns: Option<Nanos>,
+}
+
+pub(super) struct Swarm<'c> {
+    config: &'c SimConfig,
+    torrent_config: TorrentConfig,
+    caps: PeerCaps,
+    piece_count: u32,
+    net: Net,
+    queue: EventQueue<Event>,
+    rng: ChaCha8Rng,
+    nodes: Vec<Node>,
+    conns: Vec<Conn>,
+    dirs: Vec<Dir>,
+    /// `node * piece_count + piece` → MISSING / POISONED / VERIFIED.
+    pieces: Vec<u8>,
+    /// Honest present non-origin nodes holding each piece verified.
+    holders: Vec<u32>,
+    /// Pieces with at least one honest holder.
+    covered: u32,
+    /// Present peers (not the origin), for tracker sampling.
+    present_peers: Vec<u32>,
+    /// Expected nodes not yet complete (joiners included from the start).
+    remaining: u32,
+    dirty: Vec<u32>,
+    /// Items in flight on any direction: `(arrival time, direction)`, in send order (all
+    /// connections have the same latency, so this is also arrival order).
+    wire: VecDeque<(Nanos, u32)>,
+    counters: Counters,
+}
+
+/// Runs the `p2p` strategy.
+pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Report {
+    let mut swarm = Swarm::new(config);
+    swarm.setup();
+    swarm.run_loop(progress);
+    swarm.report()
+}
+
+impl<'c> Swarm<'c> {
+    fn new(config: &'c SimConfig) -> Self {
+        let mut torrent_config = TorrentConfig::new(config.size_bytes, config.piece_len_bytes);
+        torrent_config.choker = ChokerConfig::datacenter();
+        let piece_count = torrent_config.piece_count;
+        Self {
+            config,
+            torrent_config,
+            caps: PeerCaps {
+                fast_extension: true,
+                max_request_len_bytes: config.block_len_bytes,
+            },
+            piece_count,
+            net: Net::default(),
+            queue: EventQueue::default(),
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            nodes: Vec::new(),
+            conns: Vec::new(),
+            dirs: Vec::new(),
+            pieces: Vec::new(),
+            holders: vec![0; piece_count as usize],
+            covered: 0,
+            present_peers: Vec::new(),
+            remaining: 0,
+            dirty: Vec::new(),
+            wire: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Creates a node (not yet present); returns its index.
+    fn add_node(&mut self, up: u64, down: u64, seeded: bool) -> u32 {
+        let id = self.net.add_node(up, down);
+        debug_assert_eq!(id as usize, self.nodes.len());
+        let have = if seeded {
+            Bitfield::full(self.piece_count)
+        } else {
+            Bitfield::new(self.piece_count)
+        };
+        let state = if seeded { VERIFIED } else { MISSING };
+        self.pieces
+            .extend(std::iter::repeat_n(state, self.piece_count as usize));
+        // Each node's core gets its own stream derived from the run seed.
+        let node_seed = self
+            .config
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(u64::from(id));
+        self.nodes.push(Node {
+            torrent: Some(Torrent::new(self.torrent_config.clone(), have, node_seed)),
+            present: false,
+            liar: false,
+            expected: false,
+            completed_ns: None,
+            timer_at: NEVER,
+            timer_version: 0,
+            conns: Vec::new(),
+            up_bytes: 0.0,
+        });
+        id
+    }
+
+    fn run_loop(&mut self, progress: &mut dyn FnMut(Progress)) {
+        let mut now = 0;
+        self.flush(now);
+        while self.remaining > 0 {
+            self.net.drain_timers(|(t, id, version)| {
+                self.queue.push(t, Event::Transfer { id, version })
+            });
+            // Arrivals first on ties: they were sent before anything now in the heap was due.
+            if let Some(&(t, dir)) = self.wire.front() {
+                if self.queue.peek_time().is_none_or(|h| t <= h) && t <= self.config.max_time_ns {
+                    self.wire.pop_front();
+                    self.queue.count_external();
+                    now = t;
+                    self.on_arrive(now, dir);
+                    self.flush(now);
+                    continue;
+                }
+            }
+            let Some((t, event)) = self.queue.pop() else {
+                if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+                    eprintln!("queue empty at {now}");
+                }
+                break;
+            };
+            if t > self.config.max_time_ns {
+                if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+                    eprintln!("max time at {now}: next {t} {event:?}");
+                }
+                break;
+            }
+            now = t;
+            self.handle_event(now, event);
+            self.flush(now);
+            if self.queue.popped().is_multiple_of(1 << 16) {
+                progress(Progress {
+                    now_ns: now,
+                    completed_peers: self
+                        .nodes
+                        .iter()
+                        .filter(|n| n.expected && n.completed_ns.is_some())
+                        .count() as u32,
+                    expected_peers: self.nodes.iter().filter(|n| n.expected).count() as u32,
+                    events: self.queue.popped(),
+                });
+            }
+        }
+    }
+
+    fn handle_event(&mut self, now: Nanos, event: Event) {
+        match event {
+            Event::Transfer { id, version } => {
+                if self.net.on_timer(now, id, version) {
+                    self.on_block_sent(now, id);
+                }
+            }
+            Event::Timer { node, version } => {
+                let n = &mut self.nodes[node as usize];
+                if n.timer_version != version || !n.present {
+                    return;
+                }
+                n.timer_at = NEVER;
+                if let Some(t) = n.torrent.as_mut() {
+                    t.handle_timeout(Time::from_nanos(now));
+                }
+                self.dirty.push(node);
+            }
+            Event::Join { node } => self.join(now, node),
+            Event::Leave { node } => self.leave(now, node),
+        }
+    }
+
+    /// Drains the actions of every node touched since the last flush.
+    fn flush(&mut self, now: Nanos) {
+        while let Some(node) = self.dirty.pop() {
+            self.drain(now, node);
+        }
+    }
+
+    /// Prints the state of each expected node that did not complete (stderr).
+    fn debug_incomplete(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !n.expected || n.completed_ns.is_some() {
+                continue;
+            }
+            let open: Vec<(u32, u32)> = n
+                .conns
+                .iter()
+                .filter(|&&c| self.conns[c as usize].open)
+                .map(|&c| {
+                    let conn = &self.conns[c as usize];
+                    (c, if conn.a == i as u32 { conn.b } else { conn.a })
+                })
+                .collect();
+            let stats = n.torrent.as_ref().map(|t| t.stats());
+            let pc = self.piece_count as usize;
+            let missing: Vec<usize> = (0..pc)
+                .filter(|&p| self.pieces[i * pc + p] != VERIFIED)
+                .collect();
+            for &(_, peer) in &open {
+                let have: Vec<bool> = missing
+                    .iter()
+                    .map(|&p| self.pieces[peer as usize * pc + p] == VERIFIED)
+                    .collect();
+                let c = n.conns.iter().find(|&&c| {
+                    let k = &self.conns[c as usize];
+                    k.a == peer || k.b == peer
+                });
+                let dirs: Vec<String> = c
+                    .map(|&c| [2 * c, 2 * c + 1])
+                    .into_iter()
+                    .flatten()
+                    .map(|d| {
+                        let d = &self.dirs[d as usize];
+                        format!(
+                            "blocks {} sending {} ctl_waiting {} in_flight {}",
+                            d.blocks.len(),
+                            d.sending.is_some(),
+                            d.ctl_waiting.len(),
+                            d.in_flight.len()
+                        )
+                    })
+                    .collect();
+                eprintln!(
+                    "  neighbour {peer}: has missing pieces {missing:?}: {have:?} dirs {dirs:?}"
+                );
+            }
+            eprintln!(
+                "node {i}: present {} open conns (conn, peer) {open:?} stats {stats:?}",
+                n.present
+            );
+        }
+    }
+
+    fn report(&self) -> Report {
+        let completion_ns: Vec<Nanos> = self
+            .nodes
+            .iter()
+            .filter(|n| n.expected)
+            .filter_map(|n| n.completed_ns)
+            .collect();
+        let expected = self.nodes.iter().filter(|n| n.expected).count() as u32;
+        if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+            self.debug_incomplete();
+        }
+        let outcome = Outcome {
+            incomplete_peers: expected - completion_ns.len() as u32,
+            completion_ns,
+            origin_up_bytes: self.nodes.first().map_or(0.0, |n| n.up_bytes),
+            total_up_bytes: self.nodes.iter().map(|n| n.up_bytes).sum(),
+            events: self.queue.popped(),
+        };
+        let mut report = outcome.into_report(self.config);
+        let c = &self.counters;
+        report.hash_failures = c.hash_failures;
+        report.bans = c.bans;
+        report.protocol_errors = c.protocol_errors;
+        report.integrity_violations = c.integrity_violations;
+        report.peers_left = c.peers_left;
+        report.peers_joined = c.peers_joined;
+        report.origin_left_s = c.origin_left_ns.map(|ns| ns as f64 / 1e9);
+        report
+    }
+}

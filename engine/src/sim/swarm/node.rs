@@ -1,0 +1,227 @@
+//! Driving one node's core: draining actions, sending and delivering items, timers.
+
+use crate::core::{Action, Block, DisconnectReason, PeerKey, PeerMessage, PieceIndex, Time};
+use crate::sim::queue::Nanos;
+
+use super::conn::Item;
+use super::{Event, Swarm, MISSING, POISONED, VERIFIED};
+
+impl Swarm<'_> {
+    /// Drains `node`'s actions, then re-arms its timer and notes completion.
+    pub(super) fn drain(&mut self, now: Nanos, node: u32) {
+        loop {
+            let Some(torrent) = self.nodes[node as usize].torrent.as_mut() else {
+                return;
+            };
+            let Some(action) = torrent.poll_action() else {
+                break;
+            };
+            match action {
+                Action::Send { peer, msg } => self.send_ctl(now, node, peer, msg),
+                Action::SendBlock { peer, block } => self.send_block(now, node, peer, block),
+                Action::VerifyPiece { piece } => self.verify(now, node, piece),
+                Action::Disconnect { peer, reason } => {
+                    if reason == DisconnectReason::Banned {
+                        self.counters.bans += 1;
+                    }
+                    self.close_conn(now, peer.0 as u32);
+                }
+            }
+        }
+        self.refresh_timer(now, node);
+        self.check_complete(now, node);
+    }
+
+    fn refresh_timer(&mut self, now: Nanos, node: u32) {
+        let n = &mut self.nodes[node as usize];
+        let Some(at) = n.torrent.as_ref().and_then(|t| t.poll_timeout()) else {
+            return;
+        };
+        // Never at or before `now`: a core that keeps asking for "now" must not stall time.
+        let at = at.as_nanos().max(now + 1);
+        if at < n.timer_at {
+            n.timer_at = at;
+            n.timer_version = n.timer_version.wrapping_add(1);
+            let version = n.timer_version;
+            self.queue.push(at, Event::Timer { node, version });
+        }
+    }
+
+    fn check_complete(&mut self, now: Nanos, node: u32) {
+        let n = &mut self.nodes[node as usize];
+        if n.completed_ns.is_some() || !n.torrent.as_ref().is_some_and(|t| t.is_complete()) {
+            return;
+        }
+        n.completed_ns = Some(now);
+        if n.expected {
+            self.remaining -= 1;
+        }
+        let base = node as usize * self.piece_count as usize;
+        let all_verified = self.pieces[base..base + self.piece_count as usize]
+            .iter()
+            .all(|&s| s == VERIFIED);
+        if !all_verified {
+            self.counters.integrity_violations += 1;
+        }
+    }
+
+    fn piece_state(&mut self, node: u32, piece: PieceIndex) -> Option<&mut u8> {
+        if piece.0 >= self.piece_count {
+            return None;
+        }
+        self.pieces
+            .get_mut(node as usize * self.piece_count as usize + piece.0 as usize)
+    }
+
+    fn verify(&mut self, now: Nanos, node: u32, piece: PieceIndex) {
+        let honest = !self.nodes[node as usize].liar;
+        let Some(state) = self.piece_state(node, piece) else {
+            self.counters.integrity_violations += 1;
+            return;
+        };
+        let valid = *state != POISONED;
+        let newly = valid && *state != VERIFIED;
+        *state = if valid { VERIFIED } else { MISSING };
+        if !valid {
+            self.counters.hash_failures += 1;
+        }
+        if newly && honest && node != 0 {
+            let holders = &mut self.holders[piece.0 as usize];
+            *holders += 1;
+            if *holders == 1 {
+                self.covered += 1;
+                self.maybe_origin_leaves(now);
+            }
+        }
+        if let Some(t) = self.nodes[node as usize].torrent.as_mut() {
+            t.handle_piece_verified(Time::from_nanos(now), piece, valid);
+        }
+    }
+
+    fn send_ctl(&mut self, now: Nanos, node: u32, peer: PeerKey, msg: PeerMessage) {
+        let Some(dir) = self.out_dir(node, peer) else {
+            return;
+        };
+        let d = &mut self.dirs[dir as usize];
+        if d.sending.is_some() {
+            d.ctl_waiting.push_back(msg);
+        } else {
+            self.put_in_flight(now, dir, Item::Ctl(msg));
+        }
+    }
+
+    fn send_block(&mut self, now: Nanos, node: u32, peer: PeerKey, block: Block) {
+        let liar = self.nodes[node as usize].liar;
+        let has_it = self
+            .piece_state(node, block.piece)
+            .is_some_and(|s| *s == VERIFIED);
+        if !has_it {
+            // An honest core only serves pieces it verified.
+            self.counters.integrity_violations += 1;
+        }
+        let Some(dir) = self.out_dir(node, peer) else {
+            return;
+        };
+        self.dirs[dir as usize].blocks.push_back((block, liar));
+        self.kick(now, dir);
+    }
+
+    /// The direction `node` sends on for connection `peer`, if that connection is open.
+    fn out_dir(&self, node: u32, peer: PeerKey) -> Option<u32> {
+        let id = u32::try_from(peer.0).ok()?;
+        let conn = self.conns.get(id as usize)?;
+        if !conn.open {
+            return None;
+        }
+        conn.out_dir(id, node)
+    }
+
+    /// `(sender, receiver)` of direction `dir`.
+    fn ends(&self, dir: u32) -> (u32, u32) {
+        let conn = &self.conns[(dir / 2) as usize];
+        if dir.is_multiple_of(2) {
+            (conn.a, conn.b)
+        } else {
+            (conn.b, conn.a)
+        }
+    }
+
+    /// Starts the next block on `dir` if the link is idle.
+    fn kick(&mut self, now: Nanos, dir: u32) {
+        let d = &mut self.dirs[dir as usize];
+        if d.sending.is_some() {
+            return;
+        }
+        let Some((block, corrupt)) = d.blocks.pop_front() else {
+            return;
+        };
+        d.sending = Some((block, corrupt));
+        let (src, dst) = self.ends(dir);
+        self.net
+            .start(now, dir, src, dst, u64::from(block.len_bytes));
+    }
+
+    fn put_in_flight(&mut self, now: Nanos, dir: u32, item: Item) {
+        self.dirs[dir as usize].in_flight.push_back(item);
+        self.wire.push_back((now + self.config.latency_ns, dir));
+    }
+
+    /// The block on direction `dir` left the sender completely.
+    pub(super) fn on_block_sent(&mut self, now: Nanos, dir: u32) {
+        let Some((block, corrupt)) = self.dirs[dir as usize].sending.take() else {
+            return;
+        };
+        let (src, _) = self.ends(dir);
+        self.put_in_flight(now, dir, Item::Block { block, corrupt });
+        while let Some(msg) = self.dirs[dir as usize].ctl_waiting.pop_front() {
+            self.put_in_flight(now, dir, Item::Ctl(msg));
+        }
+        let n = &mut self.nodes[src as usize];
+        n.up_bytes += f64::from(block.len_bytes);
+        if let Some(t) = n.torrent.as_mut() {
+            t.handle_block_sent(Time::from_nanos(now), PeerKey(u64::from(dir / 2)), block);
+        }
+        self.dirty.push(src);
+        self.kick(now, dir);
+    }
+
+    /// Delivers the oldest item in flight on `dir` (its arrival time is `now`).
+    pub(super) fn on_arrive(&mut self, now: Nanos, dir: u32) {
+        let conn_id = dir / 2;
+        if !self.conns[conn_id as usize].open {
+            return;
+        }
+        let (_, dst) = self.ends(dir);
+        let Some(item) = self.dirs[dir as usize].in_flight.pop_front() else {
+            return;
+        };
+        self.deliver(now, dst, PeerKey(u64::from(conn_id)), item);
+        self.dirty.push(dst);
+    }
+
+    fn deliver(&mut self, now: Nanos, dst: u32, key: PeerKey, item: Item) {
+        let time = Time::from_nanos(now);
+        let result = match item {
+            Item::Ctl(msg) => match self.nodes[dst as usize].torrent.as_mut() {
+                Some(t) => t.handle_message(time, key, msg),
+                None => Ok(()),
+            },
+            Item::Block { block, corrupt } => {
+                if corrupt {
+                    if let Some(state) = self.piece_state(dst, block.piece) {
+                        if *state != VERIFIED {
+                            *state = POISONED;
+                        }
+                    }
+                }
+                match self.nodes[dst as usize].torrent.as_mut() {
+                    Some(t) => t.handle_block_received(time, key, block),
+                    None => Ok(()),
+                }
+            }
+        };
+        if result.is_err() {
+            self.counters.protocol_errors += 1;
+        }
+    }
+}

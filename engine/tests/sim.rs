@@ -1,0 +1,126 @@
+//! Simulation tests: small swarms over many seeds. A failure names the seed to replay with
+//! `p2pe sim --seed K` and the same parameters.
+
+use p2pe::sim::{self, ChurnSpec, Report, SimConfig, Strategy};
+
+const SEEDS: u64 = 20;
+
+/// 30 peers, 8 MiB in 256 KiB pieces, 1 Gbit/s links, 200 µs latency.
+fn small(seed: u64) -> SimConfig {
+    let mut c = SimConfig::new(30, 8 << 20, 125_000_000);
+    c.piece_len_bytes = 256 << 10;
+    c.block_len_bytes = 256 << 10;
+    c.connections = 8;
+    c.seed = seed;
+    c.max_time_ns = 120 * 1_000_000_000;
+    c
+}
+
+fn run(c: &SimConfig) -> Report {
+    match sim::run(c) {
+        Ok(r) => r,
+        Err(e) => panic!("seed {}: {e}", c.seed),
+    }
+}
+
+/// What must hold in every run: everyone expected finished, nothing corrupt spread, the bound
+/// holds.
+fn check_sound(c: &SimConfig, r: &Report) {
+    let seed = c.seed;
+    assert_eq!(
+        r.incomplete_peers, 0,
+        "seed {seed}: incomplete peers: {r:?}"
+    );
+    assert_eq!(r.integrity_violations, 0, "seed {seed}: integrity: {r:?}");
+    assert_eq!(r.protocol_errors, 0, "seed {seed}: protocol errors: {r:?}");
+    assert!(
+        r.total_s >= r.d_p2p_s * (1.0 - 1e-9),
+        "seed {seed}: beat the lower bound: {r:?}"
+    );
+}
+
+#[test]
+fn p2p_every_peer_completes_over_many_seeds() {
+    for seed in 0..SEEDS {
+        let c = small(seed);
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, c.peers, "seed {seed}: {r:?}");
+        assert_eq!(r.hash_failures, 0, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn p2p_with_16kib_blocks_completes() {
+    for seed in 0..4 {
+        let mut c = small(seed);
+        c.peers = 12;
+        c.size_bytes = 2 << 20;
+        c.block_len_bytes = 16 << 10;
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, c.peers, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn same_seed_same_report() {
+    for seed in [3, 11] {
+        let mut c = small(seed);
+        c.liars = 2;
+        c.churn = ChurnSpec::parse("leave=0.1,join=0.1,origin-leave").unwrap();
+        let a = run(&c).without_wall_time();
+        let b = run(&c).without_wall_time();
+        assert_eq!(a, b, "seed {seed}: two runs differ");
+    }
+    let a = run(&small(1)).without_wall_time();
+    let b = run(&small(2)).without_wall_time();
+    assert_ne!(
+        a.events, b.events,
+        "different seeds should differ somewhere"
+    );
+}
+
+#[test]
+fn liars_never_corrupt_honest_peers() {
+    for seed in 0..SEEDS {
+        let mut c = small(seed);
+        c.liars = 4;
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, c.peers - c.liars, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn churn_still_completes() {
+    for seed in 0..SEEDS {
+        let mut c = small(seed);
+        c.churn = ChurnSpec::parse("leave=0.2,join=0.2,origin-leave").unwrap();
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.peers_left + r.peers_joined, 12, "seed {seed}: {r:?}");
+        assert!(
+            r.origin_left_s.is_some(),
+            "seed {seed}: origin stayed: {r:?}"
+        );
+        // 30 peers - 6 leavers + 6 joiners.
+        assert_eq!(r.completed_peers, 30, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn client_server_is_exact() {
+    for peers in [1, 7, 50] {
+        let mut c = SimConfig::new(peers, 100_000_000, 1_250_000_000);
+        c.strategy = Strategy::ClientServer;
+        let r = run(&c);
+        let expected = f64::from(peers) * 100_000_000.0 / 1_250_000_000.0 + 200e-6;
+        assert!(
+            (r.total_s - expected).abs() < 1e-6,
+            "{peers} peers: {} vs {expected}",
+            r.total_s
+        );
+        assert!(r.total_s >= r.d_p2p_s);
+    }
+}
