@@ -260,6 +260,24 @@ fn seeded_file_modified_is_reverified_and_dropped() {
 }
 
 #[test]
+fn partial_seed_still_watches_mtime() {
+    let fx = multi();
+    let dir = tempfile::tempdir().unwrap();
+    fx.write_files(dir.path());
+    // Piece 3 (in f4) is bad from the start: f4 never becomes "complete".
+    modify(&dir.path().join("dir/f4"), 12298 - 8500, &[!fx.data[12298]]);
+    let (s, report) = fx.open(dir.path(), OpenMode::Seed);
+    assert_eq!(report.failed, 1);
+    s.read_block(4, 0, &mut [0; 8]).unwrap();
+    modify(&dir.path().join("dir/f4"), 16384 - 8500, &[!fx.data[16384]]);
+    let err = s.read_block(4, 0, &mut [0; 8]).unwrap_err();
+    assert!(
+        matches!(err, StoreError::ChangedOnDisk { piece: 4, .. }),
+        "{err}"
+    );
+}
+
+#[test]
 fn periodic_check_marks_pieces_for_reverification() {
     let fx = multi();
     let dir = tempfile::tempdir().unwrap();
