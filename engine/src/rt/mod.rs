@@ -62,14 +62,16 @@ pub use handle::{run, RuntimeHandle};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SendStrategy {
     /// `IORING_OP_SENDMSG` straight from the memory mapping, gathering queued
-    /// headers and regions into up to 64 iovecs and
+    /// headers and regions into up to 128 iovecs and
     /// [`RuntimeConfig::send_chunk_bytes`] per operation. The default: fastest
     /// on the loopback measurement (see the module docs).
     #[default]
     Send,
     /// `splice(2)` file -> pipe -> socket through a per-worker pool of pipes
-    /// (pipe size 1 MiB clamped to `/proc/sys/fs/pipe-max-size`), the two
-    /// splices linked (`IOSQE_IO_LINK`). No user-space copy.
+    /// (pipe size 1 MiB clamped to `/proc/sys/fs/pipe-max-size`): one linked
+    /// chain (`IOSQE_IO_LINK`) writes small headers and splices regions into
+    /// the pipe until it is full, then splices the pipe into the socket. No
+    /// user-space copy of the regions.
     Splice,
     /// `IORING_OP_SENDMSG_ZC` from the memory mapping (opt-in): pages are
     /// pinned instead of copied; the mapping is kept alive until the kernel's
@@ -166,6 +168,12 @@ impl SourceFile {
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
         self.len_bytes == 0
+    }
+
+    /// The mapped contents (e.g. to hash a piece, or to pre-fault the
+    /// mapping so sends do not take page faults).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.map
     }
 }
 
