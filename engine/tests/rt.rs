@@ -256,13 +256,15 @@ fn peer_closing_mid_transfer_yields_on_close() {
         s.set_read_timeout(Some(BOUND)).unwrap();
         let mut buf = vec![0u8; 1 << 20];
         s.read_exact(&mut buf).unwrap();
-        // Reset rather than FIN (linger 0), so the server sees an error.
+        // Reset rather than FIN (linger 0). Whether the server then sees
+        // ECONNRESET, EPIPE or end of stream depends on which of its
+        // operations meets the reset first; it must see one close either way.
         socket2::SockRef::from(&s)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
         drop(s);
-        let r = rx.recv_timeout(BOUND).unwrap();
-        assert!(r.is_some(), "{strategy:?}: expected an error, got {r:?}");
+        let r = rx.recv_timeout(BOUND);
+        assert!(r.is_ok(), "{strategy:?}: no on_close");
         server.shutdown().unwrap();
     }
 }
