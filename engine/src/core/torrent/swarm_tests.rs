@@ -107,12 +107,23 @@ proptest! {
 /// Origin + `leechers` full mesh, whole-piece requests, uplinks of equal rate; returns
 /// (origin piece uploads / piece count, completion time / lower bound).
 fn distinct_run(policy: SeederPolicy, leechers: usize, pieces: u32, seed: u64) -> (f64, f64) {
+    distinct_run_with(policy, leechers, pieces, seed, |_| {})
+}
+
+fn distinct_run_with(
+    policy: SeederPolicy,
+    leechers: usize,
+    pieces: u32,
+    seed: u64,
+    tweak: impl Fn(&mut TorrentConfig),
+) -> (f64, f64) {
     let piece_len = 4 * BLOCK;
     let mut c = TorrentConfig::new(u64::from(pieces) * u64::from(piece_len), piece_len);
     c.choker = ChokerConfig::datacenter();
     c.seeder_policy = policy;
     c.pipeline_bytes = 2 * u64::from(piece_len);
     c.upload_in_flight_bytes = 2 * u64::from(piece_len);
+    tweak(&mut c);
     let mut ts = vec![Torrent::new(c.clone(), Bitfield::full(pieces), seed)];
     ts.extend(
         (0..leechers).map(|i| Torrent::new(c.clone(), Bitfield::new(pieces), seed + 1 + i as u64)),
@@ -138,6 +149,12 @@ fn distinct_run(policy: SeederPolicy, leechers: usize, pieces: u32, seed: u64) -
     // D_p2p = max(F/u_s, F/d_min, N F / (u_s + sum u_i)); downlinks are unlimited here.
     let bound = (f / rate).max(n * f / (rate * (n + 1.0)));
     let origin = pump.nodes[0].stats();
+    let wasted: u64 = pump.nodes.iter().map(|n| n.stats().wasted_bytes).sum();
+    println!(
+        "{policy:?}: origin {origin:?}, leechers wasted {wasted} B, origin busy until {:.3} x bound, done {:.3}",
+        pump.last_block_sent[0].as_secs_f64() / bound,
+        pump.now.as_secs_f64() / bound
+    );
     (
         origin.uploaded_bytes as f64 / f,
         pump.now.as_secs_f64() / bound,
@@ -157,4 +174,43 @@ fn distinct_first_origin_uploads_about_one_copy() {
         distinct < 1.5,
         "distinct-first origin uploaded {distinct} copies"
     );
+}
+
+/// Knob sweep for the distinct-first policy (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn tune_distinct_first() {
+    let piece = u64::from(4 * BLOCK);
+    type Tweak = Box<dyn Fn(&mut TorrentConfig)>;
+    let variants: Vec<(&str, Tweak)> = vec![
+        ("default", Box::new(|_| {})),
+        ("slots 19", Box::new(|c| c.choker.unchoke_slots = 19)),
+        ("slots 4", Box::new(|c| c.choker.unchoke_slots = 4)),
+        ("no endgame dup", Box::new(|c| c.endgame_max_requesters = 1)),
+        ("pipeline 1", Box::new(move |c| c.pipeline_bytes = piece)),
+        (
+            "pipeline 3",
+            Box::new(move |c| c.pipeline_bytes = 3 * piece),
+        ),
+        (
+            "upload window 1",
+            Box::new(move |c| c.upload_in_flight_bytes = piece),
+        ),
+        (
+            "upload window 4",
+            Box::new(move |c| c.upload_in_flight_bytes = 4 * piece),
+        ),
+        ("random first 0", Box::new(|c| c.random_first_pieces = 0)),
+        ("suggest 4", Box::new(|c| c.suggest_pieces = 4)),
+    ];
+    for (name, tweak) in &variants {
+        let mut copies = 0.0;
+        let mut time = 0.0;
+        for seed in 0..4 {
+            let (c, t) = distinct_run_with(SeederPolicy::DistinctFirst, 30, 200, seed, tweak);
+            copies += c / 4.0;
+            time += t / 4.0;
+        }
+        println!("TUNE {name:>16}: origin copies {copies:.3}, time {time:.3} x bound");
+    }
 }

@@ -27,6 +27,8 @@ pub(super) struct Pump {
     tainted: BTreeSet<(usize, u32)>,
     pub disconnects: Vec<(usize, usize, DisconnectReason)>,
     pub cancels_delivered: u64,
+    /// Per node: when its last block left its uplink.
+    pub last_block_sent: Vec<Time>,
     /// Check every node's invariants after every event.
     pub check: bool,
 }
@@ -65,6 +67,7 @@ impl Pump {
             tainted: BTreeSet::new(),
             disconnects: Vec::new(),
             cancels_delivered: 0,
+            last_block_sent: vec![Time::ZERO; n],
             check: true,
         }
     }
@@ -162,6 +165,7 @@ impl Pump {
                 }
             }
             Event::BlockSent(from, to, block) => {
+                self.last_block_sent[from] = now;
                 self.nodes[from].handle_block_sent(now, PeerKey(to as u64), block);
                 self.drain(from);
             }
