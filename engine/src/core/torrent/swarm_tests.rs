@@ -121,8 +121,9 @@ fn distinct_run_with(
     let mut c = TorrentConfig::new(u64::from(pieces) * u64::from(piece_len), piece_len);
     c.choker = ChokerConfig::datacenter();
     c.seeder_policy = policy;
-    c.pipeline_bytes = 2 * u64::from(piece_len);
-    c.upload_in_flight_bytes = 2 * u64::from(piece_len);
+    // As for 4 MiB pieces (the 256 KiB floor of the defaults would be 4 pieces here).
+    c.pipeline_bytes = u64::from(piece_len);
+    c.upload_in_flight_bytes = u64::from(piece_len);
     tweak(&mut c);
     let mut ts = vec![Torrent::new(c.clone(), Bitfield::full(pieces), seed)];
     ts.extend(
@@ -140,15 +141,39 @@ fn distinct_run_with(
             pump.connect(a, b, caps(true, piece_len));
         }
     }
-    assert!(pump.run_until(50_000_000, LIMIT, |p| p
-        .nodes
+    let mut done_at = vec![None; leechers + 1];
+    let mut marks = Vec::new();
+    assert!(pump.run_until(50_000_000, LIMIT, |p| {
+        for (i, n) in p.nodes.iter().enumerate() {
+            if done_at[i].is_none() && n.is_complete() {
+                done_at[i] = Some(p.now);
+            }
+        }
+        let have: u32 = p.nodes.iter().map(|n| n.have().count_ones()).sum();
+        if marks.len() < 40 && p.now.as_nanos() >= marks.len() as u64 * 250_000 {
+            marks.push((p.now.as_nanos() / 1000, have));
+        }
+        p.nodes.iter().all(|n| n.is_complete())
+    }));
+    println!("progress (us, pieces held): {marks:?}");
+    let mut d: Vec<u64> = done_at
         .iter()
-        .all(|n| n.is_complete())));
+        .flatten()
+        .map(|t| t.as_nanos() / 1000)
+        .collect();
+    d.sort();
+    println!("completion us: {d:?}");
     let f = f64::from(pieces) * f64::from(piece_len);
     let n = leechers as f64;
     // D_p2p = max(F/u_s, F/d_min, N F / (u_s + sum u_i)); downlinks are unlimited here.
     let bound = (f / rate).max(n * f / (rate * (n + 1.0)));
     let origin = pump.nodes[0].stats();
+    let leecher_busy: f64 = pump.busy[1..].iter().map(|d| d.as_secs_f64()).sum::<f64>() / n;
+    println!(
+        "leecher uplink busy {:.3} x bound on average; ideal {:.3}",
+        leecher_busy / bound,
+        (n - 1.0) * f / rate / n / bound
+    );
     let wasted: u64 = pump.nodes.iter().map(|n| n.stats().wasted_bytes).sum();
     println!(
         "{policy:?}: origin {origin:?}, leechers wasted {wasted} B, origin busy until {:.3} x bound, done {:.3}",
@@ -184,32 +209,26 @@ fn tune_distinct_first() {
     type Tweak = Box<dyn Fn(&mut TorrentConfig)>;
     let variants: Vec<(&str, Tweak)> = vec![
         ("default", Box::new(|_| {})),
-        ("slots 19", Box::new(|c| c.choker.unchoke_slots = 19)),
+        ("slots 12", Box::new(|c| c.choker.unchoke_slots = 12)),
         ("slots 4", Box::new(|c| c.choker.unchoke_slots = 4)),
-        ("no endgame dup", Box::new(|c| c.endgame_max_requesters = 1)),
-        ("pipeline 1", Box::new(move |c| c.pipeline_bytes = piece)),
+        ("endgame off", Box::new(|c| c.endgame_max_requesters = 1)),
         (
-            "pipeline 3",
-            Box::new(move |c| c.pipeline_bytes = 3 * piece),
+            "pipeline 2",
+            Box::new(move |c| c.pipeline_bytes = 2 * piece),
         ),
         (
-            "upload window 1",
-            Box::new(move |c| c.upload_in_flight_bytes = piece),
-        ),
-        (
-            "upload window 4",
-            Box::new(move |c| c.upload_in_flight_bytes = 4 * piece),
+            "upload window 2",
+            Box::new(move |c| c.upload_in_flight_bytes = 2 * piece),
         ),
         ("random first 0", Box::new(|c| c.random_first_pieces = 0)),
-        ("suggest 4", Box::new(|c| c.suggest_pieces = 4)),
     ];
     for (name, tweak) in &variants {
         let mut copies = 0.0;
         let mut time = 0.0;
-        for seed in 0..4 {
-            let (c, t) = distinct_run_with(SeederPolicy::DistinctFirst, 30, 200, seed, tweak);
-            copies += c / 4.0;
-            time += t / 4.0;
+        for seed in 0..6 {
+            let (c, t) = distinct_run_with(SeederPolicy::DistinctFirst, 30, 600, seed, tweak);
+            copies += c / 6.0;
+            time += t / 6.0;
         }
         println!("TUNE {name:>16}: origin copies {copies:.3}, time {time:.3} x bound");
     }

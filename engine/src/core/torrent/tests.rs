@@ -29,6 +29,8 @@ pub(super) struct Pump {
     pub cancels_delivered: u64,
     /// Per node: when its last block left its uplink.
     pub last_block_sent: Vec<Time>,
+    /// Per node: total time its uplink spent sending blocks.
+    pub busy: Vec<Duration>,
     /// Check every node's invariants after every event.
     pub check: bool,
 }
@@ -68,6 +70,7 @@ impl Pump {
             disconnects: Vec::new(),
             cancels_delivered: 0,
             last_block_sent: vec![Time::ZERO; n],
+            busy: vec![Duration::ZERO; n],
             check: true,
         }
     }
@@ -121,7 +124,9 @@ impl Pump {
                     let end = match self.uplink_bytes_per_s {
                         Some(rate) => {
                             let start = now.max(self.uplink_free_at[i]);
-                            start + Duration::from_secs_f64(f64::from(block.len_bytes) / rate)
+                            let d = Duration::from_secs_f64(f64::from(block.len_bytes) / rate);
+                            self.busy[i] += d;
+                            start + d
                         }
                         None => now,
                     };
