@@ -96,6 +96,8 @@ pub(crate) struct PeerState {
     pub suggested: Vec<PieceIndex>,
     pub rejected: Vec<PieceIndex>,
     pub allowed_fast: Vec<PieceIndex>,
+    /// Pieces our distinct-first policy rejected to it (a second request is served).
+    pub we_rejected: Vec<PieceIndex>,
     pub hash_failures: u32,
     pub last_sent_at: Time,
     /// Bytes it sent us (download) and we sent it (upload).
@@ -126,6 +128,7 @@ impl PeerState {
             suggested: Vec::new(),
             rejected: Vec::new(),
             allowed_fast: Vec::new(),
+            we_rejected: Vec::new(),
             hash_failures: 0,
             last_sent_at: now,
             download: RateMeter::new(now),
