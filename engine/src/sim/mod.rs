@@ -303,6 +303,9 @@ impl Outcome {
             peers_left: 0,
             peers_joined: 0,
             origin_left_s: None,
+            timeline_bin_s: 0.0,
+            upload_timeline: Vec::new(),
+            origin_timeline: Vec::new(),
         }
     }
 }

@@ -187,5 +187,22 @@ fn print_text(config: &SimConfig, r: &Report) {
             r.peers_left, r.peers_joined
         );
     }
+    if !r.upload_timeline.is_empty() {
+        let pct = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{:.0}", x * 100.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "uplink use per {:.4} s (% of u_s+Σu_i): {}",
+            r.timeline_bin_s,
+            pct(&r.upload_timeline)
+        );
+        println!(
+            "origin uplink use (% of u_s):   {}",
+            pct(&r.origin_timeline)
+        );
+    }
     println!("{} events in {:.2} s wall", r.events, r.wall_s);
 }
