@@ -105,7 +105,8 @@ pub struct TorrentConfig {
 
 impl TorrentConfig {
     /// Configuration for a torrent of `total_len_bytes` in pieces of `piece_len_bytes`,
-    /// BitTorrent choker defaults, a pipeline of two pieces (at least 4 MiB).
+    /// BitTorrent choker defaults, a pipeline and an upload window of two pieces (at least
+    /// 256 KiB).
     ///
     /// # Panics
     /// If `piece_len_bytes` is zero or the piece count exceeds `u32::MAX`.
@@ -113,9 +114,10 @@ impl TorrentConfig {
         assert!(piece_len_bytes > 0, "piece length must be positive");
         let piece_count = u32::try_from(total_len_bytes.div_ceil(u64::from(piece_len_bytes)))
             .expect("piece count fits u32");
-        // Two whole pieces keep a whole-piece link busy while the next request travels;
-        // 4 MiB covers 16 KiB-block peers at ~1 Gbit/s x 30 ms.
-        let pipeline_bytes = (2 * u64::from(piece_len_bytes)).max(4 << 20);
+        // Two whole pieces keep a whole-piece link busy while the next request travels
+        // (bandwidth x RTT is far below one 4 MiB piece on a datacenter link); at least
+        // 16 blocks for small pieces. Deeper pipelines only bring the endgame forward.
+        let pipeline_bytes = (2 * u64::from(piece_len_bytes)).max(u64::from(16 * BLOCK_LEN_BYTES));
         TorrentConfig {
             piece_count,
             piece_len_bytes,

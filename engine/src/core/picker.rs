@@ -415,6 +415,19 @@ impl Picker {
         None
     }
 
+    /// Whether `block` would bring at least one chunk not yet received.
+    pub(crate) fn wants(&self, block: &Block) -> bool {
+        let Some(pp) = self
+            .partial
+            .get(block.piece.0 as usize)
+            .and_then(|p| p.as_ref())
+        else {
+            return false;
+        };
+        let (lo, hi) = chunk_range(block);
+        !pp.verifying && pp.chunks.iter().take(hi).skip(lo).any(|&c| c != RECEIVED)
+    }
+
     /// Records the arrival of `block` from `peer`, whose request the caller has matched.
     pub(crate) fn on_block(&mut self, peer: PeerKey, block: Block) -> BlockOutcome {
         let mut out = BlockOutcome::default();

@@ -183,6 +183,18 @@ impl Torrent {
         r
     }
 
+    /// Whether a `piece` message carrying `block` from `peer` is still useful: it answers
+    /// one of our pending requests and brings at least one block not yet received.
+    /// Drivers that store payload call this first and discard the payload when false, so a
+    /// late endgame duplicate never overwrites data awaiting its hash check. (Either way
+    /// they then call [`Torrent::handle_block_received`].)
+    pub fn wants_block(&self, peer: PeerKey, block: &Block) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.inflight.contains(block))
+            && self.picker.wants(block)
+    }
+
     /// The driver finished sending `block` (from an [`Action::SendBlock`]) to `peer`.
     pub fn handle_block_sent(&mut self, now: Time, peer: PeerKey, block: Block) {
         self.now = self.now.max(now);
@@ -203,6 +215,8 @@ impl Torrent {
             self.rechoke(now);
             self.check_snubs(now);
             self.keepalives(now);
+            // Rechoke cleared the per-peer reject memory: those pieces are requestable again.
+            self.fill_all_requests();
         }
     }
 
@@ -300,5 +314,9 @@ impl Torrent {
     }
 }
 
+#[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
+mod swarm_tests;
 #[cfg(test)]
 mod tests;

@@ -176,17 +176,21 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
-        if peer.take_inflight(&b) {
-            self.picker.cancel_request(key, b);
-            remember(&mut peer.rejected, b.piece);
-            self.fill_requests(key);
-            self.fill_all_requests();
-            Ok(())
-        } else if peer.take_cancelled(&b) {
-            Ok(()) // answer to our cancel (BEP 6)
-        } else {
-            Err(ProtocolError::UnrequestedReject(b))
+        // A reject answering our cancel comes before any answer to a re-request of the
+        // same block (the link is FIFO), so the cancelled memory is matched first.
+        if peer.take_cancelled(&b) {
+            return Ok(());
         }
+        if !peer.take_inflight(&b) {
+            return Err(ProtocolError::UnrequestedReject(b));
+        }
+        self.picker.cancel_request(key, b);
+        // Not from this peer for a while (cleared at each rechoke): a distinct-first
+        // seeder rejects pieces others can serve.
+        remember(&mut peer.rejected, b.piece);
+        self.fill_requests(key);
+        self.fill_all_requests();
+        Ok(())
     }
 
     pub(super) fn on_block(

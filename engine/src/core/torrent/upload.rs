@@ -318,6 +318,7 @@ impl Torrent {
         let seeding = self.have.is_full();
         let mut cands = Vec::with_capacity(self.peers.len());
         for (k, p) in self.peers.iter_mut() {
+            p.rejected.clear();
             p.download.update(now);
             p.upload.update(now);
             cands.push(Candidate {
