@@ -217,7 +217,13 @@ impl Swarm<'_> {
                 None => Ok(()),
             },
             Item::Block { block, corrupt } => {
-                if corrupt {
+                // Like a storing driver: only payload the core still wants is written, so a
+                // late endgame duplicate (honest or not) never touches a piece's data.
+                let wanted = self.nodes[dst as usize]
+                    .torrent
+                    .as_ref()
+                    .is_some_and(|t| t.wants_block(key, &block));
+                if corrupt && wanted {
                     if let Some(state) = self.piece_state(dst, block.piece) {
                         if *state != VERIFIED {
                             *state = POISONED;
