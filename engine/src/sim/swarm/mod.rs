@@ -126,7 +126,7 @@ impl<'c> Swarm<'c> {
                 max_request_len_bytes: config.block_len_bytes,
             },
             piece_count,
-            net: Net::default(),
+            net: Net::new(config.sharing),
             queue: EventQueue::default(),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             nodes: Vec::new(),
