@@ -2,3 +2,4 @@
 
 pub mod metainfo;
 pub mod peer;
+pub mod tracker;
