@@ -3,3 +3,4 @@
 pub mod create;
 pub mod inspect;
 pub mod sim;
+pub mod tracker;
