@@ -9,4 +9,6 @@
 //! - [`tracker_server`]: in-memory swarms with a cluster-aware hand-out policy,
 //!   and its UDP + HTTP sockets.
 
+pub mod tracker_client;
+pub mod tracker_io;
 pub mod tracker_server;

@@ -1,6 +1,9 @@
-//! Stateless BEP 15 connection ids: a keyed hash of the client address and the
-//! current minute, so the tracker keeps no per-client state and a spoofed
+//! Stateless BEP 15 connection ids: a keyed hash of the client IP address and
+//! the current minute, so the tracker keeps no per-client state and a spoofed
 //! source address cannot announce (it never sees the connect response).
+//!
+//! The port is left out, as opentracker and aquatic do: libtorrent may send the
+//! connect and the announce from different local sockets of one host.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -34,14 +37,13 @@ impl ConnectionIds {
             IpAddr::V4(ip) => h.update(ip.octets()),
             IpAddr::V6(ip) => h.update(ip.octets()),
         }
-        h.update(peer.port().to_be_bytes());
         let digest = h.finalize();
         let mut first = [0u8; 8];
         first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
         ConnectionId(u64::from_be_bytes(first))
     }
 
-    /// The id for `peer` at `now`.
+    /// The id for `peer` (its IP address) at `now`.
     pub fn issue(&self, now: Time, peer: SocketAddr) -> ConnectionId {
         self.mac(now.as_nanos() / EPOCH_NANOS, peer)
     }
@@ -61,7 +63,7 @@ mod tests {
     fn ids_expire_after_two_epochs_and_bind_the_address() {
         let ids = ConnectionIds::new([7; 16]);
         let a: SocketAddr = "127.0.0.1:1000".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:1000".parse().unwrap();
         let t0 = Time::from_nanos(5);
         let id = ids.issue(t0, a);
         assert!(ids.is_valid(t0, a, id));
