@@ -14,8 +14,8 @@
 //!    seeder, leechers first (seeders have nothing to trade);
 //! 3. a random tie-break, so load spreads over equally good peers.
 //!
-//! In swarms of more than [`FULL_SCAN_PEERS`] peers the ranking runs over a
-//! random sample of `4 × numwant` candidates, so an announce costs
+//! In swarms of more than [`FULL_SCAN_PEERS`] peers the ranking runs over
+//! `4 × numwant` consecutive slots from a random start, so an announce costs
 //! O(numwant), not O(swarm).
 //!
 //! # Invariants
@@ -264,6 +264,9 @@ fn secs(d: Duration) -> u32 {
 fn rank(peer: &PeerEntry, announce: &Announce, near_left_bytes: u64) -> (u8, u8) {
     let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
     let topo = &announce.topology;
+    if topo.rack.is_none() && topo.zone.is_none() {
+        return (2, usefulness(peer, announce, near_left_bytes));
+    }
     // Rack labels may repeat across zones: a rack matches only if the zones
     // do not contradict each other.
     let zone_eq = same(&peer.topology.zone, &topo.zone);
@@ -275,7 +278,12 @@ fn rank(peer: &PeerEntry, announce: &Announce, near_left_bytes: u64) -> (u8, u8)
     } else {
         2
     };
-    let usefulness = if announce.left_bytes == 0 {
+    (place, usefulness(peer, announce, near_left_bytes))
+}
+
+/// 0 best: for a leecher seeders, then near-complete peers; for a seeder, leechers.
+fn usefulness(peer: &PeerEntry, announce: &Announce, near_left_bytes: u64) -> u8 {
+    if announce.left_bytes == 0 {
         u8::from(peer.left_bytes == 0)
     } else if peer.left_bytes == 0 {
         0
@@ -283,8 +291,15 @@ fn rank(peer: &PeerEntry, announce: &Announce, near_left_bytes: u64) -> (u8, u8)
         1
     } else {
         2
-    };
-    (place, usefulness)
+    }
+}
+
+/// A cheap 64-bit mix (splitmix64 finaliser) for per-candidate tie-breaks:
+/// one ChaCha draw per announce, not one per candidate.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Picks up to `want` peers of `swarm` for the announcer at `me` (see module docs).
@@ -295,33 +310,39 @@ fn select_peers(
     want: usize,
     rng: &mut ChaCha8Rng,
 ) -> Vec<SocketAddr> {
-    if want == 0 || swarm.peers.len() <= 1 {
+    let n = swarm.peers.len();
+    if want == 0 || n <= 1 {
         return Vec::new();
     }
-    let candidates: Vec<&PeerEntry> = if swarm.peers.len() <= FULL_SCAN_PEERS {
-        swarm.peers.iter().filter(|p| p.addr != me).collect()
+    // Small swarms: every peer. Large: a window of 4·want slots at a random
+    // start (slot order is arrival order reshuffled by removals).
+    let (start, len) = if n <= FULL_SCAN_PEERS {
+        (0, n)
     } else {
-        let n = swarm.peers.len();
-        let mut picked: Vec<usize> = (0..want.saturating_mul(4).min(n))
-            .map(|_| rng.random_range(0..n))
-            .collect();
-        picked.sort_unstable();
-        picked.dedup();
-        picked
-            .into_iter()
-            .filter_map(|i| swarm.peers.get(i))
-            .filter(|p| p.addr != me)
-            .collect()
+        (rng.random_range(0..n), want.saturating_mul(4).min(n))
     };
-    let max_left = candidates.iter().map(|p| p.left_bytes).max().unwrap_or(0);
+    let candidates = || {
+        swarm
+            .peers
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(len)
+            .filter(|p| p.addr != me)
+    };
+    let max_left = candidates().map(|p| p.left_bytes).max().unwrap_or(0);
     let near_left_bytes = max_left / 4;
-    let mut ranked: Vec<((u8, u8, u32), SocketAddr)> = candidates
-        .iter()
-        .map(|p| {
-            let (place, use_) = rank(p, announce, near_left_bytes);
-            ((place, use_, rng.random()), p.addr)
-        })
-        .collect();
+    let salt: u64 = rng.random();
+    let mut ranked: Vec<(u64, SocketAddr)> = Vec::with_capacity(len);
+    for (i, p) in candidates().enumerate() {
+        let (place, usefulness) = rank(p, announce, near_left_bytes);
+        // Key: 2 bits place, 2 bits usefulness, 60 bits random tie-break.
+        let tie = mix(salt ^ i as u64) >> 4;
+        ranked.push((
+            (u64::from(place) << 62) | (u64::from(usefulness) << 60) | tie,
+            p.addr,
+        ));
+    }
     if ranked.len() > want {
         ranked.select_nth_unstable_by_key(want - 1, |(key, _)| *key);
         ranked.truncate(want);
