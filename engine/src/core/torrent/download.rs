@@ -235,6 +235,11 @@ impl Torrent {
         for (other, _) in out.cancels {
             self.fill_requests(other);
         }
+        let idle = |t: &Self| t.peers.values().all(|p| p.inflight.is_empty());
+        if self.peers.get(&key).is_some_and(|p| p.inflight.is_empty()) && idle(self) {
+            // Nothing is coming from anyone: peers that rejected pieces are asked again.
+            self.fill_all_requests();
+        }
         Ok(())
     }
 
@@ -253,26 +258,27 @@ impl Torrent {
         self.have.set(piece);
         self.stats.pieces_have += 1;
         let complete = self.have.is_full();
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            if peer.have.get(piece) {
+        let mut useless = Vec::new();
+        for (&key, peer) in self.peers.iter_mut() {
+            let msg = if peer.have.get(piece) {
                 peer.interesting -= 1;
-                let lost_interest = peer.interesting == 0 && peer.am_interested;
-                let seed = peer.is_seed();
-                if lost_interest {
-                    peer.am_interested = false;
-                    self.send(key, PeerMessage::NotInterested);
+                if complete && peer.is_seed() {
+                    useless.push(key);
                 }
-                if complete && seed {
-                    self.drop_peer(now, key, DisconnectReason::NotUseful);
+                if peer.interesting > 0 || !peer.am_interested {
+                    continue;
                 }
+                peer.am_interested = false;
+                PeerMessage::NotInterested
             } else {
                 // Peers that have the piece need no `have`: it only feeds their picker.
-                self.send(key, PeerMessage::Have(piece));
-            }
+                PeerMessage::Have(piece)
+            };
+            peer.last_sent_at = now;
+            self.actions.push_back(Action::Send { peer: key, msg });
+        }
+        for key in useless {
+            self.drop_peer(now, key, DisconnectReason::NotUseful);
         }
     }
 
@@ -294,15 +300,30 @@ impl Torrent {
     }
 
     /// Tops up our requests to `key` to `pipeline_bytes` (one request while snubbed).
+    ///
+    /// Pieces the peer rejected are skipped, unless nothing at all is in flight from any
+    /// peer: then they are asked again rather than leaving the downlink idle (a
+    /// distinct-first seeder serves a repeated request).
     pub(super) fn fill_requests(&mut self, key: PeerKey) {
+        if self.request_loop(key) && self.peers.values().all(|p| p.inflight.is_empty()) {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                peer.rejected.clear();
+            }
+            self.request_loop(key);
+        }
+    }
+
+    /// Issues requests to `key` while its pipeline has room; true when it ends with nothing
+    /// in flight to this peer though it rejected pieces we could otherwise ask for.
+    fn request_loop(&mut self, key: PeerKey) -> bool {
         let random_first = self.have.count_ones() < self.config.random_first_pieces;
         let pipeline = self.config.pipeline_bytes;
         let max_requests = self.config.max_requests_per_peer.max(1) as usize;
         let Some(peer) = self.peers.get_mut(&key) else {
-            return;
+            return false;
         };
         if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
-            return;
+            return false;
         }
         let limit_bytes = if peer.snubbed { 1 } else { pipeline };
         while peer.inflight.len() < max_requests && peer.inflight_bytes < limit_bytes {
@@ -325,6 +346,7 @@ impl Torrent {
                 msg: PeerMessage::Request(b),
             });
         }
+        peer.inflight.is_empty() && !peer.rejected.is_empty()
     }
 
     /// Tops up every peer (after blocks were freed): O(peers) picks.

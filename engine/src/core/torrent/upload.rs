@@ -4,7 +4,7 @@
 use super::Torrent;
 use crate::core::choker::Candidate;
 use crate::core::config::BLOCK_LEN_BYTES;
-use crate::core::peer::remember;
+use crate::core::peer::{remember_up_to, SEEDER_REJECT_MEMORY};
 use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError};
 use crate::core::{SeederPolicy, Time, TorrentConfig};
 use rand::RngExt;
@@ -178,7 +178,7 @@ impl Torrent {
         if !peer.caps.fast_extension || peer.we_rejected.contains(&b.piece) {
             return false;
         }
-        remember(&mut peer.we_rejected, b.piece);
+        remember_up_to(&mut peer.we_rejected, b.piece, SEEDER_REJECT_MEMORY);
         self.stats.distinct_rejects_sent += 1;
         self.send(key, PeerMessage::Reject(b));
         self.suggest_to(key, 1);
