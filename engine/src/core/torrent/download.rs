@@ -19,13 +19,15 @@ impl Torrent {
         }
     }
 
-    pub(super) fn on_message(
-        &mut self,
-        now: Time,
-        key: PeerKey,
-        msg: PeerMessage,
+    /// Checks what can be checked without acting: piece ranges, BEP 6 messages only with
+    /// the fast extension, bitfield-like messages only first and of the right length.
+    fn validate_message(
+        &self,
+        msg: &PeerMessage,
+        fast: bool,
+        first: bool,
     ) -> Result<(), ProtocolError> {
-        match &msg {
+        match msg {
             PeerMessage::Have(p) | PeerMessage::AllowedFast(p) | PeerMessage::Suggest(p) => {
                 self.check_piece(*p)?
             }
@@ -34,38 +36,56 @@ impl Torrent {
             }
             _ => {}
         }
+        let bep6 = matches!(
+            msg,
+            PeerMessage::HaveAll
+                | PeerMessage::HaveNone
+                | PeerMessage::Reject(_)
+                | PeerMessage::AllowedFast(_)
+                | PeerMessage::Suggest(_)
+        );
+        if bep6 && !fast {
+            return Err(ProtocolError::FastExtensionNotNegotiated);
+        }
+        let bitfield_like = matches!(
+            msg,
+            PeerMessage::Bitfield(_) | PeerMessage::HaveAll | PeerMessage::HaveNone
+        );
+        if bitfield_like && !first {
+            return Err(ProtocolError::DuplicateBitfield);
+        }
+        if let PeerMessage::Bitfield(b) = msg {
+            if b.len() != self.config.piece_count {
+                return Err(ProtocolError::BitfieldLength {
+                    got: b.len(),
+                    expected: self.config.piece_count,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_message(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        msg: PeerMessage,
+    ) -> Result<(), ProtocolError> {
+        let Some(peer) = self.peers.get(&key) else {
+            return Ok(());
+        };
+        self.validate_message(&msg, peer.caps.fast_extension, !peer.first_message_seen)?;
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
-        let fast = peer.caps.fast_extension;
-        let first = !peer.first_message_seen;
         if !matches!(msg, PeerMessage::KeepAlive) {
             peer.first_message_seen = true;
         }
         match msg {
-            PeerMessage::KeepAlive => {}
-            PeerMessage::Bitfield(b) => {
-                if !first {
-                    return Err(ProtocolError::DuplicateBitfield);
-                }
-                if b.len() != self.config.piece_count {
-                    return Err(ProtocolError::BitfieldLength {
-                        got: b.len(),
-                        expected: self.config.piece_count,
-                    });
-                }
-                self.on_peer_bitfield(now, key, b);
-            }
-            PeerMessage::HaveAll | PeerMessage::HaveNone => {
-                if !fast {
-                    return Err(ProtocolError::FastExtensionNotNegotiated);
-                }
-                if !first {
-                    return Err(ProtocolError::DuplicateBitfield);
-                }
-                if msg == PeerMessage::HaveAll {
-                    self.on_peer_bitfield(now, key, Bitfield::full(self.config.piece_count));
-                }
+            PeerMessage::KeepAlive | PeerMessage::HaveNone => {}
+            PeerMessage::Bitfield(b) => self.on_peer_bitfield(now, key, b),
+            PeerMessage::HaveAll => {
+                self.on_peer_bitfield(now, key, Bitfield::full(self.config.piece_count))
             }
             PeerMessage::Have(p) => self.on_have(now, key, p),
             PeerMessage::Choke => self.on_choked(key),
@@ -89,16 +109,8 @@ impl Torrent {
             }
             PeerMessage::Request(b) => self.on_request(now, key, b)?,
             PeerMessage::Cancel(b) => self.on_cancel(key, b),
-            PeerMessage::Reject(b) => {
-                if !fast {
-                    return Err(ProtocolError::FastExtensionNotNegotiated);
-                }
-                self.on_reject(key, b)?;
-            }
+            PeerMessage::Reject(b) => self.on_reject(key, b)?,
             PeerMessage::AllowedFast(p) | PeerMessage::Suggest(p) => {
-                if !fast {
-                    return Err(ProtocolError::FastExtensionNotNegotiated);
-                }
                 if !self.have.get(p) {
                     if matches!(msg, PeerMessage::Suggest(_)) {
                         remember(&mut peer.suggested, p);
