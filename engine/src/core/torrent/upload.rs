@@ -15,6 +15,8 @@ const NO_OWNER: u64 = u64::MAX;
 /// Pending requests examined when choosing what to upload next; bounds the cost per
 /// block while still reordering within a few pipelines' worth of requests.
 const CHOOSE_WINDOW: usize = 64;
+/// Times in a row the oldest pending request may be passed over for a better one.
+const MAX_FRONT_SKIPS: u32 = 16;
 
 /// Upload queue and per-piece upload history.
 #[derive(Debug)]
@@ -24,6 +26,8 @@ pub(super) struct UploadState {
     /// SendBlock bytes handed to the driver and not yet reported sent.
     in_flight_bytes: u64,
     outstanding: BTreeMap<PeerKey, u64>,
+    /// Consecutive choices that passed over `pending[0]`.
+    front_skips: u32,
     /// Per piece: copies started (offset-0 blocks sent), saturating.
     copies: Vec<u16>,
     /// Per piece: peer that received the latest copy (`NO_OWNER` if none).
@@ -46,6 +50,7 @@ impl UploadState {
             pending: VecDeque::new(),
             in_flight_bytes: 0,
             outstanding: BTreeMap::new(),
+            front_skips: 0,
             copies: vec![0; n as usize],
             owner: vec![NO_OWNER; n as usize],
             copies_hist: vec![n],
@@ -249,15 +254,20 @@ impl Torrent {
     }
 
     /// Index in `pending` of the request to serve next: least uploaded elsewhere, then
-    /// rarest among our peers, then oldest (plain policy: oldest).
-    fn choose_upload(&self) -> Option<usize> {
+    /// rarest among our peers, then oldest (plain policy: oldest). The oldest request is
+    /// passed over at most `MAX_FRONT_SKIPS` times in a row, so none starves.
+    fn choose_upload(&mut self) -> Option<usize> {
         if self.uploads.pending.is_empty() {
             return None;
         }
-        if self.config.seeder_policy == SeederPolicy::Plain {
+        if self.config.seeder_policy == SeederPolicy::Plain
+            || self.uploads.front_skips >= MAX_FRONT_SKIPS
+        {
+            self.uploads.front_skips = 0;
             return Some(0);
         }
-        self.uploads
+        let best = self
+            .uploads
             .pending
             .iter()
             .take(CHOOSE_WINDOW)
@@ -269,7 +279,13 @@ impl Torrent {
                     *i,
                 )
             })
-            .map(|(i, _)| i)
+            .map(|(i, _)| i);
+        if best == Some(0) {
+            self.uploads.front_skips = 0;
+        } else {
+            self.uploads.front_skips += 1;
+        }
+        best
     }
 
     /// Seeder with the distinct-first policy: suggest up to `n` never-uploaded pieces.
