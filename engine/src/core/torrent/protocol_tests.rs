@@ -3,7 +3,8 @@
 
 use super::tests::{caps, config};
 use super::*;
-use crate::core::BLOCK_LEN_BYTES as BLOCK;
+use crate::core::{ChokerConfig, BLOCK_LEN_BYTES as BLOCK};
+use std::time::Duration;
 
 const P: PeerKey = PeerKey(7);
 
@@ -243,4 +244,80 @@ fn cancel_of_queued_request_is_rejected_under_bep6() {
     t.handle_block_sent(Time::ZERO, P, b0);
     assert!(drain(&mut t).is_empty());
     assert_eq!(t.stats().uploaded_bytes, u64::from(BLOCK));
+}
+
+fn requests(acts: &[Action], to: PeerKey) -> Vec<Block> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                peer,
+                msg: PeerMessage::Request(b),
+            } if *peer == to => Some(*b),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn snubbing_peer_loses_its_requests_to_another_peer() {
+    let q = PeerKey(8);
+    let mut c = config(1, BLOCK);
+    c.choker = ChokerConfig::default();
+    let mut t = Torrent::new(c, Bitfield::new(1), 9);
+    for k in [P, q] {
+        t.handle_peer_connected(Time::ZERO, k, caps(true, BLOCK));
+        t.handle_message(Time::ZERO, k, PeerMessage::HaveAll)
+            .unwrap();
+    }
+    t.handle_message(Time::ZERO, P, PeerMessage::Unchoke)
+        .unwrap();
+    let acts = drain(&mut t);
+    let asked = requests(&acts, P);
+    assert_eq!(asked.len(), 1);
+    assert!(t.wants_block(P, &asked[0]));
+    assert!(!t.wants_block(q, &asked[0]), "not requested from q");
+    // q unchokes us much later; the only block is taken, so it gets an endgame duplicate.
+    let later = Time::ZERO + Duration::from_secs(65);
+    t.handle_message(later, q, PeerMessage::Unchoke).unwrap();
+    drain(&mut t);
+    // P sends nothing for longer than snub_timeout: at the next rechoke its request is
+    // cancelled and the block goes to q.
+    let late = Time::ZERO + Duration::from_secs(70);
+    t.handle_timeout(late);
+    let acts = drain(&mut t);
+    assert!(
+        acts.contains(&Action::Send {
+            peer: P,
+            msg: PeerMessage::Cancel(asked[0])
+        }),
+        "{acts:?}"
+    );
+    t.check_invariants();
+    assert!(!t.wants_block(P, &asked[0]), "P's request was cancelled");
+    assert!(t.wants_block(q, &asked[0]), "q now fetches the block");
+}
+
+#[test]
+fn unchoked_peers_never_exceed_slots_plus_one() {
+    let mut c = config(4, BLOCK);
+    c.choker = ChokerConfig {
+        unchoke_slots: 3,
+        ..ChokerConfig::default()
+    };
+    let mut t = Torrent::new(c, Bitfield::full(4), 1);
+    for k in 0..20 {
+        t.handle_peer_connected(Time::ZERO, PeerKey(k), caps(k % 2 == 0, BLOCK));
+        t.handle_message(Time::ZERO, PeerKey(k), PeerMessage::Interested)
+            .unwrap();
+    }
+    for step in 1..20u64 {
+        t.handle_timeout(Time::ZERO + Duration::from_secs(10 * step));
+        drain(&mut t);
+        t.check_invariants();
+        assert!(t.stats().unchoked_peers <= 4);
+        if step % 3 == 0 {
+            t.handle_message(Time::ZERO, PeerKey(step), PeerMessage::NotInterested)
+                .unwrap();
+        }
+    }
 }
