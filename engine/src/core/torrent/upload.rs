@@ -26,6 +26,8 @@ pub(super) struct UploadState {
     /// SendBlock bytes handed to the driver and not yet reported sent.
     in_flight_bytes: u64,
     outstanding: BTreeMap<PeerKey, u64>,
+    /// Complete when created: the distinct-first rejects and suggestions apply.
+    origin: bool,
     /// Consecutive choices that passed over `pending[0]`.
     front_skips: u32,
     /// Per piece: copies started (offset-0 blocks sent), saturating.
@@ -40,7 +42,7 @@ pub(super) struct UploadState {
 }
 
 impl UploadState {
-    pub(super) fn new(config: &TorrentConfig, rng: &mut ChaCha8Rng) -> Self {
+    pub(super) fn new(config: &TorrentConfig, origin: bool, rng: &mut ChaCha8Rng) -> Self {
         let n = config.piece_count;
         let mut order: Vec<PieceIndex> = (0..n).map(PieceIndex).collect();
         for i in (1..order.len()).rev() {
@@ -50,6 +52,7 @@ impl UploadState {
             pending: VecDeque::new(),
             in_flight_bytes: 0,
             outstanding: BTreeMap::new(),
+            origin,
             front_skips: 0,
             copies: vec![0; n as usize],
             owner: vec![NO_OWNER; n as usize],
@@ -190,8 +193,11 @@ impl Torrent {
         true
     }
 
+    /// Rejects and suggestions are the origin's business: a node that was complete when
+    /// created. Leechers that complete later serve everything (their upload is not the
+    /// swarm's bottleneck, and rejecting would only slow down the stragglers).
     fn distinct_policy_active(&self) -> bool {
-        self.config.seeder_policy == SeederPolicy::DistinctFirst && self.have.is_full()
+        self.config.seeder_policy == SeederPolicy::DistinctFirst && self.uploads.origin
     }
 
     pub(super) fn on_cancel(&mut self, key: PeerKey, b: Block) {
