@@ -309,7 +309,10 @@ fn small_blocks_smoke() {
     pump.connect(0, 2, caps(false, BLOCK));
     pump.connect(1, 2, caps(true, BLOCK));
     let started = std::time::Instant::now();
-    assert!(pump.run_until(50_000_000, LIMIT, |p| p.nodes.iter().all(|n| n.is_complete())));
+    assert!(pump.run_until(50_000_000, LIMIT, |p| p
+        .nodes
+        .iter()
+        .all(|n| n.is_complete())));
     println!(
         "SMALL wall {:?} for {} blocks, swarm time {:?}",
         started.elapsed(),
