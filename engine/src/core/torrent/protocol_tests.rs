@@ -4,6 +4,7 @@
 use super::tests::{caps, config};
 use super::*;
 use crate::core::{ChokerConfig, BLOCK_LEN_BYTES as BLOCK};
+use proptest::prelude::*;
 use std::time::Duration;
 
 const P: PeerKey = PeerKey(7);
@@ -318,6 +319,81 @@ fn unchoked_peers_never_exceed_slots_plus_one() {
         if step % 3 == 0 {
             t.handle_message(Time::ZERO, PeerKey(step), PeerMessage::NotInterested)
                 .unwrap();
+        }
+    }
+}
+
+fn any_block() -> impl Strategy<Value = Block> {
+    (0u32..10, 0u32..3, 0u32..3)
+        .prop_map(|(piece, off, len)| block(piece, off * BLOCK, len * BLOCK))
+}
+
+fn any_message() -> impl Strategy<Value = PeerMessage> {
+    prop_oneof![
+        Just(PeerMessage::KeepAlive),
+        Just(PeerMessage::Choke),
+        Just(PeerMessage::Unchoke),
+        Just(PeerMessage::Interested),
+        Just(PeerMessage::NotInterested),
+        Just(PeerMessage::HaveAll),
+        Just(PeerMessage::HaveNone),
+        (0u32..10).prop_map(|p| PeerMessage::Have(PieceIndex(p))),
+        (7u32..10, any::<u8>()).prop_map(|(n, m)| {
+            let mut b = Bitfield::new(n);
+            (0..n).filter(|i| m.rotate_left(*i) & 1 == 1).for_each(|i| {
+                b.set(PieceIndex(i));
+            });
+            PeerMessage::Bitfield(b)
+        }),
+        any_block().prop_map(PeerMessage::Request),
+        any_block().prop_map(PeerMessage::Cancel),
+        any_block().prop_map(PeerMessage::Reject),
+        (0u32..10).prop_map(|p| PeerMessage::AllowedFast(PieceIndex(p))),
+        (0u32..10).prop_map(|p| PeerMessage::Suggest(PieceIndex(p))),
+    ]
+}
+
+proptest! {
+    /// Arbitrary (often invalid) input from peers never panics, keeps every invariant,
+    /// and an `Err` always comes with the peer's disconnect.
+    #[test]
+    fn arbitrary_peer_input_is_contained(
+        seeding in any::<bool>(),
+        fast in any::<bool>(),
+        whole in any::<bool>(),
+        events in proptest::collection::vec((0u64..3, any::<bool>(), any_message(), any_block()), 1..80),
+    ) {
+        let c = config(8, 2 * BLOCK);
+        let have = if seeding { Bitfield::full(8) } else { Bitfield::new(8) };
+        let mut t = Torrent::new(c, have, 5);
+        let len = if whole { 2 * BLOCK } else { BLOCK };
+        let mut connected = std::collections::BTreeSet::new();
+        let mut now = Time::ZERO;
+        for (k, as_block, msg, blk) in events {
+            let key = PeerKey(k);
+            if connected.insert(k) {
+                t.handle_peer_connected(now, key, caps(fast, len));
+            }
+            let r = if as_block {
+                t.handle_block_received(now, key, blk)
+            } else {
+                t.handle_message(now, key, msg)
+            };
+            let acts = drain(&mut t);
+            if let Err(e) = r {
+                let expected = Action::Disconnect { peer: key, reason: DisconnectReason::ProtocolViolation(e) };
+                prop_assert!(acts.contains(&expected));
+                connected.remove(&k);
+            }
+            for a in &acts {
+                if let Action::Disconnect { peer, .. } = a {
+                    connected.remove(&peer.0);
+                }
+            }
+            now += Duration::from_secs(1);
+            t.handle_timeout(now);
+            drain(&mut t);
+            t.check_invariants();
         }
     }
 }
