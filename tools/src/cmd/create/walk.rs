@@ -52,6 +52,7 @@ impl Source {
                     .map(|f| FileSpec {
                         path_components: f.components.clone(),
                         len_bytes: f.len_bytes,
+                        padding: false,
                     })
                     .collect(),
             )
