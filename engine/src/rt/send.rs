@@ -14,6 +14,10 @@ use super::{sys, ConnId, Handler, SendStrategy};
 /// header is 13 bytes).
 const INLINE_HEADER_MAX_BYTES: u64 = 64;
 
+/// Most fully sent segments kept for pending zero-copy notifications before
+/// new zero-copy sends pause (512 header+block pairs, 8 MiB of 16 KiB blocks).
+const ZC_HOLD_MAX: usize = 1024;
+
 /// Most operations filling the pipe in one chain: 64 header+block pairs fill a
 /// 1 MiB pipe with 16 KiB blocks.
 const MAX_CHAIN_OPS: usize = 128;
@@ -138,6 +142,9 @@ impl<H: Handler> Worker<H> {
         }
         let r = match strategy {
             SendStrategy::Send => self.start_gather(id, false, false),
+            // Notifications may keep overlapping under a steady stream, so
+            // the held segments are bounded by pausing until they drain.
+            SendStrategy::SendZc if c.zc_hold.len() >= ZC_HOLD_MAX => return Ok(()),
             SendStrategy::SendZc => self.start_gather(id, true, false),
             SendStrategy::Splice => {
                 let front_is_bytes = matches!(c.queue.front(), Some(Segment::Bytes { .. }));
@@ -198,7 +205,12 @@ impl<H: Handler> Worker<H> {
         if cqueue::notif(flags) {
             c.zc_notifs -= 1;
             if c.zc_notifs == 0 {
+                let paused = c.zc_hold.len() >= ZC_HOLD_MAX;
                 c.zc_hold.clear();
+                if paused && c.inflight == InFlight::Idle && !c.dirty {
+                    c.dirty = true;
+                    self.ctx.dirty.push(id);
+                }
             }
             return;
         }
