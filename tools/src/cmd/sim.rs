@@ -80,6 +80,12 @@ pub struct Args {
     /// split equally; a transfer gets the smaller share).
     #[arg(long, default_value = "water-fill")]
     sharing: p2pe::sim::Sharing,
+    /// Requests kept in flight per unchoked peer [default: the core's, two pieces].
+    #[arg(long, value_parser = size)]
+    pipeline: Option<u64>,
+    /// Blocks a node hands to its uplink ahead of sending [default: the core's, two pieces].
+    #[arg(long, value_parser = size)]
+    upload_window: Option<u64>,
     /// Stop after this much simulated time (peers not done are reported incomplete).
     #[arg(long, value_parser = duration, default_value = "3600s")]
     max_time: u64,
@@ -145,6 +151,8 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.seed = args.seed;
     config.max_time_ns = args.max_time;
     config.sharing = args.sharing;
+    config.pipeline_bytes = args.pipeline;
+    config.upload_in_flight_bytes = args.upload_window;
     Ok(config)
 }
 

@@ -117,6 +117,12 @@ impl<'c> Swarm<'c> {
     fn new(config: &'c SimConfig) -> Self {
         let mut torrent_config = TorrentConfig::new(config.size_bytes, config.piece_len_bytes);
         torrent_config.choker = ChokerConfig::datacenter();
+        if let Some(bytes) = config.pipeline_bytes {
+            torrent_config.pipeline_bytes = bytes;
+        }
+        if let Some(bytes) = config.upload_in_flight_bytes {
+            torrent_config.upload_in_flight_bytes = bytes;
+        }
         let piece_count = torrent_config.piece_count;
         Self {
             config,
