@@ -107,12 +107,24 @@ proptest! {
 /// Origin + `leechers` full mesh, whole-piece requests, uplinks of equal rate; returns
 /// (origin piece uploads / piece count, completion time / lower bound).
 fn distinct_run(policy: SeederPolicy, leechers: usize, pieces: u32, seed: u64) -> (f64, f64) {
+    distinct_run_with(policy, leechers, pieces, seed, |_| {})
+}
+
+fn distinct_run_with(
+    policy: SeederPolicy,
+    leechers: usize,
+    pieces: u32,
+    seed: u64,
+    tweak: impl Fn(&mut TorrentConfig),
+) -> (f64, f64) {
     let piece_len = 4 * BLOCK;
     let mut c = TorrentConfig::new(u64::from(pieces) * u64::from(piece_len), piece_len);
     c.choker = ChokerConfig::datacenter();
     c.seeder_policy = policy;
-    c.pipeline_bytes = 2 * u64::from(piece_len);
-    c.upload_in_flight_bytes = 2 * u64::from(piece_len);
+    // As for 4 MiB pieces (the 256 KiB floor of the defaults would be 4 pieces here).
+    c.pipeline_bytes = u64::from(piece_len);
+    c.upload_in_flight_bytes = u64::from(piece_len);
+    tweak(&mut c);
     let mut ts = vec![Torrent::new(c.clone(), Bitfield::full(pieces), seed)];
     ts.extend(
         (0..leechers).map(|i| Torrent::new(c.clone(), Bitfield::new(pieces), seed + 1 + i as u64)),
@@ -129,15 +141,45 @@ fn distinct_run(policy: SeederPolicy, leechers: usize, pieces: u32, seed: u64) -
             pump.connect(a, b, caps(true, piece_len));
         }
     }
-    assert!(pump.run_until(50_000_000, LIMIT, |p| p
-        .nodes
+    let mut done_at = vec![None; leechers + 1];
+    let mut marks = Vec::new();
+    assert!(pump.run_until(50_000_000, LIMIT, |p| {
+        for (i, n) in p.nodes.iter().enumerate() {
+            if done_at[i].is_none() && n.is_complete() {
+                done_at[i] = Some(p.now);
+            }
+        }
+        let have: u32 = p.nodes.iter().map(|n| n.have().count_ones()).sum();
+        if marks.len() < 40 && p.now.as_nanos() >= marks.len() as u64 * 250_000 {
+            marks.push((p.now.as_nanos() / 1000, have));
+        }
+        p.nodes.iter().all(|n| n.is_complete())
+    }));
+    println!("progress (us, pieces held): {marks:?}");
+    let mut d: Vec<u64> = done_at
         .iter()
-        .all(|n| n.is_complete())));
+        .flatten()
+        .map(|t| t.as_nanos() / 1000)
+        .collect();
+    d.sort();
+    println!("completion us: {d:?}");
     let f = f64::from(pieces) * f64::from(piece_len);
     let n = leechers as f64;
     // D_p2p = max(F/u_s, F/d_min, N F / (u_s + sum u_i)); downlinks are unlimited here.
     let bound = (f / rate).max(n * f / (rate * (n + 1.0)));
     let origin = pump.nodes[0].stats();
+    let leecher_busy: f64 = pump.busy[1..].iter().map(|d| d.as_secs_f64()).sum::<f64>() / n;
+    println!(
+        "leecher uplink busy {:.3} x bound on average; ideal {:.3}",
+        leecher_busy / bound,
+        (n - 1.0) * f / rate / n / bound
+    );
+    let wasted: u64 = pump.nodes.iter().map(|n| n.stats().wasted_bytes).sum();
+    println!(
+        "{policy:?}: origin {origin:?}, leechers wasted {wasted} B, origin busy until {:.3} x bound, done {:.3}",
+        pump.last_block_sent[0].as_secs_f64() / bound,
+        pump.now.as_secs_f64() / bound
+    );
     (
         origin.uploaded_bytes as f64 / f,
         pump.now.as_secs_f64() / bound,
@@ -156,5 +198,93 @@ fn distinct_first_origin_uploads_about_one_copy() {
     assert!(
         distinct < 1.5,
         "distinct-first origin uploaded {distinct} copies"
+    );
+}
+
+/// Knob sweep for the distinct-first policy (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn tune_distinct_first() {
+    let piece = u64::from(4 * BLOCK);
+    type Tweak = Box<dyn Fn(&mut TorrentConfig)>;
+    let variants: Vec<(&str, Tweak)> = vec![
+        ("default", Box::new(|_| {})),
+        ("slots 12", Box::new(|c| c.choker.unchoke_slots = 12)),
+        ("slots 4", Box::new(|c| c.choker.unchoke_slots = 4)),
+        ("endgame off", Box::new(|c| c.endgame_max_requesters = 1)),
+        (
+            "pipeline 2",
+            Box::new(move |c| c.pipeline_bytes = 2 * piece),
+        ),
+        (
+            "upload window 2",
+            Box::new(move |c| c.upload_in_flight_bytes = 2 * piece),
+        ),
+        ("random first 0", Box::new(|c| c.random_first_pieces = 0)),
+    ];
+    for (name, tweak) in &variants {
+        let mut copies = 0.0;
+        let mut time = 0.0;
+        for seed in 0..6 {
+            let (c, t) = distinct_run_with(SeederPolicy::DistinctFirst, 30, 600, seed, tweak);
+            copies += c / 6.0;
+            time += t / 6.0;
+        }
+        println!("TUNE {name:>16}: origin copies {copies:.3}, time {time:.3} x bound");
+    }
+}
+
+/// Scale smoke test of per-event costs (run with `--ignored --nocapture`): an origin and
+/// 100 leechers of 1250 whole pieces, each leecher linked to ~30 others.
+#[test]
+#[ignore]
+fn scale_smoke() {
+    for seed in 0..3 {
+        scale_run(seed);
+    }
+}
+
+fn scale_run(seed: u64) {
+    use rand::{RngExt, SeedableRng};
+    let (leechers, pieces, piece_len) = (100usize, 1250u32, 4 * BLOCK);
+    let mut c = TorrentConfig::new(u64::from(pieces) * u64::from(piece_len), piece_len);
+    c.choker = ChokerConfig::datacenter();
+    c.pipeline_bytes = u64::from(piece_len);
+    c.upload_in_flight_bytes = u64::from(piece_len);
+    let mut ts = vec![Torrent::new(c.clone(), Bitfield::full(pieces), seed)];
+    ts.extend(
+        (0..leechers)
+            .map(|i| Torrent::new(c.clone(), Bitfield::new(pieces), seed * 1000 + 1 + i as u64)),
+    );
+    let mut pump = Pump::new(ts);
+    pump.check = false;
+    pump.seed(seed);
+    pump.latency = Duration::from_micros(50);
+    pump.jitter = Duration::from_micros(20);
+    pump.uplink_bytes_per_s = Some(1e9);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut linked = std::collections::BTreeSet::new();
+    for a in 1..=leechers {
+        pump.connect(0, a, caps(true, piece_len));
+        while linked.iter().filter(|(x, y)| *x == a || *y == a).count() < 15 {
+            let b = rng.random_range(1..=leechers);
+            if b != a && linked.insert((a.min(b), a.max(b))) {
+                pump.connect(a, b, caps(true, piece_len));
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    assert!(pump.run_until(500_000_000, LIMIT, |p| p
+        .nodes
+        .iter()
+        .all(|n| n.is_complete())));
+    let f = f64::from(pieces) * f64::from(piece_len);
+    let n = leechers as f64;
+    let bound = (f / 1e9).max(n * f / (1e9 * (n + 1.0)));
+    println!(
+        "SCALE wall {:?}, swarm time {:.3} x bound, origin copies {:.3}",
+        started.elapsed(),
+        pump.now.as_secs_f64() / bound,
+        pump.nodes[0].stats().uploaded_bytes as f64 / f
     );
 }

@@ -27,6 +27,10 @@ pub(super) struct Pump {
     tainted: BTreeSet<(usize, u32)>,
     pub disconnects: Vec<(usize, usize, DisconnectReason)>,
     pub cancels_delivered: u64,
+    /// Per node: when its last block left its uplink.
+    pub last_block_sent: Vec<Time>,
+    /// Per node: total time its uplink spent sending blocks.
+    pub busy: Vec<Duration>,
     /// Check every node's invariants after every event.
     pub check: bool,
 }
@@ -65,6 +69,8 @@ impl Pump {
             tainted: BTreeSet::new(),
             disconnects: Vec::new(),
             cancels_delivered: 0,
+            last_block_sent: vec![Time::ZERO; n],
+            busy: vec![Duration::ZERO; n],
             check: true,
         }
     }
@@ -118,7 +124,9 @@ impl Pump {
                     let end = match self.uplink_bytes_per_s {
                         Some(rate) => {
                             let start = now.max(self.uplink_free_at[i]);
-                            start + Duration::from_secs_f64(f64::from(block.len_bytes) / rate)
+                            let d = Duration::from_secs_f64(f64::from(block.len_bytes) / rate);
+                            self.busy[i] += d;
+                            start + d
                         }
                         None => now,
                     };
@@ -162,6 +170,7 @@ impl Pump {
                 }
             }
             Event::BlockSent(from, to, block) => {
+                self.last_block_sent[from] = now;
                 self.nodes[from].handle_block_sent(now, PeerKey(to as u64), block);
                 self.drain(from);
             }

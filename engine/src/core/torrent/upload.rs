@@ -4,6 +4,7 @@
 use super::Torrent;
 use crate::core::choker::Candidate;
 use crate::core::config::BLOCK_LEN_BYTES;
+use crate::core::peer::{remember_up_to, SEEDER_REJECT_MEMORY};
 use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError};
 use crate::core::{SeederPolicy, Time, TorrentConfig};
 use rand::RngExt;
@@ -27,7 +28,9 @@ pub(super) struct UploadState {
     copies: Vec<u16>,
     /// Per piece: peer that received the latest copy (`NO_OWNER` if none).
     owner: Vec<u64>,
-    never_uploaded: u32,
+    /// `copies_hist[c]`: pieces with exactly `c` copies; `min_copies`: lowest non-empty.
+    copies_hist: Vec<u32>,
+    min_copies: u16,
     suggest_order: Vec<PieceIndex>,
     suggest_cursor: usize,
 }
@@ -45,7 +48,8 @@ impl UploadState {
             outstanding: BTreeMap::new(),
             copies: vec![0; n as usize],
             owner: vec![NO_OWNER; n as usize],
-            never_uploaded: n,
+            copies_hist: vec![n],
+            min_copies: 0,
             suggest_order: order,
             suggest_cursor: 0,
         }
@@ -68,25 +72,38 @@ impl UploadState {
 
     fn record_copy(&mut self, piece: PieceIndex, key: PeerKey) {
         let i = piece.0 as usize;
-        if let (Some(c), Some(o)) = (self.copies.get_mut(i), self.owner.get_mut(i)) {
-            if *c == 0 {
-                self.never_uploaded -= 1;
-            }
-            *c = c.saturating_add(1);
-            *o = key.0;
+        let (Some(c), Some(o)) = (self.copies.get_mut(i), self.owner.get_mut(i)) else {
+            return;
+        };
+        if *c == u16::MAX {
+            return;
+        }
+        let old = *c as usize;
+        *c += 1;
+        *o = key.0;
+        if self.copies_hist.len() <= old + 1 {
+            self.copies_hist.resize(old + 2, 0);
+        }
+        self.copies_hist[old] -= 1;
+        self.copies_hist[old + 1] += 1;
+        while self.copies_hist.get(self.min_copies as usize) == Some(&0) {
+            self.min_copies += 1;
         }
     }
 
-    /// Next never-uploaded piece in the shuffled suggestion order (one lap at most).
+    /// Whether serving `piece` to `key` would start a copy beyond the current round
+    /// (some other piece has fewer copies).
+    fn ahead_of_round(&self, piece: PieceIndex, key: PeerKey) -> bool {
+        self.copies_elsewhere(piece, key) > 0
+    }
+
+    /// Next least-uploaded piece in the shuffled suggestion order (one lap at most).
     fn next_suggestion(&mut self) -> Option<PieceIndex> {
         let n = self.suggest_order.len();
-        if self.never_uploaded == 0 || n == 0 {
-            return None;
-        }
         for _ in 0..n {
             let p = self.suggest_order[self.suggest_cursor % n];
             self.suggest_cursor = (self.suggest_cursor + 1) % n;
-            if self.copies.get(p.0 as usize) == Some(&0) {
+            if self.copies.get(p.0 as usize) == Some(&self.min_copies) {
                 return Some(p);
             }
         }
@@ -136,23 +153,36 @@ impl Torrent {
             }
             return Ok(());
         }
-        let distinct =
-            self.config.seeder_policy == SeederPolicy::DistinctFirst && self.have.is_full();
-        if fast
-            && distinct
-            && self.uploads.never_uploaded > 0
-            && self.uploads.copies_elsewhere(b.piece, key) > 0
-        {
-            // Another peer got this piece from us: fetch it there, take a fresh one here.
-            self.stats.distinct_rejects_sent += 1;
-            self.send(key, PeerMessage::Reject(b));
-            self.suggest_to(key, 1);
+        if self.try_distinct_reject(key, b) {
             return Ok(());
         }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
         peer.queued_requests += 1;
         self.uploads.pending.push_back((key, b));
         self.pump_uploads(now);
         Ok(())
+    }
+
+    /// Distinct-first seeder: rejects (BEP 6) a request for a piece another peer already
+    /// got from us while some piece has fewer copies, and suggests a least-uploaded piece
+    /// instead. A repeated request (the requester found no other source) is served.
+    fn try_distinct_reject(&mut self, key: PeerKey, b: Block) -> bool {
+        if !self.distinct_policy_active() || !self.uploads.ahead_of_round(b.piece, key) {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        if !peer.caps.fast_extension || peer.we_rejected.contains(&b.piece) {
+            return false;
+        }
+        remember_up_to(&mut peer.we_rejected, b.piece, SEEDER_REJECT_MEMORY);
+        self.stats.distinct_rejects_sent += 1;
+        self.send(key, PeerMessage::Reject(b));
+        self.suggest_to(key, 1);
+        true
     }
 
     fn distinct_policy_active(&self) -> bool {
@@ -198,6 +228,10 @@ impl Torrent {
             if let Some(peer) = self.peers.get_mut(&key) {
                 peer.queued_requests = peer.queued_requests.saturating_sub(1);
                 peer.last_sent_at = now;
+            }
+            // The round may have moved on since the request was queued.
+            if b.offset_bytes == 0 && self.try_distinct_reject(key, b) {
+                continue;
             }
             let len = u64::from(b.len_bytes);
             self.uploads.in_flight_bytes += len;
