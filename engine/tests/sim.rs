@@ -94,7 +94,10 @@ fn liars_never_corrupt_honest_peers() {
         bans += r.bans;
     }
     // The lies were actually told and caught (not just avoided by luck).
-    assert!(failures > 0 && bans > 0, "{failures} hash failures, {bans} bans");
+    assert!(
+        failures > 0 && bans > 0,
+        "{failures} hash failures, {bans} bans"
+    );
 }
 
 #[test]

@@ -117,6 +117,9 @@ pub struct SimConfig {
     /// Override of the core's `TorrentConfig::upload_in_flight_bytes` (blocks handed to the
     /// driver and not yet sent, per node).
     pub upload_in_flight_bytes: Option<u64>,
+    /// Print the state of every peer that did not complete (and why the run stopped) to stderr
+    /// at the end of a `p2p` run; a debugging aid for stuck swarms.
+    pub debug_stuck: bool,
     /// Link sharing model for `p2p` (the server strategies always use [`net::Sharing::Equal`],
     /// which is exact for them).
     pub sharing: net::Sharing,
@@ -145,6 +148,7 @@ impl SimConfig {
             sharing: net::Sharing::WaterFill,
             pipeline_bytes: None,
             upload_in_flight_bytes: None,
+            debug_stuck: false,
         }
     }
 

@@ -35,6 +35,8 @@ Churn spec (--churn, comma-separated, p2p only):
   window=DUR     the churn window [0, DUR] (default: D_p2p)
   e.g. --churn leave=0.1,join=0.1,origin-leave
 
+Set P2PE_SIM_DEBUG=1 to print the state of peers that did not complete.
+
 Example (the seeds' scenario): p2pe sim --peers 1000 --size 5GB --uplink 40Gbit")]
 pub struct Args {
     /// Downloading peers N (the origin is extra).
@@ -151,6 +153,7 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.seed = args.seed;
     config.max_time_ns = args.max_time;
     config.sharing = args.sharing;
+    config.debug_stuck = std::env::var_os("P2PE_SIM_DEBUG").is_some();
     config.pipeline_bytes = args.pipeline;
     config.upload_in_flight_bytes = args.upload_window;
     Ok(config)

@@ -203,13 +203,13 @@ impl<'c> Swarm<'c> {
                 }
             }
             let Some((t, event)) = self.queue.pop() else {
-                if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+                if self.config.debug_stuck {
                     eprintln!("queue empty at {now}");
                 }
                 break;
             };
             if t > self.config.max_time_ns {
-                if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+                if self.config.debug_stuck {
                     eprintln!("max time at {now}: next {t} {event:?}");
                 }
                 break;
@@ -325,7 +325,7 @@ impl<'c> Swarm<'c> {
             .filter_map(|n| n.completed_ns)
             .collect();
         let expected = self.nodes.iter().filter(|n| n.expected).count() as u32;
-        if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+        if self.config.debug_stuck {
             self.debug_incomplete();
         }
         let outcome = Outcome {
