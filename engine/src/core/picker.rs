@@ -68,6 +68,8 @@ pub(crate) struct PickContext<'a> {
     /// `Some` while the peer chokes us: only these (allowed-fast) pieces may be requested.
     pub allowed_only: Option<&'a [PieceIndex]>,
     pub random_first: bool,
+    /// May receive endgame duplicates (not while it snubs us).
+    pub endgame_ok: bool,
 }
 
 impl PickContext<'_> {
@@ -248,7 +250,7 @@ impl Picker {
             self.start_piece(piece);
             return self.take_run(piece, ctx);
         }
-        if self.in_endgame() {
+        if self.in_endgame() && ctx.endgame_ok {
             return self.pick_endgame(ctx, rng);
         }
         None

@@ -91,6 +91,7 @@ fn ctx<'a>(peer: u64, have: &'a Bitfield, len: u32) -> PickContext<'a> {
         rejected: &[],
         allowed_only: None,
         random_first: false,
+        endgame_ok: true,
     }
 }
 

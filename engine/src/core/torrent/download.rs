@@ -347,6 +347,7 @@ impl Torrent {
                 rejected: &peer.rejected,
                 allowed_only: peer.peer_choking.then_some(&peer.allowed_fast[..]),
                 random_first,
+                endgame_ok: !peer.snubbed,
             };
             let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {
                 break;

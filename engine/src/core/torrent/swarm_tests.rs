@@ -288,3 +288,35 @@ fn scale_run(seed: u64) {
         pump.nodes[0].stats().uploaded_bytes as f64 / f
     );
 }
+
+/// Cost check for 16 KiB blocks of 4 MiB pieces (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn small_blocks_smoke() {
+    let piece_len = 4 << 20;
+    let pieces = 64;
+    let c = TorrentConfig::new(u64::from(pieces) * u64::from(piece_len), piece_len);
+    let ts = vec![
+        Torrent::new(c.clone(), Bitfield::full(pieces), 1),
+        Torrent::new(c.clone(), Bitfield::new(pieces), 2),
+        Torrent::new(c, Bitfield::new(pieces), 3),
+    ];
+    let mut pump = Pump::new(ts);
+    pump.check = false;
+    pump.latency = Duration::from_micros(100);
+    pump.uplink_bytes_per_s = Some(1e9);
+    pump.connect(0, 1, caps(true, BLOCK));
+    pump.connect(0, 2, caps(false, BLOCK));
+    pump.connect(1, 2, caps(true, BLOCK));
+    let started = std::time::Instant::now();
+    assert!(pump.run_until(50_000_000, LIMIT, |p| p
+        .nodes
+        .iter()
+        .all(|n| n.is_complete())));
+    println!(
+        "SMALL wall {:?} for {} blocks, swarm time {:?}",
+        started.elapsed(),
+        2 * pieces * (piece_len / BLOCK),
+        pump.now
+    );
+}
