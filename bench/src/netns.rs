@@ -16,7 +16,7 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -243,19 +243,36 @@ impl Lan {
         addr: SocketAddr,
         timeout: Duration,
     ) -> io::Result<TcpStream> {
+        self.run_in(index, move || TcpStream::connect_timeout(&addr, timeout))
+    }
+
+    /// Binds a TCP listener to `addr` inside host `index`'s namespace.
+    ///
+    /// # Errors
+    /// The namespace cannot be entered, or the bind fails.
+    pub fn listen_in(&self, index: usize, addr: SocketAddr) -> io::Result<TcpListener> {
+        self.run_in(index, move || TcpListener::bind(addr))
+    }
+
+    /// Runs `f` on a thread inside host `index`'s network namespace. Sockets
+    /// keep the namespace they were made in, so they can be used from any thread.
+    fn run_in<T: Send + 'static>(
+        &self,
+        index: usize,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
         let netns = self
             .hosts
             .get(index)
             .map(|h| h.netns.clone())
             .ok_or_else(|| io::Error::other("no such host"))?;
-        // setns(CLONE_NEWNET) moves only the calling thread, so do it in a
-        // thread of its own; sockets keep the namespace they were made in.
+        // setns(CLONE_NEWNET) moves only the calling thread: a thread of its own.
         std::thread::spawn(move || {
             enter_netns(&netns)?;
-            TcpStream::connect_timeout(&addr, timeout)
+            f()
         })
         .join()
-        .map_err(|_| io::Error::other("connect thread panicked"))?
+        .map_err(|_| io::Error::other("netns thread panicked"))?
     }
 
     /// Bytes the bridge has received from host `index` (what it sent, with
