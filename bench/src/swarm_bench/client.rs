@@ -21,6 +21,9 @@ pub struct PeerCtx<'a> {
     pub listen: SocketAddrV4,
     /// Seconds after which the peer gives up on its own.
     pub timeout_s: u64,
+    /// Leechers: every other swarm member's address, origin first, for
+    /// clients told their peers directly instead of through the tracker.
+    pub others: &'a [SocketAddrV4],
 }
 
 /// A peer's command line.
@@ -240,6 +243,9 @@ pub struct P2pe {
     pub bin: PathBuf,
     /// The tracker to announce to.
     pub tracker: Tracker,
+    /// Also pass every other member as `--peer HOST:PORT` (for a `p2pe get`
+    /// that does not announce to trackers yet).
+    pub static_peers: bool,
 }
 
 impl P2pe {
@@ -259,6 +265,7 @@ impl P2pe {
         Ok(P2pe {
             bin: bin.to_owned(),
             tracker,
+            static_peers: false,
         })
     }
 }

@@ -146,6 +146,12 @@ pub fn append_markdown(
     let _ = writeln!(s, "- cores: {}", sh("nproc"));
     let _ = writeln!(s, "- kernel: {}", sh("uname -r"));
     let _ = writeln!(s, "- commit: {}", sh("git rev-parse --short HEAD"));
+    // The machine may be shared: the load says how much the figures can be trusted.
+    let _ = writeln!(
+        s,
+        "- load average at the end (1/5/15 min): {}",
+        sh("cut -d' ' -f1-3 /proc/loadavg")
+    );
     let _ = writeln!(s, "- setup: {setup}\n");
     let _ = writeln!(s, "{}", table_header());
     for r in rows {

@@ -182,6 +182,7 @@ pub(super) fn run_row(
         dir: &prep.data_dir,
         listen: ctx.addr(ORIGIN_HOST, PEER_PORT),
         timeout_s,
+        others: &[],
     };
     let mut seeder = ctx.spawn(
         ORIGIN_HOST,
@@ -272,14 +273,20 @@ fn spawn_leechers(
 ) -> Result<(Vec<Proc>, std::io::PipeWriter), BenchError> {
     let (reader, writer) = std::io::pipe().map_err(io_err("start barrier pipe"))?;
     let mut leechers = Vec::new();
+    let members: Vec<SocketAddrV4> = (ORIGIN_HOST..scenario.hosts)
+        .map(|h| ctx.addr(h, PEER_PORT))
+        .collect();
     for host in FIRST_LEECHER_HOST..scenario.hosts {
+        let me = ctx.addr(host, PEER_PORT);
+        let others: Vec<SocketAddrV4> = members.iter().copied().filter(|a| *a != me).collect();
         let dir = ctx.dir.join(format!("peer{host}"));
         std::fs::create_dir_all(&dir).map_err(io_err("create leecher dir"))?;
         let peer = PeerCtx {
             torrent: &prep.torrent,
             dir: &dir,
-            listen: ctx.addr(host, PEER_PORT),
+            listen: me,
             timeout_s,
+            others: &others,
         };
         let cmd = ctx.client.leecher_cmd(&peer);
         let argv = if cmd.self_barrier {

@@ -95,6 +95,13 @@ pub struct SwarmArgs {
     /// Do not append to --record.
     #[arg(long)]
     no_record: bool,
+    /// The p2pe binary for `seed`, `get` (and `tracker`) [default: this one].
+    #[arg(long)]
+    p2pe_bin: Option<PathBuf>,
+    /// Tell each p2pe leecher every other member with `--peer` (for a node
+    /// without tracker announces); the tracker still runs.
+    #[arg(long)]
+    static_peers: bool,
 }
 
 /// Runs `p2pe bench`.
@@ -150,7 +157,10 @@ fn clients_of(
     for kind in kinds {
         match kind {
             ClientKind::P2pe => match P2pe::prepare(bin, tracker.clone()) {
-                Ok(c) => clients.push(Box::new(c)),
+                Ok(c) => clients.push(Box::new(P2pe {
+                    static_peers: a.static_peers,
+                    ..c
+                })),
                 Err(e) if !only => eprintln!("p2pe bench: skipping p2pe rows: {e}"),
                 Err(e) => return Err(e).context("p2pe client"),
             },
@@ -179,8 +189,9 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("p2pe-bench-{}", std::process::id())));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
-    let tracker = Tracker::detect(&bin)?;
-    let clients = clients_of(&a, &bin, &work, &tracker)?;
+    let node_bin = a.p2pe_bin.clone().unwrap_or_else(|| bin.clone());
+    let tracker = Tracker::detect(&node_bin)?;
+    let clients = clients_of(&a, &node_bin, &work, &tracker)?;
     let bounds = scenario.bounds();
     let timeout = a
         .timeout
