@@ -64,6 +64,11 @@ pub trait SwarmClient {
     fn seeder_cmd(&self, ctx: &PeerCtx) -> PeerCommand;
     /// A leecher's command line.
     fn leecher_cmd(&self, ctx: &PeerCtx) -> PeerCommand;
+    /// Whether the harness should wait for the seeder to show up at the
+    /// tracker (else it waits for the seeder's port to accept connections).
+    fn seeder_announces(&self) -> bool {
+        true
+    }
 }
 
 /// Which tracker to run.
@@ -303,10 +308,20 @@ impl SwarmClient for P2pe {
             &ctx.listen.to_string(),
             "--json",
         ];
+        let mut argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+        if self.static_peers {
+            for peer in ctx.others {
+                argv.push("--peer".into());
+                argv.push(peer.to_string());
+            }
+        }
         PeerCommand {
-            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            argv,
             self_barrier: false,
         }
+    }
+    fn seeder_announces(&self) -> bool {
+        !self.static_peers
     }
 }
 

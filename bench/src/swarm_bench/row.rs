@@ -190,7 +190,11 @@ pub(super) fn run_row(
         "seeder",
         Stdio::null(),
     )?;
-    wait_seeded(&ctx, &mut seeder, tracker_addr, &prep.info_hash_hex)?;
+    if client.seeder_announces() {
+        wait_seeded(&ctx, &mut seeder, tracker_addr, &prep.info_hash_hex)?;
+    } else {
+        wait_listening(&ctx, &mut seeder, seeder_ctx.listen)?;
+    }
 
     let (mut leechers, barrier) = spawn_leechers(&ctx, scenario, prep, timeout_s)?;
     let wire0 = lan
