@@ -20,6 +20,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Run the seeded swarm simulator.
     Sim(cmd::sim::Args),
+    /// System benchmarks (swarm on emulated hosts; needs root).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
         Command::Create(args) => cmd::create::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Sim(args) => cmd::sim::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
