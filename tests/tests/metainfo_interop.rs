@@ -225,8 +225,25 @@ fn p2pe_nested_directory_torrent_loads_in_libtorrent() {
     );
     check_in_libtorrent(&torrent, "model", &files, true);
     let lt = libtorrent_view(&torrent);
-    let trackers = serde_json::json!([[0, "http://a/1"], [0, "http://b/1"], [1, "http://c/2"]]);
-    assert_eq!(lt["trackers"], trackers);
+    // libtorrent shuffles URLs within a tier (BEP 12): compare sorted.
+    let mut lt_trackers: Vec<(u64, String)> = lt["trackers"]
+        .as_array()
+        .expect("trackers")
+        .iter()
+        .map(|t| {
+            (
+                t[0].as_u64().expect("tier"),
+                t[1].as_str().expect("url").to_owned(),
+            )
+        })
+        .collect();
+    lt_trackers.sort();
+    let expected = [(0, "http://a/1"), (0, "http://b/1"), (1, "http://c/2")]
+        .map(|(tier, url)| (tier, url.to_owned()));
+    assert_eq!(lt_trackers, expected);
+    let ours = p2pe_view(&torrent);
+    let tiers = serde_json::json!([["http://a/1", "http://b/1"], ["http://c/2"]]);
+    assert_eq!(ours["trackers"], tiers);
 }
 
 /// Makes a torrent with mktorrent and checks p2pe agrees with libtorrent on it.
@@ -332,4 +349,65 @@ fn p2pe_refuses_a_torrent_with_path_traversal() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("path traversal"), "{stderr}");
+}
+
+/// Makes a torrent with libtorrent's own creator (2.0: a v1+v2 hybrid with
+/// BEP 47 padding files and a BEP 52 `file tree`).
+const LT_CREATE: &str = r#"
+import sys, libtorrent as lt
+fs = lt.file_storage()
+lt.add_files(fs, sys.argv[1])
+t = lt.create_torrent(fs, 32768)
+t.add_tracker("http://127.0.0.1:1/announce")
+lt.set_piece_hashes(t, sys.argv[2])
+open(sys.argv[3], "wb").write(lt.bencode(t.generate()))
+"#;
+
+#[test]
+fn libtorrent_hybrid_torrent_with_padding_parses() {
+    require_tools();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("d");
+    // Two files of the same length: libtorrent names both their pads `.pad/31072`.
+    write_tree(
+        &root,
+        &[
+            ("a.bin", 100_000),
+            ("sub/b.bin", 100_000),
+            ("sub/c.bin", 5_000),
+        ],
+    );
+    let torrent = dir.path().join("lt.torrent");
+    run_ok(
+        Command::new(SYSTEM_PYTHON)
+            .args(["-c", LT_CREATE])
+            .arg(&root)
+            .arg(dir.path())
+            .arg(&torrent),
+    );
+    let lt = libtorrent_view(&torrent);
+    let ours = p2pe_view(&torrent);
+    assert_eq!(
+        ours["info_hash"], lt["info_hash"],
+        "v1 info-hash differs from libtorrent"
+    );
+    assert_eq!(ours["piece_count"], lt["num_pieces"]);
+    let our_files: Vec<Value> = ours["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| serde_json::json!([f["path"], f["length_bytes"]]))
+        .collect();
+    assert_eq!(
+        Value::Array(our_files),
+        lt["files"],
+        "file table differs from libtorrent"
+    );
+    let pads = ours["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["padding"] == true)
+        .count();
+    assert_eq!(pads, 3, "{ours}");
 }

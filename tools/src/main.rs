@@ -22,6 +22,8 @@ enum Command {
     Sim(cmd::sim::Args),
     /// Run a BitTorrent tracker (HTTP and UDP announce and scrape).
     Tracker(cmd::tracker::Args),
+    /// System benchmarks (swarm on emulated hosts; needs root).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +33,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Tracker(args) => cmd::tracker::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -59,10 +59,10 @@ impl ChokerConfig {
 pub enum SeederPolicy {
     /// Serve requests in arrival order, never reject.
     Plain,
-    /// Aim for each piece to leave the seeder about once ("distinct pieces"): serve the
-    /// least-uploaded pieces first, suggest never-uploaded pieces (BEP 6 `suggest`), and
-    /// reject (BEP 6) requests for a piece already uploaded to another peer while some piece
-    /// has never been uploaded. See the module docs of `core::torrent`.
+    /// Aim for each piece to leave the seeder about once ("distinct pieces"): suggest
+    /// least-uploaded pieces (BEP 6 `suggest`), reject (BEP 6) a first request for a piece
+    /// already uploaded to another peer, serve least-uploaded pieces first. See the module
+    /// docs of `core::torrent`.
     #[default]
     DistinctFirst,
 }

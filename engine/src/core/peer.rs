@@ -13,6 +13,9 @@ use std::collections::VecDeque;
 pub(crate) const CANCELLED_MEMORY: usize = 512;
 /// Bound on remembered BEP 6 hints per peer (suggest, reject, allowed fast).
 pub(crate) const HINT_MEMORY: usize = 32;
+/// Bound on pieces a distinct-first seeder remembers rejecting to one peer: a peer
+/// re-asking for one of these is served, so forgetting early would reject it twice.
+pub(crate) const SEEDER_REJECT_MEMORY: usize = 256;
 
 /// Transfer rate estimate: bytes counted over a window, folded into an exponential
 /// moving average (weight 1/2) each time [`RateMeter::update`] closes the window.
@@ -190,10 +193,15 @@ impl PeerState {
 
 /// Pushes `piece` into a bounded hint list, dropping the oldest entry when full.
 pub(crate) fn remember(list: &mut Vec<PieceIndex>, piece: PieceIndex) {
+    remember_up_to(list, piece, HINT_MEMORY);
+}
+
+/// Like [`remember`] with an explicit bound.
+pub(crate) fn remember_up_to(list: &mut Vec<PieceIndex>, piece: PieceIndex, bound: usize) {
     if list.contains(&piece) {
         return;
     }
-    if list.len() == HINT_MEMORY {
+    if list.len() >= bound.max(1) {
         list.remove(0);
     }
     list.push(piece);

@@ -214,6 +214,14 @@ impl Slab {
     }
 
     /// The connection `id` if it is still the one in its slot.
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn> {
+        match self.slots.get(id.slot as usize) {
+            Some((gen, Some(c))) if *gen == id.gen => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The connection `id` if it is still the one in its slot.
     pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
         match self.slots.get_mut(id.slot as usize) {
             Some((gen, Some(c))) if *gen == id.gen => Some(c),

@@ -14,6 +14,10 @@ use super::{sys, ConnId, Handler, SendStrategy};
 /// header is 13 bytes).
 const INLINE_HEADER_MAX_BYTES: u64 = 64;
 
+/// Most fully sent segments kept for pending zero-copy notifications before
+/// new zero-copy sends pause (512 header+block pairs, 8 MiB of 16 KiB blocks).
+const ZC_HOLD_MAX: usize = 1024;
+
 /// Most operations filling the pipe in one chain: 64 header+block pairs fill a
 /// 1 MiB pipe with 16 KiB blocks.
 const MAX_CHAIN_OPS: usize = 128;
@@ -53,6 +57,76 @@ fn gather(c: &mut Conn, chunk: u64, bytes_only: bool) -> io::Result<usize> {
     Ok(n)
 }
 
+/// The operations of the next splice chain on `c` (which holds a pipe):
+/// (kind, requested bytes, entry), the last one draining the pipe into the
+/// socket.
+fn splice_plan(c: &Conn, id: ConnId) -> io::Result<Vec<(u8, u32, squeue::Entry)>> {
+    let Some(pipe) = &c.pipe else {
+        return Err(io::Error::other("splice: no pipe"));
+    };
+    let page = u64::from(pipe.page_bytes);
+    let (pr, pw) = (
+        types::Fd(pipe.read.as_raw_fd()),
+        types::Fd(pipe.write.as_raw_fd()),
+    );
+    let ud = |kind| user_data(id.slot, id.gen, kind);
+    let mut plan: Vec<(u8, u32, squeue::Entry)> = Vec::new();
+    let mut filled = c.pipe_fill;
+    // A pipe holds size/PAGE buffers, not size bytes: a header write takes
+    // one buffer, a splice one per page (or folio) it spans. Filling past
+    // that would block the chain before the draining splice could run.
+    let mut slots = pipe.slots;
+    let fill_ops = if filled > 0 { 0 } else { MAX_CHAIN_OPS };
+    for seg in c.queue.iter().take(fill_ops) {
+        if slots == 0 {
+            break;
+        }
+        let (kind, n, entry) = match seg {
+            Segment::Bytes { buf, pos } => {
+                let h = buf.get(*pos..).unwrap_or(&[]);
+                if h.len() as u64 > INLINE_HEADER_MAX_BYTES {
+                    break;
+                }
+                slots -= 1;
+                let n = h.len() as u32;
+                (
+                    op::PIPE_WRITE,
+                    n,
+                    opcode::Write::new(pw, h.as_ptr(), n).build(),
+                )
+            }
+            Segment::Region { region, pos } => {
+                let start = region.offset_bytes + pos;
+                let lead = start % page;
+                let fits = u64::from(slots) * page - lead;
+                let n = (region.len_bytes - pos).min(fits) as u32;
+                slots -= (lead + u64::from(n)).div_ceil(page) as u32;
+                let off = i64::try_from(start)
+                    .map_err(|_| io::Error::other("file offset overflows i64"))?;
+                let file = types::Fd(region.src.file.as_raw_fd());
+                (
+                    op::SPLICE_IN,
+                    n,
+                    opcode::Splice::new(file, off, pw, -1, n).build(),
+                )
+            }
+        };
+        plan.push((
+            kind,
+            n,
+            entry.flags(squeue::Flags::IO_LINK).user_data(ud(kind)),
+        ));
+        filled += n;
+    }
+    if filled == 0 {
+        return Err(io::Error::other("splice: nothing to move"));
+    }
+    let sock = types::Fd(c.sock.as_raw_fd());
+    let out = opcode::Splice::new(pr, -1, sock, -1, filled).build();
+    plan.push((op::SPLICE_OUT, filled, out.user_data(ud(op::SPLICE_OUT))));
+    Ok(plan)
+}
+
 impl<H: Handler> Worker<H> {
     /// Starts the next send on `id` if it is open and has none in flight.
     pub(crate) fn start_send(&mut self, id: ConnId) -> io::Result<()> {
@@ -68,6 +142,9 @@ impl<H: Handler> Worker<H> {
         }
         let r = match strategy {
             SendStrategy::Send => self.start_gather(id, false, false),
+            // Notifications may keep overlapping under a steady stream, so
+            // the held segments are bounded by pausing until they drain.
+            SendStrategy::SendZc if c.zc_hold.len() >= ZC_HOLD_MAX => return Ok(()),
             SendStrategy::SendZc => self.start_gather(id, true, false),
             SendStrategy::Splice => {
                 let front_is_bytes = matches!(c.queue.front(), Some(Segment::Bytes { .. }));
@@ -128,7 +205,12 @@ impl<H: Handler> Worker<H> {
         if cqueue::notif(flags) {
             c.zc_notifs -= 1;
             if c.zc_notifs == 0 {
+                let paused = c.zc_hold.len() >= ZC_HOLD_MAX;
                 c.zc_hold.clear();
+                if paused && c.inflight == InFlight::Idle && !c.dirty {
+                    c.dirty = true;
+                    self.ctx.dirty.push(id);
+                }
             }
             return;
         }
@@ -181,63 +263,7 @@ impl<H: Handler> Worker<H> {
                 None => sys::pipe()?,
             });
         }
-        let Some(pipe) = &c.pipe else {
-            return Ok(());
-        };
-        let page = u64::from(pipe.page_bytes);
-        let (pr, pw) = (
-            types::Fd(pipe.read.as_raw_fd()),
-            types::Fd(pipe.write.as_raw_fd()),
-        );
-        let sock = types::Fd(c.sock.as_raw_fd());
-        let ud = |kind| user_data(id.slot, id.gen, kind);
-        let link = squeue::Flags::IO_LINK;
-        let mut plan: Vec<(u8, u32, squeue::Entry)> = Vec::new();
-        let mut filled = c.pipe_fill;
-        // A pipe holds size/PAGE buffers, not size bytes: a header write takes
-        // one buffer, a splice one per page (or folio) it spans. Filling past
-        // that would block the chain before the draining splice could run.
-        let mut slots = pipe.slots;
-        for seg in c
-            .queue
-            .iter()
-            .take(if filled > 0 { 0 } else { MAX_CHAIN_OPS })
-        {
-            if slots == 0 {
-                break;
-            }
-            let (kind, n, entry) = match seg {
-                Segment::Bytes { buf, pos } => {
-                    let h = buf.get(*pos..).unwrap_or(&[]);
-                    let n = h.len() as u32;
-                    if h.len() as u64 > INLINE_HEADER_MAX_BYTES {
-                        break;
-                    }
-                    slots -= 1;
-                    let w = opcode::Write::new(pw, h.as_ptr(), n).build();
-                    (op::PIPE_WRITE, n, w)
-                }
-                Segment::Region { region, pos } => {
-                    let start = region.offset_bytes + pos;
-                    let lead = start % page;
-                    let fits = u64::from(slots) * page - lead;
-                    let n = (region.len_bytes - pos).min(fits) as u32;
-                    slots -= (lead + u64::from(n)).div_ceil(page) as u32;
-                    let off = i64::try_from(start)
-                        .map_err(|_| io::Error::other("file offset overflows i64"))?;
-                    let file = types::Fd(region.src.file.as_raw_fd());
-                    let e = opcode::Splice::new(file, off, pw, -1, n).build();
-                    (op::SPLICE_IN, n, e)
-                }
-            };
-            plan.push((kind, n, entry.flags(link).user_data(ud(kind))));
-            filled += n;
-        }
-        if filled == 0 {
-            return Err(io::Error::other("splice: nothing to move"));
-        }
-        let out = opcode::Splice::new(pr, -1, sock, -1, filled).build();
-        plan.push((op::SPLICE_OUT, filled, out.user_data(ud(op::SPLICE_OUT))));
+        let plan = splice_plan(c, id)?;
         c.chain.clear();
         c.chain.extend(plan.iter().map(|(k, n, _)| (*k, *n)));
         c.chain_broken = false;

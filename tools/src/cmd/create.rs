@@ -22,7 +22,7 @@ const MIN_PIECE_LEN_BYTES: u32 = 16 * 1024;
 pub struct Args {
     /// File or directory to share (a directory becomes a multi-file torrent).
     pub path: PathBuf,
-    /// Where to write the .torrent [default: <name>.torrent in the current directory].
+    /// Where to write the .torrent [default: `NAME.torrent` in the current directory].
     #[arg(short, long, value_name = "OUT.torrent")]
     pub output: Option<PathBuf>,
     /// Piece length: `auto` (a power of two giving ~1,000-2,000 pieces, 256 KiB..16 MiB),

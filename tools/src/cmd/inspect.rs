@@ -41,6 +41,9 @@ struct Report<'a> {
 struct ReportFile {
     path: String,
     length_bytes: u64,
+    /// BEP 47 padding file (not written to disk); the key is present only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    padding: bool,
 }
 
 fn report(meta: &Metainfo) -> Report<'_> {
@@ -57,6 +60,7 @@ fn report(meta: &Metainfo) -> Report<'_> {
             .map(|f| ReportFile {
                 path: f.path(),
                 length_bytes: f.len_bytes(),
+                padding: f.is_padding(),
             })
             .collect(),
         trackers: meta.trackers(),

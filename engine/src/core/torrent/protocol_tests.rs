@@ -3,7 +3,9 @@
 
 use super::tests::{caps, config};
 use super::*;
-use crate::core::BLOCK_LEN_BYTES as BLOCK;
+use crate::core::{ChokerConfig, BLOCK_LEN_BYTES as BLOCK};
+use proptest::prelude::*;
+use std::time::Duration;
 
 const P: PeerKey = PeerKey(7);
 
@@ -243,4 +245,155 @@ fn cancel_of_queued_request_is_rejected_under_bep6() {
     t.handle_block_sent(Time::ZERO, P, b0);
     assert!(drain(&mut t).is_empty());
     assert_eq!(t.stats().uploaded_bytes, u64::from(BLOCK));
+}
+
+fn requests(acts: &[Action], to: PeerKey) -> Vec<Block> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                peer,
+                msg: PeerMessage::Request(b),
+            } if *peer == to => Some(*b),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn snubbing_peer_loses_its_requests_to_another_peer() {
+    let q = PeerKey(8);
+    let mut c = config(1, BLOCK);
+    c.choker = ChokerConfig::default();
+    let mut t = Torrent::new(c, Bitfield::new(1), 9);
+    for k in [P, q] {
+        t.handle_peer_connected(Time::ZERO, k, caps(true, BLOCK));
+        t.handle_message(Time::ZERO, k, PeerMessage::HaveAll)
+            .unwrap();
+    }
+    t.handle_message(Time::ZERO, P, PeerMessage::Unchoke)
+        .unwrap();
+    let acts = drain(&mut t);
+    let asked = requests(&acts, P);
+    assert_eq!(asked.len(), 1);
+    assert!(t.wants_block(P, &asked[0]));
+    assert!(!t.wants_block(q, &asked[0]), "not requested from q");
+    // q unchokes us much later; the only block is taken, so it gets an endgame duplicate.
+    let later = Time::ZERO + Duration::from_secs(65);
+    t.handle_message(later, q, PeerMessage::Unchoke).unwrap();
+    drain(&mut t);
+    // P sends nothing for longer than snub_timeout: at the next rechoke its request is
+    // cancelled and the block goes to q.
+    let late = Time::ZERO + Duration::from_secs(70);
+    t.handle_timeout(late);
+    let acts = drain(&mut t);
+    assert!(
+        acts.contains(&Action::Send {
+            peer: P,
+            msg: PeerMessage::Cancel(asked[0])
+        }),
+        "{acts:?}"
+    );
+    t.check_invariants();
+    assert!(!t.wants_block(P, &asked[0]), "P's request was cancelled");
+    assert!(t.wants_block(q, &asked[0]), "q now fetches the block");
+}
+
+#[test]
+fn unchoked_peers_never_exceed_slots_plus_one() {
+    let mut c = config(4, BLOCK);
+    c.choker = ChokerConfig {
+        unchoke_slots: 3,
+        ..ChokerConfig::default()
+    };
+    let mut t = Torrent::new(c, Bitfield::full(4), 1);
+    for k in 0..20 {
+        t.handle_peer_connected(Time::ZERO, PeerKey(k), caps(k % 2 == 0, BLOCK));
+        t.handle_message(Time::ZERO, PeerKey(k), PeerMessage::Interested)
+            .unwrap();
+    }
+    for step in 1..20u64 {
+        t.handle_timeout(Time::ZERO + Duration::from_secs(10 * step));
+        drain(&mut t);
+        t.check_invariants();
+        assert!(t.stats().unchoked_peers <= 4);
+        if step % 3 == 0 {
+            t.handle_message(Time::ZERO, PeerKey(step), PeerMessage::NotInterested)
+                .unwrap();
+        }
+    }
+}
+
+fn any_block() -> impl Strategy<Value = Block> {
+    (0u32..10, 0u32..3, 0u32..3)
+        .prop_map(|(piece, off, len)| block(piece, off * BLOCK, len * BLOCK))
+}
+
+fn any_message() -> impl Strategy<Value = PeerMessage> {
+    prop_oneof![
+        Just(PeerMessage::KeepAlive),
+        Just(PeerMessage::Choke),
+        Just(PeerMessage::Unchoke),
+        Just(PeerMessage::Interested),
+        Just(PeerMessage::NotInterested),
+        Just(PeerMessage::HaveAll),
+        Just(PeerMessage::HaveNone),
+        (0u32..10).prop_map(|p| PeerMessage::Have(PieceIndex(p))),
+        (7u32..10, any::<u8>()).prop_map(|(n, m)| {
+            let mut b = Bitfield::new(n);
+            (0..n).filter(|i| m.rotate_left(*i) & 1 == 1).for_each(|i| {
+                b.set(PieceIndex(i));
+            });
+            PeerMessage::Bitfield(b)
+        }),
+        any_block().prop_map(PeerMessage::Request),
+        any_block().prop_map(PeerMessage::Cancel),
+        any_block().prop_map(PeerMessage::Reject),
+        (0u32..10).prop_map(|p| PeerMessage::AllowedFast(PieceIndex(p))),
+        (0u32..10).prop_map(|p| PeerMessage::Suggest(PieceIndex(p))),
+    ]
+}
+
+proptest! {
+    /// Arbitrary (often invalid) input from peers never panics, keeps every invariant,
+    /// and an `Err` always comes with the peer's disconnect.
+    #[test]
+    fn arbitrary_peer_input_is_contained(
+        seeding in any::<bool>(),
+        fast in any::<bool>(),
+        whole in any::<bool>(),
+        events in proptest::collection::vec((0u64..3, any::<bool>(), any_message(), any_block()), 1..80),
+    ) {
+        let c = config(8, 2 * BLOCK);
+        let have = if seeding { Bitfield::full(8) } else { Bitfield::new(8) };
+        let mut t = Torrent::new(c, have, 5);
+        let len = if whole { 2 * BLOCK } else { BLOCK };
+        let mut connected = std::collections::BTreeSet::new();
+        let mut now = Time::ZERO;
+        for (k, as_block, msg, blk) in events {
+            let key = PeerKey(k);
+            if connected.insert(k) {
+                t.handle_peer_connected(now, key, caps(fast, len));
+            }
+            let r = if as_block {
+                t.handle_block_received(now, key, blk)
+            } else {
+                t.handle_message(now, key, msg)
+            };
+            let acts = drain(&mut t);
+            if let Err(e) = r {
+                let expected = Action::Disconnect { peer: key, reason: DisconnectReason::ProtocolViolation(e) };
+                prop_assert!(acts.contains(&expected));
+                connected.remove(&k);
+            }
+            for a in &acts {
+                if let Action::Disconnect { peer, .. } = a {
+                    connected.remove(&peer.0);
+                }
+            }
+            now += Duration::from_secs(1);
+            t.handle_timeout(now);
+            drain(&mut t);
+            t.check_invariants();
+        }
+    }
 }

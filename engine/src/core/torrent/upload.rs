@@ -4,7 +4,7 @@
 use super::Torrent;
 use crate::core::choker::Candidate;
 use crate::core::config::BLOCK_LEN_BYTES;
-use crate::core::peer::remember;
+use crate::core::peer::{remember_up_to, SEEDER_REJECT_MEMORY};
 use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError};
 use crate::core::{SeederPolicy, Time, TorrentConfig};
 use rand::RngExt;
@@ -15,6 +15,8 @@ const NO_OWNER: u64 = u64::MAX;
 /// Pending requests examined when choosing what to upload next; bounds the cost per
 /// block while still reordering within a few pipelines' worth of requests.
 const CHOOSE_WINDOW: usize = 64;
+/// Times in a row the oldest pending request may be passed over for a better one.
+const MAX_FRONT_SKIPS: u32 = 16;
 
 /// Upload queue and per-piece upload history.
 #[derive(Debug)]
@@ -24,6 +26,10 @@ pub(super) struct UploadState {
     /// SendBlock bytes handed to the driver and not yet reported sent.
     in_flight_bytes: u64,
     outstanding: BTreeMap<PeerKey, u64>,
+    /// Complete when created: the distinct-first rejects and suggestions apply.
+    origin: bool,
+    /// Consecutive choices that passed over `pending[0]`.
+    front_skips: u32,
     /// Per piece: copies started (offset-0 blocks sent), saturating.
     copies: Vec<u16>,
     /// Per piece: peer that received the latest copy (`NO_OWNER` if none).
@@ -36,7 +42,7 @@ pub(super) struct UploadState {
 }
 
 impl UploadState {
-    pub(super) fn new(config: &TorrentConfig, rng: &mut ChaCha8Rng) -> Self {
+    pub(super) fn new(config: &TorrentConfig, origin: bool, rng: &mut ChaCha8Rng) -> Self {
         let n = config.piece_count;
         let mut order: Vec<PieceIndex> = (0..n).map(PieceIndex).collect();
         for i in (1..order.len()).rev() {
@@ -46,6 +52,8 @@ impl UploadState {
             pending: VecDeque::new(),
             in_flight_bytes: 0,
             outstanding: BTreeMap::new(),
+            origin,
+            front_skips: 0,
             copies: vec![0; n as usize],
             owner: vec![NO_OWNER; n as usize],
             copies_hist: vec![n],
@@ -178,15 +186,18 @@ impl Torrent {
         if !peer.caps.fast_extension || peer.we_rejected.contains(&b.piece) {
             return false;
         }
-        remember(&mut peer.we_rejected, b.piece);
+        remember_up_to(&mut peer.we_rejected, b.piece, SEEDER_REJECT_MEMORY);
         self.stats.distinct_rejects_sent += 1;
         self.send(key, PeerMessage::Reject(b));
         self.suggest_to(key, 1);
         true
     }
 
+    /// Rejects and suggestions are the origin's business: a node that was complete when
+    /// created. Leechers that complete later serve everything (their upload is not the
+    /// swarm's bottleneck, and rejecting would only slow down the stragglers).
     fn distinct_policy_active(&self) -> bool {
-        self.config.seeder_policy == SeederPolicy::DistinctFirst && self.have.is_full()
+        self.config.seeder_policy == SeederPolicy::DistinctFirst && self.uploads.origin
     }
 
     pub(super) fn on_cancel(&mut self, key: PeerKey, b: Block) {
@@ -249,15 +260,20 @@ impl Torrent {
     }
 
     /// Index in `pending` of the request to serve next: least uploaded elsewhere, then
-    /// rarest among our peers, then oldest (plain policy: oldest).
-    fn choose_upload(&self) -> Option<usize> {
+    /// rarest among our peers, then oldest (plain policy: oldest). The oldest request is
+    /// passed over at most `MAX_FRONT_SKIPS` times in a row, so none starves.
+    fn choose_upload(&mut self) -> Option<usize> {
         if self.uploads.pending.is_empty() {
             return None;
         }
-        if self.config.seeder_policy == SeederPolicy::Plain {
+        if self.config.seeder_policy == SeederPolicy::Plain
+            || self.uploads.front_skips >= MAX_FRONT_SKIPS
+        {
+            self.uploads.front_skips = 0;
             return Some(0);
         }
-        self.uploads
+        let best = self
+            .uploads
             .pending
             .iter()
             .take(CHOOSE_WINDOW)
@@ -269,7 +285,13 @@ impl Torrent {
                     *i,
                 )
             })
-            .map(|(i, _)| i)
+            .map(|(i, _)| i);
+        if best == Some(0) {
+            self.uploads.front_skips = 0;
+        } else {
+            self.uploads.front_skips += 1;
+        }
+        best
     }
 
     /// Seeder with the distinct-first policy: suggest up to `n` never-uploaded pieces.

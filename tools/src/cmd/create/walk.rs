@@ -52,6 +52,7 @@ impl Source {
                     .map(|f| FileSpec {
                         path_components: f.components.clone(),
                         len_bytes: f.len_bytes,
+                        padding: false,
                     })
                     .collect(),
             )
@@ -76,11 +77,17 @@ fn utf8_name(name: Option<&std::ffi::OsStr>, path: &Path) -> anyhow::Result<Stri
 /// Unreadable paths, symlink loops, broken links, special files, non-UTF-8
 /// names, or a total length overflowing 64 bits.
 pub fn walk(root: &Path) -> anyhow::Result<Source> {
-    // Canonical form gives `.` and `dir/..` a real name; follows a symlinked root.
     let canonical = root
         .canonicalize()
         .with_context(|| format!("{}: cannot open", root.display()))?;
-    let name = utf8_name(canonical.file_name(), root)?;
+    // The name as given (a symlink keeps its own name, e.g. a file in a model
+    // cache linking to a content-addressed blob); `.`, `..` or `/` take the
+    // real directory's name.
+    let given = match root.components().next_back() {
+        Some(std::path::Component::Normal(name)) => Some(name),
+        _ => canonical.file_name(),
+    };
+    let name = utf8_name(given, root)?;
     let meta = std::fs::metadata(&canonical)
         .with_context(|| format!("{}: cannot stat", root.display()))?;
     if meta.is_file() {
@@ -205,5 +212,11 @@ mod tests {
         std::os::unix::fs::symlink(&top, top.join("b/loop")).unwrap();
         let err = walk(&top).unwrap_err();
         assert!(format!("{err:#}").contains("symlink loop"), "{err:#}");
+
+        let link = dir.path().join("named.bin");
+        std::os::unix::fs::symlink(top.join("z"), &link).unwrap();
+        assert_eq!(walk(&link).unwrap().name, "named.bin");
+        let dot = walk(&top.join("b/..")).unwrap_err();
+        assert!(format!("{dot:#}").contains("symlink loop"), "{dot:#}");
     }
 }
