@@ -122,12 +122,24 @@ fn check_http_and_udp(http_url: &str, udp_url: &str) {
 }
 
 #[test]
-fn p2pe_tracker_serves_http_and_udp_announces() {
-    let (_tracker, addr) = start_p2pe_tracker();
+fn p2pe_tracker_serves_http_and_udp_announces_and_exits_on_sigterm() {
+    let (mut tracker, addr) = start_p2pe_tracker();
     check_http_and_udp(
         &format!("http://{addr}/announce"),
         &format!("udp://{addr}/announce"),
     );
+    let pid = tracker.0.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    let deadline = Instant::now() + BOUND;
+    let status = loop {
+        if let Some(status) = tracker.0.try_wait().expect("wait p2pe tracker") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "p2pe tracker ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "p2pe tracker exited with {status}");
 }
 
 /// A free port number on 127.0.0.1 (TCP; opentracker binds UDP on the same number).

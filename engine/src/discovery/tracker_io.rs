@@ -191,3 +191,110 @@ impl TrackerDriver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, UdpSocket};
+
+    use super::*;
+    use crate::discovery::tracker_client::ClientConfig;
+    use crate::discovery::tracker_server::io::{ServerConfig, TrackerServer};
+    use crate::discovery::tracker_server::TrackerConfig;
+    use crate::wire::metainfo::InfoHash;
+
+    /// Serves one HTTP connection: reads the request head, then answers `reply`
+    /// (or, with `None`, holds the connection open until the client hangs up).
+    fn fake_http(reply: Option<Vec<u8>>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            match reply {
+                Some(body) => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(&body);
+                }
+                None => while conn.read(&mut byte).unwrap_or(0) == 1 {},
+            }
+        });
+        addr
+    }
+
+    fn driver(tiers: Vec<Vec<String>>, port: u16) -> TrackerDriver {
+        let config = ClientConfig {
+            http_timeout: Duration::from_millis(500),
+            udp_timeout: Duration::from_millis(100),
+            udp_max_retries: 1,
+            ..ClientConfig::default()
+        };
+        let client =
+            TrackerClient::new(config, &tiers, InfoHash([5; 20]), [port as u8; 20], port, 9);
+        TrackerDriver::new(client, Duration::from_millis(500))
+    }
+
+    /// Steps until an announce succeeds; returns (peers, warnings).
+    fn run(d: &mut TrackerDriver) -> (Vec<SocketAddr>, Vec<String>) {
+        let (mut peers, mut warnings) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            d.step(Duration::from_millis(20));
+            peers.extend(d.client_mut().poll_peers());
+            while let Some(w) = d.client_mut().poll_warning() {
+                warnings.push(w);
+            }
+            if d.client_mut().swarm_counts().is_some() {
+                return (peers, warnings);
+            }
+        }
+        panic!("no announce succeeded; warnings: {warnings:?}");
+    }
+
+    #[test]
+    fn dead_slow_and_lying_trackers_fail_over_to_a_good_one() {
+        let good = TrackerServer::bind(ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tracker: TrackerConfig::with_interval(Duration::from_secs(60)),
+            udp_threads: 1,
+            http_threads: 1,
+        })
+        .unwrap();
+        let good_url = format!("http://{}/announce", good.local_addr());
+        run(&mut driver(vec![vec![good_url.clone()]], 1111));
+
+        let dead_udp = UdpSocket::bind("127.0.0.1:0").unwrap(); // bound, never answers
+        let huge = fake_http(Some(vec![
+            b'x';
+            crate::wire::tracker::MAX_HTTP_RESPONSE_BYTES + 1
+        ]));
+        let garbage = fake_http(Some(b"<html>502 Bad Gateway</html>".to_vec()));
+        let slow = fake_http(None);
+        let refused = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(); // closed
+        let bad_tier = vec![
+            format!("udp://{}/announce", dead_udp.local_addr().unwrap()),
+            format!("http://{huge}/announce"),
+            format!("http://{garbage}/announce"),
+            format!("http://{slow}/announce"),
+            format!("http://{refused}/announce"),
+        ];
+        let (peers, warnings) = run(&mut driver(vec![bad_tier, vec![good_url]], 2222));
+        assert_eq!(peers, vec!["127.0.0.1:1111".parse().unwrap()]);
+        assert_eq!(warnings.len(), 5, "{warnings:#?}");
+        good.shutdown();
+    }
+}

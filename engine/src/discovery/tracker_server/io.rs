@@ -49,7 +49,7 @@ pub struct ServerConfig {
 
 /// State shared by all threads.
 struct Shared {
-    shards: Vec<Mutex<Tracker>>,
+    shards: [Mutex<Tracker>; SHARDS],
     conn_ids: ConnectionIds,
     epoch: Instant,
     stop: AtomicBool,
@@ -61,13 +61,11 @@ impl Shared {
     }
 
     fn shard(&self, hash: &InfoHash) -> std::sync::MutexGuard<'_, Tracker> {
-        let i = usize::from(hash.0[0]) % self.shards.len().max(1);
+        // In range by the modulo; the first byte of a SHA-1 is uniform.
+        let shard = &self.shards[usize::from(hash.0[0]) % SHARDS];
         // A poisoned shard only means another thread panicked mid-update; the
         // swarm maps stay structurally valid, so keep serving.
-        match self.shards.get(i).or(self.shards.first()) {
-            Some(m) => m.lock().unwrap_or_else(PoisonError::into_inner),
-            None => unreachable!("SHARDS > 0"),
-        }
+        shard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -89,14 +87,9 @@ impl TrackerServer {
         let mut rng = rand::rng();
         let secret: [u8; 16] = rng.random();
         let shared = Arc::new(Shared {
-            shards: (0..SHARDS)
-                .map(|i| {
-                    Mutex::new(Tracker::new(
-                        config.tracker.clone(),
-                        rng.random::<u64>() ^ i as u64,
-                    ))
-                })
-                .collect(),
+            shards: std::array::from_fn(|_| {
+                Mutex::new(Tracker::new(config.tracker.clone(), rng.random::<u64>()))
+            }),
             conn_ids: ConnectionIds::new(secret),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
