@@ -1,9 +1,10 @@
 //! Fuzz the tracker codecs (`p2pe::wire::tracker`): arbitrary bytes must never
 //! panic in any decoder, and whatever decodes must re-encode to bytes that
 //! decode to the same value (HTTP announce / scrape responses, BEP 15 packets,
-//! announce query strings).
+//! announce query strings, BEP 11 `ut_pex` payloads).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use p2pe::wire::pex::PexMessage;
 use p2pe::wire::tracker::query::parse_scrape_query;
 use p2pe::wire::tracker::udp::{PeerFamily, Request, Response};
 use p2pe::wire::tracker::{Announce, AnnounceResponse, ScrapeResponse};
@@ -28,6 +29,9 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, announce);
     }
     let _ = parse_scrape_query(data);
+    if let Ok(pex) = PexMessage::from_bencode(data) {
+        assert_eq!(PexMessage::from_bencode(&pex.to_bencode()).expect("re-encoded"), pex);
+    }
     if let Ok(req) = Request::decode(data) {
         let mut out = Vec::new();
         req.encode(&mut out);
