@@ -1,5 +1,9 @@
 //! One module per subcommand.
 
 pub mod create;
+pub mod get;
 pub mod inspect;
+pub mod node_common;
+pub mod seed;
 pub mod sim;
+pub mod swarm;

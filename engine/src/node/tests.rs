@@ -1,0 +1,118 @@
+//! In-process loopback tests: a seeding node and leeching nodes on 127.0.0.1.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{storage_layout, Node, NodeConfig};
+use crate::store::{OpenMode, Storage};
+use crate::wire::metainfo::{FileSpec, Info, Layout, Metainfo, PieceHash};
+
+/// Writes files of `sizes` under `dir/name/` with seeded random bytes and
+/// returns the torrent of them.
+fn make_torrent(dir: &Path, name: &str, sizes: &[usize], piece_len: u32) -> Metainfo {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut all = Vec::new();
+    let mut specs = Vec::new();
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    for (i, &n) in sizes.iter().enumerate() {
+        let mut data = vec![0u8; n];
+        rng.fill_bytes(&mut data);
+        std::fs::write(dir.join(name).join(format!("f{i}")), &data).unwrap();
+        all.extend_from_slice(&data);
+        specs.push(FileSpec {
+            path_components: vec![format!("f{i}")],
+            len_bytes: n as u64,
+        });
+    }
+    let hashes = all
+        .chunks(piece_len as usize)
+        .map(PieceHash::of_piece)
+        .collect();
+    let info = Info::new(
+        name.into(),
+        Layout::MultiFile(specs),
+        piece_len,
+        hashes,
+        false,
+    )
+    .unwrap();
+    Metainfo::new(info, vec![], None, None, None)
+}
+
+fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> Arc<Storage> {
+    let layout = storage_layout(meta).unwrap();
+    let (s, _) = Storage::open(dir, layout, meta.info_hash().0, mode).unwrap();
+    Arc::new(s)
+}
+
+fn wait_complete(nodes: &[&Node], bound: Duration) {
+    let end = Instant::now() + bound;
+    while !nodes.iter().all(|n| n.progress().complete) {
+        assert!(Instant::now() < end, "not complete within {bound:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn seed_to_two_leechers_multi_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    // Files that do not align with pieces: blocks span file boundaries.
+    let sizes = [100_000, 0, 333_333, 70_000, 1];
+    let meta = make_torrent(&src, "t", &sizes, 64 * 1024);
+    let seed_store = open(&meta, &src, OpenMode::Seed);
+    assert!(seed_store.is_complete());
+    let local = "127.0.0.1:0".parse().unwrap();
+    let seed = Node::start(
+        &meta,
+        seed_store,
+        NodeConfig {
+            listen: Some(local),
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let seed_addr = seed.local_addr().unwrap();
+    let a_dir = tmp.path().join("a");
+    let a = Node::start(
+        &meta,
+        open(&meta, &a_dir, OpenMode::Create),
+        NodeConfig {
+            listen: Some(local),
+            peers: vec![seed_addr],
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let b_dir = tmp.path().join("b");
+    let b = Node::start(
+        &meta,
+        open(&meta, &b_dir, OpenMode::Create),
+        NodeConfig {
+            listen: Some(local),
+            peers: vec![seed_addr, a.local_addr().unwrap()],
+            // Throttled leecher: exercises the held FIFO.
+            download_limit_bytes_per_s: Some(2_000_000),
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    wait_complete(&[&a, &b], Duration::from_secs(60));
+    for (node, dir) in [(a, &a_dir), (b, &b_dir)] {
+        let p = node.shutdown().unwrap();
+        assert_eq!(p.verified_pieces, p.piece_count);
+        for i in 0..sizes.len() {
+            let f = format!("t/f{i}");
+            assert_eq!(
+                std::fs::read(dir.join(&f)).unwrap(),
+                std::fs::read(src.join(&f)).unwrap(),
+                "{f}"
+            );
+        }
+    }
+    seed.shutdown().unwrap();
+}
