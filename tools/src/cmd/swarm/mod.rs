@@ -113,10 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Child::spawn(&exe, &seed_args, &dir.join("seed.log"), STARTUP_BOUND)?;
     let result = run_leechers(&args, &exe, &dir, &torrent, seed_addr);
     seeder.stop();
-    let mut leechers = match result {
-        Ok(l) => l,
-        Err(e) => return Err(e),
-    };
+    let mut leechers = result?;
     let seed_cpu = seeder.exit.map_or(0.0, |(_, cpu)| cpu);
     report(&args, &meta, &payload, &dir, total, &mut leechers, seed_cpu)
 }
