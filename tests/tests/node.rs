@@ -204,7 +204,7 @@ fn get_resumes_fetching_only_missing_pieces() {
     // pieces at its edges are fetched.
     let fetched = summary["bytes"].as_u64().unwrap();
     assert!(
-        fetched >= 777_777 && fetched <= 777_777 + 2 * 65_536,
+        (777_777..=777_777 + 2 * 65_536).contains(&fetched),
         "{summary}"
     );
     // A second run has nothing to fetch.
