@@ -200,12 +200,12 @@ fn receive_pieces(addr: SocketAddr, len: usize) -> Vec<u8> {
     out
 }
 
-fn bulk(strategy: SendStrategy) {
-    let (src, data) = temp_source(64 << 20);
+fn bulk(strategy: SendStrategy, len: usize, block_bytes: u64) {
+    let (src, data) = temp_source(len);
     let (tx, rx) = mpsc::channel();
     let server = rt::run(config(2, true, strategy), |_| Seeder {
         src: src.clone(),
-        block_bytes: 16 * 1024,
+        block_bytes,
         next: 0,
         closed: tx.clone(),
     })
@@ -223,17 +223,17 @@ fn bulk(strategy: SendStrategy) {
 
 #[test]
 fn bulk_64mib_send() {
-    bulk(SendStrategy::Send);
+    bulk(SendStrategy::Send, 64 << 20, 16 * 1024);
 }
 
 #[test]
 fn bulk_64mib_splice() {
-    bulk(SendStrategy::Splice);
+    bulk(SendStrategy::Splice, 64 << 20, 16 * 1024);
 }
 
 #[test]
 fn bulk_64mib_send_zc() {
-    bulk(SendStrategy::SendZc);
+    bulk(SendStrategy::SendZc, 64 << 20, 16 * 1024);
 }
 
 #[test]
@@ -256,13 +256,15 @@ fn peer_closing_mid_transfer_yields_on_close() {
         s.set_read_timeout(Some(BOUND)).unwrap();
         let mut buf = vec![0u8; 1 << 20];
         s.read_exact(&mut buf).unwrap();
-        // Reset rather than FIN (linger 0), so the server sees an error.
+        // Reset rather than FIN (linger 0). Whether the server then sees
+        // ECONNRESET, EPIPE or end of stream depends on which of its
+        // operations meets the reset first; it must see one close either way.
         socket2::SockRef::from(&s)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
         drop(s);
-        let r = rx.recv_timeout(BOUND).unwrap();
-        assert!(r.is_some(), "{strategy:?}: expected an error, got {r:?}");
+        let r = rx.recv_timeout(BOUND);
+        assert!(r.is_ok(), "{strategy:?}: no on_close");
         server.shutdown().unwrap();
     }
 }
@@ -316,4 +318,17 @@ fn control_messages_cross_workers_and_timers_fire() {
     assert_eq!(reports, [(0, 1), (1, 1)]);
     assert!(h.post(5, Box::new(0u32)).is_err());
     h.join().unwrap();
+}
+
+#[test]
+fn bulk_unaligned_blocks_every_strategy() {
+    // Odd block sizes put regions across page boundaries (pipe-buffer
+    // accounting of the splice chain) and split iovecs mid-page.
+    for strategy in [
+        SendStrategy::Send,
+        SendStrategy::Splice,
+        SendStrategy::SendZc,
+    ] {
+        bulk(strategy, (8 << 20) + 4321, 10_007);
+    }
 }

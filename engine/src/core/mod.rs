@@ -4,12 +4,35 @@
 //! test) passes events and the current [`Time`] into a [`Torrent`] via `handle_*`, drains
 //! [`Action`]s with [`Torrent::poll_action`], and calls [`Torrent::handle_timeout`] at
 //! [`Torrent::poll_timeout`]. No sockets, clock, threads or OS randomness: every random
-//! choice comes from a ChaCha8 generator seeded by the caller, so a run replays exactly.
+//! choice comes from a ChaCha8 generator seeded by the caller and peers are kept in
+//! ordered maps, so a run replays exactly from its inputs.
+//!
+//! # Driver obligations
+//! - After the handshake, [`Torrent::handle_peer_connected`] with the negotiated
+//!   [`PeerCaps`] (BEP 6 fast extension; largest request length, 16 KiB or up to a piece).
+//! - Every control message to [`Torrent::handle_message`]; every `piece` message to
+//!   [`Torrent::handle_block_received`] (store the payload only if
+//!   [`Torrent::wants_block`] said so, so a late duplicate never overwrites a piece
+//!   awaiting its hash check).
+//! - [`Action::SendBlock`]: read and send the block, then report it with
+//!   [`Torrent::handle_block_sent`] when it has left (the core keeps at most
+//!   `upload_in_flight_bytes` unreported and chooses what to send next late; without
+//!   these reports uploads stop).
+//! - [`Action::VerifyPiece`]: hash, then [`Torrent::handle_piece_verified`].
+//! - [`Action::Disconnect`]: close; the core has already forgotten the peer.
+//! - On `Err` from a `handle_*` call the core has already queued the disconnect.
+//!
+//! # Invariants (property-tested)
+//! - Availability counts equal the sum of connected peers' bitfields.
+//! - Outside endgame a block is requested from at most one peer; in endgame from at
+//!   most `endgame_max_requesters`, and the others are cancelled when it arrives.
+//! - Never more unchoked peers than `unchoke_slots + 1` (optimistic).
 //!
 //! Modules: [`time`] (instants), [`bitfield`] (piece sets, BEP 3 wire form), `message`
 //! (identifiers, control messages, actions, errors), `config` (tunables), `peer`
-//! (per-connection state), `picker` (rarest-first, endgame), `choker` (tit-for-tat and
-//! optimistic unchoke), `torrent` (the state machine and the seeder policy).
+//! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
+//! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
+//! machine and the distinct-first seeder policy).
 
 pub mod bitfield;
 mod choker;

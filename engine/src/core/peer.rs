@@ -13,6 +13,9 @@ use std::collections::VecDeque;
 pub(crate) const CANCELLED_MEMORY: usize = 512;
 /// Bound on remembered BEP 6 hints per peer (suggest, reject, allowed fast).
 pub(crate) const HINT_MEMORY: usize = 32;
+/// Bound on pieces a distinct-first seeder remembers rejecting to one peer: a peer
+/// re-asking for one of these is served, so forgetting early would reject it twice.
+pub(crate) const SEEDER_REJECT_MEMORY: usize = 256;
 
 /// Transfer rate estimate: bytes counted over a window, folded into an exponential
 /// moving average (weight 1/2) each time [`RateMeter::update`] closes the window.
@@ -96,6 +99,8 @@ pub(crate) struct PeerState {
     pub suggested: Vec<PieceIndex>,
     pub rejected: Vec<PieceIndex>,
     pub allowed_fast: Vec<PieceIndex>,
+    /// Pieces our distinct-first policy rejected to it (a second request is served).
+    pub we_rejected: Vec<PieceIndex>,
     pub hash_failures: u32,
     pub last_sent_at: Time,
     /// Bytes it sent us (download) and we sent it (upload).
@@ -126,6 +131,7 @@ impl PeerState {
             suggested: Vec::new(),
             rejected: Vec::new(),
             allowed_fast: Vec::new(),
+            we_rejected: Vec::new(),
             hash_failures: 0,
             last_sent_at: now,
             download: RateMeter::new(now),
@@ -187,10 +193,15 @@ impl PeerState {
 
 /// Pushes `piece` into a bounded hint list, dropping the oldest entry when full.
 pub(crate) fn remember(list: &mut Vec<PieceIndex>, piece: PieceIndex) {
+    remember_up_to(list, piece, HINT_MEMORY);
+}
+
+/// Like [`remember`] with an explicit bound.
+pub(crate) fn remember_up_to(list: &mut Vec<PieceIndex>, piece: PieceIndex, bound: usize) {
     if list.contains(&piece) {
         return;
     }
-    if list.len() == HINT_MEMORY {
+    if list.len() >= bound.max(1) {
         list.remove(0);
     }
     list.push(piece);

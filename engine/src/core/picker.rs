@@ -25,6 +25,8 @@ use super::{Bitfield, Block, PeerKey, PieceIndex, TorrentConfig};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
+mod blocks;
+
 const RECEIVED: u8 = u8::MAX;
 const NOT_IN_BUCKET: u32 = u32::MAX;
 /// Candidates examined by the rarest-first bucket walk before falling back to a scan of
@@ -66,6 +68,8 @@ pub(crate) struct PickContext<'a> {
     /// `Some` while the peer chokes us: only these (allowed-fast) pieces may be requested.
     pub allowed_only: Option<&'a [PieceIndex]>,
     pub random_first: bool,
+    /// May receive endgame duplicates (not while it snubs us).
+    pub endgame_ok: bool,
 }
 
 impl PickContext<'_> {
@@ -246,7 +250,7 @@ impl Picker {
             self.start_piece(piece);
             return self.take_run(piece, ctx);
         }
-        if self.in_endgame() {
+        if self.in_endgame() && ctx.endgame_ok {
             return self.pick_endgame(ctx, rng);
         }
         None
@@ -414,180 +418,6 @@ impl Picker {
         }
         None
     }
-
-    /// Records the arrival of `block` from `peer`, whose request the caller has matched.
-    pub(crate) fn on_block(&mut self, peer: PeerKey, block: Block) -> BlockOutcome {
-        let mut out = BlockOutcome::default();
-        let Some(pp) = self
-            .partial
-            .get_mut(block.piece.0 as usize)
-            .and_then(|p| p.as_mut())
-        else {
-            out.duplicate = true;
-            return out;
-        };
-        if let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) {
-            pp.requests.swap_remove(i);
-        }
-        let (lo, hi) = chunk_range(&block);
-        let mut fresh = 0;
-        for c in pp.chunks.iter_mut().take(hi).skip(lo) {
-            if *c != RECEIVED {
-                *c = RECEIVED;
-                fresh += 1;
-            }
-        }
-        pp.received += fresh;
-        out.duplicate = fresh == 0;
-        if fresh > 0 && !pp.contributors.contains(&peer) {
-            pp.contributors.push(peer);
-        }
-        // Requests overlapping what just arrived are redundant (endgame duplicates).
-        let overlapping: Vec<(PeerKey, Block)> = pp
-            .requests
-            .iter()
-            .filter(|(_, b)| {
-                let (l, h) = chunk_range(b);
-                l < hi && lo < h
-            })
-            .copied()
-            .collect();
-        for (p, b) in &overlapping {
-            self.cancel_request(*p, *b);
-        }
-        out.cancels = overlapping;
-        if let Some(pp) = self
-            .partial
-            .get_mut(block.piece.0 as usize)
-            .and_then(|p| p.as_mut())
-        {
-            if pp.received as usize == pp.chunks.len() && !pp.verifying {
-                pp.verifying = true;
-                out.piece_complete = true;
-            }
-        }
-        out
-    }
-
-    /// Forgets `peer`'s request of `block` (reject, choke, cancel, disconnect, snub):
-    /// its unreceived chunks lose a requester and become free when none is left.
-    pub(crate) fn cancel_request(&mut self, peer: PeerKey, block: Block) {
-        let piece = block.piece;
-        let Some(pp) = self
-            .partial
-            .get_mut(piece.0 as usize)
-            .and_then(|p| p.as_mut())
-        else {
-            return;
-        };
-        let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) else {
-            return;
-        };
-        pp.requests.swap_remove(i);
-        let (lo, hi) = chunk_range(&block);
-        let was_open = pp.free > 0;
-        for c in pp.chunks.iter_mut().take(hi).skip(lo) {
-            if *c != RECEIVED && *c > 0 {
-                *c -= 1;
-                if *c == 0 {
-                    pp.free += 1;
-                    self.free_chunks += 1;
-                }
-            }
-        }
-        if pp.received == 0 && pp.requests.is_empty() {
-            // Nothing of it is here or coming: back to rarest-first as an untouched piece.
-            self.partial[piece.0 as usize] = None;
-            self.partial_list.retain(|&p| p != piece);
-            self.open.retain(|&p| p != piece);
-            self.insert_untouched(piece);
-        } else if !was_open && pp.free > 0 {
-            self.open.push(piece);
-        }
-    }
-
-    /// The hash check of `piece` finished. Returns the peers that supplied its blocks
-    /// (to blame on failure). On failure the piece is needed again from scratch.
-    pub(crate) fn on_verified(&mut self, piece: PieceIndex, valid: bool) -> Vec<PeerKey> {
-        let Some(slot) = self.partial.get_mut(piece.0 as usize) else {
-            return Vec::new();
-        };
-        if !slot.as_ref().is_some_and(|pp| pp.verifying) {
-            return Vec::new();
-        }
-        let Some(pp) = slot.take() else {
-            return Vec::new();
-        };
-        self.partial_list.retain(|&p| p != piece);
-        if !valid {
-            self.free_chunks += pp.chunks.len() as u64;
-            self.insert_untouched(piece);
-        }
-        pp.contributors
-    }
-
-    /// Panics if an invariant of the module docs is broken; `peer_haves` are the
-    /// bitfields of all connected peers.
-    #[cfg(test)]
-    pub(crate) fn check_invariants<'a>(
-        &self,
-        peer_haves: impl Iterator<Item = &'a Bitfield>,
-        have: &Bitfield,
-    ) {
-        let mut sum = vec![0u32; self.piece_count as usize];
-        for b in peer_haves {
-            for p in b.iter_ones() {
-                sum[p.0 as usize] += 1;
-            }
-        }
-        assert_eq!(
-            sum, self.availability,
-            "availability != sum of peer bitfields"
-        );
-        let mut free = 0u64;
-        for i in 0..self.piece_count {
-            let p = PieceIndex(i);
-            let untouched = self.untouched.get(p);
-            let partial = self.partial[i as usize].as_ref();
-            assert!(
-                !(untouched && partial.is_some()),
-                "{p:?} both untouched and partial"
-            );
-            if have.get(p) {
-                assert!(
-                    !untouched && partial.is_none(),
-                    "{p:?} had but still needed"
-                );
-                continue;
-            }
-            if untouched {
-                let a = self.availability[i as usize] as usize;
-                assert_eq!(self.buckets[a][self.pos[i as usize] as usize], p);
-                free += u64::from(self.chunk_count(p));
-            }
-            if let Some(pp) = partial {
-                let mut counts = vec![0u8; pp.chunks.len()];
-                for (_, b) in &pp.requests {
-                    let (lo, hi) = chunk_range(b);
-                    for c in &mut counts[lo..hi] {
-                        *c += 1;
-                    }
-                }
-                for (i, &c) in pp.chunks.iter().enumerate() {
-                    if c != RECEIVED {
-                        assert_eq!(c, counts[i], "{p:?} chunk {i} requester count");
-                        if !self.endgame_entered {
-                            assert!(c <= 1, "{p:?} chunk {i} requested twice outside endgame");
-                        }
-                    }
-                }
-                let f = pp.chunks.iter().filter(|&&c| c == 0).count() as u32;
-                assert_eq!(f, pp.free);
-                free += u64::from(f);
-            }
-        }
-        assert_eq!(free, self.free_chunks, "free chunk count");
-    }
 }
 
 fn max_run_chunks(max_request_len_bytes: u32, piece_len: u32) -> usize {
@@ -620,3 +450,6 @@ fn covers(b: &Block, chunk: usize) -> bool {
     let (lo, hi) = chunk_range(b);
     lo <= chunk && chunk < hi
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,23 +8,32 @@
 //!
 //! # Seeder policy ([`SeederPolicy::DistinctFirst`], the default)
 //!
-//! The origin's upload is the scarce resource: ideally each piece leaves it once and
-//! leechers relay it to each other ("everyone talks to everyone"). A seeder therefore
-//! 1. counts, per piece, the copies it started uploading (the block at offset 0 was sent)
-//!    and to whom the latest went;
-//! 2. serves pending requests least-uploaded piece first (ties: rarest among its peers);
-//! 3. BEP 6-rejects a request for a piece already uploaded to *another* peer while some
-//!    piece has never been uploaded, so the requester fetches it from the peer that got
-//!    it, and
-//! 4. sends BEP 6 `suggest` for never-uploaded pieces (a shuffled cursor, so different
-//!    peers get different pieces) on unchoke and after each piece served; p2pe leechers
-//!    pick suggested pieces before rarest-first.
+//! The origin's upload is the scarce resource (D_p2p >= F / u_s): ideally each piece leaves
+//! it once and leechers relay it to each other ("everyone talks to everyone"). A node that
+//! is complete when created (the origin) therefore
+//! 1. counts, per piece, the copies it started uploading (the block at offset 0 was handed
+//!    to the driver) and to whom the latest went;
+//! 2. suggests (BEP 6 `suggest`) least-uploaded pieces, walking a shuffled order so that
+//!    different peers get different pieces: `suggest_pieces` on unchoke and one more per
+//!    piece served; p2pe leechers pick suggested pieces before rarest-first;
+//! 3. rejects (BEP 6 `reject`) a request for a piece already uploaded to *another* peer,
+//!    once per peer and piece; the requester fetches it from a peer instead. A repeated
+//!    request is served: leechers only repeat when nothing else is in flight (their
+//!    neighbours lack the piece), so nobody stalls. The check is made on arrival and
+//!    again when the request reaches the head of the upload queue;
+//! 4. serves pending requests least-uploaded piece first, then rarest among its peers,
+//!    holding at most `upload_in_flight_bytes` in the driver so the choice is made late.
 //!
-//! Once every piece has left the seeder at least once it serves everything (least
-//! uploaded first), so a lost copy never stalls the swarm. Peers without the fast
-//! extension cannot be rejected and are only served in least-uploaded order. Leechers use
-//! the same ordering for their uploads: pieces they uploaded least and that are rarest
-//! among their peers go first.
+//! Peers without the fast extension cannot be rejected and are only served in
+//! least-uploaded order. Leechers, and leechers that completed, order their own uploads
+//! the same way (pieces they uploaded least and that are rarest among their peers first),
+//! but never reject nor suggest: their upload is not the bottleneck, and rejecting would
+//! only slow down the stragglers.
+//!
+//! Measured on the in-test pump (origin + 100 leechers, 1250 whole pieces, ~16 random
+//! neighbours each, equal uplinks): origin uploads 1.000-1.001 copies of the file and the
+//! swarm completes in 1.09-1.10x the D_p2p lower bound; with [`SeederPolicy::Plain`] the
+//! origin uploads ~1.5 copies in a 20-peer full mesh.
 
 mod download;
 mod upload;
@@ -95,7 +104,7 @@ impl Torrent {
         );
         let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
         let picker = Picker::new(&config, &have, &mut rng);
-        let uploads = upload::UploadState::new(&config, &mut rng);
+        let uploads = upload::UploadState::new(&config, have.is_full(), &mut rng);
         let choker = Choker::new(config.choker, Time::ZERO);
         let stats = TorrentStats {
             pieces_have: have.count_ones(),
@@ -183,6 +192,18 @@ impl Torrent {
         r
     }
 
+    /// Whether a `piece` message carrying `block` from `peer` is still useful: it answers
+    /// one of our pending requests and brings at least one block not yet received.
+    /// Drivers that store payload call this first and discard the payload when false, so a
+    /// late endgame duplicate never overwrites data awaiting its hash check. (Either way
+    /// they then call [`Torrent::handle_block_received`].)
+    pub fn wants_block(&self, peer: PeerKey, block: &Block) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.inflight.contains(block))
+            && self.picker.wants(block)
+    }
+
     /// The driver finished sending `block` (from an [`Action::SendBlock`]) to `peer`.
     pub fn handle_block_sent(&mut self, now: Time, peer: PeerKey, block: Block) {
         self.now = self.now.max(now);
@@ -203,6 +224,8 @@ impl Torrent {
             self.rechoke(now);
             self.check_snubs(now);
             self.keepalives(now);
+            // Rechoke cleared the per-peer reject memory: those pieces are requestable again.
+            self.fill_all_requests();
         }
     }
 
@@ -300,5 +323,9 @@ impl Torrent {
     }
 }
 
+#[cfg(test)]
+mod protocol_tests;
+#[cfg(test)]
+mod swarm_tests;
 #[cfg(test)]
 mod tests;

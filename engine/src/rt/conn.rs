@@ -11,8 +11,9 @@ use super::sys::Pipe;
 use super::{ConnId, Region};
 
 /// At most this many iovecs per gathered send (a header+block pair is two;
-/// 64 covers 32 queued 16 KiB blocks, 512 KiB, per system call).
-pub(crate) const MAX_IOVECS: usize = 64;
+/// 128 covers 64 queued 16 KiB blocks, 1 MiB, per operation; the kernel's
+/// limit is 1024).
+pub(crate) const MAX_IOVECS: usize = 128;
 
 /// Operation kinds, the low 8 bits of `user_data`.
 pub(crate) mod op {
@@ -85,8 +86,9 @@ pub(crate) enum InFlight {
     Idle,
     /// A (gathered) SEND/SENDMSG/SENDMSG_ZC of this many bytes.
     Gather,
-    /// A linked splice chain with this many completions outstanding.
-    Splice { pending: u32 },
+    /// A linked splice chain; its outstanding operations are in
+    /// `Conn::chain`.
+    Splice,
 }
 
 /// Kernel-visible scratch of a connection, boxed so it never moves while the
@@ -120,6 +122,12 @@ pub(crate) struct Conn {
     /// Splice strategy: the pipe held while a chain runs and bytes in it.
     pub(crate) pipe: Option<Pipe>,
     pub(crate) pipe_fill: u32,
+    /// Splice strategy: (kind, requested bytes) of each chain operation not
+    /// yet completed, in chain order (completions of a chain arrive in order).
+    pub(crate) chain: VecDeque<(u8, u32)>,
+    /// An operation of the current chain came back short or cancelled; the
+    /// kernel then cancels the rest of the chain.
+    pub(crate) chain_broken: bool,
     /// The error to report if this connection fails.
     pub(crate) close_err: Option<io::Error>,
 }
@@ -151,6 +159,8 @@ impl Conn {
             zc_notifs: 0,
             pipe: None,
             pipe_fill: 0,
+            chain: VecDeque::new(),
+            chain_broken: false,
             close_err: None,
         }
     }
@@ -201,6 +211,14 @@ impl Slab {
         let slot = self.slots.len() as u32;
         self.slots.push((0, Some(conn)));
         ConnId { slot, gen: 0 }
+    }
+
+    /// The connection `id` if it is still the one in its slot.
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn> {
+        match self.slots.get(id.slot as usize) {
+            Some((gen, Some(c))) if *gen == id.gen => Some(c),
+            _ => None,
+        }
     }
 
     /// The connection `id` if it is still the one in its slot.

@@ -111,8 +111,8 @@ impl Ctx {
 
     /// Bytes queued on `conn` and not yet handed to the kernel (0 for an
     /// unknown connection).
-    pub fn queued_bytes(&mut self, conn: ConnId) -> u64 {
-        self.conns.get_mut(conn).map_or(0, |c| c.queued_bytes)
+    pub fn queued_bytes(&self, conn: ConnId) -> u64 {
+        self.conns.get(conn).map_or(0, |c| c.queued_bytes)
     }
 
     /// Opens an outbound TCP connection owned by this worker; `on_open`

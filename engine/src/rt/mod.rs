@@ -29,16 +29,22 @@
 //!
 //! # Send strategies
 //!
-//! Plain byte buffers ([`Ctx::send`]) always go out with `IORING_OP_SEND`.
-//! File regions ([`Ctx::send_region`]) go out according to [`SendStrategy`];
-//! a small header queued just before a region is gathered into the same send
-//! (one `SENDMSG` with several iovecs, or written into the same pipe).
+//! Buffers ([`Ctx::send`]) and file regions ([`Ctx::send_region`]) leave in
+//! the order queued. With `Send` and `SendZc`, consecutive queued items are
+//! gathered into one `SENDMSG` (`SENDMSG_ZC`) of up to 128 iovecs, so a
+//! 13-byte piece header and its block always go out in the same operation.
+//! With `Splice`, headers (at most 64 bytes) are written into the pipe between
+//! the region splices and leave in the same splice to the socket; larger
+//! buffers go out with `SENDMSG`.
 //!
-//! The default is [`SendStrategy::Send`]: on the recorded loopback
-//! measurement (`perf/send-path.md`) it was the fastest and cheapest in CPU;
-//! `Splice` costs extra io-wq context switches per chunk, and `SendZc` only
-//! pays on a real NIC (on loopback the kernel copies anyway and adds the
-//! notification round trip).
+//! The default is [`SendStrategy::Send`], chosen from the loopback measurement
+//! in `perf/send-path.md` (2 GiB served as 16 KiB BEP 3 blocks, each behind its
+//! 13-byte header): it was at or near the top in throughput (0.59-0.66 of the
+//! iperf3 ceiling on a loaded 2-vCPU VM; `SendZc` within the noise) with the
+//! lowest sender CPU (0.26-0.33 s/GiB). `Splice` pays one io-wq operation per
+//! header and block (1.3-1.7 CPU s/GiB at 16 KiB blocks) and only wins with
+//! large regions (1 MiB blocks: 0.89 of iperf3); `SendZc` only pays on a real
+//! NIC.
 
 mod conn;
 mod ctx;
@@ -62,14 +68,16 @@ pub use handle::{run, RuntimeHandle};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SendStrategy {
     /// `IORING_OP_SENDMSG` straight from the memory mapping, gathering queued
-    /// headers and regions into up to 64 iovecs and
+    /// headers and regions into up to 128 iovecs and
     /// [`RuntimeConfig::send_chunk_bytes`] per operation. The default: fastest
     /// on the loopback measurement (see the module docs).
     #[default]
     Send,
     /// `splice(2)` file -> pipe -> socket through a per-worker pool of pipes
-    /// (pipe size 1 MiB clamped to `/proc/sys/fs/pipe-max-size`), the two
-    /// splices linked (`IOSQE_IO_LINK`). No user-space copy.
+    /// (pipe size 1 MiB clamped to `/proc/sys/fs/pipe-max-size`): one linked
+    /// chain (`IOSQE_IO_LINK`) writes small headers and splices regions into
+    /// the pipe until it is full, then splices the pipe into the socket. No
+    /// user-space copy of the regions.
     Splice,
     /// `IORING_OP_SENDMSG_ZC` from the memory mapping (opt-in): pages are
     /// pinned instead of copied; the mapping is kept alive until the kernel's
@@ -166,6 +174,12 @@ impl SourceFile {
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
         self.len_bytes == 0
+    }
+
+    /// The mapped contents (e.g. to hash a piece, or to pre-fault the
+    /// mapping so sends do not take page faults).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.map
     }
 }
 

@@ -14,6 +14,14 @@ use super::{sys, ConnId, Handler, SendStrategy};
 /// header is 13 bytes).
 const INLINE_HEADER_MAX_BYTES: u64 = 64;
 
+/// Most fully sent segments kept for pending zero-copy notifications before
+/// new zero-copy sends pause (512 header+block pairs, 8 MiB of 16 KiB blocks).
+const ZC_HOLD_MAX: usize = 1024;
+
+/// Most operations filling the pipe in one chain: 64 header+block pairs fill a
+/// 1 MiB pipe with 16 KiB blocks.
+const MAX_CHAIN_OPS: usize = 128;
+
 /// Fills `c`'s iovec array from the front of its queue: at most
 /// [`MAX_IOVECS`] entries and `chunk` bytes, stopping before the first region
 /// if `bytes_only`. Returns the number of iovecs.
@@ -49,6 +57,76 @@ fn gather(c: &mut Conn, chunk: u64, bytes_only: bool) -> io::Result<usize> {
     Ok(n)
 }
 
+/// The operations of the next splice chain on `c` (which holds a pipe):
+/// (kind, requested bytes, entry), the last one draining the pipe into the
+/// socket.
+fn splice_plan(c: &Conn, id: ConnId) -> io::Result<Vec<(u8, u32, squeue::Entry)>> {
+    let Some(pipe) = &c.pipe else {
+        return Err(io::Error::other("splice: no pipe"));
+    };
+    let page = u64::from(pipe.page_bytes);
+    let (pr, pw) = (
+        types::Fd(pipe.read.as_raw_fd()),
+        types::Fd(pipe.write.as_raw_fd()),
+    );
+    let ud = |kind| user_data(id.slot, id.gen, kind);
+    let mut plan: Vec<(u8, u32, squeue::Entry)> = Vec::new();
+    let mut filled = c.pipe_fill;
+    // A pipe holds size/PAGE buffers, not size bytes: a header write takes
+    // one buffer, a splice one per page (or folio) it spans. Filling past
+    // that would block the chain before the draining splice could run.
+    let mut slots = pipe.slots;
+    let fill_ops = if filled > 0 { 0 } else { MAX_CHAIN_OPS };
+    for seg in c.queue.iter().take(fill_ops) {
+        if slots == 0 {
+            break;
+        }
+        let (kind, n, entry) = match seg {
+            Segment::Bytes { buf, pos } => {
+                let h = buf.get(*pos..).unwrap_or(&[]);
+                if h.len() as u64 > INLINE_HEADER_MAX_BYTES {
+                    break;
+                }
+                slots -= 1;
+                let n = h.len() as u32;
+                (
+                    op::PIPE_WRITE,
+                    n,
+                    opcode::Write::new(pw, h.as_ptr(), n).build(),
+                )
+            }
+            Segment::Region { region, pos } => {
+                let start = region.offset_bytes + pos;
+                let lead = start % page;
+                let fits = u64::from(slots) * page - lead;
+                let n = (region.len_bytes - pos).min(fits) as u32;
+                slots -= (lead + u64::from(n)).div_ceil(page) as u32;
+                let off = i64::try_from(start)
+                    .map_err(|_| io::Error::other("file offset overflows i64"))?;
+                let file = types::Fd(region.src.file.as_raw_fd());
+                (
+                    op::SPLICE_IN,
+                    n,
+                    opcode::Splice::new(file, off, pw, -1, n).build(),
+                )
+            }
+        };
+        plan.push((
+            kind,
+            n,
+            entry.flags(squeue::Flags::IO_LINK).user_data(ud(kind)),
+        ));
+        filled += n;
+    }
+    if filled == 0 {
+        return Err(io::Error::other("splice: nothing to move"));
+    }
+    let sock = types::Fd(c.sock.as_raw_fd());
+    let out = opcode::Splice::new(pr, -1, sock, -1, filled).build();
+    plan.push((op::SPLICE_OUT, filled, out.user_data(ud(op::SPLICE_OUT))));
+    Ok(plan)
+}
+
 impl<H: Handler> Worker<H> {
     /// Starts the next send on `id` if it is open and has none in flight.
     pub(crate) fn start_send(&mut self, id: ConnId) -> io::Result<()> {
@@ -64,6 +142,9 @@ impl<H: Handler> Worker<H> {
         }
         let r = match strategy {
             SendStrategy::Send => self.start_gather(id, false, false),
+            // Notifications may keep overlapping under a steady stream, so
+            // the held segments are bounded by pausing until they drain.
+            SendStrategy::SendZc if c.zc_hold.len() >= ZC_HOLD_MAX => return Ok(()),
             SendStrategy::SendZc => self.start_gather(id, true, false),
             SendStrategy::Splice => {
                 let front_is_bytes = matches!(c.queue.front(), Some(Segment::Bytes { .. }));
@@ -124,7 +205,12 @@ impl<H: Handler> Worker<H> {
         if cqueue::notif(flags) {
             c.zc_notifs -= 1;
             if c.zc_notifs == 0 {
+                let paused = c.zc_hold.len() >= ZC_HOLD_MAX;
                 c.zc_hold.clear();
+                if paused && c.inflight == InFlight::Idle && !c.dirty {
+                    c.dirty = true;
+                    self.ctx.dirty.push(id);
+                }
             }
             return;
         }
@@ -163,8 +249,9 @@ impl<H: Handler> Worker<H> {
         self.handler.on_sent(&mut self.ctx, id);
     }
 
-    /// Submits one splice chain: drain the pipe if it holds bytes, else
-    /// [header write ->] file -> pipe -> socket, linked.
+    /// Submits one splice chain: drain the pipe if it still holds bytes, else
+    /// write small headers and splice regions into the pipe until it is full,
+    /// then splice the pipe into the socket, all linked.
     fn start_splice(&mut self, id: ConnId) -> io::Result<()> {
         let pool = &mut self.ctx.pipes;
         let Some(c) = self.ctx.conns.get_mut(id) else {
@@ -176,58 +263,18 @@ impl<H: Handler> Worker<H> {
                 None => sys::pipe()?,
             });
         }
-        let Some(pipe) = &c.pipe else {
-            return Ok(());
-        };
-        let (pr, pw) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
-        let sock = c.sock.as_raw_fd();
-        let ud = |kind| user_data(id.slot, id.gen, kind);
-        let mut entries: Vec<squeue::Entry> = Vec::with_capacity(3);
-        if c.pipe_fill > 0 {
-            let out = opcode::Splice::new(types::Fd(pr), -1, types::Fd(sock), -1, c.pipe_fill);
-            entries.push(out.build().user_data(ud(op::SPLICE_OUT)));
-        } else {
-            let mut room = pipe.size_bytes;
-            let mut header_len = 0;
-            if let Some(Segment::Bytes { buf, pos }) = c.queue.front() {
-                let h = buf.get(*pos..).unwrap_or(&[]);
-                header_len = h.len() as u32;
-                room = room.saturating_sub(header_len);
-                let w = opcode::Write::new(types::Fd(pw), h.as_ptr(), header_len);
-                entries.push(
-                    w.build()
-                        .flags(squeue::Flags::IO_LINK)
-                        .user_data(ud(op::PIPE_WRITE)),
-                );
-            }
-            let region_at = usize::from(header_len > 0);
-            let Some(Segment::Region { region, pos }) = c.queue.get(region_at) else {
-                return Err(io::Error::other("splice: no region queued"));
-            };
-            let n = (region.len_bytes - pos).min(u64::from(room.max(1))) as u32;
-            let off = i64::try_from(region.offset_bytes + pos)
-                .map_err(|_| io::Error::other("file offset overflows i64"))?;
-            let file = types::Fd(region.src.file.as_raw_fd());
-            let sp_in = opcode::Splice::new(file, off, types::Fd(pw), -1, n);
-            entries.push(
-                sp_in
-                    .build()
-                    .flags(squeue::Flags::IO_LINK)
-                    .user_data(ud(op::SPLICE_IN)),
-            );
-            let sp_out =
-                opcode::Splice::new(types::Fd(pr), -1, types::Fd(sock), -1, header_len + n);
-            entries.push(sp_out.build().user_data(ud(op::SPLICE_OUT)));
-        }
-        c.inflight = InFlight::Splice {
-            pending: entries.len() as u32,
-        };
-        c.ops += entries.len() as u32;
-        for e in entries {
+        let plan = splice_plan(c, id)?;
+        c.chain.clear();
+        c.chain.extend(plan.iter().map(|(k, n, _)| (*k, *n)));
+        c.chain_broken = false;
+        c.inflight = InFlight::Splice;
+        c.ops += plan.len() as u32;
+        for (_, _, e) in plan {
             // SAFETY: the descriptors (socket, pipe, Arc'd source file) and
-            // the header buffer (front queued segment) stay owned by the slot
-            // until the chain's completions have been reaped; the slot is
-            // freed only when `ops` is back at zero.
+            // the header buffers (queued segments, consumed only on their own
+            // completion) stay owned by the slot until the chain's completions
+            // have been reaped; the slot is freed only when `ops` is back at
+            // zero.
             unsafe { self.push(e)? };
         }
         Ok(())
@@ -238,31 +285,39 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.ctx.conns.get_mut(id) else {
             return;
         };
-        let pending = match &mut c.inflight {
-            InFlight::Splice { pending } => {
-                *pending -= 1;
-                *pending
+        let want = c.chain.pop_front().map_or(0, |(_, n)| n);
+        let into_pipe = kind == op::PIPE_WRITE || kind == op::SPLICE_IN;
+        match u32::try_from(res) {
+            // The kernel cancels the rest of a chain after a short result, so
+            // bytes entering the pipe after one would be out of order.
+            Ok(n) if into_pipe && n > 0 && c.chain_broken => {
+                let e = io::Error::other("splice chain continued after a short result");
+                self.ctx.fail(id, Some(e));
             }
-            _ => 0,
-        };
-        match (kind, u32::try_from(res)) {
-            (op::PIPE_WRITE | op::SPLICE_IN, Ok(n)) if n > 0 => {
+            Ok(n) if into_pipe && n > 0 => {
                 c.pipe_fill += n;
                 c.consume(u64::from(n), false);
+                c.chain_broken |= n != want;
             }
-            (op::SPLICE_OUT, Ok(n)) => c.pipe_fill -= n.min(c.pipe_fill),
-            (_, Ok(_)) => {
+            Ok(0) if kind == op::SPLICE_OUT && want > 0 => {
+                self.ctx.fail(id, Some(io::ErrorKind::WriteZero.into()));
+            }
+            Ok(n) if kind == op::SPLICE_OUT => {
+                c.pipe_fill -= n.min(c.pipe_fill);
+                c.chain_broken |= n != want;
+            }
+            Ok(_) => {
                 let e = io::Error::new(io::ErrorKind::UnexpectedEof, "source file shrank");
                 self.ctx.fail(id, Some(e));
             }
-            // A link broken by a short predecessor: the chain is re-planned.
-            (_, Err(_)) if res == -libc::ECANCELED => {}
-            (_, Err(_)) => self.ctx.fail(id, Some(io::Error::from_raw_os_error(-res))),
+            // A link broken by a short predecessor: the next chain re-plans.
+            Err(_) if res == -libc::ECANCELED => c.chain_broken = true,
+            Err(_) => self.ctx.fail(id, Some(io::Error::from_raw_os_error(-res))),
         }
         let Some(c) = self.ctx.conns.get_mut(id) else {
             return;
         };
-        if pending > 0 {
+        if !c.chain.is_empty() {
             return;
         }
         c.inflight = InFlight::Idle;

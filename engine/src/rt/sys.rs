@@ -37,8 +37,11 @@ pub(crate) fn eventfd_signal(efd: &File) -> io::Result<()> {
 pub(crate) struct Pipe {
     pub(crate) read: OwnedFd,
     pub(crate) write: OwnedFd,
-    /// Capacity in bytes after `F_SETPIPE_SZ`.
-    pub(crate) size_bytes: u32,
+    /// Capacity in pipe buffers (one per page of capacity): a write takes
+    /// at least one, a splice one per page or folio it spans.
+    pub(crate) slots: u32,
+    /// The page size in bytes.
+    pub(crate) page_bytes: u32,
 }
 
 /// `/proc/sys/fs/pipe-max-size`, or the 1 MiB kernel default if unreadable.
@@ -69,10 +72,14 @@ pub(crate) fn pipe() -> io::Result<Pipe> {
         // pipe quota exhausted).
         64 * 1024
     };
+    // SAFETY: sysconf takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page_bytes = u32::try_from(page).unwrap_or(4096).max(1);
     Ok(Pipe {
         read,
         write,
-        size_bytes,
+        slots: (size_bytes / page_bytes).max(1),
+        page_bytes,
     })
 }
 

@@ -35,6 +35,16 @@ pub(crate) struct Worker<H: Handler> {
     /// Operations submitted and not finally completed (teardown waits on it).
     pub(crate) inflight: u64,
     cqes: Vec<(u64, i32, u32)>,
+    /// `teardown` ran (it also runs from `Drop`, e.g. when a handler panics).
+    torn_down: bool,
+}
+
+impl<H: Handler> Drop for Worker<H> {
+    fn drop(&mut self) {
+        // Never free buffers the kernel may still write, even when unwinding
+        // from a panicking handler.
+        self.teardown();
+    }
 }
 
 impl<H: Handler> Worker<H> {
@@ -68,10 +78,10 @@ impl<H: Handler> Worker<H> {
             efd_buf: Box::new(0),
             inflight: 0,
             cqes: Vec::with_capacity(CQ_ENTRIES as usize),
+            torn_down: false,
         };
-        let r = w.event_loop();
-        w.teardown();
-        r
+        w.event_loop()
+        // `w` is dropped here: teardown.
     }
 
     fn event_loop(&mut self) -> io::Result<()> {
@@ -394,6 +404,9 @@ impl<H: Handler> Worker<H> {
     /// buffer back; past the bound, leaks them rather than freeing memory the
     /// kernel may still write.
     fn teardown(&mut self) {
+        if std::mem::replace(&mut self.torn_down, true) {
+            return;
+        }
         let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(user_data(WORKER_SLOT, 0, op::CANCEL));

@@ -25,6 +25,7 @@ pub mod units;
 use std::str::FromStr;
 
 pub use churn::ChurnSpec;
+pub use net::Sharing;
 pub use queue::Nanos;
 pub use report::Report;
 
@@ -111,6 +112,9 @@ pub struct SimConfig {
     pub seed: u64,
     /// Give up after this much simulated time (a stuck swarm reports incomplete peers).
     pub max_time_ns: Nanos,
+    /// Link sharing model for `p2p` (the server strategies always use [`net::Sharing::Equal`],
+    /// which is exact for them).
+    pub sharing: net::Sharing,
 }
 
 impl SimConfig {
@@ -133,6 +137,7 @@ impl SimConfig {
             liars: 0,
             seed: 1,
             max_time_ns: 3_600 * 1_000_000_000,
+            sharing: net::Sharing::WaterFill,
         }
     }
 
@@ -303,6 +308,9 @@ impl Outcome {
             peers_left: 0,
             peers_joined: 0,
             origin_left_s: None,
+            timeline_bin_s: 0.0,
+            upload_timeline: Vec::new(),
+            origin_timeline: Vec::new(),
         }
     }
 }

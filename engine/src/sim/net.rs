@@ -1,14 +1,23 @@
 //! The link model: per-node upload and download capacity, fluid fair sharing.
 //!
-//! A transfer moves `bytes` from `src` to `dst`. While active it progresses at
-//! `rate = min(up_cap(src) / active_up(src), down_cap(dst) / active_down(dst))`: each node splits
-//! its uplink equally between the transfers it sends and its downlink equally between the
-//! transfers it receives, and a transfer gets the smaller of its two shares. This is the
-//! one-step approximation of max-min fairness (TCP's long-run behaviour); it never
-//! oversubscribes a link but can leave some capacity idle when shares are uneven.
+//! A transfer moves `bytes` from `src` to `dst`. Two sharing models ([`Sharing`]):
+//! - [`Sharing::Equal`]: `rate = min(up_cap(src) / active_up(src), down_cap(dst) /
+//!   active_down(dst))`: each node splits each link equally and a transfer gets the smaller of
+//!   its two shares. Exact when one side is the only bottleneck (the server strategies); can leave
+//!   capacity idle when shares are uneven. On a start/end only the transfers at `src` and `dst`
+//!   are re-rated (O(degree)).
+//! - [`Sharing::WaterFill`] (a closer approximation of max-min fairness, TCP's long-run
+//!   behaviour): each uplink is water-filled over its transfers, capping each at its receiver's
+//!   equal downlink share (`share_up`); then each downlink is water-filled over its transfers,
+//!   capping each at its `share_up` (`share_down`); a transfer runs at
+//!   `min(share_up, share_down)`. So a sender whose receiver is busy gives the spare uplink to
+//!   its other transfers, and a receiver takes what its senders can give. On a start/end at
+//!   `(src, dst)` the uplinks of `src` and of every sender into `dst`, then the downlinks of `dst`
+//!   and of every receiver from `src`, are refilled: O(degree²). Other shares may be stale
+//!   (slightly suboptimal) but every share is set by a fill over the link's current transfers,
+//!   so no link is ever oversubscribed.
 //!
-//! When a transfer starts or ends only the rates of the transfers at its `src` and `dst`
-//! change, so only those are recomputed (O(degree)). Completion timers go to the caller's event
+//! Completion timers go to the caller's event
 //! queue via [`Net::drain_timers`] with a version; a timer whose version is stale, or that
 //! fires before the (later) current finish time, is handled by [`Net::on_timer`]. A timer is
 //! only re-issued when a transfer's finish moves *earlier*, so a rate drop costs no heap push.
@@ -34,6 +43,9 @@ struct Transfer {
     version: u32,
     pos_up: u32,
     pos_down: u32,
+    /// Water-filled shares (bytes/ns) of the uplink of `src` and the downlink of `dst`.
+    share_up: f64,
+    share_down: f64,
 }
 
 impl Default for Transfer {
@@ -50,8 +62,20 @@ impl Default for Transfer {
             version: 0,
             pos_up: 0,
             pos_down: 0,
+            share_up: 0.0,
+            share_down: 0.0,
         }
     }
+}
+
+/// How a link's capacity is divided between its transfers (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sharing {
+    /// Equal split per link; a transfer gets the smaller of its two shares.
+    #[default]
+    Equal,
+    /// Water-filling per link with the far end's equal share as cap.
+    WaterFill,
 }
 
 /// A completion timer to put in the event queue: `(time_ns, transfer id, version)`.
@@ -66,9 +90,37 @@ pub struct Net {
     down_active: Vec<Vec<u32>>,
     transfers: Vec<Transfer>,
     timers: Vec<TransferTimer>,
+    sharing: Sharing,
+    /// Scratch for refills: nodes whose uplink / downlink to refill, (cap, id) to sort.
+    up_nodes: Vec<u32>,
+    down_nodes: Vec<u32>,
+    caps: Vec<(f64, u32)>,
+}
+
+impl std::str::FromStr for Sharing {
+    type Err = String;
+
+    /// Parses `equal` or `water-fill`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "equal" => Ok(Self::Equal),
+            "water-fill" => Ok(Self::WaterFill),
+            _ => Err(format!(
+                "unknown sharing {s:?} (expected equal or water-fill)"
+            )),
+        }
+    }
 }
 
 impl Net {
+    /// An empty net using `sharing`.
+    pub fn new(sharing: Sharing) -> Self {
+        Self {
+            sharing,
+            ..Self::default()
+        }
+    }
+
     /// Adds a node with the given capacities (bytes per second); returns its index.
     pub fn add_node(&mut self, up_bytes_per_s: u64, down_bytes_per_s: u64) -> u32 {
         self.up_cap_bytes_per_ns.push(up_bytes_per_s as f64 / 1e9);
@@ -179,8 +231,11 @@ impl Net {
         self.reshare(now, src, dst);
     }
 
-    /// Recomputes the rates of every transfer sent by `src` or received by `dst`.
+    /// Recomputes the rates affected by a start or end of a transfer `src` → `dst`.
     fn reshare(&mut self, now: Nanos, src: u32, dst: u32) {
+        if self.sharing == Sharing::WaterFill {
+            return self.refill(now, src, dst);
+        }
         for i in 0..self.up_active[src as usize].len() {
             let id = self.up_active[src as usize][i];
             self.rerate(now, id);
@@ -193,12 +248,102 @@ impl Net {
         }
     }
 
+    fn refill(&mut self, now: Nanos, src: u32, dst: u32) {
+        let mut up_nodes = std::mem::take(&mut self.up_nodes);
+        let mut down_nodes = std::mem::take(&mut self.down_nodes);
+        up_nodes.clear();
+        down_nodes.clear();
+        up_nodes.push(src);
+        up_nodes.extend(
+            self.down_active[dst as usize]
+                .iter()
+                .map(|&id| self.transfers[id as usize].src),
+        );
+        down_nodes.push(dst);
+        down_nodes.extend(
+            self.up_active[src as usize]
+                .iter()
+                .map(|&id| self.transfers[id as usize].dst),
+        );
+        up_nodes.sort_unstable();
+        up_nodes.dedup();
+        down_nodes.sort_unstable();
+        down_nodes.dedup();
+        for &n in &up_nodes {
+            self.fill(n, true);
+        }
+        for &n in &down_nodes {
+            self.fill(n, false);
+        }
+        for &n in &up_nodes {
+            for i in 0..self.up_active[n as usize].len() {
+                let id = self.up_active[n as usize][i];
+                self.rerate(now, id);
+            }
+        }
+        for &n in &down_nodes {
+            for i in 0..self.down_active[n as usize].len() {
+                let id = self.down_active[n as usize][i];
+                self.rerate(now, id);
+            }
+        }
+        self.up_nodes = up_nodes;
+        self.down_nodes = down_nodes;
+    }
+
+    /// Water-fills the uplink (`up`) or downlink of `node` over its transfers, each capped at
+    /// the far end's equal share.
+    fn fill(&mut self, node: u32, up: bool) {
+        let mut caps = std::mem::take(&mut self.caps);
+        caps.clear();
+        let list = if up {
+            &self.up_active[node as usize]
+        } else {
+            &self.down_active[node as usize]
+        };
+        for &id in list {
+            let t = &self.transfers[id as usize];
+            let cap = if up {
+                let d = t.dst as usize;
+                self.down_cap_bytes_per_ns[d] / self.down_active[d].len() as f64
+            } else {
+                // The sender's water-filled share (refilled just before): a downlink takes
+                // what its senders can actually give.
+                t.share_up
+            };
+            caps.push((cap, id));
+        }
+        caps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut left = if up {
+            self.up_cap_bytes_per_ns[node as usize]
+        } else {
+            self.down_cap_bytes_per_ns[node as usize]
+        };
+        let mut count = caps.len() as f64;
+        for &(cap, id) in &caps {
+            let share = (left / count).min(cap);
+            left = (left - share).max(0.0);
+            count -= 1.0;
+            let t = &mut self.transfers[id as usize];
+            if up {
+                t.share_up = share;
+            } else {
+                t.share_down = share;
+            }
+        }
+        self.caps = caps;
+    }
+
     fn rerate(&mut self, now: Nanos, id: u32) {
         let t = &self.transfers[id as usize];
-        let (src, dst) = (t.src as usize, t.dst as usize);
-        let up_share = self.up_cap_bytes_per_ns[src] / self.up_active[src].len() as f64;
-        let down_share = self.down_cap_bytes_per_ns[dst] / self.down_active[dst].len() as f64;
-        let rate = up_share.min(down_share);
+        let rate = if self.sharing == Sharing::WaterFill {
+            t.share_up.min(t.share_down)
+        } else {
+            let (src, dst) = (t.src as usize, t.dst as usize);
+            let up_share = self.up_cap_bytes_per_ns[src] / self.up_active[src].len() as f64;
+            let down_share = self.down_cap_bytes_per_ns[dst] / self.down_active[dst].len() as f64;
+            up_share.min(down_share)
+        };
         let t = &mut self.transfers[id as usize];
         advance(t, now);
         t.rate_bytes_per_ns = rate;
@@ -262,6 +407,29 @@ mod tests {
         net.start(0, 1, s, p2, 2_000_000);
         // Both at 0.5 B/ns: id 0 done at 2 ms; then id 1 alone at 1 B/ns for its last 1 MB.
         assert_eq!(run(&mut net, &mut q), vec![(0, 2_000_000), (1, 3_000_000)]);
+    }
+
+    #[test]
+    fn water_fill_uses_the_whole_uplink() {
+        // s -> a and s -> b; a also receives from s2 and s3, so a's share for s is 1/3 B/ns.
+        // Equal: s gives b 1/2 (s's uplink 1/6 idle). Water-fill: b gets 2/3.
+        let mut rates = Vec::new();
+        for sharing in [Sharing::Equal, Sharing::WaterFill] {
+            let mut net = Net::new(sharing);
+            let s = net.add_node(1_000_000_000, 0);
+            let s2 = net.add_node(1_000_000_000, 0);
+            let s3 = net.add_node(1_000_000_000, 0);
+            let a = net.add_node(0, 1_000_000_000);
+            let b = net.add_node(0, 1_000_000_000);
+            let mut q = EventQueue::default();
+            net.start(0, 0, s2, a, 100_000_000);
+            net.start(0, 1, s3, a, 100_000_000);
+            net.start(0, 2, s, a, 100_000_000);
+            net.start(0, 3, s, b, 2_000_000);
+            let done = run(&mut net, &mut q);
+            rates.push(done.iter().find(|d| d.0 == 3).map(|d| d.1));
+        }
+        assert_eq!(rates, vec![Some(4_000_000), Some(3_000_000)]);
     }
 
     #[test]

@@ -102,6 +102,13 @@ pub struct Report {
     pub peers_joined: u32,
     /// When the origin left, if it did.
     pub origin_left_s: Option<f64>,
+    /// Width of one bin of the timelines below, in seconds (`D_p2p / 10`).
+    pub timeline_bin_s: f64,
+    /// Per bin: bytes uploaded by everyone ÷ (bin × (u_s + Σu_i)), i.e. how busy all uplinks
+    /// together were (`p2p` only; a block counts in the bin where its last byte left).
+    pub upload_timeline: Vec<f64>,
+    /// Per bin: bytes the origin uploaded ÷ (bin × u_s) (`p2p` only).
+    pub origin_timeline: Vec<f64>,
 }
 
 impl Report {

@@ -8,7 +8,7 @@ use sha1::{Digest, Sha1};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::error::StoreError;
-use super::storage::{RecordStatus, ResumeReport, ServeCheck, Storage};
+use super::storage::{OpenMode, RecordStatus, ResumeReport, ServeCheck, Storage};
 
 /// Hash in chunks of this size so SHA-1 and xxh3 read the same bytes while
 /// they are in L1/L2 (one pass over the mapping instead of two).
@@ -164,8 +164,8 @@ impl Storage {
         let counts = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let lo = (t * per_thread).min(n);
-                    let hi = (lo + per_thread).min(n);
+                    let lo = t.saturating_mul(per_thread).min(n);
+                    let hi = lo.saturating_add(per_thread).min(n);
                     let zero_hashes = &zero_hashes;
                     s.spawn(move || self.check_range(lo..hi, record_hashes, zero_hashes))
                 })
@@ -240,7 +240,7 @@ impl Storage {
             }
         }
         // SAFETY: we hold the claim.
-        if unsafe { self.piece_is_zero(piece)? } {
+        if self.piece_in_fresh_files(piece)? || unsafe { self.piece_is_zero(piece)? } {
             let len = self.layout.piece_len(piece)?;
             let zero_is_content = zero_hashes.iter().any(|&(l, h)| l == len && h == expected);
             if !zero_is_content {
@@ -256,6 +256,15 @@ impl Storage {
         } else {
             Ok(Initial::Failed)
         }
+    }
+
+    /// Whether every byte of `piece` lies in files that held no data before
+    /// this open (so the piece is all zeros without looking).
+    fn piece_in_fresh_files(&self, piece: u32) -> Result<bool, StoreError> {
+        Ok(self
+            .layout
+            .piece_segments(piece)?
+            .all(|seg| self.files.get(seg.file_index).is_some_and(|f| f.fresh)))
     }
 
     /// Serve-path gate: the piece is verified and, as far as we can tell,
@@ -327,8 +336,9 @@ impl Storage {
             *stamp = now;
             return Ok(FileState::Resized);
         }
-        if f.pending.load(Ordering::Acquire) > 0 {
+        if self.mode == OpenMode::Create && f.pending.load(Ordering::Acquire) > 0 {
             // Still downloading: our own writes move the mtime; only size counts.
+            // (Seed mode never writes: every mtime move is someone else's.)
             return Ok(FileState::Unchanged);
         }
         for p in self.layout.pieces_of_file(file_index) {

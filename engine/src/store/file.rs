@@ -44,6 +44,10 @@ pub(crate) struct MappedFile {
     pub(crate) stamp: Mutex<Stamp>,
     /// Pieces touching this file that are not yet verified.
     pub(crate) pending: AtomicU32,
+    /// The file held no data before this open (new or empty): its pieces are
+    /// missing without reading them, which spares a fresh multi-GB download
+    /// from faulting in every zero page at open.
+    pub(crate) fresh: bool,
 }
 
 impl MappedFile {
@@ -105,6 +109,7 @@ impl MappedFile {
             len_bytes,
             stamp: Mutex::new(Stamp::of(&meta)),
             pending: AtomicU32::new(0),
+            fresh: actual == 0,
         })
     }
 

@@ -76,6 +76,10 @@ pub struct Args {
     /// RNG seed: the same seed gives the same result.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Link sharing model (p2p): water-fill (≈ max-min fair, like TCP) or equal (each link
+    /// split equally; a transfer gets the smaller share).
+    #[arg(long, default_value = "water-fill")]
+    sharing: p2pe::sim::Sharing,
     /// Stop after this much simulated time (peers not done are reported incomplete).
     #[arg(long, value_parser = duration, default_value = "3600s")]
     max_time: u64,
@@ -140,6 +144,7 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.liars = args.liars;
     config.seed = args.seed;
     config.max_time_ns = args.max_time;
+    config.sharing = args.sharing;
     Ok(config)
 }
 
@@ -185,6 +190,23 @@ fn print_text(config: &SimConfig, r: &Report) {
         println!(
             "churn: {} left, {} joined, origin {origin}",
             r.peers_left, r.peers_joined
+        );
+    }
+    if !r.upload_timeline.is_empty() {
+        let pct = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{:.0}", x * 100.0))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "uplink use per {:.4} s (% of u_s+Σu_i): {}",
+            r.timeline_bin_s,
+            pct(&r.upload_timeline)
+        );
+        println!(
+            "origin uplink use (% of u_s):   {}",
+            pct(&r.origin_timeline)
         );
     }
     println!("{} events in {:.2} s wall", r.events, r.wall_s);

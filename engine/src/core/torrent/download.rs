@@ -19,13 +19,15 @@ impl Torrent {
         }
     }
 
-    pub(super) fn on_message(
-        &mut self,
-        now: Time,
-        key: PeerKey,
-        msg: PeerMessage,
+    /// Checks what can be checked without acting: piece ranges, BEP 6 messages only with
+    /// the fast extension, bitfield-like messages only first and of the right length.
+    fn validate_message(
+        &self,
+        msg: &PeerMessage,
+        fast: bool,
+        first: bool,
     ) -> Result<(), ProtocolError> {
-        match &msg {
+        match msg {
             PeerMessage::Have(p) | PeerMessage::AllowedFast(p) | PeerMessage::Suggest(p) => {
                 self.check_piece(*p)?
             }
@@ -34,38 +36,56 @@ impl Torrent {
             }
             _ => {}
         }
+        let bep6 = matches!(
+            msg,
+            PeerMessage::HaveAll
+                | PeerMessage::HaveNone
+                | PeerMessage::Reject(_)
+                | PeerMessage::AllowedFast(_)
+                | PeerMessage::Suggest(_)
+        );
+        if bep6 && !fast {
+            return Err(ProtocolError::FastExtensionNotNegotiated);
+        }
+        let bitfield_like = matches!(
+            msg,
+            PeerMessage::Bitfield(_) | PeerMessage::HaveAll | PeerMessage::HaveNone
+        );
+        if bitfield_like && !first {
+            return Err(ProtocolError::DuplicateBitfield);
+        }
+        if let PeerMessage::Bitfield(b) = msg {
+            if b.len() != self.config.piece_count {
+                return Err(ProtocolError::BitfieldLength {
+                    got: b.len(),
+                    expected: self.config.piece_count,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_message(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        msg: PeerMessage,
+    ) -> Result<(), ProtocolError> {
+        let Some(peer) = self.peers.get(&key) else {
+            return Ok(());
+        };
+        self.validate_message(&msg, peer.caps.fast_extension, !peer.first_message_seen)?;
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
-        let fast = peer.caps.fast_extension;
-        let first = !peer.first_message_seen;
         if !matches!(msg, PeerMessage::KeepAlive) {
             peer.first_message_seen = true;
         }
         match msg {
-            PeerMessage::KeepAlive => {}
-            PeerMessage::Bitfield(b) => {
-                if !first {
-                    return Err(ProtocolError::DuplicateBitfield);
-                }
-                if b.len() != self.config.piece_count {
-                    return Err(ProtocolError::BitfieldLength {
-                        got: b.len(),
-                        expected: self.config.piece_count,
-                    });
-                }
-                self.on_peer_bitfield(now, key, b);
-            }
-            PeerMessage::HaveAll | PeerMessage::HaveNone => {
-                if !fast {
-                    return Err(ProtocolError::FastExtensionNotNegotiated);
-                }
-                if !first {
-                    return Err(ProtocolError::DuplicateBitfield);
-                }
-                if msg == PeerMessage::HaveAll {
-                    self.on_peer_bitfield(now, key, Bitfield::full(self.config.piece_count));
-                }
+            PeerMessage::KeepAlive | PeerMessage::HaveNone => {}
+            PeerMessage::Bitfield(b) => self.on_peer_bitfield(now, key, b),
+            PeerMessage::HaveAll => {
+                self.on_peer_bitfield(now, key, Bitfield::full(self.config.piece_count))
             }
             PeerMessage::Have(p) => self.on_have(now, key, p),
             PeerMessage::Choke => self.on_choked(key),
@@ -89,16 +109,8 @@ impl Torrent {
             }
             PeerMessage::Request(b) => self.on_request(now, key, b)?,
             PeerMessage::Cancel(b) => self.on_cancel(key, b),
-            PeerMessage::Reject(b) => {
-                if !fast {
-                    return Err(ProtocolError::FastExtensionNotNegotiated);
-                }
-                self.on_reject(key, b)?;
-            }
+            PeerMessage::Reject(b) => self.on_reject(key, b)?,
             PeerMessage::AllowedFast(p) | PeerMessage::Suggest(p) => {
-                if !fast {
-                    return Err(ProtocolError::FastExtensionNotNegotiated);
-                }
                 if !self.have.get(p) {
                     if matches!(msg, PeerMessage::Suggest(_)) {
                         remember(&mut peer.suggested, p);
@@ -176,17 +188,21 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
-        if peer.take_inflight(&b) {
-            self.picker.cancel_request(key, b);
-            remember(&mut peer.rejected, b.piece);
-            self.fill_requests(key);
-            self.fill_all_requests();
-            Ok(())
-        } else if peer.take_cancelled(&b) {
-            Ok(()) // answer to our cancel (BEP 6)
-        } else {
-            Err(ProtocolError::UnrequestedReject(b))
+        // A reject answering our cancel comes before any answer to a re-request of the
+        // same block (the link is FIFO), so the cancelled memory is matched first.
+        if peer.take_cancelled(&b) {
+            return Ok(());
         }
+        if !peer.take_inflight(&b) {
+            return Err(ProtocolError::UnrequestedReject(b));
+        }
+        self.picker.cancel_request(key, b);
+        // Not from this peer for a while (cleared at each rechoke): a distinct-first
+        // seeder rejects pieces others can serve.
+        remember(&mut peer.rejected, b.piece);
+        self.fill_requests(key);
+        self.fill_all_requests();
+        Ok(())
     }
 
     pub(super) fn on_block(
@@ -231,6 +247,11 @@ impl Torrent {
         for (other, _) in out.cancels {
             self.fill_requests(other);
         }
+        let idle = |t: &Self| t.peers.values().all(|p| p.inflight.is_empty());
+        if self.peers.get(&key).is_some_and(|p| p.inflight.is_empty()) && idle(self) {
+            // Nothing is coming from anyone: peers that rejected pieces are asked again.
+            self.fill_all_requests();
+        }
         Ok(())
     }
 
@@ -249,26 +270,27 @@ impl Torrent {
         self.have.set(piece);
         self.stats.pieces_have += 1;
         let complete = self.have.is_full();
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        for key in keys {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            if peer.have.get(piece) {
+        let mut useless = Vec::new();
+        for (&key, peer) in self.peers.iter_mut() {
+            let msg = if peer.have.get(piece) {
                 peer.interesting -= 1;
-                let lost_interest = peer.interesting == 0 && peer.am_interested;
-                let seed = peer.is_seed();
-                if lost_interest {
-                    peer.am_interested = false;
-                    self.send(key, PeerMessage::NotInterested);
+                if complete && peer.is_seed() {
+                    useless.push(key);
                 }
-                if complete && seed {
-                    self.drop_peer(now, key, DisconnectReason::NotUseful);
+                if peer.interesting > 0 || !peer.am_interested {
+                    continue;
                 }
+                peer.am_interested = false;
+                PeerMessage::NotInterested
             } else {
                 // Peers that have the piece need no `have`: it only feeds their picker.
-                self.send(key, PeerMessage::Have(piece));
-            }
+                PeerMessage::Have(piece)
+            };
+            peer.last_sent_at = now;
+            self.actions.push_back(Action::Send { peer: key, msg });
+        }
+        for key in useless {
+            self.drop_peer(now, key, DisconnectReason::NotUseful);
         }
     }
 
@@ -290,15 +312,30 @@ impl Torrent {
     }
 
     /// Tops up our requests to `key` to `pipeline_bytes` (one request while snubbed).
+    ///
+    /// Pieces the peer rejected are skipped, unless nothing at all is in flight from any
+    /// peer: then they are asked again rather than leaving the downlink idle (a
+    /// distinct-first seeder serves a repeated request).
     pub(super) fn fill_requests(&mut self, key: PeerKey) {
+        if self.request_loop(key) && self.peers.values().all(|p| p.inflight.is_empty()) {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                peer.rejected.clear();
+            }
+            self.request_loop(key);
+        }
+    }
+
+    /// Issues requests to `key` while its pipeline has room; true when it ends with nothing
+    /// in flight to this peer though it rejected pieces we could otherwise ask for.
+    fn request_loop(&mut self, key: PeerKey) -> bool {
         let random_first = self.have.count_ones() < self.config.random_first_pieces;
         let pipeline = self.config.pipeline_bytes;
         let max_requests = self.config.max_requests_per_peer.max(1) as usize;
         let Some(peer) = self.peers.get_mut(&key) else {
-            return;
+            return false;
         };
         if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
-            return;
+            return false;
         }
         let limit_bytes = if peer.snubbed { 1 } else { pipeline };
         while peer.inflight.len() < max_requests && peer.inflight_bytes < limit_bytes {
@@ -310,6 +347,7 @@ impl Torrent {
                 rejected: &peer.rejected,
                 allowed_only: peer.peer_choking.then_some(&peer.allowed_fast[..]),
                 random_first,
+                endgame_ok: !peer.snubbed,
             };
             let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {
                 break;
@@ -321,6 +359,7 @@ impl Torrent {
                 msg: PeerMessage::Request(b),
             });
         }
+        peer.inflight.is_empty() && !peer.rejected.is_empty()
     }
 
     /// Tops up every peer (after blocks were freed): O(peers) picks.

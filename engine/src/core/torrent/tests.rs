@@ -3,28 +3,44 @@
 
 use super::*;
 use crate::core::ChokerConfig;
-use std::collections::BTreeSet;
+use rand::{RngExt, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-/// An in-memory swarm: node `i` knows node `j` as `PeerKey(j)`. Delivery is instant and
-/// FIFO; time only advances to the next timer when nothing is in transit.
+/// An in-memory swarm: node `i` knows node `j` as `PeerKey(j)`. Control messages take
+/// `latency` (+ random `jitter`), blocks are serialized on the sender's uplink at
+/// `uplink_bytes_per_s` (instant when `None`); each directed link stays FIFO, like TCP.
 pub(super) struct Pump {
     pub nodes: Vec<Torrent>,
     pub now: Time,
-    queue: VecDeque<Event>,
+    events: BTreeMap<(Time, u64), Event>,
+    seq: u64,
+    link_last: BTreeMap<(usize, usize), Time>,
+    uplink_free_at: Vec<Time>,
     links: BTreeSet<(usize, usize)>,
+    rng: ChaCha8Rng,
+    pub latency: Duration,
+    pub jitter: Duration,
+    pub uplink_bytes_per_s: Option<f64>,
     /// Nodes whose uploaded blocks are corrupt.
     pub liars: BTreeSet<usize>,
     tainted: BTreeSet<(usize, u32)>,
     pub disconnects: Vec<(usize, usize, DisconnectReason)>,
-    /// Pieces uploaded per node (blocks at offset 0 delivered).
+    pub cancels_delivered: u64,
+    /// Per node: when its last block left its uplink.
+    pub last_block_sent: Vec<Time>,
+    /// Per node: total time its uplink spent sending blocks.
+    pub busy: Vec<Duration>,
+    /// Check every node's invariants after every event.
     pub check: bool,
 }
 
 enum Event {
     Msg(usize, usize, PeerMessage),
     Block(usize, usize, Block),
+    BlockSent(usize, usize, Block),
     Verify(usize, PieceIndex),
-    Disconnect(usize, usize, DisconnectReason),
+    Disconnect(usize, usize),
 }
 
 pub(super) fn caps(fast: bool, max_request_len_bytes: u32) -> PeerCaps {
@@ -36,16 +52,31 @@ pub(super) fn caps(fast: bool, max_request_len_bytes: u32) -> PeerCaps {
 
 impl Pump {
     pub fn new(nodes: Vec<Torrent>) -> Self {
+        let n = nodes.len();
         Pump {
             nodes,
             now: Time::ZERO,
-            queue: VecDeque::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            link_last: BTreeMap::new(),
+            uplink_free_at: vec![Time::ZERO; n],
             links: BTreeSet::new(),
+            rng: ChaCha8Rng::seed_from_u64(n as u64),
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            uplink_bytes_per_s: None,
             liars: BTreeSet::new(),
             tainted: BTreeSet::new(),
             disconnects: Vec::new(),
+            cancels_delivered: 0,
+            last_block_sent: vec![Time::ZERO; n],
+            busy: vec![Duration::ZERO; n],
             check: true,
         }
+    }
+
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
     }
 
     pub fn connect(&mut self, a: usize, b: usize, c: PeerCaps) {
@@ -60,65 +91,102 @@ impl Pump {
         self.links.contains(&(a.min(b), a.max(b)))
     }
 
+    fn schedule(&mut self, at: Time, ev: Event) {
+        self.seq += 1;
+        self.events.insert((at, self.seq), ev);
+    }
+
+    /// Delivery time on the directed link `from -> to` for something leaving at `at`.
+    fn link_time(&mut self, from: usize, to: usize, at: Time) -> Time {
+        let jitter_ns = self.jitter.as_nanos() as u64;
+        let j = if jitter_ns > 0 {
+            self.rng.random_range(0..jitter_ns)
+        } else {
+            0
+        };
+        let last = self.link_last.entry((from, to)).or_insert(Time::ZERO);
+        let t = (at + self.latency + Duration::from_nanos(j)).max(*last);
+        *last = t;
+        t
+    }
+
     fn drain(&mut self, i: usize) {
         while let Some(a) = self.nodes[i].poll_action() {
-            self.queue.push_back(match a {
-                Action::Send { peer, msg } => Event::Msg(i, peer.0 as usize, msg),
-                Action::SendBlock { peer, block } => Event::Block(i, peer.0 as usize, block),
-                Action::VerifyPiece { piece } => Event::Verify(i, piece),
-                Action::Disconnect { peer, reason } => {
-                    Event::Disconnect(i, peer.0 as usize, reason)
+            let now = self.now;
+            match a {
+                Action::Send { peer, msg } => {
+                    let to = peer.0 as usize;
+                    let t = self.link_time(i, to, now);
+                    self.schedule(t, Event::Msg(i, to, msg));
                 }
-            });
+                Action::SendBlock { peer, block } => {
+                    let to = peer.0 as usize;
+                    let end = match self.uplink_bytes_per_s {
+                        Some(rate) => {
+                            let start = now.max(self.uplink_free_at[i]);
+                            let d = Duration::from_secs_f64(f64::from(block.len_bytes) / rate);
+                            self.busy[i] += d;
+                            start + d
+                        }
+                        None => now,
+                    };
+                    self.uplink_free_at[i] = end;
+                    self.schedule(end, Event::BlockSent(i, to, block));
+                    let t = self.link_time(i, to, end);
+                    self.schedule(t, Event::Block(i, to, block));
+                }
+                Action::VerifyPiece { piece } => self.schedule(now, Event::Verify(i, piece)),
+                Action::Disconnect { peer, reason } => {
+                    let to = peer.0 as usize;
+                    if self.links.remove(&(i.min(to), i.max(to))) {
+                        self.disconnects.push((i, to, reason));
+                        let t = self.link_time(i, to, now);
+                        self.schedule(t, Event::Disconnect(i, to));
+                    }
+                }
+            }
         }
     }
 
-    /// Delivers one event; false when nothing is queued.
-    pub fn step(&mut self) -> bool {
-        let Some(ev) = self.queue.pop_front() else {
-            return false;
-        };
+    fn deliver(&mut self, ev: Event) {
         let now = self.now;
         match ev {
             Event::Msg(from, to, msg) => {
                 if self.linked(from, to) {
+                    self.cancels_delivered += u64::from(matches!(msg, PeerMessage::Cancel(_)));
                     let _ = self.nodes[to].handle_message(now, PeerKey(from as u64), msg);
                     self.drain(to);
                 }
             }
             Event::Block(from, to, block) => {
                 if self.linked(from, to) {
-                    if self.liars.contains(&from) {
+                    // Like a storing driver: only wanted payload is written.
+                    let wanted = self.nodes[to].wants_block(PeerKey(from as u64), &block);
+                    if wanted && self.liars.contains(&from) {
                         self.tainted.insert((to, block.piece.0));
                     }
                     let _ = self.nodes[to].handle_block_received(now, PeerKey(from as u64), block);
                     self.drain(to);
-                    self.nodes[from].handle_block_sent(now, PeerKey(to as u64), block);
-                    self.drain(from);
                 }
+            }
+            Event::BlockSent(from, to, block) => {
+                self.last_block_sent[from] = now;
+                self.nodes[from].handle_block_sent(now, PeerKey(to as u64), block);
+                self.drain(from);
             }
             Event::Verify(node, piece) => {
                 let valid = !self.tainted.remove(&(node, piece.0));
                 self.nodes[node].handle_piece_verified(now, piece, valid);
                 self.drain(node);
             }
-            Event::Disconnect(from, to, reason) => {
-                if self.links.remove(&(from.min(to), from.max(to))) {
-                    self.disconnects.push((from, to, reason));
-                    self.nodes[to].handle_peer_disconnected(now, PeerKey(from as u64));
-                    self.drain(to);
-                }
+            Event::Disconnect(from, to) => {
+                self.nodes[to].handle_peer_disconnected(now, PeerKey(from as u64));
+                self.drain(to);
             }
         }
-        if self.check {
-            for n in &self.nodes {
-                n.check_invariants();
-            }
-        }
-        true
     }
 
-    /// Runs until `done` holds, or `max_events` events / `max_time` pass.
+    /// Runs until `done` holds, or `max_events` events / `max_time` pass; returns `done`.
     pub fn run_until(
         &mut self,
         max_events: usize,
@@ -129,20 +197,30 @@ impl Pump {
             if done(self) {
                 return true;
             }
-            if self.step() {
-                continue;
-            }
-            let Some(next) = self.nodes.iter().filter_map(|n| n.poll_timeout()).min() else {
-                return done(self);
+            let next_event = self.events.first_key_value().map(|(k, _)| k.0);
+            let next_timer = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+            let Some(next) = next_event.into_iter().chain(next_timer).min() else {
+                break;
             };
             if next > max_time {
-                return done(self);
+                break;
             }
             self.now = self.now.max(next);
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
-                    self.nodes[i].handle_timeout(self.now);
-                    self.drain(i);
+            if next_event == Some(next) {
+                if let Some((_, ev)) = self.events.pop_first() {
+                    self.deliver(ev);
+                }
+            } else {
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                        self.nodes[i].handle_timeout(self.now);
+                        self.drain(i);
+                    }
+                }
+            }
+            if self.check {
+                for n in &self.nodes {
+                    n.check_invariants();
                 }
             }
         }
@@ -156,7 +234,7 @@ pub(super) fn config(pieces: u32, piece_len: u32) -> TorrentConfig {
     c
 }
 
-fn partial(pieces: u32, keep: impl Fn(u32) -> bool) -> Bitfield {
+pub(super) fn partial(pieces: u32, keep: impl Fn(u32) -> bool) -> Bitfield {
     let mut b = Bitfield::new(pieces);
     for i in (0..pieces).filter(|&i| keep(i)) {
         b.set(PieceIndex(i));
@@ -164,7 +242,7 @@ fn partial(pieces: u32, keep: impl Fn(u32) -> bool) -> Bitfield {
     b
 }
 
-const LIMIT: Time = Time::from_nanos(600_000_000_000);
+pub(super) const LIMIT: Time = Time::from_nanos(600_000_000_000);
 
 #[test]
 fn leecher_completes_from_seeder() {

@@ -4,6 +4,7 @@
 use super::Torrent;
 use crate::core::choker::Candidate;
 use crate::core::config::BLOCK_LEN_BYTES;
+use crate::core::peer::{remember_up_to, SEEDER_REJECT_MEMORY};
 use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError};
 use crate::core::{SeederPolicy, Time, TorrentConfig};
 use rand::RngExt;
@@ -14,6 +15,8 @@ const NO_OWNER: u64 = u64::MAX;
 /// Pending requests examined when choosing what to upload next; bounds the cost per
 /// block while still reordering within a few pipelines' worth of requests.
 const CHOOSE_WINDOW: usize = 64;
+/// Times in a row the oldest pending request may be passed over for a better one.
+const MAX_FRONT_SKIPS: u32 = 16;
 
 /// Upload queue and per-piece upload history.
 #[derive(Debug)]
@@ -23,17 +26,23 @@ pub(super) struct UploadState {
     /// SendBlock bytes handed to the driver and not yet reported sent.
     in_flight_bytes: u64,
     outstanding: BTreeMap<PeerKey, u64>,
+    /// Complete when created: the distinct-first rejects and suggestions apply.
+    origin: bool,
+    /// Consecutive choices that passed over `pending[0]`.
+    front_skips: u32,
     /// Per piece: copies started (offset-0 blocks sent), saturating.
     copies: Vec<u16>,
     /// Per piece: peer that received the latest copy (`NO_OWNER` if none).
     owner: Vec<u64>,
-    never_uploaded: u32,
+    /// `copies_hist[c]`: pieces with exactly `c` copies; `min_copies`: lowest non-empty.
+    copies_hist: Vec<u32>,
+    min_copies: u16,
     suggest_order: Vec<PieceIndex>,
     suggest_cursor: usize,
 }
 
 impl UploadState {
-    pub(super) fn new(config: &TorrentConfig, rng: &mut ChaCha8Rng) -> Self {
+    pub(super) fn new(config: &TorrentConfig, origin: bool, rng: &mut ChaCha8Rng) -> Self {
         let n = config.piece_count;
         let mut order: Vec<PieceIndex> = (0..n).map(PieceIndex).collect();
         for i in (1..order.len()).rev() {
@@ -43,9 +52,12 @@ impl UploadState {
             pending: VecDeque::new(),
             in_flight_bytes: 0,
             outstanding: BTreeMap::new(),
+            origin,
+            front_skips: 0,
             copies: vec![0; n as usize],
             owner: vec![NO_OWNER; n as usize],
-            never_uploaded: n,
+            copies_hist: vec![n],
+            min_copies: 0,
             suggest_order: order,
             suggest_cursor: 0,
         }
@@ -68,25 +80,38 @@ impl UploadState {
 
     fn record_copy(&mut self, piece: PieceIndex, key: PeerKey) {
         let i = piece.0 as usize;
-        if let (Some(c), Some(o)) = (self.copies.get_mut(i), self.owner.get_mut(i)) {
-            if *c == 0 {
-                self.never_uploaded -= 1;
-            }
-            *c = c.saturating_add(1);
-            *o = key.0;
+        let (Some(c), Some(o)) = (self.copies.get_mut(i), self.owner.get_mut(i)) else {
+            return;
+        };
+        if *c == u16::MAX {
+            return;
+        }
+        let old = *c as usize;
+        *c += 1;
+        *o = key.0;
+        if self.copies_hist.len() <= old + 1 {
+            self.copies_hist.resize(old + 2, 0);
+        }
+        self.copies_hist[old] -= 1;
+        self.copies_hist[old + 1] += 1;
+        while self.copies_hist.get(self.min_copies as usize) == Some(&0) {
+            self.min_copies += 1;
         }
     }
 
-    /// Next never-uploaded piece in the shuffled suggestion order (one lap at most).
+    /// Whether serving `piece` to `key` would start a copy beyond the current round
+    /// (some other piece has fewer copies).
+    fn ahead_of_round(&self, piece: PieceIndex, key: PeerKey) -> bool {
+        self.copies_elsewhere(piece, key) > 0
+    }
+
+    /// Next least-uploaded piece in the shuffled suggestion order (one lap at most).
     fn next_suggestion(&mut self) -> Option<PieceIndex> {
         let n = self.suggest_order.len();
-        if self.never_uploaded == 0 || n == 0 {
-            return None;
-        }
         for _ in 0..n {
             let p = self.suggest_order[self.suggest_cursor % n];
             self.suggest_cursor = (self.suggest_cursor + 1) % n;
-            if self.copies.get(p.0 as usize) == Some(&0) {
+            if self.copies.get(p.0 as usize) == Some(&self.min_copies) {
                 return Some(p);
             }
         }
@@ -136,27 +161,43 @@ impl Torrent {
             }
             return Ok(());
         }
-        let distinct =
-            self.config.seeder_policy == SeederPolicy::DistinctFirst && self.have.is_full();
-        if fast
-            && distinct
-            && self.uploads.never_uploaded > 0
-            && self.uploads.copies_elsewhere(b.piece, key) > 0
-        {
-            // Another peer got this piece from us: fetch it there, take a fresh one here.
-            self.stats.distinct_rejects_sent += 1;
-            self.send(key, PeerMessage::Reject(b));
-            self.suggest_to(key, 1);
+        if self.try_distinct_reject(key, b) {
             return Ok(());
         }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
         peer.queued_requests += 1;
         self.uploads.pending.push_back((key, b));
         self.pump_uploads(now);
         Ok(())
     }
 
+    /// Distinct-first seeder: rejects (BEP 6) a request for a piece another peer already
+    /// got from us while some piece has fewer copies, and suggests a least-uploaded piece
+    /// instead. A repeated request (the requester found no other source) is served.
+    fn try_distinct_reject(&mut self, key: PeerKey, b: Block) -> bool {
+        if !self.distinct_policy_active() || !self.uploads.ahead_of_round(b.piece, key) {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        if !peer.caps.fast_extension || peer.we_rejected.contains(&b.piece) {
+            return false;
+        }
+        remember_up_to(&mut peer.we_rejected, b.piece, SEEDER_REJECT_MEMORY);
+        self.stats.distinct_rejects_sent += 1;
+        self.send(key, PeerMessage::Reject(b));
+        self.suggest_to(key, 1);
+        true
+    }
+
+    /// Rejects and suggestions are the origin's business: a node that was complete when
+    /// created. Leechers that complete later serve everything (their upload is not the
+    /// swarm's bottleneck, and rejecting would only slow down the stragglers).
     fn distinct_policy_active(&self) -> bool {
-        self.config.seeder_policy == SeederPolicy::DistinctFirst && self.have.is_full()
+        self.config.seeder_policy == SeederPolicy::DistinctFirst && self.uploads.origin
     }
 
     pub(super) fn on_cancel(&mut self, key: PeerKey, b: Block) {
@@ -199,6 +240,10 @@ impl Torrent {
                 peer.queued_requests = peer.queued_requests.saturating_sub(1);
                 peer.last_sent_at = now;
             }
+            // The round may have moved on since the request was queued.
+            if b.offset_bytes == 0 && self.try_distinct_reject(key, b) {
+                continue;
+            }
             let len = u64::from(b.len_bytes);
             self.uploads.in_flight_bytes += len;
             *self.uploads.outstanding.entry(key).or_insert(0) += len;
@@ -215,15 +260,20 @@ impl Torrent {
     }
 
     /// Index in `pending` of the request to serve next: least uploaded elsewhere, then
-    /// rarest among our peers, then oldest (plain policy: oldest).
-    fn choose_upload(&self) -> Option<usize> {
+    /// rarest among our peers, then oldest (plain policy: oldest). The oldest request is
+    /// passed over at most `MAX_FRONT_SKIPS` times in a row, so none starves.
+    fn choose_upload(&mut self) -> Option<usize> {
         if self.uploads.pending.is_empty() {
             return None;
         }
-        if self.config.seeder_policy == SeederPolicy::Plain {
+        if self.config.seeder_policy == SeederPolicy::Plain
+            || self.uploads.front_skips >= MAX_FRONT_SKIPS
+        {
+            self.uploads.front_skips = 0;
             return Some(0);
         }
-        self.uploads
+        let best = self
+            .uploads
             .pending
             .iter()
             .take(CHOOSE_WINDOW)
@@ -235,7 +285,13 @@ impl Torrent {
                     *i,
                 )
             })
-            .map(|(i, _)| i)
+            .map(|(i, _)| i);
+        if best == Some(0) {
+            self.uploads.front_skips = 0;
+        } else {
+            self.uploads.front_skips += 1;
+        }
+        best
     }
 
     /// Seeder with the distinct-first policy: suggest up to `n` never-uploaded pieces.
@@ -318,6 +374,7 @@ impl Torrent {
         let seeding = self.have.is_full();
         let mut cands = Vec::with_capacity(self.peers.len());
         for (k, p) in self.peers.iter_mut() {
+            p.rejected.clear();
             p.download.update(now);
             p.upload.update(now);
             cands.push(Candidate {

@@ -95,6 +95,10 @@ pub(super) struct Swarm<'c> {
     /// Expected nodes not yet complete (joiners included from the start).
     remaining: u32,
     dirty: Vec<u32>,
+    /// Timeline bin width (`D_p2p / 10`), and bytes uploaded per bin: everyone, the origin.
+    bin_ns: Nanos,
+    up_bins: Vec<f64>,
+    origin_bins: Vec<f64>,
     /// Items in flight on any direction: `(arrival time, direction)`, in send order (all
     /// connections have the same latency, so this is also arrival order).
     wire: VecDeque<(Nanos, u32)>,
@@ -122,7 +126,7 @@ impl<'c> Swarm<'c> {
                 max_request_len_bytes: config.block_len_bytes,
             },
             piece_count,
-            net: Net::default(),
+            net: Net::new(config.sharing),
             queue: EventQueue::default(),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             nodes: Vec::new(),
@@ -135,6 +139,9 @@ impl<'c> Swarm<'c> {
             remaining: 0,
             dirty: Vec::new(),
             wire: VecDeque::new(),
+            bin_ns: ((config.d_p2p_s() * 1e8) as Nanos).max(1),
+            up_bins: Vec::new(),
+            origin_bins: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -331,6 +338,13 @@ impl<'c> Swarm<'c> {
         report.peers_left = c.peers_left;
         report.peers_joined = c.peers_joined;
         report.origin_left_s = c.origin_left_ns.map(|ns| ns as f64 / 1e9);
+        let bin_s = self.bin_ns as f64 / 1e9;
+        let origin_cap = self.config.seeder_uplink_bytes_per_s as f64 * bin_s;
+        let all_cap = origin_cap
+            + f64::from(self.config.peers) * self.config.uplink_bytes_per_s as f64 * bin_s;
+        report.timeline_bin_s = bin_s;
+        report.upload_timeline = self.up_bins.iter().map(|b| b / all_cap).collect();
+        report.origin_timeline = self.origin_bins.iter().map(|b| b / origin_cap).collect();
         report
     }
 }

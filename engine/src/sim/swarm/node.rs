@@ -176,8 +176,18 @@ impl Swarm<'_> {
         while let Some(msg) = self.dirs[dir as usize].ctl_waiting.pop_front() {
             self.put_in_flight(now, dir, Item::Ctl(msg));
         }
+        let bytes = f64::from(block.len_bytes);
+        let bin = (now / self.bin_ns) as usize;
+        if self.up_bins.len() <= bin {
+            self.up_bins.resize(bin + 1, 0.0);
+            self.origin_bins.resize(bin + 1, 0.0);
+        }
+        self.up_bins[bin] += bytes;
+        if src == 0 {
+            self.origin_bins[bin] += bytes;
+        }
         let n = &mut self.nodes[src as usize];
-        n.up_bytes += f64::from(block.len_bytes);
+        n.up_bytes += bytes;
         if let Some(t) = n.torrent.as_mut() {
             t.handle_block_sent(Time::from_nanos(now), PeerKey(u64::from(dir / 2)), block);
         }
@@ -207,7 +217,13 @@ impl Swarm<'_> {
                 None => Ok(()),
             },
             Item::Block { block, corrupt } => {
-                if corrupt {
+                // Like a storing driver: only payload the core still wants is written, so a
+                // late endgame duplicate (honest or not) never touches a piece's data.
+                let wanted = self.nodes[dst as usize]
+                    .torrent
+                    .as_ref()
+                    .is_some_and(|t| t.wants_block(key, &block));
+                if corrupt && wanted {
                     if let Some(state) = self.piece_state(dst, block.piece) {
                         if *state != VERIFIED {
                             *state = POISONED;

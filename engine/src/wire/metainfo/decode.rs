@@ -222,8 +222,11 @@ fn files(mut list: ListDecoder<'_, '_>) -> Result<Vec<FileSpec>, MetainfoError> 
         };
         let mut len_bytes = None;
         let mut path_components = None;
+        let mut padding = false;
         while let Some((key, value)) = dict.next_pair().map_err(bencode_err)? {
             match key {
+                // BEP 47: `attr` is a string of flags; `p` marks padding.
+                b"attr" => padding = bytes(value, "attr")?.contains(&b'p'),
                 b"length" => len_bytes = Some(uint(value, "length")?),
                 b"path" => match value {
                     Object::List(parts) => path_components = Some(path(parts)?),
@@ -235,6 +238,7 @@ fn files(mut list: ListDecoder<'_, '_>) -> Result<Vec<FileSpec>, MetainfoError> 
         specs.push(FileSpec {
             path_components: path_components.ok_or(MetainfoError::MissingField("path"))?,
             len_bytes: len_bytes.ok_or(MetainfoError::MissingField("length"))?,
+            padding,
         });
     }
     Ok(specs)

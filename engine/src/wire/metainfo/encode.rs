@@ -40,6 +40,10 @@ pub(super) fn info_bytes(info: &Info) -> Vec<u8> {
         out.push(b'l');
         for file in &info.files {
             out.push(b'd');
+            if file.is_padding() {
+                put_bytes(&mut out, b"attr");
+                put_bytes(&mut out, b"p");
+            }
             put_bytes(&mut out, b"length");
             put_int(&mut out, file.len_bytes());
             put_bytes(&mut out, b"path");

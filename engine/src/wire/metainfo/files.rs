@@ -21,6 +21,9 @@ pub struct FileSpec {
     pub path_components: Vec<String>,
     /// The file's length in bytes.
     pub len_bytes: u64,
+    /// A BEP 47 padding file (`attr` holds `p`): zeros that align the next
+    /// file to a piece boundary, never written to disk.
+    pub padding: bool,
 }
 
 /// One file of the validated file table.
@@ -29,6 +32,7 @@ pub struct FileEntry {
     path_components: Vec<String>,
     offset_bytes: u64,
     len_bytes: u64,
+    padding: bool,
 }
 
 impl FileEntry {
@@ -52,6 +56,13 @@ impl FileEntry {
     /// The file's length in bytes (may be 0).
     pub fn len_bytes(&self) -> u64 {
         self.len_bytes
+    }
+
+    /// Whether this is a BEP 47 padding file: all zeros, part of the piece
+    /// data but not to be written to disk. Padding paths are exempt from the
+    /// uniqueness check (libtorrent names them `.pad/<len>`, so they repeat).
+    pub fn is_padding(&self) -> bool {
+        self.padding
     }
 }
 
@@ -99,6 +110,7 @@ pub(super) fn file_table(
                 path_components: vec![name.to_owned()],
                 offset_bytes: 0,
                 len_bytes,
+                padding: false,
             };
             if len_bytes == 0 {
                 return Err(MetainfoError::Empty);
@@ -123,6 +135,7 @@ pub(super) fn file_table(
             path_components,
             offset_bytes,
             len_bytes: spec.len_bytes,
+            padding: spec.padding,
         });
         offset_bytes = offset_bytes
             .checked_add(spec.len_bytes)
@@ -135,12 +148,17 @@ pub(super) fn file_table(
     Ok((files, offset_bytes))
 }
 
-/// Refuses duplicate paths and a file that is also a directory of another.
+/// Refuses duplicate paths and a file that is also a directory of another
+/// (padding files excepted: they are never written).
 ///
 /// In sorted order, every path that has `p` as a prefix directly follows `p`,
 /// so checking neighbours is enough.
 fn check_unique(files: &[FileEntry]) -> Result<(), MetainfoError> {
-    let mut paths: Vec<&[String]> = files.iter().map(|f| f.path_components()).collect();
+    let mut paths: Vec<&[String]> = files
+        .iter()
+        .filter(|f| !f.padding)
+        .map(|f| f.path_components())
+        .collect();
     paths.sort_unstable();
     for pair in paths.windows(2) {
         let [a, b] = pair else { continue };
@@ -165,6 +183,7 @@ mod tests {
         FileSpec {
             path_components: path.iter().map(|s| s.to_string()).collect(),
             len_bytes,
+            padding: false,
         }
     }
 

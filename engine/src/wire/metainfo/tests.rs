@@ -294,6 +294,38 @@ fn unsafe_paths_are_refused() {
 }
 
 #[test]
+fn padding_files_may_repeat_a_path() {
+    let files = [
+        ("l1:ae", "3"),
+        ("l4:.pad1:1e", "1"),
+        ("l1:be", "3"),
+        ("l4:.pad1:1e", "1"),
+        ("l1:ce", "3"),
+    ];
+    let info = multi_info(&files, "4", 3);
+    // Mark the two `.pad/1` files as BEP 47 padding.
+    let text = String::from_utf8(info.clone()).unwrap();
+    let marked = text.replace(
+        "d6:lengthi1e4:pathl4:.pad",
+        "d4:attr1:p6:lengthi1e4:pathl4:.pad",
+    );
+    let meta = parse(&torrent_with_info(marked.as_bytes())).unwrap();
+    let padding: Vec<bool> = meta
+        .info()
+        .files()
+        .iter()
+        .map(FileEntry::is_padding)
+        .collect();
+    assert_eq!(padding, [false, true, false, true, false]);
+    assert_eq!(parse(&meta.to_bytes()).unwrap(), meta);
+    // Unmarked, the same paths are duplicates.
+    assert_eq!(
+        parse(&torrent_with_info(&info)),
+        Err(MetainfoError::DuplicatePath("top/.pad/1".into()))
+    );
+}
+
+#[test]
 fn duplicate_paths_and_layout_are_checked() {
     let dup = multi_info(&[("l1:ae", "1"), ("l1:ae", "1")], "4", 1);
     assert_eq!(
@@ -349,13 +381,14 @@ fn arb_layout() -> impl Strategy<Value = Layout> {
         });
     prop_oneof![
         (1..100_000_u64).prop_map(|len_bytes| Layout::SingleFile { len_bytes }),
-        prop::collection::btree_map(path, 0..50_000_u64, 1..8)
+        prop::collection::btree_map(path, (0..50_000_u64, any::<bool>()), 1..8)
             .prop_map(|map: BTreeMap<_, _>| {
                 let mut specs: Vec<FileSpec> = map
                     .into_iter()
-                    .map(|(path_components, len_bytes)| FileSpec {
+                    .map(|(path_components, (len_bytes, padding))| FileSpec {
                         path_components,
                         len_bytes,
+                        padding,
                     })
                     .collect();
                 // At least one byte in the torrent.

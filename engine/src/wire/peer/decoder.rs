@@ -155,7 +155,7 @@ impl Decoder {
             return Ok(None);
         };
         let id = self.check_header(id_byte, len)?;
-        let frame_len = 4 + len as usize;
+        let frame_len = (len as usize).saturating_add(4);
         if self.buf.len() < frame_len {
             self.buf.reserve(frame_len - self.buf.len());
             return Ok(None);

@@ -28,6 +28,8 @@
 //!   for its id, piece index `< piece_count`, bitfield of exactly
 //!   `ceil(piece_count / 8)` bytes with spare bits zero, request/cancel/reject
 //!   lengths and piece blocks at most the negotiated maximum request length.
+//! - After [`Decoder::set_negotiated`], BEP 6 and BEP 10 messages are
+//!   accepted only if both handshakes advertised the extension.
 //! - A frame longer than the limit is rejected as soon as its 4-byte length
 //!   prefix arrives, before it is buffered.
 //!

@@ -1,0 +1,130 @@
+//! Block-level bookkeeping of started pieces: arrivals, cancellations, hash results.
+
+use super::{chunk_range, BlockOutcome, Picker, RECEIVED};
+use crate::core::{Block, PeerKey, PieceIndex};
+
+impl Picker {
+    /// Whether `block` would bring at least one chunk not yet received.
+    pub(crate) fn wants(&self, block: &Block) -> bool {
+        let Some(pp) = self
+            .partial
+            .get(block.piece.0 as usize)
+            .and_then(|p| p.as_ref())
+        else {
+            return false;
+        };
+        let (lo, hi) = chunk_range(block);
+        !pp.verifying && pp.chunks.iter().take(hi).skip(lo).any(|&c| c != RECEIVED)
+    }
+
+    /// Records the arrival of `block` from `peer`, whose request the caller has matched.
+    pub(crate) fn on_block(&mut self, peer: PeerKey, block: Block) -> BlockOutcome {
+        let mut out = BlockOutcome::default();
+        let Some(pp) = self
+            .partial
+            .get_mut(block.piece.0 as usize)
+            .and_then(|p| p.as_mut())
+        else {
+            out.duplicate = true;
+            return out;
+        };
+        if let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) {
+            pp.requests.swap_remove(i);
+        }
+        let (lo, hi) = chunk_range(&block);
+        let mut fresh = 0;
+        for c in pp.chunks.iter_mut().take(hi).skip(lo) {
+            if *c != RECEIVED {
+                *c = RECEIVED;
+                fresh += 1;
+            }
+        }
+        pp.received += fresh;
+        out.duplicate = fresh == 0;
+        if fresh > 0 && !pp.contributors.contains(&peer) {
+            pp.contributors.push(peer);
+        }
+        // Requests overlapping what just arrived are redundant (endgame duplicates).
+        let overlapping: Vec<(PeerKey, Block)> = pp
+            .requests
+            .iter()
+            .filter(|(_, b)| {
+                let (l, h) = chunk_range(b);
+                l < hi && lo < h
+            })
+            .copied()
+            .collect();
+        for (p, b) in &overlapping {
+            self.cancel_request(*p, *b);
+        }
+        out.cancels = overlapping;
+        if let Some(pp) = self
+            .partial
+            .get_mut(block.piece.0 as usize)
+            .and_then(|p| p.as_mut())
+        {
+            if pp.received as usize == pp.chunks.len() && !pp.verifying {
+                pp.verifying = true;
+                out.piece_complete = true;
+            }
+        }
+        out
+    }
+
+    /// Forgets `peer`'s request of `block` (reject, choke, cancel, disconnect, snub):
+    /// its unreceived chunks lose a requester and become free when none is left.
+    pub(crate) fn cancel_request(&mut self, peer: PeerKey, block: Block) {
+        let piece = block.piece;
+        let Some(pp) = self
+            .partial
+            .get_mut(piece.0 as usize)
+            .and_then(|p| p.as_mut())
+        else {
+            return;
+        };
+        let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) else {
+            return;
+        };
+        pp.requests.swap_remove(i);
+        let (lo, hi) = chunk_range(&block);
+        let was_open = pp.free > 0;
+        for c in pp.chunks.iter_mut().take(hi).skip(lo) {
+            if *c != RECEIVED && *c > 0 {
+                *c -= 1;
+                if *c == 0 {
+                    pp.free += 1;
+                    self.free_chunks += 1;
+                }
+            }
+        }
+        if pp.received == 0 && pp.requests.is_empty() {
+            // Nothing of it is here or coming: back to rarest-first as an untouched piece.
+            self.partial[piece.0 as usize] = None;
+            self.partial_list.retain(|&p| p != piece);
+            self.open.retain(|&p| p != piece);
+            self.insert_untouched(piece);
+        } else if !was_open && pp.free > 0 {
+            self.open.push(piece);
+        }
+    }
+
+    /// The hash check of `piece` finished. Returns the peers that supplied its blocks
+    /// (to blame on failure). On failure the piece is needed again from scratch.
+    pub(crate) fn on_verified(&mut self, piece: PieceIndex, valid: bool) -> Vec<PeerKey> {
+        let Some(slot) = self.partial.get_mut(piece.0 as usize) else {
+            return Vec::new();
+        };
+        if !slot.as_ref().is_some_and(|pp| pp.verifying) {
+            return Vec::new();
+        }
+        let Some(pp) = slot.take() else {
+            return Vec::new();
+        };
+        self.partial_list.retain(|&p| p != piece);
+        if !valid {
+            self.free_chunks += pp.chunks.len() as u64;
+            self.insert_untouched(piece);
+        }
+        pp.contributors
+    }
+}

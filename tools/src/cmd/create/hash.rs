@@ -1,0 +1,144 @@
+//! Parallel piece hashing (BEP 3 `pieces`): SHA-1 of each piece of the
+//! concatenated files, on all cores.
+//!
+//! Each rayon worker reads whole pieces with positioned reads (`pread`) into
+//! its own buffer, so pieces that span file boundaries need no coordination;
+//! collecting an indexed parallel iterator keeps piece order.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use anyhow::{bail, Context};
+use indicatif::ProgressBar;
+use p2pe::wire::metainfo::{piece_count, PieceHash};
+use rayon::prelude::*;
+
+use super::walk::SourceFile;
+
+/// Per-worker state: a piece buffer and the last file opened.
+struct Worker {
+    buf: Vec<u8>,
+    open: Option<(usize, File)>,
+}
+
+/// The open handle of `files[index]`, reusing `open` when it already is that file.
+fn open_file<'a>(
+    open: &'a mut Option<(usize, File)>,
+    files: &[SourceFile],
+    index: usize,
+) -> anyhow::Result<&'a File> {
+    let reuse = matches!(open, Some((open_index, _)) if *open_index == index);
+    if !reuse {
+        let source = files.get(index).context("file index past the end")?;
+        let file = File::open(&source.path)
+            .with_context(|| format!("{}: cannot open", source.path.display()))?;
+        *open = Some((index, file));
+    }
+    match open {
+        Some((_, file)) => Ok(file),
+        None => bail!("no open file"),
+    }
+}
+
+/// Hashes every piece of `files` (back to back, `total_len_bytes` in all) in
+/// pieces of `piece_len_bytes`, advancing `progress` by the bytes hashed.
+///
+/// # Errors
+/// A file that cannot be opened or read, or that shrank since it was walked.
+pub fn hash_pieces(
+    files: &[SourceFile],
+    total_len_bytes: u64,
+    piece_len_bytes: u32,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<PieceHash>> {
+    let count = piece_count(total_len_bytes, piece_len_bytes);
+    let piece_len = u64::from(piece_len_bytes);
+    (0..count)
+        .into_par_iter()
+        .map_init(
+            || Worker {
+                buf: Vec::with_capacity(piece_len_bytes as usize),
+                open: None,
+            },
+            |worker, piece| {
+                let start = piece * piece_len;
+                let end = (start + piece_len).min(total_len_bytes);
+                read_range(worker, files, start, end)?;
+                progress.inc(end - start);
+                Ok(PieceHash::of_piece(&worker.buf))
+            },
+        )
+        .collect()
+}
+
+/// Fills `worker.buf` with payload bytes `start..end`.
+fn read_range(
+    worker: &mut Worker,
+    files: &[SourceFile],
+    start: u64,
+    end: u64,
+) -> anyhow::Result<()> {
+    let len = usize::try_from(end - start).context("piece larger than memory")?;
+    worker.buf.resize(len, 0);
+    // First file whose end lies past `start`; zero-length files are skipped.
+    let mut index = files.partition_point(|f| f.offset_bytes + f.len_bytes <= start);
+    let mut pos = start;
+    while pos < end {
+        let source = files
+            .get(index)
+            .context("payload shorter than the file table")?;
+        let in_file = pos - source.offset_bytes;
+        let take = (source.offset_bytes + source.len_bytes).min(end) - pos;
+        let at = usize::try_from(pos - start).context("offset overflow")?;
+        let Worker { buf, open } = &mut *worker;
+        let dst = buf
+            .get_mut(at..at + take as usize)
+            .context("piece buffer overflow")?;
+        let file = open_file(open, files, index)?;
+        file.read_exact_at(dst, in_file).with_context(|| {
+            format!(
+                "{}: read failed at byte {in_file} (did it shrink while hashing?)",
+                source.path.display()
+            )
+        })?;
+        pos += take;
+        index += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha1::{Digest, Sha1};
+
+    #[test]
+    fn pieces_span_files_and_skip_empty_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let contents: [&[u8]; 4] = [b"abcde", b"", b"fg", b"hijklmnopq"];
+        let mut files = Vec::new();
+        let mut offset_bytes = 0;
+        for (i, data) in contents.iter().enumerate() {
+            let path = dir.path().join(i.to_string());
+            std::fs::write(&path, data).unwrap();
+            files.push(SourceFile {
+                path,
+                components: vec![i.to_string()],
+                offset_bytes,
+                len_bytes: data.len() as u64,
+            });
+            offset_bytes += data.len() as u64;
+        }
+        let payload = contents.concat();
+        let hashes = hash_pieces(&files, offset_bytes, 4, &ProgressBar::hidden()).unwrap();
+        let expected: Vec<PieceHash> = payload
+            .chunks(4)
+            .map(|c| PieceHash(Sha1::digest(c).into()))
+            .collect();
+        assert_eq!(hashes, expected);
+
+        std::fs::write(&files[3].path, b"short").unwrap();
+        let err = hash_pieces(&files, offset_bytes, 4, &ProgressBar::hidden()).unwrap_err();
+        assert!(format!("{err:#}").contains("shrink"), "{err:#}");
+    }
+}
