@@ -26,6 +26,7 @@ fn make_torrent(dir: &Path, name: &str, sizes: &[usize], piece_len: u32) -> Meta
         specs.push(FileSpec {
             path_components: vec![format!("f{i}")],
             len_bytes: n as u64,
+            padding: false,
         });
     }
     let hashes = all

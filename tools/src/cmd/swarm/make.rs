@@ -78,6 +78,7 @@ pub fn torrent_of(path: &Path) -> anyhow::Result<Metainfo> {
             .map(|(c, _, len)| FileSpec {
                 path_components: c.clone(),
                 len_bytes: *len,
+                padding: false,
             })
             .collect();
         let files = files.into_iter().map(|(_, p, len)| (p, len)).collect();
