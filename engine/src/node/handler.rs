@@ -26,8 +26,6 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Timer tick while a rate limit holds items back: at 10 ms a 1 Gbit/s limit
 /// releases ~1.2 MB per tick, below the bucket's 50 ms burst.
 const THROTTLE_TICK: Duration = Duration::from_millis(10);
-/// How often newly verified pieces are made durable in the resume record.
-const RESUME_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// Back-off bounds for reconnecting to a configured peer.
 const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(200);
 const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -57,8 +55,6 @@ pub(crate) struct NodeHandler {
     dials: Vec<Dial>,
     pub(super) shared: Arc<Shared>,
     done: bool,
-    unflushed_pieces: bool,
-    last_flush: Instant,
 }
 
 impl NodeHandler {
@@ -124,8 +120,6 @@ impl NodeHandler {
             dials: Vec::new(),
             shared,
             done: false,
-            unflushed_pieces: false,
-            last_flush: now,
         })
     }
 
@@ -185,6 +179,13 @@ impl NodeHandler {
         }
     }
 
+    /// Stops reconnecting to a dial's address.
+    pub(super) fn retire_dial(&mut self, dial: Option<usize>) {
+        if let Some(d) = dial.and_then(|i| self.dials.get_mut(i)) {
+            d.retired = true;
+        }
+    }
+
     /// Runs every action the core queued.
     pub(super) fn drain(&mut self, ctx: &mut Ctx) {
         while let Some(action) = self.torrent.poll_action() {
@@ -213,7 +214,8 @@ impl NodeHandler {
         let now = self.now();
         self.torrent.handle_piece_verified(now, piece, valid);
         if valid {
-            self.unflushed_pieces = true;
+            // Byte counters must be current when completion becomes visible.
+            self.publish();
             let have = self.torrent.have();
             self.shared
                 .verified_pieces
@@ -277,18 +279,6 @@ impl NodeHandler {
         }
         ctx.set_timer(after);
     }
-
-    fn maybe_flush(&mut self, now: Instant) {
-        if self.unflushed_pieces && now.duration_since(self.last_flush) >= RESUME_FLUSH_INTERVAL {
-            self.last_flush = now;
-            self.unflushed_pieces = false;
-            // A failed flush is retried at the next interval; the data itself
-            // is in the page cache and the final flush reports errors.
-            if self.storage.flush_resume().is_err() {
-                self.unflushed_pieces = true;
-            }
-        }
-    }
 }
 
 impl Handler for NodeHandler {
@@ -343,7 +333,6 @@ impl Handler for NodeHandler {
             self.dial(ctx, i);
         }
         self.drain(ctx);
-        self.maybe_flush(now);
         self.publish();
         self.arm_timer(ctx);
     }

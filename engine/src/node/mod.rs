@@ -37,7 +37,7 @@ mod peer;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use crate::core::{ChokerConfig, TorrentConfig};
@@ -169,11 +169,41 @@ pub(crate) enum Command {
     Connect(SocketAddr),
 }
 
-/// A running node: one torrent, one runtime.
+/// How often newly verified pieces are made durable in the resume record.
+pub const RESUME_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A running node: one torrent, one runtime, one resume flusher thread.
 pub struct Node {
     runtime: RuntimeHandle,
     shared: Arc<Shared>,
     storage: Arc<Storage>,
+    flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+/// Flushes the resume record every [`RESUME_FLUSH_INTERVAL`] while pieces
+/// were verified since the last flush, off the runtime worker (msync waits
+/// for the disk, which can be far slower than the network), until `stop`
+/// is dropped or signalled.
+fn spawn_flusher(
+    storage: Arc<Storage>,
+    shared: Arc<Shared>,
+) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let t = std::thread::Builder::new()
+        .name("p2pe-flush".into())
+        .spawn(move || {
+            let mut flushed = shared.verified_pieces.load(Ordering::Acquire);
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RESUME_FLUSH_INTERVAL)
+            {
+                let now = shared.verified_pieces.load(Ordering::Acquire);
+                // A failed flush is retried next interval; the final flush in
+                // `Node::shutdown` reports errors.
+                if now != flushed && storage.flush_resume().is_ok() {
+                    flushed = now;
+                }
+            }
+        })?;
+    Ok((tx, t))
 }
 
 impl Node {
@@ -221,10 +251,12 @@ impl Node {
         };
         let slot = Cell::new(Some(handler));
         let runtime = rt::run(rc, |_| slot.take().expect("one worker, one handler"))?;
+        let flusher = Some(spawn_flusher(storage.clone(), shared.clone())?);
         let node = Node {
             runtime,
             shared,
             storage,
+            flusher,
         };
         for addr in &config.peers {
             node.connect(*addr)?;
@@ -281,9 +313,13 @@ impl Node {
     /// # Errors
     /// The fatal storage error that stopped the node, a runtime error, or
     /// flushing the resume record failed.
-    pub fn shutdown(self) -> Result<Progress, NodeError> {
+    pub fn shutdown(mut self) -> Result<Progress, NodeError> {
         let progress = self.progress();
         let fatal = self.take_error();
+        if let Some((stop, t)) = self.flusher.take() {
+            drop(stop);
+            let _ = t.join();
+        }
         let rt = self.runtime.shutdown();
         let flushed = self.storage.flush_resume();
         if let Some(e) = fatal {

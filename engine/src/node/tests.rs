@@ -117,3 +117,70 @@ fn seed_to_two_leechers_multi_file() {
     }
     seed.shutdown().unwrap();
 }
+
+/// Connects a raw TCP client to `addr`, sends `bytes`, and returns true when
+/// the node closes the connection (EOF or reset) within 10 s.
+fn node_closes_after(addr: std::net::SocketAddr, bytes: &[u8]) -> bool {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false, // timeout: still open
+        }
+    }
+}
+
+#[test]
+fn misbehaving_peers_are_closed_not_fatal() {
+    use crate::wire::peer::Handshake;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[200_000], 64 * 1024);
+    let seed = Node::start(
+        &meta,
+        open(&meta, &src, OpenMode::Seed),
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let addr = seed.local_addr().unwrap();
+    // Not a handshake at all.
+    assert!(node_closes_after(addr, &[0xff; 100]));
+    // Another torrent's info-hash.
+    let other = Handshake::new([9; 20], [1; 20]).to_bytes();
+    assert!(node_closes_after(addr, &other));
+    // Right torrent, then a frame longer than any limit.
+    let mut bad = Handshake::new(meta.info_hash().0, [2; 20])
+        .to_bytes()
+        .to_vec();
+    bad.extend_from_slice(&u32::MAX.to_be_bytes());
+    assert!(node_closes_after(addr, &bad));
+    // Right torrent, then a request for a piece out of range.
+    let mut oob = Handshake::new(meta.info_hash().0, [3; 20])
+        .to_bytes()
+        .to_vec();
+    oob.extend_from_slice(&[0, 0, 0, 13, 6, 0, 0, 0, 99, 0, 0, 0, 0, 0, 0, 64, 0]);
+    assert!(node_closes_after(addr, &oob));
+    // The node still serves a well-behaved leecher.
+    let dir = tmp.path().join("a");
+    let a = Node::start(
+        &meta,
+        open(&meta, &dir, OpenMode::Create),
+        NodeConfig {
+            peers: vec![addr],
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    wait_complete(&[&a], Duration::from_secs(60));
+    a.shutdown().unwrap();
+    seed.shutdown().unwrap();
+}

@@ -32,6 +32,9 @@ impl NodeHandler {
                     if theirs.info_hash != self.ours.info_hash
                         || theirs.peer_id == self.ours.peer_id
                     {
+                        // Another torrent, or ourselves: never dial it again.
+                        let dial = pc.dial;
+                        self.retire_dial(dial);
                         ctx.close(conn);
                         return;
                     }

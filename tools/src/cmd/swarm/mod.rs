@@ -249,13 +249,30 @@ fn report(
         .map(|k| k.started)
         .min()
         .unwrap_or_else(Instant::now);
+    // Completion: every piece verified (the leecher's own `seconds`, counted
+    // from its start); exit: after the durable flush of its copy as well.
     let mut times: Vec<f64> = leechers
+        .iter()
+        .map(|k| {
+            let secs = k
+                .output
+                .iter()
+                .rev()
+                .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .and_then(|j| j["seconds"].as_f64());
+            let exit = k
+                .finished
+                .map_or(0.0, |f| f.duration_since(t0).as_secs_f64());
+            secs.map_or(exit, |s| k.started.duration_since(t0).as_secs_f64() + s)
+        })
+        .collect();
+    let last_exit = leechers
         .iter()
         .map(|k| {
             k.finished
                 .map_or(0.0, |f| f.duration_since(t0).as_secs_f64())
         })
-        .collect();
+        .fold(0.0, f64::max);
     let cpu: f64 = seed_cpu
         + leechers
             .iter()
@@ -273,6 +290,7 @@ fn report(
             "peers": leechers.len(),
             "bytes": total,
             "completion_s": {"min": min, "median": med, "max": max},
+            "last_exit_s": last_exit,
             "aggregate_rate_bytes_per_s": agg,
             "cpu_s": cpu,
             "cpu_s_per_gib": cpu / gib.max(1e-12),
@@ -281,7 +299,9 @@ fn report(
         println!("{j}");
     } else {
         println!("{} leechers x {} bytes", leechers.len(), total);
-        println!("completion s: min {min:.2}  median {med:.2}  max {max:.2}");
+        println!(
+            "completion s: min {min:.2}  median {med:.2}  max {max:.2}  (last exit, after flushing: {last_exit:.2})"
+        );
         println!(
             "aggregate throughput: {:.1} MB/s ({:.2} Gbit/s)",
             agg / 1e6,
