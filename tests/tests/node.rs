@@ -183,6 +183,59 @@ fn seed_then_get_multi_file_is_byte_exact() {
     assert_eq!(summary["peers"].as_u64(), Some(1), "{summary}");
 }
 
+/// Sends SIGTERM to `p` by PID and waits (bounded) for a clean exit.
+fn terminate(p: &mut Proc) -> bool {
+    let pid = p.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    p.wait(BOUND).0
+}
+
+#[test]
+fn leecher_seeds_after_and_seed_exits_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let (mut seeder, addr) = seed(&torrent, tmp.path());
+    // A downloads from the seeder and keeps serving.
+    let a_out = tmp.path().join("a");
+    let mut a = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&a_out)
+            .args(["--listen", "127.0.0.1:0", "--seed-after"])
+            .args(["--peer", &addr.to_string()]),
+    );
+    let a_addr = a.listen_addr();
+    // Wait (bounded) until A's copy is complete: its resume record lists all
+    // pieces only after it verified them, so poll the data itself.
+    let end = Instant::now() + BOUND;
+    loop {
+        let done = files.iter().all(|(p, bytes)| {
+            std::fs::read(a_out.join("payload").join(p)).is_ok_and(|got| got == *bytes)
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < end, "A did not complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The original seeder leaves cleanly and writes its resume record.
+    assert!(terminate(&mut seeder), "seed did not exit 0 on SIGTERM");
+    assert!(tmp.path().join(".p2pe.resume").exists());
+    // B can only get the data from A.
+    let b_out = tmp.path().join("b");
+    let (ok, summary) = get(&torrent, &b_out, a_addr);
+    assert!(ok, "get from a --seed-after leecher failed: {summary}");
+    assert_copy(&b_out, "payload", &files);
+    // A was never told to stop: SIGTERM ends it; its exit is 0 (complete).
+    assert!(
+        terminate(&mut a),
+        "get --seed-after did not exit 0 on SIGTERM"
+    );
+}
+
 #[test]
 fn get_resumes_fetching_only_missing_pieces() {
     let tmp = tempfile::tempdir().unwrap();
