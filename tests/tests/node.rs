@@ -399,3 +399,34 @@ fn p2pe_get_downloads_from_libtorrent_seed() {
     assert!(ok, "p2pe get from libtorrent failed: {summary}");
     assert_copy(&out, "payload", &files);
 }
+
+#[test]
+fn rate_limited_seed_and_get_still_complete_byte_exact() {
+    // Functional only (tests never assert timings): limits on both sides,
+    // given in the two accepted forms, must not break the transfer.
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let mut seeder = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("seed")
+            .arg(&torrent)
+            .arg("--path")
+            .arg(tmp.path())
+            .args(["--listen", "127.0.0.1:0", "--upload-limit", "40Mbit"]),
+    );
+    let addr = seeder.listen_addr();
+    let out = tmp.path().join("out");
+    let mut p = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&out)
+            .args(["--listen", "127.0.0.1:0", "--download-limit", "4MB"])
+            .args(["--peer", &addr.to_string()]),
+    );
+    let (ok, lines) = p.wait(BOUND);
+    assert!(ok, "rate-limited get failed: {lines:?}");
+    assert_copy(&out, "payload", &files);
+    assert!(terminate(&mut seeder));
+}
