@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{storage_layout, Node, NodeConfig};
@@ -170,6 +170,62 @@ fn misbehaving_peers_are_closed_not_fatal() {
     oob.extend_from_slice(&[0, 0, 0, 13, 6, 0, 0, 0, 99, 0, 0, 0, 0, 0, 0, 64, 0]);
     assert!(node_closes_after(addr, &oob));
     // The node still serves a well-behaved leecher.
+    let dir = tmp.path().join("a");
+    let a = Node::start(
+        &meta,
+        open(&meta, &dir, OpenMode::Create),
+        NodeConfig {
+            peers: vec![addr],
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    wait_complete(&[&a], Duration::from_secs(60));
+    a.shutdown().unwrap();
+    seed.shutdown().unwrap();
+}
+
+#[test]
+fn random_bytes_after_handshake_never_kill_the_node() {
+    use crate::wire::peer::Handshake;
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[150_000, 10], 32 * 1024);
+    let seed = Node::start(
+        &meta,
+        open(&meta, &src, OpenMode::Seed),
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let addr = seed.local_addr().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    for i in 0..64u8 {
+        let mut bytes = Handshake::new(meta.info_hash().0, [i; 20])
+            .to_bytes()
+            .to_vec();
+        // Mostly small frames with plausible ids, so bodies get parsed.
+        for _ in 0..rng.random_range(1..20) {
+            let len: u32 = rng.random_range(0..40);
+            bytes.extend_from_slice(&len.to_be_bytes());
+            let mut body = vec![0u8; len as usize];
+            rng.fill_bytes(&mut body);
+            if let Some(id) = body.first_mut() {
+                *id %= 21;
+            }
+            bytes.extend_from_slice(&body);
+        }
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The node may close first (reset): write errors are fine.
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
     let dir = tmp.path().join("a");
     let a = Node::start(
         &meta,
