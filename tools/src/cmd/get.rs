@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use p2pe::node::{Node, NodeConfig};
+use p2pe::node::{Node, NodeConfig, Progress};
 use p2pe::store::OpenMode;
 
 use super::node_common::{load_torrent, open_storage, parse_limit, stop_flag, stopped, Bar};
@@ -115,8 +115,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let seconds = completed_at
         .unwrap_or_else(|| started.elapsed())
         .as_secs_f64();
+    summarize(&p, seconds, args.json);
+    if !p.complete {
+        bail!(
+            "interrupted before completion ({} of {} pieces)",
+            p.verified_pieces,
+            p.piece_count
+        );
+    }
+    Ok(())
+}
+
+/// Prints the final summary: one JSON object on stdout, or a line on stderr.
+fn summarize(p: &Progress, seconds: f64, json: bool) {
     let rate = p.downloaded_bytes as f64 / seconds.max(1e-9);
-    if args.json {
+    if json {
         let summary = serde_json::json!({
             "bytes": p.downloaded_bytes,
             "seconds": seconds,
@@ -138,12 +151,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p.peers_seen
         );
     }
-    if !p.complete {
-        bail!(
-            "interrupted before completion ({} of {} pieces)",
-            p.verified_pieces,
-            p.piece_count
-        );
-    }
-    Ok(())
 }

@@ -113,9 +113,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Child::spawn(&exe, &seed_args, &dir.join("seed.log"), STARTUP_BOUND)?;
     let result = run_leechers(&args, &exe, &dir, &torrent, seed_addr);
     seeder.stop();
-    let mut leechers = result?;
+    let leechers = result?;
     let seed_cpu = seeder.exit.map_or(0.0, |(_, cpu)| cpu);
-    report(&args, &meta, &payload, &dir, total, &mut leechers, seed_cpu)
+    report(&args, &meta, &payload, &dir, total, &leechers, seed_cpu)
 }
 
 fn run_leechers(
@@ -218,40 +218,16 @@ fn digest_tree(path: &Path) -> anyhow::Result<Vec<(PathBuf, [u8; 20])>> {
     Ok(out)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn report(
-    args: &Args,
-    meta: &p2pe::wire::metainfo::Metainfo,
-    payload: &Path,
-    dir: &Path,
-    total: u64,
-    leechers: &mut [Child],
-    seed_cpu: f64,
-) -> anyhow::Result<()> {
-    eprintln!("checking {} copies", leechers.len());
-    let want = digest_tree(payload)?;
-    let name = meta.info().name();
-    let mismatches: Vec<usize> = (0..leechers.len())
-        .into_par_iter()
-        .filter(|i| {
-            digest_tree(&dir.join(format!("peer{i}")).join(name))
-                .ok()
-                .as_ref()
-                != Some(&want)
-        })
-        .collect();
+/// Per leecher: seconds from the first leecher's start until it had every
+/// piece verified (its own `seconds`, counted from its start); and the last
+/// exit (after the durable flush of its copy as well).
+fn completion_times(leechers: &[Child]) -> (Vec<f64>, f64) {
     let t0 = leechers
         .iter()
         .map(|k| k.started)
         .min()
         .unwrap_or_else(Instant::now);
-    // Completion: every piece verified (the leecher's own `seconds`, counted
-    // from its start); exit: after the durable flush of its copy as well.
-    let mut times: Vec<f64> = leechers
+    let times = leechers
         .iter()
         .map(|k| {
             let secs = k
@@ -273,6 +249,36 @@ fn report(
                 .map_or(0.0, |f| f.duration_since(t0).as_secs_f64())
         })
         .fold(0.0, f64::max);
+    (times, last_exit)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn report(
+    args: &Args,
+    meta: &p2pe::wire::metainfo::Metainfo,
+    payload: &Path,
+    dir: &Path,
+    total: u64,
+    leechers: &[Child],
+    seed_cpu: f64,
+) -> anyhow::Result<()> {
+    eprintln!("checking {} copies", leechers.len());
+    let want = digest_tree(payload)?;
+    let name = meta.info().name();
+    let mismatches: Vec<usize> = (0..leechers.len())
+        .into_par_iter()
+        .filter(|i| {
+            digest_tree(&dir.join(format!("peer{i}")).join(name))
+                .ok()
+                .as_ref()
+                != Some(&want)
+        })
+        .collect();
+    let (mut times, last_exit) = completion_times(leechers);
     let cpu: f64 = seed_cpu
         + leechers
             .iter()
