@@ -294,11 +294,18 @@ impl Handler for NodeHandler {
     fn on_recv(&mut self, ctx: &mut Ctx, conn: ConnId, data: &[u8]) {
         self.receive(ctx, conn, data);
         self.drain(ctx);
+        if !self.throttled.is_empty() {
+            // Held items are released on the short throttle tick.
+            self.arm_timer(ctx);
+        }
     }
 
     fn on_sent(&mut self, ctx: &mut Ctx, conn: ConnId) {
         self.sent(ctx, conn);
         self.drain(ctx);
+        if !self.throttled.is_empty() {
+            self.arm_timer(ctx);
+        }
     }
 
     fn on_close(&mut self, ctx: &mut Ctx, conn: ConnId, _err: Option<io::Error>) {
