@@ -4,7 +4,15 @@
 //!
 //! One [`Node`] serves one torrent. In this version a single runtime worker
 //! owns the [`crate::core::Torrent`] and every connection (`workers = 1`):
-//! simple and complete; verification runs on that worker too.
+//! simple and complete; piece verification (SHA-1) runs on that worker too.
+//! A separate thread makes verified pieces durable and rewrites the resume
+//! record every [`RESUME_FLUSH_INTERVAL`] (msync waits for the disk, which
+//! may be much slower than the network, so it never blocks the worker).
+//!
+//! Rate limits are per process token buckets ([`NodeConfig`]): a `piece`
+//! upload waits for upload tokens before it is queued; a `request` waits for
+//! download tokens (so the peer sends no faster than the limit). Held items
+//! keep their per-peer order.
 //!
 //! Per connection (BEP 3, BEP 6, BEP 10):
 //! 1. both sides send the 68-byte handshake with the fast (BEP 6) and
