@@ -3,34 +3,41 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
-/// Path of the `p2pe` binary of this workspace, built on demand.
+/// Path of the `p2pe` binary of this workspace, built (or brought up to date)
+/// once per test process.
 ///
-/// `cargo test --workspace` builds every binary target of the workspace next to
-/// the test executables (`target/<profile>/p2pe`); when a test is run on its own
-/// (`cargo test -p p2pe-tests`) the binary is built here first.
+/// `cargo test --workspace` builds the `p2pe` binary before any test runs,
+/// because `p2pe-tools` has integration tests; when a test of this crate is run
+/// on its own (`cargo test -p p2pe-tests`) the binary might be missing or stale,
+/// so the first call runs `cargo build -p p2pe-tools --bin p2pe` for the same
+/// profile (a no-op when it is up to date).
 ///
 /// # Panics
 /// If the binary cannot be built (a test-setup failure, not a product error).
 pub fn p2pe_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test-exe> -> target/<profile>/p2pe
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile> directory");
-    let bin = profile_dir.join("p2pe");
-    if !bin.exists() {
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "p2pe-tools", "--bin", "p2pe"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "cargo build -p p2pe-tools failed");
-    }
-    bin
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test-exe> -> target/<profile>/p2pe
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target/<profile> directory")
+                .to_path_buf();
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "--quiet", "-p", "p2pe-tools", "--bin", "p2pe"]);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build");
+            assert!(status.success(), "cargo build -p p2pe-tools failed");
+            profile_dir.join("p2pe")
+        })
+        .clone()
 }
 
 /// `/usr/bin/python3`: Debian's python3-libtorrent is importable only from it.

@@ -26,6 +26,8 @@ enum Command {
     Get(cmd::get::Args),
     /// Run one seeder and N leechers on 127.0.0.1 and check every copy.
     Swarm(cmd::swarm::Args),
+    /// System benchmarks (swarm on emulated hosts; needs root).
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Seed(args) => cmd::seed::run(args),
         Command::Get(args) => cmd::get::run(args),
         Command::Swarm(args) => cmd::swarm::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

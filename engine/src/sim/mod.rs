@@ -112,6 +112,14 @@ pub struct SimConfig {
     pub seed: u64,
     /// Give up after this much simulated time (a stuck swarm reports incomplete peers).
     pub max_time_ns: Nanos,
+    /// Override of the core's `TorrentConfig::pipeline_bytes` (requests in flight per peer).
+    pub pipeline_bytes: Option<u64>,
+    /// Override of the core's `TorrentConfig::upload_in_flight_bytes` (blocks handed to the
+    /// driver and not yet sent, per node).
+    pub upload_in_flight_bytes: Option<u64>,
+    /// Print the state of every peer that did not complete (and why the run stopped) to stderr
+    /// at the end of a `p2p` run; a debugging aid for stuck swarms.
+    pub debug_stuck: bool,
     /// Link sharing model for `p2p` (the server strategies always use [`net::Sharing::Equal`],
     /// which is exact for them).
     pub sharing: net::Sharing,
@@ -138,6 +146,9 @@ impl SimConfig {
             seed: 1,
             max_time_ns: 3_600 * 1_000_000_000,
             sharing: net::Sharing::WaterFill,
+            pipeline_bytes: None,
+            upload_in_flight_bytes: None,
+            debug_stuck: false,
         }
     }
 

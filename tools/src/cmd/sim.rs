@@ -35,6 +35,8 @@ Churn spec (--churn, comma-separated, p2p only):
   window=DUR     the churn window [0, DUR] (default: D_p2p)
   e.g. --churn leave=0.1,join=0.1,origin-leave
 
+Set P2PE_SIM_DEBUG=1 to print the state of peers that did not complete.
+
 Example (the seeds' scenario): p2pe sim --peers 1000 --size 5GB --uplink 40Gbit")]
 pub struct Args {
     /// Downloading peers N (the origin is extra).
@@ -80,6 +82,12 @@ pub struct Args {
     /// split equally; a transfer gets the smaller share).
     #[arg(long, default_value = "water-fill")]
     sharing: p2pe::sim::Sharing,
+    /// Requests kept in flight per unchoked peer [default: the core's, two pieces].
+    #[arg(long, value_parser = size)]
+    pipeline: Option<u64>,
+    /// Blocks a node hands to its uplink ahead of sending [default: the core's, two pieces].
+    #[arg(long, value_parser = size)]
+    upload_window: Option<u64>,
     /// Stop after this much simulated time (peers not done are reported incomplete).
     #[arg(long, value_parser = duration, default_value = "3600s")]
     max_time: u64,
@@ -145,6 +153,9 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.seed = args.seed;
     config.max_time_ns = args.max_time;
     config.sharing = args.sharing;
+    config.debug_stuck = std::env::var_os("P2PE_SIM_DEBUG").is_some();
+    config.pipeline_bytes = args.pipeline;
+    config.upload_in_flight_bytes = args.upload_window;
     Ok(config)
 }
 

@@ -117,6 +117,12 @@ impl<'c> Swarm<'c> {
     fn new(config: &'c SimConfig) -> Self {
         let mut torrent_config = TorrentConfig::new(config.size_bytes, config.piece_len_bytes);
         torrent_config.choker = ChokerConfig::datacenter();
+        if let Some(bytes) = config.pipeline_bytes {
+            torrent_config.pipeline_bytes = bytes;
+        }
+        if let Some(bytes) = config.upload_in_flight_bytes {
+            torrent_config.upload_in_flight_bytes = bytes;
+        }
         let piece_count = torrent_config.piece_count;
         Self {
             config,
@@ -197,13 +203,13 @@ impl<'c> Swarm<'c> {
                 }
             }
             let Some((t, event)) = self.queue.pop() else {
-                if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+                if self.config.debug_stuck {
                     eprintln!("queue empty at {now}");
                 }
                 break;
             };
             if t > self.config.max_time_ns {
-                if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+                if self.config.debug_stuck {
                     eprintln!("max time at {now}: next {t} {event:?}");
                 }
                 break;
@@ -319,7 +325,7 @@ impl<'c> Swarm<'c> {
             .filter_map(|n| n.completed_ns)
             .collect();
         let expected = self.nodes.iter().filter(|n| n.expected).count() as u32;
-        if std::env::var_os("P2PE_SIM_DEBUG").is_some() {
+        if self.config.debug_stuck {
             self.debug_incomplete();
         }
         let outcome = Outcome {
