@@ -3,12 +3,12 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{bail, Context};
-use p2pe::wire::metainfo::{auto_piece_len_bytes, FileSpec, Info, Layout, Metainfo, PieceHash};
-use rayon::prelude::*;
+use anyhow::Context;
+use p2pe::wire::metainfo::Metainfo;
+
+use crate::cmd::create::Progress;
 
 /// Writes `size_bytes` of pseudo-random bytes (xorshift64*, seeded from the
 /// clock: content need not be reproducible, only incompressible) to `path`.
@@ -36,110 +36,8 @@ pub fn random_file(path: &Path, size_bytes: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Regular files below `dir`, sorted, as (path components, path, length).
-fn walk(
-    dir: &Path,
-    prefix: &[String],
-    out: &mut Vec<(Vec<String>, PathBuf, u64)>,
-) -> anyhow::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("read {}", dir.display()))?
-        .collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e
-            .file_name()
-            .into_string()
-            .map_err(|n| anyhow::anyhow!("non-UTF-8 file name {n:?}"))?;
-        let mut comps = prefix.to_vec();
-        comps.push(name);
-        let ft = e.file_type()?;
-        if ft.is_dir() {
-            walk(&e.path(), &comps, out)?;
-        } else if ft.is_file() {
-            out.push((comps, e.path(), e.metadata()?.len()));
-        }
-    }
-    Ok(())
-}
-
-/// Makes the torrent of `path` (a file or a directory).
+/// Makes the torrent of `path` (a file or a directory), the same way as
+/// `p2pe create` (auto piece length, no trackers: `swarm` passes peers directly).
 pub fn torrent_of(path: &Path) -> anyhow::Result<Metainfo> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("payload path has no UTF-8 file name")?
-        .to_string();
-    let (layout, files) = if path.is_dir() {
-        let mut files = Vec::new();
-        walk(path, &[], &mut files)?;
-        let specs = files
-            .iter()
-            .map(|(c, _, len)| FileSpec {
-                path_components: c.clone(),
-                len_bytes: *len,
-                padding: false,
-            })
-            .collect();
-        let files = files.into_iter().map(|(_, p, len)| (p, len)).collect();
-        (Layout::MultiFile(specs), files)
-    } else {
-        let len = std::fs::metadata(path)?.len();
-        (
-            Layout::SingleFile { len_bytes: len },
-            vec![(path.to_path_buf(), len)],
-        )
-    };
-    let total: u64 = files.iter().map(|(_, l)| l).sum();
-    if total == 0 {
-        bail!("{} holds no data", path.display());
-    }
-    let piece_len = auto_piece_len_bytes(total);
-    let hashes = hash_pieces(&files, total, piece_len)?;
-    let info = Info::new(name, layout, piece_len, hashes, false)?;
-    Ok(Metainfo::new(
-        info,
-        vec![],
-        None,
-        Some("p2pe swarm".into()),
-        None,
-    ))
-}
-
-/// SHA-1 of every piece of the concatenation of `files`, in parallel.
-fn hash_pieces(
-    files: &[(PathBuf, u64)],
-    total: u64,
-    piece_len: u32,
-) -> anyhow::Result<Vec<PieceHash>> {
-    let handles: Vec<(File, u64, u64)> = {
-        let mut off = 0;
-        let mut v = Vec::new();
-        for (p, len) in files {
-            v.push((
-                File::open(p).with_context(|| format!("open {}", p.display()))?,
-                off,
-                *len,
-            ));
-            off += len;
-        }
-        v
-    };
-    let count = total.div_ceil(u64::from(piece_len));
-    (0..count)
-        .into_par_iter()
-        .map(|i| {
-            let start = i * u64::from(piece_len);
-            let end = (start + u64::from(piece_len)).min(total);
-            let mut buf = vec![0u8; (end - start) as usize];
-            for (f, off, len) in &handles {
-                let (lo, hi) = (start.max(*off), end.min(off + len));
-                if lo < hi {
-                    let dst = &mut buf[(lo - start) as usize..(hi - start) as usize];
-                    f.read_exact_at(dst, lo - off)?;
-                }
-            }
-            Ok(PieceHash::of_piece(&buf))
-        })
-        .collect()
+    crate::cmd::create::make_metainfo(path, None, vec![], false, None, Progress::Hidden)
 }
