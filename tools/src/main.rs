@@ -28,6 +28,8 @@ enum Command {
     Swarm(cmd::swarm::Args),
     /// System benchmarks (swarm on emulated hosts; needs root).
     Bench(cmd::bench::Args),
+    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape).
+    Tracker(cmd::tracker::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Get(args) => cmd::get::run(args),
         Command::Swarm(args) => cmd::swarm::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Tracker(args) => cmd::tracker::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,3 +2,5 @@
 
 pub mod metainfo;
 pub mod peer;
+pub mod pex;
+pub mod tracker;

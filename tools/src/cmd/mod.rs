@@ -8,3 +8,4 @@ pub mod node_common;
 pub mod seed;
 pub mod sim;
 pub mod swarm;
+pub mod tracker;

@@ -1,0 +1,244 @@
+//! UDP tracker load generator (BEP 15 announces) measuring responses per second.
+//!
+//! Each of `--threads` threads owns `--sockets` UDP sockets on 127.0.0.1; each
+//! socket gets a connection id, then keeps `--window` announces in flight: every
+//! response received is counted and answered with a new announce. Announces
+//! pick one of `--torrents` info-hashes (SHA-1 of `p2pe-load-<i>`, so a
+//! whitelist can be written for opentracker with `--write-whitelist`), a random
+//! peer id, port and `left` (one in ten a seeder), `numwant` `--numwant`.
+//! Bounded: at most `--duration` seconds (≤ 60, the connection-id lifetime),
+//! loopback targets only.
+//!
+//! Run: `cargo run --release -p p2pe-bench --bin tracker_load -- --target 127.0.0.1:6969`
+
+use std::io::Write as _;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use p2pe::wire::metainfo::InfoHash;
+use p2pe::wire::tracker::udp::{ConnectionId, PeerFamily, Request, Response, TransactionId};
+use p2pe::wire::tracker::{Announce, Event, Topology};
+
+/// Command line.
+#[derive(Parser, Debug)]
+struct Args {
+    /// The tracker's UDP address (loopback only).
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Load threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Sockets per thread.
+    #[arg(long, default_value_t = 16)]
+    sockets: usize,
+    /// Announces in flight per socket.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Seconds to run (at most 60).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Distinct torrents announced.
+    #[arg(long, default_value_t = 1000)]
+    torrents: u32,
+    /// `numwant` of each announce.
+    #[arg(long, default_value_t = 50)]
+    numwant: u32,
+    /// Write the info-hashes (hex, one a line) to this file and exit (opentracker whitelist).
+    #[arg(long)]
+    write_whitelist: Option<std::path::PathBuf>,
+}
+
+fn info_hash(i: u32) -> InfoHash {
+    InfoHash::of_info_bytes(format!("p2pe-load-{i}").as_bytes())
+}
+
+/// xorshift64*: cheap per-thread randomness for request fields.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    sent: u64,
+    responses: u64,
+    errors: u64,
+    stalls: u64,
+}
+
+fn announce_packet(
+    rng: &mut Rng,
+    hashes: &[InfoHash],
+    cid: ConnectionId,
+    numwant: u32,
+    out: &mut Vec<u8>,
+) {
+    let r = rng.next();
+    let hash = hashes[(r % hashes.len() as u64) as usize];
+    let mut peer_id = [0u8; 20];
+    peer_id[..8].copy_from_slice(&rng.next().to_be_bytes());
+    out.clear();
+    Request::Announce {
+        connection_id: cid,
+        transaction_id: TransactionId(r as u32),
+        announce: Announce {
+            info_hash: hash,
+            peer_id,
+            port: (r >> 32) as u16 | 1,
+            uploaded_bytes: 0,
+            downloaded_bytes: 0,
+            left_bytes: if r.is_multiple_of(10) { 0 } else { 1 << 20 },
+            event: Event::None,
+            numwant: Some(numwant),
+            key: (r >> 16) as u32,
+            topology: Topology::default(),
+        },
+    }
+    .encode(out);
+}
+
+fn connect(socket: &UdpSocket, target: SocketAddr) -> anyhow::Result<ConnectionId> {
+    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut buf = [0u8; 64];
+    for attempt in 0..5u32 {
+        let mut out = Vec::new();
+        Request::Connect {
+            transaction_id: TransactionId(attempt),
+        }
+        .encode(&mut out);
+        socket.send_to(&out, target)?;
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            if let Ok(Response::Connect { connection_id, .. }) =
+                Response::decode(&buf[..n], PeerFamily::V4)
+            {
+                return Ok(connection_id);
+            }
+        }
+    }
+    bail!("no connect response from {target}")
+}
+
+fn run_thread(
+    args: &Args,
+    target: SocketAddr,
+    seed: u64,
+    until: Instant,
+) -> anyhow::Result<Counts> {
+    let hashes: Vec<InfoHash> = (0..args.torrents.max(1)).map(info_hash).collect();
+    let mut rng = Rng(seed | 1);
+    let mut sockets = Vec::new();
+    for _ in 0..args.sockets.max(1) {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        let cid = connect(&s, target)?;
+        s.set_nonblocking(true)?;
+        sockets.push((s, cid));
+    }
+    let mut counts = Counts::default();
+    let mut out = Vec::with_capacity(128);
+    let mut buf = vec![0u8; 65_536];
+    let prime = |sockets: &[(UdpSocket, ConnectionId)],
+                 rng: &mut Rng,
+                 out: &mut Vec<u8>,
+                 counts: &mut Counts| {
+        for (s, cid) in sockets {
+            for _ in 0..args.window.max(1) {
+                announce_packet(rng, &hashes, *cid, args.numwant, out);
+                if s.send_to(out, target).is_ok() {
+                    counts.sent += 1;
+                }
+            }
+        }
+    };
+    prime(&sockets, &mut rng, &mut out, &mut counts);
+    let mut fds: Vec<libc::pollfd> = sockets
+        .iter()
+        .map(|(s, _)| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    while Instant::now() < until {
+        // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd of the given length.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if ready == 0 {
+            counts.stalls += 1; // everything in flight was lost: refill the windows
+            prime(&sockets, &mut rng, &mut out, &mut counts);
+            continue;
+        }
+        for ((s, cid), fd) in sockets.iter().zip(&fds) {
+            if fd.revents == 0 {
+                continue;
+            }
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                match Response::decode(&buf[..n], PeerFamily::V4) {
+                    Ok(Response::Announce { .. }) => counts.responses += 1,
+                    _ => counts.errors += 1,
+                }
+                announce_packet(&mut rng, &hashes, *cid, args.numwant, &mut out);
+                if s.send_to(&out, target).is_ok() {
+                    counts.sent += 1;
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(path) = &args.write_whitelist {
+        let mut f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        for i in 0..args.torrents.max(1) {
+            writeln!(f, "{}", info_hash(i))?;
+        }
+        return Ok(());
+    }
+    let target = args.target.context("--target is required")?;
+    if !target.ip().is_loopback() {
+        bail!("--target must be a loopback address (this is a load generator)");
+    }
+    let duration = Duration::from_secs(args.duration.clamp(1, 60));
+    let start = Instant::now();
+    let until = start + duration;
+    let totals = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..args.threads.max(1))
+            .map(|t| {
+                let args = &args;
+                scope.spawn(move || {
+                    run_thread(args, target, 0x9E37_79B9_7F4A_7C15 ^ t as u64, until)
+                })
+            })
+            .collect();
+        let mut total = Counts::default();
+        for h in handles {
+            let c = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+            total.sent += c.sent;
+            total.responses += c.responses;
+            total.errors += c.errors;
+            total.stalls += c.stalls;
+        }
+        anyhow::Ok(total)
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"target\":\"{target}\",\"seconds\":{secs:.2},\"sent\":{},\"responses\":{},\"errors\":{},\"stalls\":{},\"responses_per_s\":{:.0}}}",
+        totals.sent,
+        totals.responses,
+        totals.errors,
+        totals.stalls,
+        totals.responses as f64 / secs
+    );
+    Ok(())
+}

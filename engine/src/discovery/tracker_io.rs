@@ -1,0 +1,193 @@
+//! A blocking driver for [`TrackerClient`] on std sockets, for a node's control
+//! thread (tracker traffic is a few packets a minute: no io_uring here).
+//!
+//! - HTTP: `ureq` (no TLS compiled in, so `https://` trackers fail over to the
+//!   next tracker), a global timeout of the client's `http_timeout`, bodies
+//!   capped at [`MAX_HTTP_RESPONSE_BYTES`], at most 2 redirects. `ureq` over a
+//!   hand-rolled GET: it handles chunked bodies, redirects and proxies-correct
+//!   HTTP/1.1 framing, which lying trackers and middleboxes exercise.
+//! - UDP: one std `UdpSocket` per address family, bound lazily to port 0 (on
+//!   loopback when the tracker is on loopback); only datagrams from the
+//!   tracker's address are passed on.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+
+use super::tracker_client::{Request, TrackerClient, TrackerId};
+use crate::core::time::Time;
+use crate::wire::tracker::udp::MAX_PACKET_BYTES;
+use crate::wire::tracker::MAX_HTTP_RESPONSE_BYTES;
+
+/// Runs a [`TrackerClient`] over real sockets; call [`TrackerDriver::step`] in a loop.
+pub struct TrackerDriver {
+    client: TrackerClient,
+    epoch: Instant,
+    agent: ureq::Agent,
+    udp4: Option<UdpSocket>,
+    udp6: Option<UdpSocket>,
+    /// The tracker a UDP answer is awaited from.
+    udp_target: Option<(TrackerId, SocketAddr)>,
+    buf: Vec<u8>,
+}
+
+impl TrackerDriver {
+    /// Wraps `client`; `http_timeout` bounds each HTTP exchange (connect to last byte).
+    pub fn new(client: TrackerClient, http_timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(http_timeout))
+            .http_status_as_error(false)
+            .max_redirects(2)
+            .user_agent("p2pe")
+            .build()
+            .into();
+        Self {
+            client,
+            epoch: Instant::now(),
+            agent,
+            udp4: None,
+            udp6: None,
+            udp_target: None,
+            buf: vec![0; MAX_PACKET_BYTES],
+        }
+    }
+
+    /// The sans-IO client (for progress, events, peers and warnings).
+    pub fn client_mut(&mut self) -> &mut TrackerClient {
+        &mut self.client
+    }
+
+    /// The driver's clock, as [`Time`] since its creation.
+    pub fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Does everything due now, sends what the client wants sent (an HTTP
+    /// exchange blocks for up to its timeout), then waits at most `max_wait`
+    /// for a UDP answer or the client's next timer. Errors are handed to the
+    /// client as tracker failures; this never fails itself.
+    pub fn step(&mut self, max_wait: Duration) {
+        self.client.handle_timeout(self.now());
+        while let Some((id, request)) = self.client.poll_request() {
+            match request {
+                Request::Http { url } => {
+                    let result = self.http_get(&url);
+                    let now = self.now();
+                    match result {
+                        Ok(body) => self.client.handle_response(now, id, &body),
+                        Err(reason) => self.client.handle_error(now, id, &reason),
+                    }
+                }
+                Request::Udp { host_port, payload } => {
+                    if let Err(e) = self.udp_send(id, &host_port, &payload) {
+                        self.udp_target = None;
+                        let reason = format!("UDP send to {host_port}: {e}");
+                        self.client.handle_error(self.now(), id, &reason);
+                    }
+                }
+            }
+            self.client.handle_timeout(self.now());
+        }
+        let until_timer = self
+            .client
+            .poll_timeout()
+            .saturating_duration_since(self.now());
+        let wait = max_wait.min(until_timer).max(Duration::from_millis(1));
+        self.wait(wait);
+    }
+
+    fn http_get(&self, url: &str) -> Result<Vec<u8>, String> {
+        let mut response = self.agent.get(url).call().map_err(|e| e.to_string())?;
+        let status = response.status();
+        if status != 200 {
+            return Err(format!("HTTP status {status}"));
+        }
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_HTTP_RESPONSE_BYTES as u64)
+            .read_to_vec()
+            .map_err(|e| format!("reading the body: {e}"))
+    }
+
+    fn udp_send(&mut self, id: TrackerId, host_port: &str, payload: &[u8]) -> io::Result<()> {
+        let addrs: Vec<SocketAddr> = host_port.to_socket_addrs()?.collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| io::Error::other("no address"))?;
+        let socket = self.socket_for(addr)?;
+        socket.send_to(payload, addr)?;
+        self.udp_target = Some((id, addr));
+        Ok(())
+    }
+
+    fn socket_for(&mut self, to: SocketAddr) -> io::Result<&UdpSocket> {
+        let slot = if to.is_ipv4() {
+            &mut self.udp4
+        } else {
+            &mut self.udp6
+        };
+        if slot.is_none() {
+            let local: IpAddr = match (to.ip().is_loopback(), to.is_ipv4()) {
+                (true, true) => Ipv4Addr::LOCALHOST.into(),
+                (true, false) => Ipv6Addr::LOCALHOST.into(),
+                (false, true) => Ipv4Addr::UNSPECIFIED.into(),
+                (false, false) => Ipv6Addr::UNSPECIFIED.into(),
+            };
+            *slot = Some(UdpSocket::bind(SocketAddr::new(local, 0))?);
+        }
+        slot.as_ref().ok_or_else(|| io::Error::other("socket"))
+    }
+
+    /// Waits up to `wait` for the awaited UDP answer; sleeps when none is awaited.
+    fn wait(&mut self, wait: Duration) {
+        let Some((id, from)) = self.udp_target else {
+            std::thread::sleep(wait);
+            return;
+        };
+        let socket = if from.is_ipv4() {
+            &self.udp4
+        } else {
+            &self.udp6
+        };
+        let Some(socket) = socket else {
+            std::thread::sleep(wait);
+            return;
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match socket.recv_from(&mut self.buf) {
+                Ok((len, sender)) if sender == from => {
+                    let now = self.now();
+                    let packet = self.buf.get(..len).unwrap_or_default();
+                    self.client.handle_response(now, id, packet);
+                    return;
+                }
+                Ok(_) => continue, // not from the tracker: drop
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return
+                }
+                Err(e) => {
+                    // e.g. ICMP port unreachable: the tracker is not there.
+                    let now = self.now();
+                    self.udp_target = None;
+                    self.client
+                        .handle_error(now, id, &format!("UDP receive: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+}

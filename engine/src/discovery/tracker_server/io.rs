@@ -1,0 +1,344 @@
+//! Sockets for the embedded tracker: UDP (BEP 15) and HTTP (BEP 3, BEP 48) on
+//! the same port number, blocking std sockets and threads (control plane).
+//!
+//! - UDP: `udp_threads` sockets bound to one address with `SO_REUSEPORT`, one
+//!   thread each; the kernel spreads clients over them.
+//! - HTTP: `tiny_http` on a std `TcpListener`, `http_threads` workers.
+//! - Swarm state: [`Tracker`]s sharded by the info-hash's first byte, each
+//!   behind a mutex, so threads rarely contend; a sweeper thread expires peers.
+//!
+//! Every thread polls a stop flag at least every [`POLL_PERIOD`];
+//! [`TrackerServer::shutdown`] sets it and joins them.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{ConnectionIds, Tracker, TrackerConfig};
+use crate::core::time::Time;
+use crate::wire::metainfo::InfoHash;
+use crate::wire::tracker::http::failure_to_bencode;
+use crate::wire::tracker::query::parse_scrape_query;
+use crate::wire::tracker::udp::{PeerFamily, Request, Response, MAX_PACKET_BYTES};
+use crate::wire::tracker::{Announce, ScrapeResponse};
+
+/// How often blocked threads wake to check the stop flag.
+pub const POLL_PERIOD: Duration = Duration::from_millis(200);
+
+/// Number of swarm shards (mutexes); a power of two above the thread count.
+const SHARDS: usize = 16;
+
+/// How to run the tracker.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address for both UDP and TCP; port 0 picks a free port (the same for both).
+    pub listen: SocketAddr,
+    /// Swarm settings.
+    pub tracker: TrackerConfig,
+    /// UDP receive threads (sockets with `SO_REUSEPORT`), at least 1.
+    pub udp_threads: usize,
+    /// HTTP worker threads, at least 1.
+    pub http_threads: usize,
+}
+
+/// State shared by all threads.
+struct Shared {
+    shards: Vec<Mutex<Tracker>>,
+    conn_ids: ConnectionIds,
+    epoch: Instant,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn shard(&self, hash: &InfoHash) -> std::sync::MutexGuard<'_, Tracker> {
+        let i = usize::from(hash.0[0]) % self.shards.len().max(1);
+        // A poisoned shard only means another thread panicked mid-update; the
+        // swarm maps stay structurally valid, so keep serving.
+        match self.shards.get(i).or(self.shards.first()) {
+            Some(m) => m.lock().unwrap_or_else(PoisonError::into_inner),
+            None => unreachable!("SHARDS > 0"),
+        }
+    }
+}
+
+/// A running tracker.
+pub struct TrackerServer {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl TrackerServer {
+    /// Binds TCP and UDP on `config.listen` and starts the threads.
+    ///
+    /// # Errors
+    /// Any socket error from binding.
+    pub fn bind(config: ServerConfig) -> io::Result<Self> {
+        let (listener, udp_sockets) = bind_pair(config.listen, config.udp_threads.max(1))?;
+        let local_addr = listener.local_addr()?;
+        let mut rng = rand::rng();
+        let secret: [u8; 16] = rng.random();
+        let shared = Arc::new(Shared {
+            shards: (0..SHARDS)
+                .map(|i| {
+                    Mutex::new(Tracker::new(
+                        config.tracker.clone(),
+                        rng.random::<u64>() ^ i as u64,
+                    ))
+                })
+                .collect(),
+            conn_ids: ConnectionIds::new(secret),
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for socket in udp_sockets {
+            let shared = Arc::clone(&shared);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tracker-udp".into())
+                    .spawn(move || udp_loop(&shared, &socket))?,
+            );
+        }
+        let http = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| io::Error::other(e.to_string()))?,
+        );
+        for _ in 0..config.http_threads.max(1) {
+            let (shared, http) = (Arc::clone(&shared), Arc::clone(&http));
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tracker-http".into())
+                    .spawn(move || http_loop(&shared, &http))?,
+            );
+        }
+        let sweeper = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("tracker-sweep".into())
+                .spawn(move || sweep_loop(&sweeper))?,
+        );
+        Ok(Self {
+            local_addr,
+            shared,
+            threads,
+        })
+    }
+
+    /// The bound address (UDP and TCP share the port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Peers over all swarms right now.
+    pub fn peer_count(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|m| {
+                m.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .peer_count()
+            })
+            .sum()
+    }
+
+    /// Stops all threads and waits for them (at most about [`POLL_PERIOD`]).
+    pub fn shutdown(self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds a TCP listener and `n` UDP sockets on the same port. With port 0 the
+/// TCP port is chosen first; if UDP cannot take it, try again (a few times).
+fn bind_pair(listen: SocketAddr, n: usize) -> io::Result<(TcpListener, Vec<UdpSocket>)> {
+    let mut last_err = None;
+    for _ in 0..8 {
+        let listener = TcpListener::bind(listen)?;
+        let addr = listener.local_addr()?;
+        match (0..n)
+            .map(|_| udp_socket(addr))
+            .collect::<io::Result<Vec<_>>>()
+        {
+            Ok(sockets) => return Ok((listener, sockets)),
+            Err(e) if listen.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("could not bind UDP")))
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    // Bursts of announces at start-up: a larger buffer drops fewer.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(POLL_PERIOD))?;
+    Ok(socket)
+}
+
+fn udp_loop(shared: &Shared, socket: &UdpSocket) {
+    let mut buf = vec![0u8; MAX_PACKET_BYTES];
+    let mut out = Vec::with_capacity(2048);
+    while !shared.stop.load(Ordering::Relaxed) {
+        let (len, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => continue, // e.g. ICMP port unreachable reported on Linux
+        };
+        out.clear();
+        if handle_udp(shared, buf.get(..len).unwrap_or_default(), from, &mut out) {
+            let _ = socket.send_to(&out, from);
+        }
+    }
+}
+
+/// Answers one datagram into `out`; `false` when nothing should be sent.
+fn handle_udp(shared: &Shared, packet: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+    let now = shared.now();
+    let family = if from.is_ipv4() {
+        PeerFamily::V4
+    } else {
+        PeerFamily::V6
+    };
+    let response = match Request::decode(packet) {
+        // Garbage gets no answer: answering would make us a reflector.
+        Err(_) => return false,
+        Ok(Request::Connect { transaction_id }) => Response::Connect {
+            transaction_id,
+            connection_id: shared.conn_ids.issue(now, from),
+        },
+        Ok(
+            Request::Announce {
+                connection_id,
+                transaction_id,
+                ..
+            }
+            | Request::Scrape {
+                connection_id,
+                transaction_id,
+                ..
+            },
+        ) if !shared.conn_ids.is_valid(now, from, connection_id) => Response::Error {
+            transaction_id,
+            message: "bad connection id".into(),
+        },
+        Ok(Request::Announce {
+            transaction_id,
+            announce,
+            ..
+        }) => Response::Announce {
+            transaction_id,
+            response: shared
+                .shard(&announce.info_hash)
+                .handle_announce(now, from.ip(), &announce),
+        },
+        Ok(Request::Scrape {
+            transaction_id,
+            info_hashes,
+            ..
+        }) => Response::Scrape {
+            transaction_id,
+            stats: scrape(shared, &info_hashes),
+        },
+    };
+    response.encode(family, out);
+    true
+}
+
+fn scrape(shared: &Shared, hashes: &[InfoHash]) -> Vec<crate::wire::tracker::ScrapeStats> {
+    hashes
+        .iter()
+        .map(|h| {
+            shared
+                .shard(h)
+                .handle_scrape(std::slice::from_ref(h))
+                .pop()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn http_loop(shared: &Shared, server: &tiny_http::Server) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let request = match server.recv_timeout(POLL_PERIOD) {
+            Ok(Some(request)) => request,
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        let source = request.remote_addr().map(SocketAddr::ip);
+        let (status, body) = answer_http(shared, request.url(), source);
+        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain"[..]);
+        let mut response = tiny_http::Response::from_data(body).with_status_code(status);
+        if let Ok(h) = header {
+            response = response.with_header(h);
+        }
+        let _ = request.respond(response);
+    }
+}
+
+/// Answers an HTTP GET of `url` (path and query) from `source`: (status, body).
+fn answer_http(shared: &Shared, url: &str, source: Option<IpAddr>) -> (u16, Vec<u8>) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    match path {
+        "/announce" => match (Announce::from_query(query.as_bytes()), source) {
+            (Ok((announce, compact)), Some(ip)) => {
+                let now = shared.now();
+                let resp = shared
+                    .shard(&announce.info_hash)
+                    .handle_announce(now, ip, &announce);
+                (200, resp.to_bencode(compact))
+            }
+            (Err(e), _) => (200, failure_to_bencode(&e.to_string())),
+            (_, None) => (200, failure_to_bencode("unknown source address")),
+        },
+        "/scrape" => match parse_scrape_query(query.as_bytes()) {
+            Ok(hashes) if !hashes.is_empty() => {
+                let stats = scrape(shared, &hashes);
+                let files = hashes.into_iter().zip(stats).collect();
+                (200, ScrapeResponse { files }.to_bencode())
+            }
+            Ok(_) => (
+                200,
+                failure_to_bencode("full scrape not supported: give info_hash"),
+            ),
+            Err(e) => (200, failure_to_bencode(&e.to_string())),
+        },
+        _ => (404, b"not found\n".to_vec()),
+    }
+}
+
+fn sweep_loop(shared: &Shared) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(POLL_PERIOD);
+        let now = shared.now();
+        for shard in &shared.shards {
+            let mut tracker = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            if tracker.poll_timeout() <= now {
+                tracker.handle_timeout(now);
+            }
+        }
+    }
+}

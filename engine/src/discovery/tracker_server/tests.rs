@@ -1,0 +1,136 @@
+//! Hand-out policy and expiry of the sans-IO tracker.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::*;
+
+const HASH: InfoHash = InfoHash([9; 20]);
+
+fn ip(i: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, i))
+}
+
+fn announce(port: u16, left_bytes: u64, rack: Option<&str>, zone: Option<&str>) -> Announce {
+    Announce {
+        info_hash: HASH,
+        peer_id: [port as u8; 20],
+        port,
+        uploaded_bytes: 0,
+        downloaded_bytes: 0,
+        left_bytes,
+        event: Event::Started,
+        numwant: Some(3),
+        key: 0,
+        topology: Topology {
+            rack: rack.map(Into::into),
+            zone: zone.map(Into::into),
+        },
+    }
+}
+
+fn tracker() -> Tracker {
+    Tracker::new(TrackerConfig::with_interval(Duration::from_secs(60)), 1)
+}
+
+fn addr(i: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(ip(i), port)
+}
+
+#[test]
+fn seeders_and_near_complete_first_and_never_self() {
+    for seed in 0..20 {
+        let mut t = Tracker::new(TrackerConfig::with_interval(Duration::from_secs(60)), seed);
+        let now = Time::ZERO;
+        for i in 1..=6 {
+            t.handle_announce(now, ip(i), &announce(1000, 1_000_000, None, None));
+        }
+        t.handle_announce(now, ip(7), &announce(1000, 0, None, None)); // seeder
+        t.handle_announce(now, ip(8), &announce(1000, 1_000, None, None)); // near complete
+        let resp = t.handle_announce(now, ip(1), &announce(1000, 1_000_000, None, None));
+        assert_eq!(
+            resp.peers,
+            vec![addr(7, 1000), addr(8, 1000), resp.peers[2]]
+        );
+        assert_ne!(resp.peers[2], addr(1, 1000));
+        assert_eq!((resp.complete, resp.incomplete), (Some(1), Some(7)));
+    }
+}
+
+#[test]
+fn seeders_get_leechers_first() {
+    let mut t = tracker();
+    for i in 1..=4 {
+        t.handle_announce(Time::ZERO, ip(i), &announce(1, 0, None, None));
+    }
+    t.handle_announce(Time::ZERO, ip(5), &announce(1, 50, None, None));
+    let resp = t.handle_announce(Time::ZERO, ip(1), &announce(1, 0, None, None));
+    assert_eq!(resp.peers.first(), Some(&addr(5, 1)));
+}
+
+#[test]
+fn same_rack_then_same_zone_first() {
+    let mut t = tracker();
+    let now = Time::ZERO;
+    t.handle_announce(now, ip(1), &announce(1, 0, Some("r9"), Some("z2"))); // other zone, seeder
+    t.handle_announce(now, ip(2), &announce(1, 5, Some("r2"), Some("z1"))); // same zone
+    t.handle_announce(now, ip(3), &announce(1, 5, Some("r1"), Some("z1"))); // same rack
+    t.handle_announce(now, ip(4), &announce(1, 5, Some("r1"), Some("z3"))); // rack name reused elsewhere
+    let resp = t.handle_announce(now, ip(5), &announce(1, 5, Some("r1"), Some("z1")));
+    assert_eq!(resp.peers, vec![addr(3, 1), addr(2, 1), addr(1, 1)]);
+}
+
+#[test]
+fn silent_peers_expire_and_stopped_leaves() {
+    let mut t = tracker();
+    let ttl = t.config().peer_ttl;
+    t.handle_announce(Time::ZERO, ip(1), &announce(1, 5, None, None));
+    t.handle_announce(Time::ZERO, ip(2), &announce(1, 5, None, None));
+    let later = Time::ZERO + ttl / 2;
+    t.handle_announce(later, ip(2), &announce(1, 5, None, None));
+    t.handle_timeout(Time::ZERO + ttl);
+    assert_eq!(t.peer_count(), 1);
+    let mut stop = announce(1, 5, None, None);
+    stop.event = Event::Stopped;
+    let resp = t.handle_announce(later, ip(2), &stop);
+    assert!(resp.peers.is_empty());
+    assert_eq!(t.peer_count(), 0);
+    assert_eq!(t.swarm_count(), 0);
+}
+
+#[test]
+fn completion_counts_and_scrape() {
+    let mut t = tracker();
+    t.handle_announce(Time::ZERO, ip(1), &announce(1, 5, None, None));
+    let mut done = announce(1, 0, None, None);
+    done.event = Event::Completed;
+    t.handle_announce(Time::ZERO, ip(1), &done);
+    let stats = t.handle_scrape(&[HASH, InfoHash([0; 20])]);
+    assert_eq!(
+        stats[0],
+        ScrapeStats {
+            complete: 1,
+            downloaded: 1,
+            incomplete: 0
+        }
+    );
+    assert_eq!(stats[1], ScrapeStats::default());
+}
+
+#[test]
+fn large_swarm_sampling_returns_numwant_distinct_peers() {
+    let mut t = tracker();
+    for i in 0..3000u16 {
+        let mut a = announce(i + 1, 5, None, None);
+        a.numwant = Some(0);
+        t.handle_announce(Time::ZERO, ip(1), &a);
+    }
+    let mut a = announce(1, 5, None, None);
+    a.numwant = Some(50);
+    let resp = t.handle_announce(Time::ZERO, ip(1), &a);
+    let mut peers = resp.peers.clone();
+    peers.sort();
+    peers.dedup();
+    assert!(peers.len() >= 45 && peers.len() <= 50, "{}", peers.len());
+    assert!(!peers.contains(&addr(1, 1)));
+}

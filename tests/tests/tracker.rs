@@ -1,0 +1,270 @@
+//! Tracker interop on loopback, real processes:
+//! - `p2pe tracker` answers p2pe's tracker client over HTTP and UDP (BEP 3, 15);
+//! - Debian's `opentracker` answers p2pe's tracker client over HTTP and UDP;
+//! - two libtorrent sessions (python3-libtorrent) find each other through
+//!   `p2pe tracker` and the leecher completes, over HTTP and over UDP.
+//!
+//! opentracker and libtorrent are required: if missing these tests FAIL with a
+//! clear message (`.ci/run` installs them), they never pass silently. Every
+//! process is killed by PID; every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use p2pe::discovery::tracker_client::{ClientConfig, TrackerClient};
+use p2pe::discovery::tracker_io::TrackerDriver;
+use p2pe::wire::metainfo::InfoHash;
+use p2pe_tests::{libtorrent_available, p2pe_bin, SYSTEM_PYTHON};
+
+/// Bound on any single wait in these tests.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// A child process killed (by PID) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `p2pe tracker --listen 127.0.0.1:0` and returns it with its address.
+fn start_p2pe_tracker() -> (Proc, SocketAddr) {
+    let mut child = Command::new(p2pe_bin())
+        .args(["tracker", "--listen", "127.0.0.1:0", "--interval", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn p2pe tracker");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(BOUND)
+        .expect("p2pe tracker printed its address");
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (proc, addr)
+}
+
+fn client(url: &str, port: u16, seed: u64) -> TrackerDriver {
+    let config = ClientConfig {
+        http_timeout: Duration::from_secs(5),
+        udp_timeout: Duration::from_secs(2),
+        ..ClientConfig::default()
+    };
+    let tiers = vec![vec![url.to_owned()]];
+    let mut peer_id = [b'-'; 20];
+    peer_id[..8].copy_from_slice(b"-P20000-");
+    peer_id[19] = seed as u8;
+    let client = TrackerClient::new(config, &tiers, InfoHash([3; 20]), peer_id, port, seed);
+    TrackerDriver::new(client, Duration::from_secs(5))
+}
+
+/// Drives `driver` until one announce succeeded; returns the peers it got.
+fn announce_once(driver: &mut TrackerDriver) -> Vec<SocketAddr> {
+    let deadline = Instant::now() + BOUND;
+    let mut peers = Vec::new();
+    while Instant::now() < deadline {
+        driver.step(Duration::from_millis(50));
+        let client = driver.client_mut();
+        peers.extend(client.poll_peers());
+        while let Some(w) = client.poll_warning() {
+            eprintln!("tracker client warning: {w}");
+        }
+        if client.swarm_counts().is_some() {
+            return peers;
+        }
+    }
+    panic!("no successful announce within {BOUND:?}");
+}
+
+/// Peers other than `me` (opentracker hands a peer its own address back), sorted.
+fn others(mut peers: Vec<SocketAddr>, me: u16) -> Vec<SocketAddr> {
+    peers.retain(|p| p.port() != me);
+    peers.sort();
+    peers
+}
+
+/// A announces over HTTP, B over UDP, C over HTTP, D over UDP; each sees the earlier ones.
+fn check_http_and_udp(http_url: &str, udp_url: &str) {
+    let a: SocketAddr = "127.0.0.1:1111".parse().unwrap();
+    let b: SocketAddr = "127.0.0.1:2222".parse().unwrap();
+    let c: SocketAddr = "127.0.0.1:3333".parse().unwrap();
+    assert_eq!(
+        others(announce_once(&mut client(http_url, 1111, 1)), 1111),
+        vec![]
+    );
+    assert_eq!(
+        others(announce_once(&mut client(udp_url, 2222, 2)), 2222),
+        vec![a]
+    );
+    assert_eq!(
+        others(announce_once(&mut client(http_url, 3333, 3)), 3333),
+        vec![a, b]
+    );
+    assert_eq!(
+        others(announce_once(&mut client(udp_url, 4444, 4)), 4444),
+        vec![a, b, c]
+    );
+}
+
+#[test]
+fn p2pe_tracker_serves_http_and_udp_announces() {
+    let (_tracker, addr) = start_p2pe_tracker();
+    check_http_and_udp(
+        &format!("http://{addr}/announce"),
+        &format!("udp://{addr}/announce"),
+    );
+}
+
+/// A free port number on 127.0.0.1 (TCP; opentracker binds UDP on the same number).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[test]
+fn opentracker_answers_p2pe_client_over_http_and_udp() {
+    let ok = Command::new("opentracker").arg("-h").output().is_ok();
+    assert!(
+        ok,
+        "opentracker is not on PATH; install it (`apt-get install opentracker`)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Debian's build serves only whitelisted info-hashes (40 hex digits per
+    // line); the whitelist path is relative to the chroot (-d).
+    std::fs::write(
+        dir.path().join("whitelist.txt"),
+        format!("{}\n", InfoHash([3; 20])),
+    )
+    .expect("write whitelist");
+    let port = free_port();
+    let port_s = port.to_string();
+    let child = Command::new("opentracker")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-P",
+            &port_s,
+            "-w",
+            "whitelist.txt",
+        ])
+        .arg("-d")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn opentracker");
+    let _proc = Proc(child);
+    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+    check_http_and_udp(
+        &format!("http://127.0.0.1:{port}/announce"),
+        &format!("udp://127.0.0.1:{port}/announce"),
+    );
+}
+
+fn wait_for_tcp(addr: SocketAddr) {
+    let deadline = Instant::now() + BOUND;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on {addr} within {BOUND:?}");
+}
+
+/// Two libtorrent sessions on loopback: a seeder and a leecher of a 3 MiB
+/// torrent announcing to argv[2]; prints DONE when the leecher completes.
+const LT_SWARM: &str = r#"
+import os, sys, time, libtorrent as lt
+work, tracker = sys.argv[1], sys.argv[2]
+seed_dir, leech_dir = os.path.join(work, "seed"), os.path.join(work, "leech")
+os.makedirs(seed_dir); os.makedirs(leech_dir)
+with open(os.path.join(seed_dir, "blob.bin"), "wb") as f:
+    f.write(os.urandom(3 * 1024 * 1024))
+fs = lt.file_storage()
+lt.add_files(fs, os.path.join(seed_dir, "blob.bin"))
+ct = lt.create_torrent(fs, 256 * 1024)
+ct.add_tracker(tracker)
+lt.set_piece_hashes(ct, seed_dir)
+ti = lt.torrent_info(lt.bencode(ct.generate()))
+def session():
+    return lt.session({
+        "listen_interfaces": "127.0.0.1:0", "enable_dht": False, "enable_lsd": False,
+        "enable_upnp": False, "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True, "announce_to_all_trackers": True,
+        "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.tracker_notification,
+    })
+seeder, leecher = session(), session()
+hs = seeder.add_torrent({"ti": ti, "save_path": seed_dir})
+hl = leecher.add_torrent({"ti": lt.torrent_info(ti), "save_path": leech_dir})
+deadline = time.time() + 50
+while time.time() < deadline:
+    for s in (seeder, leecher):
+        for a in s.pop_alerts():
+            print("alert:", a.message(), file=sys.stderr)
+    if hl.status().is_seeding:
+        print("DONE"); sys.exit(0)
+    time.sleep(0.1)
+print("leecher state", hl.status().state, hl.status().progress, file=sys.stderr)
+sys.exit(1)
+"#;
+
+fn run_lt_swarm(tracker_url: &str, work: &Path) {
+    let mut child = Command::new(SYSTEM_PYTHON)
+        .args(["-c", LT_SWARM])
+        .arg(work)
+        .arg(tracker_url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn python3");
+    let deadline = Instant::now() + BOUND + BOUND;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait python3") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("libtorrent swarm did not finish within {:?}", BOUND + BOUND);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+    }
+    assert!(
+        status.success() && out.contains("DONE"),
+        "libtorrent leecher did not complete via {tracker_url}: {status}, {out}"
+    );
+}
+
+#[test]
+fn libtorrent_peers_find_each_other_through_p2pe_tracker() {
+    assert!(
+        libtorrent_available(),
+        "python3-libtorrent is not importable from {SYSTEM_PYTHON}; install it"
+    );
+    let (_tracker, addr) = start_p2pe_tracker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_lt_swarm(&format!("http://{addr}/announce"), &dir.path().join("http"));
+    run_lt_swarm(&format!("udp://{addr}/announce"), &dir.path().join("udp"));
+}

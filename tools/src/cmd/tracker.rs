@@ -1,0 +1,67 @@
+//! `p2pe tracker`: run the embedded BitTorrent tracker (HTTP and UDP announce and
+//! scrape on one port number) until SIGINT or SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use p2pe::discovery::tracker_server::io::{ServerConfig, TrackerServer};
+use p2pe::discovery::tracker_server::TrackerConfig;
+
+/// Arguments of `p2pe tracker`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Clients announce to http://ADDR/announce or udp://ADDR/announce (BEP 3, BEP 15); scrape at \
+http://ADDR/scrape. Peers silent for 2 x interval are dropped. Peers are handed out same rack \
+first, then same zone (extra announce parameters p2pe_rack= and p2pe_zone=), then seeders and \
+near-complete peers, then at random.
+
+Example: p2pe tracker --listen 0.0.0.0:6969 --interval 60")]
+pub struct Args {
+    /// Address to bind, for both TCP (HTTP) and UDP; port 0 picks a free port.
+    #[arg(long, default_value = "0.0.0.0:6969")]
+    pub listen: SocketAddr,
+    /// Announce interval told to clients, in seconds (min interval is half).
+    #[arg(long, default_value_t = 60)]
+    pub interval: u64,
+    /// Peers handed out when a client does not say (`numwant`).
+    #[arg(long, default_value_t = 50)]
+    pub numwant: u32,
+    /// UDP receive threads (SO_REUSEPORT sockets); default: one per core.
+    #[arg(long)]
+    pub udp_threads: Option<usize>,
+    /// HTTP worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub http_threads: usize,
+}
+
+/// Runs the tracker until a termination signal.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.interval > 0, "--interval must be at least 1 second");
+    let mut tracker = TrackerConfig::with_interval(Duration::from_secs(args.interval));
+    tracker.default_numwant = args.numwant.min(tracker.max_numwant);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let server = TrackerServer::bind(ServerConfig {
+        listen: args.listen,
+        tracker,
+        udp_threads: args.udp_threads.unwrap_or(cores).max(1),
+        http_threads: args.http_threads.max(1),
+    })
+    .with_context(|| format!("binding {}", args.listen))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .context("installing the signal handler")?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {}", server.local_addr())?;
+    stdout.flush()?;
+    let _ = rx.recv();
+    eprintln!(
+        "p2pe tracker: shutting down ({} peers)",
+        server.peer_count()
+    );
+    server.shutdown();
+    Ok(())
+}
