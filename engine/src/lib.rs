@@ -6,12 +6,14 @@
 //!   torrent. No sockets, no clock, no threads, no randomness of their own.
 //! - [`sim`]: seeded deterministic discrete-event swarm simulator driving [`core`].
 //! - [`store`]: piece storage (memory-mapped files, resume record).
+//! - [`node`]: a running node: runtime + wire + core + store for one torrent.
 //! - [`discovery`]: tracker client and embedded tracker server (BEP 3, 12, 15).
 //! - [`rt`]: io_uring thread-per-core runtime moving the bytes (all I/O `unsafe` lives here).
 #![warn(missing_docs)]
 
 pub mod core;
 pub mod discovery;
+pub mod node;
 pub mod rt;
 pub mod sim;
 pub mod store;

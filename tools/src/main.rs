@@ -20,10 +20,16 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Run the seeded swarm simulator.
     Sim(cmd::sim::Args),
-    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape).
-    Tracker(cmd::tracker::Args),
+    /// Serve a local copy of a torrent to peers until killed.
+    Seed(cmd::seed::Args),
+    /// Download a torrent from peers (resumes a partial copy).
+    Get(cmd::get::Args),
+    /// Run one seeder and N leechers on 127.0.0.1 and check every copy.
+    Swarm(cmd::swarm::Args),
     /// System benchmarks (swarm on emulated hosts; needs root).
     Bench(cmd::bench::Args),
+    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape).
+    Tracker(cmd::tracker::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,8 +38,11 @@ fn main() -> std::process::ExitCode {
         Command::Create(args) => cmd::create::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Sim(args) => cmd::sim::run(args),
-        Command::Tracker(args) => cmd::tracker::run(args),
+        Command::Seed(args) => cmd::seed::run(args),
+        Command::Get(args) => cmd::get::run(args),
+        Command::Swarm(args) => cmd::swarm::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Tracker(args) => cmd::tracker::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -102,45 +102,23 @@ fn progress_bar(total_len_bytes: u64) -> ProgressBar {
 /// file, a non-UTF-8 name, an existing output without `--force`, or a failed write.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let piece_len = parse_piece_len(&args.piece_length)?;
-    let source = walk::walk(&args.path)?;
-    let total_len_bytes = source.total_len_bytes();
-    if total_len_bytes == 0 {
-        bail!(
-            "{}: nothing to share (no file data, only empty files or directories)",
-            args.path.display()
-        );
-    }
-    let piece_len_bytes = piece_len.unwrap_or_else(|| auto_piece_len_bytes(total_len_bytes));
-
-    let bar = progress_bar(total_len_bytes);
     let started = Instant::now();
-    let piece_hashes = hash::hash_pieces(&source.files, total_len_bytes, piece_len_bytes, &bar)?;
-    let elapsed = started.elapsed();
-    bar.finish_and_clear();
-
-    let info = Info::new(
-        source.name.clone(),
-        source.layout(),
-        piece_len_bytes,
-        piece_hashes,
-        args.private,
-    )
-    .context("building the info dictionary")?;
-    let creation_date = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok());
-    let meta = Metainfo::new(
-        info,
+    let meta = make_metainfo(
+        &args.path,
+        piece_len,
         tracker_tiers(&args.trackers),
+        args.private,
         args.comment,
-        Some(format!("p2pe/{}", env!("CARGO_PKG_VERSION"))),
-        creation_date,
-    );
+        Progress::Bar,
+    )?;
+    let elapsed = started.elapsed();
+    let total_len_bytes = meta.info().total_len_bytes();
+    let piece_len_bytes = meta.info().piece_len_bytes();
+    let source_name = meta.info().name().to_string();
 
     let output = args
         .output
-        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", source.name)));
+        .unwrap_or_else(|| PathBuf::from(format!("{source_name}.torrent")));
     write_output(&output, &meta.to_bytes(), args.force)?;
 
     let info = meta.info();
@@ -162,6 +140,65 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rayon::current_num_threads(),
     );
     Ok(())
+}
+
+/// Whether [`make_metainfo`] draws a progress bar on stderr.
+pub enum Progress {
+    /// A bar while hashing, when stderr is a terminal.
+    Bar,
+    /// Nothing (callers with their own progress output, e.g. `p2pe swarm`).
+    Hidden,
+}
+
+/// Walks `path` (a file or a directory) and hashes its pieces on all cores,
+/// giving the metainfo of a v1 torrent (BEP 3). `piece_len_bytes` of `None`
+/// picks [`auto_piece_len_bytes`]; `trackers` are BEP 12 tiers.
+///
+/// # Errors
+/// An unreadable or changing input, a symlink loop, a special file, a
+/// non-UTF-8 name, or nothing to share (no file data).
+pub fn make_metainfo(
+    path: &std::path::Path,
+    piece_len_bytes: Option<u32>,
+    trackers: Vec<Vec<String>>,
+    private: bool,
+    comment: Option<String>,
+    progress: Progress,
+) -> anyhow::Result<Metainfo> {
+    let source = walk::walk(path)?;
+    let total_len_bytes = source.total_len_bytes();
+    if total_len_bytes == 0 {
+        bail!(
+            "{}: nothing to share (no file data, only empty files or directories)",
+            path.display()
+        );
+    }
+    let piece_len_bytes = piece_len_bytes.unwrap_or_else(|| auto_piece_len_bytes(total_len_bytes));
+    let bar = match progress {
+        Progress::Bar => progress_bar(total_len_bytes),
+        Progress::Hidden => ProgressBar::hidden(),
+    };
+    let piece_hashes = hash::hash_pieces(&source.files, total_len_bytes, piece_len_bytes, &bar)?;
+    bar.finish_and_clear();
+    let info = Info::new(
+        source.name.clone(),
+        source.layout(),
+        piece_len_bytes,
+        piece_hashes,
+        private,
+    )
+    .context("building the info dictionary")?;
+    let creation_date = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
+    Ok(Metainfo::new(
+        info,
+        trackers,
+        comment,
+        Some(format!("p2pe/{}", env!("CARGO_PKG_VERSION"))),
+        creation_date,
+    ))
 }
 
 /// Writes the .torrent; refuses to replace an existing file unless `force`.

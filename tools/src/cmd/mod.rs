@@ -2,6 +2,10 @@
 
 pub mod bench;
 pub mod create;
+pub mod get;
 pub mod inspect;
+pub mod node_common;
+pub mod seed;
 pub mod sim;
+pub mod swarm;
 pub mod tracker;

@@ -1,0 +1,164 @@
+//! Send path: per-connection FIFO, rate limits, blocks as gathered sends.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::core::{Block, PeerKey, PeerMessage};
+use crate::rt::{ConnId, Ctx, Region};
+use crate::wire::peer::{piece_header, BlockOffset, PieceIndex};
+
+use super::super::convert;
+use super::super::peer::Outgoing;
+use super::NodeHandler;
+
+impl NodeHandler {
+    /// Sends `item` to `peer` now, or holds it (and everything after it for
+    /// that peer) while a rate limit is exhausted.
+    pub(super) fn enqueue(&mut self, ctx: &mut Ctx, peer: PeerKey, item: Outgoing) {
+        let Some(&conn) = self.keys.get(&peer) else {
+            return;
+        };
+        let held = self.conns.get(&conn).is_some_and(|pc| !pc.held.is_empty());
+        if held || !self.try_send(ctx, conn, &item) {
+            if let Some(pc) = self.conns.get_mut(&conn) {
+                pc.held.push_back(item);
+                self.throttled.insert(conn);
+            }
+        }
+    }
+
+    /// Sends held items in order while the limits allow.
+    pub(super) fn release_held(&mut self, ctx: &mut Ctx) {
+        let conns: Vec<ConnId> = self.throttled.iter().copied().collect();
+        for conn in conns {
+            loop {
+                let Some(item) = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|pc| pc.held.front().cloned())
+                else {
+                    self.throttled.remove(&conn);
+                    break;
+                };
+                if !self.try_send(ctx, conn, &item) {
+                    break;
+                }
+                if let Some(pc) = self.conns.get_mut(&conn) {
+                    pc.held.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Sends `item` if its rate limit allows; false means "hold it".
+    fn try_send(&mut self, ctx: &mut Ctx, conn: ConnId, item: &Outgoing) -> bool {
+        let now = Instant::now();
+        match item {
+            Outgoing::Msg(msg) => {
+                if let (PeerMessage::Request(b), Some(down)) = (msg, self.down.as_mut()) {
+                    if !down.try_take(now, u64::from(b.len_bytes)) {
+                        return false;
+                    }
+                }
+                self.send_msg(ctx, conn, msg);
+            }
+            Outgoing::Block(b) => {
+                if let Some(up) = self.up.as_mut() {
+                    if !up.try_take(now, u64::from(b.len_bytes)) {
+                        return false;
+                    }
+                }
+                self.send_block(ctx, conn, *b);
+            }
+        }
+        true
+    }
+
+    fn send_msg(&mut self, ctx: &mut Ctx, conn: ConnId, msg: &PeerMessage) {
+        let mut buf = Vec::new();
+        if convert::outbound(msg).encode(&mut buf).is_err() {
+            return; // only oversized payloads fail; the core never makes them
+        }
+        if let Some(pc) = self.conns.get_mut(&conn) {
+            pc.queued_total_bytes += buf.len() as u64;
+        }
+        ctx.send(conn, buf);
+    }
+
+    /// Queues the `piece` message for `block`: header plus the block's file
+    /// regions (one per file it spans), without copying the data.
+    fn send_block(&mut self, ctx: &mut Ctx, conn: ConnId, block: Block) {
+        let (p, off, len) = (block.piece.0, block.offset_bytes, block.len_bytes);
+        let regions = self.regions(p, off, len);
+        let header = piece_header(PieceIndex(p), BlockOffset(off), len);
+        let (Some(regions), Ok(header)) = (regions, header) else {
+            // Not servable (the core only asks for verified pieces, so the
+            // data changed on disk): report it done so the upload slot frees;
+            // the peer's request times out and goes elsewhere.
+            if let Some(key) = self.conns.get(&conn).map(|pc| pc.key) {
+                let now = self.now();
+                self.torrent.handle_block_sent(now, key, block);
+            }
+            return;
+        };
+        for (i, region) in regions.into_iter().enumerate() {
+            let h: &[u8] = if i == 0 { &header } else { &[] };
+            ctx.send_region(conn, h, region);
+        }
+        if let Some(pc) = self.conns.get_mut(&conn) {
+            pc.queued_total_bytes += header.len() as u64 + u64::from(len);
+            pc.blocks_in_flight
+                .push_back((pc.queued_total_bytes, block));
+        }
+    }
+
+    /// The file regions of a verified block, `None` if it cannot be served.
+    fn regions(&self, piece: u32, offset_bytes: u32, len_bytes: u32) -> Option<Vec<Region>> {
+        // Checks the piece is verified and its files unchanged (store rules).
+        self.storage
+            .block_slices(piece, offset_bytes, len_bytes)
+            .ok()?;
+        let segments = self
+            .storage
+            .layout()
+            .segments(piece, offset_bytes, len_bytes)
+            .ok()?;
+        segments
+            .map(|seg| {
+                let src = self.sources.get(seg.file_index)?.clone()?;
+                Region::new(src, seg.file_offset_bytes, u64::from(seg.len_bytes)).ok()
+            })
+            .collect()
+    }
+
+    /// The runtime handed bytes of `conn` to the kernel: report the blocks
+    /// whose last byte has left.
+    pub(super) fn sent(&mut self, ctx: &mut Ctx, conn: ConnId) {
+        let still_queued = ctx.queued_bytes(conn);
+        let Some(pc) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let sent_mark = pc.queued_total_bytes.saturating_sub(still_queued);
+        let key = pc.key;
+        let mut done = Vec::new();
+        while pc
+            .blocks_in_flight
+            .front()
+            .is_some_and(|(mark, _)| *mark <= sent_mark)
+        {
+            if let Some((_, b)) = pc.blocks_in_flight.pop_front() {
+                done.push(b);
+            }
+        }
+        if pc.dropped_by_core {
+            return;
+        }
+        let now = self.now();
+        for b in done {
+            self.shared
+                .uploaded_bytes
+                .fetch_add(u64::from(b.len_bytes), Ordering::AcqRel);
+            self.torrent.handle_block_sent(now, key, b);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! `p2pe seed` / `p2pe get` / `p2pe swarm` as real processes on 127.0.0.1,
+//! and interop with libtorrent (python3-libtorrent) in both directions.
+//!
+//! Every child is killed by PID when its guard drops; every wait is bounded.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use p2pe_tests::{libtorrent_available, p2pe_bin, SYSTEM_PYTHON};
+
+/// Bound on any one transfer in these tests (small payloads on loopback).
+const BOUND: Duration = Duration::from_secs(120);
+
+/// A child process killed (by PID) and reaped on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits (bounded) for the "listening on ADDR" line.
+    fn listen_addr(&mut self) -> SocketAddr {
+        let end = Instant::now() + BOUND;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("child printed no listen address in time");
+            if let Some(a) = line.strip_prefix("listening on ") {
+                return a.trim().parse().expect("listen address");
+            }
+        }
+    }
+
+    /// Waits (bounded) for exit; returns success and the stdout lines.
+    fn wait(&mut self, bound: Duration) -> (bool, Vec<String>) {
+        let end = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The reader thread ends at EOF; give it the same bound.
+                let mut out = Vec::new();
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                    out.push(l);
+                }
+                return (status.success(), out);
+            }
+            assert!(Instant::now() < end, "child did not exit within {bound:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A multi-file payload `dir/name/...` (sizes not aligned to pieces) and its
+/// torrent made by mktorrent with 64 KiB pieces.
+fn multi_file(dir: &Path, name: &str) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+    let files = vec![
+        ("a.bin".to_string(), data(300_001, 1)),
+        ("sub/b.bin".to_string(), data(777_777, 2)),
+        ("sub/empty".to_string(), Vec::new()),
+        ("z.bin".to_string(), data(65_536 * 3 + 5, 3)),
+    ];
+    for (p, bytes) in &files {
+        let path = dir.join(name).join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let torrent = dir.join(format!("{name}.torrent"));
+    let out = Command::new("mktorrent")
+        .args(["-l", "16", "-a", "http://127.0.0.1:1/announce", "-o"])
+        .arg(&torrent)
+        .arg(dir.join(name))
+        .output()
+        .expect("run mktorrent");
+    assert!(out.status.success(), "mktorrent: {out:?}");
+    (torrent, files)
+}
+
+fn assert_copy(root: &Path, name: &str, files: &[(String, Vec<u8>)]) {
+    for (p, bytes) in files {
+        let got = std::fs::read(root.join(name).join(p)).unwrap_or_default();
+        assert!(
+            got == *bytes,
+            "{p}: copy differs ({} vs {} bytes)",
+            got.len(),
+            bytes.len()
+        );
+    }
+}
+
+fn seed(torrent: &Path, data_dir: &Path) -> (Proc, SocketAddr) {
+    let mut p = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("seed")
+            .arg(torrent)
+            .arg("--path")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"]),
+    );
+    let addr = p.listen_addr();
+    (p, addr)
+}
+
+fn get(torrent: &Path, out: &Path, peer: SocketAddr) -> (bool, serde_json::Value) {
+    let mut p = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(torrent)
+            .arg("-o")
+            .arg(out)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--json",
+                "--connect-timeout",
+                "60",
+            ])
+            .args(["--peer", &peer.to_string()]),
+    );
+    let (ok, lines) = p.wait(BOUND);
+    let json = lines
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (ok, json)
+}
+
+#[test]
+fn seed_then_get_multi_file_is_byte_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let (_seeder, addr) = seed(&torrent, tmp.path());
+    let out = tmp.path().join("out");
+    let (ok, summary) = get(&torrent, &out, addr);
+    assert!(ok, "p2pe get failed: {summary}");
+    assert_copy(&out, "payload", &files);
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(summary["bytes"].as_u64(), Some(total as u64), "{summary}");
+    assert_eq!(summary["peers"].as_u64(), Some(1), "{summary}");
+}
+
+/// Sends SIGTERM to `p` by PID and waits (bounded) for a clean exit.
+fn terminate(p: &mut Proc) -> bool {
+    let pid = p.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    p.wait(BOUND).0
+}
+
+#[test]
+fn leecher_seeds_after_and_seed_exits_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let (mut seeder, addr) = seed(&torrent, tmp.path());
+    // A downloads from the seeder and keeps serving.
+    let a_out = tmp.path().join("a");
+    let mut a = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&a_out)
+            .args(["--listen", "127.0.0.1:0", "--seed-after"])
+            .args(["--peer", &addr.to_string()]),
+    );
+    let a_addr = a.listen_addr();
+    // Wait (bounded) until A's copy is complete: its resume record lists all
+    // pieces only after it verified them, so poll the data itself.
+    let end = Instant::now() + BOUND;
+    loop {
+        let done = files.iter().all(|(p, bytes)| {
+            std::fs::read(a_out.join("payload").join(p)).is_ok_and(|got| got == *bytes)
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < end, "A did not complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The original seeder leaves cleanly and writes its resume record.
+    assert!(terminate(&mut seeder), "seed did not exit 0 on SIGTERM");
+    assert!(tmp.path().join(".p2pe.resume").exists());
+    // B can only get the data from A.
+    let b_out = tmp.path().join("b");
+    let (ok, summary) = get(&torrent, &b_out, a_addr);
+    assert!(ok, "get from a --seed-after leecher failed: {summary}");
+    assert_copy(&b_out, "payload", &files);
+    // A was never told to stop: SIGTERM ends it; its exit is 0 (complete).
+    assert!(
+        terminate(&mut a),
+        "get --seed-after did not exit 0 on SIGTERM"
+    );
+}
+
+#[test]
+fn get_resumes_fetching_only_missing_pieces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let (_seeder, addr) = seed(&torrent, tmp.path());
+    // Pre-populate: every file but sub/b.bin, which is absent.
+    let out = tmp.path().join("out");
+    for (p, bytes) in &files {
+        if p != "sub/b.bin" {
+            let path = out.join("payload").join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+    let (ok, summary) = get(&torrent, &out, addr);
+    assert!(ok, "p2pe get failed: {summary}");
+    assert_copy(&out, "payload", &files);
+    // b.bin is 777,777 bytes; with 64 KiB pieces at most two extra partial
+    // pieces at its edges are fetched.
+    let fetched = summary["bytes"].as_u64().unwrap();
+    assert!(
+        (777_777..=777_777 + 2 * 65_536).contains(&fetched),
+        "{summary}"
+    );
+    // A second run has nothing to fetch.
+    let (ok, summary) = get(&torrent, &out, addr);
+    assert!(ok, "second get failed: {summary}");
+    assert_eq!(summary["bytes"].as_u64(), Some(0), "{summary}");
+}
+
+#[test]
+fn get_without_reachable_peer_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, _) = multi_file(tmp.path(), "payload");
+    // A port nobody listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out: Output = Command::new(p2pe_bin())
+        .arg("get")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .args(["--listen", "127.0.0.1:0", "--connect-timeout", "2"])
+        .args(["--peer", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no peer reachable"), "{err}");
+}
+
+#[test]
+fn swarm_of_four_all_copies_match() {
+    let mut p = Proc::spawn(Command::new(p2pe_bin()).args([
+        "swarm",
+        "--peers",
+        "4",
+        "--size",
+        "32MiB",
+        "--json",
+        "--timeout",
+        "300",
+    ]));
+    let (ok, lines) = p.wait(Duration::from_secs(400));
+    assert!(ok, "p2pe swarm failed: {lines:?}");
+    let j: serde_json::Value = lines
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("json summary");
+    assert_eq!(j["all_copies_match"], serde_json::Value::Bool(true), "{j}");
+    assert_eq!(j["peers"].as_u64(), Some(4), "{j}");
+}
+
+/// Runs libtorrent: `leech TORRENT SAVE PORT` downloads from 127.0.0.1:PORT
+/// and exits 0 when seeding; `seed TORRENT SAVE` prints "listening on ADDR"
+/// and serves until killed.
+const LT_SCRIPT: &str = r#"
+import sys, time
+import libtorrent as lt
+mode, torrent, save = sys.argv[1], sys.argv[2], sys.argv[3]
+s = lt.session({
+    'listen_interfaces': '127.0.0.1:0',
+    'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
+    'allow_multiple_connections_per_ip': True,
+    'enable_outgoing_utp': False, 'enable_incoming_utp': False,
+    'alert_mask': lt.alert.category_t.error_notification,
+})
+h = s.add_torrent({'ti': lt.torrent_info(torrent), 'save_path': save})
+if mode == 'seed':
+    end = time.time() + 60
+    while not h.status().is_seeding:
+        if time.time() > end:
+            sys.exit('libtorrent seeder did not verify its data')
+        time.sleep(0.05)
+    print('listening on 127.0.0.1:%d' % s.listen_port(), flush=True)
+    while True:
+        time.sleep(1)
+else:
+    h.connect_peer(('127.0.0.1', int(sys.argv[4])))
+    end = time.time() + float(sys.argv[5])
+    while not h.status().is_seeding:
+        if time.time() > end:
+            st = h.status()
+            sys.exit('libtorrent leecher incomplete: %.3f, %d peers' % (st.progress, st.num_peers))
+        time.sleep(0.05)
+    print('done', flush=True)
+"#;
+
+fn lt_script(dir: &Path) -> PathBuf {
+    assert!(
+        libtorrent_available(),
+        "python3-libtorrent is not importable from {SYSTEM_PYTHON}: install python3-libtorrent"
+    );
+    let path = dir.join("lt.py");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(LT_SCRIPT.as_bytes()).unwrap();
+    path
+}
+
+#[test]
+fn libtorrent_leecher_downloads_from_p2pe_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = lt_script(tmp.path());
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let (_seeder, addr) = seed(&torrent, tmp.path());
+    let out = tmp.path().join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut lt = Proc::spawn(
+        Command::new(SYSTEM_PYTHON)
+            .arg(&script)
+            .arg("leech")
+            .arg(&torrent)
+            .arg(&out)
+            .arg(addr.port().to_string())
+            .arg(BOUND.as_secs().to_string()),
+    );
+    let (ok, lines) = lt.wait(BOUND + Duration::from_secs(30));
+    assert!(ok, "libtorrent leecher failed: {lines:?}");
+    assert_copy(&out, "payload", &files);
+}
+
+#[test]
+fn p2pe_get_downloads_from_libtorrent_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = lt_script(tmp.path());
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let mut lt = Proc::spawn(
+        Command::new(SYSTEM_PYTHON)
+            .arg(&script)
+            .arg("seed")
+            .arg(&torrent)
+            .arg(tmp.path()),
+    );
+    let addr = lt.listen_addr();
+    let out = tmp.path().join("out");
+    let (ok, summary) = get(&torrent, &out, addr);
+    assert!(ok, "p2pe get from libtorrent failed: {summary}");
+    assert_copy(&out, "payload", &files);
+}
+
+#[test]
+fn rate_limited_seed_and_get_still_complete_byte_exact() {
+    // Functional only (tests never assert timings): limits on both sides,
+    // given in the two accepted forms, must not break the transfer.
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let mut seeder = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("seed")
+            .arg(&torrent)
+            .arg("--path")
+            .arg(tmp.path())
+            .args(["--listen", "127.0.0.1:0", "--upload-limit", "40Mbit"]),
+    );
+    let addr = seeder.listen_addr();
+    let out = tmp.path().join("out");
+    let mut p = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&out)
+            .args(["--listen", "127.0.0.1:0", "--download-limit", "4MB"])
+            .args(["--peer", &addr.to_string()]),
+    );
+    let (ok, lines) = p.wait(BOUND);
+    assert!(ok, "rate-limited get failed: {lines:?}");
+    assert_copy(&out, "payload", &files);
+    assert!(terminate(&mut seeder));
+}

@@ -1,0 +1,154 @@
+//! `p2pe get`: download a torrent from peers (resume-aware), optionally keep seeding.
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use p2pe::node::{Node, NodeConfig, Progress};
+use p2pe::store::OpenMode;
+
+use super::node_common::{load_torrent, open_storage, parse_limit, stop_flag, stopped, Bar};
+
+/// Arguments of `p2pe get`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The .torrent to download.
+    pub torrent: PathBuf,
+    /// Output directory (the torrent's file or top directory goes inside).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// A peer to connect to, HOST:PORT; repeat for more.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
+    /// Address to accept other peers on.
+    #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Keep seeding after the download completes, until killed.
+    #[arg(long)]
+    pub seed_after: bool,
+    /// Print one JSON summary object on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// Upload limit for payload, e.g. `20MB` (per second), `400Mbit`.
+    #[arg(long, value_name = "RATE")]
+    pub upload_limit: Option<String>,
+    /// Download limit for payload, e.g. `20MB` (per second), `400Mbit`.
+    #[arg(long, value_name = "RATE")]
+    pub download_limit: Option<String>,
+    /// Give up when no peer completed a handshake within this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub connect_timeout: u64,
+}
+
+fn resolve(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for p in peers {
+        let addr = p
+            .to_socket_addrs()
+            .with_context(|| format!("--peer {p:?}"))?
+            .next()
+            .with_context(|| format!("--peer {p:?}: no address"))?;
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// Runs `p2pe get`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let meta = load_torrent(&args.torrent)?;
+    let stop = stop_flag()?;
+    let peers = resolve(&args.peers)?;
+    let (storage, _) = open_storage(&meta, &args.output, OpenMode::Create)?;
+    let config = NodeConfig {
+        listen: Some(args.listen),
+        peers,
+        upload_limit_bytes_per_s: args.upload_limit.as_deref().map(parse_limit).transpose()?,
+        download_limit_bytes_per_s: args
+            .download_limit
+            .as_deref()
+            .map(parse_limit)
+            .transpose()?,
+        ..NodeConfig::new()
+    };
+    let node = Node::start(&meta, storage, config).context("start node")?;
+    if let Some(addr) = node.local_addr() {
+        println!("listening on {addr}");
+        std::io::stdout().flush()?;
+    }
+    let bar = Bar::new(meta.info().total_len_bytes(), meta.info().piece_count());
+    let started = Instant::now();
+    let mut completed_at = None;
+    let deadline = Duration::from_secs(args.connect_timeout);
+    loop {
+        if let Some(e) = node.take_error() {
+            bar.finish();
+            let _ = node.shutdown();
+            return Err(anyhow::Error::new(e).context("download stopped"));
+        }
+        let p = node.progress();
+        bar.update(&p);
+        if p.complete && completed_at.is_none() {
+            completed_at = Some(started.elapsed());
+            if !args.seed_after {
+                break;
+            }
+            eprintln!("download complete; seeding until killed");
+        }
+        if stopped(&stop) {
+            break;
+        }
+        if !p.complete && p.peers_seen == 0 && started.elapsed() >= deadline {
+            bar.finish();
+            let _ = node.shutdown();
+            bail!(
+                "no peer reachable within {}s (peers tried: {})",
+                args.connect_timeout,
+                args.peers.join(", ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bar.finish();
+    let p = node.shutdown().context("shut down")?;
+    let seconds = completed_at
+        .unwrap_or_else(|| started.elapsed())
+        .as_secs_f64();
+    summarize(&p, seconds, args.json);
+    if !p.complete {
+        bail!(
+            "interrupted before completion ({} of {} pieces)",
+            p.verified_pieces,
+            p.piece_count
+        );
+    }
+    Ok(())
+}
+
+/// Prints the final summary: one JSON object on stdout, or a line on stderr.
+fn summarize(p: &Progress, seconds: f64, json: bool) {
+    let rate = p.downloaded_bytes as f64 / seconds.max(1e-9);
+    if json {
+        let summary = serde_json::json!({
+            "bytes": p.downloaded_bytes,
+            "seconds": seconds,
+            "rate_bytes_per_s": rate,
+            "peers": p.peers_seen,
+            "verified_pieces": p.verified_pieces,
+            "piece_count": p.piece_count,
+            "uploaded_bytes": p.uploaded_bytes,
+            "complete": p.complete,
+        });
+        println!("{summary}");
+    } else {
+        eprintln!(
+            "{} of {} pieces; downloaded {} bytes in {seconds:.2}s ({:.1} MB/s) from {} peers",
+            p.verified_pieces,
+            p.piece_count,
+            p.downloaded_bytes,
+            rate / 1e6,
+            p.peers_seen
+        );
+    }
+}

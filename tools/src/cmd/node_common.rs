@@ -1,0 +1,127 @@
+//! Shared by `p2pe seed` and `p2pe get`: loading the torrent, opening the
+//! storage with a progress spinner, rate parsing, signals, progress display.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use p2pe::node::{storage_layout, Progress};
+use p2pe::sim::units::{parse_rate_bytes_per_s, parse_size_bytes};
+use p2pe::store::{OpenMode, ResumeReport, Storage};
+use p2pe::wire::metainfo::Metainfo;
+
+/// Reads and parses a `.torrent`.
+pub fn load_torrent(path: &Path) -> anyhow::Result<Metainfo> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    Metainfo::from_bytes(&bytes).with_context(|| format!("parse {}", path.display()))
+}
+
+/// Parses `--upload-limit` / `--download-limit`: a rate (`400Mbit`, `20MB/s`)
+/// or a size read as per second (`20MB`).
+pub fn parse_limit(text: &str) -> anyhow::Result<u64> {
+    parse_rate_bytes_per_s(text)
+        .or_else(|_| parse_size_bytes(text))
+        .with_context(|| format!("rate limit {text:?}: expected e.g. 20MB, 20MB/s or 400Mbit"))
+}
+
+/// Opens (and checks) the storage of `meta` in `dir`, with a spinner on a
+/// terminal.
+pub fn open_storage(
+    meta: &Metainfo,
+    dir: &Path,
+    mode: OpenMode,
+) -> anyhow::Result<(Arc<Storage>, ResumeReport)> {
+    let layout = storage_layout(meta).context("torrent layout")?;
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let pb = ProgressBar::new_spinner();
+        pb.set_message(format!("checking existing data in {}", dir.display()));
+        pb.enable_steady_tick(Duration::from_millis(100));
+        pb
+    });
+    let r = Storage::open(dir, layout, meta.info_hash().0, mode);
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let (storage, report) = r.with_context(|| format!("open data in {}", dir.display()))?;
+    eprintln!(
+        "checked {}: {} of {} pieces verified ({} by resume record, {} by SHA-1), {} missing, {} bad",
+        dir.display(),
+        report.verified(),
+        storage.piece_count(),
+        report.fast_verified,
+        report.sha1_verified,
+        report.missing,
+        report.failed
+    );
+    Ok((Arc::new(storage), report))
+}
+
+/// Set by SIGINT / SIGTERM.
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).context("install signal handler")?;
+    }
+    Ok(flag)
+}
+
+/// Whether a stop was requested.
+pub fn stopped(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::Relaxed)
+}
+
+/// Progress bar on stderr (hidden unless stderr is a terminal).
+pub struct Bar {
+    pb: Option<ProgressBar>,
+    total_bytes: u64,
+    piece_count: u32,
+    started: Instant,
+}
+
+impl Bar {
+    /// A bar for `total_bytes` of payload in `piece_count` pieces.
+    pub fn new(total_bytes: u64, piece_count: u32) -> Self {
+        let pb = std::io::stderr().is_terminal().then(|| {
+            let pb = ProgressBar::new(total_bytes);
+            pb.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            pb
+        });
+        Bar {
+            pb,
+            total_bytes,
+            piece_count,
+            started: Instant::now(),
+        }
+    }
+
+    /// Shows `p`.
+    pub fn update(&self, p: &Progress) {
+        if let Some(pb) = &self.pb {
+            let have = self.total_bytes * u64::from(p.verified_pieces)
+                / u64::from(self.piece_count.max(1));
+            pb.set_position(have);
+            pb.set_message(format!(
+                "{} peers, up {}",
+                p.peers,
+                HumanBytes(p.uploaded_bytes)
+            ));
+        }
+    }
+
+    /// Removes the bar; returns the seconds since it was made.
+    pub fn finish(&self) -> f64 {
+        if let Some(pb) = &self.pb {
+            pb.finish_and_clear();
+        }
+        self.started.elapsed().as_secs_f64()
+    }
+}

@@ -1,0 +1,102 @@
+//! `p2pe seed`: verify a local copy, then serve it until killed.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use p2pe::node::{Node, NodeConfig};
+use p2pe::store::OpenMode;
+use p2pe::wire::metainfo::Metainfo;
+
+use super::node_common::{load_torrent, open_storage, parse_limit, stop_flag, stopped};
+
+/// Arguments of `p2pe seed`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The .torrent to serve.
+    pub torrent: PathBuf,
+    /// The data: the directory holding the torrent's file or top directory
+    /// (or that file / top directory itself).
+    #[arg(long, value_name = "DATA")]
+    pub path: PathBuf,
+    /// Address to accept peers on.
+    #[arg(long, default_value = "0.0.0.0:6881", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Upload limit for payload, e.g. `20MB` (per second), `20MB/s`, `400Mbit`.
+    #[arg(long, value_name = "RATE")]
+    pub upload_limit: Option<String>,
+    /// Exit once no peer has been connected for this many seconds (after the
+    /// first one came); for scripts and tests.
+    #[arg(long, value_name = "SECS")]
+    pub exit_after_idle: Option<u64>,
+}
+
+/// The directory `Storage` opens: the parent of the torrent's `name` entry.
+pub fn data_root(meta: &Metainfo, data: &Path) -> PathBuf {
+    let name = meta.info().name();
+    if data.join(name).exists() {
+        return data.to_path_buf();
+    }
+    if data.file_name().is_some_and(|n| n == name) {
+        if let Some(parent) = data.parent() {
+            return if parent.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                parent.to_path_buf()
+            };
+        }
+    }
+    data.to_path_buf()
+}
+
+/// Runs `p2pe seed`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let meta = load_torrent(&args.torrent)?;
+    let stop = stop_flag()?;
+    let root = data_root(&meta, &args.path);
+    let (storage, _) = open_storage(&meta, &root, OpenMode::Seed)?;
+    if !storage.is_complete() {
+        eprintln!(
+            "warning: only {} of {} pieces verified; serving those",
+            storage.verified_count(),
+            storage.piece_count()
+        );
+    }
+    let config = NodeConfig {
+        listen: Some(args.listen),
+        upload_limit_bytes_per_s: args.upload_limit.as_deref().map(parse_limit).transpose()?,
+        ..NodeConfig::new()
+    };
+    let node = Node::start(&meta, storage, config).context("start node")?;
+    let addr = node.local_addr().context("no listen address")?;
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    eprintln!("seeding {} ({})", meta.info().name(), meta.info_hash());
+    let mut last_busy = Instant::now();
+    let mut seen_peer = false;
+    while !stopped(&stop) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(e) = node.take_error() {
+            let _ = node.shutdown();
+            return Err(anyhow::Error::new(e).context("seeding stopped"));
+        }
+        let p = node.progress();
+        if p.peers > 0 {
+            seen_peer = true;
+            last_busy = Instant::now();
+        }
+        if let Some(idle) = args.exit_after_idle {
+            if seen_peer && last_busy.elapsed() >= Duration::from_secs(idle) {
+                break;
+            }
+        }
+    }
+    let p = node.shutdown().context("shut down")?;
+    eprintln!(
+        "uploaded {} bytes to {} peers",
+        p.uploaded_bytes, p.peers_seen
+    );
+    Ok(())
+}
