@@ -12,7 +12,9 @@ fn help_lists_every_subcommand() {
     let out = p2pe().arg("--help").output().expect("run p2pe --help");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["create", "inspect", "sim"] {
+    for sub in [
+        "create", "inspect", "sim", "seed", "get", "swarm", "tracker", "bench",
+    ] {
         assert!(text.contains(sub), "`p2pe --help` lacks `{sub}`:\n{text}");
     }
 }
