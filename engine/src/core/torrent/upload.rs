@@ -9,7 +9,7 @@ use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError
 use crate::core::{SeederPolicy, Time, TorrentConfig};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const NO_OWNER: u64 = u64::MAX;
 /// Pending requests examined when choosing what to upload next; bounds the cost per
@@ -399,16 +399,18 @@ impl Torrent {
             });
         }
         let d = self.choker.rechoke(now, &cands, &mut self.rng);
+        // A set: the datacenter profile unchokes everyone, so `regular` can be every peer.
+        let regular: BTreeSet<PeerKey> = d.regular.iter().copied().collect();
         // Choke first so the slot count never exceeds slots + 1 mid-way.
         for c in &cands {
-            let unchoke = d.regular.contains(&c.peer) || d.optimistic == Some(c.peer);
+            let unchoke = regular.contains(&c.peer) || d.optimistic == Some(c.peer);
             if !unchoke {
                 self.set_choke(now, c.peer, true);
             }
         }
         for c in &cands {
             let optimistic = d.optimistic == Some(c.peer);
-            if d.regular.contains(&c.peer) || optimistic {
+            if regular.contains(&c.peer) || optimistic {
                 self.set_choke(now, c.peer, false);
             }
             if let Some(p) = self.peers.get_mut(&c.peer) {
