@@ -13,6 +13,7 @@
 use super::{ChokerConfig, PeerKey, Time};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeSet;
 
 /// What the choker needs to know about one peer.
 #[derive(Clone, Copy, Debug)]
@@ -120,6 +121,8 @@ impl Choker {
                 1
             }
         };
+        // A set: with every peer unchoked (datacenter profile) `regular` has them all.
+        let regular: BTreeSet<PeerKey> = regular.iter().copied().collect();
         let pool = || {
             candidates
                 .iter()

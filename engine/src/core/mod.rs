@@ -44,7 +44,10 @@ pub mod time;
 mod torrent;
 
 pub use bitfield::{Bitfield, BitfieldError};
-pub use config::{ChokerConfig, PeerCaps, SeederPolicy, TorrentConfig, BLOCK_LEN_BYTES};
+pub use config::{
+    ChokerConfig, PeerCaps, SeederPolicy, TorrentConfig, BLOCK_LEN_BYTES,
+    DATACENTER_UPLOAD_TRANSFERS,
+};
 pub use message::{
     Action, Block, DisconnectReason, PeerKey, PeerMessage, PieceIndex, ProtocolError,
 };

@@ -21,12 +21,13 @@
 //!    request is served: leechers only repeat when nothing else is in flight (their
 //!    neighbours lack the piece), so nobody stalls. The check is made on arrival and
 //!    again when the request reaches the head of the upload queue;
-//! 4. serves pending requests least-uploaded piece first, then rarest among its peers,
-//!    holding at most `upload_in_flight_bytes` in the driver so the choice is made late.
+//! 4. serves pending requests least-uploaded piece first, then to the requester with the
+//!    fewest pieces, then rarest among its peers, holding at most `upload_in_flight_bytes`
+//!    in the driver so the choice is made late.
 //!
 //! Peers without the fast extension cannot be rejected and are only served in
 //! least-uploaded order. Leechers, and leechers that completed, order their own uploads
-//! the same way (pieces they uploaded least and that are rarest among their peers first),
+//! the same way (pieces they uploaded least, peers furthest behind, rarest pieces first),
 //! but never reject nor suggest: their upload is not the bottleneck, and rejecting would
 //! only slow down the stragglers.
 //!
@@ -308,7 +309,7 @@ impl Torrent {
             .check_invariants(self.peers.values().map(|p| &p.have), &self.have);
         let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
         assert!(
-            unchoked <= self.config.choker.unchoke_slots + 1,
+            unchoked <= self.config.choker.unchoke_slots.saturating_add(1),
             "{unchoked} unchoked > slots + 1"
         );
         for (k, p) in &self.peers {

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::core::{Bitfield, ChokerConfig, PeerCaps, Time, Torrent, TorrentConfig};
+use crate::core::{Bitfield, PeerCaps, Time, Torrent, TorrentConfig};
 use crate::sim::net::Net;
 use crate::sim::queue::{EventQueue, Nanos};
 use crate::sim::{Outcome, Progress, Report, SimConfig};
@@ -115,8 +115,8 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
 
 impl<'c> Swarm<'c> {
     fn new(config: &'c SimConfig) -> Self {
-        let mut torrent_config = TorrentConfig::new(config.size_bytes, config.piece_len_bytes);
-        torrent_config.choker = ChokerConfig::datacenter();
+        let mut torrent_config =
+            TorrentConfig::datacenter(config.size_bytes, config.piece_len_bytes);
         if let Some(bytes) = config.pipeline_bytes {
             torrent_config.pipeline_bytes = bytes;
         }
