@@ -82,10 +82,10 @@ pub struct Args {
     /// split equally; a transfer gets the smaller share).
     #[arg(long, default_value = "water-fill")]
     sharing: p2pe::sim::Sharing,
-    /// Requests kept in flight per unchoked peer [default: the core's, two pieces].
+    /// Requests kept in flight per unchoked peer [default: the core's datacenter profile, one piece].
     #[arg(long, value_parser = size)]
     pipeline: Option<u64>,
-    /// Blocks a node hands to its uplink ahead of sending [default: the core's, two pieces].
+    /// Blocks a node hands to its uplink ahead of sending [default: the core's datacenter profile, 16 pieces].
     #[arg(long, value_parser = size)]
     upload_window: Option<u64>,
     /// Stop after this much simulated time (peers not done are reported incomplete).
