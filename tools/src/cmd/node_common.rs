@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use p2pe::node::{storage_layout, Progress};
+use p2pe::node::{storage_layout, Node, Progress};
 use p2pe::sim::units::{parse_rate_bytes_per_s, parse_size_bytes};
 use p2pe::store::{OpenMode, ResumeReport, Storage};
 use p2pe::wire::metainfo::Metainfo;
@@ -123,5 +123,46 @@ impl Bar {
             pb.finish_and_clear();
         }
         self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Discovery options shared by `p2pe seed` and `p2pe get`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiscoveryArgs {
+    /// Announce to this tracker (`http://…/announce` or `udp://host:port`)
+    /// instead of the torrent's trackers; repeat for more (one BEP 12 tier).
+    #[arg(long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Do not announce to any tracker (peers from --peer and PEX only).
+    #[arg(long, conflicts_with = "trackers")]
+    pub no_tracker: bool,
+    /// Most connections at once (peers from trackers and PEX are dialled
+    /// only below it).
+    #[arg(long, default_value_t = p2pe::node::MAX_PEERS, value_name = "N")]
+    pub max_peers: usize,
+    /// Disable peer exchange (BEP 11); private torrents never use it.
+    #[arg(long)]
+    pub no_pex: bool,
+}
+
+impl DiscoveryArgs {
+    /// Applies these options to `config`.
+    pub fn apply(&self, config: &mut p2pe::node::NodeConfig) {
+        if self.no_tracker {
+            config.trackers = Some(Vec::new());
+        } else if !self.trackers.is_empty() {
+            config.trackers = Some(vec![self.trackers.clone()]);
+        }
+        config.max_peers = self.max_peers;
+        if self.no_pex {
+            config.pex_interval = None;
+        }
+    }
+}
+
+/// Prints the node's pending log lines (tracker warnings, peers learned) on stderr.
+pub fn print_events(node: &Node) {
+    while let Some(line) = node.poll_event() {
+        eprintln!("{line}");
     }
 }
