@@ -90,6 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = Bar::new(meta.info().total_len_bytes(), meta.info().piece_count());
     let started = Instant::now();
     let mut completed_at = None;
+    let mut first_peer_logged = false;
     let deadline = Duration::from_secs(args.connect_timeout);
     loop {
         if let Some(e) = node.take_error() {
@@ -100,6 +101,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_events(&node);
         let p = node.progress();
         bar.update(&p);
+        if p.peers_seen > 0 && !first_peer_logged {
+            first_peer_logged = true;
+            eprintln!("first peer connected");
+        }
         if p.complete && completed_at.is_none() {
             completed_at = Some(started.elapsed());
             if !args.seed_after {
