@@ -19,13 +19,10 @@ use crate::discovery::tracker_client::{ClientConfig, TrackerClient};
 use crate::discovery::tracker_io::TrackerDriver;
 use crate::wire::metainfo::InfoHash;
 
-use super::{Shared, MAX_DISCOVERED};
+use super::{Shared, MAX_DISCOVERED, TRACKER_STOP_BOUND as STOP_BOUND};
 
 /// Longest wait between two looks at the node's progress.
 const POLL: Duration = Duration::from_millis(200);
-
-/// How long shutting down waits for the `stopped` announce.
-pub const STOP_BOUND: Duration = Duration::from_secs(3);
 
 /// What the tracker thread needs.
 pub(crate) struct Params {

@@ -72,6 +72,10 @@ pub const PEX_INTERVAL_DATACENTER: Duration = Duration::from_secs(2);
 /// fleet of thousands does not open thousands of sockets per node.
 pub const MAX_PEERS: usize = 60;
 
+/// How long [`Node::shutdown`] waits for the trackers to take the `stopped`
+/// announce (a tracker that does not answer in time is left alone).
+pub const TRACKER_STOP_BOUND: Duration = Duration::from_secs(3);
+
 /// Configuration of a [`Node`].
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -422,7 +426,7 @@ impl Node {
     }
 
     /// Announces `stopped` to the trackers (bounded by
-    /// [`announce::STOP_BOUND`]), stops the runtime (closing every
+    /// [`TRACKER_STOP_BOUND`]), stops the runtime (closing every
     /// connection) and flushes the resume record; returns the final progress.
     ///
     /// # Errors

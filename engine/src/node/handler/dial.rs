@@ -246,3 +246,24 @@ impl NodeHandler {
         !drop_new
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Bitfield, TorrentConfig};
+
+    #[test]
+    fn left_counts_the_short_last_piece() {
+        // 100,000 bytes in 16 KiB pieces: 6 full pieces and 1,696 bytes.
+        let tc = TorrentConfig::new(100_000, 16_384);
+        let mut have = Bitfield::new(tc.piece_count);
+        assert_eq!(
+            left_bytes(&Torrent::new(tc.clone(), have.clone(), 1), 100_000, 16_384),
+            100_000
+        );
+        have.set(PieceIndex(6));
+        have.set(PieceIndex(0));
+        let t = Torrent::new(tc, have, 1);
+        assert_eq!(left_bytes(&t, 100_000, 16_384), 100_000 - 1_696 - 16_384);
+    }
+}
