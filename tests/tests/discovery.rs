@@ -153,7 +153,12 @@ fn payload(dir: &Path, len: usize, trackers: &[String]) -> (PathBuf, Vec<u8>) {
     let out = Command::new(p2pe_bin())
         .arg("create")
         .arg(dir.join("src/blob.bin"))
-        .args(["--piece-length", "65536", "--tracker", &trackers.join(",")])
+        .args(["--piece-length", "65536"])
+        .args(if trackers.is_empty() {
+            vec![]
+        } else {
+            vec!["--tracker".to_string(), trackers.join(",")]
+        })
         .arg("-o")
         .arg(&torrent)
         .output()
@@ -297,6 +302,40 @@ fn after_the_tracker_dies_a_new_leecher_learns_peers_through_pex() {
         pex_learned += json["pex_peers_learned"].as_u64().unwrap_or(0);
     }
     assert!(pex_learned > 0, "no peer learned through PEX");
+}
+
+#[test]
+fn closed_cluster_finds_peers_through_its_own_dht() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path();
+    // No tracker in the torrent: the DHT is the only way to meet.
+    let (torrent, bytes) = payload(tmp, 2 * 1024 * 1024 + 3, &[]);
+    let dht_local = [
+        "--dht",
+        "--dht-listen",
+        "127.0.0.1:0",
+        "--dht-interval",
+        "2",
+    ];
+    let mut seed_args = dht_local.to_vec();
+    seed_args.push("--dht-no-bootstrap");
+    let (mut seeder, _) = seed(&torrent, tmp, &seed_args);
+    let line = seeder.wait_line("DHT address", |l| l.starts_with("E: dht listening on "));
+    let boot = line.trim_start_matches("E: dht listening on ").to_string();
+    let mut args = dht_local.to_vec();
+    args.extend(["--dht-bootstrap", &boot]);
+    let mut leechers: Vec<Proc> = (0..2)
+        .map(|i| get(&torrent, &tmp.join(format!("l{i}")), &args).0)
+        .collect();
+    let mut dht_learned = 0;
+    for (i, l) in leechers.iter_mut().enumerate() {
+        let (ok, json) = l.wait();
+        assert!(ok, "leecher {i} failed: {json}; {:#?}", l.seen);
+        assert_eq!(json["announces_ok"].as_u64(), Some(0), "{json}");
+        dht_learned += json["dht_peers_learned"].as_u64().unwrap_or(0);
+        assert_copy(&tmp.join(format!("l{i}")), &bytes);
+    }
+    assert!(dht_learned > 0, "no peer came from the DHT");
 }
 
 /// A free port number on 127.0.0.1 (opentracker binds UDP on the same number).

@@ -19,6 +19,7 @@ use crate::discovery::tracker_client::{ClientConfig, TrackerClient};
 use crate::discovery::tracker_io::TrackerDriver;
 use crate::wire::metainfo::InfoHash;
 
+use super::peer::Source;
 use super::{Shared, MAX_DISCOVERED, TRACKER_STOP_BOUND as STOP_BOUND};
 
 /// Longest wait between two looks at the node's progress.
@@ -136,5 +137,5 @@ fn forward(driver: &mut TrackerDriver, shared: &Shared, announces_ok: &mut u32) 
     }
     let mut q = shared.discovered.lock().unwrap_or_else(|e| e.into_inner());
     let room = MAX_DISCOVERED.saturating_sub(q.len());
-    q.extend(peers.into_iter().take(room));
+    q.extend(peers.into_iter().map(|a| (a, Source::Tracker)).take(room));
 }

@@ -39,6 +39,7 @@
 
 mod announce;
 mod convert;
+mod dht;
 mod handler;
 mod limit;
 mod peer;
@@ -55,6 +56,8 @@ use crate::discovery::tracker_client::ClientConfig;
 use crate::rt::{self, RuntimeConfig, RuntimeHandle};
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
+
+pub use dht::DhtConfig;
 
 /// How long after the handshake a peer that set the BEP 10 bit may take to
 /// send its extended handshake before it is treated as a plain 16 KiB peer.
@@ -104,6 +107,8 @@ pub struct NodeConfig {
     /// How often each peer gets a BEP 11 `ut_pex` message (`None`: no PEX).
     /// Private torrents (BEP 27) never use PEX, whatever this says.
     pub pex_interval: Option<Duration>,
+    /// BEP 5 DHT (`None`: off). Private torrents never use it.
+    pub dht: Option<DhtConfig>,
 }
 
 impl NodeConfig {
@@ -128,6 +133,7 @@ impl NodeConfig {
             tracker: ClientConfig::default(),
             max_peers: MAX_PEERS,
             pex_interval: Some(PEX_INTERVAL_DATACENTER),
+            dht: None,
         }
     }
 }
@@ -195,6 +201,8 @@ pub struct Progress {
     pub pex_peers_learned: u32,
     /// Successful tracker announces this session.
     pub announces_ok: u32,
+    /// New peer addresses learned from the DHT this session.
+    pub dht_peers_learned: u32,
 }
 
 /// State the worker publishes for the owner of the [`Node`] (lock-free but for
@@ -214,9 +222,10 @@ pub(crate) struct Shared {
     listen_port: AtomicU16,
     tracker_peers_learned: AtomicU32,
     pex_peers_learned: AtomicU32,
+    dht_peers_learned: AtomicU32,
     announces_ok: AtomicU32,
-    /// Peers the tracker thread learned, for the worker to dial.
-    discovered: Mutex<Vec<SocketAddr>>,
+    /// Peers the tracker and DHT threads learned, for the worker to dial.
+    discovered: Mutex<Vec<(SocketAddr, peer::Source)>>,
     /// Log lines for the owner ([`Node::poll_event`]), oldest first.
     events: Mutex<VecDeque<String>>,
     fatal: Mutex<Option<StoreError>>,
@@ -259,6 +268,7 @@ pub struct Node {
     storage: Arc<Storage>,
     flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     announcer: Option<announce::Announcer>,
+    dht: Option<dht::DhtNode>,
 }
 
 /// Flushes the resume record every [`RESUME_FLUSH_INTERVAL`] while pieces
@@ -354,12 +364,26 @@ impl Node {
         } else {
             None
         };
+        let dht = match &config.dht {
+            Some(_) if info.is_private() => {
+                shared.log("dht: off for a private torrent (BEP 27)".into());
+                None
+            }
+            Some(dc) => Some(dht::DhtNode::spawn(
+                dc,
+                meta.info_hash(),
+                port,
+                shared.clone(),
+            )?),
+            None => None,
+        };
         let node = Node {
             runtime,
             shared,
             storage,
             flusher,
             announcer,
+            dht,
         };
         node.runtime
             .post(0, Box::new(Command::Start))
@@ -373,6 +397,11 @@ impl Node {
     /// The address peers can reach us on (with the chosen port), if listening.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.runtime.local_addr()
+    }
+
+    /// The UDP address of the node's DHT node, if the DHT is on.
+    pub fn dht_addr(&self) -> Option<SocketAddr> {
+        self.dht.as_ref().map(|d| SocketAddr::V4(d.local_addr()))
     }
 
     /// Asks the node to connect to `addr` (and reconnect while incomplete).
@@ -399,6 +428,7 @@ impl Node {
             tracker_peers_learned: s.tracker_peers_learned.load(Ordering::Acquire),
             pex_peers_learned: s.pex_peers_learned.load(Ordering::Acquire),
             announces_ok: s.announces_ok.load(Ordering::Acquire),
+            dht_peers_learned: s.dht_peers_learned.load(Ordering::Acquire),
         }
     }
 
@@ -433,6 +463,9 @@ impl Node {
     /// The fatal storage error that stopped the node, a runtime error, or
     /// flushing the resume record failed.
     pub fn shutdown(mut self) -> Result<Progress, NodeError> {
+        if let Some(d) = self.dht.take() {
+            d.stop();
+        }
         if let Some(a) = self.announcer.take() {
             a.stop();
         }

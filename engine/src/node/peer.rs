@@ -106,6 +106,8 @@ pub(crate) enum Source {
     Tracker,
     /// A BEP 11 `ut_pex` message.
     Pex,
+    /// A BEP 5 DHT `get_peers` answer.
+    Dht,
 }
 
 /// A peer address we connect (and reconnect) to.

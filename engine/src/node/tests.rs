@@ -322,3 +322,24 @@ fn ut_pex_is_advertised_only_for_public_torrents() {
         assert_eq!(h.our_ext.m.contains_key("ut_pex"), !private);
     }
 }
+
+#[test]
+fn private_torrents_do_not_start_the_dht() {
+    let tmp = tempfile::tempdir().unwrap();
+    for private in [false, true] {
+        let src = tmp.path().join(format!("p{private}"));
+        let meta = make_torrent_opts(&src, "t", &[1000], 16 * 1024, private);
+        let dht = super::DhtConfig {
+            bootstrap: Some(Vec::new()),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..super::DhtConfig::default()
+        };
+        let config = NodeConfig {
+            dht: Some(dht),
+            ..NodeConfig::new()
+        };
+        let node = Node::start(&meta, open(&meta, &src, OpenMode::Seed), config).unwrap();
+        assert_eq!(node.dht_addr().is_some(), !private);
+        node.shutdown().unwrap();
+    }
+}

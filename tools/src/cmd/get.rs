@@ -10,7 +10,8 @@ use p2pe::node::{Node, NodeConfig, Progress};
 use p2pe::store::OpenMode;
 
 use super::node_common::{
-    load_torrent, open_storage, parse_limit, print_events, stop_flag, stopped, Bar, DiscoveryArgs,
+    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped, Bar,
+    DiscoveryArgs,
 };
 
 /// Arguments of `p2pe get`.
@@ -67,8 +68,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (storage, _) = open_storage(&meta, &args.output, OpenMode::Create)?;
     let no_tracker = args.discovery.no_tracker
         || (args.discovery.trackers.is_empty() && meta.trackers().iter().all(Vec::is_empty));
-    if peers.is_empty() && no_tracker {
-        bail!("no peers to ask: give --peer or --tracker, or use a torrent with trackers");
+    if peers.is_empty() && no_tracker && !args.discovery.dht {
+        bail!("no peers to ask: give --peer, --tracker or --dht, or use a torrent with trackers");
     }
     let mut config = NodeConfig {
         listen: Some(args.listen),
@@ -83,6 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     args.discovery.apply(&mut config);
     let node = Node::start(&meta, storage, config).context("start node")?;
+    print_dht_addr(&node);
     if let Some(addr) = node.local_addr() {
         println!("listening on {addr}");
         std::io::stdout().flush()?;
@@ -148,8 +150,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Logs where peers came from (stderr).
 fn print_events_after(p: &Progress) {
     eprintln!(
-        "announces accepted: {}; peers learned: {} from trackers, {} from PEX",
-        p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned
+        "announces accepted: {}; peers learned: {} from trackers, {} from PEX, {} from the DHT",
+        p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned, p.dht_peers_learned
     );
 }
 
@@ -169,6 +171,7 @@ fn summarize(p: &Progress, seconds: f64, json: bool) {
             "announces_ok": p.announces_ok,
             "tracker_peers_learned": p.tracker_peers_learned,
             "pex_peers_learned": p.pex_peers_learned,
+            "dht_peers_learned": p.dht_peers_learned,
         });
         println!("{summary}");
     } else {

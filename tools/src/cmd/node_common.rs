@@ -143,6 +143,28 @@ pub struct DiscoveryArgs {
     /// Disable peer exchange (BEP 11); private torrents never use it.
     #[arg(long)]
     pub no_pex: bool,
+    /// Find peers through the Mainline DHT (BEP 5) too; never for private
+    /// torrents.
+    #[arg(long)]
+    pub dht: bool,
+    /// DHT bootstrap node HOST:PORT instead of the public routers (a closed
+    /// cluster runs its own); repeatable.
+    #[arg(long, value_name = "HOST:PORT", requires = "dht")]
+    pub dht_bootstrap: Vec<String>,
+    /// Start a new DHT (no bootstrap): the first node of a closed cluster.
+    #[arg(long, requires = "dht", conflicts_with = "dht_bootstrap")]
+    pub dht_no_bootstrap: bool,
+    /// UDP address of the DHT node.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:0",
+        value_name = "ADDR",
+        requires = "dht"
+    )]
+    pub dht_listen: std::net::SocketAddrV4,
+    /// Seconds between DHT look-ups once the node has peers.
+    #[arg(long, default_value_t = 300, value_name = "SECS", requires = "dht")]
+    pub dht_interval: u64,
 }
 
 impl DiscoveryArgs {
@@ -157,6 +179,27 @@ impl DiscoveryArgs {
         if self.no_pex {
             config.pex_interval = None;
         }
+        if self.dht {
+            let bootstrap = if self.dht_no_bootstrap {
+                Some(Vec::new())
+            } else if self.dht_bootstrap.is_empty() {
+                None
+            } else {
+                Some(self.dht_bootstrap.clone())
+            };
+            config.dht = Some(p2pe::node::DhtConfig {
+                bootstrap,
+                listen: self.dht_listen,
+                interval: Duration::from_secs(self.dht_interval.max(1)),
+            });
+        }
+    }
+}
+
+/// Prints where the DHT node listens (stderr), if it is on.
+pub fn print_dht_addr(node: &Node) {
+    if let Some(a) = node.dht_addr() {
+        eprintln!("dht listening on {a}");
     }
 }
 

@@ -11,7 +11,8 @@ use p2pe::store::OpenMode;
 use p2pe::wire::metainfo::Metainfo;
 
 use super::node_common::{
-    load_torrent, open_storage, parse_limit, print_events, stop_flag, stopped, DiscoveryArgs,
+    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped,
+    DiscoveryArgs,
 };
 
 /// Arguments of `p2pe seed`.
@@ -75,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     args.discovery.apply(&mut config);
     let node = Node::start(&meta, storage, config).context("start node")?;
+    print_dht_addr(&node);
     let addr = node.local_addr().context("no listen address")?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;
@@ -101,8 +103,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let p = node.shutdown().context("shut down")?;
     eprintln!(
-        "announces accepted: {}; peers learned: {} from trackers, {} from PEX",
-        p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned
+        "announces accepted: {}; peers learned: {} from trackers, {} from PEX, {} from the DHT",
+        p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned, p.dht_peers_learned
     );
     eprintln!(
         "uploaded {} bytes to {} peers",

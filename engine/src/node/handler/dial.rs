@@ -115,9 +115,9 @@ impl NodeHandler {
         true
     }
 
-    /// Dials the peers the tracker thread found.
+    /// Dials the peers the tracker and DHT threads found.
     pub(super) fn take_discovered(&mut self, ctx: &mut Ctx) {
-        let found: Vec<SocketAddr> = {
+        let found: Vec<(SocketAddr, Source)> = {
             let mut q = self
                 .shared
                 .discovered
@@ -125,18 +125,23 @@ impl NodeHandler {
                 .unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut *q)
         };
-        let mut new = 0u32;
-        for addr in found {
-            if self.add_peer(ctx, addr, Source::Tracker) {
-                new += 1;
+        let (mut tracker, mut dht) = (0u32, 0u32);
+        for (addr, source) in found {
+            if self.add_peer(ctx, addr, source) {
+                match source {
+                    Source::Dht => dht += 1,
+                    _ => tracker += 1,
+                }
             }
         }
-        if new > 0 {
-            self.shared
-                .tracker_peers_learned
-                .fetch_add(new, Ordering::AcqRel);
-            self.shared
-                .log(format!("tracker: {new} new peer(s) to connect to"));
+        let s = &self.shared;
+        if tracker > 0 {
+            s.tracker_peers_learned.fetch_add(tracker, Ordering::AcqRel);
+            s.log(format!("tracker: {tracker} new peer(s) to connect to"));
+        }
+        if dht > 0 {
+            s.dht_peers_learned.fetch_add(dht, Ordering::AcqRel);
+            s.log(format!("dht: {dht} new peer(s) to connect to"));
         }
     }
 
