@@ -15,9 +15,11 @@ use crate::store::{Storage, StoreError};
 use crate::wire::peer::{ExtendedHandshake, Handshake};
 
 use super::limit::TokenBucket;
-use super::peer::{Dial, PeerConn};
+use super::peer::{Dial, PeerConn, Source};
 use super::{Command, NodeConfig, NodeError, Shared};
 
+mod dial;
+mod pex;
 mod recv;
 mod send;
 
@@ -26,11 +28,10 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 /// Timer tick while a rate limit holds items back: at 10 ms a 1 Gbit/s limit
 /// releases ~1.2 MB per tick, below the bucket's 50 ms burst.
 const THROTTLE_TICK: Duration = Duration::from_millis(10);
-/// Back-off bounds for reconnecting to a configured peer.
-const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(200);
-const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Extended message id we assign to the p2pe extension in our BEP 10 `m`.
 const P2PE_EXT_ID: u8 = 1;
+/// Extended message id we assign to `ut_pex` (BEP 11) in our BEP 10 `m`.
+pub(super) const PEX_EXT_ID: u8 = 2;
 /// BEP 10 `reqq` we advertise: the core's default `max_requests_per_peer`.
 const REQQ: u32 = 250;
 
@@ -52,7 +53,15 @@ pub(crate) struct NodeHandler {
     pub(super) down: Option<TokenBucket>,
     /// Connections with items held back by a rate limit.
     pub(super) throttled: BTreeSet<ConnId>,
-    dials: Vec<Dial>,
+    pub(super) dials: Vec<Dial>,
+    /// Index into `dials` by address (every address is dialled by one entry).
+    pub(super) known: HashMap<SocketAddr, usize>,
+    /// Open connections by the peer id of their handshake (one per peer).
+    pub(super) peer_ids: HashMap<[u8; 20], ConnId>,
+    pub(super) max_peers: usize,
+    /// PEX interval between p2pe nodes (`None`: PEX off, e.g. private torrent).
+    pub(super) pex_interval: Option<Duration>,
+    pub(super) total_len_bytes: u64,
     pub(super) shared: Arc<Shared>,
     done: bool,
 }
@@ -64,6 +73,7 @@ impl NodeHandler {
         storage: Arc<Storage>,
         nc: &NodeConfig,
         shared: Arc<Shared>,
+        private: bool,
     ) -> Result<Self, NodeError> {
         let mut sources = Vec::new();
         for spec in storage.layout().files() {
@@ -92,12 +102,20 @@ impl NodeHandler {
         our_ext.v = Some(concat!("p2pe ", env!("CARGO_PKG_VERSION")).to_string());
         our_ext.reqq = Some(REQQ);
         our_ext.p = nc.listen.map(|a| a.port()).filter(|&p| p != 0);
+        // BEP 27: a private torrent finds peers through its tracker only.
+        let pex_interval = nc.pex_interval.filter(|_| !private);
+        if pex_interval.is_some() {
+            our_ext.m.insert("ut_pex".into(), PEX_EXT_ID);
+        }
+        let total_len_bytes = config.total_len_bytes;
         shared.piece_count.store(piece_count, Ordering::Release);
         shared
             .verified_pieces
             .store(have.count_ones(), Ordering::Release);
         shared.complete.store(have.is_full(), Ordering::Release);
         let torrent = Torrent::new(config, have, nc.rng_seed);
+        let left = dial::left_bytes(&torrent, total_len_bytes, piece_len_bytes);
+        shared.left_bytes.store(left, Ordering::Release);
         Ok(NodeHandler {
             torrent,
             storage,
@@ -118,9 +136,21 @@ impl NodeHandler {
                 .map(|r| TokenBucket::new(r, now)),
             throttled: BTreeSet::new(),
             dials: Vec::new(),
+            known: HashMap::new(),
+            peer_ids: HashMap::new(),
+            max_peers: nc.max_peers.max(1),
+            pex_interval,
+            total_len_bytes,
             shared,
             done: false,
         })
+    }
+
+    /// A fresh key for a new connection.
+    fn next_key(&mut self) -> u64 {
+        let k = self.next_key;
+        self.next_key += 1;
+        k
     }
 
     /// The core's clock: nanoseconds since this handler was built.
@@ -129,61 +159,6 @@ impl NodeHandler {
             .saturating_duration_since(self.epoch)
             .as_nanos();
         Time::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
-    }
-
-    fn new_conn(&mut self, ctx: &mut Ctx, conn: ConnId, dial: Option<usize>) {
-        let key = PeerKey(self.next_key);
-        self.next_key += 1;
-        let mut pc = PeerConn::new(key, dial);
-        let hs = self.ours.to_bytes().to_vec();
-        pc.queued_total_bytes += hs.len() as u64;
-        ctx.send(conn, hs);
-        self.conns.insert(conn, pc);
-        self.keys.insert(key, conn);
-    }
-
-    fn dial(&mut self, ctx: &mut Ctx, i: usize) {
-        let Some(d) = self.dials.get_mut(i) else {
-            return;
-        };
-        d.retry_at = None;
-        match ctx.connect(d.addr) {
-            Ok(conn) => {
-                d.connected = true;
-                self.new_conn(ctx, conn, Some(i));
-            }
-            Err(_) => self.schedule_redial(i),
-        }
-    }
-
-    fn schedule_redial(&mut self, i: usize) {
-        let complete = self.torrent.is_complete();
-        let Some(d) = self.dials.get_mut(i) else {
-            return;
-        };
-        d.connected = false;
-        if d.retired || complete {
-            return;
-        }
-        d.failures = d.failures.saturating_add(1);
-        let backoff = DIAL_BACKOFF_MIN
-            .saturating_mul(1 << d.failures.min(6))
-            .min(DIAL_BACKOFF_MAX);
-        d.retry_at = Some(Instant::now() + backoff);
-    }
-
-    /// A dial's connection completed its handshake: reset its back-off.
-    pub(super) fn dial_succeeded(&mut self, dial: Option<usize>) {
-        if let Some(d) = dial.and_then(|i| self.dials.get_mut(i)) {
-            d.failures = 0;
-        }
-    }
-
-    /// Stops reconnecting to a dial's address.
-    pub(super) fn retire_dial(&mut self, dial: Option<usize>) {
-        if let Some(d) = dial.and_then(|i| self.dials.get_mut(i)) {
-            d.retired = true;
-        }
     }
 
     /// Runs every action the core queued.
@@ -216,6 +191,8 @@ impl NodeHandler {
         if valid {
             // Byte counters must be current when completion becomes visible.
             self.publish();
+            let left = dial::left_bytes(&self.torrent, self.total_len_bytes, self.piece_len_bytes);
+            self.shared.left_bytes.store(left, Ordering::Release);
             let have = self.torrent.have();
             self.shared
                 .verified_pieces
@@ -282,9 +259,14 @@ impl NodeHandler {
 }
 
 impl Handler for NodeHandler {
-    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, _peer: SocketAddr, inbound: bool) {
+    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, inbound: bool) {
         if inbound {
-            self.new_conn(ctx, conn, None);
+            if self.conns.len() >= self.max_peers {
+                ctx.close(conn); // never registered: on_close ignores it
+                self.arm_timer(ctx);
+                return;
+            }
+            self.new_conn(ctx, conn, None, peer);
         }
         // Outbound connections were registered (and their handshake queued)
         // when the connect was issued.
@@ -314,6 +296,11 @@ impl Handler for NodeHandler {
             return;
         };
         self.keys.remove(&pc.key);
+        if let Some(id) = pc.peer_id {
+            if self.peer_ids.get(&id) == Some(&conn) {
+                self.peer_ids.remove(&id);
+            }
+        }
         if pc.registered && !pc.dropped_by_core {
             let now = self.now();
             self.torrent.handle_peer_disconnected(now, pc.key);
@@ -333,12 +320,9 @@ impl Handler for NodeHandler {
         }
         self.register_stale(now);
         self.release_held(ctx);
-        let due: Vec<usize> = (0..self.dials.len())
-            .filter(|&i| self.dials[i].retry_at.is_some_and(|at| at <= now))
-            .collect();
-        for i in due {
-            self.dial(ctx, i);
-        }
+        self.take_discovered(ctx);
+        self.dial_due(ctx, now);
+        self.pex_tick(ctx, now);
         self.drain(ctx);
         self.publish();
         self.arm_timer(ctx);
@@ -348,15 +332,9 @@ impl Handler for NodeHandler {
         if let Ok(cmd) = msg.downcast::<Command>() {
             match *cmd {
                 Command::Connect(addr) => {
-                    self.dials.push(Dial {
-                        addr,
-                        connected: false,
-                        retry_at: None,
-                        failures: 0,
-                        retired: false,
-                    });
-                    self.dial(ctx, self.dials.len() - 1);
+                    self.add_peer(ctx, addr, Source::Configured);
                 }
+                Command::Start => {}
             }
         }
         self.arm_timer(ctx);

@@ -37,25 +37,47 @@
 //! some back; a block is reported sent to the core once the runtime has handed
 //! all its bytes to the kernel.
 
+mod announce;
 mod convert;
+mod dht;
 mod handler;
 mod limit;
 mod peer;
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use crate::core::{ChokerConfig, TorrentConfig};
+use crate::discovery::tracker_client::ClientConfig;
 use crate::rt::{self, RuntimeConfig, RuntimeHandle};
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
+pub use dht::DhtConfig;
+
 /// How long after the handshake a peer that set the BEP 10 bit may take to
 /// send its extended handshake before it is treated as a plain 16 KiB peer.
 pub const EXT_HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
+
+/// BEP 11's peer exchange interval: at most one `ut_pex` message a minute.
+pub const PEX_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Peer exchange interval of the datacenter profile: a fleet on one fabric
+/// learns its peers within seconds (the messages are a few hundred bytes).
+pub const PEX_INTERVAL_DATACENTER: Duration = Duration::from_secs(2);
+
+/// Default bound on connections (inbound and outbound): enough for the
+/// choker's unchoke slots many times over, small enough that discovery in a
+/// fleet of thousands does not open thousands of sockets per node.
+pub const MAX_PEERS: usize = 60;
+
+/// How long [`Node::shutdown`] waits for the trackers to take the `stopped`
+/// announce (a tracker that does not answer in time is left alone).
+pub const TRACKER_STOP_BOUND: Duration = Duration::from_secs(3);
 
 /// Configuration of a [`Node`].
 #[derive(Debug, Clone)]
@@ -74,11 +96,25 @@ pub struct NodeConfig {
     pub choker: ChokerConfig,
     /// Seed of the core's random choices.
     pub rng_seed: u64,
+    /// Trackers to announce to, as BEP 12 tiers (`None`: the torrent's
+    /// `announce-list` / `announce`; an empty list: no tracker).
+    pub trackers: Option<Vec<Vec<String>>>,
+    /// Tracker client settings (`numwant`, timeouts, back-off).
+    pub tracker: ClientConfig,
+    /// Most connections at once; peers learned from trackers and PEX are
+    /// dialled only below it, inbound peers above it are refused.
+    pub max_peers: usize,
+    /// How often each peer gets a BEP 11 `ut_pex` message (`None`: no PEX).
+    /// Private torrents (BEP 27) never use PEX, whatever this says.
+    pub pex_interval: Option<Duration>,
+    /// BEP 5 DHT (`None`: off). Private torrents never use it.
+    pub dht: Option<DhtConfig>,
 }
 
 impl NodeConfig {
     /// Defaults: no listener, no peers, no limits, datacenter choker, a random
-    /// peer id starting with `-PE0001-` (Azureus style).
+    /// peer id starting with `-PE0001-` (Azureus style), the torrent's
+    /// trackers, [`MAX_PEERS`], PEX every [`PEX_INTERVAL_DATACENTER`].
     pub fn new() -> Self {
         let mut peer_id = *b"-PE0001-000000000000";
         let r: [u8; 12] = rand::random();
@@ -93,6 +129,11 @@ impl NodeConfig {
             peer_id,
             choker: ChokerConfig::datacenter(),
             rng_seed: rand::random(),
+            trackers: None,
+            tracker: ClientConfig::default(),
+            max_peers: MAX_PEERS,
+            pex_interval: Some(PEX_INTERVAL_DATACENTER),
+            dht: None,
         }
     }
 }
@@ -154,6 +195,14 @@ pub struct Progress {
     pub peers_seen: u32,
     /// Every piece is verified.
     pub complete: bool,
+    /// New peer addresses learned from trackers this session.
+    pub tracker_peers_learned: u32,
+    /// New peer addresses learned from BEP 11 peer exchange this session.
+    pub pex_peers_learned: u32,
+    /// Successful tracker announces this session.
+    pub announces_ok: u32,
+    /// New peer addresses learned from the DHT this session.
+    pub dht_peers_learned: u32,
 }
 
 /// State the worker publishes for the owner of the [`Node`] (lock-free but for
@@ -167,7 +216,36 @@ pub(crate) struct Shared {
     peers: AtomicU32,
     peers_seen: AtomicU32,
     complete: AtomicBool,
+    /// Payload bytes still missing (BEP 3 `left`).
+    left_bytes: AtomicU64,
+    /// The port we accept peers on (0 until known).
+    listen_port: AtomicU16,
+    tracker_peers_learned: AtomicU32,
+    pex_peers_learned: AtomicU32,
+    dht_peers_learned: AtomicU32,
+    announces_ok: AtomicU32,
+    /// Peers the tracker and DHT threads learned, for the worker to dial.
+    discovered: Mutex<Vec<(SocketAddr, peer::Source)>>,
+    /// Log lines for the owner ([`Node::poll_event`]), oldest first.
+    events: Mutex<VecDeque<String>>,
     fatal: Mutex<Option<StoreError>>,
+}
+
+/// Most log lines kept for [`Node::poll_event`]; older ones are dropped.
+const MAX_EVENTS: usize = 256;
+
+/// Most addresses waiting in [`Shared::discovered`] for the worker.
+const MAX_DISCOVERED: usize = 4096;
+
+impl Shared {
+    /// Queues a log line for the owner, dropping the oldest beyond [`MAX_EVENTS`].
+    pub(crate) fn log(&self, line: String) {
+        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= MAX_EVENTS {
+            q.pop_front();
+        }
+        q.push_back(line);
+    }
 }
 
 /// A control message to the worker.
@@ -175,6 +253,9 @@ pub(crate) struct Shared {
 pub(crate) enum Command {
     /// Connect to this peer (and keep reconnecting while incomplete).
     Connect(SocketAddr),
+    /// Start the worker's timer tick (it then re-arms itself): the tick
+    /// picks up tracker peers, redials and sends PEX.
+    Start,
 }
 
 /// How often newly verified pieces are made durable in the resume record.
@@ -186,6 +267,8 @@ pub struct Node {
     shared: Arc<Shared>,
     storage: Arc<Storage>,
     flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    announcer: Option<announce::Announcer>,
+    dht: Option<dht::DhtNode>,
 }
 
 /// Flushes the resume record every [`RESUME_FLUSH_INTERVAL`] while pieces
@@ -248,6 +331,7 @@ impl Node {
             storage.clone(),
             &config,
             shared.clone(),
+            info.is_private(),
         )?;
         let rc = RuntimeConfig {
             workers: 1,
@@ -260,12 +344,50 @@ impl Node {
         let slot = Cell::new(Some(handler));
         let runtime = rt::run(rc, |_| slot.take().expect("one worker, one handler"))?;
         let flusher = Some(spawn_flusher(storage.clone(), shared.clone())?);
+        let port = runtime.local_addr().map_or(0, |a| a.port());
+        shared.listen_port.store(port, Ordering::Release);
+        let tiers = config
+            .trackers
+            .clone()
+            .unwrap_or_else(|| meta.trackers().to_vec());
+        let announcer = if tiers.iter().any(|t| !t.is_empty()) {
+            let a = announce::Announcer::spawn(announce::Params {
+                tiers,
+                info_hash: meta.info_hash(),
+                peer_id: config.peer_id,
+                port,
+                client: config.tracker.clone(),
+                seed: config.rng_seed ^ 0x0074_7261_636b_6572,
+                shared: shared.clone(),
+            })?;
+            Some(a)
+        } else {
+            None
+        };
+        let dht = match &config.dht {
+            Some(_) if info.is_private() => {
+                shared.log("dht: off for a private torrent (BEP 27)".into());
+                None
+            }
+            Some(dc) => Some(dht::DhtNode::spawn(
+                dc,
+                meta.info_hash(),
+                port,
+                shared.clone(),
+            )?),
+            None => None,
+        };
         let node = Node {
             runtime,
             shared,
             storage,
             flusher,
+            announcer,
+            dht,
         };
+        node.runtime
+            .post(0, Box::new(Command::Start))
+            .map_err(|e| NodeError::Runtime(std::io::Error::other(e)))?;
         for addr in &config.peers {
             node.connect(*addr)?;
         }
@@ -275,6 +397,11 @@ impl Node {
     /// The address peers can reach us on (with the chosen port), if listening.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.runtime.local_addr()
+    }
+
+    /// The UDP address of the node's DHT node, if the DHT is on.
+    pub fn dht_addr(&self) -> Option<SocketAddr> {
+        self.dht.as_ref().map(|d| SocketAddr::V4(d.local_addr()))
     }
 
     /// Asks the node to connect to `addr` (and reconnect while incomplete).
@@ -298,7 +425,20 @@ impl Node {
             peers: s.peers.load(Ordering::Acquire),
             peers_seen: s.peers_seen.load(Ordering::Acquire),
             complete: s.complete.load(Ordering::Acquire),
+            tracker_peers_learned: s.tracker_peers_learned.load(Ordering::Acquire),
+            pex_peers_learned: s.pex_peers_learned.load(Ordering::Acquire),
+            announces_ok: s.announces_ok.load(Ordering::Acquire),
+            dht_peers_learned: s.dht_peers_learned.load(Ordering::Acquire),
         }
+    }
+
+    /// The next log line (tracker warnings, peers learned), oldest first.
+    pub fn poll_event(&self) -> Option<String> {
+        self.shared
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 
     /// Takes the fatal storage error that stopped the node, if any.
@@ -315,13 +455,20 @@ impl Node {
         &self.storage
     }
 
-    /// Stops the runtime (closing every connection) and flushes the resume
-    /// record; returns the final progress.
+    /// Announces `stopped` to the trackers (bounded by
+    /// [`TRACKER_STOP_BOUND`]), stops the runtime (closing every
+    /// connection) and flushes the resume record; returns the final progress.
     ///
     /// # Errors
     /// The fatal storage error that stopped the node, a runtime error, or
     /// flushing the resume record failed.
     pub fn shutdown(mut self) -> Result<Progress, NodeError> {
+        if let Some(d) = self.dht.take() {
+            d.stop();
+        }
+        if let Some(a) = self.announcer.take() {
+            a.stop();
+        }
         let progress = self.progress();
         let fatal = self.take_error();
         if let Some((stop, t)) = self.flusher.take() {

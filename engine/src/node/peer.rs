@@ -1,7 +1,7 @@
 //! Per-connection state of the node: handshake phase, decoder, outgoing FIFO
 //! held back by rate limits, and accounting of blocks handed to the runtime.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -52,10 +52,25 @@ pub(crate) struct PeerConn {
     pub(crate) blocks_in_flight: VecDeque<(u64, Block)>,
     /// Index of the dial (configured peer) this connection came from.
     pub(crate) dial: Option<usize>,
+    /// The address at the other end of the socket.
+    pub(crate) remote: SocketAddr,
+    /// Where the peer accepts connections: the dialled address, or the
+    /// socket's IP with the BEP 10 `p` of an inbound peer.
+    pub(crate) listen_addr: Option<SocketAddr>,
+    /// The peer's id, once its handshake arrived.
+    pub(crate) peer_id: Option<[u8; 20]>,
+    /// The peer's extended message id for `ut_pex` (BEP 11), if it speaks it.
+    pub(crate) pex_id: Option<u8>,
+    /// The peer is a p2pe node (it advertised the p2pe extension).
+    pub(crate) is_p2pe: bool,
+    /// Listen addresses this peer has been told about through PEX.
+    pub(crate) pex_sent: HashSet<SocketAddr>,
+    /// When this peer is due its next PEX message.
+    pub(crate) next_pex_at: Option<Instant>,
 }
 
 impl PeerConn {
-    pub(crate) fn new(key: PeerKey, dial: Option<usize>) -> Self {
+    pub(crate) fn new(key: PeerKey, dial: Option<usize>, remote: SocketAddr) -> Self {
         PeerConn {
             key,
             phase: Phase::Handshake(HandshakeDecoder::new()),
@@ -66,14 +81,40 @@ impl PeerConn {
             queued_total_bytes: 0,
             blocks_in_flight: VecDeque::new(),
             dial,
+            remote,
+            listen_addr: None,
+            peer_id: None,
+            pex_id: None,
+            is_p2pe: false,
+            pex_sent: HashSet::new(),
+            next_pex_at: None,
         }
+    }
+
+    /// Whether this connection was dialled by us.
+    pub(crate) fn outbound(&self) -> bool {
+        self.dial.is_some()
     }
 }
 
-/// A configured peer we keep connecting to.
+/// Where a dialled address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `NodeConfig::peers` / `Node::connect`: redialled while incomplete.
+    Configured,
+    /// A tracker's answer.
+    Tracker,
+    /// A BEP 11 `ut_pex` message.
+    Pex,
+    /// A BEP 5 DHT `get_peers` answer.
+    Dht,
+}
+
+/// A peer address we connect (and reconnect) to.
 #[derive(Debug)]
 pub(crate) struct Dial {
     pub(crate) addr: SocketAddr,
+    pub(crate) source: Source,
     /// The live connection, if any.
     pub(crate) connected: bool,
     /// When to try again (`None`: not scheduled).

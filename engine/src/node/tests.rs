@@ -14,6 +14,17 @@ use crate::wire::metainfo::{FileSpec, Info, Layout, Metainfo, PieceHash};
 /// Writes files of `sizes` under `dir/name/` with seeded random bytes and
 /// returns the torrent of them.
 fn make_torrent(dir: &Path, name: &str, sizes: &[usize], piece_len: u32) -> Metainfo {
+    make_torrent_opts(dir, name, sizes, piece_len, false)
+}
+
+/// As [`make_torrent`], `private` (BEP 27) as given.
+fn make_torrent_opts(
+    dir: &Path,
+    name: &str,
+    sizes: &[usize],
+    piece_len: u32,
+    private: bool,
+) -> Metainfo {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut all = Vec::new();
     let mut specs = Vec::new();
@@ -38,7 +49,7 @@ fn make_torrent(dir: &Path, name: &str, sizes: &[usize], piece_len: u32) -> Meta
         Layout::MultiFile(specs),
         piece_len,
         hashes,
-        false,
+        private,
     )
     .unwrap();
     Metainfo::new(info, vec![], None, None, None)
@@ -239,4 +250,96 @@ fn random_bytes_after_handshake_never_kill_the_node() {
     wait_complete(&[&a], Duration::from_secs(60));
     a.shutdown().unwrap();
     seed.shutdown().unwrap();
+}
+
+/// A seeder S, a leecher B given S, and a leecher C given only B, with PEX
+/// every 50 ms (and `private` as given); returns C's and S's final progress.
+fn chain_of_three(private: bool) -> (super::Progress, super::Progress) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent_opts(&src, "t", &[600_000], 16 * 1024, private);
+    let local = "127.0.0.1:0".parse().unwrap();
+    let cfg = |peers: Vec<std::net::SocketAddr>| NodeConfig {
+        listen: Some(local),
+        peers,
+        pex_interval: Some(Duration::from_millis(50)),
+        // Slow enough that C is still downloading when PEX goes around.
+        download_limit_bytes_per_s: Some(400_000),
+        ..NodeConfig::new()
+    };
+    let s = Node::start(&meta, open(&meta, &src, OpenMode::Seed), cfg(vec![])).unwrap();
+    let b_dir = tmp.path().join("b");
+    let b_store = open(&meta, &b_dir, OpenMode::Create);
+    let b = Node::start(&meta, b_store, cfg(vec![s.local_addr().unwrap()])).unwrap();
+    let c_dir = tmp.path().join("c");
+    let c_store = open(&meta, &c_dir, OpenMode::Create);
+    let c = Node::start(&meta, c_store, cfg(vec![b.local_addr().unwrap()])).unwrap();
+    wait_complete(&[&b, &c], Duration::from_secs(60));
+    let (pc, ps) = (c.shutdown().unwrap(), s.shutdown().unwrap());
+    b.shutdown().unwrap();
+    assert_eq!(
+        std::fs::read(c_dir.join("t/f0")).unwrap(),
+        std::fs::read(src.join("t/f0")).unwrap()
+    );
+    (pc, ps)
+}
+
+#[test]
+fn pex_introduces_a_leecher_to_the_seeder_it_was_not_given() {
+    let (c, s) = chain_of_three(false);
+    // C was given B only; S was given nobody: they met through `ut_pex`.
+    assert!(c.peers_seen >= 2, "{c:?}");
+    assert!(
+        c.pex_peers_learned + s.pex_peers_learned >= 1,
+        "{c:?} {s:?}"
+    );
+}
+
+#[test]
+fn private_torrents_do_not_use_pex() {
+    let (c, s) = chain_of_three(true);
+    assert_eq!(c.peers_seen, 1, "{c:?}");
+    assert_eq!(c.pex_peers_learned + s.pex_peers_learned, 0, "{c:?} {s:?}");
+}
+
+#[test]
+fn ut_pex_is_advertised_only_for_public_torrents() {
+    let tmp = tempfile::tempdir().unwrap();
+    for private in [false, true] {
+        let src = tmp.path().join(format!("p{private}"));
+        let meta = make_torrent_opts(&src, "t", &[1000], 16 * 1024, private);
+        let info = meta.info();
+        let tc = crate::core::TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
+        let h = super::handler::NodeHandler::new(
+            tc,
+            meta.info_hash().0,
+            open(&meta, &src, OpenMode::Seed),
+            &NodeConfig::new(),
+            Arc::new(super::Shared::default()),
+            private,
+        )
+        .unwrap();
+        assert_eq!(h.our_ext.m.contains_key("ut_pex"), !private);
+    }
+}
+
+#[test]
+fn private_torrents_do_not_start_the_dht() {
+    let tmp = tempfile::tempdir().unwrap();
+    for private in [false, true] {
+        let src = tmp.path().join(format!("p{private}"));
+        let meta = make_torrent_opts(&src, "t", &[1000], 16 * 1024, private);
+        let dht = super::DhtConfig {
+            bootstrap: Some(Vec::new()),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..super::DhtConfig::default()
+        };
+        let config = NodeConfig {
+            dht: Some(dht),
+            ..NodeConfig::new()
+        };
+        let node = Node::start(&meta, open(&meta, &src, OpenMode::Seed), config).unwrap();
+        assert_eq!(node.dht_addr().is_some(), !private);
+        node.shutdown().unwrap();
+    }
 }

@@ -9,7 +9,10 @@ use anyhow::{bail, Context};
 use p2pe::node::{Node, NodeConfig, Progress};
 use p2pe::store::OpenMode;
 
-use super::node_common::{load_torrent, open_storage, parse_limit, stop_flag, stopped, Bar};
+use super::node_common::{
+    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped, Bar,
+    DiscoveryArgs,
+};
 
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
@@ -40,6 +43,8 @@ pub struct Args {
     /// Give up when no peer completed a handshake within this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 fn resolve(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
@@ -61,7 +66,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let peers = resolve(&args.peers)?;
     let (storage, _) = open_storage(&meta, &args.output, OpenMode::Create)?;
-    let config = NodeConfig {
+    let no_tracker = args.discovery.no_tracker
+        || (args.discovery.trackers.is_empty() && meta.trackers().iter().all(Vec::is_empty));
+    if peers.is_empty() && no_tracker && !args.discovery.dht {
+        bail!("no peers to ask: give --peer, --tracker or --dht, or use a torrent with trackers");
+    }
+    let mut config = NodeConfig {
         listen: Some(args.listen),
         peers,
         upload_limit_bytes_per_s: args.upload_limit.as_deref().map(parse_limit).transpose()?,
@@ -72,7 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .transpose()?,
         ..NodeConfig::new()
     };
+    args.discovery.apply(&mut config);
     let node = Node::start(&meta, storage, config).context("start node")?;
+    print_dht_addr(&node);
     if let Some(addr) = node.local_addr() {
         println!("listening on {addr}");
         std::io::stdout().flush()?;
@@ -80,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = Bar::new(meta.info().total_len_bytes(), meta.info().piece_count());
     let started = Instant::now();
     let mut completed_at = None;
+    let mut first_peer_logged = false;
     let deadline = Duration::from_secs(args.connect_timeout);
     loop {
         if let Some(e) = node.take_error() {
@@ -87,8 +100,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let _ = node.shutdown();
             return Err(anyhow::Error::new(e).context("download stopped"));
         }
+        print_events(&node);
         let p = node.progress();
         bar.update(&p);
+        if p.peers_seen > 0 && !first_peer_logged {
+            first_peer_logged = true;
+            eprintln!("first peer connected");
+        }
         if p.complete && completed_at.is_none() {
             completed_at = Some(started.elapsed());
             if !args.seed_after {
@@ -103,15 +121,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bar.finish();
             let _ = node.shutdown();
             bail!(
-                "no peer reachable within {}s (peers tried: {})",
+                "no peer reachable within {}s (peers tried: {}; {} from trackers, {} from PEX)",
                 args.connect_timeout,
-                args.peers.join(", ")
+                args.peers.join(", "),
+                p.tracker_peers_learned,
+                p.pex_peers_learned
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     bar.finish();
     let p = node.shutdown().context("shut down")?;
+    print_events_after(&p);
     let seconds = completed_at
         .unwrap_or_else(|| started.elapsed())
         .as_secs_f64();
@@ -124,6 +145,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Logs where peers came from (stderr).
+fn print_events_after(p: &Progress) {
+    eprintln!(
+        "announces accepted: {}; peers learned: {} from trackers, {} from PEX, {} from the DHT",
+        p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned, p.dht_peers_learned
+    );
 }
 
 /// Prints the final summary: one JSON object on stdout, or a line on stderr.
@@ -139,6 +168,10 @@ fn summarize(p: &Progress, seconds: f64, json: bool) {
             "piece_count": p.piece_count,
             "uploaded_bytes": p.uploaded_bytes,
             "complete": p.complete,
+            "announces_ok": p.announces_ok,
+            "tracker_peers_learned": p.tracker_peers_learned,
+            "pex_peers_learned": p.pex_peers_learned,
+            "dht_peers_learned": p.dht_peers_learned,
         });
         println!("{summary}");
     } else {

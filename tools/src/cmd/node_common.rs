@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use p2pe::node::{storage_layout, Progress};
+use p2pe::node::{storage_layout, Node, Progress};
 use p2pe::sim::units::{parse_rate_bytes_per_s, parse_size_bytes};
 use p2pe::store::{OpenMode, ResumeReport, Storage};
 use p2pe::wire::metainfo::Metainfo;
@@ -123,5 +123,89 @@ impl Bar {
             pb.finish_and_clear();
         }
         self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Discovery options shared by `p2pe seed` and `p2pe get`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DiscoveryArgs {
+    /// Announce to this tracker (`http://…/announce` or `udp://host:port`)
+    /// instead of the torrent's trackers; repeat for more (one BEP 12 tier).
+    #[arg(long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Do not announce to any tracker (peers from --peer and PEX only).
+    #[arg(long, conflicts_with = "trackers")]
+    pub no_tracker: bool,
+    /// Most connections at once (peers from trackers and PEX are dialled
+    /// only below it).
+    #[arg(long, default_value_t = p2pe::node::MAX_PEERS, value_name = "N")]
+    pub max_peers: usize,
+    /// Disable peer exchange (BEP 11); private torrents never use it.
+    #[arg(long)]
+    pub no_pex: bool,
+    /// Find peers through the Mainline DHT (BEP 5) too; never for private
+    /// torrents.
+    #[arg(long)]
+    pub dht: bool,
+    /// DHT bootstrap node HOST:PORT instead of the public routers (a closed
+    /// cluster runs its own); repeatable.
+    #[arg(long, value_name = "HOST:PORT", requires = "dht")]
+    pub dht_bootstrap: Vec<String>,
+    /// Start a new DHT (no bootstrap): the first node of a closed cluster.
+    #[arg(long, requires = "dht", conflicts_with = "dht_bootstrap")]
+    pub dht_no_bootstrap: bool,
+    /// UDP address of the DHT node.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:0",
+        value_name = "ADDR",
+        requires = "dht"
+    )]
+    pub dht_listen: std::net::SocketAddrV4,
+    /// Seconds between DHT look-ups once the node has peers.
+    #[arg(long, default_value_t = 300, value_name = "SECS", requires = "dht")]
+    pub dht_interval: u64,
+}
+
+impl DiscoveryArgs {
+    /// Applies these options to `config`.
+    pub fn apply(&self, config: &mut p2pe::node::NodeConfig) {
+        if self.no_tracker {
+            config.trackers = Some(Vec::new());
+        } else if !self.trackers.is_empty() {
+            config.trackers = Some(vec![self.trackers.clone()]);
+        }
+        config.max_peers = self.max_peers;
+        if self.no_pex {
+            config.pex_interval = None;
+        }
+        if self.dht {
+            let bootstrap = if self.dht_no_bootstrap {
+                Some(Vec::new())
+            } else if self.dht_bootstrap.is_empty() {
+                None
+            } else {
+                Some(self.dht_bootstrap.clone())
+            };
+            config.dht = Some(p2pe::node::DhtConfig {
+                bootstrap,
+                listen: self.dht_listen,
+                interval: Duration::from_secs(self.dht_interval.max(1)),
+            });
+        }
+    }
+}
+
+/// Prints where the DHT node listens (stderr), if it is on.
+pub fn print_dht_addr(node: &Node) {
+    if let Some(a) = node.dht_addr() {
+        eprintln!("dht listening on {a}");
+    }
+}
+
+/// Prints the node's pending log lines (tracker warnings, peers learned) on stderr.
+pub fn print_events(node: &Node) {
+    while let Some(line) = node.poll_event() {
+        eprintln!("{line}");
     }
 }

@@ -10,7 +10,10 @@ use p2pe::node::{Node, NodeConfig};
 use p2pe::store::OpenMode;
 use p2pe::wire::metainfo::Metainfo;
 
-use super::node_common::{load_torrent, open_storage, parse_limit, stop_flag, stopped};
+use super::node_common::{
+    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped,
+    DiscoveryArgs,
+};
 
 /// Arguments of `p2pe seed`.
 #[derive(clap::Args, Debug)]
@@ -31,6 +34,8 @@ pub struct Args {
     /// first one came); for scripts and tests.
     #[arg(long, value_name = "SECS")]
     pub exit_after_idle: Option<u64>,
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 /// The directory `Storage` opens: the parent of the torrent's `name` entry.
@@ -64,12 +69,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             storage.piece_count()
         );
     }
-    let config = NodeConfig {
+    let mut config = NodeConfig {
         listen: Some(args.listen),
         upload_limit_bytes_per_s: args.upload_limit.as_deref().map(parse_limit).transpose()?,
         ..NodeConfig::new()
     };
+    args.discovery.apply(&mut config);
     let node = Node::start(&meta, storage, config).context("start node")?;
+    print_dht_addr(&node);
     let addr = node.local_addr().context("no listen address")?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;
@@ -78,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut seen_peer = false;
     while !stopped(&stop) {
         std::thread::sleep(Duration::from_millis(100));
+        print_events(&node);
         if let Some(e) = node.take_error() {
             let _ = node.shutdown();
             return Err(anyhow::Error::new(e).context("seeding stopped"));
@@ -94,6 +102,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let p = node.shutdown().context("shut down")?;
+    eprintln!(
+        "announces accepted: {}; peers learned: {} from trackers, {} from PEX, {} from the DHT",
+        p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned, p.dht_peers_learned
+    );
     eprintln!(
         "uploaded {} bytes to {} peers",
         p.uploaded_bytes, p.peers_seen

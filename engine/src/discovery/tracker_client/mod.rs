@@ -144,6 +144,7 @@ pub struct TrackerClient {
     peers: Vec<SocketAddr>,
     warnings: Vec<String>,
     swarm_counts: Option<(u32, u32)>,
+    announces_ok: u32,
     stopped: bool,
 }
 
@@ -202,6 +203,7 @@ impl TrackerClient {
             peers: Vec::new(),
             warnings,
             swarm_counts: None,
+            announces_ok: 0,
             stopped: false,
         }
     }
@@ -238,9 +240,10 @@ impl TrackerClient {
         self.next_announce = now;
     }
 
-    /// Ask for more peers: announce as soon as the tracker's `min interval` allows.
+    /// Ask for more peers: announce as soon as the tracker's `min interval`
+    /// allows. Does not cut short the back-off after failed rounds.
     pub fn handle_want_peers(&mut self, now: Time) {
-        if self.in_flight.is_none() && !self.is_done() {
+        if self.in_flight.is_none() && !self.is_done() && self.failed_rounds == 0 {
             self.next_announce = self.next_announce.min(self.not_before.max(now));
         }
     }
@@ -281,6 +284,11 @@ impl TrackerClient {
     /// Seeders and leechers as last reported by a tracker.
     pub fn swarm_counts(&self) -> Option<(u32, u32)> {
         self.swarm_counts
+    }
+
+    /// Announces a tracker accepted so far (each round ends at the first).
+    pub fn announces_ok(&self) -> u32 {
+        self.announces_ok
     }
 
     /// Drives retransmits, timeouts and announce scheduling.

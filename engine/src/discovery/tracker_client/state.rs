@@ -222,6 +222,7 @@ impl TrackerClient {
 
     fn on_success(&mut self, now: Time, flight: &InFlight, response: AnnounceResponse) {
         self.in_flight = None;
+        self.announces_ok = self.announces_ok.saturating_add(1);
         if let Some(warning) = &response.warning_message {
             let url = self.trackers.get(flight.tracker).map_or("?", |t| &t.url);
             self.warnings

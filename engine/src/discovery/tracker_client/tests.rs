@@ -226,6 +226,18 @@ fn lying_intervals_are_clamped_and_min_interval_obeyed() {
 }
 
 #[test]
+fn want_peers_does_not_cut_the_failure_back_off() {
+    let mut c = client(&[&["http://t/announce"]], 9);
+    c.handle_timeout(Time::ZERO);
+    let (id, _) = expect_http(&mut c);
+    c.handle_error(Time::ZERO, id, "refused");
+    let backoff = c.poll_timeout();
+    assert!(backoff > Time::ZERO);
+    c.handle_want_peers(secs(1));
+    assert_eq!(c.poll_timeout(), backoff);
+}
+
+#[test]
 fn completed_and_stopped_go_out_at_once() {
     let mut c = client(&[&["http://t/announce"]], 6);
     c.set_progress(0, 0, 100);

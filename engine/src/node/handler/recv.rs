@@ -15,7 +15,7 @@ use crate::wire::peer::{
 use super::super::convert::{self, Inbound};
 use super::super::peer::Phase;
 use super::super::EXT_HANDSHAKE_WAIT;
-use super::NodeHandler;
+use super::{NodeHandler, PEX_EXT_ID};
 
 impl NodeHandler {
     /// Feeds received bytes of `conn` through its handshake or message
@@ -44,11 +44,16 @@ impl NodeHandler {
                     };
                     let mut decoder = hd.into_decoder(DecoderLimits::new(self.piece_count));
                     decoder.set_negotiated(&self.ours, &theirs);
+                    let peer_id = theirs.peer_id;
+                    pc.peer_id = Some(peer_id);
                     pc.phase = Phase::Open {
                         decoder,
                         theirs,
                         since: Instant::now(),
                     };
+                    if !self.keep_one_per_peer(ctx, conn, peer_id) {
+                        return;
+                    }
                     self.on_handshake(ctx, conn);
                 }
                 Err(_) => {
@@ -77,7 +82,10 @@ impl NodeHandler {
         self.dial_succeeded(dial);
         if ext {
             let mut buf = Vec::new();
-            let msg = Message::Extended(ExtendedMessage::Handshake(self.our_ext.clone()));
+            let mut hs = self.our_ext.clone();
+            let port = self.shared.listen_port.load(Ordering::Acquire);
+            hs.p = hs.p.or(Some(port).filter(|&p| p != 0));
+            let msg = Message::Extended(ExtendedMessage::Handshake(hs));
             if msg.encode(&mut buf).is_ok() {
                 if let Some(pc) = self.conns.get_mut(&conn) {
                     pc.queued_total_bytes += buf.len() as u64;
@@ -163,8 +171,14 @@ impl NodeHandler {
     fn handle_message(&mut self, ctx: &mut Ctx, conn: ConnId, msg: Message) -> bool {
         if let Message::Extended(ExtendedMessage::Handshake(theirs)) = &msg {
             let len = negotiated_max_request_len(&self.our_ext, theirs, self.piece_len_bytes);
+            self.on_extended_handshake(conn, theirs);
             self.register(conn, len);
             return true;
+        }
+        if let Message::Extended(ExtendedMessage::Other { id, payload }) = &msg {
+            if *id == PEX_EXT_ID && self.pex_interval.is_some() {
+                return self.on_pex(ctx, conn, payload);
+            }
         }
         let inbound = match convert::inbound(msg, self.piece_count) {
             Ok(i) => i,

@@ -37,7 +37,8 @@ pub fn random_file(path: &Path, size_bytes: u64) -> anyhow::Result<()> {
 }
 
 /// Makes the torrent of `path` (a file or a directory), the same way as
-/// `p2pe create` (auto piece length, no trackers: `swarm` passes peers directly).
-pub fn torrent_of(path: &Path) -> anyhow::Result<Metainfo> {
-    crate::cmd::create::make_metainfo(path, None, vec![], false, None, Progress::Hidden)
+/// `p2pe create` (auto piece length), announcing to `tracker_url`.
+pub fn torrent_of(path: &Path, tracker_url: &str) -> anyhow::Result<Metainfo> {
+    let trackers = vec![vec![tracker_url.to_string()]];
+    crate::cmd::create::make_metainfo(path, None, trackers, false, None, Progress::Hidden)
 }

@@ -18,6 +18,10 @@ use proc::Child;
 /// How long a child may take to print its listen address.
 const STARTUP_BOUND: Duration = Duration::from_secs(60);
 
+/// Announce interval of the embedded tracker, seconds: the tracker client's
+/// floor, so a leecher that announced before anyone else asks again soon.
+const TRACKER_INTERVAL_S: &str = "5";
+
 /// Arguments of `p2pe swarm`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -88,15 +92,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p
         }
     };
+    let exe = std::env::current_exe().context("own executable")?;
+    let tracker_args: Vec<String> = ["tracker", "--listen", "127.0.0.1:0", "--interval"]
+        .iter()
+        .map(|a| (*a).to_string())
+        .chain([TRACKER_INTERVAL_S.to_string()])
+        .collect();
+    let (mut tracker, tracker_addr) =
+        Child::spawn(&exe, &tracker_args, &dir.join("tracker.log"), STARTUP_BOUND)?;
+    let result = run_with_tracker(&args, &exe, &dir, &payload, tracker_addr);
+    tracker.stop();
+    result
+}
+
+/// Everything after the tracker is up: torrent, seeder, leechers, report.
+fn run_with_tracker(
+    args: &Args,
+    exe: &Path,
+    dir: &Path,
+    payload: &Path,
+    tracker_addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     eprintln!("hashing {}", payload.display());
-    let meta = make::torrent_of(&payload)?;
+    let url = format!("http://{tracker_addr}/announce");
+    let meta = make::torrent_of(payload, &url)?;
     let torrent = dir.join("swarm.torrent");
     std::fs::write(&torrent, meta.to_bytes())?;
     let total = meta.info().total_len_bytes();
     let root = payload
         .parent()
         .context("payload has no parent directory")?;
-    let exe = std::env::current_exe().context("own executable")?;
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let mut seed_args = vec![
         "seed".into(),
@@ -109,27 +134,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(l) = &args.seed_upload_limit {
         seed_args.extend(["--upload-limit".into(), l.clone()]);
     }
-    let (mut seeder, seed_addr) =
-        Child::spawn(&exe, &seed_args, &dir.join("seed.log"), STARTUP_BOUND)?;
-    let result = run_leechers(&args, &exe, &dir, &torrent, seed_addr);
+    let (mut seeder, _seed_addr) =
+        Child::spawn(exe, &seed_args, &dir.join("seed.log"), STARTUP_BOUND)?;
+    let result = run_leechers(args, exe, dir, &torrent);
     seeder.stop();
     let leechers = result?;
     let seed_cpu = seeder.exit.map_or(0.0, |(_, cpu)| cpu);
-    report(&args, &meta, &payload, &dir, total, &leechers, seed_cpu)
+    report(args, &meta, payload, dir, total, &leechers, seed_cpu)
 }
 
-fn run_leechers(
-    args: &Args,
-    exe: &Path,
-    dir: &Path,
-    torrent: &Path,
-    seed_addr: std::net::SocketAddr,
-) -> anyhow::Result<Vec<Child>> {
-    let mut addrs = vec![seed_addr];
+/// Starts the leechers (they find the seeder and each other through the
+/// tracker: no peer lists) and waits for all of them, bounded.
+fn run_leechers(args: &Args, exe: &Path, dir: &Path, torrent: &Path) -> anyhow::Result<Vec<Child>> {
     let mut kids: Vec<Child> = Vec::new();
     let t0 = Instant::now();
     for i in 0..args.peers {
-        let mut a = vec![
+        let a = vec![
             "get".to_string(),
             torrent.to_string_lossy().into_owned(),
             "-o".into(),
@@ -138,14 +158,8 @@ fn run_leechers(
             "127.0.0.1:0".into(),
             "--json".into(),
         ];
-        for p in &addrs {
-            a.extend(["--peer".into(), p.to_string()]);
-        }
         match Child::spawn(exe, &a, &dir.join(format!("peer{i}.log")), STARTUP_BOUND) {
-            Ok((c, addr)) => {
-                kids.push(c);
-                addrs.push(addr);
-            }
+            Ok((c, _addr)) => kids.push(c),
             Err(e) => {
                 kids.iter_mut().for_each(Child::kill_and_reap);
                 return Err(e);

@@ -1,0 +1,153 @@
+//! The node's DHT thread (BEP 5, Mainline DHT through the `mainline` crate):
+//! look up peers of the info-hash and announce our listen port, then hand
+//! the peers to the worker like tracker peers.
+//!
+//! Never started for private torrents (BEP 27). The DHT node runs in server
+//! mode (datacenter nodes are reachable, and a closed cluster needs every
+//! node to answer). A round is `get_peers` then `announce_peer`; rounds
+//! repeat every [`DhtConfig::interval`] once an announce was stored and the
+//! node has peers (or is complete), every [`RETRY`] before that.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mainline::{Dht, Id};
+
+use super::peer::Source;
+use super::{Shared, MAX_DISCOVERED};
+use crate::wire::metainfo::InfoHash;
+
+/// Delay between rounds while nothing was found or the announce failed.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// DHT settings of a node (BEP 5).
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    /// Bootstrap nodes, `host:port` (`None`: the public Mainline routers;
+    /// empty: this node starts a new DHT, e.g. the first node of a cluster).
+    pub bootstrap: Option<Vec<String>>,
+    /// UDP address of the DHT node (port 0: any free port).
+    pub listen: SocketAddrV4,
+    /// Time between rounds once the node is announced and has peers.
+    pub interval: Duration,
+}
+
+impl Default for DhtConfig {
+    /// Public routers, any port on all interfaces, a round every 5 minutes.
+    fn default() -> Self {
+        DhtConfig {
+            bootstrap: None,
+            listen: SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+            interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The running DHT thread.
+pub(crate) struct DhtNode {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+    local: SocketAddrV4,
+}
+
+impl DhtNode {
+    /// Binds the DHT node and starts its thread.
+    #[allow(deprecated)] // `info`: the blocking API, see `run`
+    pub(crate) fn spawn(
+        config: &DhtConfig,
+        info_hash: InfoHash,
+        port: u16,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<DhtNode> {
+        let mut b = Dht::builder();
+        b.server_mode().bind_address(*config.listen.ip());
+        if config.listen.port() != 0 {
+            b.port(config.listen.port());
+        }
+        match &config.bootstrap {
+            Some(list) if list.is_empty() => {
+                b.no_bootstrap();
+            }
+            Some(list) => {
+                b.bootstrap(list);
+            }
+            None => {}
+        }
+        let dht = b.build()?;
+        let local = dht.info().local_addr();
+        let id = Id::from_bytes(info_hash.0).map_err(std::io::Error::other)?;
+        let interval = config.interval;
+        let (stop, stop_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("p2pe-dht".into())
+            .spawn(move || run(&dht, id, port, &shared, &stop_rx, interval))?;
+        Ok(DhtNode {
+            stop,
+            thread,
+            local,
+        })
+    }
+
+    /// The DHT node's UDP address.
+    pub(crate) fn local_addr(&self) -> SocketAddrV4 {
+        self.local
+    }
+
+    /// Ends the thread after its current query (bounded by the crate's
+    /// request timeouts); the DHT node closes when its handle drops.
+    pub(crate) fn stop(self) {
+        let _ = self.stop.send(());
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        }
+        // A query in progress finishes on its own; the thread is detached.
+    }
+}
+
+#[allow(deprecated)] // the blocking API: this is a plain thread, not an async runtime
+fn run(
+    dht: &Dht,
+    id: Id,
+    port: u16,
+    shared: &Shared,
+    stop: &mpsc::Receiver<()>,
+    interval: Duration,
+) {
+    let mut wait = Duration::ZERO;
+    let mut warned = false;
+    loop {
+        match stop.recv_timeout(wait) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let mut found = Vec::new();
+        for batch in dht.get_peers(id) {
+            found.extend(batch.into_iter().map(SocketAddr::V4));
+        }
+        if !found.is_empty() {
+            let mut q = shared.discovered.lock().unwrap_or_else(|e| e.into_inner());
+            let room = MAX_DISCOVERED.saturating_sub(q.len());
+            q.extend(found.iter().map(|a| (*a, Source::Dht)).take(room));
+        }
+        let announced = match dht.announce_peer(id, Some(port)) {
+            Ok(_) => true,
+            Err(e) => {
+                if !warned {
+                    shared.log(format!("dht: announce failed ({e}); retrying"));
+                    warned = true;
+                }
+                false
+            }
+        };
+        let settled =
+            shared.complete.load(Ordering::Acquire) || shared.peers.load(Ordering::Acquire) > 0;
+        wait = if announced && settled {
+            interval
+        } else {
+            RETRY
+        };
+    }
+}
