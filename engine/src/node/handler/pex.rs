@@ -21,7 +21,7 @@ use crate::rt::{ConnId, Ctx};
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Message};
 use crate::wire::pex::{PexFlags, PexMessage};
 
-use super::super::peer::Source;
+use super::super::peer::{PeerConn, Source};
 use super::super::PEX_INTERVAL;
 use super::NodeHandler;
 
@@ -110,29 +110,9 @@ impl NodeHandler {
             let every = if pc.is_p2pe { interval } else { PEX_INTERVAL };
             pc.next_pex_at = Some(now + every);
             let Some(id) = pc.pex_id else { continue };
-            let added: Vec<(SocketAddr, PexFlags)> = current
-                .iter()
-                .filter(|(a, _)| Some(*a) != pc.listen_addr && !pc.pex_sent.contains(a))
-                .take(MAX_ADDED_PER_MESSAGE)
-                .copied()
-                .collect();
-            let dropped: Vec<SocketAddr> = pc
-                .pex_sent
-                .iter()
-                .filter(|a| !current_set.contains(a))
-                .take(MAX_ADDED_PER_MESSAGE)
-                .copied()
-                .collect();
-            if added.is_empty() && dropped.is_empty() {
+            let Some(payload) = next_message(pc, &current, &current_set) else {
                 continue;
-            }
-            for (a, _) in &added {
-                pc.pex_sent.insert(*a);
-            }
-            for a in &dropped {
-                pc.pex_sent.remove(a);
-            }
-            let payload = PexMessage { added, dropped }.to_bencode();
+            };
             let msg = Message::Extended(ExtendedMessage::Other {
                 id,
                 payload: Bytes::from(payload),
@@ -143,5 +123,71 @@ impl NodeHandler {
                 ctx.send(conn, buf);
             }
         }
+    }
+}
+
+/// The `ut_pex` message `pc` is due (`None`: nothing changed for it), and
+/// records what it has now been told.
+fn next_message(
+    pc: &mut PeerConn,
+    current: &[(SocketAddr, PexFlags)],
+    current_set: &HashSet<SocketAddr>,
+) -> Option<Vec<u8>> {
+    let added: Vec<(SocketAddr, PexFlags)> = current
+        .iter()
+        .filter(|(a, _)| Some(*a) != pc.listen_addr && !pc.pex_sent.contains(a))
+        .take(MAX_ADDED_PER_MESSAGE)
+        .copied()
+        .collect();
+    let dropped: Vec<SocketAddr> = pc
+        .pex_sent
+        .iter()
+        .filter(|a| !current_set.contains(a))
+        .take(MAX_ADDED_PER_MESSAGE)
+        .copied()
+        .collect();
+    if added.is_empty() && dropped.is_empty() {
+        return None;
+    }
+    for (a, _) in &added {
+        pc.pex_sent.insert(*a);
+    }
+    for a in &dropped {
+        pc.pex_sent.remove(a);
+    }
+    Some(PexMessage { added, dropped }.to_bencode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::PeerKey;
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], 1000 + i))
+    }
+
+    #[test]
+    fn at_most_50_added_then_the_rest_then_dropped() {
+        let mut pc = PeerConn::new(PeerKey(1), None, addr(0));
+        pc.listen_addr = Some(addr(0));
+        // 70 peers plus the recipient itself, which is never advertised to itself.
+        let current: Vec<_> = (0..=70).map(|i| (addr(i), PexFlags(0))).collect();
+        let set: HashSet<_> = current.iter().map(|(a, _)| *a).collect();
+        let first = PexMessage::from_bencode(&next_message(&mut pc, &current, &set).unwrap());
+        assert_eq!(first.unwrap().added.len(), MAX_ADDED_PER_MESSAGE);
+        let second = PexMessage::from_bencode(&next_message(&mut pc, &current, &set).unwrap());
+        assert_eq!(second.unwrap().added.len(), 20);
+        assert!(
+            next_message(&mut pc, &current, &set).is_none(),
+            "nothing new"
+        );
+        let fewer = &current[..60];
+        let set: HashSet<_> = fewer.iter().map(|(a, _)| *a).collect();
+        let third = PexMessage::from_bencode(&next_message(&mut pc, fewer, &set).unwrap());
+        let third = third.unwrap();
+        assert!(third.added.is_empty());
+        assert_eq!(third.dropped.len(), 11);
+        assert!(!pc.pex_sent.contains(&addr(0)));
     }
 }
