@@ -51,3 +51,41 @@ pub fn libtorrent_available() -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// Deterministic pseudo-random bytes (xorshift), `len` of them, from `seed`.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A free port number on 127.0.0.1 (TCP; opentracker binds UDP on the same number).
+///
+/// # Panics
+/// If no loopback port can be bound (a test-setup failure).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Waits until something accepts TCP connections on `addr`, polling within `bound`.
+///
+/// # Panics
+/// If nothing listens there within `bound`.
+pub fn wait_for_tcp(addr: std::net::SocketAddr, bound: std::time::Duration) {
+    let deadline = std::time::Instant::now() + bound;
+    while std::time::Instant::now() < deadline {
+        let probe = std::time::Duration::from_millis(200);
+        if std::net::TcpStream::connect_timeout(&addr, probe).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("nothing listening on {addr} within {bound:?}");
+}

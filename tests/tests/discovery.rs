@@ -8,13 +8,13 @@
 //! its guard drops; every wait is bounded.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use p2pe_tests::{libtorrent_available, p2pe_bin, SYSTEM_PYTHON};
+use p2pe_tests::{data, free_port, libtorrent_available, p2pe_bin, wait_for_tcp, SYSTEM_PYTHON};
 
 /// Bound on any one wait in these tests (small payloads on loopback).
 const BOUND: Duration = Duration::from_secs(120);
@@ -128,19 +128,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Deterministic pseudo-random bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// Writes `dir/src/blob.bin` of `len` bytes and its torrent (64 KiB pieces)
@@ -338,23 +325,6 @@ fn closed_cluster_finds_peers_through_its_own_dht() {
     assert!(dht_learned > 0, "no peer came from the DHT");
 }
 
-/// A free port number on 127.0.0.1 (opentracker binds UDP on the same number).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-fn wait_for_tcp(addr: SocketAddr) {
-    let deadline = Instant::now() + BOUND;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listening on {addr} within {BOUND:?}");
-}
-
 fn info_hash(torrent: &Path) -> String {
     let bytes = std::fs::read(torrent).unwrap();
     let meta = p2pe::wire::metainfo::Metainfo::from_bytes(&bytes).unwrap();
@@ -387,7 +357,7 @@ fn p2pe_nodes_find_each_other_through_opentracker() {
         .args(["-w", "whitelist.txt", "-d"])
         .arg(&root);
     let _ot = Proc::spawn(&mut cmd);
-    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)), BOUND);
     let (_seeder, _) = seed(&torrent, tmp, &[]);
     let mut leechers: Vec<Proc> = (0..2)
         .map(|i| get(&torrent, &tmp.join(format!("l{i}")), &[]).0)

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use p2pe_tests::{libtorrent_available, p2pe_bin, SYSTEM_PYTHON};
+use p2pe_tests::{data, libtorrent_available, p2pe_bin, SYSTEM_PYTHON};
 
 /// Bound on any one transfer in these tests (small payloads on loopback).
 const BOUND: Duration = Duration::from_secs(120);
@@ -79,19 +79,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Deterministic pseudo-random bytes.
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// A multi-file payload `dir/name/...` (sizes not aligned to pieces) and its

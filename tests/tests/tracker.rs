@@ -9,7 +9,7 @@
 //! process is killed by PID; every wait is bounded.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use p2pe::discovery::tracker_client::{ClientConfig, TrackerClient};
 use p2pe::discovery::tracker_io::TrackerDriver;
 use p2pe::wire::metainfo::InfoHash;
-use p2pe_tests::{libtorrent_available, p2pe_bin, SYSTEM_PYTHON};
+use p2pe_tests::{free_port, libtorrent_available, p2pe_bin, wait_for_tcp, SYSTEM_PYTHON};
 
 /// Bound on any single wait in these tests.
 const BOUND: Duration = Duration::from_secs(60);
@@ -142,12 +142,6 @@ fn p2pe_tracker_serves_http_and_udp_announces_and_exits_on_sigterm() {
     assert!(status.success(), "p2pe tracker exited with {status}");
 }
 
-/// A free port number on 127.0.0.1 (TCP; opentracker binds UDP on the same number).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 #[test]
 fn opentracker_answers_p2pe_client_over_http_and_udp() {
     let ok = Command::new("opentracker").arg("-h").output().is_ok();
@@ -183,22 +177,11 @@ fn opentracker_answers_p2pe_client_over_http_and_udp() {
         .spawn()
         .expect("spawn opentracker");
     let _proc = Proc(child);
-    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+    wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)), BOUND);
     check_http_and_udp(
         &format!("http://127.0.0.1:{port}/announce"),
         &format!("udp://127.0.0.1:{port}/announce"),
     );
-}
-
-fn wait_for_tcp(addr: SocketAddr) {
-    let deadline = Instant::now() + BOUND;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listening on {addr} within {BOUND:?}");
 }
 
 /// Two libtorrent sessions on loopback: a seeder and a leecher of a 3 MiB
