@@ -268,8 +268,14 @@ impl Storage {
     }
 
     /// Serve-path gate: the piece is verified and, as far as we can tell,
-    /// its bytes are still the ones that were verified.
-    pub(crate) fn ensure_servable(&self, piece: u32) -> Result<(), StoreError> {
+    /// its bytes are still the ones that were verified (the same check
+    /// [`Self::read_block`] and [`Self::block_slices`] make). For a send path
+    /// that serves the bytes through its own file handles.
+    ///
+    /// # Errors
+    /// [`StoreError::NotVerified`], [`StoreError::PieceLost`], a file resized
+    /// or changed under us, [`StoreError::PieceOutOfRange`].
+    pub fn ensure_servable(&self, piece: u32) -> Result<(), StoreError> {
         if !self.verified.get(piece) {
             return Err(if self.lost.get(piece) {
                 StoreError::PieceLost { piece }

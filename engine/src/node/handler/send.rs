@@ -114,10 +114,8 @@ impl NodeHandler {
 
     /// The file regions of a verified block, `None` if it cannot be served.
     fn regions(&self, piece: u32, offset_bytes: u32, len_bytes: u32) -> Option<Vec<Region>> {
-        // Checks the piece is verified and its files unchanged (store rules).
-        self.storage
-            .block_slices(piece, offset_bytes, len_bytes)
-            .ok()?;
+        // The piece is verified and its files unchanged (store rules).
+        self.storage.ensure_servable(piece).ok()?;
         let segments = self
             .storage
             .layout()
