@@ -6,7 +6,7 @@ Run with /usr/bin/python3 (Debian's python3-libtorrent is importable only there)
 Leecher: sets up the session, prints {"event": "ready"}, waits for EOF on stdin
 (the harness's start barrier), adds the torrent, and on completion prints
 {"event": "complete", "elapsed_s", "downloaded_bytes", "uploaded_bytes", "cpu_s"}
-and exits. Seeder: adds the torrent (data already in --save), prints
+and exits (with --stay: keeps seeding until SIGTERM/SIGINT). Seeder: adds the torrent (data already in --save), prints
 {"event": "ready"} once the tracker answered, serves until SIGTERM/SIGINT,
 then prints {"event": "stopped", "uploaded_bytes", "cpu_s"}.
 
@@ -108,6 +108,9 @@ def run_leecher(args):
     t0 = time.monotonic()
     h = add(ses, args.torrent, args.save, False)
     end = t0 + args.timeout
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     while time.monotonic() < end:
         st = h.status()
         if st.is_seeding or st.state == lt.torrent_status.seeding:
@@ -118,6 +121,12 @@ def run_leecher(args):
                 "uploaded_bytes": st.total_payload_upload,
                 "cpu_s": cpu_s(),
             })
+            if not args.stay:
+                return 0
+            # --stay: keep seeding (bounded by --timeout) until terminated.
+            while not stop and time.monotonic() < end:
+                time.sleep(POLL_S)
+                ses.pop_alerts()
             return 0
         time.sleep(POLL_S)
         ses.pop_alerts()
@@ -132,6 +141,8 @@ def main():
     p.add_argument("--save", required=True, help="directory holding (or receiving) the data")
     p.add_argument("--listen", required=True, help="IP:PORT")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
+    p.add_argument("--stay", action="store_true",
+                   help="leecher: keep seeding after completion until terminated")
     args = p.parse_args()
     if args.role == "seed":
         return run_seeder(args)

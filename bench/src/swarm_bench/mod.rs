@@ -90,6 +90,9 @@ pub struct RunConfig {
     pub stop: Arc<AtomicBool>,
     /// Name prefix of namespaces and links (see [`crate::netns::run_prefix`]).
     pub prefix: String,
+    /// Leechers keep seeding after they complete until the last one does
+    /// (what `D_p2p` assumes: every peer uploads until the swarm is done).
+    pub leechers_stay: bool,
 }
 
 /// Registers SIGINT, SIGTERM and SIGHUP to set the returned flag (instead of

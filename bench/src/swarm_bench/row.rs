@@ -183,6 +183,7 @@ pub(super) fn run_row(
         listen: ctx.addr(ORIGIN_HOST, PEER_PORT),
         timeout_s,
         others: &[],
+        stay: false,
     };
     let mut seeder = ctx.spawn(
         ORIGIN_HOST,
@@ -291,6 +292,7 @@ fn spawn_leechers(
             listen: me,
             timeout_s,
             others: &others,
+            stay: ctx.config.leechers_stay,
         };
         let cmd = ctx.client.leecher_cmd(&peer);
         let argv = if cmd.self_barrier {
@@ -313,6 +315,9 @@ fn spawn_leechers(
     Ok((leechers, writer))
 }
 
+/// How often a row samples the origin's upload counter.
+const ORIGIN_SAMPLE: Duration = Duration::from_millis(100);
+
 /// Releases the leechers (drops the barrier's write end) and waits, bounded
 /// by the row timeout, until every one has reported completion. Returns the
 /// release instant and the sorted completion times in seconds.
@@ -325,7 +330,18 @@ fn release_and_wait(
     drop(barrier);
     let deadline = t0 + ctx.config.row_timeout;
     let mut done: Vec<Option<f64>> = vec![None; leechers.len()];
+    // The origin's upload over time (seconds, wire bytes), every
+    // ORIGIN_SAMPLE: shows start-up delay and idle tails of a row.
+    let mut origin_trace = String::from("seconds\torigin_wire_bytes\n");
+    let mut next_sample = t0;
     while done.iter().any(Option::is_none) {
+        if Instant::now() >= next_sample {
+            if let Ok(b) = ctx.lan.sent_wire_bytes(ORIGIN_HOST) {
+                let t = t0.elapsed().as_secs_f64();
+                origin_trace.push_str(&format!("{t:.3}\t{b}\n"));
+            }
+            next_sample += ORIGIN_SAMPLE;
+        }
         ctx.check_stop()?;
         for (p, slot) in leechers.iter_mut().zip(done.iter_mut()) {
             if slot.is_some() {
@@ -351,6 +367,14 @@ fn release_and_wait(
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut times: Vec<f64> = done.into_iter().flatten().collect();
+    // Who finished when, for reading a row's stragglers from its logs.
+    let by_peer: String = leechers
+        .iter()
+        .zip(&times)
+        .map(|(p, t)| format!("{}\t{t:.3}\n", p.name))
+        .collect();
+    let _ = std::fs::write(ctx.dir.join("completion.tsv"), by_peer);
+    let _ = std::fs::write(ctx.dir.join("origin-upload.tsv"), origin_trace);
     times.sort_by(f64::total_cmp);
     Ok((t0, times))
 }

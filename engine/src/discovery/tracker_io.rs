@@ -31,11 +31,18 @@ pub struct TrackerDriver {
     buf: Vec<u8>,
 }
 
+/// Bound on the TCP connect of an HTTP announce (Linux retransmits a SYN
+/// after 1 s and 3 s, so three SYNs fit).
+const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl TrackerDriver {
     /// Wraps `client`; `http_timeout` bounds each HTTP exchange (connect to last byte).
     pub fn new(client: TrackerClient, http_timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(http_timeout))
+            // A connect that is not done after a few SYN retransmits is
+            // given up early so the next tracker (or round) is tried.
+            .timeout_connect(Some(http_timeout.min(HTTP_CONNECT_TIMEOUT)))
             .http_status_as_error(false)
             .max_redirects(2)
             .user_agent("p2pe")

@@ -128,6 +128,9 @@ fn forward(driver: &mut TrackerDriver, shared: &Shared, announces_ok: &mut u32) 
     }
     let ok = c.announces_ok();
     if ok != *announces_ok {
+        if *announces_ok == 0 {
+            shared.log("tracker: first announce accepted".into());
+        }
         *announces_ok = ok;
         shared.announces_ok.store(ok, Ordering::Release);
     }

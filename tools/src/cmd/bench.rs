@@ -102,6 +102,10 @@ pub struct SwarmArgs {
     /// without tracker announces); the tracker still runs.
     #[arg(long)]
     static_peers: bool,
+    /// Leechers leave the swarm as they complete (default: they keep seeding
+    /// until the last leecher completes, as D_p2p assumes and fleets do).
+    #[arg(long)]
+    leechers_leave: bool,
 }
 
 /// Runs `p2pe bench`.
@@ -205,9 +209,10 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
         row_timeout: Duration::from_secs(timeout),
         stop,
         prefix: netns::run_prefix("p2pb"),
+        leechers_stay: !a.leechers_leave,
     };
     let setup = format!(
-        "{} hosts ({} leechers, {} slow), F = {} bytes, rate {} Mbit/s, origin {} Mbit/s, slow {} Mbit/s, tracker {}, tbf burst ≥128 KiB, latency 50ms",
+        "{} hosts ({} leechers, {} slow), F = {} bytes, rate {} Mbit/s, origin {} Mbit/s, slow {} Mbit/s, tracker {}, tbf burst ≥128 KiB, latency 50ms, leechers {}",
         scenario.hosts,
         scenario.leechers(),
         scenario.slow_leechers(),
@@ -216,6 +221,11 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
         scenario.origin_rate_mbit.unwrap_or(scenario.rate_mbit),
         scenario.slow_rate_mbit.map_or_else(|| "-".to_owned(), |r| r.to_string()),
         tracker.name(),
+        if a.leechers_leave {
+            "leave at completion"
+        } else {
+            "seed until the last completes"
+        },
     );
     if !a.json {
         println!("{setup}\n{}", report::table_header());

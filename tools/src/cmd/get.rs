@@ -28,10 +28,12 @@ pub struct Args {
     /// Address to accept other peers on.
     #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// Keep seeding after the download completes, until killed.
+    /// Keep seeding after the download completes, until killed (SIGINT or
+    /// SIGTERM). With `--json` the summary is printed at completion.
     #[arg(long)]
     pub seed_after: bool,
-    /// Print one JSON summary object on stdout at the end.
+    /// Print one JSON summary object on stdout at the end (at completion with
+    /// `--seed-after`).
     #[arg(long)]
     pub json: bool,
     /// Upload limit for payload, e.g. `20MB` (per second), `400Mbit`.
@@ -102,16 +104,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         print_events(&node);
         let p = node.progress();
-        bar.update(&p);
+        if completed_at.is_none() {
+            bar.update(&p);
+        }
         if p.peers_seen > 0 && !first_peer_logged {
             first_peer_logged = true;
             eprintln!("first peer connected");
         }
         if p.complete && completed_at.is_none() {
-            completed_at = Some(started.elapsed());
+            let at = started.elapsed();
+            completed_at = Some(at);
             if !args.seed_after {
                 break;
             }
+            bar.finish();
+            summarize(&p, at.as_secs_f64(), args.json);
+            std::io::stdout().flush()?;
             eprintln!("download complete; seeding until killed");
         }
         if stopped(&stop) {
@@ -133,10 +141,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish();
     let p = node.shutdown().context("shut down")?;
     print_events_after(&p);
-    let seconds = completed_at
-        .unwrap_or_else(|| started.elapsed())
-        .as_secs_f64();
-    summarize(&p, seconds, args.json);
+    match completed_at {
+        // The summary went out at completion; say what seeding added.
+        Some(_) if args.seed_after => eprintln!(
+            "seeded until stopped: {} bytes uploaded in total",
+            p.uploaded_bytes
+        ),
+        _ => {
+            let seconds = completed_at.unwrap_or_else(|| started.elapsed());
+            summarize(&p, seconds.as_secs_f64(), args.json);
+        }
+    }
     if !p.complete {
         bail!(
             "interrupted before completion ({} of {} pieces)",

@@ -204,8 +204,13 @@ pub fn print_dht_addr(node: &Node) {
 }
 
 /// Prints the node's pending log lines (tracker warnings, peers learned) on stderr.
+///
+/// Each line is prefixed with the seconds since the first call (the node's
+/// start), so a log shows when a tracker answered or a peer arrived.
 pub fn print_events(node: &Node) {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
     while let Some(line) = node.poll_event() {
-        eprintln!("{line}");
+        eprintln!("[{:7.3}s] {line}", start.elapsed().as_secs_f64());
     }
 }

@@ -107,7 +107,10 @@ impl Default for ClientConfig {
             http_timeout: Duration::from_secs(15),
             udp_timeout: Duration::from_secs(15),
             udp_max_retries: 2,
-            retry_base: Duration::from_secs(15),
+            // A first announce lost to a dropped SYN is retried within
+            // seconds (a leecher without peers waits on it); 5 s · 2ⁿ still
+            // keeps a dead tracker's load negligible.
+            retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(30 * 60),
             interval_floor: Duration::from_secs(5),
             interval_cap: Duration::from_secs(60 * 60),
