@@ -156,15 +156,6 @@ impl Tracker {
             }
         }
     }
-
-    /// The announce URL for a tracker at `addr`: UDP (BEP 15), what large
-    /// fleets use. Over HTTP a few of 14 leechers released at one instant
-    /// saw their first announce go unanswered for the 15 s HTTP timeout
-    /// (connect done, no response; not seen over UDP nor on loopback; cause
-    /// not found yet), which skews completion times.
-    pub fn announce_url(&self, addr: SocketAddrV4) -> String {
-        format!("udp://{addr}")
-    }
 }
 
 /// Whether `bin SUB --help` succeeds (the subcommand exists).

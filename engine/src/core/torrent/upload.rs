@@ -100,9 +100,11 @@ impl UploadState {
     }
 
     /// Whether serving `piece` to `key` would start a copy beyond the current round
-    /// (some other piece has fewer copies).
+    /// (some other piece has fewer copies). Once every piece left once, second copies
+    /// are the round: an origin whose distinct pieces are all out would otherwise sit
+    /// idle while the last pieces spread, instead of feeding the tail.
     fn ahead_of_round(&self, piece: PieceIndex, key: PeerKey) -> bool {
-        self.copies_elsewhere(piece, key) > 0
+        self.copies_elsewhere(piece, key) > self.min_copies
     }
 
     /// Next least-uploaded piece in the shuffled suggestion order (one lap at most).
