@@ -93,6 +93,9 @@ pub struct RunConfig {
     /// Leechers keep seeding after they complete until the last one does
     /// (what `D_p2p` assumes: every peer uploads until the swarm is done).
     pub leechers_stay: bool,
+    /// Announce over HTTP instead of UDP (BEP 15, the default: what large
+    /// fleets use, one round trip cheaper).
+    pub http_announce: bool,
 }
 
 /// Registers SIGINT, SIGTERM and SIGHUP to set the returned flag (instead of

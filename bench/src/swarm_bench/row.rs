@@ -45,13 +45,12 @@ pub(super) fn prepare(scenario: &Scenario, config: &RunConfig) -> Result<Prepare
         .arg(&torrent)
         .args([
             "--force",
-            // UDP (BEP 15), what large fleets use. Over HTTP a few of 14
-            // leechers released at one instant saw their first announce go
-            // unanswered for the 15 s HTTP timeout (connect done, no
-            // response; never on loopback; cause not found yet), which
-            // skews completion times by 20 s.
             "--tracker",
-            &format!("udp://{tracker}"),
+            &if config.http_announce {
+                format!("http://{tracker}/announce")
+            } else {
+                format!("udp://{tracker}")
+            },
         ])
         .output()
         .map_err(io_err("run p2pe create"))?;

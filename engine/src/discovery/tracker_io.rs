@@ -71,13 +71,17 @@ impl TrackerDriver {
 
     /// Does everything due now, sends what the client wants sent (an HTTP
     /// exchange blocks for up to its timeout), then waits at most `max_wait`
-    /// for a UDP answer or the client's next timer. Errors are handed to the
-    /// client as tracker failures; this never fails itself.
+    /// for a UDP answer or the client's next timer; returns at once after an
+    /// HTTP exchange, so its peers reach the caller without a poll's delay.
+    /// Errors are handed to the client as tracker failures; this never fails
+    /// itself.
     pub fn step(&mut self, max_wait: Duration) {
         self.client.handle_timeout(self.now());
+        let mut answered = false;
         while let Some((id, request)) = self.client.poll_request() {
             match request {
                 Request::Http { url } => {
+                    answered = true;
                     let result = self.http_get(&url);
                     let now = self.now();
                     match result {
@@ -95,6 +99,9 @@ impl TrackerDriver {
             }
             self.client.handle_timeout(self.now());
         }
+        if answered {
+            return;
+        }
         let until_timer = self
             .client
             .poll_timeout()
@@ -104,7 +111,17 @@ impl TrackerDriver {
     }
 
     fn http_get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let mut response = self.agent.get(url).call().map_err(|e| e.to_string())?;
+        // One request per connection (`Connection: close`), as BitTorrent
+        // clients do: a tracker built on tiny_http 0.12 gives each open
+        // connection a thread, and a race in its pool can park a new
+        // connection behind idle keep-alive ones; 3 of 14 leechers of a
+        // netns swarm saw their first announce unanswered for 15 s.
+        let mut response = self
+            .agent
+            .get(url)
+            .header("Connection", "close")
+            .call()
+            .map_err(|e| e.to_string())?;
         let status = response.status();
         if status != 200 {
             return Err(format!("HTTP status {status}"));

@@ -106,6 +106,9 @@ pub struct SwarmArgs {
     /// until the last leecher completes, as D_p2p assumes and fleets do).
     #[arg(long)]
     leechers_leave: bool,
+    /// Announce over HTTP (default: UDP, BEP 15).
+    #[arg(long)]
+    http_announce: bool,
 }
 
 /// Runs `p2pe bench`.
@@ -210,6 +213,7 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
         stop,
         prefix: netns::run_prefix("p2pb"),
         leechers_stay: !a.leechers_leave,
+        http_announce: a.http_announce,
     };
     let setup = format!(
         "{} hosts ({} leechers, {} slow), F = {} bytes, rate {} Mbit/s, origin {} Mbit/s, slow {} Mbit/s, tracker {}, tbf burst ≥128 KiB, latency 50ms, leechers {}",
