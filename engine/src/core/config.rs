@@ -1,6 +1,9 @@
 //! Tunables of the swarm logic: choker, pipelining, seeding policy.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::claims::AtomicBitfield;
 
 /// Size of the request grain, in bytes: the block length every BitTorrent client accepts
 /// (BEP 3 recommends 2^14; many clients refuse larger requests).
@@ -109,6 +112,10 @@ pub struct TorrentConfig {
     pub suggest_pieces: u32,
     /// Send a keep-alive to a peer we have sent nothing to for this long (BEP 3: 2 min).
     pub keepalive_interval: Duration,
+    /// Piece claims shared with the other torrents of the same node (one per runtime
+    /// worker), so no two of them download the same piece; see [`super::claims`].
+    /// `None` (the default): every claim is granted.
+    pub claims: Option<Arc<AtomicBitfield>>,
 }
 
 impl TorrentConfig {
@@ -142,6 +149,7 @@ impl TorrentConfig {
             seeder_policy: SeederPolicy::DistinctFirst,
             suggest_pieces: 2,
             keepalive_interval: Duration::from_secs(120),
+            claims: None,
         }
     }
 

@@ -218,6 +218,15 @@ impl Torrent {
         self.on_verified(now, piece, valid);
     }
 
+    /// Another torrent of the same node (another runtime worker, sharing
+    /// [`TorrentConfig::claims`] and the storage) verified `piece`: it becomes ours too.
+    /// Requests still out for it are cancelled, peers lacking it get `have` (BEP 3) and
+    /// it may be served. Out-of-range or already-had pieces are ignored.
+    pub fn handle_piece_verified_elsewhere(&mut self, now: Time, piece: PieceIndex) {
+        self.now = self.now.max(now);
+        self.on_verified_elsewhere(now, piece);
+    }
+
     /// Runs timers due at `now`: rechoke, optimistic rotation, anti-snubbing, keep-alive.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
@@ -324,6 +333,8 @@ impl Torrent {
     }
 }
 
+#[cfg(test)]
+mod claims_tests;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
