@@ -46,9 +46,10 @@ pub mod time;
 mod torrent;
 
 pub use bitfield::{Bitfield, BitfieldError};
+pub use choker::{BatchChoker, ChokeCandidate, ChokeDecision};
 pub use claims::AtomicBitfield;
 pub use config::{
-    ChokerConfig, PeerCaps, SeederPolicy, TorrentConfig, BLOCK_LEN_BYTES,
+    ChokerConfig, ChokerMode, PeerCaps, SeederPolicy, TorrentConfig, BLOCK_LEN_BYTES,
     DATACENTER_UPLOAD_TRANSFERS,
 };
 pub use message::{
