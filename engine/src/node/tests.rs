@@ -315,7 +315,8 @@ fn ut_pex_is_advertised_only_for_public_torrents() {
             meta.info_hash().0,
             open(&meta, &src, OpenMode::Seed),
             &NodeConfig::new(),
-            Arc::new(super::Shared::default()),
+            Arc::new(super::Shared::new(info.piece_count(), 1)),
+            0,
             private,
         )
         .unwrap();
