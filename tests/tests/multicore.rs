@@ -2,9 +2,9 @@
 //! 127.0.0.1 (in-process `p2pe::node::Node`s).
 //!
 //! Each leecher's two workers own different connections and share one piece
-//! claim bitmap: every copy must be byte-identical, and no leecher may download
-//! much more than the file (without claims both workers of a leecher fetch the
-//! same pieces, and `downloaded_bytes` approaches twice the file).
+//! claim bitmap: every copy must be byte-identical, no leecher may download
+//! much more than the file, and no node may stop on a storage error (without
+//! claims both workers of a leecher fetch and write the same pieces).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -89,21 +89,23 @@ fn two_worker_nodes_fan_out_without_duplicate_downloads() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let finals: Vec<Progress> = leechers.into_iter().map(|n| n.shutdown().unwrap()).collect();
+    let finals: Vec<Progress> = leechers
+        .into_iter()
+        .map(|n| n.shutdown().unwrap())
+        .collect();
     seed.shutdown().unwrap();
     // Endgame may fetch a block twice (per worker, at most two requesters per
-    // block): allow 1/8 of the file. Without shared claims the two workers
-    // download most pieces twice.
-    let slack = FILE_LEN as u64 / 8;
+    // block): allow 1/16 of the file (12 pieces). With claims switched off the
+    // workers of one leecher race for the same pieces: measured +1 to +3
+    // pieces, and writes colliding in the store (`PieceBusy`) stop the node,
+    // which `shutdown().unwrap()` above reports.
+    let slack = FILE_LEN as u64 / 16;
     for (i, p) in finals.iter().enumerate() {
         assert!(p.complete, "leecher {i}: {p:?}");
         let copy = std::fs::read(tmp.path().join(format!("l{i}/t/f"))).unwrap();
         assert!(copy == bytes, "leecher {i}: copy differs from the source");
         // Every byte came from a peer, counted by whichever worker got it.
-        assert!(
-            p.downloaded_bytes >= FILE_LEN as u64,
-            "leecher {i}: {p:?}"
-        );
+        assert!(p.downloaded_bytes >= FILE_LEN as u64, "leecher {i}: {p:?}");
         assert!(
             p.downloaded_bytes <= FILE_LEN as u64 + slack,
             "leecher {i} downloaded {} bytes for a {FILE_LEN}-byte file: {p:?}",
@@ -112,6 +114,9 @@ fn two_worker_nodes_fan_out_without_duplicate_downloads() {
     }
     eprintln!(
         "downloaded bytes per leecher: {:?} (file {FILE_LEN})",
-        finals.iter().map(|p| p.downloaded_bytes).collect::<Vec<_>>()
+        finals
+            .iter()
+            .map(|p| p.downloaded_bytes)
+            .collect::<Vec<_>>()
     );
 }

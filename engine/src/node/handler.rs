@@ -138,10 +138,10 @@ impl NodeHandler {
             next_key: 1,
             up: nc
                 .upload_limit_bytes_per_s
-                .map(|r| TokenBucket::new(r, now)),
+                .map(|r| TokenBucket::new(per_worker(r, shared.workers), now)),
             down: nc
                 .download_limit_bytes_per_s
-                .map(|r| TokenBucket::new(r, now)),
+                .map(|r| TokenBucket::new(per_worker(r, shared.workers), now)),
             throttled: BTreeSet::new(),
             dials: Vec::new(),
             known: HashMap::new(),
@@ -278,6 +278,12 @@ impl NodeHandler {
         }
         ctx.set_timer(after);
     }
+}
+
+/// A worker's share of a node-wide rate limit (the workers' buckets add up
+/// to the limit; a worker with few peers leaves part of its share unused).
+fn per_worker(rate_bytes_per_s: u64, workers: usize) -> u64 {
+    (rate_bytes_per_s / workers.max(1) as u64).max(1)
 }
 
 impl Drop for NodeHandler {

@@ -2,14 +2,40 @@
 //! ([`crate::core`]), speaking the peer wire ([`crate::wire::peer`]) and
 //! storing pieces ([`crate::store`]).
 //!
-//! One [`Node`] serves one torrent. In this version a single runtime worker
-//! owns the [`crate::core::Torrent`] and every connection (`workers = 1`):
-//! simple and complete; piece verification (SHA-1) runs on that worker too.
+//! One [`Node`] serves one torrent with [`NodeConfig::workers`] runtime
+//! workers (thread per core, default [`default_workers`]). Each worker owns
+//! its own [`crate::core::Torrent`] over the connections it accepted
+//! (`SO_REUSEPORT` spreads inbound peers) or dialled (each address belongs to
+//! the worker it hashes to, whatever told us about it: `--peer`, tracker,
+//! PEX, DHT); a connection never moves, and piece verification (SHA-1) runs
+//! on the worker that received the piece. The hot path takes no lock; the
+//! workers share, lock-free:
+//! - a bitmap of the pieces we have, set after verification and read by every
+//!   worker (each catches up with it on its tick and before it sends a
+//!   bitfield); the verifying worker also posts the piece to the others, which
+//!   mark it had ([`crate::core::Torrent::handle_piece_verified_elsewhere`]),
+//!   send `have` to their peers and serve it;
+//! - a claim bitmap ([`crate::core::claims`]): a worker's picker claims a
+//!   piece before requesting its first block, so two workers never download
+//!   the same piece (endgame duplicates only a worker's own pieces);
+//! - the progress counters, to which each worker adds its own deltas.
+//!
+//! Per worker, not merged: availability counts (rarest-first ranks pieces by
+//! the worker's own peers), the distinct-first seeder's upload counts, PEX
+//! state per peer (the address lists are shared). Choking is node-wide: every rechoke interval each worker reports
+//! its peers' rates to worker 0, which runs one [`crate::core::BatchChoker`]
+//! pass (top `unchoke_slots` by rate plus one optimistic unchoke over all
+//! peers) and posts each worker its decision. With one worker everything is
+//! as in a single-threaded node (local choker, no claims). One connection per
+//! peer id over all workers is kept by a registry locked only at handshake
+//! and close.
+//!
 //! A separate thread makes verified pieces durable and rewrites the resume
 //! record every [`RESUME_FLUSH_INTERVAL`] (msync waits for the disk, which
-//! may be much slower than the network, so it never blocks the worker).
+//! may be much slower than the network, so it never blocks a worker).
 //!
-//! Rate limits are per process token buckets ([`NodeConfig`]): a `piece`
+//! Rate limits are node-wide, as one token bucket per worker with an equal
+//! share of the limit ([`NodeConfig`]): a `piece`
 //! upload waits for upload tokens before it is queued; a `request` waits for
 //! download tokens (so the peer sends no faster than the limit). Held items
 //! keep their per-peer order.
