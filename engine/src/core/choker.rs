@@ -9,22 +9,38 @@
 //! Snubbed peers (anti-snubbing) only qualify for the optimistic slot.
 //!
 //! Invariant: a decision never unchokes more than `unchoke_slots + 1` peers.
+//!
+//! [`BatchChoker`] runs the same algorithm once per interval over the peers of several
+//! torrents (one per runtime worker of a node), so the slots are the node's, not each
+//! worker's.
 
 use super::{ChokerConfig, PeerKey, Time};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
 
-/// What the choker needs to know about one peer.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Candidate {
+mod batch;
+
+pub use batch::{BatchChoker, ChokeDecision};
+
+/// What the choker needs to know about one peer (reported by
+/// [`super::Torrent::poll_choke_report`] in [`super::ChokerMode::External`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChokeCandidate {
+    /// The peer (unique across the torrents one [`BatchChoker`] serves).
     pub peer: PeerKey,
+    /// It is interested in us.
     pub interested: bool,
+    /// It snubs us (anti-snubbing): only the optimistic slot is open to it.
     pub snubbed: bool,
-    /// Rate it is ranked by, bytes/s.
+    /// Rate it is ranked by, bytes per second: the rate it uploads to us as a leecher,
+    /// the rate we upload to it as a seeder.
     pub rate_bytes_per_s: f64,
+    /// When it connected (newcomers are favoured for the optimistic unchoke).
     pub connected_at: Time,
 }
+
+pub(crate) type Candidate = ChokeCandidate;
 
 /// Peers to unchoke; every other peer gets choked.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -55,6 +71,11 @@ impl Choker {
     /// When the next rechoke is due.
     pub(crate) fn next_rechoke(&self) -> Time {
         self.next_rechoke
+    }
+
+    /// Skips the local decision of this interval (the decision is made elsewhere).
+    pub(crate) fn skip_rechoke(&mut self, now: Time) {
+        self.next_rechoke = now + self.config.rechoke_interval;
     }
 
     /// Forgets a disconnected peer.

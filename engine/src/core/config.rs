@@ -1,6 +1,9 @@
 //! Tunables of the swarm logic: choker, pipelining, seeding policy.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::claims::AtomicBitfield;
 
 /// Size of the request grain, in bytes: the block length every BitTorrent client accepts
 /// (BEP 3 recommends 2^14; many clients refuse larger requests).
@@ -61,6 +64,24 @@ impl ChokerConfig {
     }
 }
 
+/// Who decides which peers a [`super::Torrent`] unchokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ChokerMode {
+    /// The torrent's own choker, every `rechoke_interval` (BEP 3). The default.
+    #[default]
+    Local,
+    /// A coordinator over several torrents of one node (one per runtime worker) decides:
+    /// every `rechoke_interval` the torrent reports its peers' rates
+    /// ([`super::Torrent::poll_choke_report`]) and applies the decisions it is given
+    /// ([`super::Torrent::handle_choke_decision`]); see [`super::BatchChoker`]. Until the
+    /// first decision, at most `initial_slots` regular slots are filled (give each of `W`
+    /// torrents `unchoke_slots / W`, so that together they stay within the slots).
+    External {
+        /// Regular unchoke slots this torrent may fill before its first decision.
+        initial_slots: usize,
+    },
+}
+
 /// How a seeder chooses what to upload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum SeederPolicy {
@@ -109,6 +130,12 @@ pub struct TorrentConfig {
     pub suggest_pieces: u32,
     /// Send a keep-alive to a peer we have sent nothing to for this long (BEP 3: 2 min).
     pub keepalive_interval: Duration,
+    /// Piece claims shared with the other torrents of the same node (one per runtime
+    /// worker), so no two of them download the same piece; see [`super::claims`].
+    /// `None` (the default): every claim is granted.
+    pub claims: Option<Arc<AtomicBitfield>>,
+    /// Who makes the choke decisions (default: this torrent).
+    pub choker_mode: ChokerMode,
 }
 
 impl TorrentConfig {
@@ -142,6 +169,8 @@ impl TorrentConfig {
             seeder_policy: SeederPolicy::DistinctFirst,
             suggest_pieces: 2,
             keepalive_interval: Duration::from_secs(120),
+            claims: None,
+            choker_mode: ChokerMode::Local,
         }
     }
 

@@ -28,7 +28,8 @@
 //!   most `endgame_max_requesters`, and the others are cancelled when it arrives.
 //! - Never more unchoked peers than `unchoke_slots + 1` (optimistic).
 //!
-//! Modules: [`time`] (instants), [`bitfield`] (piece sets, BEP 3 wire form), `message`
+//! Modules: [`time`] (instants), [`bitfield`] (piece sets, BEP 3 wire form), [`claims`]
+//! (piece claims shared by the torrents of one multi-worker node), `message`
 //! (identifiers, control messages, actions, errors), `config` (tunables), `peer`
 //! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
 //! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
@@ -36,6 +37,7 @@
 
 pub mod bitfield;
 mod choker;
+pub mod claims;
 mod config;
 mod message;
 mod peer;
@@ -44,8 +46,10 @@ pub mod time;
 mod torrent;
 
 pub use bitfield::{Bitfield, BitfieldError};
+pub use choker::{BatchChoker, ChokeCandidate, ChokeDecision};
+pub use claims::AtomicBitfield;
 pub use config::{
-    ChokerConfig, PeerCaps, SeederPolicy, TorrentConfig, BLOCK_LEN_BYTES,
+    ChokerConfig, ChokerMode, PeerCaps, SeederPolicy, TorrentConfig, BLOCK_LEN_BYTES,
     DATACENTER_UPLOAD_TRANSFERS,
 };
 pub use message::{

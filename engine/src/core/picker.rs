@@ -19,11 +19,18 @@
 //! - Outside endgame a chunk has at most one requester.
 //! - `free_chunks` is the number of free chunks over all needed pieces; endgame is
 //!   `free_chunks == 0` with pieces still missing.
+//! - With shared claims ([`TorrentConfig::claims`]), every partial piece is claimed: a
+//!   piece is claimed (atomic test-and-set) before it leaves the untouched set and
+//!   released when it returns there. Untouched pieces claimed by another torrent are
+//!   skipped; they still count in `free_chunks`, so with claims endgame also starts when
+//!   no open piece is left and every untouched piece is claimed elsewhere (endgame stays
+//!   per torrent: it duplicates only this torrent's own partial pieces).
 
 use super::config::BLOCK_LEN_BYTES;
-use super::{Bitfield, Block, PeerKey, PieceIndex, TorrentConfig};
+use super::{AtomicBitfield, Bitfield, Block, PeerKey, PieceIndex, TorrentConfig};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 
 mod blocks;
 
@@ -32,6 +39,10 @@ const NOT_IN_BUCKET: u32 = u32::MAX;
 /// Candidates examined by the rarest-first bucket walk before falling back to a scan of
 /// the peer's bitfield; sized so the walk wins when the peer has most pieces.
 const WALK_BUDGET: usize = 64;
+/// Attempts to claim a fresh piece per pick: a claim only fails when another torrent
+/// claimed the piece between our check and our test-and-set, after which the piece is
+/// skipped, so a few attempts suffice.
+const CLAIM_ATTEMPTS: usize = 4;
 
 /// Download state of a started, not yet verified piece.
 #[derive(Debug)]
@@ -95,6 +106,8 @@ pub(crate) struct Picker {
     endgame_max_requesters: u8,
     /// Sticky: an endgame duplicate request was ever issued (tests' invariant scope).
     endgame_entered: bool,
+    /// Claims shared with other torrents (`None`: every claim granted).
+    claims: Option<Arc<AtomicBitfield>>,
 }
 
 impl Picker {
@@ -115,6 +128,7 @@ impl Picker {
             free_chunks: 0,
             endgame_max_requesters: config.endgame_max_requesters.clamp(1, RECEIVED - 1),
             endgame_entered: false,
+            claims: config.claims.clone(),
         };
         let mut needed: Vec<PieceIndex> =
             (0..n).map(PieceIndex).filter(|&i| !have.get(i)).collect();
@@ -147,9 +161,43 @@ impl Picker {
             .unwrap_or(0)
     }
 
-    /// True once every missing chunk is requested (strict endgame).
+    /// True once every missing chunk is requested (strict endgame), or, with shared
+    /// claims, once every free chunk lies in pieces other torrents have claimed.
     pub(crate) fn in_endgame(&self) -> bool {
-        self.free_chunks == 0 && !self.partial_list.is_empty()
+        if self.partial_list.is_empty() {
+            return false;
+        }
+        self.free_chunks == 0
+            || (self.claims.is_some() && self.open.is_empty() && !self.any_claimable_untouched())
+    }
+
+    /// Whether `piece` is not claimed by anyone (always true without shared claims).
+    fn claimable(&self, piece: PieceIndex) -> bool {
+        self.claims.as_ref().is_none_or(|c| !c.get(piece))
+    }
+
+    /// Claims `piece` for this torrent; false if another torrent holds it.
+    fn claim(&self, piece: PieceIndex) -> bool {
+        self.claims.as_ref().is_none_or(|c| c.try_set(piece))
+    }
+
+    /// Gives up this torrent's claim on `piece` (it is untouched again).
+    fn release(&self, piece: PieceIndex) {
+        if let Some(c) = &self.claims {
+            c.clear(piece);
+        }
+    }
+
+    /// Whether some untouched piece is claimable: O(pieces / 64).
+    fn any_claimable_untouched(&self) -> bool {
+        let Some(c) = &self.claims else {
+            return self.untouched.count_ones() > 0;
+        };
+        self.untouched
+            .words()
+            .iter()
+            .enumerate()
+            .any(|(i, &w)| w & !c.load_word(i) != 0)
     }
 
     /// A peer gained `piece` (`have`, or part of its bitfield). `piece` must be in range.
@@ -205,6 +253,12 @@ impl Picker {
         self.push_bucket(piece, self.availability(piece));
     }
 
+    /// A partial piece is abandoned: untouched again, and its claim released.
+    fn return_untouched(&mut self, piece: PieceIndex) {
+        self.insert_untouched(piece);
+        self.release(piece);
+    }
+
     /// Moves an untouched piece to the partial set.
     fn start_piece(&mut self, piece: PieceIndex) {
         self.remove_from_bucket(piece, self.availability(piece));
@@ -234,26 +288,36 @@ impl Picker {
         if let Some(&piece) = self.open.iter().find(|&&p| ctx.usable(p)) {
             return self.take_run(piece, ctx);
         }
-        let fresh = ctx
-            .suggested
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some(piece) = self.fresh_piece(ctx, rng) else {
+                break;
+            };
+            // Lost a race with another torrent: the piece is claimed now, so the next
+            // search skips it.
+            if self.claim(piece) {
+                self.start_piece(piece);
+                return self.take_run(piece, ctx);
+            }
+        }
+        if self.in_endgame() && ctx.endgame_ok {
+            return self.pick_endgame(ctx, rng);
+        }
+        None
+    }
+
+    /// An untouched, claimable piece to start: suggested, random first, or rarest.
+    fn fresh_piece(&self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
+        ctx.suggested
             .iter()
             .copied()
-            .find(|&p| self.untouched.get(p) && ctx.usable(p))
+            .find(|&p| self.untouched.get(p) && ctx.usable(p) && self.claimable(p))
             .or_else(|| {
                 if ctx.random_first {
                     self.random_untouched(ctx, rng)
                 } else {
                     self.rarest_untouched(ctx, rng)
                 }
-            });
-        if let Some(piece) = fresh {
-            self.start_piece(piece);
-            return self.take_run(piece, ctx);
-        }
-        if self.in_endgame() && ctx.endgame_ok {
-            return self.pick_endgame(ctx, rng);
-        }
-        None
+            })
     }
 
     /// A uniformly-offset scan for an untouched piece the peer has: O(pieces / 64).
@@ -268,6 +332,9 @@ impl Picker {
         for k in 0..=words {
             let wi = (start_word + k) % words;
             let mut w = self.untouched.words()[wi] & peer.get(wi).copied().unwrap_or(0);
+            if let Some(c) = &self.claims {
+                w &= !c.load_word(wi);
+            }
             if k == 0 {
                 w &= u64::MAX << (start % 64);
             } else if k == words {
@@ -294,7 +361,7 @@ impl Picker {
             let start = rng.random_range(0..bucket.len());
             for k in 0..bucket.len() {
                 let p = bucket[(start + k) % bucket.len()];
-                if ctx.usable(p) {
+                if ctx.usable(p) && self.claimable(p) {
                     return Some(p);
                 }
                 budget -= 1;
@@ -314,6 +381,9 @@ impl Picker {
         let peer = ctx.peer_have.words();
         for (wi, &u) in self.untouched.words().iter().enumerate() {
             let mut w = u & peer.get(wi).copied().unwrap_or(0);
+            if let Some(c) = &self.claims {
+                w &= !c.load_word(wi);
+            }
             while w != 0 {
                 let p = PieceIndex(wi as u32 * 64 + w.trailing_zeros());
                 w &= w - 1;

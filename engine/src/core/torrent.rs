@@ -37,13 +37,14 @@
 //! origin uploads ~1.5 copies in a 20-peer full mesh.
 
 mod download;
+mod external_choke;
 mod upload;
 
 use super::choker::Choker;
 use super::peer::PeerState;
 use super::picker::Picker;
 use super::{Action, Bitfield, Block, DisconnectReason, PeerCaps, PeerKey, PeerMessage};
-use super::{PieceIndex, ProtocolError, Time, TorrentConfig};
+use super::{ChokeCandidate, ChokerMode, PieceIndex, ProtocolError, Time, TorrentConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -90,6 +91,11 @@ pub struct Torrent {
     stats: TorrentStats,
     /// Time of the latest event, for bookkeeping in helpers that do not take `now`.
     now: Time,
+    /// Regular unchoke slots [`Torrent::fill_free_slots`] may fill: the configured slots,
+    /// or in [`ChokerMode::External`] what the latest decision allows.
+    slot_budget: usize,
+    /// [`ChokerMode::External`]: the rates of the latest interval, not yet polled.
+    choke_report: Option<Vec<ChokeCandidate>>,
 }
 
 impl Torrent {
@@ -111,6 +117,12 @@ impl Torrent {
             pieces_have: have.count_ones(),
             ..TorrentStats::default()
         };
+        let slot_budget = match config.choker_mode {
+            ChokerMode::Local => config.choker.unchoke_slots,
+            ChokerMode::External { initial_slots } => {
+                initial_slots.min(config.choker.unchoke_slots)
+            }
+        };
         Torrent {
             config,
             have,
@@ -122,6 +134,8 @@ impl Torrent {
             uploads,
             stats,
             now: Time::ZERO,
+            slot_budget,
+            choke_report: None,
         }
     }
 
@@ -218,11 +232,24 @@ impl Torrent {
         self.on_verified(now, piece, valid);
     }
 
-    /// Runs timers due at `now`: rechoke, optimistic rotation, anti-snubbing, keep-alive.
+    /// Another torrent of the same node (another runtime worker, sharing
+    /// [`TorrentConfig::claims`] and the storage) verified `piece`: it becomes ours too.
+    /// Requests still out for it are cancelled, peers lacking it get `have` (BEP 3) and
+    /// it may be served. Out-of-range or already-had pieces are ignored.
+    pub fn handle_piece_verified_elsewhere(&mut self, now: Time, piece: PieceIndex) {
+        self.now = self.now.max(now);
+        self.on_verified_elsewhere(now, piece);
+    }
+
+    /// Runs timers due at `now`: rechoke (or, in [`ChokerMode::External`], the rate
+    /// report), optimistic rotation, anti-snubbing, keep-alive.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
         if now >= self.choker.next_rechoke() {
-            self.rechoke(now);
+            match self.config.choker_mode {
+                ChokerMode::Local => self.rechoke(now),
+                ChokerMode::External { .. } => self.report_rates(now),
+            }
             self.check_snubs(now);
             self.keepalives(now);
             // Rechoke cleared the per-peer reject memory: those pieces are requestable again.
@@ -324,6 +351,8 @@ impl Torrent {
     }
 }
 
+#[cfg(test)]
+mod claims_tests;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! Each loop it copies the worker's progress (`uploaded`, `downloaded`,
 //! `left`) into the client, turns completion into a `completed` announce,
 //! asks for peers early while the node has none, and hands the peers the
-//! trackers return to the worker through [`Shared::discovered`] (drained on
-//! the worker's timer tick, at most 100 ms later). Warnings go to the node's
+//! trackers return to the workers that dial them through
+//! [`Shared::discovered`] (drained on each worker's timer tick, at most
+//! 100 ms later). Warnings go to the node's
 //! log ([`Shared::log`]). A dead tracker never stops the node: the client
 //! backs off and retries while known peers keep transferring.
 
@@ -20,7 +21,7 @@ use crate::discovery::tracker_io::TrackerDriver;
 use crate::wire::metainfo::InfoHash;
 
 use super::peer::Source;
-use super::{Shared, MAX_DISCOVERED, TRACKER_STOP_BOUND as STOP_BOUND};
+use super::{Shared, TRACKER_STOP_BOUND as STOP_BOUND};
 
 /// Longest wait between two looks at the node's progress.
 const POLL: Duration = Duration::from_millis(200);
@@ -138,7 +139,5 @@ fn forward(driver: &mut TrackerDriver, shared: &Shared, announces_ok: &mut u32) 
     if peers.is_empty() {
         return;
     }
-    let mut q = shared.discovered.lock().unwrap_or_else(|e| e.into_inner());
-    let room = MAX_DISCOVERED.saturating_sub(q.len());
-    q.extend(peers.into_iter().map(|a| (a, Source::Tracker)).take(room));
+    shared.discovered(peers, Source::Tracker);
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use mainline::{Dht, Id};
 
 use super::peer::Source;
-use super::{Shared, MAX_DISCOVERED};
+use super::Shared;
 use crate::wire::metainfo::InfoHash;
 
 /// Delay between rounds while nothing was found or the announce failed.
@@ -128,9 +128,7 @@ fn run(
             found.extend(batch.into_iter().map(SocketAddr::V4));
         }
         if !found.is_empty() {
-            let mut q = shared.discovered.lock().unwrap_or_else(|e| e.into_inner());
-            let room = MAX_DISCOVERED.saturating_sub(q.len());
-            q.extend(found.iter().map(|a| (*a, Source::Dht)).take(room));
+            shared.discovered(found, Source::Dht);
         }
         let announced = match dht.announce_peer(id, Some(port)) {
             Ok(_) => true,

@@ -1,4 +1,4 @@
-//! [`NodeHandler`]: the [`Handler`] of the node's single runtime worker.
+//! [`NodeHandler`]: the [`Handler`] of one of the node's runtime workers.
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,6 +22,7 @@ mod dial;
 mod pex;
 mod recv;
 mod send;
+mod workers;
 
 /// Timer tick while nothing is held back: progress publication, dials.
 const IDLE_TICK: Duration = Duration::from_millis(100);
@@ -35,8 +36,15 @@ pub(super) const PEX_EXT_ID: u8 = 2;
 /// BEP 10 `reqq` we advertise: the core's default `max_requests_per_peer`.
 const REQQ: u32 = 250;
 
-/// The protocol side of the node's worker.
+/// Bits of a [`PeerKey`] below the worker index: keys are unique across the
+/// node's workers (the batched choker ranks all peers together).
+const KEY_WORKER_SHIFT: u32 = 48;
+
+/// The protocol side of one of the node's workers: its torrent and its
+/// connections.
 pub(crate) struct NodeHandler {
+    /// This worker's index, `0..shared.workers`.
+    pub(super) worker: usize,
     pub(super) torrent: Torrent,
     pub(super) storage: Arc<Storage>,
     /// One mapping per torrent file for the send path (`None`: empty file).
@@ -56,13 +64,15 @@ pub(crate) struct NodeHandler {
     pub(super) dials: Vec<Dial>,
     /// Index into `dials` by address (every address is dialled by one entry).
     pub(super) known: HashMap<SocketAddr, usize>,
-    /// Open connections by the peer id of their handshake (one per peer).
-    pub(super) peer_ids: HashMap<[u8; 20], ConnId>,
     pub(super) max_peers: usize,
     /// PEX interval between p2pe nodes (`None`: PEX off, e.g. private torrent).
     pub(super) pex_interval: Option<Duration>,
-    pub(super) total_len_bytes: u64,
     pub(super) shared: Arc<Shared>,
+    /// Our share already added to `shared.downloaded_bytes` / `shared.peers`.
+    published_downloaded_bytes: u64,
+    published_peers: u32,
+    /// Worker 0 of a multi-worker node: the batched choker.
+    pub(super) coordinator: Option<workers::Coordinator>,
     done: bool,
 }
 
@@ -73,6 +83,7 @@ impl NodeHandler {
         storage: Arc<Storage>,
         nc: &NodeConfig,
         shared: Arc<Shared>,
+        worker: usize,
         private: bool,
     ) -> Result<Self, NodeError> {
         let mut sources = Vec::new();
@@ -90,8 +101,8 @@ impl NodeHandler {
             })?)));
         }
         let mut have = Bitfield::new(config.piece_count);
-        for (i, v) in (0u32..).zip(storage.verified()) {
-            if v {
+        for i in 0..config.piece_count {
+            if shared.have.get(PieceIndex(i)) {
                 have.set(PieceIndex(i));
             }
         }
@@ -107,20 +118,17 @@ impl NodeHandler {
         if pex_interval.is_some() {
             our_ext.m.insert("ut_pex".into(), PEX_EXT_ID);
         }
-        let total_len_bytes = config.total_len_bytes;
-        shared.piece_count.store(piece_count, Ordering::Release);
-        shared
-            .verified_pieces
-            .store(have.count_ones(), Ordering::Release);
-        shared.complete.store(have.is_full(), Ordering::Release);
-        let torrent = Torrent::new(config, have, nc.rng_seed);
-        let left = dial::left_bytes(&torrent, total_len_bytes, piece_len_bytes);
-        shared.left_bytes.store(left, Ordering::Release);
+        let coordinator = (worker == 0 && shared.workers > 1)
+            .then(|| workers::Coordinator::new(config.choker, nc.rng_seed, shared.workers));
+        // Different seeds per worker: their shuffled suggestion orders (and tie
+        // breaks) differ, so their peers do not all start on the same pieces.
+        let torrent = Torrent::new(config, have, nc.rng_seed ^ worker as u64);
         Ok(NodeHandler {
+            worker,
             torrent,
             storage,
             sources,
-            epoch: now,
+            epoch: shared.epoch,
             ours: Handshake::new(info_hash, nc.peer_id),
             our_ext,
             piece_count,
@@ -130,27 +138,28 @@ impl NodeHandler {
             next_key: 1,
             up: nc
                 .upload_limit_bytes_per_s
-                .map(|r| TokenBucket::new(r, now)),
+                .map(|r| TokenBucket::new(per_worker(r, shared.workers), now)),
             down: nc
                 .download_limit_bytes_per_s
-                .map(|r| TokenBucket::new(r, now)),
+                .map(|r| TokenBucket::new(per_worker(r, shared.workers), now)),
             throttled: BTreeSet::new(),
             dials: Vec::new(),
             known: HashMap::new(),
-            peer_ids: HashMap::new(),
             max_peers: nc.max_peers.max(1),
             pex_interval,
-            total_len_bytes,
             shared,
+            published_downloaded_bytes: 0,
+            published_peers: 0,
+            coordinator,
             done: false,
         })
     }
 
-    /// A fresh key for a new connection.
+    /// A fresh key for a new connection, unique over the node's workers.
     fn next_key(&mut self) -> u64 {
         let k = self.next_key;
         self.next_key += 1;
-        k
+        (self.worker as u64) << KEY_WORKER_SHIFT | k
     }
 
     /// The core's clock: nanoseconds since this handler was built.
@@ -171,13 +180,13 @@ impl NodeHandler {
                 Action::SendBlock { peer, block } => {
                     self.enqueue(ctx, peer, super::peer::Outgoing::Block(block))
                 }
-                Action::VerifyPiece { piece } => self.verify(piece),
+                Action::VerifyPiece { piece } => self.verify(ctx, piece),
                 Action::Disconnect { peer, reason } => self.disconnect(ctx, peer, &reason),
             }
         }
     }
 
-    fn verify(&mut self, piece: PieceIndex) {
+    fn verify(&mut self, ctx: &mut Ctx, piece: PieceIndex) {
         let valid = match self.storage.verify_piece(piece.0) {
             Ok(v) => v,
             Err(StoreError::PieceLost { .. }) => false,
@@ -188,18 +197,13 @@ impl NodeHandler {
         };
         let now = self.now();
         self.torrent.handle_piece_verified(now, piece, valid);
-        if valid {
+        if valid && self.torrent.have().get(piece) {
             // Byte counters must be current when completion becomes visible.
             self.publish();
-            let left = dial::left_bytes(&self.torrent, self.total_len_bytes, self.piece_len_bytes);
-            self.shared.left_bytes.store(left, Ordering::Release);
-            let have = self.torrent.have();
-            self.shared
-                .verified_pieces
-                .store(have.count_ones(), Ordering::Release);
-            self.shared
-                .complete
-                .store(have.is_full(), Ordering::Release);
+            let len = u64::from(self.torrent.config().piece_len(piece));
+            if self.shared.piece_verified(piece, len) {
+                self.tell_verified(ctx, piece);
+            }
         }
     }
 
@@ -227,14 +231,32 @@ impl NodeHandler {
         self.done = true;
     }
 
-    fn publish(&self) {
-        let st = self.torrent.stats();
-        let s = &self.shared;
-        s.downloaded_bytes
-            .store(st.downloaded_bytes, Ordering::Release);
+    /// Adds this worker's new downloaded bytes and its change in peers to the
+    /// node's counters.
+    fn publish(&mut self) {
+        self.publish_bytes();
         let peers = self.conns.values().filter(|c| c.registered).count();
-        s.peers
-            .store(u32::try_from(peers).unwrap_or(u32::MAX), Ordering::Release);
+        let peers = u32::try_from(peers).unwrap_or(u32::MAX);
+        let s = &self.shared;
+        if peers >= self.published_peers {
+            s.peers
+                .fetch_add(peers - self.published_peers, Ordering::AcqRel);
+        } else {
+            s.peers
+                .fetch_sub(self.published_peers - peers, Ordering::AcqRel);
+        }
+        self.published_peers = peers;
+    }
+
+    fn publish_bytes(&mut self) {
+        let down = self.torrent.stats().downloaded_bytes;
+        let delta = down.saturating_sub(self.published_downloaded_bytes);
+        if delta > 0 {
+            self.shared
+                .downloaded_bytes
+                .fetch_add(delta, Ordering::AcqRel);
+            self.published_downloaded_bytes = down;
+        }
     }
 
     fn arm_timer(&self, ctx: &mut Ctx) {
@@ -258,10 +280,24 @@ impl NodeHandler {
     }
 }
 
+/// A worker's share of a node-wide rate limit (the workers' buckets add up
+/// to the limit; a worker with few peers leaves part of its share unused).
+fn per_worker(rate_bytes_per_s: u64, workers: usize) -> u64 {
+    (rate_bytes_per_s / workers.max(1) as u64).max(1)
+}
+
+impl Drop for NodeHandler {
+    /// The worker exits: count its last downloaded bytes (the owner reads the
+    /// final progress after every worker has exited).
+    fn drop(&mut self) {
+        self.publish_bytes();
+    }
+}
+
 impl Handler for NodeHandler {
     fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, inbound: bool) {
         if inbound {
-            if self.conns.len() >= self.max_peers {
+            if self.shared.open_conns.load(Ordering::Acquire) >= self.max_peers {
                 ctx.close(conn); // never registered: on_close ignores it
                 self.arm_timer(ctx);
                 return;
@@ -296,10 +332,9 @@ impl Handler for NodeHandler {
             return;
         };
         self.keys.remove(&pc.key);
+        self.shared.open_conns.fetch_sub(1, Ordering::AcqRel);
         if let Some(id) = pc.peer_id {
-            if self.peer_ids.get(&id) == Some(&conn) {
-                self.peer_ids.remove(&id);
-            }
+            self.forget_peer_id(id, conn);
         }
         if pc.registered && !pc.dropped_by_core {
             let now = self.now();
@@ -315,8 +350,10 @@ impl Handler for NodeHandler {
 
     fn on_timer(&mut self, ctx: &mut Ctx, now: Instant) {
         let t = self.now();
+        self.sync_have();
         if self.torrent.poll_timeout().is_some_and(|d| d <= t) {
             self.torrent.handle_timeout(t);
+            self.forward_choke_report(ctx);
         }
         self.register_stale(now);
         self.release_held(ctx);
@@ -335,8 +372,10 @@ impl Handler for NodeHandler {
                     self.add_peer(ctx, addr, Source::Configured);
                 }
                 Command::Start => {}
+                other => self.on_worker_message(ctx, other),
             }
         }
+        self.drain(ctx);
         self.arm_timer(ctx);
     }
 

@@ -2,14 +2,40 @@
 //! ([`crate::core`]), speaking the peer wire ([`crate::wire::peer`]) and
 //! storing pieces ([`crate::store`]).
 //!
-//! One [`Node`] serves one torrent. In this version a single runtime worker
-//! owns the [`crate::core::Torrent`] and every connection (`workers = 1`):
-//! simple and complete; piece verification (SHA-1) runs on that worker too.
+//! One [`Node`] serves one torrent with [`NodeConfig::workers`] runtime
+//! workers (thread per core, default [`default_workers`]). Each worker owns
+//! its own [`crate::core::Torrent`] over the connections it accepted
+//! (`SO_REUSEPORT` spreads inbound peers) or dialled (each address belongs to
+//! the worker it hashes to, whatever told us about it: `--peer`, tracker,
+//! PEX, DHT); a connection never moves, and piece verification (SHA-1) runs
+//! on the worker that received the piece. The hot path takes no lock; the
+//! workers share, lock-free:
+//! - a bitmap of the pieces we have, set after verification and read by every
+//!   worker (each catches up with it on its tick and before it sends a
+//!   bitfield); the verifying worker also posts the piece to the others, which
+//!   mark it had ([`crate::core::Torrent::handle_piece_verified_elsewhere`]),
+//!   send `have` to their peers and serve it;
+//! - a claim bitmap ([`crate::core::claims`]): a worker's picker claims a
+//!   piece before requesting its first block, so two workers never download
+//!   the same piece (endgame duplicates only a worker's own pieces);
+//! - the progress counters, to which each worker adds its own deltas.
+//!
+//! Per worker, not merged: availability counts (rarest-first ranks pieces by
+//! the worker's own peers), the distinct-first seeder's upload counts, PEX
+//! state per peer (the address lists are shared). Choking is node-wide: every rechoke interval each worker reports
+//! its peers' rates to worker 0, which runs one [`crate::core::BatchChoker`]
+//! pass (top `unchoke_slots` by rate plus one optimistic unchoke over all
+//! peers) and posts each worker its decision. With one worker everything is
+//! as in a single-threaded node (local choker, no claims). One connection per
+//! peer id over all workers is kept by a registry locked only at handshake
+//! and close.
+//!
 //! A separate thread makes verified pieces durable and rewrites the resume
 //! record every [`RESUME_FLUSH_INTERVAL`] (msync waits for the disk, which
-//! may be much slower than the network, so it never blocks the worker).
+//! may be much slower than the network, so it never blocks a worker).
 //!
-//! Rate limits are per process token buckets ([`NodeConfig`]): a `piece`
+//! Rate limits are node-wide, as one token bucket per worker with an equal
+//! share of the limit ([`NodeConfig`]): a `piece`
 //! upload waits for upload tokens before it is queued; a `request` waits for
 //! download tokens (so the peer sends no faster than the limit). Held items
 //! keep their per-peer order.
@@ -43,21 +69,22 @@ mod dht;
 mod handler;
 mod limit;
 mod peer;
+mod shared;
 
-use std::cell::Cell;
-use std::collections::VecDeque;
+use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crate::core::{ChokerConfig, TorrentConfig};
+use crate::core::{ChokerConfig, ChokerMode, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
 use crate::rt::{self, RuntimeConfig, RuntimeHandle};
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
 pub use dht::DhtConfig;
+pub(crate) use shared::{Command, Shared};
 
 /// How long after the handshake a peer that set the BEP 10 bit may take to
 /// send its extended handshake before it is treated as a plain 16 KiB peer.
@@ -109,12 +136,32 @@ pub struct NodeConfig {
     pub pex_interval: Option<Duration>,
     /// BEP 5 DHT (`None`: off). Private torrents never use it.
     pub dht: Option<DhtConfig>,
+    /// Runtime workers (threads, one io_uring each); default [`default_workers`].
+    /// Each owns the connections it accepted or dialled and its own core
+    /// [`crate::core::Torrent`]; see the module docs.
+    pub workers: usize,
+    /// Pin worker `i` to core `i` (default false: several nodes may share a
+    /// machine, e.g. tests and `p2pe swarm`).
+    pub pin_cores: bool,
+}
+
+/// Most workers [`default_workers`] picks: beyond 8 cores one torrent's
+/// swarm rarely has enough connections to spread.
+pub const MAX_DEFAULT_WORKERS: usize = 8;
+
+/// Default [`NodeConfig::workers`]: the available cores, at most
+/// [`MAX_DEFAULT_WORKERS`].
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_DEFAULT_WORKERS)
 }
 
 impl NodeConfig {
     /// Defaults: no listener, no peers, no limits, datacenter choker, a random
     /// peer id starting with `-PE0001-` (Azureus style), the torrent's
-    /// trackers, [`MAX_PEERS`], PEX every [`PEX_INTERVAL_DATACENTER`].
+    /// trackers, [`MAX_PEERS`], PEX every [`PEX_INTERVAL_DATACENTER`],
+    /// [`default_workers`] unpinned workers.
     pub fn new() -> Self {
         let mut peer_id = *b"-PE0001-000000000000";
         let r: [u8; 12] = rand::random();
@@ -134,6 +181,8 @@ impl NodeConfig {
             max_peers: MAX_PEERS,
             pex_interval: Some(PEX_INTERVAL_DATACENTER),
             dht: None,
+            workers: default_workers(),
+            pin_cores: false,
         }
     }
 }
@@ -205,59 +254,6 @@ pub struct Progress {
     pub dht_peers_learned: u32,
 }
 
-/// State the worker publishes for the owner of the [`Node`] (lock-free but for
-/// the fatal error).
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    verified_pieces: AtomicU32,
-    piece_count: AtomicU32,
-    downloaded_bytes: AtomicU64,
-    uploaded_bytes: AtomicU64,
-    peers: AtomicU32,
-    peers_seen: AtomicU32,
-    complete: AtomicBool,
-    /// Payload bytes still missing (BEP 3 `left`).
-    left_bytes: AtomicU64,
-    /// The port we accept peers on (0 until known).
-    listen_port: AtomicU16,
-    tracker_peers_learned: AtomicU32,
-    pex_peers_learned: AtomicU32,
-    dht_peers_learned: AtomicU32,
-    announces_ok: AtomicU32,
-    /// Peers the tracker and DHT threads learned, for the worker to dial.
-    discovered: Mutex<Vec<(SocketAddr, peer::Source)>>,
-    /// Log lines for the owner ([`Node::poll_event`]), oldest first.
-    events: Mutex<VecDeque<String>>,
-    fatal: Mutex<Option<StoreError>>,
-}
-
-/// Most log lines kept for [`Node::poll_event`]; older ones are dropped.
-const MAX_EVENTS: usize = 256;
-
-/// Most addresses waiting in [`Shared::discovered`] for the worker.
-const MAX_DISCOVERED: usize = 4096;
-
-impl Shared {
-    /// Queues a log line for the owner, dropping the oldest beyond [`MAX_EVENTS`].
-    pub(crate) fn log(&self, line: String) {
-        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        if q.len() >= MAX_EVENTS {
-            q.pop_front();
-        }
-        q.push_back(line);
-    }
-}
-
-/// A control message to the worker.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Connect to this peer (and keep reconnecting while incomplete).
-    Connect(SocketAddr),
-    /// Start the worker's timer tick (it then re-arms itself): the tick
-    /// picks up tracker peers, redials and sends PEX.
-    Start,
-}
-
 /// How often newly verified pieces are made durable in the resume record.
 pub const RESUME_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -322,27 +318,35 @@ impl Node {
                 info.total_len_bytes()
             )));
         }
-        let mut tc = TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
-        tc.choker = config.choker;
-        let shared = Arc::new(Shared::default());
-        let handler = handler::NodeHandler::new(
-            tc,
-            meta.info_hash().0,
-            storage.clone(),
-            &config,
-            shared.clone(),
-            info.is_private(),
-        )?;
+        let workers = config.workers.max(1);
+        let shared = Arc::new(Shared::new(info.piece_count(), workers));
+        let tc = Self::torrent_config(meta, &config, &storage, &shared);
+        let mut handlers = Vec::with_capacity(workers);
+        for worker in 0..workers {
+            handlers.push(Some(handler::NodeHandler::new(
+                tc.clone(),
+                meta.info_hash().0,
+                storage.clone(),
+                &config,
+                shared.clone(),
+                worker,
+                info.is_private(),
+            )?));
+        }
         let rc = RuntimeConfig {
-            workers: 1,
+            workers,
             listen: config.listen,
-            // Many nodes may share a machine (tests, `p2pe swarm`): let the
-            // scheduler place them.
-            pin_cores: false,
+            pin_cores: config.pin_cores,
             ..RuntimeConfig::default()
         };
-        let slot = Cell::new(Some(handler));
-        let runtime = rt::run(rc, |_| slot.take().expect("one worker, one handler"))?;
+        let slots = RefCell::new(handlers);
+        let runtime = rt::run(rc, |i| {
+            slots
+                .borrow_mut()
+                .get_mut(i)
+                .and_then(Option::take)
+                .expect("one handler per worker")
+        })?;
         let flusher = Some(spawn_flusher(storage.clone(), shared.clone())?);
         let port = runtime.local_addr().map_or(0, |a| a.port());
         shared.listen_port.store(port, Ordering::Release);
@@ -385,13 +389,52 @@ impl Node {
             announcer,
             dht,
         };
-        node.runtime
-            .post(0, Box::new(Command::Start))
-            .map_err(|e| NodeError::Runtime(std::io::Error::other(e)))?;
+        for w in 0..workers {
+            node.runtime
+                .post(w, Box::new(Command::Start))
+                .map_err(|e| NodeError::Runtime(std::io::Error::other(e)))?;
+        }
         for addr in &config.peers {
             node.connect(*addr)?;
         }
         Ok(node)
+    }
+
+    /// The core configuration every worker's torrent starts from, and the
+    /// shared piece sets filled from `storage`. With several workers the
+    /// torrents share claims and leave choking to the batched choker (worker
+    /// `i` uses `rng_seed ^ i`).
+    fn torrent_config(
+        meta: &Metainfo,
+        config: &NodeConfig,
+        storage: &Storage,
+        shared: &Shared,
+    ) -> TorrentConfig {
+        let info = meta.info();
+        let mut tc = TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
+        tc.choker = config.choker;
+        let mut left = info.total_len_bytes();
+        for (i, v) in (0u32..).zip(storage.verified()) {
+            if v {
+                let p = PieceIndex(i);
+                shared.have.try_set(p);
+                shared.claims.try_set(p);
+                left = left.saturating_sub(u64::from(tc.piece_len(p)));
+            }
+        }
+        let verified = shared.have.count_ones();
+        shared.verified_pieces.store(verified, Ordering::Release);
+        shared.left_bytes.store(left, Ordering::Release);
+        shared
+            .complete
+            .store(verified == info.piece_count(), Ordering::Release);
+        if shared.workers > 1 {
+            tc.claims = Some(shared.claims.clone());
+            tc.choker_mode = ChokerMode::External {
+                initial_slots: config.choker.unchoke_slots / shared.workers,
+            };
+        }
+        tc
     }
 
     /// The address peers can reach us on (with the chosen port), if listening.
@@ -404,32 +447,21 @@ impl Node {
         self.dht.as_ref().map(|d| SocketAddr::V4(d.local_addr()))
     }
 
-    /// Asks the node to connect to `addr` (and reconnect while incomplete).
+    /// Asks the node to connect to `addr` (and reconnect while incomplete),
+    /// from the worker the address hashes to.
     ///
     /// # Errors
     /// [`NodeError::Runtime`] if the worker has exited or its mailbox is full.
     pub fn connect(&self, addr: SocketAddr) -> Result<(), NodeError> {
+        let w = shared::dial_owner(addr, self.shared.workers);
         self.runtime
-            .post(0, Box::new(Command::Connect(addr)))
+            .post(w, Box::new(Command::Connect(addr)))
             .map_err(|e| NodeError::Runtime(std::io::Error::other(e)))
     }
 
     /// Current progress.
     pub fn progress(&self) -> Progress {
-        let s = &self.shared;
-        Progress {
-            verified_pieces: s.verified_pieces.load(Ordering::Acquire),
-            piece_count: s.piece_count.load(Ordering::Acquire),
-            downloaded_bytes: s.downloaded_bytes.load(Ordering::Acquire),
-            uploaded_bytes: s.uploaded_bytes.load(Ordering::Acquire),
-            peers: s.peers.load(Ordering::Acquire),
-            peers_seen: s.peers_seen.load(Ordering::Acquire),
-            complete: s.complete.load(Ordering::Acquire),
-            tracker_peers_learned: s.tracker_peers_learned.load(Ordering::Acquire),
-            pex_peers_learned: s.pex_peers_learned.load(Ordering::Acquire),
-            announces_ok: s.announces_ok.load(Ordering::Acquire),
-            dht_peers_learned: s.dht_peers_learned.load(Ordering::Acquire),
-        }
+        progress_of(&self.shared)
     }
 
     /// The next log line (tracker warnings, peers learned), oldest first.
@@ -469,13 +501,14 @@ impl Node {
         if let Some(a) = self.announcer.take() {
             a.stop();
         }
-        let progress = self.progress();
         let fatal = self.take_error();
         if let Some((stop, t)) = self.flusher.take() {
             drop(stop);
             let _ = t.join();
         }
         let rt = self.runtime.shutdown();
+        // After the workers exited: each added its last byte counts on the way out.
+        let progress = progress_of(&self.shared);
         let flushed = self.storage.flush_resume();
         if let Some(e) = fatal {
             return Err(e.into());
@@ -483,6 +516,23 @@ impl Node {
         rt?;
         flushed?;
         Ok(progress)
+    }
+}
+
+/// The counters in `s` as a [`Progress`].
+fn progress_of(s: &Shared) -> Progress {
+    Progress {
+        verified_pieces: s.verified_pieces.load(Ordering::Acquire),
+        piece_count: s.piece_count.load(Ordering::Acquire),
+        downloaded_bytes: s.downloaded_bytes.load(Ordering::Acquire),
+        uploaded_bytes: s.uploaded_bytes.load(Ordering::Acquire),
+        peers: s.peers.load(Ordering::Acquire),
+        peers_seen: s.peers_seen.load(Ordering::Acquire),
+        complete: s.complete.load(Ordering::Acquire),
+        tracker_peers_learned: s.tracker_peers_learned.load(Ordering::Acquire),
+        pex_peers_learned: s.pex_peers_learned.load(Ordering::Acquire),
+        announces_ok: s.announces_ok.load(Ordering::Acquire),
+        dht_peers_learned: s.dht_peers_learned.load(Ordering::Acquire),
     }
 }
 

@@ -315,7 +315,8 @@ fn ut_pex_is_advertised_only_for_public_torrents() {
             meta.info_hash().0,
             open(&meta, &src, OpenMode::Seed),
             &NodeConfig::new(),
-            Arc::new(super::Shared::default()),
+            Arc::new(super::Shared::new(info.piece_count(), 1)),
+            0,
             private,
         )
         .unwrap();
@@ -342,4 +343,60 @@ fn private_torrents_do_not_start_the_dht() {
         assert_eq!(node.dht_addr().is_some(), !private);
         node.shutdown().unwrap();
     }
+}
+
+#[test]
+fn nodes_of_one_two_and_three_workers_trade() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let sizes = [700_001, 300_000];
+    let meta = make_torrent(&src, "t", &sizes, 32 * 1024);
+    let local = "127.0.0.1:0".parse().unwrap();
+    let seed = Node::start(
+        &meta,
+        open(&meta, &src, OpenMode::Seed),
+        NodeConfig {
+            listen: Some(local),
+            workers: 3,
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let seed_addr = seed.local_addr().unwrap();
+    let mut leechers = Vec::new();
+    for (i, workers) in [1usize, 2, 3].into_iter().enumerate() {
+        let mut peers = vec![seed_addr];
+        peers.extend(
+            leechers
+                .iter()
+                .map(|(n, _): &(Node, _)| n.local_addr().unwrap()),
+        );
+        let dir = tmp.path().join(format!("l{i}"));
+        let config = NodeConfig {
+            listen: Some(local),
+            peers,
+            workers,
+            ..NodeConfig::new()
+        };
+        let n = Node::start(&meta, open(&meta, &dir, OpenMode::Create), config).unwrap();
+        leechers.push((n, dir));
+    }
+    let refs: Vec<&Node> = leechers.iter().map(|(n, _)| n).collect();
+    wait_complete(&refs, Duration::from_secs(60));
+    let total: u64 = sizes.iter().map(|&s| s as u64).sum();
+    for (node, dir) in leechers {
+        let p = node.shutdown().unwrap();
+        assert_eq!(p.verified_pieces, p.piece_count);
+        assert!(p.downloaded_bytes >= total, "{p:?}");
+        for i in 0..sizes.len() {
+            let f = format!("t/f{i}");
+            assert_eq!(
+                std::fs::read(dir.join(&f)).unwrap(),
+                std::fs::read(src.join(&f)).unwrap(),
+                "{f}"
+            );
+        }
+    }
+    let s = seed.shutdown().unwrap();
+    assert!(s.uploaded_bytes > 0);
 }

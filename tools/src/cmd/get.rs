@@ -13,6 +13,7 @@ use super::node_common::{
     load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped, Bar,
     DiscoveryArgs,
 };
+use super::seed::CoreArgs;
 
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
@@ -47,6 +48,8 @@ pub struct Args {
     pub connect_timeout: u64,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+    #[command(flatten)]
+    pub cores: CoreArgs,
 }
 
 fn resolve(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
@@ -85,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..NodeConfig::new()
     };
     args.discovery.apply(&mut config);
+    args.cores.apply(&mut config);
     let node = Node::start(&meta, storage, config).context("start node")?;
     print_dht_addr(&node);
     if let Some(addr) = node.local_addr() {

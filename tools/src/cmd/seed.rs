@@ -36,6 +36,30 @@ pub struct Args {
     pub exit_after_idle: Option<u64>,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+    #[command(flatten)]
+    pub cores: CoreArgs,
+}
+
+/// Thread-per-core options shared by `p2pe seed` and `p2pe get`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CoreArgs {
+    /// Runtime workers (threads, one io_uring each); default: the available
+    /// cores, at most 8.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+    /// Pin worker i to core i (for a machine dedicated to this node).
+    #[arg(long)]
+    pub pin_cores: bool,
+}
+
+impl CoreArgs {
+    /// Applies these options to `config`.
+    pub fn apply(&self, config: &mut NodeConfig) {
+        if let Some(n) = self.workers {
+            config.workers = usize::from(n);
+        }
+        config.pin_cores = self.pin_cores;
+    }
 }
 
 /// The directory `Storage` opens: the parent of the torrent's `name` entry.
@@ -75,12 +99,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..NodeConfig::new()
     };
     args.discovery.apply(&mut config);
+    args.cores.apply(&mut config);
+    let workers = config.workers;
     let node = Node::start(&meta, storage, config).context("start node")?;
     print_dht_addr(&node);
     let addr = node.local_addr().context("no listen address")?;
     println!("listening on {addr}");
     std::io::stdout().flush()?;
-    eprintln!("seeding {} ({})", meta.info().name(), meta.info_hash());
+    eprintln!(
+        "seeding {} ({}) with {} worker(s)",
+        meta.info().name(),
+        meta.info_hash(),
+        workers
+    );
     let mut last_busy = Instant::now();
     let mut seen_peer = false;
     while !stopped(&stop) {

@@ -102,10 +102,29 @@ impl Picker {
             self.partial[piece.0 as usize] = None;
             self.partial_list.retain(|&p| p != piece);
             self.open.retain(|&p| p != piece);
-            self.insert_untouched(piece);
+            self.return_untouched(piece);
         } else if !was_open && pp.free > 0 {
             self.open.push(piece);
         }
+    }
+
+    /// Another torrent of this node verified `piece`: it is no longer needed. Returns the
+    /// outstanding requests covering it (to cancel); its claim is left set (had).
+    pub(crate) fn on_had_elsewhere(&mut self, piece: PieceIndex) -> Vec<(PeerKey, Block)> {
+        let i = piece.0 as usize;
+        if self.untouched.get(piece) {
+            self.remove_from_bucket(piece, self.availability(piece));
+            self.untouched.clear(piece);
+            self.free_chunks -= u64::from(self.chunk_count(piece));
+            return Vec::new();
+        }
+        let Some(pp) = self.partial.get_mut(i).and_then(Option::take) else {
+            return Vec::new();
+        };
+        self.partial_list.retain(|&p| p != piece);
+        self.open.retain(|&p| p != piece);
+        self.free_chunks -= u64::from(pp.free);
+        pp.requests
     }
 
     /// The hash check of `piece` finished. Returns the peers that supplied its blocks
@@ -123,7 +142,7 @@ impl Picker {
         self.partial_list.retain(|&p| p != piece);
         if !valid {
             self.free_chunks += pp.chunks.len() as u64;
-            self.insert_untouched(piece);
+            self.return_untouched(piece);
         }
         pp.contributors
     }

@@ -43,6 +43,9 @@ impl Picker {
                 assert_eq!(self.buckets[a][self.pos[i as usize] as usize], p);
                 free += u64::from(self.chunk_count(p));
             }
+            if let (Some(c), Some(_)) = (&self.claims, partial) {
+                assert!(c.get(p), "{p:?} partial but not claimed");
+            }
             if let Some(pp) = partial {
                 let mut counts = vec![0u8; pp.chunks.len()];
                 for (_, b) in &pp.requests {

@@ -267,6 +267,33 @@ impl Torrent {
             self.on_hash_failure(now, piece, contributors);
             return;
         }
+        self.mark_have(now, piece);
+    }
+
+    /// Another torrent of this node verified `piece` (see [`Torrent::handle_piece_verified_elsewhere`]).
+    pub(super) fn on_verified_elsewhere(&mut self, now: Time, piece: PieceIndex) {
+        if self.check_piece(piece).is_err() || self.have.get(piece) {
+            return;
+        }
+        let outstanding = self.picker.on_had_elsewhere(piece);
+        for (key, b) in &outstanding {
+            if let Some(p) = self.peers.get_mut(key) {
+                p.forget_inflight(*b);
+                self.actions.push_back(Action::Send {
+                    peer: *key,
+                    msg: PeerMessage::Cancel(*b),
+                });
+            }
+        }
+        self.mark_have(now, piece);
+        if !outstanding.is_empty() {
+            self.fill_all_requests();
+        }
+    }
+
+    /// `piece` is ours: `have` to peers lacking it, `not interested` to peers that no
+    /// longer have anything for us, and two seeders part.
+    fn mark_have(&mut self, now: Time, piece: PieceIndex) {
         self.have.set(piece);
         self.stats.pieces_have += 1;
         let complete = self.have.is_full();

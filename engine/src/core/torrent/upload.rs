@@ -356,7 +356,7 @@ impl Torrent {
     /// Unchokes interested peers (at random) while regular slots are free, so uplinks
     /// do not idle until the next rechoke.
     pub(super) fn fill_free_slots(&mut self, now: Time) {
-        let slots = self.config.choker.unchoke_slots;
+        let slots = self.slot_budget;
         loop {
             let regular = self
                 .peers
@@ -382,24 +382,7 @@ impl Torrent {
 
     /// Periodic re-evaluation of who we unchoke (see `core::choker`).
     pub(super) fn rechoke(&mut self, now: Time) {
-        let seeding = self.have.is_full();
-        let mut cands = Vec::with_capacity(self.peers.len());
-        for (k, p) in self.peers.iter_mut() {
-            p.rejected.clear();
-            p.download.update(now);
-            p.upload.update(now);
-            cands.push(Candidate {
-                peer: *k,
-                interested: p.peer_interested,
-                snubbed: !seeding && p.snubbed,
-                rate_bytes_per_s: if seeding {
-                    p.upload.rate_bytes_per_s()
-                } else {
-                    p.download.rate_bytes_per_s()
-                },
-                connected_at: p.connected_at,
-            });
-        }
+        let cands = self.choke_candidates(now);
         let d = self.choker.rechoke(now, &cands, &mut self.rng);
         // A set: the datacenter profile unchokes everyone, so `regular` can be every peer.
         let regular: BTreeSet<PeerKey> = d.regular.iter().copied().collect();
@@ -419,6 +402,30 @@ impl Torrent {
                 p.optimistic = optimistic;
             }
         }
+    }
+
+    /// Closes every peer's rate window at `now`, forgets the per-interval reject memory,
+    /// and returns what the choker ranks peers by.
+    pub(super) fn choke_candidates(&mut self, now: Time) -> Vec<Candidate> {
+        let seeding = self.have.is_full();
+        let mut cands = Vec::with_capacity(self.peers.len());
+        for (k, p) in self.peers.iter_mut() {
+            p.rejected.clear();
+            p.download.update(now);
+            p.upload.update(now);
+            cands.push(Candidate {
+                peer: *k,
+                interested: p.peer_interested,
+                snubbed: !seeding && p.snubbed,
+                rate_bytes_per_s: if seeding {
+                    p.upload.rate_bytes_per_s()
+                } else {
+                    p.download.rate_bytes_per_s()
+                },
+                connected_at: p.connected_at,
+            });
+        }
+        cands
     }
 
     /// BEP 3 keep-alive to peers we have not sent anything for `keepalive_interval`.

@@ -6,18 +6,22 @@
 //! them); peers from trackers and PEX are dialled only while fewer than
 //! `max_peers` connections are open and are given up after
 //! [`DISCOVERED_MAX_FAILURES`] failed attempts in a row; configured peers are
-//! redialled while the download is incomplete. Two connections to one peer id
-//! are resolved the same way on both ends: the one dialled by the peer with
-//! the smaller id stays.
+//! redialled while the download is incomplete. Every address belongs to one
+//! worker ([`dial_owner`]): others forward it there, so the book of one
+//! address lives on one worker; the bound counts connections of all workers.
+//! Two connections to one peer id (on any workers) are resolved the same way
+//! on both ends: the one dialled by the peer with the smaller id stays.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::core::{PeerKey, PieceIndex, Torrent};
+use crate::core::PeerKey;
 use crate::rt::{ConnId, Ctx};
 
 use super::super::peer::{Dial, PeerConn, Source};
+use super::super::shared::{dial_owner, PeerSlot};
+use super::super::Command;
 use super::NodeHandler;
 
 /// Back-off bounds for reconnecting to a peer.
@@ -30,21 +34,6 @@ pub(super) const DISCOVERED_MAX_FAILURES: u32 = 3;
 const MAX_KNOWN: usize = 2000;
 /// How long a due dial waits when the connection bound is reached.
 const FULL_RECHECK: Duration = Duration::from_secs(1);
-
-/// BEP 3 `left`: bytes of the pieces not yet verified.
-pub(crate) fn left_bytes(torrent: &Torrent, total_len_bytes: u64, piece_len_bytes: u32) -> u64 {
-    let have = torrent.have();
-    let n = have.len();
-    let full = u64::from(piece_len_bytes);
-    let mut got = 0u64;
-    for i in 0..n {
-        if have.get(PieceIndex(i)) {
-            let start = u64::from(i) * full;
-            got += full.min(total_len_bytes.saturating_sub(start));
-        }
-    }
-    total_len_bytes.saturating_sub(got)
-}
 
 impl NodeHandler {
     pub(super) fn new_conn(
@@ -62,6 +51,7 @@ impl NodeHandler {
         let hs = self.ours.to_bytes().to_vec();
         pc.queued_total_bytes += hs.len() as u64;
         ctx.send(conn, hs);
+        self.shared.open_conns.fetch_add(1, Ordering::AcqRel);
         self.conns.insert(conn, pc);
         self.keys.insert(key, conn);
     }
@@ -75,6 +65,12 @@ impl NodeHandler {
     /// Adds `addr` to the book and dials it if the bound allows; returns
     /// whether the address was new.
     pub(super) fn add_peer(&mut self, ctx: &mut Ctx, addr: SocketAddr, source: Source) -> bool {
+        let owner = dial_owner(addr, self.shared.workers);
+        if owner != self.worker {
+            // A full mailbox drops the address; PEX repeats it.
+            let _ = ctx.post(owner, Box::new(Command::AddPeer(addr, source)));
+            return false;
+        }
         if let Some(&i) = self.known.get(&addr) {
             if source == Source::Configured {
                 if let Some(d) = self.dials.get_mut(i) {
@@ -107,7 +103,7 @@ impl NodeHandler {
         });
         let i = self.dials.len() - 1;
         self.known.insert(addr, i);
-        if source == Source::Configured || self.conns.len() < self.max_peers {
+        if source == Source::Configured || self.below_bound() {
             self.dial(ctx, i);
         } else {
             self.dials[i].retry_at = Some(Instant::now() + FULL_RECHECK);
@@ -117,14 +113,7 @@ impl NodeHandler {
 
     /// Dials the peers the tracker and DHT threads found.
     pub(super) fn take_discovered(&mut self, ctx: &mut Ctx) {
-        let found: Vec<(SocketAddr, Source)> = {
-            let mut q = self
-                .shared
-                .discovered
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut *q)
-        };
+        let found = self.shared.take_discovered(self.worker);
         let (mut tracker, mut dht) = (0u32, 0u32);
         for (addr, source) in found {
             if self.add_peer(ctx, addr, source) {
@@ -152,7 +141,7 @@ impl NodeHandler {
             .collect();
         for i in due {
             let configured = self.dials[i].source == Source::Configured;
-            if configured || self.conns.len() < self.max_peers {
+            if configured || self.below_bound() {
                 self.dial(ctx, i);
             } else {
                 self.dials[i].retry_at = Some(now + FULL_RECHECK);
@@ -209,66 +198,85 @@ impl NodeHandler {
         }
     }
 
+    /// Whether the node (all workers) has fewer than `max_peers` connections.
+    fn below_bound(&self) -> bool {
+        self.shared.open_conns.load(Ordering::Acquire) < self.max_peers
+    }
+
     /// `conn` completed its handshake with `peer_id`. If another open
-    /// connection has the same peer, closes the one the rule drops (see the
-    /// module docs); returns false if that was `conn`.
+    /// connection (on any worker) has the same peer, closes the one the rule
+    /// drops (see the module docs); returns false if that was `conn`.
     pub(super) fn keep_one_per_peer(
         &mut self,
         ctx: &mut Ctx,
         conn: ConnId,
         peer_id: [u8; 20],
     ) -> bool {
-        let Some(&other) = self.peer_ids.get(&peer_id) else {
-            self.peer_ids.insert(peer_id, conn);
-            return true;
+        let new_out = self.conns.get(&conn).is_some_and(PeerConn::outbound);
+        let mine = PeerSlot {
+            worker: self.worker,
+            conn,
+            outbound: new_out,
         };
-        let out = |c: ConnId| self.conns.get(&c).is_some_and(PeerConn::outbound);
-        let (new_out, old_out) = (out(conn), out(other));
-        let drop_new = if new_out == old_out {
-            true
+        let other = {
+            let mut ids = self
+                .shared
+                .peer_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let Some(&other) = ids.get(&peer_id) else {
+                ids.insert(peer_id, mine);
+                return true;
+            };
+            let drop_new = new_out == other.outbound
+                // Keep the connection dialled by the smaller peer id.
+                || new_out != (self.ours.peer_id < peer_id);
+            if drop_new {
+                drop(ids);
+                self.drop_conn(ctx, conn, Some(other));
+                return false;
+            }
+            ids.insert(peer_id, mine);
+            other
+        };
+        if other.worker == self.worker {
+            self.drop_conn(ctx, other.conn, Some(mine));
         } else {
-            // Keep the connection dialled by the smaller peer id.
-            let we_are_smaller = self.ours.peer_id < peer_id;
-            let keep_out = we_are_smaller;
-            new_out != keep_out
-        };
-        let (dropped, kept) = if drop_new {
-            (conn, other)
-        } else {
-            (other, conn)
-        };
+            // The other worker closes its connection (and retires its dial).
+            let msg = Command::ClosePeer(other.conn, peer_id);
+            let _ = ctx.post(other.worker, Box::new(msg));
+        }
+        true
+    }
+
+    /// Closes `dropped`, a second connection to a peer, and stops redialling
+    /// it. With `kept` on this worker, the kept connection's peer is reachable
+    /// at the dropped one's listen address too: remember it for PEX.
+    pub(super) fn drop_conn(&mut self, ctx: &mut Ctx, dropped: ConnId, kept: Option<PeerSlot>) {
         if let Some(d) = self.conns.get(&dropped).and_then(|c| c.dial) {
             self.retire_dial(Some(d));
         }
-        // The kept connection's peer is reachable at the dropped one's
-        // listen address too: remember it for PEX.
         let addr = self.conns.get(&dropped).and_then(|c| c.listen_addr);
-        if let Some(kc) = self.conns.get_mut(&kept) {
+        let kept = kept.filter(|k| k.worker == self.worker).map(|k| k.conn);
+        if let Some(kc) = kept.and_then(|k| self.conns.get_mut(&k)) {
             kc.listen_addr = kc.listen_addr.or(addr);
         }
-        self.peer_ids.insert(peer_id, kept);
         ctx.close(dropped);
-        !drop_new
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::{Bitfield, TorrentConfig};
-
-    #[test]
-    fn left_counts_the_short_last_piece() {
-        // 100,000 bytes in 16 KiB pieces: 6 full pieces and 1,696 bytes.
-        let tc = TorrentConfig::new(100_000, 16_384);
-        let mut have = Bitfield::new(tc.piece_count);
-        assert_eq!(
-            left_bytes(&Torrent::new(tc.clone(), have.clone(), 1), 100_000, 16_384),
-            100_000
-        );
-        have.set(PieceIndex(6));
-        have.set(PieceIndex(0));
-        let t = Torrent::new(tc, have, 1);
-        assert_eq!(left_bytes(&t, 100_000, 16_384), 100_000 - 1_696 - 16_384);
+    /// `conn` to `peer_id` closed: forget it in the registry unless another
+    /// connection has replaced it there.
+    pub(super) fn forget_peer_id(&self, peer_id: [u8; 20], conn: ConnId) {
+        let mut ids = self
+            .shared
+            .peer_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if ids
+            .get(&peer_id)
+            .is_some_and(|s| s.worker == self.worker && s.conn == conn)
+        {
+            ids.remove(&peer_id);
+        }
     }
 }

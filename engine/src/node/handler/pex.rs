@@ -2,7 +2,8 @@
 //! connected to, and dialling the peers others tell us about.
 //!
 //! Each peer that advertised `ut_pex` in its BEP 10 handshake gets, every
-//! interval, the listen addresses of our connected peers it has not been told
+//! interval, the listen addresses of our connected peers (on every worker:
+//! each publishes its list on its tick) it has not been told
 //! about (`added`, at most [`MAX_ADDED_PER_MESSAGE`], the rest next time) and
 //! those it was told about that are gone (`dropped`). Between p2pe nodes the
 //! interval is the node's `pex_interval` (2 s in the datacenter profile);
@@ -83,7 +84,7 @@ impl NodeHandler {
         let Some(interval) = self.pex_interval else {
             return;
         };
-        let current: Vec<(SocketAddr, PexFlags)> = self
+        let mine: Vec<(SocketAddr, PexFlags)> = self
             .conns
             .values()
             .filter(|pc| pc.registered)
@@ -96,6 +97,10 @@ impl NodeHandler {
                 pc.listen_addr.map(|a| (a, flags))
             })
             .collect();
+        // Peers of every worker: a peer hears of all our connections.
+        let mut current = self.shared.exchange_pex(self.worker, mine);
+        current.sort_by_key(|(a, _)| *a);
+        current.dedup_by_key(|(a, _)| *a);
         let current_set: HashSet<SocketAddr> = current.iter().map(|(a, _)| *a).collect();
         let due: Vec<ConnId> = self
             .conns

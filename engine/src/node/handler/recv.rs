@@ -118,6 +118,8 @@ impl NodeHandler {
         };
         pc.registered = true;
         let (key, caps) = (pc.key, pc.caps);
+        // The bitfield we send must include pieces other workers verified.
+        self.sync_have();
         let now = self.now();
         self.torrent.handle_peer_connected(now, key, caps);
     }

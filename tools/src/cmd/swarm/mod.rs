@@ -46,6 +46,11 @@ pub struct Args {
     /// Upload limit passed to the seeder (`--upload-limit`).
     #[arg(long, value_name = "RATE")]
     pub seed_upload_limit: Option<String>,
+    /// Runtime workers of each process (seeder and leechers): the processes
+    /// share this machine, so one each unless told.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: u16,
 }
 
 /// Removes the work directory on drop unless kept.
@@ -134,6 +139,7 @@ fn run_with_tracker(
     if let Some(l) = &args.seed_upload_limit {
         seed_args.extend(["--upload-limit".into(), l.clone()]);
     }
+    seed_args.extend(["--workers".into(), args.workers.to_string()]);
     let (mut seeder, _seed_addr) =
         Child::spawn(exe, &seed_args, &dir.join("seed.log"), STARTUP_BOUND)?;
     let result = run_leechers(args, exe, dir, &torrent);
@@ -157,6 +163,8 @@ fn run_leechers(args: &Args, exe: &Path, dir: &Path, torrent: &Path) -> anyhow::
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--json".into(),
+            "--workers".into(),
+            args.workers.to_string(),
         ];
         match Child::spawn(exe, &a, &dir.join(format!("peer{i}.log")), STARTUP_BOUND) {
             Ok((c, _addr)) => kids.push(c),
@@ -308,6 +316,7 @@ fn report(
     if args.json {
         let j = serde_json::json!({
             "peers": leechers.len(),
+            "workers": args.workers,
             "bytes": total,
             "completion_s": {"min": min, "median": med, "max": max},
             "last_exit_s": last_exit,

@@ -1,0 +1,209 @@
+//! State shared by the node's workers and its owner, and the messages between workers.
+//!
+//! Lock-free on the hot path: piece sets are [`AtomicBitfield`]s, counters are atomics
+//! summed over the workers (each adds its own deltas). Locks are taken only off the hot
+//! path: at handshake and close (the peer-id registry that keeps one connection per
+//! peer across workers), on the 100 ms tick (discovered addresses, PEX lists), for log
+//! lines and for the fatal error.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::core::{AtomicBitfield, ChokeCandidate, ChokeDecision, PieceIndex};
+use crate::rt::ConnId;
+use crate::store::StoreError;
+use crate::wire::pex::PexFlags;
+
+use super::peer::Source;
+
+/// Most log lines kept for [`super::Node::poll_event`]; older ones are dropped.
+const MAX_EVENTS: usize = 256;
+
+/// Most addresses waiting in one worker's discovered queue.
+const MAX_DISCOVERED: usize = 4096;
+
+/// The worker that dials `addr`: a fixed hash of the address, so every source (command
+/// line, tracker, PEX, DHT) sends one address to the same worker and dials spread
+/// evenly over the workers.
+pub(crate) fn dial_owner(addr: SocketAddr, workers: usize) -> usize {
+    // DefaultHasher::new() has fixed keys: the same address maps to the same worker.
+    let mut h = DefaultHasher::new();
+    addr.hash(&mut h);
+    (h.finish() % workers.max(1) as u64) as usize
+}
+
+/// Where the connection to one peer id lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerSlot {
+    pub(crate) worker: usize,
+    pub(crate) conn: ConnId,
+    /// We dialled it.
+    pub(crate) outbound: bool,
+}
+
+/// State the workers publish for the owner of the [`super::Node`] and share with each
+/// other.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Number of runtime workers.
+    pub(crate) workers: usize,
+    /// The clock origin of every worker's core (`Time` is comparable across workers).
+    pub(crate) epoch: Instant,
+    /// Pieces verified by any worker (or present at start).
+    pub(crate) have: Arc<AtomicBitfield>,
+    /// Piece claims of the workers' pickers (see [`crate::core::claims`]).
+    pub(crate) claims: Arc<AtomicBitfield>,
+    pub(crate) verified_pieces: AtomicU32,
+    pub(crate) piece_count: AtomicU32,
+    pub(crate) downloaded_bytes: AtomicU64,
+    pub(crate) uploaded_bytes: AtomicU64,
+    pub(crate) peers: AtomicU32,
+    pub(crate) peers_seen: AtomicU32,
+    pub(crate) complete: AtomicBool,
+    /// Payload bytes still missing (BEP 3 `left`).
+    pub(crate) left_bytes: AtomicU64,
+    /// The port we accept peers on (0 until known).
+    pub(crate) listen_port: AtomicU16,
+    pub(crate) tracker_peers_learned: AtomicU32,
+    pub(crate) pex_peers_learned: AtomicU32,
+    pub(crate) dht_peers_learned: AtomicU32,
+    pub(crate) announces_ok: AtomicU32,
+    /// Open connections over all workers (the `max_peers` bound is per node).
+    pub(crate) open_conns: AtomicUsize,
+    /// Per worker: peers the tracker and DHT threads learned, for it to dial.
+    discovered: Vec<Mutex<Vec<(SocketAddr, Source)>>>,
+    /// One connection per peer id over all workers (taken at handshake and close).
+    pub(crate) peer_ids: Mutex<HashMap<[u8; 20], PeerSlot>>,
+    /// Per worker: listen addresses of its registered peers, for everyone's PEX.
+    pex_lists: Vec<Mutex<Vec<(SocketAddr, PexFlags)>>>,
+    /// Log lines for the owner ([`super::Node::poll_event`]), oldest first.
+    pub(crate) events: Mutex<VecDeque<String>>,
+    pub(crate) fatal: Mutex<Option<StoreError>>,
+}
+
+impl Shared {
+    /// Shared state of a node of `workers` workers over `piece_count` pieces.
+    pub(crate) fn new(piece_count: u32, workers: usize) -> Self {
+        let workers = workers.max(1);
+        Shared {
+            workers,
+            epoch: Instant::now(),
+            have: Arc::new(AtomicBitfield::new(piece_count)),
+            claims: Arc::new(AtomicBitfield::new(piece_count)),
+            verified_pieces: AtomicU32::new(0),
+            piece_count: AtomicU32::new(piece_count),
+            downloaded_bytes: AtomicU64::new(0),
+            uploaded_bytes: AtomicU64::new(0),
+            peers: AtomicU32::new(0),
+            peers_seen: AtomicU32::new(0),
+            complete: AtomicBool::new(false),
+            left_bytes: AtomicU64::new(0),
+            listen_port: AtomicU16::new(0),
+            tracker_peers_learned: AtomicU32::new(0),
+            pex_peers_learned: AtomicU32::new(0),
+            dht_peers_learned: AtomicU32::new(0),
+            announces_ok: AtomicU32::new(0),
+            open_conns: AtomicUsize::new(0),
+            discovered: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
+            peer_ids: Mutex::new(HashMap::new()),
+            pex_lists: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
+            events: Mutex::new(VecDeque::new()),
+            fatal: Mutex::new(None),
+        }
+    }
+
+    /// Queues a log line for the owner, dropping the oldest beyond [`MAX_EVENTS`].
+    pub(crate) fn log(&self, line: String) {
+        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= MAX_EVENTS {
+            q.pop_front();
+        }
+        q.push_back(line);
+    }
+
+    /// Hands addresses a discovery thread found to the workers that dial them.
+    pub(crate) fn discovered(&self, found: impl IntoIterator<Item = SocketAddr>, source: Source) {
+        let mut by_worker: Vec<Vec<SocketAddr>> = vec![Vec::new(); self.workers];
+        for a in found {
+            if let Some(v) = by_worker.get_mut(dial_owner(a, self.workers)) {
+                v.push(a);
+            }
+        }
+        for (q, found) in self.discovered.iter().zip(by_worker) {
+            if found.is_empty() {
+                continue;
+            }
+            let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+            let room = MAX_DISCOVERED.saturating_sub(q.len());
+            q.extend(found.into_iter().map(|a| (a, source)).take(room));
+        }
+    }
+
+    /// Takes worker `worker`'s discovered addresses.
+    pub(crate) fn take_discovered(&self, worker: usize) -> Vec<(SocketAddr, Source)> {
+        self.discovered.get(worker).map_or_else(Vec::new, |q| {
+            std::mem::take(&mut *q.lock().unwrap_or_else(|e| e.into_inner()))
+        })
+    }
+
+    /// Publishes worker `worker`'s PEX list and returns everyone's (for BEP 11 `added`).
+    pub(crate) fn exchange_pex(
+        &self,
+        worker: usize,
+        mine: Vec<(SocketAddr, PexFlags)>,
+    ) -> Vec<(SocketAddr, PexFlags)> {
+        if let Some(slot) = self.pex_lists.get(worker) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = mine;
+        }
+        let mut all = Vec::new();
+        for l in &self.pex_lists {
+            all.extend(l.lock().unwrap_or_else(|e| e.into_inner()).iter().copied());
+        }
+        all
+    }
+
+    /// A piece was verified on some worker: true if it is new to the node (the caller
+    /// then tells the other workers). Updates `verified_pieces`, `left_bytes` and
+    /// `complete`.
+    pub(crate) fn piece_verified(&self, piece: PieceIndex, piece_len_bytes: u64) -> bool {
+        if !self.have.try_set(piece) {
+            return false;
+        }
+        self.claims.try_set(piece);
+        let _ = self
+            .left_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |l| {
+                Some(l.saturating_sub(piece_len_bytes))
+            });
+        let n = self.verified_pieces.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.piece_count.load(Ordering::Acquire) {
+            self.complete.store(true, Ordering::Release);
+        }
+        true
+    }
+}
+
+/// A control message to a worker.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Connect to this peer (and keep reconnecting while incomplete).
+    Connect(SocketAddr),
+    /// Start the worker's timer tick (it then re-arms itself): the tick
+    /// picks up tracker peers, redials and sends PEX.
+    Start,
+    /// Another worker learned this address (PEX): dial it (this worker owns it).
+    AddPeer(SocketAddr, Source),
+    /// Another worker verified this piece: have it, tell our peers.
+    PieceVerified(PieceIndex),
+    /// Another worker kept a connection to this peer id: close ours, `conn`.
+    ClosePeer(ConnId, [u8; 20]),
+    /// To worker 0: worker `.0`'s choke report of the latest interval.
+    ChokeReport(usize, Vec<ChokeCandidate>),
+    /// From worker 0: this worker's part of a batched choke pass.
+    ChokeDecision(ChokeDecision),
+}
