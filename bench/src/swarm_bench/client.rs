@@ -294,6 +294,10 @@ impl SwarmClient for P2pe {
             &path_str(ctx.dir),
             "--listen",
             &ctx.listen.to_string(),
+            "--json",
+            // The emulated hosts share this machine's cores.
+            "--workers",
+            "1",
         ];
         PeerCommand {
             argv: argv.iter().map(|s| (*s).to_owned()).collect(),
@@ -310,6 +314,8 @@ impl SwarmClient for P2pe {
             "--listen",
             &ctx.listen.to_string(),
             "--json",
+            "--workers",
+            "1",
         ];
         let mut argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
         if ctx.stay {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::claims::AtomicBitfield;
+use super::upload_history::UploadHistory;
 
 /// Size of the request grain, in bytes: the block length every BitTorrent client accepts
 /// (BEP 3 recommends 2^14; many clients refuse larger requests).
@@ -134,6 +135,10 @@ pub struct TorrentConfig {
     /// worker), so no two of them download the same piece; see [`super::claims`].
     /// `None` (the default): every claim is granted.
     pub claims: Option<Arc<AtomicBitfield>>,
+    /// The distinct-first seeder's upload history shared with the other torrents of the
+    /// same node, so the origin's workers together send each piece about once before any
+    /// piece twice; see [`super::upload_history`]. `None` (the default): this torrent's own.
+    pub upload_history: Option<Arc<UploadHistory>>,
     /// Who makes the choke decisions (default: this torrent).
     pub choker_mode: ChokerMode,
 }
@@ -170,6 +175,7 @@ impl TorrentConfig {
             suggest_pieces: 2,
             keepalive_interval: Duration::from_secs(120),
             claims: None,
+            upload_history: None,
             choker_mode: ChokerMode::Local,
         }
     }

@@ -44,6 +44,7 @@ mod peer;
 mod picker;
 pub mod time;
 mod torrent;
+pub mod upload_history;
 
 pub use bitfield::{Bitfield, BitfieldError};
 pub use choker::{BatchChoker, ChokeCandidate, ChokeDecision};

@@ -18,11 +18,14 @@
 //! - a claim bitmap ([`crate::core::claims`]): a worker's picker claims a
 //!   piece before requesting its first block, so two workers never download
 //!   the same piece (endgame duplicates only a worker's own pieces);
+//! - the distinct-first seeder's upload history
+//!   ([`crate::core::upload_history`]), so an origin's workers together send
+//!   each piece about once before any piece twice;
 //! - the progress counters, to which each worker adds its own deltas.
 //!
 //! Per worker, not merged: availability counts (rarest-first ranks pieces by
-//! the worker's own peers), the distinct-first seeder's upload counts, PEX
-//! state per peer (the address lists are shared). Choking is node-wide: every rechoke interval each worker reports
+//! the worker's own peers), PEX state per peer (the address lists are
+//! shared). Choking is node-wide: every rechoke interval each worker reports
 //! its peers' rates to worker 0, which runs one [`crate::core::BatchChoker`]
 //! pass (top `unchoke_slots` by rate plus one optimistic unchoke over all
 //! peers) and posts each worker its decision. With one worker everything is
@@ -430,6 +433,7 @@ impl Node {
             .store(verified == info.piece_count(), Ordering::Release);
         if shared.workers > 1 {
             tc.claims = Some(shared.claims.clone());
+            tc.upload_history = Some(shared.upload_history.clone());
             tc.choker_mode = ChokerMode::External {
                 initial_slots: config.choker.unchoke_slots / shared.workers,
             };

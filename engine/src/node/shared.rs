@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::core::upload_history::UploadHistory;
 use crate::core::{AtomicBitfield, ChokeCandidate, ChokeDecision, PieceIndex};
 use crate::rt::ConnId;
 use crate::store::StoreError;
@@ -58,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) have: Arc<AtomicBitfield>,
     /// Piece claims of the workers' pickers (see [`crate::core::claims`]).
     pub(crate) claims: Arc<AtomicBitfield>,
+    /// The origin's per-piece upload history, one for all workers (see
+    /// [`crate::core::upload_history`]).
+    pub(crate) upload_history: Arc<UploadHistory>,
     pub(crate) verified_pieces: AtomicU32,
     pub(crate) piece_count: AtomicU32,
     pub(crate) downloaded_bytes: AtomicU64,
@@ -95,6 +99,7 @@ impl Shared {
             epoch: Instant::now(),
             have: Arc::new(AtomicBitfield::new(piece_count)),
             claims: Arc::new(AtomicBitfield::new(piece_count)),
+            upload_history: Arc::new(UploadHistory::new(piece_count)),
             verified_pieces: AtomicU32::new(0),
             piece_count: AtomicU32::new(piece_count),
             downloaded_bytes: AtomicU64::new(0),

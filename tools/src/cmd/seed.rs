@@ -34,6 +34,10 @@ pub struct Args {
     /// first one came); for scripts and tests.
     #[arg(long, value_name = "SECS")]
     pub exit_after_idle: Option<u64>,
+    /// At exit, print one JSON summary object on stdout (`uploaded_bytes`,
+    /// `seconds`, `peers`, tracker/PEX/DHT counters).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
     #[command(flatten)]
@@ -112,6 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         meta.info_hash(),
         workers
     );
+    let started = Instant::now();
     let mut last_busy = Instant::now();
     let mut seen_peer = false;
     while !stopped(&stop) {
@@ -141,5 +146,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "uploaded {} bytes to {} peers",
         p.uploaded_bytes, p.peers_seen
     );
+    if args.json {
+        let summary = serde_json::json!({
+            "uploaded_bytes": p.uploaded_bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+            "peers": p.peers_seen,
+            "announces_ok": p.announces_ok,
+            "tracker_peers_learned": p.tracker_peers_learned,
+            "pex_peers_learned": p.pex_peers_learned,
+            "dht_peers_learned": p.dht_peers_learned,
+        });
+        println!("{summary}");
+    }
     Ok(())
 }

@@ -5,13 +5,14 @@ use super::Torrent;
 use crate::core::choker::Candidate;
 use crate::core::config::BLOCK_LEN_BYTES;
 use crate::core::peer::{remember_up_to, SEEDER_REJECT_MEMORY};
+use crate::core::upload_history::UploadHistory;
 use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError};
 use crate::core::{SeederPolicy, Time, TorrentConfig};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
-const NO_OWNER: u64 = u64::MAX;
 /// Pending requests examined when choosing what to upload next; bounds the cost per
 /// block while still reordering within a few pipelines' worth of requests.
 const CHOOSE_WINDOW: usize = 64;
@@ -30,13 +31,9 @@ pub(super) struct UploadState {
     origin: bool,
     /// Consecutive choices that passed over `pending[0]`.
     front_skips: u32,
-    /// Per piece: copies started (offset-0 blocks sent), saturating.
-    copies: Vec<u16>,
-    /// Per piece: peer that received the latest copy (`NO_OWNER` if none).
-    owner: Vec<u64>,
-    /// `copies_hist[c]`: pieces with exactly `c` copies; `min_copies`: lowest non-empty.
-    copies_hist: Vec<u32>,
-    min_copies: u16,
+    /// Per piece: copies started and the latest receiver (maybe shared by the node's
+    /// workers), and the current round (lowest copy count).
+    history: Arc<UploadHistory>,
     suggest_order: Vec<PieceIndex>,
     suggest_cursor: usize,
 }
@@ -54,10 +51,10 @@ impl UploadState {
             outstanding: BTreeMap::new(),
             origin,
             front_skips: 0,
-            copies: vec![0; n as usize],
-            owner: vec![NO_OWNER; n as usize],
-            copies_hist: vec![n],
-            min_copies: 0,
+            history: config
+                .upload_history
+                .clone()
+                .unwrap_or_else(|| Arc::new(UploadHistory::new(n))),
             suggest_order: order,
             suggest_cursor: 0,
         }
@@ -71,32 +68,11 @@ impl UploadState {
 
     /// Copies of `piece` that went to peers other than `key`.
     fn copies_elsewhere(&self, piece: PieceIndex, key: PeerKey) -> u16 {
-        let i = piece.0 as usize;
-        match self.owner.get(i) {
-            Some(&o) if o == key.0 => 0,
-            _ => self.copies.get(i).copied().unwrap_or(0),
-        }
+        self.history.copies_elsewhere(piece, key)
     }
 
-    fn record_copy(&mut self, piece: PieceIndex, key: PeerKey) {
-        let i = piece.0 as usize;
-        let (Some(c), Some(o)) = (self.copies.get_mut(i), self.owner.get_mut(i)) else {
-            return;
-        };
-        if *c == u16::MAX {
-            return;
-        }
-        let old = *c as usize;
-        *c += 1;
-        *o = key.0;
-        if self.copies_hist.len() <= old + 1 {
-            self.copies_hist.resize(old + 2, 0);
-        }
-        self.copies_hist[old] -= 1;
-        self.copies_hist[old + 1] += 1;
-        while self.copies_hist.get(self.min_copies as usize) == Some(&0) {
-            self.min_copies += 1;
-        }
+    fn record_copy(&self, piece: PieceIndex, key: PeerKey) {
+        self.history.record_copy(piece, key);
     }
 
     /// Whether serving `piece` to `key` would start a copy beyond the current round
@@ -104,7 +80,7 @@ impl UploadState {
     /// are the round: an origin whose distinct pieces are all out would otherwise sit
     /// idle while the last pieces spread, instead of feeding the tail.
     fn ahead_of_round(&self, piece: PieceIndex, key: PeerKey) -> bool {
-        self.copies_elsewhere(piece, key) > self.min_copies
+        self.copies_elsewhere(piece, key) > self.history.min_copies()
     }
 
     /// Next least-uploaded piece in the shuffled suggestion order (one lap at most).
@@ -113,7 +89,7 @@ impl UploadState {
         for _ in 0..n {
             let p = self.suggest_order[self.suggest_cursor % n];
             self.suggest_cursor = (self.suggest_cursor + 1) % n;
-            if self.copies.get(p.0 as usize) == Some(&self.min_copies) {
+            if self.history.copies(p) == self.history.min_copies() {
                 return Some(p);
             }
         }
