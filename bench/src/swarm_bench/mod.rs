@@ -96,6 +96,8 @@ pub struct RunConfig {
     /// Announce over HTTP instead of UDP (BEP 15, the default: what large
     /// fleets use, one round trip cheaper).
     pub http_announce: bool,
+    /// `p2pe create --piece-length` of the swarm's torrent (`auto` or bytes).
+    pub piece_length: String,
 }
 
 /// Registers SIGINT, SIGTERM and SIGHUP to set the returned flag (instead of

@@ -43,6 +43,7 @@ pub(super) fn prepare(scenario: &Scenario, config: &RunConfig) -> Result<Prepare
         .arg(&data_file)
         .arg("-o")
         .arg(&torrent)
+        .args(["--piece-length", &config.piece_length])
         .args([
             "--force",
             "--tracker",

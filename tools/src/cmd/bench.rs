@@ -109,6 +109,9 @@ pub struct SwarmArgs {
     /// Announce over HTTP (default: UDP, BEP 15).
     #[arg(long)]
     http_announce: bool,
+    /// Piece length of the swarm's torrent: `auto` (as `p2pe create`) or bytes.
+    #[arg(long, default_value = "auto")]
+    piece_length: String,
 }
 
 /// Runs `p2pe bench`.
@@ -214,6 +217,7 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
         prefix: netns::run_prefix("p2pb"),
         leechers_stay: !a.leechers_leave,
         http_announce: a.http_announce,
+        piece_length: a.piece_length.clone(),
     };
     let setup = format!(
         "{} hosts ({} leechers, {} slow), F = {} bytes, rate {} Mbit/s, origin {} Mbit/s, slow {} Mbit/s, tracker {}, tbf burst ≥128 KiB, latency 50ms, leechers {}",
