@@ -230,6 +230,12 @@ mod tests {
     /// Serves one HTTP connection: reads the request head, then answers `reply`
     /// (or, with `None`, holds the connection open until the client hangs up).
     fn fake_http(reply: Option<Vec<u8>>) -> SocketAddr {
+        fake_http_seen(reply).0
+    }
+
+    /// As [`fake_http`], also handing over the request head it read.
+    fn fake_http_seen(reply: Option<Vec<u8>>) -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = std::sync::mpsc::channel();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -242,6 +248,7 @@ mod tests {
             while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
                 head.push(byte[0]);
             }
+            let _ = tx.send(head);
             match reply {
                 Some(body) => {
                     let _ = write!(
@@ -254,7 +261,22 @@ mod tests {
                 None => while conn.read(&mut byte).unwrap_or(0) == 1 {},
             }
         });
-        addr
+        (addr, rx)
+    }
+
+    #[test]
+    fn http_announces_ask_for_one_request_per_connection() {
+        // A tracker on tiny_http parks new connections behind idle keep-alive ones.
+        let (addr, head) = fake_http_seen(Some(
+            b"d8:completei1e10:incompletei0e8:intervali60e5:peers0:e".to_vec(),
+        ));
+        let mut d = driver(vec![vec![format!("http://{addr}/announce")]], 3333);
+        run(&mut d);
+        let head = String::from_utf8(head.recv().unwrap())
+            .unwrap()
+            .to_lowercase();
+        assert!(head.starts_with("get /announce?"), "{head}");
+        assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
     }
 
     fn driver(tiers: Vec<Vec<String>>, port: u16) -> TrackerDriver {
