@@ -92,6 +92,8 @@ pub(crate) struct PeerConn {
     pub(crate) next_pex_at: Option<Instant>,
     /// The `piece` message whose payload is arriving, if any.
     pub(crate) incoming: Option<Incoming>,
+    /// Requests sent on this connection (the first one is logged).
+    pub(crate) requests_sent: u64,
 }
 
 impl PeerConn {
@@ -114,6 +116,7 @@ impl PeerConn {
             pex_sent: HashSet::new(),
             next_pex_at: None,
             incoming: None,
+            requests_sent: 0,
         }
     }
 
