@@ -198,29 +198,37 @@ impl NodeHandler {
             offset_bytes: h.begin.0,
             len_bytes: h.len_bytes,
         };
-        let streamed_elsewhere = self.conns.iter().any(|(c, pc)| {
-            *c != conn
-                && pc
-                    .incoming
-                    .as_ref()
-                    .is_some_and(|i| i.block == block && matches!(i.sink, Sink::Store))
-        });
-        let Some(pc) = self.conns.get_mut(&conn) else {
+        let Some(key) = self.conns.get(&conn).map(|pc| pc.key) else {
             return;
         };
-        let sink = if !self.torrent.wants_block(pc.key, &block) {
+        let sink = if !self.torrent.wants_block(key, &block) {
             Sink::Discard
-        } else if streamed_elsewhere {
+        } else if self.streamed_elsewhere(conn, &block) {
             // Bounded by the negotiated request length the decoder enforces.
             Sink::Buffer(Vec::with_capacity(h.len_bytes as usize))
         } else {
             Sink::Store
+        };
+        let Some(pc) = self.conns.get_mut(&conn) else {
+            return;
         };
         pc.incoming = Some(Incoming {
             block,
             received_bytes: 0,
             sink,
         });
+    }
+
+    /// Whether a connection other than `conn` is streaming `block` into
+    /// storage (only asked for wanted blocks: O(connections)).
+    fn streamed_elsewhere(&self, conn: ConnId, block: &Block) -> bool {
+        self.conns.iter().any(|(c, pc)| {
+            *c != conn
+                && pc
+                    .incoming
+                    .as_ref()
+                    .is_some_and(|i| i.block == *block && matches!(i.sink, Sink::Store))
+        })
     }
 
     /// Payload bytes of the current `piece` message of `conn`.
