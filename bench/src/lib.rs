@@ -1,8 +1,10 @@
 //! p2pe benchmarks: criterion micro-benchmarks live in `benches/`; this
 //! library holds the system harnesses: [`netns`] (emulated hosts: network
-//! namespaces on a bridge, shaped with tbf) and [`swarm_bench`] (one origin,
-//! a tracker and many leechers on those hosts, compared with D_p2p).
+//! namespaces on a bridge, shaped with tbf), [`swarm_bench`] (one origin,
+//! a tracker and many leechers on those hosts, compared with D_p2p) and
+//! [`node_linerate`] (`p2pe seed` to `p2pe get` over loopback against iperf3).
 #![warn(missing_docs)]
 
 pub mod netns;
+pub mod node_linerate;
 pub mod swarm_bench;

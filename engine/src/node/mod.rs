@@ -53,9 +53,11 @@
 //!    other clients);
 //! 3. the peer is handed to the core on its extended handshake, or on its
 //!    first other message, or [`EXT_HANDSHAKE_WAIT`] after the handshake;
-//! 4. received bytes go through an incremental [`crate::wire::peer::Decoder`];
-//!    `piece` messages are accepted by the core first, then written to
-//!    storage; [`crate::core::Action::VerifyPiece`] hashes on the worker;
+//! 4. received bytes go through an incremental [`crate::wire::peer::Decoder`]
+//!    in streaming mode: a `piece` payload is written to storage chunk by
+//!    chunk straight from the runtime's receive buffer while the core wants
+//!    that block from that peer, and the core learns of the block at its last
+//!    byte; [`crate::core::Action::VerifyPiece`] hashes on the worker;
 //!    [`crate::core::Action::SendBlock`] becomes the 13-byte piece header plus
 //!    the block's file regions in one gathered send (two regions when the block
 //!    spans two files; the runtime's per-connection FIFO keeps the order).

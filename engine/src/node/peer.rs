@@ -33,6 +33,29 @@ pub(crate) enum Outgoing {
     Block(Block),
 }
 
+/// Where the payload of the `piece` message being received goes.
+#[derive(Debug)]
+pub(crate) enum Sink {
+    /// Straight into storage, chunk by chunk, while the core still wants the
+    /// block from this peer (at most one connection streams a given block).
+    Store,
+    /// Collected, and written whole at the end if still wanted: a duplicate
+    /// of a block another connection is streaming into storage.
+    Buffer(Vec<u8>),
+    /// Dropped: the block is not (or no longer) wanted.
+    Discard,
+}
+
+/// The `piece` message being received on a connection.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    /// The block its header names (index, begin, payload length).
+    pub(crate) block: Block,
+    /// Payload bytes received so far.
+    pub(crate) received_bytes: u32,
+    pub(crate) sink: Sink,
+}
+
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct PeerConn {
@@ -67,6 +90,10 @@ pub(crate) struct PeerConn {
     pub(crate) pex_sent: HashSet<SocketAddr>,
     /// When this peer is due its next PEX message.
     pub(crate) next_pex_at: Option<Instant>,
+    /// The `piece` message whose payload is arriving, if any.
+    pub(crate) incoming: Option<Incoming>,
+    /// Requests sent on this connection (the first one is logged).
+    pub(crate) requests_sent: u64,
 }
 
 impl PeerConn {
@@ -88,6 +115,8 @@ impl PeerConn {
             is_p2pe: false,
             pex_sent: HashSet::new(),
             next_pex_at: None,
+            incoming: None,
+            requests_sent: 0,
         }
     }
 

@@ -94,8 +94,12 @@ pub struct Storage {
     pub(crate) recheck: AtomicBitmap,
     /// Verified since the last msync.
     pub(crate) dirty: AtomicBitmap,
-    /// xxh3-64 of each verified piece (meaningless for the others).
+    /// xxh3-64 of each verified piece (meaningless for the others, and for
+    /// verified pieces in `xxh3_stale`).
     pub(crate) xxh3: Vec<AtomicU64>,
+    /// Verified by [`Storage::verify_piece`], xxh3 not computed yet (done by
+    /// [`Storage::flush_resume`], off the download path).
+    pub(crate) xxh3_stale: AtomicBitmap,
     /// Serializes [`Storage::flush_resume`].
     pub(crate) flush_lock: Mutex<()>,
 }
@@ -139,6 +143,7 @@ impl Storage {
             recheck: AtomicBitmap::new(n),
             dirty: AtomicBitmap::new(n),
             xxh3: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            xxh3_stale: AtomicBitmap::new(n),
             flush_lock: Mutex::new(()),
             layout,
         };
@@ -218,6 +223,17 @@ impl Storage {
                 if let Err(e) = self.msync_piece(piece) {
                     self.dirty.set(piece);
                     return Err(e);
+                }
+            }
+            if self.xxh3_stale.clear(piece) {
+                match self.fill_xxh3(piece) {
+                    Ok(()) => {}
+                    // Dropped meanwhile (changed on disk): not listed.
+                    Err(StoreError::NotVerified { .. }) => continue,
+                    Err(e) => {
+                        self.xxh3_stale.set(piece);
+                        return Err(e);
+                    }
                 }
             }
             let xxh3 = self

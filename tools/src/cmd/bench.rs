@@ -1,6 +1,10 @@
 //! `p2pe bench`: system benchmarks. `p2pe bench swarm` runs one origin, a
 //! tracker and many leechers on emulated hosts (network namespaces shaped with
 //! tbf) and compares the measured distribution time with D_p2p.
+//! `p2pe bench linerate` runs `p2pe seed` -> `p2pe get` over 127.0.0.1 against
+//! iperf3 (see `bench/linerate.rs`).
+
+mod linerate;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +27,8 @@ pub struct Args {
 enum BenchCommand {
     /// Swarm distribution on emulated hosts (needs root).
     Swarm(SwarmArgs),
+    /// Node data-plane line rate: `p2pe seed` -> `p2pe get` on 127.0.0.1 vs iperf3.
+    Linerate(linerate::LinerateArgs),
 }
 
 /// Which swarm client to run.
@@ -118,6 +124,7 @@ pub struct SwarmArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Swarm(a) => swarm(a),
+        BenchCommand::Linerate(a) => linerate::run(a),
     }
 }
 

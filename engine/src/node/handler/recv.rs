@@ -1,19 +1,34 @@
 //! Receive path: handshake, extended handshake, decoding, blocks to storage.
+//!
+//! `piece` payloads are streamed ([`Decoder::decode_from`]): each chunk goes
+//! from the runtime's receive buffer straight into the storage mapping, one
+//! copy instead of two (runtime buffer -> decoder -> mapping); measured in
+//! `perf/recv-path.md`. Peer input stays untrusted:
+//! - a chunk is written only while the core wants that block from this peer
+//!   ([`crate::core::Torrent::wants_block`], checked per chunk), only inside
+//!   the block (the store bounds-checks every write), and never into a
+//!   verified piece (the store refuses);
+//! - at most one connection streams a given block into storage; a duplicate
+//!   arriving meanwhile (endgame) is buffered and written whole at its end if
+//!   still wanted, so two peers' bytes never interleave within one block;
+//! - the core learns of the block only once its last byte arrived; a truncated
+//!   message leaves the block unreceived, to be overwritten whole by whoever
+//!   delivers it, and pieces are verified (SHA-1) before they are served or
+//!   announced.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Bytes;
-
-use crate::core::{Block, PeerCaps};
+use crate::core::{Block, PeerCaps, PieceIndex};
 use crate::rt::{ConnId, Ctx};
 use crate::store::StoreError;
 use crate::wire::peer::{
-    negotiated_max_request_len, DecoderLimits, ExtendedMessage, Message, BLOCK_LEN_BYTES,
+    negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage, Message, PieceHeader,
+    BLOCK_LEN_BYTES,
 };
 
 use super::super::convert::{self, Inbound};
-use super::super::peer::Phase;
+use super::super::peer::{Incoming, Phase, Sink};
 use super::super::EXT_HANDSHAKE_WAIT;
 use super::{NodeHandler, PEX_EXT_ID};
 
@@ -24,7 +39,10 @@ impl NodeHandler {
         let Some(pc) = self.conns.get_mut(&conn) else {
             return;
         };
+        let mut input = data;
         if let Phase::Handshake(hd) = &mut pc.phase {
+            // The bytes after the handshake stay in the decoder's buffer.
+            input = &[];
             hd.extend(data);
             match hd.next_handshake() {
                 Ok(None) => return,
@@ -61,10 +79,8 @@ impl NodeHandler {
                     return;
                 }
             }
-        } else if let Phase::Open { decoder, .. } = &mut pc.phase {
-            decoder.extend(data);
         }
-        self.decode_all(ctx, conn);
+        self.decode_all(ctx, conn, input);
     }
 
     /// The peer's handshake arrived: send our extended handshake, or hand a
@@ -142,7 +158,9 @@ impl NodeHandler {
         }
     }
 
-    fn decode_all(&mut self, ctx: &mut Ctx, conn: ConnId) {
+    /// Decodes the buffered bytes of `conn`, then `input`, handling each
+    /// message and streaming `piece` payloads to storage.
+    fn decode_all(&mut self, ctx: &mut Ctx, conn: ConnId, mut input: &[u8]) {
         loop {
             let Some(pc) = self.conns.get_mut(&conn) else {
                 return;
@@ -153,20 +171,129 @@ impl NodeHandler {
             let Phase::Open { decoder, .. } = &mut pc.phase else {
                 return;
             };
-            match decoder.next_message() {
+            let ok = match decoder.decode_from(&mut input) {
                 Ok(None) => return,
-                Ok(Some(msg)) => {
-                    if !self.handle_message(ctx, conn, msg) {
-                        ctx.close(conn);
-                        return;
-                    }
+                Ok(Some(Decoded::Message(msg))) => self.handle_message(ctx, conn, msg),
+                Ok(Some(Decoded::PieceStart(h))) => {
+                    self.on_piece_start(conn, h);
+                    true
                 }
-                Err(_) => {
-                    ctx.close(conn);
-                    return;
+                Ok(Some(Decoded::PiecePayload(chunk))) => {
+                    self.on_piece_payload(conn, &chunk);
+                    true
                 }
+                Ok(Some(Decoded::PieceEnd(h))) => self.on_piece_end(ctx, conn, h),
+                Err(_) => false,
+            };
+            if !ok {
+                ctx.close(conn);
+                return;
             }
         }
+    }
+
+    /// A `piece` header arrived: choose where its payload goes.
+    fn on_piece_start(&mut self, conn: ConnId, h: PieceHeader) {
+        self.register(conn, BLOCK_LEN_BYTES);
+        let block = Block {
+            piece: PieceIndex(h.index.0),
+            offset_bytes: h.begin.0,
+            len_bytes: h.len_bytes,
+        };
+        let Some(key) = self.conns.get(&conn).map(|pc| pc.key) else {
+            return;
+        };
+        let sink = if !self.torrent.wants_block(key, &block) {
+            Sink::Discard
+        } else if self.streamed_elsewhere(conn, &block) {
+            // Bounded by the negotiated request length the decoder enforces.
+            Sink::Buffer(Vec::with_capacity(h.len_bytes as usize))
+        } else {
+            Sink::Store
+        };
+        let Some(pc) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        pc.incoming = Some(Incoming {
+            block,
+            received_bytes: 0,
+            sink,
+        });
+    }
+
+    /// Whether a connection other than `conn` is streaming `block` into
+    /// storage (only asked for wanted blocks: O(connections)).
+    fn streamed_elsewhere(&self, conn: ConnId, block: &Block) -> bool {
+        self.conns.iter().any(|(c, pc)| {
+            *c != conn
+                && pc
+                    .incoming
+                    .as_ref()
+                    .is_some_and(|i| i.block == *block && matches!(i.sink, Sink::Store))
+        })
+    }
+
+    /// Payload bytes of the current `piece` message of `conn`.
+    fn on_piece_payload(&mut self, conn: ConnId, chunk: &[u8]) {
+        let Some(pc) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let key = pc.key;
+        let Some(inc) = pc.incoming.as_mut() else {
+            return;
+        };
+        let at = inc.block.offset_bytes.saturating_add(inc.received_bytes);
+        // The decoder hands out at most the announced payload length (a u32).
+        inc.received_bytes = inc.received_bytes.saturating_add(chunk.len() as u32);
+        match &mut inc.sink {
+            Sink::Store if self.torrent.wants_block(key, &inc.block) => {
+                let piece = inc.block.piece.0;
+                match self.storage.write_block(piece, at, chunk) {
+                    Ok(()) => {}
+                    Err(StoreError::AlreadyVerified { .. } | StoreError::PieceLost { .. }) => {
+                        inc.sink = Sink::Discard;
+                    }
+                    Err(e) => {
+                        inc.sink = Sink::Discard;
+                        self.fail(e);
+                    }
+                }
+            }
+            // Another connection delivered the block meanwhile.
+            Sink::Store => inc.sink = Sink::Discard,
+            Sink::Buffer(buf) => buf.extend_from_slice(chunk),
+            Sink::Discard => {}
+        }
+    }
+
+    /// The last payload byte of a `piece` message arrived: store a buffered
+    /// duplicate if still wanted, then tell the core. False closes `conn`.
+    fn on_piece_end(&mut self, ctx: &mut Ctx, conn: ConnId, h: PieceHeader) -> bool {
+        let Some(pc) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let key = pc.key;
+        let Some(inc) = pc.incoming.take() else {
+            return false;
+        };
+        if inc.block.piece.0 != h.index.0
+            || inc.block.offset_bytes != h.begin.0
+            || inc.received_bytes != h.len_bytes
+        {
+            return false; // cannot happen: the decoder's framing is exact
+        }
+        if let Sink::Buffer(data) = &inc.sink {
+            if self.torrent.wants_block(key, &inc.block) {
+                self.store_block(inc.block, data);
+            }
+        }
+        let now = self.now();
+        // On Err the core already queued the disconnect.
+        let _ = self.torrent.handle_block_received(now, key, inc.block);
+        // A VerifyPiece sees the whole block written; a Disconnect stops
+        // decoding this connection.
+        self.drain(ctx);
+        true
     }
 
     /// Handles one decoded message; false closes the connection.
@@ -200,9 +327,12 @@ impl NodeHandler {
                 let _ = self.torrent.handle_message(now, key, m);
             }
             Inbound::Piece(block, data) => {
-                if self.torrent.handle_block_received(now, key, block).is_ok() {
+                // Only from `next_message`; the streaming decoder hands
+                // payloads to `on_piece_payload` instead.
+                if self.torrent.wants_block(key, &block) {
                     self.store_block(block, &data);
                 }
+                let _ = self.torrent.handle_block_received(now, key, block);
             }
             Inbound::Ignore => {}
         }
@@ -214,7 +344,7 @@ impl NodeHandler {
 
     /// Writes a block the core accepted. Duplicates of pieces verified
     /// meanwhile (endgame) are dropped; other disk errors stop the node.
-    fn store_block(&mut self, block: Block, data: &Bytes) {
+    fn store_block(&mut self, block: Block, data: &[u8]) {
         match self
             .storage
             .write_block(block.piece.0, block.offset_bytes, data)
@@ -224,3 +354,7 @@ impl NodeHandler {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "recv_tests.rs"]
+mod tests;

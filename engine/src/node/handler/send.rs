@@ -81,6 +81,16 @@ impl NodeHandler {
         }
         if let Some(pc) = self.conns.get_mut(&conn) {
             pc.queued_total_bytes += buf.len() as u64;
+            if let PeerMessage::Request(b) = msg {
+                if pc.requests_sent == 0 {
+                    // Shows whether whole-piece requests (p2pe extension) are in use.
+                    self.shared.log(format!(
+                        "{}: first request of {} bytes (max {} bytes)",
+                        pc.remote, b.len_bytes, pc.caps.max_request_len_bytes
+                    ));
+                }
+                pc.requests_sent += 1;
+            }
         }
         ctx.send(conn, buf);
     }

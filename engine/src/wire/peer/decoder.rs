@@ -3,6 +3,7 @@
 use bytes::{Buf, BytesMut};
 
 use super::body::{parse_body, BodyRules};
+use super::stream::PieceHeader;
 use super::{Handshake, Message, MessageId, WireError, BLOCK_LEN_BYTES};
 
 /// Default frame limit in bytes: 128 KiB. Comfortably above a 16 KiB block
@@ -11,7 +12,7 @@ use super::{Handshake, Message, MessageId, WireError, BLOCK_LEN_BYTES};
 const DEFAULT_MAX_FRAME_LEN_BYTES: u32 = 128 * 1024;
 
 /// Bytes of a `piece` frame before the block: id, index, begin.
-const PIECE_HEADER_LEN_BYTES: u32 = 9;
+pub(super) const PIECE_HEADER_LEN_BYTES: u32 = 9;
 
 /// What a [`Decoder`] accepts from one peer of one torrent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +50,16 @@ fn bitfield_len_bytes(piece_count: u32) -> u32 {
 /// meaningless).
 #[derive(Debug)]
 pub struct Decoder {
-    buf: BytesMut,
-    limits: DecoderLimits,
-    max_request_len_bytes: u32,
+    pub(super) buf: BytesMut,
+    pub(super) limits: DecoderLimits,
+    pub(super) max_request_len_bytes: u32,
     /// BEP 6 messages allowed (both handshakes set the fast bit).
     fast: bool,
     /// BEP 10 messages allowed (both handshakes set the extension bit).
     extended: bool,
+    /// Streaming ([`Decoder::decode_from`]): inside a `piece` payload, its
+    /// header and the payload bytes still to come.
+    pub(super) piece: Option<(PieceHeader, u32)>,
 }
 
 impl Decoder {
@@ -69,6 +73,7 @@ impl Decoder {
             max_request_len_bytes: BLOCK_LEN_BYTES,
             fast: true,
             extended: true,
+            piece: None,
         }
     }
 
@@ -170,7 +175,7 @@ impl Decoder {
     }
 
     /// Validates the id and the frame length `len` (id byte included).
-    fn check_header(&self, id_byte: u8, len: u32) -> Result<MessageId, WireError> {
+    pub(super) fn check_header(&self, id_byte: u8, len: u32) -> Result<MessageId, WireError> {
         let id =
             MessageId::from_byte(id_byte).ok_or(WireError::UnknownMessageId { id: id_byte })?;
         if (id.requires_fast() && !self.fast) || (id == MessageId::Extended && !self.extended) {

@@ -48,6 +48,7 @@ mod error;
 mod extended;
 mod handshake;
 mod message;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +57,7 @@ pub use error::WireError;
 pub use extended::{negotiated_max_request_len, ExtendedHandshake, P2peExt, P2PE_EXTENSION_NAME};
 pub use handshake::{Handshake, HandshakeDecoder};
 pub use message::{piece_header, BlockRequest, ExtendedMessage, Message, MessageId};
+pub use stream::{Decoded, PieceHeader};
 
 /// Standard block length in bytes (16 KiB), the request size every BEP 3
 /// client serves; the default maximum request length.

@@ -117,7 +117,71 @@ fn decode_chunked(
     Ok(out)
 }
 
+/// Streams `stream` in chunks through [`Decoder::decode_from`], reassembling
+/// `piece` payloads into messages.
+fn stream_chunked(
+    dec: &mut Decoder,
+    stream: &[u8],
+    chunks: &[usize],
+) -> Result<Vec<Message>, WireError> {
+    let mut out = Vec::new();
+    let mut rest = stream;
+    let mut sizes = chunks.iter().cycle();
+    let mut payload = Vec::new();
+    while !rest.is_empty() {
+        let n = sizes.next().copied().unwrap_or(1).clamp(1, rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut input = chunk;
+        while let Some(d) = dec.decode_from(&mut input)? {
+            match d {
+                Decoded::Message(m) => out.push(m),
+                Decoded::PieceStart(_) => payload.clear(),
+                Decoded::PiecePayload(c) => payload.extend_from_slice(&c),
+                Decoded::PieceEnd(h) => {
+                    assert_eq!(payload.len(), h.len_bytes as usize);
+                    out.push(Message::Piece {
+                        index: h.index,
+                        begin: h.begin,
+                        data: Bytes::from(std::mem::take(&mut payload)),
+                    });
+                }
+            }
+        }
+        assert!(input.is_empty());
+    }
+    Ok(out)
+}
+
 proptest! {
+    #[test]
+    fn streaming_matches_messages_any_split(
+        msgs in vec(message(), 1..12),
+        chunks in vec(1usize..300, 1..8),
+    ) {
+        let mut stream = Vec::new();
+        for m in &msgs {
+            m.encode(&mut stream).unwrap();
+        }
+        let mut dec = Decoder::new(DecoderLimits::new(PIECE_COUNT));
+        dec.set_max_request_len(MAX_REQUEST);
+        let decoded = stream_chunked(&mut dec, &stream, &chunks).unwrap();
+        prop_assert_eq!(decoded, msgs);
+        prop_assert_eq!(dec.buffered_len_bytes(), 0);
+    }
+
+    #[test]
+    fn streaming_arbitrary_bytes_never_panic(
+        bytes in vec(any::<u8>(), 0..600),
+        chunks in vec(1usize..64, 1..8),
+        piece_count in 0u32..100,
+        max_request in any::<u32>(),
+    ) {
+        let mut dec = Decoder::new(DecoderLimits { max_frame_len_bytes: 512, piece_count });
+        dec.set_max_request_len(max_request);
+        let _ = stream_chunked(&mut dec, &bytes, &chunks);
+    }
+
     #[test]
     fn messages_round_trip_any_split(
         msgs in vec(message(), 1..12),
