@@ -5,20 +5,23 @@
 # appended to perf/swarm-bench.md by the harness; this script writes the
 # medians per row, beside the `p2pe sim` prediction, to perf/swarm-matrix.md.
 #
-# Usage: bench/swarm_matrix.sh [--reps K] [--quick] [--out FILE]
+# Usage: bench/swarm_matrix.sh [--reps K] [--quick] [--uneven-only] [--out FILE]
 #   --quick: only the 64 MiB rows (about a third of the time).
+#   --uneven-only: only the two uneven-link rows.
 # Takes about 30-40 min with 3 reps on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=3
 quick=0
+uneven_only=0
 out=perf/swarm-matrix.md
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps="$2"; shift 2 ;;
         --quick) quick=1; shift ;;
+        --uneven-only) uneven_only=1; shift ;;
         --out) out="$2"; shift 2 ;;
-        *) echo "usage: $0 [--reps K] [--quick] [--out FILE]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--reps K] [--quick] [--uneven-only] [--out FILE]" >&2; exit 2 ;;
     esac
 done
 if [ "$(id -u)" != 0 ]; then
@@ -30,11 +33,12 @@ bin=target/release/p2pe
 rows=$(mktemp /tmp/p2pe-matrix-XXXXXX.jsonl)
 sizes="64MiB 256MiB"
 [ "$quick" = 1 ] && sizes="64MiB"
+[ "$uneven_only" = 1 ] && sizes=""
 run() { # label, then bench swarm arguments
     local label="$1"; shift
     echo "== $label: $*" >&2
     if ! "$bin" bench swarm --compare libtorrent --reps "$reps" --json "$@" \
-        | sed "s/^{/{\"row\":\"$label\",/" >>"$rows"; then
+        | sed "s#^{#{\"row\":\"$label\",#" >>"$rows"; then
         echo "swarm_matrix: row $label failed (see above); continuing" >&2
     fi
 }
