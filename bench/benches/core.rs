@@ -55,7 +55,7 @@ fn drain(t: &mut Torrent, requests: &mut Vec<(PeerKey, p2pe::core::Block)>) {
 fn download(mut t: Torrent, mut requests: Vec<(PeerKey, p2pe::core::Block)>) -> Torrent {
     let mut now = Time::ZERO;
     while let Some((peer, b)) = requests.pop() {
-        now = now + std::time::Duration::from_micros(10);
+        now += std::time::Duration::from_micros(10);
         let _ = t.handle_block_received(now, peer, b);
         drain(&mut t, &mut requests);
     }
