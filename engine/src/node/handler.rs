@@ -77,15 +77,12 @@ pub(crate) struct NodeHandler {
 }
 
 impl NodeHandler {
-    pub(crate) fn new(
-        config: TorrentConfig,
-        info_hash: [u8; 20],
-        storage: Arc<Storage>,
-        nc: &NodeConfig,
-        shared: Arc<Shared>,
-        worker: usize,
-        private: bool,
-    ) -> Result<Self, NodeError> {
+    /// One mapping per torrent file for the send path (`None`: empty file),
+    /// made once per node and shared by its workers.
+    ///
+    /// # Errors
+    /// A data file cannot be opened or mapped.
+    pub(crate) fn open_sources(storage: &Storage) -> io::Result<Vec<Option<Arc<SourceFile>>>> {
         let mut sources = Vec::new();
         for spec in storage.layout().files() {
             if spec.len_bytes == 0 {
@@ -100,6 +97,20 @@ impl NodeHandler {
                 io::Error::new(e.kind(), format!("map {}: {e}", path.display()))
             })?)));
         }
+        Ok(sources)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: TorrentConfig,
+        info_hash: [u8; 20],
+        storage: Arc<Storage>,
+        sources: Vec<Option<Arc<SourceFile>>>,
+        nc: &NodeConfig,
+        shared: Arc<Shared>,
+        worker: usize,
+        private: bool,
+    ) -> Result<Self, NodeError> {
         let mut have = Bitfield::new(config.piece_count);
         for i in 0..config.piece_count {
             if shared.have.get(PieceIndex(i)) {

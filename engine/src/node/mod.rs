@@ -326,12 +326,14 @@ impl Node {
         let workers = config.workers.max(1);
         let shared = Arc::new(Shared::new(info.piece_count(), workers));
         let tc = Self::torrent_config(meta, &config, &storage, &shared);
+        let sources = handler::NodeHandler::open_sources(&storage)?;
         let mut handlers = Vec::with_capacity(workers);
         for worker in 0..workers {
             handlers.push(Some(handler::NodeHandler::new(
                 tc.clone(),
                 meta.info_hash().0,
                 storage.clone(),
+                sources.clone(),
                 &config,
                 shared.clone(),
                 worker,

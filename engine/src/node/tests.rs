@@ -310,10 +310,13 @@ fn ut_pex_is_advertised_only_for_public_torrents() {
         let meta = make_torrent_opts(&src, "t", &[1000], 16 * 1024, private);
         let info = meta.info();
         let tc = crate::core::TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
+        let storage = open(&meta, &src, OpenMode::Seed);
+        let sources = super::handler::NodeHandler::open_sources(&storage).unwrap();
         let h = super::handler::NodeHandler::new(
             tc,
             meta.info_hash().0,
-            open(&meta, &src, OpenMode::Seed),
+            storage,
+            sources,
             &NodeConfig::new(),
             Arc::new(super::Shared::new(info.piece_count(), 1)),
             0,
