@@ -142,16 +142,9 @@ impl Decoder {
     ///   the maximum request length.
     /// - [`WireError::BadExtendedHandshake`]: malformed BEP 10 handshake.
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
-        let Some(prefix) = self.buf.first_chunk::<4>() else {
+        let Some(len) = self.frame_len()? else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes(*prefix);
-        if len > self.limits.max_frame_len_bytes {
-            return Err(WireError::FrameTooLong {
-                len_bytes: len,
-                max_bytes: self.limits.max_frame_len_bytes,
-            });
-        }
         if len == 0 {
             self.buf.advance(4);
             return Ok(Some(Message::KeepAlive));
@@ -165,13 +158,36 @@ impl Decoder {
             self.buf.reserve(frame_len - self.buf.len());
             return Ok(None);
         }
+        self.take_frame(id, len).map(Some)
+    }
+
+    /// The buffered frame's length prefix (id byte and body, BEP 3), checked
+    /// against the frame limit; `Ok(None)` while fewer than 4 bytes are buffered.
+    pub(super) fn frame_len(&self) -> Result<Option<u32>, WireError> {
+        let Some(prefix) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*prefix);
+        if len > self.limits.max_frame_len_bytes {
+            return Err(WireError::FrameTooLong {
+                len_bytes: len,
+                max_bytes: self.limits.max_frame_len_bytes,
+            });
+        }
+        Ok(Some(len))
+    }
+
+    /// Takes the complete buffered frame (`4 + len` bytes, id `id` checked by
+    /// [`Decoder::check_header`]) and parses its body.
+    pub(super) fn take_frame(&mut self, id: MessageId, len: u32) -> Result<Message, WireError> {
+        let frame_len = (len as usize).saturating_add(4);
         let mut frame = self.buf.split_to(frame_len).freeze();
         frame.advance(5);
         let rules = BodyRules {
             piece_count: self.limits.piece_count,
             max_request_len_bytes: self.max_request_len_bytes,
         };
-        parse_body(id, len, frame, rules).map(Some)
+        parse_body(id, len, frame, rules)
     }
 
     /// Validates the id and the frame length `len` (id byte included).

@@ -12,7 +12,6 @@ use std::borrow::Cow;
 
 use bytes::Buf;
 
-use super::body::{parse_body, BodyRules};
 use super::decoder::{Decoder, PIECE_HEADER_LEN_BYTES};
 use super::{BlockOffset, Message, MessageId, PieceIndex, WireError};
 
@@ -70,16 +69,9 @@ impl Decoder {
         if !self.fill(input, 4) {
             return Ok(None);
         }
-        let Some(prefix) = self.buf.first_chunk::<4>() else {
+        let Some(len) = self.frame_len()? else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes(*prefix);
-        if len > self.limits.max_frame_len_bytes {
-            return Err(WireError::FrameTooLong {
-                len_bytes: len,
-                max_bytes: self.limits.max_frame_len_bytes,
-            });
-        }
         if len == 0 {
             self.buf.advance(4);
             return Ok(Some(Decoded::Message(Message::KeepAlive)));
@@ -94,17 +86,10 @@ impl Decoder {
         if id == MessageId::Piece {
             return self.piece_start(input, len);
         }
-        let frame_len = (len as usize).saturating_add(4);
-        if !self.fill(input, frame_len) {
+        if !self.fill(input, (len as usize).saturating_add(4)) {
             return Ok(None);
         }
-        let mut frame = self.buf.split_to(frame_len).freeze();
-        frame.advance(5);
-        let rules = BodyRules {
-            piece_count: self.limits.piece_count,
-            max_request_len_bytes: self.max_request_len_bytes,
-        };
-        parse_body(id, len, frame, rules).map(|m| Some(Decoded::Message(m)))
+        self.take_frame(id, len).map(|m| Some(Decoded::Message(m)))
     }
 
     /// Payload bytes of the current `piece` message still to come, `None`
