@@ -278,6 +278,25 @@ impl P2pe {
     }
 }
 
+impl P2pe {
+    /// `p2pe SUB TORRENT DIR_FLAG DIR --listen ADDR --json --workers 1`.
+    fn argv(&self, sub: &str, dir_flag: &str, ctx: &PeerCtx) -> Vec<String> {
+        vec![
+            path_str(&self.bin),
+            sub.into(),
+            path_str(ctx.torrent),
+            dir_flag.into(),
+            path_str(ctx.dir),
+            "--listen".into(),
+            ctx.listen.to_string(),
+            "--json".into(),
+            // The emulated hosts share this machine's cores.
+            "--workers".into(),
+            "1".into(),
+        ]
+    }
+}
+
 impl SwarmClient for P2pe {
     fn name(&self) -> &str {
         "p2pe"
@@ -286,38 +305,13 @@ impl SwarmClient for P2pe {
         self.tracker.command(ctx)
     }
     fn seeder_cmd(&self, ctx: &PeerCtx) -> PeerCommand {
-        let argv = [
-            &path_str(&self.bin),
-            "seed",
-            &path_str(ctx.torrent),
-            "--path",
-            &path_str(ctx.dir),
-            "--listen",
-            &ctx.listen.to_string(),
-            "--json",
-            // The emulated hosts share this machine's cores.
-            "--workers",
-            "1",
-        ];
         PeerCommand {
-            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            argv: self.argv("seed", "--path", ctx),
             self_barrier: false,
         }
     }
     fn leecher_cmd(&self, ctx: &PeerCtx) -> PeerCommand {
-        let argv = [
-            &path_str(&self.bin),
-            "get",
-            &path_str(ctx.torrent),
-            "-o",
-            &path_str(ctx.dir),
-            "--listen",
-            &ctx.listen.to_string(),
-            "--json",
-            "--workers",
-            "1",
-        ];
-        let mut argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+        let mut argv = self.argv("get", "-o", ctx);
         if ctx.stay {
             argv.push("--seed-after".into());
         }
