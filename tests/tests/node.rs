@@ -170,6 +170,85 @@ fn seed_then_get_multi_file_is_byte_exact() {
     assert_eq!(summary["peers"].as_u64(), Some(1), "{summary}");
 }
 
+/// The last stdout line that parses as a JSON object.
+fn last_json(lines: &[String]) -> serde_json::Value {
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Sum of `key` over the objects of a JSON array.
+fn sum_of(list: &serde_json::Value, key: &str) -> u64 {
+    list.as_array()
+        .map(|a| a.iter().filter_map(|o| o[key].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn get_and_seed_report_payload_per_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    // Several workers on both sides: the totals are summed over workers.
+    let mut seeder = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("seed")
+            .arg(&torrent)
+            .arg("--path")
+            .arg(tmp.path())
+            .args(["--listen", "127.0.0.1:0", "--json", "--workers", "3"]),
+    );
+    let seed_addr = seeder.listen_addr();
+    let mut get = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(tmp.path().join("out"))
+            .args(["--listen", "127.0.0.1:0", "--json", "--workers", "2"])
+            .args(["--connect-timeout", "60", "--peer", &seed_addr.to_string()]),
+    );
+    let get_addr = get.listen_addr();
+    let (ok, lines) = get.wait(BOUND);
+    let summary = last_json(&lines);
+    assert!(ok, "p2pe get failed: {summary}");
+    assert_copy(&tmp.path().join("out"), "payload", &files);
+    let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+    // One source, the seeder (dialled: booked under the address we dialled),
+    // which sent every piece whole. Its bytes are every `piece` payload it
+    // sent us: the file, plus duplicates of re-requested blocks if any.
+    let sources = &summary["sources"];
+    assert_eq!(sources.as_array().map(Vec::len), Some(1), "{summary}");
+    assert_eq!(sources[0]["addr"], seed_addr.to_string(), "{summary}");
+    assert!(
+        sources[0]["peer_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("-PE")),
+        "{summary}"
+    );
+    let down = sum_of(sources, "downloaded_bytes");
+    assert!(down >= total && down < 2 * total, "{summary}");
+    assert_eq!(sources[0]["pieces"], summary["piece_count"], "{summary}");
+    assert_eq!(summary["uploaded_to"], serde_json::json!([]), "{summary}");
+    // The seeder booked the same bytes under the leecher's listen address
+    // (the BEP 10 `p` of an inbound peer).
+    let pid = seeder.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (ok, seed_lines) = seeder.wait(BOUND);
+    assert!(ok, "seed did not exit 0 on SIGTERM");
+    let seed_summary = last_json(&seed_lines);
+    let up = &seed_summary["uploaded_to"];
+    assert_eq!(up.as_array().map(Vec::len), Some(1), "{seed_summary}");
+    assert_eq!(up[0]["addr"], get_addr.to_string(), "{seed_summary}");
+    assert_eq!(sum_of(up, "uploaded_bytes"), down, "{seed_summary}");
+    assert_eq!(seed_summary["uploaded_bytes"].as_u64(), Some(down));
+}
+
 /// Sends SIGTERM to `p` by PID and waits (bounded) for a clean exit.
 fn terminate(p: &mut Proc) -> bool {
     let pid = p.child.id().to_string();

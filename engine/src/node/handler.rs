@@ -16,6 +16,7 @@ use crate::wire::peer::{ExtendedHandshake, Handshake};
 
 use super::limit::TokenBucket;
 use super::peer::{Dial, PeerConn, Source};
+use super::transfers::PieceSources;
 use super::{Command, NodeConfig, NodeError, Shared};
 
 mod dial;
@@ -73,6 +74,8 @@ pub(crate) struct NodeHandler {
     published_peers: u32,
     /// Worker 0 of a multi-worker node: the batched choker.
     pub(super) coordinator: Option<workers::Coordinator>,
+    /// Which peer each piece in progress came from ([`super::transfers`]).
+    pub(super) piece_sources: PieceSources,
     done: bool,
 }
 
@@ -162,6 +165,7 @@ impl NodeHandler {
             published_downloaded_bytes: 0,
             published_peers: 0,
             coordinator,
+            piece_sources: PieceSources::default(),
             done: false,
         })
     }
@@ -208,6 +212,7 @@ impl NodeHandler {
         };
         let now = self.now();
         self.torrent.handle_piece_verified(now, piece, valid);
+        self.count_piece_checked(piece, valid && self.torrent.have().get(piece));
         if valid && self.torrent.have().get(piece) {
             // Byte counters must be current when completion becomes visible.
             self.publish();
@@ -246,6 +251,7 @@ impl NodeHandler {
     /// node's counters.
     fn publish(&mut self) {
         self.publish_bytes();
+        self.publish_transfers();
         let peers = self.conns.values().filter(|c| c.registered).count();
         let peers = u32::try_from(peers).unwrap_or(u32::MAX);
         let s = &self.shared;
@@ -298,10 +304,11 @@ fn per_worker(rate_bytes_per_s: u64, workers: usize) -> u64 {
 }
 
 impl Drop for NodeHandler {
-    /// The worker exits: count its last downloaded bytes (the owner reads the
-    /// final progress after every worker has exited).
+    /// The worker exits: count its last downloaded bytes and per-peer totals
+    /// (the owner reads the final progress after every worker has exited).
     fn drop(&mut self) {
         self.publish_bytes();
+        self.publish_transfers();
     }
 }
 
@@ -339,9 +346,10 @@ impl Handler for NodeHandler {
 
     fn on_close(&mut self, ctx: &mut Ctx, conn: ConnId, _err: Option<io::Error>) {
         self.throttled.remove(&conn);
-        let Some(pc) = self.conns.remove(&conn) else {
+        let Some(mut pc) = self.conns.remove(&conn) else {
             return;
         };
+        self.publish_closed(&mut pc);
         self.keys.remove(&pc.key);
         self.shared.open_conns.fetch_sub(1, Ordering::AcqRel);
         if let Some(id) = pc.peer_id {

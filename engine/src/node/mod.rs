@@ -75,6 +75,7 @@ mod handler;
 mod limit;
 mod peer;
 mod shared;
+mod transfers;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -90,6 +91,7 @@ use crate::wire::metainfo::Metainfo;
 
 pub use dht::DhtConfig;
 pub(crate) use shared::{Command, Shared};
+pub use transfers::{PeerTransfer, Transfers};
 
 /// How long after the handshake a peer that set the BEP 10 bit may take to
 /// send its extended handshake before it is treated as a plain 16 KiB peer.
@@ -465,6 +467,14 @@ impl Node {
         self.runtime
             .post(w, Box::new(Command::Connect(addr)))
             .map_err(|e| NodeError::Runtime(std::io::Error::other(e)))
+    }
+
+    /// A handle on the per-peer payload totals ([`PeerTransfer`]), readable
+    /// while the node runs and after [`Node::shutdown`] (then final).
+    pub fn transfers(&self) -> Transfers {
+        Transfers {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Current progress.

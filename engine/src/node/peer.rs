@@ -94,6 +94,12 @@ pub(crate) struct PeerConn {
     pub(crate) incoming: Option<Incoming>,
     /// Requests sent on this connection (the first one is logged).
     pub(crate) requests_sent: u64,
+    /// `piece` payload bytes received, and payload bytes sent, not yet added
+    /// to the node's per-peer book ([`super::transfers`]).
+    pub(crate) unbooked_down_bytes: u64,
+    pub(crate) unbooked_up_bytes: u64,
+    /// The address this connection is booked under (fixed at first use).
+    pub(crate) book_addr: Option<SocketAddr>,
 }
 
 impl PeerConn {
@@ -117,6 +123,9 @@ impl PeerConn {
             next_pex_at: None,
             incoming: None,
             requests_sent: 0,
+            unbooked_down_bytes: 0,
+            unbooked_up_bytes: 0,
+            book_addr: None,
         }
     }
 

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     /// Log lines for the owner ([`super::Node::poll_event`]), oldest first.
     pub(crate) events: Mutex<VecDeque<String>>,
     pub(crate) fatal: Mutex<Option<StoreError>>,
+    /// Per-peer payload totals (see [`super::transfers`]).
+    pub(crate) transfers: super::transfers::TransferBook,
 }
 
 impl Shared {
@@ -119,6 +121,7 @@ impl Shared {
             pex_lists: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             events: Mutex::new(VecDeque::new()),
             fatal: Mutex::new(None),
+            transfers: Default::default(),
         }
     }
 

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use p2pe::node::{Node, NodeConfig, Progress};
+use p2pe::node::{Node, NodeConfig, PeerTransfer, Progress};
 use p2pe::store::OpenMode;
 
 use super::node_common::{
     load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped, Bar,
     DiscoveryArgs,
 };
-use super::seed::CoreArgs;
+use super::seed::{sources_json, uploaded_to_json, CoreArgs};
 
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
@@ -34,7 +34,8 @@ pub struct Args {
     #[arg(long)]
     pub seed_after: bool,
     /// Print one JSON summary object on stdout at the end (at completion with
-    /// `--seed-after`).
+    /// `--seed-after`), with `sources` (payload bytes and whole pieces per
+    /// peer we downloaded from) and `uploaded_to` (payload bytes per peer).
     #[arg(long)]
     pub json: bool,
     /// Upload limit for payload, e.g. `20MB` (per second), `400Mbit`.
@@ -95,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("listening on {addr}");
         std::io::stdout().flush()?;
     }
+    let transfers = node.transfers();
     let bar = Bar::new(meta.info().total_len_bytes(), meta.info().piece_count());
     let started = Instant::now();
     let mut completed_at = None;
@@ -122,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 break;
             }
             bar.finish();
-            summarize(&p, at.as_secs_f64(), args.json);
+            summarize(&p, &transfers.snapshot(), at.as_secs_f64(), args.json);
             std::io::stdout().flush()?;
             eprintln!("download complete; seeding until killed");
         }
@@ -153,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         _ => {
             let seconds = completed_at.unwrap_or_else(|| started.elapsed());
-            summarize(&p, seconds.as_secs_f64(), args.json);
+            summarize(&p, &transfers.snapshot(), seconds.as_secs_f64(), args.json);
         }
     }
     if !p.complete {
@@ -175,7 +177,7 @@ fn print_events_after(p: &Progress) {
 }
 
 /// Prints the final summary: one JSON object on stdout, or a line on stderr.
-fn summarize(p: &Progress, seconds: f64, json: bool) {
+fn summarize(p: &Progress, transfers: &[PeerTransfer], seconds: f64, json: bool) {
     let rate = p.downloaded_bytes as f64 / seconds.max(1e-9);
     if json {
         let summary = serde_json::json!({
@@ -191,6 +193,8 @@ fn summarize(p: &Progress, seconds: f64, json: bool) {
             "tracker_peers_learned": p.tracker_peers_learned,
             "pex_peers_learned": p.pex_peers_learned,
             "dht_peers_learned": p.dht_peers_learned,
+            "sources": sources_json(transfers),
+            "uploaded_to": uploaded_to_json(transfers),
         });
         println!("{summary}");
     } else {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use p2pe::node::{Node, NodeConfig};
+use p2pe::node::{Node, NodeConfig, PeerTransfer};
 use p2pe::store::OpenMode;
 use p2pe::wire::metainfo::Metainfo;
 
@@ -35,7 +35,8 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub exit_after_idle: Option<u64>,
     /// At exit, print one JSON summary object on stdout (`uploaded_bytes`,
-    /// `seconds`, `peers`, tracker/PEX/DHT counters).
+    /// `seconds`, `peers`, tracker/PEX/DHT counters, `uploaded_to`: payload
+    /// bytes per peer).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -116,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         meta.info_hash(),
         workers
     );
+    let transfers = node.transfers();
     let started = Instant::now();
     let mut last_busy = Instant::now();
     let mut seen_peer = false;
@@ -155,8 +157,88 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "tracker_peers_learned": p.tracker_peers_learned,
             "pex_peers_learned": p.pex_peers_learned,
             "dht_peers_learned": p.dht_peers_learned,
+            "uploaded_to": uploaded_to_json(&transfers.snapshot()),
         });
         println!("{summary}");
     }
     Ok(())
+}
+
+/// A peer id for JSON: as text when every byte is printable ASCII (most
+/// clients' `-XX1234-` ids), else 40 lowercase hex digits.
+fn peer_id_json(id: Option<[u8; 20]>) -> serde_json::Value {
+    match id {
+        None => serde_json::Value::Null,
+        Some(id) if id.iter().all(|b| (0x20..0x7f).contains(b)) => {
+            String::from_utf8_lossy(&id).into_owned().into()
+        }
+        Some(id) => hex::encode(id).into(),
+    }
+}
+
+/// The summary's `sources`: one object per peer we received payload from,
+/// `{"addr", "peer_id", "downloaded_bytes", "pieces"}` (see
+/// [`PeerTransfer`] for what counts), ordered by address.
+pub fn sources_json(transfers: &[PeerTransfer]) -> serde_json::Value {
+    transfers
+        .iter()
+        .filter(|t| t.downloaded_bytes > 0)
+        .map(|t| {
+            serde_json::json!({
+                "addr": t.addr.to_string(),
+                "peer_id": peer_id_json(t.peer_id),
+                "downloaded_bytes": t.downloaded_bytes,
+                "pieces": t.pieces,
+            })
+        })
+        .collect()
+}
+
+/// The summary's `uploaded_to`: one object per peer we sent payload to,
+/// `{"addr", "peer_id", "uploaded_bytes"}`, ordered by address.
+pub fn uploaded_to_json(transfers: &[PeerTransfer]) -> serde_json::Value {
+    transfers
+        .iter()
+        .filter(|t| t.uploaded_bytes > 0)
+        .map(|t| {
+            serde_json::json!({
+                "addr": t.addr.to_string(),
+                "peer_id": peer_id_json(t.peer_id),
+                "uploaded_bytes": t.uploaded_bytes,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_peer_json_lists_only_peers_with_payload() {
+        let t = |port, down, up, id| PeerTransfer {
+            addr: std::net::SocketAddr::from(([10, 0, 0, 1], port)),
+            peer_id: id,
+            downloaded_bytes: down,
+            uploaded_bytes: up,
+            pieces: 2,
+        };
+        let mut raw = *b"-LT2000-............";
+        raw[19] = 0xff;
+        let ts = [
+            t(1, 10, 0, Some(*b"-PE0001-abcdefghijkl")),
+            t(2, 0, 7, Some(raw)),
+            t(3, 0, 0, None),
+        ];
+        let src = sources_json(&ts);
+        assert_eq!(src.as_array().map(Vec::len), Some(1));
+        assert_eq!(src[0]["addr"], "10.0.0.1:1");
+        assert_eq!(src[0]["peer_id"], "-PE0001-abcdefghijkl");
+        assert_eq!(src[0]["downloaded_bytes"], 10);
+        assert_eq!(src[0]["pieces"], 2);
+        let up = uploaded_to_json(&ts);
+        assert_eq!(up.as_array().map(Vec::len), Some(1));
+        assert_eq!(up[0]["uploaded_bytes"], 7);
+        assert_eq!(up[0]["peer_id"], hex::encode(raw));
+    }
 }

@@ -282,10 +282,17 @@ impl NodeHandler {
         {
             return false; // cannot happen: the decoder's framing is exact
         }
-        if let Sink::Buffer(data) = &inc.sink {
-            if self.torrent.wants_block(key, &inc.block) {
+        let stored = match &inc.sink {
+            Sink::Store => true,
+            Sink::Buffer(data) if self.torrent.wants_block(key, &inc.block) => {
                 self.store_block(inc.block, data);
+                true
             }
+            Sink::Buffer(_) | Sink::Discard => false,
+        };
+        if let Some(pc) = self.conns.get_mut(&conn) {
+            let (piece, len) = (inc.block.piece, inc.block.len_bytes);
+            Self::count_piece_received(&mut self.piece_sources, pc, piece, len, stored);
         }
         let now = self.now();
         // On Err the core already queued the disconnect.
@@ -329,8 +336,13 @@ impl NodeHandler {
             Inbound::Piece(block, data) => {
                 // Only from `next_message`; the streaming decoder hands
                 // payloads to `on_piece_payload` instead.
-                if self.torrent.wants_block(key, &block) {
+                let stored = self.torrent.wants_block(key, &block);
+                if stored {
                     self.store_block(block, &data);
+                }
+                if let Some(pc) = self.conns.get_mut(&conn) {
+                    let (piece, len) = (block.piece, block.len_bytes);
+                    Self::count_piece_received(&mut self.piece_sources, pc, piece, len, stored);
                 }
                 let _ = self.torrent.handle_block_received(now, key, block);
             }

@@ -161,6 +161,7 @@ impl NodeHandler {
         if pc.dropped_by_core {
             return;
         }
+        pc.unbooked_up_bytes += done.iter().map(|b| u64::from(b.len_bytes)).sum::<u64>();
         let now = self.now();
         for b in done {
             self.shared
