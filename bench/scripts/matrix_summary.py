@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Summarises `p2pe bench swarm --json` rows (one JSON object per line, each
 with a "row" label added by bench/swarm_matrix.sh) into a markdown table of
-medians per row and client, appended to --out with machine, kernel, commit."""
+medians per row and client, appended to --out with machine, kernel, commit;
+then a second table of who got their payload from whom (the rows'
+`from_whom` figures, medians over reps) where the rows have them."""
 import argparse
 import json
 import os
@@ -97,10 +99,36 @@ def main():
             total(pe), cell(pe, "median", ".2f"), cell(pe, "copies", ".2f"),
             cell(pe, "mbcpu", ".0f"), total(lt), cell(lt, "copies", ".2f"),
             cell(lt, "mbcpu", ".0f"), faster))
+    lines.extend(from_whom_table(order, groups))
     text = "\n".join(lines) + "\n\n"
     with open(a.out, "a") as f:
         f.write(text)
     print(text)
+
+
+def from_whom_table(order, groups):
+    """Markdown lines: per row and client, medians over reps of the share of
+    each leecher's payload that came from the origin (the leechers' median and
+    max) and, with slow leechers, what the slow ones got from the origin /
+    fast / slow leechers and what fast ones got from slow ones."""
+    keys = ["from_origin_share_median", "from_origin_share_max", "slow_share_from_origin",
+            "slow_share_from_fast", "slow_share_from_slow", "fast_share_from_slow"]
+    out = []
+    for label in order:
+        for client, rs in sorted(groups[label].items()):
+            figs = [r.get("from_whom") for r in rs if r.get("from_whom")]
+            if not figs:
+                continue
+            cells = [fmt(med([f.get(k) for f in figs]), ".2f") for k in keys]
+            out.append("| %s | %s | %s |" % (label, client, " | ".join(cells)))
+    if not out:
+        return []
+    head = ["", "Who got their payload from whom (shares of each leecher's payload; "
+            "medians over reps; per-row matrices in each row's from-whom.tsv with --keep):\n",
+            "| row | client | from origin (median leecher) | from origin (max leecher) | "
+            "slow from origin | slow from fast | slow from slow | fast from slow |",
+            "|---|---|---|---|---|---|---|---|"]
+    return head + out
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 //! log directory named, and all its processes are killed and reaped.
 
 pub mod client;
+pub mod from_whom;
 pub mod proc;
 pub mod report;
 mod row;

@@ -57,6 +57,10 @@ pub struct Row {
     pub ratio: f64,
     /// Every copy matched the origin's bytes.
     pub verified: bool,
+    /// Who got their payload from whom, in figures (`None`: the client
+    /// reports no per-peer sources); the matrix is in the row's
+    /// `from-whom.tsv`.
+    pub from_whom: Option<super::from_whom::FromWhomFigures>,
     /// `p2pe sim` for the same scenario, if available.
     pub sim: Option<SimPrediction>,
 }
@@ -78,8 +82,9 @@ pub fn median(sorted: &[f64]) -> f64 {
 /// Table header matching [`table_line`].
 pub fn table_header() -> String {
     "| client | scenario | rep | N | F | min s | median s | max s | D_cs s | D_p2p s | ratio | \
-     origin copies (payload/wire) | MB per CPU-s | sim s (ratio) | verified |\n\
-     |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+     origin copies (payload/wire) | MB per CPU-s | sim s (ratio) | verified | \
+     from origin med/max | slow from origin/fast/slow |\n\
+     |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         .to_owned()
 }
 
@@ -92,8 +97,9 @@ pub fn table_line(r: &Row) -> String {
         || "n/a".to_owned(),
         |s| format!("{:.2} ({:.3})", s.total_s, s.ratio),
     );
+    let (from_origin, slow_from) = from_whom_cells(r.from_whom.as_ref());
     format!(
-        "| {} | {} | {} | {} | {} MiB | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} / {:.2} | {:.1} | {} | {} |",
+        "| {} | {} | {} | {} | {} MiB | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} / {:.2} | {:.1} | {} | {} | {} | {} |",
         r.client,
         r.scenario,
         r.rep,
@@ -110,7 +116,30 @@ pub fn table_line(r: &Row) -> String {
         r.payload_mb_per_cpu_s,
         sim,
         if r.verified { "yes" } else { "NO" },
+        from_origin,
+        slow_from,
     )
+}
+
+/// The table's from-whom cells: the origin's share (median / max over
+/// leechers) and what slow leechers got from the origin / fast / slow ones.
+fn from_whom_cells(f: Option<&super::from_whom::FromWhomFigures>) -> (String, String) {
+    let Some(f) = f else {
+        return ("n/a".to_owned(), "n/a".to_owned());
+    };
+    let origin = format!(
+        "{:.2} / {:.2}",
+        f.from_origin_share_median, f.from_origin_share_max
+    );
+    let slow = match (
+        f.slow_share_from_origin,
+        f.slow_share_from_fast,
+        f.slow_share_from_slow,
+    ) {
+        (Some(o), Some(fa), Some(s)) => format!("{o:.2} / {fa:.2} / {s:.2}"),
+        _ => "-".to_owned(),
+    };
+    (origin, slow)
 }
 
 /// Output of a shell command, trimmed ("?" if it fails).

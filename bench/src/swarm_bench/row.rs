@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::from_whom::{FromWhomFigures, Matrix, Member};
 use super::proc::Proc;
 use super::report::{median, Row};
 use super::scenario::{Scenario, FIRST_LEECHER_HOST, ORIGIN_HOST, TRACKER_HOST};
@@ -245,6 +246,7 @@ pub(super) fn run_row(
     if !verified {
         return Err(ctx.fail("a copy does not match the origin's data"));
     }
+    let from_whom = from_whom(&ctx, scenario, &leechers);
     let f = scenario.size_bytes as f64;
     let bounds = scenario.bounds();
     let max_s = completion_s.last().copied().unwrap_or(0.0);
@@ -268,8 +270,34 @@ pub(super) fn run_row(
         d_p2p_s: bounds.d_p2p_s,
         ratio: max_s / bounds.d_p2p_s,
         verified,
+        from_whom,
         sim: None,
     })
+}
+
+/// Builds the row's from-whom matrix ([`Matrix`]) from the leechers'
+/// completion lines, writes `from-whom.tsv` (and `from-whom-pieces.tsv` when
+/// the client counts pieces) into the row's directory, and returns its
+/// figures; `None` when the client reports no sources.
+fn from_whom(ctx: &RowCtx, scenario: &Scenario, leechers: &[Proc]) -> Option<FromWhomFigures> {
+    let first_slow = scenario.hosts - scenario.slow_leechers();
+    let member = |host: usize, label: String| Member {
+        label,
+        ip: (*ctx.addr(host, PEER_PORT).ip()).into(),
+        slow: host >= first_slow,
+    };
+    let mut members = vec![member(ORIGIN_HOST, "origin".to_owned())];
+    members.extend((FIRST_LEECHER_HOST..scenario.hosts).map(|h| member(h, format!("peer{h}"))));
+    let reports: Vec<Option<serde_json::Value>> = leechers
+        .iter()
+        .map(|p| p.find_json(is_complete).map(|(_, v)| v.clone()))
+        .collect();
+    let m = Matrix::build(members, &reports)?;
+    let _ = std::fs::write(ctx.dir.join("from-whom.tsv"), m.tsv_mib());
+    if let Some(pieces) = m.tsv_pieces() {
+        let _ = std::fs::write(ctx.dir.join("from-whom-pieces.tsv"), pieces);
+    }
+    Some(m.figures())
 }
 
 /// Starts every leecher (blocked on the shared stdin pipe) and waits until
