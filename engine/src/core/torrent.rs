@@ -219,6 +219,22 @@ impl Torrent {
             && self.picker.wants(block)
     }
 
+    /// Payload bytes of `block`, requested from `peer`, arrived before its last byte (a
+    /// driver that streams `piece` payloads reports them): the peer is making progress,
+    /// so its anti-snubbing clock restarts. Without this a whole-piece request over a
+    /// slow or shared link (a 256 KiB piece at 1 Mbit/s of a shared 20 Mbit/s link takes
+    /// 2 s) counts as no progress until its last byte, and `snub_timeout` cancels and
+    /// re-requests it elsewhere while its bytes are still arriving: duplicates on the
+    /// slow link. Ignored unless `block` is in flight from `peer`.
+    pub fn handle_block_progress(&mut self, now: Time, peer: PeerKey, block: &Block) {
+        self.now = self.now.max(now);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if p.inflight.contains(block) {
+                p.last_progress_at = p.last_progress_at.max(now);
+            }
+        }
+    }
+
     /// The driver finished sending `block` (from an [`Action::SendBlock`]) to `peer`.
     pub fn handle_block_sent(&mut self, now: Time, peer: PeerKey, block: Block) {
         self.now = self.now.max(now);

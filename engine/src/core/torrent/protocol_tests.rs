@@ -299,6 +299,52 @@ fn snubbing_peer_loses_its_requests_to_another_peer() {
 }
 
 #[test]
+fn payload_progress_keeps_a_slow_sender_from_being_snubbed() {
+    let mut c = config(1, BLOCK);
+    c.choker = ChokerConfig::default();
+    let timeout = c.choker.snub_timeout;
+    let mut t = Torrent::new(c, Bitfield::new(1), 9);
+    t.handle_peer_connected(Time::ZERO, P, caps(true, BLOCK));
+    t.handle_message(Time::ZERO, P, PeerMessage::HaveAll)
+        .unwrap();
+    t.handle_message(Time::ZERO, P, PeerMessage::Unchoke)
+        .unwrap();
+    let asked = requests(&drain(&mut t), P);
+    assert_eq!(asked.len(), 1);
+    // Part of the block arrives just before the snub timeout: no cancel at the timeout.
+    let half = timeout / 2;
+    t.handle_block_progress(Time::ZERO + (timeout - half / 2), P, &asked[0]);
+    // Progress on a block never requested from P is ignored (if it counted, P would
+    // not be snubbed at 2 timeouts below).
+    let other = Block {
+        len_bytes: asked[0].len_bytes / 2,
+        ..asked[0]
+    };
+    t.handle_block_progress(Time::ZERO + (timeout + timeout / 10), P, &other);
+    t.handle_timeout(Time::ZERO + (timeout + half / 4));
+    let cancels = |acts: &[Action]| {
+        acts.iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        msg: PeerMessage::Cancel(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(cancels(&drain(&mut t)), 0, "progress restarted the clock");
+    assert!(t.wants_block(P, &asked[0]));
+    // No progress for a whole timeout after that: snubbed, request cancelled.
+    t.handle_timeout(Time::ZERO + timeout * 2);
+    // (P, the only peer with the piece, then gets it again as its one snubbed request.)
+    assert_eq!(cancels(&drain(&mut t)), 1);
+    t.check_invariants();
+}
+
+#[test]
 fn unchoked_peers_never_exceed_slots_plus_one() {
     let mut c = config(4, BLOCK);
     c.choker = ChokerConfig {

@@ -245,6 +245,20 @@ impl NodeHandler {
         let at = inc.block.offset_bytes.saturating_add(inc.received_bytes);
         // The decoder hands out at most the announced payload length (a u32).
         inc.received_bytes = inc.received_bytes.saturating_add(chunk.len() as u32);
+        // Progress before the last byte keeps a slow but steady sender from being
+        // snubbed mid-block (the core ignores blocks not in flight from this peer).
+        if inc.received_bytes < inc.block.len_bytes && !matches!(inc.sink, Sink::Discard) {
+            let block = inc.block;
+            let now = self.now();
+            self.torrent.handle_block_progress(now, key, &block);
+        }
+        let Some(inc) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|pc| pc.incoming.as_mut())
+        else {
+            return;
+        };
         match &mut inc.sink {
             Sink::Store if self.torrent.wants_block(key, &inc.block) => {
                 let piece = inc.block.piece.0;
