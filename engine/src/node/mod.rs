@@ -21,10 +21,12 @@
 //! - the distinct-first seeder's upload history
 //!   ([`crate::core::upload_history`]), so an origin's workers together send
 //!   each piece about once before any piece twice;
+//! - availability counts ([`crate::core::availability`]): each worker adds
+//!   its peers' bitfields and `have`s and takes them back when they leave, so
+//!   every worker's rarest-first ranks pieces over all the node's peers;
 //! - the progress counters, to which each worker adds its own deltas.
 //!
-//! Per worker, not merged: availability counts (rarest-first ranks pieces by
-//! the worker's own peers), PEX state per peer (the address lists are
+//! Per worker, not merged: PEX state per peer (the address lists are
 //! shared). Choking is node-wide: every rechoke interval each worker reports
 //! its peers' rates to worker 0, which runs one [`crate::core::BatchChoker`]
 //! pass (top `unchoke_slots` by rate plus one optimistic unchoke over all
@@ -409,7 +411,7 @@ impl Node {
 
     /// The core configuration every worker's torrent starts from, and the
     /// shared piece sets filled from `storage`. With several workers the
-    /// torrents share claims and leave choking to the batched choker (worker
+    /// torrents share claims, upload history and availability counts and leave choking to the batched choker (worker
     /// `i` uses `rng_seed ^ i`).
     fn torrent_config(
         meta: &Metainfo,
@@ -438,6 +440,7 @@ impl Node {
         if shared.workers > 1 {
             tc.claims = Some(shared.claims.clone());
             tc.upload_history = Some(shared.upload_history.clone());
+            tc.availability = Some(shared.availability.clone());
             tc.choker_mode = ChokerMode::External {
                 initial_slots: config.choker.unchoke_slots / shared.workers,
             };
