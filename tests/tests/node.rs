@@ -119,13 +119,19 @@ fn assert_copy(root: &Path, name: &str, files: &[(String, Vec<u8>)]) {
 }
 
 fn seed(torrent: &Path, data_dir: &Path) -> (Proc, SocketAddr) {
+    seed_with(torrent, data_dir, &[])
+}
+
+/// [`seed`] with `extra` options.
+fn seed_with(torrent: &Path, data_dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
     let mut p = Proc::spawn(
         Command::new(p2pe_bin())
             .arg("seed")
             .arg(torrent)
             .arg("--path")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"]),
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra),
     );
     let addr = p.listen_addr();
     (p, addr)
@@ -168,6 +174,19 @@ fn seed_then_get_multi_file_is_byte_exact() {
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
     assert_eq!(summary["bytes"].as_u64(), Some(total as u64), "{summary}");
     assert_eq!(summary["peers"].as_u64(), Some(1), "{summary}");
+}
+
+#[test]
+fn seeds_with_splice_and_send_zc_serve_byte_exact_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    for strategy in ["splice", "send-zc"] {
+        let (_seeder, addr) = seed_with(&torrent, tmp.path(), &["--send-strategy", strategy]);
+        let out = tmp.path().join(format!("out-{strategy}"));
+        let (ok, summary) = get(&torrent, &out, addr);
+        assert!(ok, "p2pe get from a {strategy} seed failed: {summary}");
+        assert_copy(&out, "payload", &files);
+    }
 }
 
 /// Sends SIGTERM to `p` by PID and waits (bounded) for a clean exit.

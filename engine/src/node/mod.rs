@@ -86,7 +86,7 @@ use std::time::Duration;
 
 use crate::core::{ChokerConfig, ChokerMode, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
-use crate::rt::{self, RuntimeConfig, RuntimeHandle};
+use crate::rt::{self, RuntimeConfig, RuntimeHandle, SendStrategy};
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
@@ -150,6 +150,10 @@ pub struct NodeConfig {
     /// Pin worker `i` to core `i` (default false: several nodes may share a
     /// machine, e.g. tests and `p2pe swarm`).
     pub pin_cores: bool,
+    /// How block payloads are moved from the mapped files to the sockets
+    /// (default [`SendStrategy::Send`], the fastest measured; see
+    /// [`crate::rt`]).
+    pub send_strategy: SendStrategy,
 }
 
 /// Most workers [`default_workers`] picks: beyond 8 cores one torrent's
@@ -168,7 +172,7 @@ impl NodeConfig {
     /// Defaults: no listener, no peers, no limits, datacenter choker, a random
     /// peer id starting with `-PE0001-` (Azureus style), the torrent's
     /// trackers, [`MAX_PEERS`], PEX every [`PEX_INTERVAL_DATACENTER`],
-    /// [`default_workers`] unpinned workers.
+    /// [`default_workers`] unpinned workers, [`SendStrategy::Send`].
     pub fn new() -> Self {
         let mut peer_id = *b"-PE0001-000000000000";
         let r: [u8; 12] = rand::random();
@@ -190,6 +194,7 @@ impl NodeConfig {
             dht: None,
             workers: default_workers(),
             pin_cores: false,
+            send_strategy: SendStrategy::default(),
         }
     }
 }
@@ -346,6 +351,7 @@ impl Node {
             workers,
             listen: config.listen,
             pin_cores: config.pin_cores,
+            send_strategy: config.send_strategy,
             ..RuntimeConfig::default()
         };
         let slots = RefCell::new(handlers);
