@@ -32,8 +32,8 @@ use super::PieceIndex;
 /// How often a torrent's picker re-reads every piece's shared count (the changes its own
 /// peers make are seen at once). A piece of a swarm moving a few GB/s changes hands every
 /// few milliseconds, so a few tens of ms keeps the ranking current; a resync reads one
-/// counter per piece (a 20,000-piece torrent: ~20 µs), i.e. ~0.1 % of a core at 50 per
-/// second.
+/// counter per piece not yet started (at most ~20 µs for a 20,000-piece torrent), i.e.
+/// at most ~0.1 % of a core at 50 per second.
 pub const RESYNC_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Per piece, the number of peers (over every torrent sharing it) that have it.

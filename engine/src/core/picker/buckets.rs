@@ -34,19 +34,25 @@ impl Picker {
         self.rekey(piece, new);
     }
 
-    /// With shared counts, re-reads every piece's count once [`RESYNC_INTERVAL`] has
-    /// passed since the last time (other torrents' peers changed them): O(pieces).
+    /// With shared counts, re-reads the count of every untouched piece (the only ones
+    /// in buckets) once [`RESYNC_INTERVAL`] has passed since the last time (other
+    /// torrents' peers changed them): O(pieces / 64 + untouched pieces). Nothing to do
+    /// once every piece is started or had (a seeder).
     pub(crate) fn resync_availability(&mut self, now: Time) {
         let Some(shared) = self.shared_availability.clone() else {
             return;
         };
-        if now < self.next_resync {
+        if now < self.next_resync || self.untouched.count_ones() == 0 {
             return;
         }
         self.next_resync = now + RESYNC_INTERVAL;
-        for i in 0..self.piece_count {
-            let p = PieceIndex(i);
-            self.rekey(p, shared.count(p));
+        for wi in 0..self.untouched.words().len() {
+            let mut w = self.untouched.words().get(wi).copied().unwrap_or(0);
+            while w != 0 {
+                let p = PieceIndex(wi as u32 * 64 + w.trailing_zeros());
+                w &= w - 1;
+                self.rekey(p, shared.count(p));
+            }
         }
     }
 

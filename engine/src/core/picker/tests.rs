@@ -5,6 +5,11 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 
 impl Picker {
+    /// Whether `piece` is needed and not started (in a rarest-first bucket).
+    pub(crate) fn is_untouched(&self, piece: PieceIndex) -> bool {
+        self.untouched.get(piece)
+    }
+
     /// Panics if an invariant of the module docs is broken; `peer_haves` are the
     /// bitfields of all connected peers.
     pub(crate) fn check_invariants<'a>(

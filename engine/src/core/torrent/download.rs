@@ -363,13 +363,16 @@ impl Torrent {
         let random_first = self.have.count_ones() < self.config.random_first_pieces;
         let pipeline = self.config.pipeline_bytes;
         let max_requests = self.config.max_requests_per_peer.max(1) as usize;
-        self.picker.resync_availability(self.now);
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.peers.get(&key) else {
             return false;
         };
         if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
             return false;
         }
+        self.picker.resync_availability(self.now);
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return false;
+        };
         let limit_bytes = if peer.snubbed { 1 } else { pipeline };
         while peer.inflight.len() < max_requests && peer.inflight_bytes < limit_bytes {
             let ctx = PickContext {
