@@ -1,31 +1,41 @@
 //! Criterion micro-benchmarks of the sans-IO core: piece picker decisions (as the
 //! torrent makes them: a block arrives, the piece verifies, the next request is
-//! chosen) and bitmap operations (`Bitfield`, the node's shared `AtomicBitfield`).
+//! chosen), the node-wide availability counts its workers share, and bitmap operations
+//! (`Bitfield`, the node's shared `AtomicBitfield`).
 //!
 //! Run: `cargo bench -p p2pe-bench --bench core`. Results: `perf/core-bench.md`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use p2pe::core::{
-    Action, AtomicBitfield, Bitfield, ChokerConfig, PeerCaps, PeerKey, PeerMessage, PieceIndex,
-    Time, Torrent, TorrentConfig,
+    Action, AtomicBitfield, Availability, Bitfield, ChokerConfig, PeerCaps, PeerKey, PeerMessage,
+    PieceIndex, Time, Torrent, TorrentConfig,
 };
 
 const PIECE_LEN: u32 = 256 * 1024;
 const PIECES: u32 = 2000;
 const PEERS: u64 = 20;
 
-/// A leecher with `PEERS` seeders connected (fast extension, whole-piece requests),
-/// every one unchoking it, its first requests drained.
-fn leecher() -> (Torrent, Vec<(PeerKey, p2pe::core::Block)>) {
+const CAPS: PeerCaps = PeerCaps {
+    fast_extension: true,
+    max_request_len_bytes: PIECE_LEN,
+};
+
+/// A leecher torrent of `PIECES` pieces, counting availability in `shared` if given.
+fn empty_leecher(shared: Option<&Arc<Availability>>) -> Torrent {
     let mut tc = TorrentConfig::new(u64::from(PIECES) * u64::from(PIECE_LEN), PIECE_LEN);
     tc.choker = ChokerConfig::datacenter();
-    let mut t = Torrent::new(tc, Bitfield::new(PIECES), 7);
-    let caps = PeerCaps {
-        fast_extension: true,
-        max_request_len_bytes: PIECE_LEN,
-    };
+    tc.availability = shared.cloned();
+    Torrent::new(tc, Bitfield::new(PIECES), 7)
+}
+
+/// A leecher with `PEERS` seeders connected (fast extension, whole-piece requests),
+/// every one unchoking it, its first requests drained.
+fn leecher(shared: Option<&Arc<Availability>>) -> (Torrent, Vec<(PeerKey, p2pe::core::Block)>) {
+    let mut t = empty_leecher(shared);
+    let caps = CAPS;
     for k in 0..PEERS {
         t.handle_peer_connected(Time::ZERO, PeerKey(k), caps);
         let _ = t.handle_message(Time::ZERO, PeerKey(k), PeerMessage::HaveAll);
@@ -68,7 +78,49 @@ fn picker(c: &mut Criterion) {
     g.throughput(Throughput::Elements(u64::from(PIECES)));
     g.sample_size(20);
     g.bench_function("download_2000_pieces_20_peers", |b| {
-        b.iter_batched(leecher, |(t, r)| download(t, r), BatchSize::LargeInput)
+        b.iter_batched(
+            || leecher(None),
+            |(t, r)| download(t, r),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("download_2000_pieces_20_peers_shared_counts", |b| {
+        b.iter_batched(
+            || leecher(Some(&Arc::new(Availability::new(PIECES)))),
+            |(t, r)| download(t, r),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+/// A peer with every piece (BEP 6 `have all`) joins a leecher and leaves: each of its
+/// pieces is counted and taken back, in the torrent's own counts or in the node-wide
+/// shared ones (atomic), the cost a worker pays per peer and piece.
+fn availability(c: &mut Criterion) {
+    let mut g = c.benchmark_group("core/availability");
+    g.throughput(Throughput::Elements(u64::from(PIECES)));
+    let shared = Arc::new(Availability::new(PIECES));
+    for (name, counts) in [("local", None), ("shared", Some(&shared))] {
+        let mut t = empty_leecher(counts);
+        g.bench_function(format!("have_all_join_leave/{name}/2000"), |b| {
+            b.iter(|| {
+                t.handle_peer_connected(Time::ZERO, PeerKey(1), CAPS);
+                let _ = t.handle_message(Time::ZERO, PeerKey(1), PeerMessage::HaveAll);
+                t.handle_peer_disconnected(Time::ZERO, PeerKey(1));
+                while t.poll_action().is_some() {}
+            })
+        });
+    }
+    g.bench_function("inc_dec/2000", |b| {
+        b.iter(|| {
+            for i in 0..PIECES {
+                black_box(shared.inc(PieceIndex(i)));
+            }
+            for i in 0..PIECES {
+                black_box(shared.dec(PieceIndex(i)));
+            }
+        })
     });
     g.finish();
 }
@@ -112,5 +164,5 @@ fn bitmaps(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, picker, bitmaps);
+criterion_group!(benches, picker, availability, bitmaps);
 criterion_main!(benches);

@@ -119,13 +119,19 @@ fn assert_copy(root: &Path, name: &str, files: &[(String, Vec<u8>)]) {
 }
 
 fn seed(torrent: &Path, data_dir: &Path) -> (Proc, SocketAddr) {
+    seed_with(torrent, data_dir, &[])
+}
+
+/// [`seed`] with `extra` options.
+fn seed_with(torrent: &Path, data_dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
     let mut p = Proc::spawn(
         Command::new(p2pe_bin())
             .arg("seed")
             .arg(torrent)
             .arg("--path")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"]),
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra),
     );
     let addr = p.listen_addr();
     (p, addr)
@@ -247,6 +253,19 @@ fn get_and_seed_report_payload_per_peer() {
     assert_eq!(up[0]["addr"], get_addr.to_string(), "{seed_summary}");
     assert_eq!(sum_of(up, "uploaded_bytes"), down, "{seed_summary}");
     assert_eq!(seed_summary["uploaded_bytes"].as_u64(), Some(down));
+}
+
+#[test]
+fn seeds_with_splice_and_send_zc_serve_byte_exact_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    for strategy in ["splice", "send-zc"] {
+        let (_seeder, addr) = seed_with(&torrent, tmp.path(), &["--send-strategy", strategy]);
+        let out = tmp.path().join(format!("out-{strategy}"));
+        let (ok, summary) = get(&torrent, &out, addr);
+        assert!(ok, "p2pe get from a {strategy} seed failed: {summary}");
+        assert_copy(&out, "payload", &files);
+    }
 }
 
 /// Sends SIGTERM to `p` by PID and waits (bounded) for a clean exit.

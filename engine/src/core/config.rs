@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::availability::Availability;
 use super::claims::AtomicBitfield;
 use super::upload_history::UploadHistory;
 
@@ -141,6 +142,10 @@ pub struct TorrentConfig {
     pub upload_history: Option<Arc<UploadHistory>>,
     /// Who makes the choke decisions (default: this torrent).
     pub choker_mode: ChokerMode,
+    /// Piece availability counts shared with the other torrents of the same node (one
+    /// per runtime worker), so rarest-first ranks pieces over all the node's peers; see
+    /// [`super::availability`]. `None` (the default): this torrent's peers only.
+    pub availability: Option<Arc<Availability>>,
 }
 
 impl TorrentConfig {
@@ -177,6 +182,7 @@ impl TorrentConfig {
             claims: None,
             upload_history: None,
             choker_mode: ChokerMode::Local,
+            availability: None,
         }
     }
 

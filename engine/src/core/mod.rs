@@ -29,12 +29,14 @@
 //! - Never more unchoked peers than `unchoke_slots + 1` (optimistic).
 //!
 //! Modules: [`time`] (instants), [`bitfield`] (piece sets, BEP 3 wire form), [`claims`]
-//! (piece claims shared by the torrents of one multi-worker node), `message`
+//! (piece claims shared by the torrents of one multi-worker node), [`availability`]
+//! (availability counts they share for rarest-first), `message`
 //! (identifiers, control messages, actions, errors), `config` (tunables), `peer`
 //! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
 //! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
 //! machine and the distinct-first seeder policy).
 
+pub mod availability;
 pub mod bitfield;
 mod choker;
 pub mod claims;
@@ -46,6 +48,7 @@ pub mod time;
 mod torrent;
 pub mod upload_history;
 
+pub use availability::Availability;
 pub use bitfield::{Bitfield, BitfieldError};
 pub use choker::{BatchChoker, ChokeCandidate, ChokeDecision};
 pub use claims::AtomicBitfield;

@@ -11,7 +11,12 @@
 //! and 16 KiB requests (other clients) mix freely within one piece.
 //!
 //! Invariants (checked by `check_invariants` in tests):
-//! - `availability[p]` is the number of connected peers whose bitfield has `p`.
+//! - Without shared counts, `availability[p]` is the number of connected peers whose
+//!   bitfield has `p`. With shared counts ([`TorrentConfig::availability`], see
+//!   [`super::availability`]) it is the node-wide count as this picker last read it:
+//!   re-read whenever one of our peers changes it and every
+//!   [`super::availability::RESYNC_INTERVAL`]; the shared count is the sum over every
+//!   torrent sharing it.
 //! - A needed piece is either *untouched* (in `buckets[availability]`, bit set in
 //!   `untouched`) or *partial* (in `partial`), never both; a piece we have is neither.
 //! - A chunk is exactly one of free (0 requesters), requested (1..=endgame_max requesters,
@@ -26,16 +31,22 @@
 //!   no open piece is left and every untouched piece is claimed elsewhere (endgame stays
 //!   per torrent: it duplicates only this torrent's own partial pieces).
 
+use super::availability::Availability;
 use super::config::BLOCK_LEN_BYTES;
-use super::{AtomicBitfield, Bitfield, Block, PeerKey, PieceIndex, TorrentConfig};
+use super::{AtomicBitfield, Bitfield, Block, PeerKey, PieceIndex, Time, TorrentConfig};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 
 mod blocks;
+mod buckets;
 
 const RECEIVED: u8 = u8::MAX;
 const NOT_IN_BUCKET: u32 = u32::MAX;
+/// Highest bucket (availability) a piece is ranked in: counts above it rank equal. Far
+/// above any node's connection count, and it bounds the bucket list whatever a shared
+/// count says.
+const MAX_BUCKET_KEY: u32 = u16::MAX as u32;
 /// Candidates examined by the rarest-first bucket walk before falling back to a scan of
 /// the peer's bitfield; sized so the walk wins when the peer has most pieces.
 const WALK_BUDGET: usize = 64;
@@ -95,6 +106,7 @@ pub(crate) struct Picker {
     config_piece_len_bytes: u32,
     total_len_bytes: u64,
     piece_count: u32,
+    /// Per piece: the count its bucket is keyed by (see the module invariants).
     availability: Vec<u32>,
     buckets: Vec<Vec<PieceIndex>>,
     pos: Vec<u32>,
@@ -108,6 +120,10 @@ pub(crate) struct Picker {
     endgame_entered: bool,
     /// Claims shared with other torrents (`None`: every claim granted).
     claims: Option<Arc<AtomicBitfield>>,
+    /// Availability counts shared with other torrents (`None`: our peers only).
+    shared_availability: Option<Arc<Availability>>,
+    /// When shared counts are next re-read in full.
+    next_resync: Time,
 }
 
 impl Picker {
@@ -129,6 +145,8 @@ impl Picker {
             endgame_max_requesters: config.endgame_max_requesters.clamp(1, RECEIVED - 1),
             endgame_entered: false,
             claims: config.claims.clone(),
+            shared_availability: config.availability.clone(),
+            next_resync: Time::ZERO,
         };
         let mut needed: Vec<PieceIndex> =
             (0..n).map(PieceIndex).filter(|&i| !have.get(i)).collect();
@@ -153,8 +171,17 @@ impl Picker {
         self.piece_len(piece).div_ceil(BLOCK_LEN_BYTES).max(1)
     }
 
-    /// Number of connected peers having `piece`.
+    /// Number of connected peers having `piece`: over every torrent sharing the counts
+    /// (read now) if they are shared, else over ours.
     pub(crate) fn availability(&self, piece: PieceIndex) -> u32 {
+        match &self.shared_availability {
+            Some(a) => a.count(piece),
+            None => self.bucket_key(piece),
+        }
+    }
+
+    /// The count `piece`'s bucket is keyed by (0 when out of range).
+    pub(crate) fn bucket_key(&self, piece: PieceIndex) -> u32 {
         self.availability
             .get(piece.0 as usize)
             .copied()
@@ -200,57 +227,13 @@ impl Picker {
             .any(|(i, &w)| w & !c.load_word(i) != 0)
     }
 
-    /// A peer gained `piece` (`have`, or part of its bitfield). `piece` must be in range.
-    pub(crate) fn inc(&mut self, piece: PieceIndex) {
-        let i = piece.0 as usize;
-        let Some(a) = self.availability.get_mut(i) else {
-            return;
-        };
-        *a += 1;
-        let new = *a;
-        if self.pos[i] != NOT_IN_BUCKET {
-            self.remove_from_bucket(piece, new - 1);
-            self.push_bucket(piece, new);
-        }
-    }
-
-    /// A peer lost `piece` (it disconnected). `piece` must be in range.
-    pub(crate) fn dec(&mut self, piece: PieceIndex) {
-        let i = piece.0 as usize;
-        let Some(a) = self.availability.get_mut(i) else {
-            return;
-        };
-        debug_assert!(*a > 0, "availability underflow");
-        *a = a.saturating_sub(1);
-        let new = *a;
-        if self.pos[i] != NOT_IN_BUCKET {
-            self.remove_from_bucket(piece, new + 1);
-            self.push_bucket(piece, new);
-        }
-    }
-
-    fn push_bucket(&mut self, piece: PieceIndex, avail: u32) {
-        let a = avail as usize;
-        if self.buckets.len() <= a {
-            self.buckets.resize_with(a + 1, Vec::new);
-        }
-        self.pos[piece.0 as usize] = self.buckets[a].len() as u32;
-        self.buckets[a].push(piece);
-    }
-
-    fn remove_from_bucket(&mut self, piece: PieceIndex, avail: u32) {
-        let at = self.pos[piece.0 as usize] as usize;
-        let bucket = &mut self.buckets[avail as usize];
-        bucket.swap_remove(at);
-        if let Some(&moved) = bucket.get(at) {
-            self.pos[moved.0 as usize] = at as u32;
-        }
-        self.pos[piece.0 as usize] = NOT_IN_BUCKET;
-    }
-
     fn insert_untouched(&mut self, piece: PieceIndex) {
         self.untouched.set(piece);
-        self.push_bucket(piece, self.availability(piece));
+        let key = self.availability(piece).min(MAX_BUCKET_KEY);
+        if let Some(a) = self.availability.get_mut(piece.0 as usize) {
+            *a = key;
+        }
+        self.push_bucket(piece, key);
     }
 
     /// A partial piece is abandoned: untouched again, and its claim released.
@@ -261,7 +244,7 @@ impl Picker {
 
     /// Moves an untouched piece to the partial set.
     fn start_piece(&mut self, piece: PieceIndex) {
-        self.remove_from_bucket(piece, self.availability(piece));
+        self.remove_from_bucket(piece, self.bucket_key(piece));
         self.untouched.clear(piece);
         let chunks = self.chunk_count(piece);
         self.partial[piece.0 as usize] = Some(Box::new(PartialPiece {

@@ -368,6 +368,8 @@ impl Torrent {
 }
 
 #[cfg(test)]
+mod availability_tests;
+#[cfg(test)]
 mod claims_tests;
 #[cfg(test)]
 mod protocol_tests;

@@ -21,10 +21,12 @@
 //! - the distinct-first seeder's upload history
 //!   ([`crate::core::upload_history`]), so an origin's workers together send
 //!   each piece about once before any piece twice;
+//! - availability counts ([`crate::core::availability`]): each worker adds
+//!   its peers' bitfields and `have`s and takes them back when they leave, so
+//!   every worker's rarest-first ranks pieces over all the node's peers;
 //! - the progress counters, to which each worker adds its own deltas.
 //!
-//! Per worker, not merged: availability counts (rarest-first ranks pieces by
-//! the worker's own peers), PEX state per peer (the address lists are
+//! Per worker, not merged: PEX state per peer (the address lists are
 //! shared). Choking is node-wide: every rechoke interval each worker reports
 //! its peers' rates to worker 0, which runs one [`crate::core::BatchChoker`]
 //! pass (top `unchoke_slots` by rate plus one optimistic unchoke over all
@@ -85,7 +87,7 @@ use std::time::Duration;
 
 use crate::core::{ChokerConfig, ChokerMode, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
-use crate::rt::{self, RuntimeConfig, RuntimeHandle};
+use crate::rt::{self, RuntimeConfig, RuntimeHandle, SendStrategy};
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
@@ -150,6 +152,10 @@ pub struct NodeConfig {
     /// Pin worker `i` to core `i` (default false: several nodes may share a
     /// machine, e.g. tests and `p2pe swarm`).
     pub pin_cores: bool,
+    /// How block payloads are moved from the mapped files to the sockets
+    /// (default [`SendStrategy::Send`], the fastest measured; see
+    /// [`crate::rt`]).
+    pub send_strategy: SendStrategy,
 }
 
 /// Most workers [`default_workers`] picks: beyond 8 cores one torrent's
@@ -168,7 +174,7 @@ impl NodeConfig {
     /// Defaults: no listener, no peers, no limits, datacenter choker, a random
     /// peer id starting with `-PE0001-` (Azureus style), the torrent's
     /// trackers, [`MAX_PEERS`], PEX every [`PEX_INTERVAL_DATACENTER`],
-    /// [`default_workers`] unpinned workers.
+    /// [`default_workers`] unpinned workers, [`SendStrategy::Send`].
     pub fn new() -> Self {
         let mut peer_id = *b"-PE0001-000000000000";
         let r: [u8; 12] = rand::random();
@@ -190,6 +196,7 @@ impl NodeConfig {
             dht: None,
             workers: default_workers(),
             pin_cores: false,
+            send_strategy: SendStrategy::default(),
         }
     }
 }
@@ -346,6 +353,7 @@ impl Node {
             workers,
             listen: config.listen,
             pin_cores: config.pin_cores,
+            send_strategy: config.send_strategy,
             ..RuntimeConfig::default()
         };
         let slots = RefCell::new(handlers);
@@ -411,7 +419,7 @@ impl Node {
 
     /// The core configuration every worker's torrent starts from, and the
     /// shared piece sets filled from `storage`. With several workers the
-    /// torrents share claims and leave choking to the batched choker (worker
+    /// torrents share claims, upload history and availability counts and leave choking to the batched choker (worker
     /// `i` uses `rng_seed ^ i`).
     fn torrent_config(
         meta: &Metainfo,
@@ -440,6 +448,7 @@ impl Node {
         if shared.workers > 1 {
             tc.claims = Some(shared.claims.clone());
             tc.upload_history = Some(shared.upload_history.clone());
+            tc.availability = Some(shared.availability.clone());
             tc.choker_mode = ChokerMode::External {
                 initial_slots: config.choker.unchoke_slots / shared.workers,
             };

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::core::upload_history::UploadHistory;
-use crate::core::{AtomicBitfield, ChokeCandidate, ChokeDecision, PieceIndex};
+use crate::core::{AtomicBitfield, Availability, ChokeCandidate, ChokeDecision, PieceIndex};
 use crate::rt::ConnId;
 use crate::store::StoreError;
 use crate::wire::pex::PexFlags;
@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     /// The origin's per-piece upload history, one for all workers (see
     /// [`crate::core::upload_history`]).
     pub(crate) upload_history: Arc<UploadHistory>,
+    /// Per piece, how many peers over all workers have it, for every worker's
+    /// rarest-first (see [`crate::core::availability`]).
+    pub(crate) availability: Arc<Availability>,
     pub(crate) verified_pieces: AtomicU32,
     pub(crate) piece_count: AtomicU32,
     pub(crate) downloaded_bytes: AtomicU64,
@@ -102,6 +105,7 @@ impl Shared {
             have: Arc::new(AtomicBitfield::new(piece_count)),
             claims: Arc::new(AtomicBitfield::new(piece_count)),
             upload_history: Arc::new(UploadHistory::new(piece_count)),
+            availability: Arc::new(Availability::new(piece_count)),
             verified_pieces: AtomicU32::new(0),
             piece_count: AtomicU32::new(piece_count),
             downloaded_bytes: AtomicU64::new(0),

@@ -403,3 +403,61 @@ fn nodes_of_one_two_and_three_workers_trade() {
     let s = seed.shutdown().unwrap();
     assert!(s.uploaded_bytes > 0);
 }
+
+/// Waits (bounded) until every piece's node-wide availability in `node` is `n`.
+fn wait_availability(node: &Node, n: u32, bound: Duration) {
+    let end = Instant::now() + bound;
+    let a = &node.shared.availability;
+    while !(0..a.len()).all(|i| a.count(crate::core::PieceIndex(i)) == n) {
+        assert!(
+            Instant::now() < end,
+            "availability never {n} within {bound:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn workers_share_availability_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[1 << 20], 32 * 1024);
+    let src2 = tmp.path().join("src2");
+    std::fs::create_dir_all(src2.join("t")).unwrap();
+    std::fs::copy(src.join("t/f0"), src2.join("t/f0")).unwrap();
+    let local = "127.0.0.1:0".parse().unwrap();
+    let seeds: Vec<Node> = [&src, &src2]
+        .into_iter()
+        .map(|dir| {
+            let config = NodeConfig {
+                listen: Some(local),
+                workers: 1,
+                ..NodeConfig::new()
+            };
+            Node::start(&meta, open(&meta, dir, OpenMode::Seed), config).unwrap()
+        })
+        .collect();
+    // Slow enough that the leecher is still connected to both seeds (a complete
+    // node drops other seeders) while the counts are checked.
+    let config = NodeConfig {
+        listen: Some(local),
+        peers: seeds.iter().filter_map(Node::local_addr).collect(),
+        workers: 2,
+        download_limit_bytes_per_s: Some(16 * 1024),
+        ..NodeConfig::new()
+    };
+    let dir = tmp.path().join("l");
+    let leecher = Node::start(&meta, open(&meta, &dir, OpenMode::Create), config).unwrap();
+    // Both seeds' `have all`, whichever worker each connection landed on.
+    wait_availability(&leecher, 2, Duration::from_secs(30));
+    let mut seeds = seeds.into_iter();
+    if let Some(s) = seeds.next() {
+        s.shutdown().unwrap();
+    }
+    // The closed connection takes back exactly what its peer added.
+    wait_availability(&leecher, 1, Duration::from_secs(30));
+    leecher.shutdown().unwrap();
+    for s in seeds {
+        s.shutdown().unwrap();
+    }
+}

@@ -113,7 +113,7 @@ impl Picker {
     pub(crate) fn on_had_elsewhere(&mut self, piece: PieceIndex) -> Vec<(PeerKey, Block)> {
         let i = piece.0 as usize;
         if self.untouched.get(piece) {
-            self.remove_from_bucket(piece, self.availability(piece));
+            self.remove_from_bucket(piece, self.bucket_key(piece));
             self.untouched.clear(piece);
             self.free_chunks -= u64::from(self.chunk_count(piece));
             return Vec::new();

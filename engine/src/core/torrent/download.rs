@@ -124,15 +124,20 @@ impl Torrent {
         Ok(())
     }
 
+    /// The peer's first bitfield-like message (checked first and of the right length).
+    /// Each piece is counted once per peer (merged into its bitfield, so even a second
+    /// bitfield could not count a piece twice), and `remove_peer` takes back exactly the
+    /// peer's bitfield.
     fn on_peer_bitfield(&mut self, now: Time, key: PeerKey, b: Bitfield) {
-        for p in b.iter_ones() {
-            self.picker.inc(p);
-        }
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        peer.interesting = b.and_not_count(&self.have);
-        peer.have = b;
+        for p in b.iter_ones() {
+            if peer.have.set(p) {
+                self.picker.inc(p);
+            }
+        }
+        peer.interesting = peer.have.and_not_count(&self.have);
         self.after_peer_gained(now, key);
     }
 
@@ -358,12 +363,16 @@ impl Torrent {
         let random_first = self.have.count_ones() < self.config.random_first_pieces;
         let pipeline = self.config.pipeline_bytes;
         let max_requests = self.config.max_requests_per_peer.max(1) as usize;
-        let Some(peer) = self.peers.get_mut(&key) else {
+        let Some(peer) = self.peers.get(&key) else {
             return false;
         };
         if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
             return false;
         }
+        self.picker.resync_availability(self.now);
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return false;
+        };
         let limit_bytes = if peer.snubbed { 1 } else { pipeline };
         while peer.inflight.len() < max_requests && peer.inflight_bytes < limit_bytes {
             let ctx = PickContext {

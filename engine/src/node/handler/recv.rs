@@ -259,24 +259,25 @@ impl NodeHandler {
         else {
             return;
         };
+        let piece = inc.block.piece;
         match &mut inc.sink {
-            Sink::Store if self.torrent.wants_block(key, &inc.block) => {
-                let piece = inc.block.piece.0;
-                match self.storage.write_block(piece, at, chunk) {
-                    Ok(()) => {}
-                    Err(StoreError::AlreadyVerified { .. } | StoreError::PieceLost { .. }) => {
-                        inc.sink = Sink::Discard;
-                    }
-                    Err(e) => {
-                        inc.sink = Sink::Discard;
-                        self.fail(e);
-                    }
-                }
-            }
+            Sink::Store if self.torrent.wants_block(key, &inc.block) => {}
             // Another connection delivered the block meanwhile.
-            Sink::Store => inc.sink = Sink::Discard,
-            Sink::Buffer(buf) => buf.extend_from_slice(chunk),
-            Sink::Discard => {}
+            Sink::Store => {
+                inc.sink = Sink::Discard;
+                return;
+            }
+            Sink::Buffer(buf) => {
+                buf.extend_from_slice(chunk);
+                return;
+            }
+            Sink::Discard => return,
+        }
+        if !self.write_payload(piece, at, chunk) {
+            // The rest of the block is dropped too.
+            if let Some(inc) = self.conns.get_mut(&conn).and_then(|c| c.incoming.as_mut()) {
+                inc.sink = Sink::Discard;
+            }
         }
     }
 
@@ -299,8 +300,7 @@ impl NodeHandler {
         let stored = match &inc.sink {
             Sink::Store => true,
             Sink::Buffer(data) if self.torrent.wants_block(key, &inc.block) => {
-                self.store_block(inc.block, data);
-                true
+                self.write_payload(inc.block.piece, inc.block.offset_bytes, data)
             }
             Sink::Buffer(_) | Sink::Discard => false,
         };
@@ -350,10 +350,8 @@ impl NodeHandler {
             Inbound::Piece(block, data) => {
                 // Only from `next_message`; the streaming decoder hands
                 // payloads to `on_piece_payload` instead.
-                let stored = self.torrent.wants_block(key, &block);
-                if stored {
-                    self.store_block(block, &data);
-                }
+                let stored = self.torrent.wants_block(key, &block)
+                    && self.write_payload(block.piece, block.offset_bytes, &data);
                 if let Some(pc) = self.conns.get_mut(&conn) {
                     let (piece, len) = (block.piece, block.len_bytes);
                     Self::count_piece_received(&mut self.piece_sources, pc, piece, len, stored);
@@ -368,15 +366,18 @@ impl NodeHandler {
         true
     }
 
-    /// Writes a block the core accepted. Duplicates of pieces verified
-    /// meanwhile (endgame) are dropped; other disk errors stop the node.
-    fn store_block(&mut self, block: Block, data: &[u8]) {
-        match self
-            .storage
-            .write_block(block.piece.0, block.offset_bytes, data)
-        {
-            Ok(()) | Err(StoreError::AlreadyVerified { .. } | StoreError::PieceLost { .. }) => {}
-            Err(e) => self.fail(e),
+    /// Writes payload the core wants (a whole block, or a chunk of one
+    /// streamed in) at `offset_bytes` of `piece`; true if it was stored.
+    /// Writes to a piece verified meanwhile (an endgame duplicate) or lost
+    /// are dropped; any other disk error stops the node.
+    fn write_payload(&mut self, piece: PieceIndex, offset_bytes: u32, data: &[u8]) -> bool {
+        match self.storage.write_block(piece.0, offset_bytes, data) {
+            Ok(()) => true,
+            Err(StoreError::AlreadyVerified { .. } | StoreError::PieceLost { .. }) => false,
+            Err(e) => {
+                self.fail(e);
+                false
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use p2pe::sim::units::parse_size_bytes;
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
+use super::seed::SendStrategyArg;
 use proc::Child;
 
 /// How long a child may take to print its listen address.
@@ -51,6 +52,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub workers: u16,
+    /// Send strategy of every process (`--send-strategy` of seed and get).
+    #[arg(long, value_enum, default_value_t = SendStrategyArg::Send, value_name = "HOW")]
+    pub send_strategy: SendStrategyArg,
 }
 
 /// Removes the work directory on drop unless kept.
@@ -140,6 +144,7 @@ fn run_with_tracker(
         seed_args.extend(["--upload-limit".into(), l.clone()]);
     }
     seed_args.extend(["--workers".into(), args.workers.to_string()]);
+    seed_args.extend(["--send-strategy".into(), args.send_strategy.as_arg().into()]);
     let (mut seeder, _seed_addr) =
         Child::spawn(exe, &seed_args, &dir.join("seed.log"), STARTUP_BOUND)?;
     let result = run_leechers(args, exe, dir, &torrent);
@@ -165,6 +170,8 @@ fn run_leechers(args: &Args, exe: &Path, dir: &Path, torrent: &Path) -> anyhow::
             "--json".into(),
             "--workers".into(),
             args.workers.to_string(),
+            "--send-strategy".into(),
+            args.send_strategy.as_arg().into(),
         ];
         match Child::spawn(exe, &a, &dir.join(format!("peer{i}.log")), STARTUP_BOUND) {
             Ok((c, _addr)) => kids.push(c),
