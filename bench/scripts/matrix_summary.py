@@ -110,9 +110,11 @@ def from_whom_table(order, groups):
     """Markdown lines: per row and client, medians over reps of the share of
     each leecher's payload that came from the origin (the leechers' median and
     max) and, with slow leechers, what the slow ones got from the origin /
-    fast / slow leechers and what fast ones got from slow ones."""
+    fast / slow leechers and what fast ones got from slow ones, and the payload
+    received beyond the file (duplicates) as a fraction of the file."""
     keys = ["from_origin_share_median", "from_origin_share_max", "slow_share_from_origin",
-            "slow_share_from_fast", "slow_share_from_slow", "fast_share_from_slow"]
+            "slow_share_from_fast", "slow_share_from_slow", "fast_share_from_slow",
+            "received_excess_median", "received_excess_max"]
     out = []
     for label in order:
         for client, rs in sorted(groups[label].items()):
@@ -126,8 +128,9 @@ def from_whom_table(order, groups):
     head = ["", "Who got their payload from whom (shares of each leecher's payload; "
             "medians over reps; per-row matrices in each row's from-whom.tsv with --keep):\n",
             "| row | client | from origin (median leecher) | from origin (max leecher) | "
-            "slow from origin | slow from fast | slow from slow | fast from slow |",
-            "|---|---|---|---|---|---|---|---|"]
+            "slow from origin | slow from fast | slow from slow | fast from slow | "
+            "received excess (median leecher) | received excess (max leecher) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     return head + out
 
 

@@ -77,6 +77,13 @@ pub struct FromWhomFigures {
     pub fast_share_from_slow: Option<f64>,
     /// Largest fraction of a leecher's reported payload not in its sources.
     pub unattributed_share_max: f64,
+    /// Median over leechers of the payload received beyond the file, as a
+    /// fraction of the file: (sources + unattributed − F) / F. Bytes that
+    /// arrived twice (endgame duplicates, blocks that crossed a cancel) each
+    /// cost the receiver's downlink and a sender's uplink.
+    pub received_excess_median: f64,
+    /// The largest such excess of any leecher.
+    pub received_excess_max: f64,
 }
 
 fn median(mut xs: Vec<f64>) -> Option<f64> {
@@ -180,8 +187,8 @@ impl Matrix {
         median(xs)
     }
 
-    /// The row's compact figures.
-    pub fn figures(&self) -> FromWhomFigures {
+    /// The row's compact figures; `size_bytes` is the file size F.
+    pub fn figures(&self, size_bytes: u64) -> FromWhomFigures {
         let origin: Vec<f64> = self
             .receivers()
             .map(|(_, r)| {
@@ -195,7 +202,16 @@ impl Matrix {
         let slow = |i: usize| i > 0 && self.is_slow(i);
         let fast = |i: usize| i > 0 && !self.is_slow(i);
         let when_slow = |x: Option<f64>| x.filter(|_| any_slow);
+        let excess: Vec<f64> = self
+            .receivers()
+            .map(|(_, r)| {
+                let got = r.attributed_bytes() + r.unattributed_bytes;
+                ratio(got.saturating_sub(size_bytes), size_bytes)
+            })
+            .collect();
         FromWhomFigures {
+            received_excess_median: median(excess.clone()).unwrap_or(0.0),
+            received_excess_max: excess.iter().copied().fold(0.0, f64::max),
             from_origin_share_median: median(origin.clone()).unwrap_or(0.0),
             from_origin_share_max: origin.iter().copied().fold(0.0, f64::max),
             slow_share_from_origin: when_slow(self.share(slow, |j| j == 0)),
@@ -338,8 +354,11 @@ mod tests {
             ),
         ];
         let m = Matrix::build(members(), &reports).unwrap();
-        let f = m.figures();
+        let f = m.figures(400);
         assert_eq!(f.from_origin_share_max, 0.75);
+        // Received beyond F = 400: peer2 0, peer3 100 (sources + unattributed), peer4 0.
+        assert_eq!(f.received_excess_median, 0.0);
+        assert_eq!(f.received_excess_max, 0.25);
         assert_eq!(f.from_origin_share_median, 0.5);
         assert_eq!(f.slow_share_from_origin, Some(0.5));
         assert_eq!(f.slow_share_from_fast, Some(0.5));
@@ -372,8 +391,9 @@ mod tests {
         let m = Matrix::build(members(), &reports).unwrap();
         assert!(m.tsv_mib().contains("peer3\tn/a"));
         assert!(m.tsv_pieces().is_none());
-        let f = m.figures();
+        let f = m.figures(10);
         assert_eq!(f.from_origin_share_median, 1.0);
+        assert_eq!(f.received_excess_max, 0.0);
         // peer4 (slow) has no report: no slow figures.
         assert_eq!(f.slow_share_from_origin, None);
     }

@@ -83,8 +83,8 @@ pub fn median(sorted: &[f64]) -> f64 {
 pub fn table_header() -> String {
     "| client | scenario | rep | N | F | min s | median s | max s | D_cs s | D_p2p s | ratio | \
      origin copies (payload/wire) | MB per CPU-s | sim s (ratio) | verified | \
-     from origin med/max | slow from origin/fast/slow |\n\
-     |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+     from origin med/max | slow from origin/fast/slow | received excess med/max |\n\
+     |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         .to_owned()
 }
 
@@ -98,8 +98,17 @@ pub fn table_line(r: &Row) -> String {
         |s| format!("{:.2} ({:.3})", s.total_s, s.ratio),
     );
     let (from_origin, slow_from) = from_whom_cells(r.from_whom.as_ref());
+    let excess = r.from_whom.as_ref().map_or_else(
+        || "n/a".to_owned(),
+        |f| {
+            format!(
+                "{:.3} / {:.3}",
+                f.received_excess_median, f.received_excess_max
+            )
+        },
+    );
     format!(
-        "| {} | {} | {} | {} | {} MiB | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} / {:.2} | {:.1} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} MiB | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} / {:.2} | {:.1} | {} | {} | {} | {} | {} |",
         r.client,
         r.scenario,
         r.rep,
@@ -118,6 +127,7 @@ pub fn table_line(r: &Row) -> String {
         if r.verified { "yes" } else { "NO" },
         from_origin,
         slow_from,
+        excess,
     )
 }
 

@@ -297,7 +297,7 @@ fn from_whom(ctx: &RowCtx, scenario: &Scenario, leechers: &[Proc]) -> Option<Fro
     if let Some(pieces) = m.tsv_pieces() {
         let _ = std::fs::write(ctx.dir.join("from-whom-pieces.tsv"), pieces);
     }
-    Some(m.figures())
+    Some(m.figures(scenario.size_bytes))
 }
 
 /// Starts every leecher (blocked on the shared stdin pipe) and waits until
