@@ -171,3 +171,22 @@ fn p2p_with_socket_buffers_completes() {
     let b = run(&c).without_wall_time();
     assert_ne!(a.events, b.events);
 }
+
+#[test]
+fn p2p_with_uneven_sharing_completes_and_replays() {
+    for seed in 0..4 {
+        let mut c = small(seed);
+        c.sharing_jitter = 0.6;
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, c.peers, "seed {seed}: {r:?}");
+        assert_eq!(
+            r.without_wall_time(),
+            run(&c).without_wall_time(),
+            "seed {seed}"
+        );
+    }
+    let mut c = small(1);
+    c.sharing_jitter = 1.5;
+    assert!(sim::run(&c).is_err(), "jitter above 1 is rejected");
+}

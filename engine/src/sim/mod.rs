@@ -138,6 +138,13 @@ pub struct SimConfig {
     /// socket. 0 (the default): a block is reported at its last byte. See the docs of the
     /// driver's connection model.
     pub send_buffer_bytes: u64,
+    /// Override of the core's `ChokerConfig::snub_timeout` (a peer that holds our requests
+    /// and sent no block for this long is snubbed and its requests re-issued elsewhere).
+    pub snub_timeout_ns: Option<Nanos>,
+    /// Unequal link sharing (`p2p`, water-fill): each block transfer gets a weight drawn from
+    /// `1 ± sharing_jitter` (0..=1; 0, the default: fair sharing); see
+    /// [`net::Net::set_jitter`]. A stand-in for TCP flows that share a bottleneck unevenly.
+    pub sharing_jitter: f64,
     /// Print the state of every peer that did not complete (and why the run stopped) to stderr
     /// at the end of a `p2p` run; a debugging aid for stuck swarms.
     pub debug_stuck: bool,
@@ -171,6 +178,8 @@ impl SimConfig {
             pipeline_bytes: None,
             upload_in_flight_bytes: None,
             send_buffer_bytes: 0,
+            sharing_jitter: 0.0,
+            snub_timeout_ns: None,
             debug_stuck: false,
         }
     }
@@ -282,6 +291,9 @@ impl SimConfig {
                 || self.slow_peers.downlink_bytes_per_s == 0)
         {
             return bad("slow peer rates must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.sharing_jitter) {
+            return bad("sharing jitter must be within 0..=1");
         }
         if self.liars >= self.peers {
             return bad("liars must be fewer than peers");

@@ -98,6 +98,13 @@ pub struct Args {
     /// split equally; a transfer gets the smaller share).
     #[arg(long, default_value = "water-fill")]
     sharing: p2pe::sim::Sharing,
+    /// Anti-snubbing timeout of the core [default: the datacenter profile's].
+    #[arg(long, value_parser = duration)]
+    snub_timeout: Option<u64>,
+    /// Unequal sharing (p2p, water-fill): each block transfer gets a weight drawn from
+    /// 1 ± J (0..=1), a stand-in for TCP flows sharing a bottleneck unevenly. 0: fair.
+    #[arg(long, default_value_t = 0.0)]
+    sharing_jitter: f64,
     /// Requests kept in flight per unchoked peer [default: the core's datacenter profile, one piece].
     #[arg(long, value_parser = size)]
     pipeline: Option<u64>,
@@ -186,6 +193,8 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.seed = args.seed;
     config.max_time_ns = args.max_time;
     config.sharing = args.sharing;
+    config.sharing_jitter = args.sharing_jitter;
+    config.snub_timeout_ns = args.snub_timeout;
     config.debug_stuck = std::env::var_os("P2PE_SIM_DEBUG").is_some();
     config.pipeline_bytes = args.pipeline;
     config.upload_in_flight_bytes = args.upload_window;

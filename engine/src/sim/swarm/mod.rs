@@ -131,6 +131,9 @@ impl<'c> Swarm<'c> {
         if let Some(bytes) = config.upload_in_flight_bytes {
             torrent_config.upload_in_flight_bytes = bytes;
         }
+        if let Some(ns) = config.snub_timeout_ns {
+            torrent_config.choker.snub_timeout = std::time::Duration::from_nanos(ns);
+        }
         let piece_count = torrent_config.piece_count;
         Self {
             config,
@@ -140,7 +143,11 @@ impl<'c> Swarm<'c> {
                 max_request_len_bytes: config.block_len_bytes,
             },
             piece_count,
-            net: Net::new(config.sharing),
+            net: {
+                let mut net = Net::new(config.sharing);
+                net.set_jitter(config.sharing_jitter, config.seed ^ 0x6a69_7474_6572);
+                net
+            },
             queue: EventQueue::default(),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             nodes: Vec::new(),
