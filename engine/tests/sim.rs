@@ -132,3 +132,61 @@ fn client_server_is_exact() {
         assert!(r.total_s >= r.d_p2p_s);
     }
 }
+
+#[test]
+fn p2p_with_slow_peers_completes_and_reports_them() {
+    for seed in 0..4 {
+        let mut c = small(seed);
+        c.peers = 12;
+        c.slow_peers = sim::SlowPeers {
+            count: 3,
+            uplink_bytes_per_s: 12_500_000,
+            downlink_bytes_per_s: 12_500_000,
+        };
+        let r = run(&c);
+        check_sound(&c, &r);
+        let (slow, regular) = (r.slow.unwrap(), r.regular.unwrap());
+        assert_eq!((slow.completed, regular.completed), (3, 9), "seed {seed}");
+        // The slow ones cannot beat F/d_slow; the bound is theirs.
+        let f_over_d = (8u64 << 20) as f64 / 12.5e6;
+        assert!(slow.min_s >= f_over_d, "seed {seed}: {r:?}");
+        assert!((r.d_p2p_s - f_over_d).abs() < 1e-9, "seed {seed}: {r:?}");
+        assert!(regular.max_s < slow.max_s, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn p2p_with_socket_buffers_completes() {
+    for seed in 0..4 {
+        let mut c = small(seed);
+        c.send_buffer_bytes = 1 << 20;
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, c.peers, "seed {seed}: {r:?}");
+    }
+    // The model changes the run (blocks count as sent earlier).
+    let mut c = small(1);
+    let a = run(&c).without_wall_time();
+    c.send_buffer_bytes = 1 << 20;
+    let b = run(&c).without_wall_time();
+    assert_ne!(a.events, b.events);
+}
+
+#[test]
+fn p2p_with_uneven_sharing_completes_and_replays() {
+    for seed in 0..4 {
+        let mut c = small(seed);
+        c.sharing_jitter = 0.6;
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, c.peers, "seed {seed}: {r:?}");
+        assert_eq!(
+            r.without_wall_time(),
+            run(&c).without_wall_time(),
+            "seed {seed}"
+        );
+    }
+    let mut c = small(1);
+    c.sharing_jitter = 1.5;
+    assert!(sim::run(&c).is_err(), "jitter above 1 is rejected");
+}

@@ -101,14 +101,23 @@ impl Scenario {
         }
     }
 
-    /// Arguments of `p2pe sim` for this scenario, or `None` when it has slow
-    /// leechers (the simulator gives every peer one uplink).
+    /// Arguments of `p2pe sim` for this scenario (`--json` output), with the slow
+    /// leechers as `--slow-peers`, in the torrent's piece length (`auto`, the default of
+    /// both `p2pe create` and `p2pe sim`, passes none). Requests are the simulator's
+    /// default, whole pieces: p2pe peers negotiate whole-piece requests (BEP 10 extension).
+    /// `None` when there is nothing to simulate (no leecher).
     pub fn sim_args(&self) -> Option<Vec<String>> {
-        if self.slow_leechers() > 0 {
+        self.sim_args_with_piece_length("auto")
+    }
+
+    /// [`Scenario::sim_args`] for a torrent made with `p2pe create --piece-length
+    /// piece_length` (`auto` or a size such as `1MiB`).
+    pub fn sim_args_with_piece_length(&self, piece_length: &str) -> Option<Vec<String>> {
+        if self.leechers() == 0 {
             return None;
         }
         let bytes = |mbit: f64| ((mbit * 1e6 / 8.0).round() as u64).to_string();
-        Some(vec![
+        let mut args: Vec<String> = vec![
             "sim".into(),
             "--peers".into(),
             self.leechers().to_string(),
@@ -118,10 +127,20 @@ impl Scenario {
             bytes(self.rate_mbit),
             "--seeder-uplink".into(),
             bytes(self.origin_rate_mbit.unwrap_or(self.rate_mbit)),
-            "--block-length".into(),
-            "16KiB".into(),
-            "--json".into(),
-        ])
+        ];
+        if let (k @ 1.., Some(slow)) = (self.slow_leechers(), self.slow_rate_mbit) {
+            args.extend([
+                "--slow-peers".into(),
+                k.to_string(),
+                "--slow-uplink".into(),
+                bytes(slow),
+            ]);
+        }
+        if !piece_length.trim().eq_ignore_ascii_case("auto") {
+            args.extend(["--piece-length".into(), piece_length.trim().to_owned()]);
+        }
+        args.push("--json".into());
+        Some(args)
     }
 }
 
@@ -167,8 +186,57 @@ mod tests {
         assert_eq!(links[7].up_bits_per_s, 100_000_000);
         assert_eq!(links[1].up_bits_per_s, 400_000_000);
         assert_eq!(s.label(), "fast-origin+slow-peers");
-        assert!(s.sim_args().is_none());
         // d_min is the slow link.
         assert!((s.bounds().d_p2p_s - (64u64 << 20) as f64 / 1.25e6).abs() < 1e-9);
+    }
+
+    /// The value after `flag` in `args`.
+    fn arg<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn sim_args_uniform_use_whole_piece_requests() {
+        let args = uniform().sim_args().unwrap();
+        assert_eq!(args.first().map(String::as_str), Some("sim"));
+        assert_eq!(arg(&args, "--peers"), Some("6"));
+        assert_eq!(arg(&args, "--size"), Some("67108864"));
+        assert_eq!(arg(&args, "--uplink"), Some("12500000"));
+        assert_eq!(arg(&args, "--seeder-uplink"), Some("12500000"));
+        // p2pe peers request whole pieces: no 16 KiB blocks, no slow group, auto pieces.
+        for absent in ["--block-length", "--slow-peers", "--piece-length"] {
+            assert!(!args.iter().any(|a| a == absent), "{absent} in {args:?}");
+        }
+        assert_eq!(args.last().map(String::as_str), Some("--json"));
+    }
+
+    #[test]
+    fn sim_args_quarter_slow_and_piece_length() {
+        // The issue-5 row: 16 hosts, origin 400, a quarter of 14 leechers at 20 Mbit/s.
+        let s = Scenario {
+            hosts: 16,
+            slow_fraction: 0.25,
+            slow_rate_mbit: Some(20.0),
+            origin_rate_mbit: Some(400.0),
+            ..uniform()
+        };
+        let args = s.sim_args_with_piece_length("1MiB").unwrap();
+        assert_eq!(arg(&args, "--peers"), Some("14"));
+        assert_eq!(arg(&args, "--seeder-uplink"), Some("50000000"));
+        // 3.5 rounds to 4 slow leechers at 20 Mbit/s = 2.5 MB/s each way.
+        assert_eq!(arg(&args, "--slow-peers"), Some("4"));
+        assert_eq!(arg(&args, "--slow-uplink"), Some("2500000"));
+        assert_eq!(arg(&args, "--piece-length"), Some("1MiB"));
+        assert_eq!(s.sim_args_with_piece_length(" AUTO "), s.sim_args());
+        // A slow rate without a fraction has no slow group.
+        let none = Scenario {
+            slow_fraction: 0.0,
+            ..s
+        };
+        assert!(!none.sim_args().unwrap().iter().any(|a| a == "--slow-peers"));
+        // Nothing to simulate without leechers.
+        let empty = Scenario { hosts: 2, ..s };
+        assert_eq!(empty.sim_args(), None);
     }
 }

@@ -10,6 +10,14 @@
 //!
 //! Invariant: a decision never unchokes more than `unchoke_slots + 1` peers.
 //!
+//! Anti-snubbing deadline ([`snub_deadline`]): a peer holding our requests is snubbed
+//! when it sent no block for `snub_timeout`, or, when longer, for [`SNUB_SLOWDOWN`] times
+//! the time its requested bytes take at a fair share of our download rate, at most
+//! [`MAX_SNUB_DEADLINE`]. With whole-piece requests a block arrives all at once, so a
+//! legitimately slow sender (a slow link, or a TCP flow that gets less than its share of a
+//! busy bottleneck) looks silent for a whole piece time; snubbing it cancels a piece it
+//! already sent, which then arrives as waste and is fetched again.
+//!
 //! [`BatchChoker`] runs the same algorithm once per interval over the peers of several
 //! torrents (one per runtime worker of a node), so the slots are the node's, not each
 //! worker's.
@@ -18,10 +26,51 @@ use super::{ChokerConfig, PeerKey, Time};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 mod batch;
 
 pub use batch::{BatchChoker, ChokeDecision};
+
+/// How many times slower than expected (see [`snub_deadline`]) a peer may deliver its
+/// requested bytes before it is snubbed.
+///
+/// Sized on `p2pe sim --sharing-jitter 0.6` (block transfers share links with weights
+/// 0.4-1.6, a stand-in for uneven TCP flows): the slowest legitimate deliveries took
+/// ~2.5-3x the fair time; 4 leaves a margin. A stalled peer is still snubbed within
+/// [`MAX_SNUB_DEADLINE`].
+pub(crate) const SNUB_SLOWDOWN: f64 = 4.0;
+
+/// Longest anti-snubbing deadline: the BitTorrent default snub timeout (60 s), so the
+/// BEP 3 profile's deadline is exactly its `snub_timeout`.
+pub(crate) const MAX_SNUB_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a peer holding `inflight_bytes` of our requests may send no block before it
+/// is snubbed (see the module docs): at least `config.snub_timeout`, and at least
+/// [`SNUB_SLOWDOWN`] × the time those bytes take at the slower of two rates we expect
+/// from it: `fair_rate_bytes_per_s` (our download rate ÷ the peers we have requests at)
+/// and `peer_rate_bytes_per_s` (what it delivered on average since it connected; a
+/// sender whose own uplink is the bottleneck, like a slow origin, is slower than a fair
+/// share). That second term is at most [`MAX_SNUB_DEADLINE`]. A peer that never
+/// delivered (`peer_rate_bytes_per_s` 0) gets [`MAX_SNUB_DEADLINE`] (or
+/// `config.snub_timeout` if longer); a fair rate of 0 (nothing received) is not used.
+pub(crate) fn snub_deadline(
+    config: &ChokerConfig,
+    inflight_bytes: u64,
+    fair_rate_bytes_per_s: f64,
+    peer_rate_bytes_per_s: f64,
+) -> Duration {
+    let known = |r: f64| (r.is_finite() && r > 0.0).then_some(r);
+    let Some(peer_rate) = known(peer_rate_bytes_per_s) else {
+        // It never delivered: no basis to call it slow (a slow origin's or a slow peer's
+        // first piece takes long); a stalled one is snubbed at the cap.
+        return config.snub_timeout.max(MAX_SNUB_DEADLINE);
+    };
+    let rate = known(fair_rate_bytes_per_s).map_or(peer_rate, |f| f.min(peer_rate));
+    let slow_s =
+        (SNUB_SLOWDOWN * inflight_bytes as f64 / rate).min(MAX_SNUB_DEADLINE.as_secs_f64());
+    config.snub_timeout.max(Duration::from_secs_f64(slow_s))
+}
 
 /// What the choker needs to know about one peer (reported by
 /// [`super::Torrent::poll_choke_report`] in [`super::ChokerMode::External`]).
@@ -179,6 +228,41 @@ mod tests {
             snubbed,
             rate_bytes_per_s: rate,
             connected_at: Time::ZERO,
+        }
+    }
+
+    #[test]
+    fn snub_deadline_scales_with_the_expected_delivery_time() {
+        let dc = ChokerConfig::datacenter();
+        let piece = 256 * 1024;
+        // A 20 Mbit/s downlink (2.5 MB/s) shared by 14 senders of whole 256 KiB pieces: a
+        // piece takes 1.47 s at a fair share, so a sender is only snubbed after ~5.9 s,
+        // not after the profile's 2 s.
+        let fair = 2.5e6 / 14.0;
+        let d = snub_deadline(&dc, piece, fair, 1e6);
+        assert!((d.as_secs_f64() - SNUB_SLOWDOWN * piece as f64 / fair).abs() < 1e-6);
+        assert!(d > Duration::from_secs(5), "{d:?}");
+        // A slow origin (20 Mbit/s over 14 leechers) on a fast downlink (100 Mbit/s):
+        // its own average, not the fair share of our download, sets the deadline.
+        let origin = 2.5e6 / 14.0;
+        let d = snub_deadline(&dc, piece, 12.5e6 / 14.0, origin);
+        assert!((d.as_secs_f64() - SNUB_SLOWDOWN * piece as f64 / origin).abs() < 1e-6);
+        // A fast swarm keeps the profile's floor: 4 MiB pieces at 100 MB/s a sender.
+        assert_eq!(snub_deadline(&dc, 4 << 20, 1e8, 1e8), dc.snub_timeout);
+        // Nothing requested: the floor.
+        assert_eq!(snub_deadline(&dc, 0, fair, fair), dc.snub_timeout);
+        // It never delivered (its first piece may be slow): the cap, whatever the others.
+        assert_eq!(snub_deadline(&dc, piece, 1e8, 0.0), MAX_SNUB_DEADLINE);
+        assert_eq!(snub_deadline(&dc, piece, f64::NAN, -1.0), MAX_SNUB_DEADLINE);
+        // Its own average alone when we know no fair share.
+        let d = snub_deadline(&dc, piece, 0.0, 1e5);
+        assert!((d.as_secs_f64() - SNUB_SLOWDOWN * piece as f64 / 1e5).abs() < 1e-6);
+        // A crawl is still snubbed within the cap.
+        assert_eq!(snub_deadline(&dc, 16 << 20, 1e3, 1e3), MAX_SNUB_DEADLINE);
+        // The BitTorrent profile keeps its 60 s whatever the rates.
+        let bt = ChokerConfig::default();
+        for (bytes, rate) in [(piece, fair), (16 << 20, 1e3), (piece, 1e9)] {
+            assert_eq!(snub_deadline(&bt, bytes, rate, rate), bt.snub_timeout);
         }
     }
 

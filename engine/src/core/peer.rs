@@ -63,6 +63,11 @@ impl RateMeter {
     pub(crate) fn rate_bytes_per_s(&self) -> f64 {
         self.rate_bytes_per_s + self.window_bytes as f64 * 1e-3
     }
+
+    /// Bytes recorded since creation.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
 }
 
 /// Everything the torrent knows about one connected peer.

@@ -27,7 +27,7 @@ use std::str::FromStr;
 pub use churn::ChurnSpec;
 pub use net::Sharing;
 pub use queue::Nanos;
-pub use report::Report;
+pub use report::{GroupCompletion, Report};
 
 /// How the file gets from the origin to the peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +80,18 @@ pub enum SimError {
     BadChurn(String),
 }
 
+/// Initial peers on other links than the rest ("a quarter of the peers on slow links"):
+/// the last `count` of them. Rates in bytes per second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlowPeers {
+    /// How many of the initial peers (0: none).
+    pub count: u32,
+    /// Their uplink.
+    pub uplink_bytes_per_s: u64,
+    /// Their downlink.
+    pub downlink_bytes_per_s: u64,
+}
+
 /// Everything a run depends on. Rates in bytes per second, sizes in bytes, times in ns.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -97,6 +109,9 @@ pub struct SimConfig {
     pub seeder_uplink_bytes_per_s: u64,
     /// Each peer's downlink `d_i`.
     pub downlink_bytes_per_s: u64,
+    /// A group of the initial peers on other links than `uplink_bytes_per_s` /
+    /// `downlink_bytes_per_s` (default: none).
+    pub slow_peers: SlowPeers,
     /// One-way latency of every connection.
     pub latency_ns: Nanos,
     /// Connections each peer opens to random other peers (`p2p`; the average degree is about
@@ -117,6 +132,19 @@ pub struct SimConfig {
     /// Override of the core's `TorrentConfig::upload_in_flight_bytes` (blocks handed to the
     /// driver and not yet sent, per node).
     pub upload_in_flight_bytes: Option<u64>,
+    /// Bytes of payload a connection's socket takes ahead of the wire (`p2p`): a block is
+    /// reported sent to its core once it fits (the p2pe node reports a block when the
+    /// kernel accepted it); control messages queue behind it like behind data on a TCP
+    /// socket. 0 (the default): a block is reported at its last byte. See the docs of the
+    /// driver's connection model.
+    pub send_buffer_bytes: u64,
+    /// Override of the core's `ChokerConfig::snub_timeout` (a peer that holds our requests
+    /// and sent no block for this long is snubbed and its requests re-issued elsewhere).
+    pub snub_timeout_ns: Option<Nanos>,
+    /// Unequal link sharing (`p2p`, water-fill): each block transfer gets a weight drawn from
+    /// `1 ± sharing_jitter` (0..=1; 0, the default: fair sharing); see
+    /// [`net::Net::set_jitter`]. A stand-in for TCP flows that share a bottleneck unevenly.
+    pub sharing_jitter: f64,
     /// Print the state of every peer that did not complete (and why the run stopped) to stderr
     /// at the end of a `p2p` run; a debugging aid for stuck swarms.
     pub debug_stuck: bool,
@@ -138,6 +166,7 @@ impl SimConfig {
             uplink_bytes_per_s,
             seeder_uplink_bytes_per_s: uplink_bytes_per_s,
             downlink_bytes_per_s: uplink_bytes_per_s,
+            slow_peers: SlowPeers::default(),
             latency_ns: 200_000,
             connections: 25,
             strategy: Strategy::P2p,
@@ -148,6 +177,9 @@ impl SimConfig {
             sharing: net::Sharing::WaterFill,
             pipeline_bytes: None,
             upload_in_flight_bytes: None,
+            send_buffer_bytes: 0,
+            sharing_jitter: 0.0,
+            snub_timeout_ns: None,
             debug_stuck: false,
         }
     }
@@ -158,24 +190,69 @@ impl SimConfig {
             .div_ceil(u64::from(self.piece_len_bytes.max(1))) as u32
     }
 
+    /// Peers in the slow group: `slow_peers.count`, at most `peers`.
+    pub fn slow_peer_count(&self) -> u32 {
+        self.slow_peers.count.min(self.peers)
+    }
+
+    /// Whether initial peer `peer` (node `1..=peers`) is in the slow group: the last
+    /// [`SimConfig::slow_peer_count`] of them (the graph is random, so which ones does not
+    /// matter).
+    pub fn is_slow_peer(&self, peer: u32) -> bool {
+        peer >= 1 && peer <= self.peers && peer > self.peers - self.slow_peer_count()
+    }
+
+    /// `(uplink, downlink)` of initial peer `peer` (node `1..=peers`), bytes per second.
+    /// Late joiners get the regular links.
+    pub fn peer_links_bytes_per_s(&self, peer: u32) -> (u64, u64) {
+        if self.is_slow_peer(peer) {
+            (
+                self.slow_peers.uplink_bytes_per_s,
+                self.slow_peers.downlink_bytes_per_s,
+            )
+        } else {
+            (self.uplink_bytes_per_s, self.downlink_bytes_per_s)
+        }
+    }
+
+    /// `Σu_i` over the initial peers, bytes per second.
+    pub fn sum_peer_uplinks_bytes_per_s(&self) -> f64 {
+        (1..=self.peers)
+            .map(|p| self.peer_links_bytes_per_s(p).0 as f64)
+            .sum()
+    }
+
+    /// `d_min`, the smallest downlink of the initial peers, bytes per second.
+    pub fn min_peer_downlink_bytes_per_s(&self) -> f64 {
+        let regular = self.downlink_bytes_per_s as f64;
+        if self.slow_peer_count() == 0 {
+            regular
+        } else if self.slow_peer_count() == self.peers {
+            self.slow_peers.downlink_bytes_per_s as f64
+        } else {
+            regular.min(self.slow_peers.downlink_bytes_per_s as f64)
+        }
+    }
+
     /// `D_cs` for this config, in seconds.
     pub fn d_cs_s(&self) -> f64 {
         report::d_cs_s(
             self.peers,
             self.size_bytes,
             self.seeder_uplink_bytes_per_s as f64,
-            self.downlink_bytes_per_s as f64,
+            self.min_peer_downlink_bytes_per_s(),
         )
     }
 
-    /// `D_p2p` for this config, in seconds.
+    /// `D_p2p` for this config, in seconds, with the actual per-peer links (`Σu_i` over every
+    /// peer's uplink, `d_min` the smallest downlink).
     pub fn d_p2p_s(&self) -> f64 {
         report::d_p2p_s(
             self.peers,
             self.size_bytes,
             self.seeder_uplink_bytes_per_s as f64,
-            self.peers as f64 * self.uplink_bytes_per_s as f64,
-            self.downlink_bytes_per_s as f64,
+            self.sum_peer_uplinks_bytes_per_s(),
+            self.min_peer_downlink_bytes_per_s(),
         )
     }
 
@@ -205,6 +282,18 @@ impl SimConfig {
             || self.downlink_bytes_per_s == 0
         {
             return bad("rates must be positive");
+        }
+        if self.slow_peers.count > self.peers {
+            return bad("slow peers must not exceed peers");
+        }
+        if self.slow_peers.count > 0
+            && (self.slow_peers.uplink_bytes_per_s == 0
+                || self.slow_peers.downlink_bytes_per_s == 0)
+        {
+            return bad("slow peer rates must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.sharing_jitter) {
+            return bad("sharing jitter must be within 0..=1");
         }
         if self.liars >= self.peers {
             return bad("liars must be fewer than peers");
@@ -273,24 +362,49 @@ pub fn run_with_progress(
 
 /// Builds a report from per-peer completion times (ns) and totals.
 pub(crate) struct Outcome {
-    pub completion_ns: Vec<Nanos>,
+    /// Completion time of each expected peer that completed, and whether it is a slow peer.
+    pub completions: Vec<(Nanos, bool)>,
     pub incomplete_peers: u32,
+    /// Slow peers expected to complete (completed or not).
+    pub slow_expected: u32,
     pub origin_up_bytes: f64,
     pub total_up_bytes: f64,
     pub events: u64,
 }
 
+/// Ascending completion times in seconds of the peers with `slow == which`.
+fn sorted_secs(completions: &[(Nanos, bool)], which: Option<bool>) -> Vec<f64> {
+    let mut secs: Vec<f64> = completions
+        .iter()
+        .filter(|(_, slow)| which.is_none_or(|w| w == *slow))
+        .map(|&(ns, _)| ns as f64 / 1e9)
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    secs
+}
+
 impl Outcome {
     pub(crate) fn into_report(self, config: &SimConfig) -> Report {
-        let mut secs: Vec<f64> = self
-            .completion_ns
-            .iter()
-            .map(|&ns| ns as f64 / 1e9)
-            .collect();
-        secs.sort_by(f64::total_cmp);
+        let secs = sorted_secs(&self.completions, None);
         let max_s = secs.last().copied().unwrap_or(0.0);
         let d_p2p_s = config.d_p2p_s();
         let f = config.size_bytes as f64;
+        let (slow, regular) = if self.slow_expected > 0 {
+            let incomplete_slow = self
+                .slow_expected
+                .saturating_sub(self.completions.iter().filter(|(_, slow)| *slow).count() as u32);
+            let slow = sorted_secs(&self.completions, Some(true));
+            let regular = sorted_secs(&self.completions, Some(false));
+            (
+                Some(report::GroupCompletion::of(&slow, incomplete_slow)),
+                Some(report::GroupCompletion::of(
+                    &regular,
+                    self.incomplete_peers.saturating_sub(incomplete_slow),
+                )),
+            )
+        } else {
+            (None, None)
+        };
         Report {
             strategy: config.strategy.to_string(),
             seed: config.seed,
@@ -309,6 +423,9 @@ impl Outcome {
             ratio: max_s / d_p2p_s,
             origin_upload_copies: self.origin_up_bytes / f,
             upload_overhead: self.total_up_bytes / (f * config.peers as f64),
+            slow_peers: config.slow_peer_count(),
+            slow,
+            regular,
             events: self.events,
             wall_s: 0.0,
             liars: config.liars,
@@ -347,5 +464,68 @@ mod tests {
         assert_eq!(default_piece_len_bytes(2_000_000_000), 1 << 20);
         assert_eq!(default_piece_len_bytes(1000), 256 << 10);
         assert_eq!(default_piece_len_bytes(u64::MAX / 2), 16 << 20);
+    }
+
+    #[test]
+    fn slow_peers_set_d_min_and_sum_of_uplinks() {
+        // The issue-5 row: 14 peers at 100 Mbit/s, 4 of them at 20, origin 400, 64 MiB.
+        let mut c = SimConfig::new(14, 64 << 20, 12_500_000);
+        c.seeder_uplink_bytes_per_s = 50_000_000;
+        c.slow_peers = SlowPeers {
+            count: 4,
+            uplink_bytes_per_s: 2_500_000,
+            downlink_bytes_per_s: 2_500_000,
+        };
+        assert!(c.validate().is_ok());
+        assert_eq!(c.slow_peer_count(), 4);
+        assert!(!c.is_slow_peer(10) && c.is_slow_peer(11) && c.is_slow_peer(14));
+        assert!(!c.is_slow_peer(0) && !c.is_slow_peer(15));
+        assert_eq!(c.peer_links_bytes_per_s(14), (2_500_000, 2_500_000));
+        assert_eq!(c.peer_links_bytes_per_s(1), (12_500_000, 12_500_000));
+        assert_eq!(
+            c.sum_peer_uplinks_bytes_per_s(),
+            10.0 * 12.5e6 + 4.0 * 2.5e6
+        );
+        let f = (64u64 << 20) as f64;
+        // F/d_min binds: 26.84 s.
+        assert!((c.d_p2p_s() - f / 2.5e6).abs() < 1e-9);
+        assert!((c.d_cs_s() - (14.0 * f / 5e7).max(f / 2.5e6)).abs() < 1e-9);
+        // The aggregate term sees the slow uplinks (fast downlinks and origin).
+        c.slow_peers.downlink_bytes_per_s = 1_000_000_000;
+        c.downlink_bytes_per_s = 1_000_000_000;
+        c.seeder_uplink_bytes_per_s = 1_000_000_000;
+        assert!((c.d_p2p_s() - 14.0 * f / (1e9 + 10.0 * 12.5e6 + 4.0 * 2.5e6)).abs() < 1e-9);
+        c.slow_peers.count = 15;
+        assert!(c.validate().is_err());
+        c.slow_peers = SlowPeers {
+            count: 1,
+            ..SlowPeers::default()
+        };
+        assert!(c.validate().is_err(), "zero slow rates");
+    }
+
+    #[test]
+    fn client_server_reports_the_slow_group() {
+        // 4 peers, one on a 10x slower downlink: it finishes at F/d_slow, the others at
+        // 4F/u_s while it is still downloading (equal split, then the slow one's share).
+        let mut c = SimConfig::new(4, 100_000_000, 1_000_000_000);
+        c.strategy = Strategy::ClientServer;
+        c.slow_peers = SlowPeers {
+            count: 1,
+            uplink_bytes_per_s: 10_000_000,
+            downlink_bytes_per_s: 10_000_000,
+        };
+        let r = run(&c).unwrap();
+        let slow = r.slow.unwrap();
+        let regular = r.regular.unwrap();
+        assert_eq!((r.slow_peers, slow.completed, regular.completed), (1, 1, 3));
+        assert!((slow.max_s - 10.0002).abs() < 1e-6, "{r:?}");
+        assert!(regular.max_s < slow.min_s, "{r:?}");
+        assert!((r.total_s - slow.max_s).abs() < 1e-12);
+        assert!((r.d_p2p_s - 10.0).abs() < 1e-9);
+        // Without a slow group there are no group figures.
+        c.slow_peers = SlowPeers::default();
+        let r = run(&c).unwrap();
+        assert!(r.slow.is_none() && r.regular.is_none() && r.slow_peers == 0);
     }
 }

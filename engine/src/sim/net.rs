@@ -25,6 +25,9 @@
 //! Invariants: a transfer id is in `up_active[src]` and `down_active[dst]` exactly while it is
 //! active, at positions `pos_up` / `pos_down`; `remaining_bytes` is exact as of `last_ns`.
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 use super::queue::Nanos;
 
 /// Sentinel for "no timer pending" / "never finishes".
@@ -46,6 +49,8 @@ struct Transfer {
     /// Water-filled shares (bytes/ns) of the uplink of `src` and the downlink of `dst`.
     share_up: f64,
     share_down: f64,
+    /// Weight in the water-fill (1 unless the net has jitter).
+    weight: f64,
 }
 
 impl Default for Transfer {
@@ -64,6 +69,7 @@ impl Default for Transfer {
             pos_down: 0,
             share_up: 0.0,
             share_down: 0.0,
+            weight: 1.0,
         }
     }
 }
@@ -95,6 +101,9 @@ pub struct Net {
     up_nodes: Vec<u32>,
     down_nodes: Vec<u32>,
     caps: Vec<(f64, u32)>,
+    /// Weights of new transfers are drawn uniformly from `1 ± jitter` (0: all equal).
+    jitter: f64,
+    rng: Option<ChaCha8Rng>,
 }
 
 impl std::str::FromStr for Sharing {
@@ -119,6 +128,15 @@ impl Net {
             sharing,
             ..Self::default()
         }
+    }
+
+    /// Unequal sharing, a crude stand-in for TCP flows that do not share a bottleneck
+    /// equally: every transfer started from now on gets a weight drawn uniformly from
+    /// `1 ± jitter` (clamped to 0..1) with an RNG seeded by `seed`, and the water-fill
+    /// ([`Sharing::WaterFill`] only) gives each transfer a share proportional to its weight.
+    pub fn set_jitter(&mut self, jitter: f64, seed: u64) {
+        self.jitter = jitter.clamp(0.0, 1.0);
+        self.rng = (self.jitter > 0.0).then(|| ChaCha8Rng::seed_from_u64(seed));
     }
 
     /// Adds a node with the given capacities (bytes per second); returns its index.
@@ -153,6 +171,11 @@ impl Net {
         }
         let pos_up = self.up_active[src as usize].len() as u32;
         let pos_down = self.down_active[dst as usize].len() as u32;
+        let weight = match self.rng.as_mut() {
+            Some(rng) => 1.0 + self.jitter * (2.0 * rng.random::<f64>() - 1.0),
+            None => 1.0,
+        }
+        .max(1e-3);
         let t = &mut self.transfers[idx];
         assert!(!t.active, "transfer {id} started twice");
         *t = Transfer {
@@ -165,6 +188,7 @@ impl Net {
             pos_up,
             pos_down,
             version: t.version.wrapping_add(1),
+            weight,
             ..Transfer::default()
         };
         self.up_active[src as usize].push(id);
@@ -292,7 +316,8 @@ impl Net {
     }
 
     /// Water-fills the uplink (`up`) or downlink of `node` over its transfers, each capped at
-    /// the far end's equal share.
+    /// the far end's share (equal, or by weight with jitter). With weights, a transfer's fair
+    /// share of what is left is proportional to its weight (weighted max-min).
     fn fill(&mut self, node: u32, up: bool) {
         let mut caps = std::mem::take(&mut self.caps);
         caps.clear();
@@ -301,17 +326,31 @@ impl Net {
         } else {
             &self.down_active[node as usize]
         };
+        let weighted = self.jitter > 0.0;
+        let mut weights = 0.0;
         for &id in list {
             let t = &self.transfers[id as usize];
+            weights += t.weight;
             let cap = if up {
                 let d = t.dst as usize;
-                self.down_cap_bytes_per_ns[d] / self.down_active[d].len() as f64
+                let downs = &self.down_active[d];
+                let share = if weighted {
+                    let sum: f64 = downs
+                        .iter()
+                        .map(|&o| self.transfers[o as usize].weight)
+                        .sum();
+                    t.weight / sum
+                } else {
+                    1.0 / downs.len() as f64
+                };
+                self.down_cap_bytes_per_ns[d] * share
             } else {
                 // The sender's water-filled share (refilled just before): a downlink takes
                 // what its senders can actually give.
                 t.share_up
             };
-            caps.push((cap, id));
+            // Sorted by cap per unit of weight: the most constrained are filled first.
+            caps.push((cap / t.weight, id));
         }
         caps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let mut left = if up {
@@ -319,11 +358,11 @@ impl Net {
         } else {
             self.down_cap_bytes_per_ns[node as usize]
         };
-        let mut count = caps.len() as f64;
-        for &(cap, id) in &caps {
-            let share = (left / count).min(cap);
+        for &(cap_per_weight, id) in &caps {
+            let w = self.transfers[id as usize].weight;
+            let share = (left * w / weights).min(cap_per_weight * w);
             left = (left - share).max(0.0);
-            count -= 1.0;
+            weights -= w;
             let t = &mut self.transfers[id as usize];
             if up {
                 t.share_up = share;
@@ -445,5 +484,40 @@ mod tests {
         assert!(!net.is_active(1));
         // id 0 got 500 kB by 1 ms, then the full downlink: done at 1.5 ms.
         assert_eq!(run(&mut net, &mut q), vec![(0, 1_500_000)]);
+    }
+
+    #[test]
+    fn weighted_fill_shares_by_weight_and_uses_the_whole_link() {
+        // Two equal transfers on one uplink, weights 0.5 and 1.5: shares 1/4 and 3/4 of
+        // the link; the heavier ends at 1.33 ms, the other then gets the whole link and
+        // still ends at 2 ms (work-conserving).
+        let mut net = Net::new(Sharing::WaterFill);
+        net.set_jitter(0.6, 7);
+        let s = net.add_node(1_000_000_000, 0);
+        let a = net.add_node(0, 10_000_000_000);
+        let b = net.add_node(0, 10_000_000_000);
+        let mut q = EventQueue::default();
+        net.start(0, 0, s, a, 1_000_000);
+        net.start(0, 1, s, b, 1_000_000);
+        net.transfers[0].weight = 0.5;
+        net.transfers[1].weight = 1.5;
+        net.refill(0, s, a);
+        let done = run(&mut net, &mut q);
+        assert_eq!(done.len(), 2);
+        assert_eq!(done[0].0, 1);
+        assert!(done[0].1.abs_diff(1_333_334) <= 2, "{done:?}");
+        assert!(done[1].1.abs_diff(2_000_000) <= 2, "{done:?}");
+        // Drawn weights stay within 1 ± jitter; without jitter they are all 1.
+        for id in 2..50 {
+            net.start(0, id, s, a, 1);
+            let w = net.transfers[id as usize].weight;
+            assert!((0.4..=1.6).contains(&w), "{w}");
+        }
+        let mut fair = Net::new(Sharing::WaterFill);
+        fair.set_jitter(0.0, 7);
+        let s = fair.add_node(1, 0);
+        let a = fair.add_node(0, 1);
+        fair.start(0, 0, s, a, 1);
+        assert_eq!(fair.transfers[0].weight, 1.0);
     }
 }

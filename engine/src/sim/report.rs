@@ -42,6 +42,35 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Completion of one group of peers, in simulated seconds (0 when none completed).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct GroupCompletion {
+    /// Peers of the group that completed.
+    pub completed: u32,
+    /// Peers of the group expected to complete that did not.
+    pub incomplete: u32,
+    /// Earliest completion.
+    pub min_s: f64,
+    /// Median completion.
+    pub median_s: f64,
+    /// Latest completion.
+    pub max_s: f64,
+}
+
+impl GroupCompletion {
+    /// The completion figures of `sorted` (ascending seconds), with `incomplete` peers that
+    /// did not finish.
+    pub fn of(sorted: &[f64], incomplete: u32) -> Self {
+        GroupCompletion {
+            completed: sorted.len() as u32,
+            incomplete,
+            min_s: quantile(sorted, 0.0),
+            median_s: quantile(sorted, 0.5),
+            max_s: sorted.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
 /// Outcome of one simulation run. Times are simulated seconds from the start of the run.
 ///
 /// Field names are a stable interface (`p2pe sim --json`).
@@ -81,6 +110,12 @@ pub struct Report {
     pub origin_upload_copies: f64,
     /// Bytes uploaded by everyone, divided by `N·F` (1.0 = no duplicate data).
     pub upload_overhead: f64,
+    /// Initial peers on the other links of `--slow-peers` (0: every peer alike).
+    pub slow_peers: u32,
+    /// Completion of the slow group (`None` without one).
+    pub slow: Option<GroupCompletion>,
+    /// Completion of the other peers (`None` without a slow group; then it is everyone).
+    pub regular: Option<GroupCompletion>,
     /// Simulation events processed.
     pub events: u64,
     /// Wall-clock seconds the run took (the only non-deterministic field).

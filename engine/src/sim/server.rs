@@ -31,8 +31,9 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
         config.seeder_uplink_bytes_per_s,
         config.seeder_uplink_bytes_per_s,
     );
-    for _ in 0..n {
-        net.add_node(config.uplink_bytes_per_s, config.downlink_bytes_per_s);
+    for peer in 1..=n {
+        let (up, down) = config.peer_links_bytes_per_s(peer);
+        net.add_node(up, down);
     }
     for _ in 0..replicas {
         net.add_node(
@@ -51,7 +52,7 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
             net.start(0, r, origin, r, f);
         }
     }
-    let mut completion_ns: Vec<Nanos> = Vec::with_capacity(n as usize);
+    let mut completions: Vec<(Nanos, bool)> = Vec::with_capacity(n as usize);
     while let Some((now, event)) = queue_pop(&mut net, &mut queue) {
         match event {
             Event::Done { id, version } => {
@@ -65,12 +66,12 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
                     net.start(now, peer, id, peer, f);
                 }
             }
-            Event::Arrived { .. } => completion_ns.push(now),
+            Event::Arrived { id } => completions.push((now, config.is_slow_peer(id))),
         }
         if queue.popped().is_multiple_of(1 << 16) {
             progress(Progress {
                 now_ns: now,
-                completed_peers: completion_ns.len() as u32,
+                completed_peers: completions.len() as u32,
                 expected_peers: n,
                 events: queue.popped(),
             });
@@ -78,8 +79,9 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
     }
     let copies_from_origin = if replicas == 0 { n } else { replicas };
     Outcome {
-        incomplete_peers: n - completion_ns.len() as u32,
-        completion_ns,
+        incomplete_peers: n - completions.len() as u32,
+        completions,
+        slow_expected: config.slow_peer_count(),
         origin_up_bytes: f as f64 * f64::from(copies_from_origin),
         total_up_bytes: f as f64 * f64::from(n + replicas),
         events: queue.popped(),

@@ -6,7 +6,7 @@ use anyhow::Context;
 use p2pe::sim::units::{
     format_bytes, format_rate_bits, parse_duration_ns, parse_rate_bytes_per_s, parse_size_bytes,
 };
-use p2pe::sim::{ChurnSpec, Progress, Report, SimConfig, Strategy};
+use p2pe::sim::{ChurnSpec, GroupCompletion, Progress, Report, SimConfig, SlowPeers, Strategy};
 
 fn size(s: &str) -> Result<u64, String> {
     parse_size_bytes(s).map_err(|e| e.to_string())
@@ -26,7 +26,14 @@ fn duration(s: &str) -> Result<u64, String> {
 #[command(after_help = "\
 Reports per-peer completion (min / median / p99 / max), the total time, the origin's upload in \
 copies of the file, and the references D_cs = max(N·F/u_s, F/d_min) and \
-D_p2p = max(F/u_s, F/d_min, N·F/(u_s+Σu_i)) with the ratio total/D_p2p.
+D_p2p = max(F/u_s, F/d_min, N·F/(u_s+Σu_i)) with the ratio total/D_p2p. d_min and Σu_i use \
+every peer's actual links.
+
+Uneven peers: --slow-peers K --slow-uplink RATE [--slow-downlink RATE] puts K of the N peers \
+on other links; their completion (min / median / max) is reported apart from the others'. \
+E.g. a quarter of 14 peers at 20 Mbit/s, the rest at 100, origin at 400: \
+p2pe sim --peers 14 --size 64MiB --uplink 100Mbit --seeder-uplink 400Mbit --slow-peers 4 \
+--slow-uplink 20Mbit
 
 Churn spec (--churn, comma-separated, p2p only):
   leave=F        a fraction F of the peers leave at uniformly random times in the window
@@ -54,6 +61,15 @@ pub struct Args {
     /// Downlink of every peer [default: --uplink].
     #[arg(long, value_parser = rate)]
     downlink: Option<u64>,
+    /// How many of the N peers are on other links (--slow-uplink, --slow-downlink).
+    #[arg(long, default_value_t = 0, requires = "slow_uplink")]
+    slow_peers: u32,
+    /// Uplink of each of the --slow-peers.
+    #[arg(long, value_parser = rate)]
+    slow_uplink: Option<u64>,
+    /// Downlink of each of the --slow-peers [default: --slow-uplink].
+    #[arg(long, value_parser = rate)]
+    slow_downlink: Option<u64>,
     /// Piece length [default: a power of two giving at most ~2,000 pieces, 256 KiB..16 MiB].
     #[arg(long, value_parser = size)]
     piece_length: Option<u64>,
@@ -82,12 +98,24 @@ pub struct Args {
     /// split equally; a transfer gets the smaller share).
     #[arg(long, default_value = "water-fill")]
     sharing: p2pe::sim::Sharing,
+    /// Anti-snubbing timeout of the core [default: the datacenter profile's].
+    #[arg(long, value_parser = duration)]
+    snub_timeout: Option<u64>,
+    /// Unequal sharing (p2p, water-fill): each block transfer gets a weight drawn from
+    /// 1 ± J (0..=1), a stand-in for TCP flows sharing a bottleneck unevenly. 0: fair.
+    #[arg(long, default_value_t = 0.0)]
+    sharing_jitter: f64,
     /// Requests kept in flight per unchoked peer [default: the core's datacenter profile, one piece].
     #[arg(long, value_parser = size)]
     pipeline: Option<u64>,
     /// Blocks a node hands to its uplink ahead of sending [default: the core's datacenter profile, 16 pieces].
     #[arg(long, value_parser = size)]
     upload_window: Option<u64>,
+    /// Socket send buffer per connection (p2p): a block counts as sent for the upload
+    /// window once it fits, and control messages queue behind it, as on a TCP socket
+    /// (the p2pe node). 0: a block counts as sent at its last byte.
+    #[arg(long, value_parser = size, default_value = "0")]
+    send_buffer: u64,
     /// Stop after this much simulated time (peers not done are reported incomplete).
     #[arg(long, value_parser = duration, default_value = "3600s")]
     max_time: u64,
@@ -145,6 +173,18 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     };
     config.seeder_uplink_bytes_per_s = args.seeder_uplink.unwrap_or(args.uplink);
     config.downlink_bytes_per_s = args.downlink.unwrap_or(args.uplink);
+    if let Some(up) = args.slow_uplink {
+        if args.slow_peers == 0 {
+            anyhow::bail!("--slow-uplink needs --slow-peers K (K >= 1)");
+        }
+        config.slow_peers = SlowPeers {
+            count: args.slow_peers,
+            uplink_bytes_per_s: up,
+            downlink_bytes_per_s: args.slow_downlink.unwrap_or(up),
+        };
+    } else if args.slow_downlink.is_some() {
+        anyhow::bail!("--slow-downlink needs --slow-uplink");
+    }
     config.latency_ns = args.latency;
     config.connections = args.connections;
     config.strategy = args.strategy;
@@ -153,9 +193,12 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.seed = args.seed;
     config.max_time_ns = args.max_time;
     config.sharing = args.sharing;
+    config.sharing_jitter = args.sharing_jitter;
+    config.snub_timeout_ns = args.snub_timeout;
     config.debug_stuck = std::env::var_os("P2PE_SIM_DEBUG").is_some();
     config.pipeline_bytes = args.pipeline;
     config.upload_in_flight_bytes = args.upload_window;
+    config.send_buffer_bytes = args.send_buffer;
     Ok(config)
 }
 
@@ -176,10 +219,31 @@ fn print_text(config: &SimConfig, r: &Report) {
         format_rate_bits(config.seeder_uplink_bytes_per_s as f64),
         config.latency_ns / 1000
     );
+    let slow = config.slow_peers;
+    if r.slow_peers > 0 {
+        println!(
+            "slow peers: {} with up {}, down {}",
+            r.slow_peers,
+            format_rate_bits(slow.uplink_bytes_per_s as f64),
+            format_rate_bits(slow.downlink_bytes_per_s as f64),
+        );
+    }
     println!(
         "completion (s): min {:.4}  median {:.4}  p99 {:.4}  max {:.4}  ({} done, {} incomplete)",
         r.min_s, r.median_s, r.p99_s, r.max_s, r.completed_peers, r.incomplete_peers
     );
+    let group = |name: &str, g: &GroupCompletion| {
+        println!(
+            "  {name}: min {:.4}  median {:.4}  max {:.4}  ({} done, {} incomplete)",
+            g.min_s, g.median_s, g.max_s, g.completed, g.incomplete
+        );
+    };
+    if let Some(g) = &r.regular {
+        group("regular", g);
+    }
+    if let Some(g) = &r.slow {
+        group("slow   ", g);
+    }
     println!(
         "total {:.4} s   D_p2p {:.4} s   ratio {:.3}   D_cs {:.4} s",
         r.total_s, r.d_p2p_s, r.ratio, r.d_cs_s

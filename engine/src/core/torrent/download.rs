@@ -1,6 +1,7 @@
 //! Inbound side of the torrent: what peers have, our requests, received blocks, hashes.
 
 use super::Torrent;
+use crate::core::choker::snub_deadline;
 use crate::core::config::BLOCK_LEN_BYTES;
 use crate::core::peer::remember;
 use crate::core::picker::PickContext;
@@ -407,15 +408,27 @@ impl Torrent {
     }
 
     /// Anti-snubbing: a peer that unchoked us, holds our requests and sent nothing for
-    /// `snub_timeout` is snubbed; its requests are cancelled and re-issued elsewhere.
+    /// [`snub_deadline`] (`snub_timeout`, longer when its requests take longer at a fair
+    /// share of our download rate or at its own average rate) is snubbed; its requests are cancelled and re-issued
+    /// elsewhere. The silence is counted from its last block, its unchoke, or the last
+    /// check at which it held none of our requests, whichever is latest.
     pub(super) fn check_snubs(&mut self, now: Time) {
-        let timeout = self.config.choker.snub_timeout;
+        let peers = self.peers.values();
+        let rate: f64 = peers.clone().map(|p| p.download.rate_bytes_per_s()).sum();
+        let senders = peers.filter(|p| !p.inflight.is_empty()).count();
+        let fair = rate / senders.max(1) as f64;
         let mut freed = false;
         for (key, peer) in self.peers.iter_mut() {
-            if peer.snubbed
-                || peer.inflight.is_empty()
-                || now.saturating_duration_since(peer.last_progress_at) < timeout
-            {
+            if peer.inflight.is_empty() {
+                peer.last_progress_at = now;
+                continue;
+            }
+            let connected_s = now
+                .saturating_duration_since(peer.connected_at)
+                .as_secs_f64();
+            let average = peer.download.total_bytes() as f64 / connected_s.max(1e-3);
+            let deadline = snub_deadline(&self.config.choker, peer.inflight_bytes, fair, average);
+            if peer.snubbed || now.saturating_duration_since(peer.last_progress_at) < deadline {
                 continue;
             }
             peer.snubbed = true;

@@ -7,8 +7,14 @@
 //!
 //! Ordering per direction: blocks leave in the order the core emitted them; a control message
 //! cannot overtake the block being sent (it waits for its last byte, as behind a `piece`
-//! message on the socket) but does overtake blocks not yet started (a node keeps control
-//! messages in a priority queue ahead of piece data). Everything sent arrives `latency` later,
+//! message on the socket), nor blocks already in the socket buffer (`send_buffer_bytes`,
+//! see [`crate::sim::SimConfig::send_buffer_bytes`]), but does overtake the rest.
+//!
+//! Socket buffer model: a block is reported sent to its core
+//! ([`crate::core::Torrent::handle_block_sent`]) once it fits in the direction's send buffer,
+//! i.e. once at most `send_buffer_bytes` of queued payload, itself included, has not left
+//! yet; with 0 (the default) at its last byte. The p2pe node reports a block when the kernel
+//! accepted it, so its upload window bounds only what waits in user space. Everything sent arrives `latency` later,
 //! in send order. Because every connection has the same latency, arrival order is global send
 //! order, so arrivals need no heap: one FIFO of `(arrival time, direction)` for the whole swarm.
 
@@ -30,10 +36,21 @@ pub(super) enum Item {
 pub(super) struct Dir {
     /// Blocks waiting for the link.
     pub blocks: VecDeque<(Block, bool)>,
-    /// Control messages waiting for the block being sent to finish.
-    pub ctl_waiting: VecDeque<PeerMessage>,
+    /// Control messages waiting for blocks ahead of them: `(blocks that must have left
+    /// first, message)`, in send order.
+    pub ctl_waiting: VecDeque<(u64, PeerMessage)>,
     /// The block being sent (its transfer is active in the net).
     pub sending: Option<(Block, bool)>,
+    /// Blocks started / fully sent on this direction since it opened.
+    pub started: u64,
+    pub done: u64,
+    /// Blocks reported sent to the core.
+    pub reported: u64,
+    /// Payload bytes queued since the direction opened, and of those, bytes fully sent.
+    pub queued_bytes: u64,
+    pub sent_bytes: u64,
+    /// Blocks not yet reported to the core, with their end mark in `queued_bytes`.
+    pub unreported: VecDeque<(u64, Block)>,
     /// Sent items, in send order; their arrival times are in the swarm's wire queue.
     pub in_flight: VecDeque<Item>,
 }
@@ -44,6 +61,7 @@ impl Dir {
         self.blocks.clear();
         self.ctl_waiting.clear();
         self.sending = None;
+        self.unreported.clear();
         self.in_flight.clear();
     }
 }

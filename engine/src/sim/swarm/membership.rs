@@ -20,8 +20,10 @@ impl Swarm<'_> {
             true,
         );
         self.nodes[origin as usize].present = true;
-        for _ in 0..c.peers {
-            let id = self.add_node(c.uplink_bytes_per_s, c.downlink_bytes_per_s, false);
+        for peer in 1..=c.peers {
+            let (up, down) = c.peer_links_bytes_per_s(peer);
+            let id = self.add_node(up, down, false);
+            debug_assert_eq!(id, peer);
             let n = &mut self.nodes[id as usize];
             n.present = true;
             n.expected = true;

@@ -59,6 +59,12 @@ struct Node {
     timer_version: u32,
     conns: Vec<u32>,
     up_bytes: f64,
+    /// `cancel` messages this node sent (requests it gave up on), and of those, the ones
+    /// sent from its timer (anti-snubbing); debug output.
+    cancels_sent: u64,
+    timer_cancels_sent: u64,
+    /// Payload bytes received that the core still wanted, per timeline bin (debug output).
+    down_bins: Vec<f64>,
 }
 
 /// Counters reported at the end of a run.
@@ -103,6 +109,8 @@ pub(super) struct Swarm<'c> {
     /// connections have the same latency, so this is also arrival order).
     wire: VecDeque<(Nanos, u32)>,
     counters: Counters,
+    /// The node whose timer is being handled (its actions are drained in the same flush).
+    timer_node: Option<u32>,
 }
 
 /// Runs the `p2p` strategy.
@@ -123,6 +131,9 @@ impl<'c> Swarm<'c> {
         if let Some(bytes) = config.upload_in_flight_bytes {
             torrent_config.upload_in_flight_bytes = bytes;
         }
+        if let Some(ns) = config.snub_timeout_ns {
+            torrent_config.choker.snub_timeout = std::time::Duration::from_nanos(ns);
+        }
         let piece_count = torrent_config.piece_count;
         Self {
             config,
@@ -132,7 +143,11 @@ impl<'c> Swarm<'c> {
                 max_request_len_bytes: config.block_len_bytes,
             },
             piece_count,
-            net: Net::new(config.sharing),
+            net: {
+                let mut net = Net::new(config.sharing);
+                net.set_jitter(config.sharing_jitter, config.seed ^ 0x6a69_7474_6572);
+                net
+            },
             queue: EventQueue::default(),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             nodes: Vec::new(),
@@ -149,6 +164,7 @@ impl<'c> Swarm<'c> {
             up_bins: Vec::new(),
             origin_bins: Vec::new(),
             counters: Counters::default(),
+            timer_node: None,
         }
     }
 
@@ -180,6 +196,9 @@ impl<'c> Swarm<'c> {
             timer_version: 0,
             conns: Vec::new(),
             up_bytes: 0.0,
+            cancels_sent: 0,
+            timer_cancels_sent: 0,
+            down_bins: Vec::new(),
         });
         id
     }
@@ -217,6 +236,7 @@ impl<'c> Swarm<'c> {
             now = t;
             self.handle_event(now, event);
             self.flush(now);
+            self.timer_node = None;
             if self.queue.popped().is_multiple_of(1 << 16) {
                 progress(Progress {
                     now_ns: now,
@@ -248,6 +268,7 @@ impl<'c> Swarm<'c> {
                 if let Some(t) = n.torrent.as_mut() {
                     t.handle_timeout(Time::from_nanos(now));
                 }
+                self.timer_node = Some(node);
                 self.dirty.push(node);
             }
             Event::Join { node } => self.join(now, node),
@@ -259,6 +280,41 @@ impl<'c> Swarm<'c> {
     fn flush(&mut self, now: Nanos) {
         while let Some(node) = self.dirty.pop() {
             self.drain(now, node);
+        }
+    }
+
+    /// Prints one line per node (stderr): links, completion, bytes up / down / wasted,
+    /// cancels sent.
+    fn debug_nodes(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(stats) = n.torrent.as_ref().map(|t| t.stats()) else {
+                continue;
+            };
+            let mb = |b: f64| b / (1u64 << 20) as f64;
+            let bin_s = self.bin_ns as f64 / 1e9;
+            let rates: Vec<String> = n
+                .down_bins
+                .iter()
+                .map(|b| format!("{:.0}", b * 8.0 / 1e6 / bin_s))
+                .collect();
+            eprintln!(
+                "node {i}{}: done {} up {:.1} MiB down {:.1} MiB wasted {:.1} MiB cancels {} \
+                 (timer {}) hash failures {}; useful Mbit/s per bin: {}",
+                if self.config.is_slow_peer(i as u32) {
+                    " (slow)"
+                } else {
+                    ""
+                },
+                n.completed_ns
+                    .map_or("-".to_string(), |t| format!("{:.3} s", t as f64 / 1e9)),
+                mb(n.up_bytes),
+                mb(stats.downloaded_bytes as f64),
+                mb(stats.wasted_bytes as f64),
+                n.cancels_sent,
+                n.timer_cancels_sent,
+                stats.hash_failures,
+                rates.join(" "),
+            );
         }
     }
 
@@ -318,19 +374,26 @@ impl<'c> Swarm<'c> {
     }
 
     fn report(&self) -> Report {
-        let completion_ns: Vec<Nanos> = self
+        let slow = |i: usize| self.config.is_slow_peer(i as u32);
+        let completions: Vec<(Nanos, bool)> = self
             .nodes
             .iter()
-            .filter(|n| n.expected)
-            .filter_map(|n| n.completed_ns)
+            .enumerate()
+            .filter(|(_, n)| n.expected)
+            .filter_map(|(i, n)| n.completed_ns.map(|t| (t, slow(i))))
             .collect();
+        let slow_expected = (self.nodes.iter().enumerate())
+            .filter(|&(i, n)| n.expected && slow(i))
+            .count() as u32;
         let expected = self.nodes.iter().filter(|n| n.expected).count() as u32;
         if self.config.debug_stuck {
+            self.debug_nodes();
             self.debug_incomplete();
         }
         let outcome = Outcome {
-            incomplete_peers: expected - completion_ns.len() as u32,
-            completion_ns,
+            incomplete_peers: expected - completions.len() as u32,
+            completions,
+            slow_expected,
             origin_up_bytes: self.nodes.first().map_or(0.0, |n| n.up_bytes),
             total_up_bytes: self.nodes.iter().map(|n| n.up_bytes).sum(),
             events: self.queue.popped(),
@@ -346,8 +409,7 @@ impl<'c> Swarm<'c> {
         report.origin_left_s = c.origin_left_ns.map(|ns| ns as f64 / 1e9);
         let bin_s = self.bin_ns as f64 / 1e9;
         let origin_cap = self.config.seeder_uplink_bytes_per_s as f64 * bin_s;
-        let all_cap = origin_cap
-            + f64::from(self.config.peers) * self.config.uplink_bytes_per_s as f64 * bin_s;
+        let all_cap = origin_cap + self.config.sum_peer_uplinks_bytes_per_s() * bin_s;
         report.timeline_bin_s = bin_s;
         report.upload_timeline = self.up_bins.iter().map(|b| b / all_cap).collect();
         report.origin_timeline = self.origin_bins.iter().map(|b| b / origin_cap).collect();

@@ -99,12 +99,20 @@ impl Swarm<'_> {
     }
 
     fn send_ctl(&mut self, now: Nanos, node: u32, peer: PeerKey, msg: PeerMessage) {
+        if matches!(msg, PeerMessage::Cancel(_)) {
+            let from_timer = self.timer_node == Some(node);
+            let n = &mut self.nodes[node as usize];
+            n.cancels_sent += 1;
+            n.timer_cancels_sent += u64::from(from_timer);
+        }
         let Some(dir) = self.out_dir(node, peer) else {
             return;
         };
         let d = &mut self.dirs[dir as usize];
-        if d.sending.is_some() {
-            d.ctl_waiting.push_back(msg);
+        // Behind the block on the wire and every block in the socket buffer.
+        let mark = d.started.max(d.reported);
+        if d.done < mark || !d.ctl_waiting.is_empty() {
+            d.ctl_waiting.push_back((mark, msg));
         } else {
             self.put_in_flight(now, dir, Item::Ctl(msg));
         }
@@ -122,8 +130,35 @@ impl Swarm<'_> {
         let Some(dir) = self.out_dir(node, peer) else {
             return;
         };
-        self.dirs[dir as usize].blocks.push_back((block, liar));
+        let d = &mut self.dirs[dir as usize];
+        d.blocks.push_back((block, liar));
+        d.queued_bytes += u64::from(block.len_bytes);
+        d.unreported.push_back((d.queued_bytes, block));
+        self.report_buffered(now, dir);
         self.kick(now, dir);
+    }
+
+    /// Reports to the sender's core the blocks of `dir` that fit in the send buffer (see
+    /// [`super::conn`]).
+    fn report_buffered(&mut self, now: Nanos, dir: u32) {
+        let (src, _) = self.ends(dir);
+        let buffer = self.config.send_buffer_bytes;
+        let key = PeerKey(u64::from(dir / 2));
+        loop {
+            let d = &mut self.dirs[dir as usize];
+            let Some(&(end, block)) = d.unreported.front() else {
+                return;
+            };
+            if end > d.sent_bytes.saturating_add(buffer) {
+                return;
+            }
+            d.unreported.pop_front();
+            d.reported += 1;
+            if let Some(t) = self.nodes[src as usize].torrent.as_mut() {
+                t.handle_block_sent(Time::from_nanos(now), key, block);
+                self.dirty.push(src);
+            }
+        }
     }
 
     /// The direction `node` sends on for connection `peer`, if that connection is open.
@@ -156,6 +191,7 @@ impl Swarm<'_> {
             return;
         };
         d.sending = Some((block, corrupt));
+        d.started += 1;
         let (src, dst) = self.ends(dir);
         self.net
             .start(now, dir, src, dst, u64::from(block.len_bytes));
@@ -173,7 +209,17 @@ impl Swarm<'_> {
         };
         let (src, _) = self.ends(dir);
         self.put_in_flight(now, dir, Item::Block { block, corrupt });
-        while let Some(msg) = self.dirs[dir as usize].ctl_waiting.pop_front() {
+        let d = &mut self.dirs[dir as usize];
+        d.done += 1;
+        d.sent_bytes += u64::from(block.len_bytes);
+        let done = d.done;
+        while let Some((mark, _)) = self.dirs[dir as usize].ctl_waiting.front() {
+            if *mark > done {
+                break;
+            }
+            let Some((_, msg)) = self.dirs[dir as usize].ctl_waiting.pop_front() else {
+                break;
+            };
             self.put_in_flight(now, dir, Item::Ctl(msg));
         }
         let bytes = f64::from(block.len_bytes);
@@ -186,12 +232,8 @@ impl Swarm<'_> {
         if src == 0 {
             self.origin_bins[bin] += bytes;
         }
-        let n = &mut self.nodes[src as usize];
-        n.up_bytes += bytes;
-        if let Some(t) = n.torrent.as_mut() {
-            t.handle_block_sent(Time::from_nanos(now), PeerKey(u64::from(dir / 2)), block);
-        }
-        self.dirty.push(src);
+        self.nodes[src as usize].up_bytes += bytes;
+        self.report_buffered(now, dir);
         self.kick(now, dir);
     }
 
@@ -223,6 +265,14 @@ impl Swarm<'_> {
                     .torrent
                     .as_ref()
                     .is_some_and(|t| t.wants_block(key, &block));
+                if wanted && self.config.debug_stuck {
+                    let bin = (now / self.bin_ns) as usize;
+                    let bins = &mut self.nodes[dst as usize].down_bins;
+                    if bins.len() <= bin {
+                        bins.resize(bin + 1, 0.0);
+                    }
+                    bins[bin] += f64::from(block.len_bytes);
+                }
                 if corrupt && wanted {
                     if let Some(state) = self.piece_state(dst, block.piece) {
                         if *state != VERIFIED {
