@@ -171,9 +171,14 @@ pub fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// Runs `p2pe sim` for the scenario, if the binary has it and the scenario fits it.
-pub fn sim_prediction(p2pe_bin: &Path, scenario: &Scenario) -> Option<SimPrediction> {
-    let args = scenario.sim_args()?;
+/// Runs `p2pe sim` for the scenario with the torrent's `piece_length` (`auto` or a
+/// size, as given to `p2pe create`), if the binary has it and the scenario fits it.
+pub fn sim_prediction(
+    p2pe_bin: &Path,
+    scenario: &Scenario,
+    piece_length: &str,
+) -> Option<SimPrediction> {
+    let args = scenario.sim_args_with_piece_length(piece_length)?;
     let out = std::process::Command::new(p2pe_bin)
         .args(&args)
         .output()
@@ -210,7 +215,7 @@ pub fn run(
     }
     let prepared = row::prepare(scenario, config)?;
     let mut lan = Lan::create(&config.prefix, &scenario.links())?;
-    let sim = sim_prediction(&config.p2pe_bin, scenario);
+    let sim = sim_prediction(&config.p2pe_bin, scenario, &config.piece_length);
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     'reps: for rep in 1..=config.reps {
