@@ -58,8 +58,10 @@
 //! 4. received bytes go through an incremental [`crate::wire::peer::Decoder`]
 //!    in streaming mode: a `piece` payload is written to storage chunk by
 //!    chunk straight from the runtime's receive buffer while the core wants
-//!    that block from that peer, and the core learns of the block at its last
-//!    byte; [`crate::core::Action::VerifyPiece`] hashes on the worker;
+//!    that block from that peer; each chunk before the last byte is reported
+//!    as progress ([`crate::core::Torrent::handle_block_progress`], so a slow
+//!    but steady whole-piece transfer is not snubbed), and the core learns of
+//!    the block at its last byte; [`crate::core::Action::VerifyPiece`] hashes on the worker;
 //!    [`crate::core::Action::SendBlock`] becomes the 13-byte piece header plus
 //!    the block's file regions in one gathered send (two regions when the block
 //!    spans two files; the runtime's per-connection FIFO keeps the order).
