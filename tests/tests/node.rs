@@ -197,15 +197,7 @@ fn get_and_seed_report_payload_per_peer() {
     let tmp = tempfile::tempdir().unwrap();
     let (torrent, files) = multi_file(tmp.path(), "payload");
     // Several workers on both sides: the totals are summed over workers.
-    let mut seeder = Proc::spawn(
-        Command::new(p2pe_bin())
-            .arg("seed")
-            .arg(&torrent)
-            .arg("--path")
-            .arg(tmp.path())
-            .args(["--listen", "127.0.0.1:0", "--json", "--workers", "3"]),
-    );
-    let seed_addr = seeder.listen_addr();
+    let (mut seeder, seed_addr) = seed_with(&torrent, tmp.path(), &["--json", "--workers", "3"]);
     let mut get = Proc::spawn(
         Command::new(p2pe_bin())
             .arg("get")
@@ -491,15 +483,7 @@ fn rate_limited_seed_and_get_still_complete_byte_exact() {
     // given in the two accepted forms, must not break the transfer.
     let tmp = tempfile::tempdir().unwrap();
     let (torrent, files) = multi_file(tmp.path(), "payload");
-    let mut seeder = Proc::spawn(
-        Command::new(p2pe_bin())
-            .arg("seed")
-            .arg(&torrent)
-            .arg("--path")
-            .arg(tmp.path())
-            .args(["--listen", "127.0.0.1:0", "--upload-limit", "40Mbit"]),
-    );
-    let addr = seeder.listen_addr();
+    let (mut seeder, addr) = seed_with(&torrent, tmp.path(), &["--upload-limit", "40Mbit"]);
     let out = tmp.path().join("out");
     let mut p = Proc::spawn(
         Command::new(p2pe_bin())
