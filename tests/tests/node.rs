@@ -483,7 +483,9 @@ fn rate_limited_seed_and_get_still_complete_byte_exact() {
     // given in the two accepted forms, must not break the transfer.
     let tmp = tempfile::tempdir().unwrap();
     let (torrent, files) = multi_file(tmp.path(), "payload");
-    let (mut seeder, addr) = seed_with(&torrent, tmp.path(), &["--upload-limit", "40Mbit"]);
+    // The seed takes both limits too (one set of flags for both commands).
+    let limits = ["--upload-limit", "40Mbit", "--download-limit", "40Mbit"];
+    let (mut seeder, addr) = seed_with(&torrent, tmp.path(), &limits);
     let out = tmp.path().join("out");
     let mut p = Proc::spawn(
         Command::new(p2pe_bin())

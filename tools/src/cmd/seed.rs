@@ -31,6 +31,10 @@ pub struct Args {
     /// Upload limit for payload, e.g. `20MB` (per second), `20MB/s`, `400Mbit`.
     #[arg(long, value_name = "RATE")]
     pub upload_limit: Option<String>,
+    /// Download limit for payload, as for `p2pe get` (a complete seeder downloads
+    /// nothing; accepted so one set of limits fits both commands).
+    #[arg(long, value_name = "RATE")]
+    pub download_limit: Option<String>,
     /// Exit once no peer has been connected for this many seconds (after the
     /// first one came); for scripts and tests.
     #[arg(long, value_name = "SECS")]
@@ -143,6 +147,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut config = NodeConfig {
         listen: Some(args.listen),
         upload_limit_bytes_per_s: args.upload_limit.as_deref().map(parse_limit).transpose()?,
+        download_limit_bytes_per_s: args
+            .download_limit
+            .as_deref()
+            .map(parse_limit)
+            .transpose()?,
         ..NodeConfig::new()
     };
     args.discovery.apply(&mut config);
