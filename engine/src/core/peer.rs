@@ -94,7 +94,8 @@ pub(crate) struct PeerState {
     pub inflight_bytes: u64,
     /// Our requests it may still answer though we gave them up.
     pub cancelled: VecDeque<Block>,
-    /// Last time it sent us a block, or unchoked us (for anti-snubbing).
+    /// Last time it sent us a block or part of one ([`super::Torrent::handle_block_progress`]),
+    /// unchoked us, or held none of our requests at a check (for anti-snubbing).
     pub last_progress_at: Time,
     pub snubbed: bool,
     /// Its requests we have queued and not yet handed to the driver.

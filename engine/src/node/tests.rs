@@ -13,7 +13,7 @@ use crate::wire::metainfo::{FileSpec, Info, Layout, Metainfo, PieceHash};
 
 /// Writes files of `sizes` under `dir/name/` with seeded random bytes and
 /// returns the torrent of them.
-fn make_torrent(dir: &Path, name: &str, sizes: &[usize], piece_len: u32) -> Metainfo {
+pub(super) fn make_torrent(dir: &Path, name: &str, sizes: &[usize], piece_len: u32) -> Metainfo {
     make_torrent_opts(dir, name, sizes, piece_len, false)
 }
 
@@ -55,13 +55,25 @@ fn make_torrent_opts(
     Metainfo::new(info, vec![], None, None, None)
 }
 
-fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> Arc<Storage> {
+pub(super) fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> Arc<Storage> {
     let layout = storage_layout(meta).unwrap();
     let (s, _) = Storage::open(dir, layout, meta.info_hash().0, mode).unwrap();
     Arc::new(s)
 }
 
-fn wait_complete(nodes: &[&Node], bound: Duration) {
+/// Asserts that `dir/t/f{i}` equals `src/t/f{i}` for each of `files` files.
+fn assert_same_files(dir: &Path, src: &Path, files: usize) {
+    for i in 0..files {
+        let f = format!("t/f{i}");
+        assert_eq!(
+            std::fs::read(dir.join(&f)).unwrap(),
+            std::fs::read(src.join(&f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+pub(super) fn wait_complete(nodes: &[&Node], bound: Duration) {
     let end = Instant::now() + bound;
     while !nodes.iter().all(|n| n.progress().complete) {
         assert!(Instant::now() < end, "not complete within {bound:?}");
@@ -117,14 +129,7 @@ fn seed_to_two_leechers_multi_file() {
     for (node, dir) in [(a, &a_dir), (b, &b_dir)] {
         let p = node.shutdown().unwrap();
         assert_eq!(p.verified_pieces, p.piece_count);
-        for i in 0..sizes.len() {
-            let f = format!("t/f{i}");
-            assert_eq!(
-                std::fs::read(dir.join(&f)).unwrap(),
-                std::fs::read(src.join(&f)).unwrap(),
-                "{f}"
-            );
-        }
+        assert_same_files(dir, &src, sizes.len());
     }
     seed.shutdown().unwrap();
 }
@@ -391,14 +396,7 @@ fn nodes_of_one_two_and_three_workers_trade() {
         let p = node.shutdown().unwrap();
         assert_eq!(p.verified_pieces, p.piece_count);
         assert!(p.downloaded_bytes >= total, "{p:?}");
-        for i in 0..sizes.len() {
-            let f = format!("t/f{i}");
-            assert_eq!(
-                std::fs::read(dir.join(&f)).unwrap(),
-                std::fs::read(src.join(&f)).unwrap(),
-                "{f}"
-            );
-        }
+        assert_same_files(&dir, &src, sizes.len());
     }
     let s = seed.shutdown().unwrap();
     assert!(s.uploaded_bytes > 0);

@@ -409,9 +409,12 @@ impl Torrent {
 
     /// Anti-snubbing: a peer that unchoked us, holds our requests and sent nothing for
     /// [`snub_deadline`] (`snub_timeout`, longer when its requests take longer at a fair
-    /// share of our download rate or at its own average rate) is snubbed; its requests are cancelled and re-issued
-    /// elsewhere. The silence is counted from its last block, its unchoke, or the last
-    /// check at which it held none of our requests, whichever is latest.
+    /// share of our download rate or at its own average rate) is snubbed; its requests are
+    /// cancelled and re-issued elsewhere. The silence is counted from its last block or
+    /// payload progress ([`Torrent::handle_block_progress`]: a block being streamed), its
+    /// unchoke, or the last check at which it held none of our requests, whichever is
+    /// latest. The deadline covers requests still queued at the peer (no bytes yet); the
+    /// progress covers large blocks arriving slowly.
     pub(super) fn check_snubs(&mut self, now: Time) {
         let peers = self.peers.values();
         let rate: f64 = peers.clone().map(|p| p.download.rate_bytes_per_s()).sum();

@@ -245,23 +245,10 @@ impl NodeHandler {
         let at = inc.block.offset_bytes.saturating_add(inc.received_bytes);
         // The decoder hands out at most the announced payload length (a u32).
         inc.received_bytes = inc.received_bytes.saturating_add(chunk.len() as u32);
-        // Progress before the last byte keeps a slow but steady sender from being
-        // snubbed mid-block (the core ignores blocks not in flight from this peer).
-        if inc.received_bytes < inc.block.len_bytes && !matches!(inc.sink, Sink::Discard) {
-            let block = inc.block;
-            let now = self.now();
-            self.torrent.handle_block_progress(now, key, &block);
-        }
-        let Some(inc) = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|pc| pc.incoming.as_mut())
-        else {
-            return;
-        };
-        let piece = inc.block.piece;
-        match &mut inc.sink {
-            Sink::Store if self.torrent.wants_block(key, &inc.block) => {}
+        let block = inc.block;
+        let partial = inc.received_bytes < block.len_bytes;
+        let store = match &mut inc.sink {
+            Sink::Store if self.torrent.wants_block(key, &block) => true,
             // Another connection delivered the block meanwhile.
             Sink::Store => {
                 inc.sink = Sink::Discard;
@@ -269,11 +256,17 @@ impl NodeHandler {
             }
             Sink::Buffer(buf) => {
                 buf.extend_from_slice(chunk);
-                return;
+                false
             }
             Sink::Discard => return,
+        };
+        // Progress before the last byte keeps a slow but steady sender from being
+        // snubbed mid-block (the core ignores blocks not in flight from this peer).
+        if partial {
+            let now = self.now();
+            self.torrent.handle_block_progress(now, key, &block);
         }
-        if !self.write_payload(piece, at, chunk) {
+        if store && !self.write_payload(block.piece, at, chunk) {
             // The rest of the block is dropped too.
             if let Some(inc) = self.conns.get_mut(&conn).and_then(|c| c.incoming.as_mut()) {
                 inc.sink = Sink::Discard;

@@ -4,55 +4,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-use crate::node::{storage_layout, Node, NodeConfig};
-use crate::store::{OpenMode, Storage};
-use crate::wire::metainfo::{FileSpec, Info, Layout, Metainfo, PieceHash};
+use crate::node::tests::{make_torrent, open, wait_complete};
+use crate::node::{Node, NodeConfig};
+use crate::store::OpenMode;
+use crate::wire::metainfo::Metainfo;
 use crate::wire::peer::{
     BlockOffset, BlockRequest, Decoder, DecoderLimits, Handshake, Message, PieceIndex,
 };
 
 const PIECE_LEN: u32 = 64 * 1024;
-
-/// One file `dir/t/f` of `len` seeded random bytes and its torrent.
-fn make(dir: &Path, len: usize) -> (Metainfo, Vec<u8>) {
-    let mut data = vec![0u8; len];
-    ChaCha8Rng::seed_from_u64(11).fill_bytes(&mut data);
-    std::fs::create_dir_all(dir.join("t")).unwrap();
-    std::fs::write(dir.join("t").join("f"), &data).unwrap();
-    let hashes = data
-        .chunks(PIECE_LEN as usize)
-        .map(PieceHash::of_piece)
-        .collect();
-    let spec = FileSpec {
-        path_components: vec!["f".into()],
-        len_bytes: len as u64,
-        padding: false,
-    };
-    let info = Info::new(
-        "t".into(),
-        Layout::MultiFile(vec![spec]),
-        PIECE_LEN,
-        hashes,
-        false,
-    );
-    (Metainfo::new(info.unwrap(), vec![], None, None, None), data)
-}
-
-fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> Arc<Storage> {
-    let layout = storage_layout(meta).unwrap();
-    Arc::new(
-        Storage::open(dir, layout, meta.info_hash().0, mode)
-            .unwrap()
-            .0,
-    )
-}
 
 /// A fake seeder (no BEP 10, so 16 KiB requests): accepts one connection,
 /// handshakes, sends HaveAll + Unchoke, waits for the first request and
@@ -129,7 +91,8 @@ fn start_fake(
 fn lying_and_truncating_peers_do_not_corrupt_storage() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let (meta, data) = make(&src, 4 * PIECE_LEN as usize + 5000);
+    let meta = make_torrent(&src, "t", &[4 * PIECE_LEN as usize + 5000], PIECE_LEN);
+    let data = std::fs::read(src.join("t").join("f0")).unwrap();
     let dir = tmp.path().join("a");
     let node = Node::start(
         &meta,
@@ -137,7 +100,7 @@ fn lying_and_truncating_peers_do_not_corrupt_storage() {
         NodeConfig::new(),
     )
     .unwrap();
-    let file = dir.join("t").join("f");
+    let file = dir.join("t").join("f0");
 
     // A liar answers with a block it was not asked for (shifted by one byte).
     let (liar, t) = start_fake(&meta, false, |r| {
@@ -177,11 +140,7 @@ fn lying_and_truncating_peers_do_not_corrupt_storage() {
     )
     .unwrap();
     node.connect(seed.local_addr().unwrap()).unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    while !node.progress().complete {
-        assert!(Instant::now() < end, "not complete within 60 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_complete(&[&node], Duration::from_secs(60));
     let p = node.shutdown().unwrap();
     assert_eq!(p.verified_pieces, p.piece_count);
     assert!(std::fs::read(&file).unwrap() == data, "download differs");

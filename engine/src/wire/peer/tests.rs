@@ -153,18 +153,24 @@ fn stream_chunked(
     Ok(out)
 }
 
+/// `msgs` encoded back to back, and a decoder for them (test limits).
+fn encoded_with_decoder(msgs: &[Message]) -> (Vec<u8>, Decoder) {
+    let mut stream = Vec::new();
+    for m in msgs {
+        m.encode(&mut stream).unwrap();
+    }
+    let mut dec = Decoder::new(DecoderLimits::new(PIECE_COUNT));
+    dec.set_max_request_len(MAX_REQUEST);
+    (stream, dec)
+}
+
 proptest! {
     #[test]
     fn streaming_matches_messages_any_split(
         msgs in vec(message(), 1..12),
         chunks in vec(1usize..300, 1..8),
     ) {
-        let mut stream = Vec::new();
-        for m in &msgs {
-            m.encode(&mut stream).unwrap();
-        }
-        let mut dec = Decoder::new(DecoderLimits::new(PIECE_COUNT));
-        dec.set_max_request_len(MAX_REQUEST);
+        let (stream, mut dec) = encoded_with_decoder(&msgs);
         let decoded = stream_chunked(&mut dec, &stream, &chunks).unwrap();
         prop_assert_eq!(decoded, msgs);
         prop_assert_eq!(dec.buffered_len_bytes(), 0);
@@ -187,12 +193,7 @@ proptest! {
         msgs in vec(message(), 1..12),
         chunks in vec(1usize..300, 1..8),
     ) {
-        let mut stream = Vec::new();
-        for m in &msgs {
-            m.encode(&mut stream).unwrap();
-        }
-        let mut dec = Decoder::new(DecoderLimits::new(PIECE_COUNT));
-        dec.set_max_request_len(MAX_REQUEST);
+        let (stream, mut dec) = encoded_with_decoder(&msgs);
         let decoded = decode_chunked(&mut dec, &stream, &chunks).unwrap();
         prop_assert_eq!(decoded, msgs);
         prop_assert_eq!(dec.buffered_len_bytes(), 0);
