@@ -28,8 +28,15 @@
 //!   piece is claimed (atomic test-and-set) before it leaves the untouched set and
 //!   released when it returns there. Untouched pieces claimed by another torrent are
 //!   skipped; they still count in `free_chunks`, so with claims endgame also starts when
-//!   no open piece is left and every untouched piece is claimed elsewhere (endgame stays
-//!   per torrent: it duplicates only this torrent's own partial pieces).
+//!   no open piece is left and every untouched piece is claimed elsewhere.
+//! - Endgame is node-wide: once no open piece is left and every needed untouched piece
+//!   is claimed (by anyone), a peer with nothing else to do may start a *shadow* of a
+//!   piece another torrent claimed (a partial piece whose claim this torrent does not
+//!   own; one at a time per idle peer, at most [`MAX_SHADOW_PIECES`] at once). Whichever torrent verifies the piece
+//!   first has it; the others drop their copy ([`Picker::on_had_elsewhere`]). Without
+//!   this, a piece claimed by a torrent whose only source for it is a frozen peer would
+//!   wait for that peer however many honest peers other torrents have. A torrent only
+//!   ever releases claims it owns.
 
 use super::availability::Availability;
 use super::config::BLOCK_LEN_BYTES;
@@ -54,6 +61,10 @@ const WALK_BUDGET: usize = 64;
 /// claimed the piece between our check and our test-and-set, after which the piece is
 /// skipped, so a few attempts suffice.
 const CLAIM_ATTEMPTS: usize = 4;
+/// Most shadow pieces (node-wide endgame duplicates of pieces other torrents claimed)
+/// one torrent downloads at once: enough to cover a frozen peer's whole pipeline on
+/// another worker, small enough that the tail duplicates a few pieces, not a window.
+pub(crate) const MAX_SHADOW_PIECES: usize = 8;
 
 /// Download state of a started, not yet verified piece.
 #[derive(Debug)]
@@ -67,6 +78,9 @@ pub(crate) struct PartialPiece {
     /// Peers that supplied received blocks (blamed on hash failure).
     contributors: Vec<PeerKey>,
     verifying: bool,
+    /// This torrent owns the piece's shared claim (false: a shadow of a piece another
+    /// torrent claimed; always true without shared claims).
+    owns_claim: bool,
 }
 
 /// What became of a received block.
@@ -92,6 +106,10 @@ pub(crate) struct PickContext<'a> {
     pub random_first: bool,
     /// May receive endgame duplicates (not while it snubs us).
     pub endgame_ok: bool,
+    /// May start a shadow of another torrent's claimed piece (node-wide endgame): it
+    /// does not snub us and holds none of our requests, so shadows go one at a time to
+    /// idle peers and the tail duplicates little.
+    pub shadow_ok: bool,
 }
 
 impl PickContext<'_> {
@@ -236,14 +254,31 @@ impl Picker {
         self.push_bucket(piece, key);
     }
 
-    /// A partial piece is abandoned: untouched again, and its claim released.
-    fn return_untouched(&mut self, piece: PieceIndex) {
+    /// A partial piece is abandoned: untouched again, and its claim released if this
+    /// torrent owned it (a shadow leaves the other torrent's claim alone).
+    fn return_untouched(&mut self, piece: PieceIndex, owned_claim: bool) {
         self.insert_untouched(piece);
-        self.release(piece);
+        if owned_claim {
+            self.release(piece);
+        }
     }
 
-    /// Moves an untouched piece to the partial set.
-    fn start_piece(&mut self, piece: PieceIndex) {
+    /// Number of shadow pieces in progress (partial pieces whose claim we do not own).
+    fn shadow_count(&self) -> usize {
+        self.partial_list
+            .iter()
+            .filter(|&&p| {
+                self.partial
+                    .get(p.0 as usize)
+                    .and_then(|pp| pp.as_ref())
+                    .is_some_and(|pp| !pp.owns_claim)
+            })
+            .count()
+    }
+
+    /// Moves an untouched piece to the partial set; `owns_claim`: we claimed it (false:
+    /// a shadow of another torrent's piece).
+    fn start_piece(&mut self, piece: PieceIndex, owns_claim: bool) {
         self.remove_from_bucket(piece, self.bucket_key(piece));
         self.untouched.clear(piece);
         let chunks = self.chunk_count(piece);
@@ -254,6 +289,7 @@ impl Picker {
             requests: Vec::new(),
             contributors: Vec::new(),
             verifying: false,
+            owns_claim,
         }));
         self.partial_list.push(piece);
         self.open.push(piece);
@@ -278,14 +314,57 @@ impl Picker {
             // Lost a race with another torrent: the piece is claimed now, so the next
             // search skips it.
             if self.claim(piece) {
-                self.start_piece(piece);
+                self.start_piece(piece, true);
                 return self.take_run(piece, ctx);
             }
         }
-        if self.in_endgame() && ctx.endgame_ok {
-            return self.pick_endgame(ctx, rng);
+        if !ctx.endgame_ok {
+            return None;
+        }
+        if self.in_endgame() {
+            if let Some(b) = self.pick_endgame(ctx, rng) {
+                return Some(b);
+            }
+        }
+        if ctx.shadow_ok {
+            return self.pick_shadow(ctx, rng);
         }
         None
+    }
+
+    /// Node-wide endgame (see the module docs): once no open piece is left and every
+    /// needed untouched piece is claimed, start a shadow of a piece another torrent
+    /// claimed that this peer has, at a random offset. `None` without shared claims,
+    /// before that point, or at [`MAX_SHADOW_PIECES`].
+    fn pick_shadow(&mut self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<Block> {
+        let claims = self.claims.as_ref()?;
+        if self.piece_count == 0
+            || !self.open.is_empty()
+            || self.any_claimable_untouched()
+            || self.shadow_count() >= MAX_SHADOW_PIECES
+        {
+            return None;
+        }
+        let words = self.untouched.words();
+        let peer = ctx.peer_have.words();
+        let start_word = rng.random_range(0..words.len());
+        let mut found = None;
+        'scan: for k in 0..words.len() {
+            let wi = (start_word + k) % words.len();
+            let mut w = words[wi] & peer.get(wi).copied().unwrap_or(0) & claims.load_word(wi);
+            while w != 0 {
+                let p = PieceIndex(wi as u32 * 64 + w.trailing_zeros());
+                w &= w - 1;
+                if !ctx.rejected.contains(&p) {
+                    found = Some(p);
+                    break 'scan;
+                }
+            }
+        }
+        let piece = found?;
+        self.start_piece(piece, false);
+        self.endgame_entered = true;
+        self.take_run(piece, ctx)
     }
 
     /// An untouched, claimable piece to start: suggested, random first, or rarest.

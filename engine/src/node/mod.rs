@@ -566,4 +566,8 @@ fn progress_of(s: &Shared) -> Progress {
 }
 
 #[cfg(test)]
+mod fake_peer;
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;

@@ -99,10 +99,11 @@ impl Picker {
         }
         if pp.received == 0 && pp.requests.is_empty() {
             // Nothing of it is here or coming: back to rarest-first as an untouched piece.
+            let owned = pp.owns_claim;
             self.partial[piece.0 as usize] = None;
             self.partial_list.retain(|&p| p != piece);
             self.open.retain(|&p| p != piece);
-            self.return_untouched(piece);
+            self.return_untouched(piece, owned);
         } else if !was_open && pp.free > 0 {
             self.open.push(piece);
         }
@@ -142,7 +143,7 @@ impl Picker {
         self.partial_list.retain(|&p| p != piece);
         if !valid {
             self.free_chunks += pp.chunks.len() as u64;
-            self.return_untouched(piece);
+            self.return_untouched(piece, pp.owns_claim);
         }
         pp.contributors
     }

@@ -104,6 +104,7 @@ fn ctx<'a>(peer: u64, have: &'a Bitfield, len: u32) -> PickContext<'a> {
         allowed_only: None,
         random_first: false,
         endgame_ok: true,
+        shadow_ok: true,
     }
 }
 

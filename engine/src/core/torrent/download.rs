@@ -385,6 +385,7 @@ impl Torrent {
                 allowed_only: peer.peer_choking.then_some(&peer.allowed_fast[..]),
                 random_first,
                 endgame_ok: !peer.snubbed,
+                shadow_ok: !peer.snubbed && peer.inflight.is_empty(),
             };
             let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {
                 break;

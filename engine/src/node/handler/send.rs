@@ -103,11 +103,20 @@ impl NodeHandler {
         let header = piece_header(PieceIndex(p), BlockOffset(off), len);
         let (Some(regions), Ok(header)) = (regions, header) else {
             // Not servable (the core only asks for verified pieces, so the
-            // data changed on disk): report it done so the upload slot frees;
-            // the peer's request times out and goes elsewhere.
-            if let Some(key) = self.conns.get(&conn).map(|pc| pc.key) {
-                let now = self.now();
-                self.torrent.handle_block_sent(now, key, block);
+            // data changed on disk): report it done so the upload slot frees,
+            // and tell a BEP 6 peer with a `reject` so that it asks elsewhere
+            // at once instead of waiting for its snub deadline.
+            let Some((key, fast)) = self
+                .conns
+                .get(&conn)
+                .map(|pc| (pc.key, pc.caps.fast_extension))
+            else {
+                return;
+            };
+            let now = self.now();
+            self.torrent.handle_block_sent(now, key, block);
+            if fast {
+                self.send_msg(ctx, conn, &PeerMessage::Reject(block));
             }
             return;
         };

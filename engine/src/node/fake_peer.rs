@@ -1,0 +1,149 @@
+//! A scriptable fake peer over real sockets, for hostile-peer tests: it speaks
+//! just enough of the peer wire (BEP 3/6) to be taken for a peer, then does
+//! whatever the test tells it to (freeze, idle, flood, never read).
+//!
+//! Every blocking call has a bound; a listening fake peer's thread stops when
+//! its [`FakeListener`] is dropped.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::wire::peer::{Handshake, Message};
+
+/// Bound on a fake peer's blocking reads and writes.
+const IO_BOUND: Duration = Duration::from_secs(10);
+
+/// One connection of a fake peer.
+pub(crate) struct FakePeer {
+    pub(crate) stream: TcpStream,
+}
+
+impl FakePeer {
+    fn handshake(&mut self, info_hash: [u8; 20], id: u8) -> Option<()> {
+        let mut ours = Handshake::new(info_hash, [id; 20]);
+        ours.set_fast(true);
+        self.stream.set_read_timeout(Some(IO_BOUND)).ok()?;
+        self.stream.set_write_timeout(Some(IO_BOUND)).ok()?;
+        self.stream.write_all(&ours.to_bytes()).ok()?;
+        let mut theirs = [0u8; Handshake::LEN_BYTES];
+        self.stream.read_exact(&mut theirs).ok()?;
+        Handshake::decode(&theirs).ok()?;
+        Some(())
+    }
+
+    /// Sends one message.
+    pub(crate) fn send(&mut self, msg: &Message) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        msg.encode(&mut buf).map_err(std::io::Error::other)?;
+        self.stream.write_all(&buf)
+    }
+
+    /// Sends `have all` and `unchoke`: a seeder that lets us ask.
+    pub(crate) fn pose_as_seeder(&mut self) -> std::io::Result<()> {
+        self.send(&Message::HaveAll)?;
+        self.send(&Message::Unchoke)
+    }
+
+    /// Reads and drops whatever arrives until `stop` is set or the peer closes.
+    pub(crate) fn swallow(&mut self, stop: &AtomicBool) {
+        let _ = self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buf = vec![0u8; 64 * 1024];
+        while !stop.load(Ordering::Acquire) {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// What a listening fake peer does with each connection it accepts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Script {
+    /// Handshake, `have all`, `unchoke`, then never answers a request (a frozen
+    /// or SIGSTOPped seeder): reads and drops everything.
+    FrozenSeeder,
+}
+
+/// A fake peer listening on 127.0.0.1 and running a [`Script`] per connection.
+pub(crate) struct FakeListener {
+    pub(crate) addr: SocketAddr,
+    /// Connections accepted so far.
+    pub(crate) accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeListener {
+    /// Listens for peers of `info_hash`; at most `max_conns` connections, each
+    /// handled on its own thread until the listener is dropped.
+    pub(crate) fn spawn(info_hash: [u8; 20], script: Script, max_conns: usize) -> FakeListener {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind fake peer");
+        let addr = l.local_addr().expect("fake peer address");
+        l.set_nonblocking(true).expect("nonblocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (stop2, accepted2) = (stop.clone(), accepted.clone());
+        let thread = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !stop2.load(Ordering::Acquire) {
+                match l.accept() {
+                    Ok((s, _)) if conns.len() < max_conns => {
+                        accepted2.fetch_add(1, Ordering::AcqRel);
+                        let stop3 = stop2.clone();
+                        conns.push(std::thread::spawn(move || {
+                            let _ = s.set_nonblocking(false);
+                            run_script(s, info_hash, script, &stop3);
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        FakeListener {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_script(stream: TcpStream, info_hash: [u8; 20], script: Script, stop: &AtomicBool) {
+    let mut p = FakePeer { stream };
+    if p.handshake(info_hash, 0xf0).is_none() {
+        return;
+    }
+    match script {
+        Script::FrozenSeeder => {
+            if p.pose_as_seeder().is_ok() {
+                p.swallow(stop);
+            }
+        }
+    }
+}
