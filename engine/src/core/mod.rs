@@ -31,7 +31,8 @@
 //! Modules: [`time`] (instants), [`bitfield`] (piece sets, BEP 3 wire form), [`claims`]
 //! (piece claims shared by the torrents of one multi-worker node), [`availability`]
 //! (availability counts they share for rarest-first), `message`
-//! (identifiers, control messages, actions, errors), `config` (tunables), `peer`
+//! (identifiers, control messages, actions, errors), [`slots`] (connection timeouts,
+//! per-IP caps and slot reclaiming), `config` (tunables), `peer`
 //! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
 //! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
 //! machine and the distinct-first seeder policy).
@@ -44,6 +45,7 @@ mod config;
 mod message;
 mod peer;
 mod picker;
+pub mod slots;
 pub mod time;
 mod torrent;
 pub mod upload_history;

@@ -283,6 +283,14 @@ impl Torrent {
         Some(self.choker.next_rechoke())
     }
 
+    /// Whether we are interested in `peer` or it is in us (BEP 3); false for an
+    /// unknown peer. The slot policy ([`super::slots`]) keeps such peers.
+    pub fn is_engaged(&self, peer: PeerKey) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.am_interested || p.peer_interested)
+    }
+
     /// Pieces we have verified.
     pub fn have(&self) -> &Bitfield {
         &self.have

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::wire::peer::{Handshake, Message};
 
@@ -23,6 +23,47 @@ pub(crate) struct FakePeer {
 }
 
 impl FakePeer {
+    /// Connects to `addr` and exchanges handshakes (fast extension on) for
+    /// `info_hash`; `None` if the other side closes or does not answer.
+    pub(crate) fn connect(addr: SocketAddr, info_hash: [u8; 20], id: u8) -> Option<FakePeer> {
+        let stream = TcpStream::connect_timeout(&addr, IO_BOUND).ok()?;
+        let mut p = FakePeer { stream };
+        p.handshake(info_hash, id)?;
+        Some(p)
+    }
+
+    /// Connects to `addr`, sends nothing, and reads the node's 68-byte handshake
+    /// (so the node has accepted the socket); `None` if it closes first.
+    pub(crate) fn connect_silent(addr: SocketAddr) -> Option<FakePeer> {
+        let mut stream = TcpStream::connect_timeout(&addr, IO_BOUND).ok()?;
+        stream.set_read_timeout(Some(IO_BOUND)).ok()?;
+        let mut theirs = [0u8; Handshake::LEN_BYTES];
+        stream.read_exact(&mut theirs).ok()?;
+        Some(FakePeer { stream })
+    }
+
+    /// Whether the other side closes this connection within `bound`.
+    pub(crate) fn closed_within(&mut self, bound: Duration) -> bool {
+        let end = Instant::now() + bound;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < end {
+            let _ = self
+                .stream
+                .set_read_timeout(Some(Duration::from_millis(100)));
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
     fn handshake(&mut self, info_hash: [u8; 20], id: u8) -> Option<()> {
         let mut ours = Handshake::new(info_hash, [id; 20]);
         ours.set_fast(true);

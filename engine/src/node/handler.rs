@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
 use crate::rt::{ConnId, Ctx, Handler, SourceFile};
@@ -23,6 +24,7 @@ mod dial;
 mod pex;
 mod recv;
 mod send;
+mod slots;
 mod workers;
 
 /// Timer tick while nothing is held back: progress publication, dials.
@@ -66,6 +68,8 @@ pub(crate) struct NodeHandler {
     /// Index into `dials` by address (every address is dialled by one entry).
     pub(super) known: HashMap<SocketAddr, usize>,
     pub(super) max_peers: usize,
+    /// Timeouts, per-IP cap and slot reclaiming ([`crate::core::slots`]).
+    pub(super) slot_config: SlotConfig,
     /// PEX interval between p2pe nodes (`None`: PEX off, e.g. private torrent).
     pub(super) pex_interval: Option<Duration>,
     pub(super) shared: Arc<Shared>,
@@ -160,6 +164,7 @@ impl NodeHandler {
             dials: Vec::new(),
             known: HashMap::new(),
             max_peers: nc.max_peers.max(1),
+            slot_config: nc.slots,
             pex_interval,
             shared,
             published_downloaded_bytes: 0,
@@ -315,12 +320,15 @@ impl Drop for NodeHandler {
 impl Handler for NodeHandler {
     fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, inbound: bool) {
         if inbound {
-            if self.shared.open_conns.load(Ordering::Acquire) >= self.max_peers {
+            if !self.admit_inbound(ctx, peer) {
                 ctx.close(conn); // never registered: on_close ignores it
                 self.arm_timer(ctx);
                 return;
             }
             self.new_conn(ctx, conn, None, peer);
+            if let Some(pc) = self.conns.get_mut(&conn) {
+                pc.ip_counted = true;
+            }
         }
         // Outbound connections were registered (and their handshake queued)
         // when the connect was issued.
@@ -350,6 +358,9 @@ impl Handler for NodeHandler {
             return;
         };
         self.publish_closed(&mut pc);
+        if pc.ip_counted {
+            self.uncount_inbound(pc.remote.ip());
+        }
         self.keys.remove(&pc.key);
         self.shared.open_conns.fetch_sub(1, Ordering::AcqRel);
         if let Some(id) = pc.peer_id {
@@ -375,6 +386,7 @@ impl Handler for NodeHandler {
             self.forward_choke_report(ctx);
         }
         self.register_stale(now);
+        self.expire_slots(ctx);
         self.release_held(ctx);
         self.take_discovered(ctx);
         self.dial_due(ctx, now);

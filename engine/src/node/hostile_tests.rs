@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use super::fake_peer::{FakeListener, Script};
+use super::fake_peer::{FakeListener, FakePeer, Script};
 use super::tests::{make_torrent, open, wait_complete};
 use super::{Node, NodeConfig};
+use crate::core::slots::SlotConfig;
 use crate::store::OpenMode;
 
 /// Bound on an honest 2 MiB transfer over loopback here: only a stall exceeds it.
@@ -52,5 +53,104 @@ fn a_frozen_seeder_does_not_hang_a_two_worker_get() {
         assert_eq!(p.verified_pieces, 64, "run {run}");
     }
     assert!(frozen.accepted.load(std::sync::atomic::Ordering::Acquire) >= 4);
+    seed.shutdown().unwrap();
+}
+
+#[test]
+fn idle_and_handshake_only_sockets_do_not_lock_leechers_out() {
+    // Issue 11 item 2: 60 sockets (the default connection bound) that send nothing
+    // or only a handshake held every slot of a seed forever; an honest get then
+    // found no peer. Now the oldest idle connection gives its slot up.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[16 * 32 * 1024], 32 * 1024);
+    let seed = seed_node(&meta, &src);
+    let addr = seed.local_addr().unwrap();
+    let mut squatters = Vec::new();
+    for i in 0..super::MAX_PEERS {
+        let p = if i % 2 == 0 {
+            FakePeer::connect_silent(addr)
+        } else {
+            FakePeer::connect(addr, meta.info_hash().0, 1 + (i % 200) as u8)
+        };
+        squatters.push(p.expect("the seed accepts while it has slots"));
+    }
+    // Past the reclaim grace, the squatters are idle; an honest get gets in.
+    std::thread::sleep(SlotConfig::default().reclaim_grace);
+    let dir = tmp.path().join("get");
+    let get = Node::start(
+        &meta,
+        open(&meta, &dir, OpenMode::Create),
+        NodeConfig {
+            peers: vec![addr],
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    wait_complete(&[&get], HONEST_BOUND);
+    get.shutdown().unwrap();
+    let closed = squatters
+        .iter_mut()
+        .map(|s| s.closed_within(Duration::from_millis(200)))
+        .filter(|&c| c)
+        .count();
+    assert!(closed >= 1, "no squatter gave its slot up");
+    seed.shutdown().unwrap();
+}
+
+#[test]
+fn a_socket_without_a_handshake_is_closed_at_the_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[64 * 1024], 32 * 1024);
+    let slots = SlotConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..SlotConfig::default()
+    };
+    let seed = Node::start(
+        &meta,
+        open(&meta, &src, OpenMode::Seed),
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            slots,
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let mut idle = FakePeer::connect_silent(seed.local_addr().unwrap()).unwrap();
+    assert!(idle.closed_within(Duration::from_secs(10)));
+    seed.shutdown().unwrap();
+}
+
+#[test]
+fn per_ip_cap_refuses_the_connection_over_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[64 * 1024], 32 * 1024);
+    let slots = SlotConfig {
+        max_per_ip: 2,
+        cap_loopback: true,
+        ..SlotConfig::default()
+    };
+    let seed = Node::start(
+        &meta,
+        open(&meta, &src, OpenMode::Seed),
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            slots,
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let addr = seed.local_addr().unwrap();
+    let ih = meta.info_hash().0;
+    let mut a = FakePeer::connect(addr, ih, 1).unwrap();
+    let mut b = FakePeer::connect(addr, ih, 2).unwrap();
+    assert!(
+        FakePeer::connect(addr, ih, 3).is_none(),
+        "a third connection from one IP was accepted"
+    );
+    assert!(!a.closed_within(Duration::from_millis(300)));
+    assert!(!b.closed_within(Duration::from_millis(300)));
     seed.shutdown().unwrap();
 }

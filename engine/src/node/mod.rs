@@ -140,8 +140,13 @@ pub struct NodeConfig {
     /// Tracker client settings (`numwant`, timeouts, back-off).
     pub tracker: ClientConfig,
     /// Most connections at once; peers learned from trackers and PEX are
-    /// dialled only below it, inbound peers above it are refused.
+    /// dialled only below it; an inbound peer above it takes the slot of the
+    /// oldest idle connection, or is refused if none is idle.
     pub max_peers: usize,
+    /// Handshake and inactivity timeouts, the per-IP connection cap and slot
+    /// reclaiming ([`crate::core::slots::SlotConfig`]; default: 10 s, 240 s,
+    /// 8 per IP, loopback exempt).
+    pub slots: crate::core::slots::SlotConfig,
     /// How often each peer gets a BEP 11 `ut_pex` message (`None`: no PEX).
     /// Private torrents (BEP 27) never use PEX, whatever this says.
     pub pex_interval: Option<Duration>,
@@ -194,6 +199,7 @@ impl NodeConfig {
             trackers: None,
             tracker: ClientConfig::default(),
             max_peers: MAX_PEERS,
+            slots: crate::core::slots::SlotConfig::default(),
             pex_interval: Some(PEX_INTERVAL_DATACENTER),
             dht: None,
             workers: default_workers(),

@@ -5,7 +5,8 @@ use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::core::{Block, PeerCaps, PeerKey, PeerMessage};
+use crate::core::slots::ConnActivity;
+use crate::core::{Block, PeerCaps, PeerKey, PeerMessage, Time};
 use crate::wire::peer::{Decoder, Handshake, HandshakeDecoder};
 
 /// Where a connection is in its start-up.
@@ -100,10 +101,14 @@ pub(crate) struct PeerConn {
     pub(crate) unbooked_up_bytes: u64,
     /// The address this connection is booked under (fixed at first use).
     pub(crate) book_addr: Option<SocketAddr>,
+    /// Timestamps and totals for the slot policy ([`crate::core::slots`]).
+    pub(crate) activity: ConnActivity,
+    /// Counted in [`super::Shared::inbound_per_ip`] (an admitted inbound peer).
+    pub(crate) ip_counted: bool,
 }
 
 impl PeerConn {
-    pub(crate) fn new(key: PeerKey, dial: Option<usize>, remote: SocketAddr) -> Self {
+    pub(crate) fn new(key: PeerKey, dial: Option<usize>, remote: SocketAddr, now: Time) -> Self {
         PeerConn {
             key,
             phase: Phase::Handshake(HandshakeDecoder::new()),
@@ -126,6 +131,8 @@ impl PeerConn {
             unbooked_down_bytes: 0,
             unbooked_up_bytes: 0,
             book_addr: None,
+            activity: ConnActivity::new(now),
+            ip_counted: false,
         }
     }
 

@@ -86,6 +86,9 @@ pub(crate) struct Shared {
     discovered: Vec<Mutex<Vec<(SocketAddr, Source)>>>,
     /// One connection per peer id over all workers (taken at handshake and close).
     pub(crate) peer_ids: Mutex<HashMap<[u8; 20], PeerSlot>>,
+    /// Inbound connections per remote IP over all workers, for the per-IP cap
+    /// (taken at accept and close; at most `max_peers` + workers entries).
+    pub(crate) inbound_per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// Per worker: listen addresses of its registered peers, for everyone's PEX.
     pex_lists: Vec<Mutex<Vec<(SocketAddr, PexFlags)>>>,
     /// Log lines for the owner ([`super::Node::poll_event`]), oldest first.
@@ -122,6 +125,7 @@ impl Shared {
             open_conns: AtomicUsize::new(0),
             discovered: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             peer_ids: Mutex::new(HashMap::new()),
+            inbound_per_ip: Mutex::new(HashMap::new()),
             pex_lists: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             events: Mutex::new(VecDeque::new()),
             fatal: Mutex::new(None),

@@ -156,6 +156,7 @@ impl NodeHandler {
         stored: bool,
     ) {
         pc.unbooked_down_bytes += u64::from(len_bytes);
+        pc.activity.down_payload_bytes += u64::from(len_bytes);
         if stored {
             sources.block_stored(piece, pc.book_addr());
         }
@@ -230,7 +231,12 @@ mod tests {
     fn reconnects_add_up_under_the_listen_address() {
         let mut book = BTreeMap::new();
         for remote_port in [40001, 40002] {
-            let mut pc = PeerConn::new(crate::core::PeerKey(1), None, a(remote_port));
+            let mut pc = PeerConn::new(
+                crate::core::PeerKey(1),
+                None,
+                a(remote_port),
+                crate::core::Time::ZERO,
+            );
             pc.listen_addr = Some(a(6881));
             pc.peer_id = Some([7; 20]);
             pc.unbooked_down_bytes = 100;

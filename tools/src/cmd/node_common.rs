@@ -140,6 +140,11 @@ pub struct DiscoveryArgs {
     /// only below it).
     #[arg(long, default_value_t = p2pe::node::MAX_PEERS, value_name = "N")]
     pub max_peers: usize,
+    /// Most inbound connections from one IP address (0: no cap). Loopback
+    /// addresses are exempt: one host running several nodes is a test, not
+    /// an attack.
+    #[arg(long, default_value_t = p2pe::core::slots::SlotConfig::default().max_per_ip, value_name = "N")]
+    pub max_peers_per_ip: usize,
     /// Disable peer exchange (BEP 11); private torrents never use it.
     #[arg(long)]
     pub no_pex: bool,
@@ -176,6 +181,7 @@ impl DiscoveryArgs {
             config.trackers = Some(vec![self.trackers.clone()]);
         }
         config.max_peers = self.max_peers;
+        config.slots.max_per_ip = self.max_peers_per_ip;
         if self.no_pex {
             config.pex_interval = None;
         }

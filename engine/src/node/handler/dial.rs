@@ -44,7 +44,7 @@ impl NodeHandler {
         remote: SocketAddr,
     ) {
         let key = PeerKey(self.next_key());
-        let mut pc = PeerConn::new(key, dial, remote);
+        let mut pc = PeerConn::new(key, dial, remote, self.now());
         if let Some(d) = dial.and_then(|i| self.dials.get(i)) {
             pc.listen_addr = Some(d.addr);
         }

@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn at_most_50_added_then_the_rest_then_dropped() {
-        let mut pc = PeerConn::new(PeerKey(1), None, addr(0));
+        let mut pc = PeerConn::new(PeerKey(1), None, addr(0), crate::core::Time::ZERO);
         pc.listen_addr = Some(addr(0));
         // 70 peers plus the recipient itself, which is never advertised to itself.
         let current: Vec<_> = (0..=70).map(|i| (addr(i), PexFlags(0))).collect();

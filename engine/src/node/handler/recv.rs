@@ -36,9 +36,11 @@ impl NodeHandler {
     /// Feeds received bytes of `conn` through its handshake or message
     /// decoder and handles every complete message. Any error closes `conn`.
     pub(super) fn receive(&mut self, ctx: &mut Ctx, conn: ConnId, data: &[u8]) {
+        let now = self.now();
         let Some(pc) = self.conns.get_mut(&conn) else {
             return;
         };
+        pc.activity.last_recv_at = now;
         let mut input = data;
         if let Phase::Handshake(hd) = &mut pc.phase {
             // The bytes after the handshake stay in the decoder's buffer.
@@ -64,6 +66,7 @@ impl NodeHandler {
                     decoder.set_negotiated(&self.ours, &theirs);
                     let peer_id = theirs.peer_id;
                     pc.peer_id = Some(peer_id);
+                    pc.activity.handshake_at = Some(now);
                     pc.phase = Phase::Open {
                         decoder,
                         theirs,

@@ -170,7 +170,9 @@ impl NodeHandler {
         if pc.dropped_by_core {
             return;
         }
-        pc.unbooked_up_bytes += done.iter().map(|b| u64::from(b.len_bytes)).sum::<u64>();
+        let sent_bytes = done.iter().map(|b| u64::from(b.len_bytes)).sum::<u64>();
+        pc.unbooked_up_bytes += sent_bytes;
+        pc.activity.up_payload_bytes += sent_bytes;
         let now = self.now();
         for b in done {
             self.shared
