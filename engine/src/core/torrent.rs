@@ -39,6 +39,7 @@
 mod download;
 mod external_choke;
 mod upload;
+mod upload_budget;
 
 use super::choker::Choker;
 use super::peer::PeerState;
@@ -267,6 +268,7 @@ impl Torrent {
                 ChokerMode::External { .. } => self.report_rates(now),
             }
             self.check_snubs(now);
+            self.check_upload_stalls(now);
             self.keepalives(now);
             // Rechoke cleared the per-peer reject memory: those pieces are requestable again.
             self.fill_all_requests();

@@ -42,6 +42,56 @@ impl FakePeer {
         Some(FakePeer { stream })
     }
 
+    /// Connects with a 4 KiB receive buffer (so that a peer that never reads
+    /// closes its TCP window early), exchanges handshakes, says `interested`, and
+    /// reads until `unchoke`; `None` on any failure.
+    pub(crate) fn connect_leecher(
+        addr: SocketAddr,
+        info_hash: [u8; 20],
+        id: u8,
+    ) -> Option<FakePeer> {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+        sock.set_recv_buffer_size(4096).ok()?;
+        sock.connect_timeout(&addr.into(), IO_BOUND).ok()?;
+        let mut p = FakePeer {
+            stream: sock.into(),
+        };
+        p.handshake(info_hash, id)?;
+        p.send(&Message::Interested).ok()?;
+        let end = Instant::now() + IO_BOUND;
+        while Instant::now() < end {
+            let mut len = [0u8; 4];
+            p.stream.read_exact(&mut len).ok()?;
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            p.stream.read_exact(&mut body).ok()?;
+            if body.first() == Some(&1) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Sends a 16 KiB request for every block of `pieces` pieces of
+    /// `piece_len_bytes`, without reading; false once a write fails (the other
+    /// side closed the connection).
+    pub(crate) fn request_all(&mut self, pieces: u32, piece_len_bytes: u32) -> bool {
+        let mut buf = Vec::new();
+        for piece in 0..pieces {
+            for off in (0..piece_len_bytes).step_by(16 * 1024) {
+                let r = Message::Request(crate::wire::peer::BlockRequest {
+                    index: crate::wire::peer::PieceIndex(piece),
+                    begin: crate::wire::peer::BlockOffset(off),
+                    len_bytes: 16 * 1024,
+                });
+                if r.encode(&mut buf).is_err() {
+                    return false;
+                }
+            }
+        }
+        self.stream.write_all(&buf).is_ok()
+    }
+
     /// Whether the other side closes this connection within `bound`.
     pub(crate) fn closed_within(&mut self, bound: Duration) -> bool {
         let end = Instant::now() + bound;

@@ -154,3 +154,61 @@ fn per_ip_cap_refuses_the_connection_over_it() {
     assert!(!b.closed_within(Duration::from_millis(300)));
     seed.shutdown().unwrap();
 }
+
+#[test]
+fn leechers_that_never_read_do_not_starve_the_others() {
+    // Issue 11 item 3: a leecher whose TCP window is zero filled the seed's upload
+    // window, and everyone else got nothing. Two such connections, each asking for
+    // every block again and again, against an honest get from the same seed.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (pieces, piece_len) = (256u32, 32 * 1024u32);
+    let meta = make_torrent(&src, "t", &[(pieces * piece_len) as usize], piece_len);
+    let seed = seed_node(&meta, &src);
+    let addr = seed.local_addr().unwrap();
+    let mut sinks: Vec<FakePeer> = (0..2)
+        .map(|i| FakePeer::connect_leecher(addr, meta.info_hash().0, 40 + i).unwrap())
+        .collect();
+    // Enough requests to fill their kernel buffers and the whole window many times.
+    for _ in 0..8 {
+        for s in &mut sinks {
+            s.request_all(pieces, piece_len);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = tmp.path().join("get");
+    let get = Node::start(
+        &meta,
+        open(&meta, &dir, OpenMode::Create),
+        NodeConfig {
+            peers: vec![addr],
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    wait_complete(&[&get], HONEST_BOUND);
+    get.shutdown().unwrap();
+    drop(sinks);
+    seed.shutdown().unwrap();
+}
+
+#[test]
+fn a_request_flood_from_a_peer_that_never_reads_is_cut_off() {
+    // Issue 11 item 5: a peer that keeps its request queue full and keeps sending
+    // valid requests while never reading got a BEP 6 reject queued in user space
+    // for each one (9 MiB -> 1.2 GiB RSS in 39 s). Past a bounded backlog it is
+    // disconnected: its writes start failing.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (pieces, piece_len) = (64u32, 32 * 1024u32);
+    let meta = make_torrent(&src, "t", &[(pieces * piece_len) as usize], piece_len);
+    let seed = seed_node(&meta, &src);
+    let mut flood =
+        FakePeer::connect_leecher(seed.local_addr().unwrap(), meta.info_hash().0, 9).unwrap();
+    // Each round is 128 requests = 2,176 bytes; 1 MiB of 17-byte rejects is
+    // ~62k requests beyond what the kernel buffers hold (a few MiB), so 10,000
+    // rounds (1.28M requests, 22 MB of rejects) are far past the bound.
+    let cut_off = (0..10_000).any(|_| !flood.request_all(pieces, piece_len));
+    assert!(cut_off, "the flooding peer was never disconnected");
+    seed.shutdown().unwrap();
+}

@@ -74,6 +74,9 @@ pub(crate) struct PeerConn {
     /// Blocks queued on the runtime, with the `queued_total_bytes` mark at
     /// which their last byte was queued.
     pub(crate) blocks_in_flight: VecDeque<(u64, Block)>,
+    /// Payload bytes of `blocks_in_flight` (queued on the runtime, not yet all
+    /// handed to the kernel).
+    pub(crate) unsent_payload_bytes: u64,
     /// Index of the dial (configured peer) this connection came from.
     pub(crate) dial: Option<usize>,
     /// The address at the other end of the socket.
@@ -118,6 +121,7 @@ impl PeerConn {
             held: VecDeque::new(),
             queued_total_bytes: 0,
             blocks_in_flight: VecDeque::new(),
+            unsent_payload_bytes: 0,
             dial,
             remote,
             listen_addr: None,

@@ -1,6 +1,7 @@
 //! Outbound side of the torrent: requests we serve, upload ordering, seeder policy,
 //! choking.
 
+use super::upload_budget::UploadBudget;
 use super::Torrent;
 use crate::core::choker::Candidate;
 use crate::core::config::BLOCK_LEN_BYTES;
@@ -10,7 +11,7 @@ use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError
 use crate::core::{SeederPolicy, Time, TorrentConfig};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// Pending requests examined when choosing what to upload next; bounds the cost per
@@ -24,9 +25,9 @@ const MAX_FRONT_SKIPS: u32 = 16;
 pub(super) struct UploadState {
     /// Requests accepted and not yet handed to the driver, oldest first.
     pending: VecDeque<(PeerKey, Block)>,
-    /// SendBlock bytes handed to the driver and not yet reported sent.
-    in_flight_bytes: u64,
-    outstanding: BTreeMap<PeerKey, u64>,
+    /// SendBlock bytes handed to the driver and not yet reported sent, per peer and in
+    /// the node window ([`super::upload_budget`]).
+    budget: UploadBudget,
     /// Complete when created: the distinct-first rejects and suggestions apply.
     origin: bool,
     /// Consecutive choices that passed over `pending[0]`.
@@ -47,8 +48,7 @@ impl UploadState {
         }
         UploadState {
             pending: VecDeque::new(),
-            in_flight_bytes: 0,
-            outstanding: BTreeMap::new(),
+            budget: UploadBudget::default(),
             origin,
             front_skips: 0,
             history: config
@@ -62,8 +62,7 @@ impl UploadState {
 
     pub(super) fn remove_peer(&mut self, key: PeerKey) {
         self.pending.retain(|(k, _)| *k != key);
-        let out = self.outstanding.remove(&key).unwrap_or(0);
-        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(out);
+        self.budget.remove(key);
     }
 
     /// Copies of `piece` that went to peers other than `key`.
@@ -194,11 +193,7 @@ impl Torrent {
 
     pub(super) fn on_block_sent(&mut self, now: Time, key: PeerKey, b: Block) {
         let len = u64::from(b.len_bytes);
-        if let Some(out) = self.uploads.outstanding.get_mut(&key) {
-            let dec = len.min(*out);
-            *out -= dec;
-            self.uploads.in_flight_bytes = self.uploads.in_flight_bytes.saturating_sub(dec);
-        }
+        self.uploads.budget.sent(now, key, len);
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.upload.record(len);
         }
@@ -206,10 +201,28 @@ impl Torrent {
         self.pump_uploads(now);
     }
 
-    /// Hands queued requests to the driver while under `upload_in_flight_bytes`.
+    /// Peers whose sockets stopped draining yield their share of the upload window
+    /// ([`super::upload_budget`]); others' requests are served in their place.
+    pub(super) fn check_upload_stalls(&mut self, now: Time) {
+        if self.uploads.budget.check_stalls(now) {
+            self.pump_uploads(now);
+        }
+    }
+
+    /// Most bytes one peer may have handed out and not yet sent: two of its pipelines,
+    /// which an honest peer's requests never exceed (it keeps one pipeline in flight).
+    fn per_peer_upload_bytes(&self) -> u64 {
+        2 * self.config.pipeline_bytes.max(1)
+    }
+
+    /// Hands queued requests to the driver while under `upload_in_flight_bytes` (the
+    /// node window) and each peer's budget.
     pub(super) fn pump_uploads(&mut self, now: Time) {
         let cap = self.config.upload_in_flight_bytes;
-        while cap == 0 || self.uploads.in_flight_bytes < cap {
+        if cap != 0 && self.uploads.budget.counted_bytes() >= cap {
+            self.uploads.budget.check_stalls(now);
+        }
+        while cap == 0 || self.uploads.budget.counted_bytes() < cap {
             let Some(i) = self.choose_upload() else { break };
             let Some((key, b)) = self.uploads.pending.remove(i) else {
                 break;
@@ -223,8 +236,7 @@ impl Torrent {
                 continue;
             }
             let len = u64::from(b.len_bytes);
-            self.uploads.in_flight_bytes += len;
-            *self.uploads.outstanding.entry(key).or_insert(0) += len;
+            self.uploads.budget.handed(now, key, len);
             self.actions.push_back(Action::SendBlock {
                 peer: key,
                 block: b,
@@ -248,22 +260,30 @@ impl Torrent {
     /// max 1.37 s vs median 1.12 s; with this key 1.18 vs 1.15). It comes after the copy
     /// count, which keeps the origin's pieces distinct; ranking by progress first sent
     /// every uploader to the same few laggards, whose downlinks then throttled them.
+    ///
+    /// Only requests whose peer's budget allows them are candidates
+    /// ([`super::upload_budget`]); "oldest" means the oldest such request.
     fn choose_upload(&mut self) -> Option<usize> {
-        if self.uploads.pending.is_empty() {
-            return None;
-        }
+        let per_peer = self.per_peer_upload_bytes();
+        let budget = &self.uploads.budget;
+        let eligible = |(_, (k, b)): &(usize, &(PeerKey, Block))| {
+            budget.may_hand(*k, u64::from(b.len_bytes), per_peer)
+        };
+        let front = self.uploads.pending.iter().enumerate().find(eligible)?.0;
         if self.config.seeder_policy == SeederPolicy::Plain
             || self.uploads.front_skips >= MAX_FRONT_SKIPS
         {
             self.uploads.front_skips = 0;
-            return Some(0);
+            return Some(front);
         }
         let best = self
             .uploads
             .pending
             .iter()
-            .take(CHOOSE_WINDOW)
             .enumerate()
+            .skip(front)
+            .take(CHOOSE_WINDOW)
+            .filter(eligible)
             .min_by_key(|(i, (k, b))| {
                 (
                     self.uploads.copies_elsewhere(b.piece, *k),
@@ -273,7 +293,7 @@ impl Torrent {
                 )
             })
             .map(|(i, _)| i);
-        if best == Some(0) {
+        if best == Some(front) {
             self.uploads.front_skips = 0;
         } else {
             self.uploads.front_skips += 1;

@@ -11,6 +11,18 @@ use super::super::convert;
 use super::super::peer::Outgoing;
 use super::NodeHandler;
 
+/// Most bytes of control messages (anything but block payload) queued for one
+/// peer and not yet taken by its socket. An honest peer reads: at most
+/// `max_requests_per_peer` rejects (17 bytes each) plus a bitfield and a few
+/// `have`s are ever waiting. A peer past it is not reading its socket while it
+/// keeps sending (e.g. a request flood answered with BEP 6 rejects) and is
+/// disconnected, so its backlog cannot grow the process (issue 11 item 5).
+pub(crate) const MAX_CONTROL_BACKLOG_BYTES: u64 = 1 << 20;
+
+/// Most items held back by a rate limit for one peer: several times the core's
+/// `max_requests_per_peer` (250) answers plus control messages.
+const MAX_HELD_ITEMS: usize = 4096;
+
 impl NodeHandler {
     /// Sends `item` to `peer` now, or holds it (and everything after it for
     /// that peer) while a rate limit is exhausted.
@@ -21,6 +33,12 @@ impl NodeHandler {
         let held = self.conns.get(&conn).is_some_and(|pc| !pc.held.is_empty());
         if held || !self.try_send(ctx, conn, &item) {
             if let Some(pc) = self.conns.get_mut(&conn) {
+                if pc.held.len() >= MAX_HELD_ITEMS {
+                    // A peer cannot make us hold more than its request queue's worth
+                    // of answers plus a few control messages: past that it floods.
+                    ctx.close(conn);
+                    return;
+                }
                 pc.held.push_back(item);
                 self.throttled.insert(conn);
             }
@@ -93,6 +111,19 @@ impl NodeHandler {
             }
         }
         ctx.send(conn, buf);
+        let backlog = self.conns.get(&conn).map_or(0, |pc| {
+            ctx.queued_bytes(conn)
+                .saturating_sub(pc.unsent_payload_bytes)
+        });
+        if backlog > MAX_CONTROL_BACKLOG_BYTES {
+            if let Some(pc) = self.conns.get(&conn) {
+                self.shared.log(format!(
+                    "{}: closed ({backlog} bytes of messages unread: not reading its socket)",
+                    pc.remote
+                ));
+            }
+            ctx.close(conn);
+        }
     }
 
     /// Queues the `piece` message for `block`: header plus the block's file
@@ -128,6 +159,7 @@ impl NodeHandler {
             pc.queued_total_bytes += header.len() as u64 + u64::from(len);
             pc.blocks_in_flight
                 .push_back((pc.queued_total_bytes, block));
+            pc.unsent_payload_bytes += u64::from(len);
         }
     }
 
@@ -164,6 +196,9 @@ impl NodeHandler {
             .is_some_and(|(mark, _)| *mark <= sent_mark)
         {
             if let Some((_, b)) = pc.blocks_in_flight.pop_front() {
+                pc.unsent_payload_bytes = pc
+                    .unsent_payload_bytes
+                    .saturating_sub(u64::from(b.len_bytes));
                 done.push(b);
             }
         }
