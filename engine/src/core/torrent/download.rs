@@ -21,13 +21,9 @@ impl Torrent {
     }
 
     /// Checks what can be checked without acting: piece ranges, BEP 6 messages only with
-    /// the fast extension, bitfield-like messages only first and of the right length.
-    fn validate_message(
-        &self,
-        msg: &PeerMessage,
-        fast: bool,
-        first: bool,
-    ) -> Result<(), ProtocolError> {
+    /// the fast extension, bitfields of the right length. A bitfield-like message is
+    /// accepted at any time (see [`Torrent::on_peer_bitfield`]).
+    fn validate_message(&self, msg: &PeerMessage, fast: bool) -> Result<(), ProtocolError> {
         match msg {
             PeerMessage::Have(p) | PeerMessage::AllowedFast(p) | PeerMessage::Suggest(p) => {
                 self.check_piece(*p)?
@@ -47,13 +43,6 @@ impl Torrent {
         );
         if bep6 && !fast {
             return Err(ProtocolError::FastExtensionNotNegotiated);
-        }
-        let bitfield_like = matches!(
-            msg,
-            PeerMessage::Bitfield(_) | PeerMessage::HaveAll | PeerMessage::HaveNone
-        );
-        if bitfield_like && !first {
-            return Err(ProtocolError::DuplicateBitfield);
         }
         if let PeerMessage::Bitfield(b) = msg {
             if b.len() != self.config.piece_count {
@@ -75,18 +64,18 @@ impl Torrent {
         let Some(peer) = self.peers.get(&key) else {
             return Ok(());
         };
-        self.validate_message(&msg, peer.caps.fast_extension, !peer.first_message_seen)?;
+        self.validate_message(&msg, peer.caps.fast_extension)?;
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
-        if !matches!(msg, PeerMessage::KeepAlive) {
-            peer.first_message_seen = true;
-        }
         match msg {
-            PeerMessage::KeepAlive | PeerMessage::HaveNone => {}
+            PeerMessage::KeepAlive => {}
             PeerMessage::Bitfield(b) => self.on_peer_bitfield(now, key, b),
             PeerMessage::HaveAll => {
                 self.on_peer_bitfield(now, key, Bitfield::full(self.config.piece_count))
+            }
+            PeerMessage::HaveNone => {
+                self.on_peer_bitfield(now, key, Bitfield::new(self.config.piece_count))
             }
             PeerMessage::Have(p) => self.on_have(now, key, p),
             PeerMessage::Choke => self.on_choked(key),
@@ -125,20 +114,30 @@ impl Torrent {
         Ok(())
     }
 
-    /// The peer's first bitfield-like message (checked first and of the right length).
-    /// Each piece is counted once per peer (merged into its bitfield, so even a second
-    /// bitfield could not count a piece twice), and `remove_peer` takes back exactly the
-    /// peer's bitfield.
+    /// A bitfield-like message (checked to be of the right length): the peer's whole piece
+    /// set, replacing what it announced before. BEP 3 sends it only first, but some
+    /// clients (aria2) send it again mid-connection; libtorrent takes a later one as a full
+    /// update of the peer's set, and so do we. Counts stay exact: pieces the peer no
+    /// longer claims are taken back, new ones added, each piece counted once per peer, so
+    /// `remove_peer` still takes back exactly the peer's bitfield. Interest is re-evaluated
+    /// both ways; requests already in flight stay (the peer answers or rejects them, or
+    /// anti-snubbing reclaims them).
     fn on_peer_bitfield(&mut self, now: Time, key: PeerKey, b: Bitfield) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        for p in b.iter_ones() {
-            if peer.have.set(p) {
-                self.picker.inc(p);
-            }
+        let old = std::mem::replace(&mut peer.have, b);
+        for p in old.iter_ones().filter(|&p| !peer.have.get(p)) {
+            self.picker.dec(p);
+        }
+        for p in peer.have.iter_ones().filter(|&p| !old.get(p)) {
+            self.picker.inc(p);
         }
         peer.interesting = peer.have.and_not_count(&self.have);
+        if peer.interesting == 0 && peer.am_interested {
+            peer.am_interested = false;
+            self.send(key, PeerMessage::NotInterested);
+        }
         self.after_peer_gained(now, key);
     }
 
