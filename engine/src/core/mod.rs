@@ -44,6 +44,7 @@ mod config;
 mod message;
 mod peer;
 mod picker;
+mod request_queue;
 pub mod time;
 mod torrent;
 pub mod upload_history;

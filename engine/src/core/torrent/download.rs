@@ -5,6 +5,7 @@ use crate::core::choker::snub_deadline;
 use crate::core::config::BLOCK_LEN_BYTES;
 use crate::core::peer::remember;
 use crate::core::picker::PickContext;
+use crate::core::request_queue::queue_limit;
 use crate::core::{Action, Bitfield, Block, DisconnectReason, PeerKey, PeerMessage};
 use crate::core::{PieceIndex, ProtocolError, Time};
 
@@ -343,7 +344,7 @@ impl Torrent {
         self.fill_all_requests();
     }
 
-    /// Tops up our requests to `key` to `pipeline_bytes` (one request while snubbed).
+    /// Tops up our requests to `key` to its [`queue_limit`] (one request while snubbed).
     ///
     /// Pieces the peer rejected are skipped, unless nothing at all is in flight from any
     /// peer: then they are asked again rather than leaving the downlink idle (a
@@ -362,7 +363,7 @@ impl Torrent {
     fn request_loop(&mut self, key: PeerKey) -> bool {
         let random_first = self.have.count_ones() < self.config.random_first_pieces;
         let pipeline = self.config.pipeline_bytes;
-        let max_requests = self.config.max_requests_per_peer.max(1) as usize;
+        let max_requests = self.config.max_request_queue;
         let Some(peer) = self.peers.get(&key) else {
             return false;
         };
@@ -373,8 +374,17 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return false;
         };
-        let limit_bytes = if peer.snubbed { 1 } else { pipeline };
-        while peer.inflight.len() < max_requests && peer.inflight_bytes < limit_bytes {
+        let rate = peer.download.rate_bytes_per_s();
+        let caps = peer.caps;
+        let limit = queue_limit(
+            caps.max_request_len_bytes,
+            rate,
+            caps.reqq,
+            pipeline,
+            max_requests,
+        );
+        let limit_bytes = if peer.snubbed { 1 } else { limit.bytes };
+        while peer.inflight.len() < limit.requests && peer.inflight_bytes < limit_bytes {
             let ctx = PickContext {
                 peer: key,
                 peer_have: &peer.have,
