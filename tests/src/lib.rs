@@ -40,6 +40,20 @@ pub fn p2pe_bin() -> PathBuf {
         .clone()
 }
 
+/// The address a `p2pe seed|get|tracker` output line announces: `listening on
+/// ADDR` (stdout, or stderr with `--json`) or `{"event":"listening","addr":"ADDR"}`
+/// (stdout with `--json`); `None` for any other line.
+pub fn listen_addr_in(line: &str) -> Option<std::net::SocketAddr> {
+    if let Some(a) = line.strip_prefix("listening on ") {
+        return a.trim().parse().ok();
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["event"] != "listening" {
+        return None;
+    }
+    v["addr"].as_str()?.parse().ok()
+}
+
 /// `/usr/bin/python3`: Debian's python3-libtorrent is importable only from it.
 pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 

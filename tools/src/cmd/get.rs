@@ -10,8 +10,8 @@ use p2pe::node::{Node, NodeConfig, PeerTransfer, Progress};
 use p2pe::store::OpenMode;
 
 use super::node_common::{
-    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped, Bar,
-    DiscoveryArgs,
+    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
+    stop_flag, stopped, Bar, DiscoveryArgs,
 };
 use super::seed::{sources_json, uploaded_to_json, CoreArgs};
 
@@ -93,8 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let node = Node::start(&meta, storage, config).context("start node")?;
     print_dht_addr(&node);
     if let Some(addr) = node.local_addr() {
-        println!("listening on {addr}");
-        std::io::stdout().flush()?;
+        print_listening(addr, args.json)?;
     }
     let transfers = node.transfers();
     let bar = Bar::new(meta.info().total_len_bytes(), meta.info().piece_count());

@@ -263,7 +263,8 @@ fn completion_times(leechers: &[Child]) -> (Vec<f64>, f64) {
                 .output
                 .iter()
                 .rev()
-                .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|j| j.get("event").is_none())
                 .and_then(|j| j["seconds"].as_f64());
             let exit = k
                 .finished

@@ -1,0 +1,186 @@
+//! What `p2pe seed`, `get` and `tracker` print, run as real processes on
+//! 127.0.0.1 (port 0) off a terminal: with `--json` stdout is pure JSON (one
+//! object per line), progress lines while a download runs, errors that name
+//! their path once, failing before touching the output directory.
+//!
+//! Every child is killed by PID when its guard drops; every wait is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Bound on any one wait (small payloads on loopback).
+const BOUND: Duration = Duration::from_secs(60);
+
+fn p2pe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_p2pe"))
+}
+
+/// A child killed (by PID) and reaped on drop, its stdout lines on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn p2pe");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The first stdout line (bounded wait).
+    fn first_line(&self) -> String {
+        self.lines
+            .recv_timeout(BOUND)
+            .expect("child printed nothing in time")
+    }
+
+    /// SIGTERM by PID, then a bounded wait for exit; returns the rest of stdout.
+    fn terminate(mut self) -> Vec<String> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let end = Instant::now() + BOUND;
+        while self.child.try_wait().expect("try_wait").is_none() {
+            assert!(Instant::now() < end, "child did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::iter::from_fn(|| self.lines.recv_timeout(Duration::from_secs(5)).ok()).collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `len` pseudo-random bytes.
+fn data(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A two-file payload `dir/payload/` of `len` bytes and its torrent (64 KiB pieces,
+/// made by `p2pe create`).
+fn payload(dir: &Path, len: usize) -> PathBuf {
+    let root = dir.join("payload");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let bytes = data(len);
+    std::fs::write(root.join("a.bin"), &bytes[..len / 3]).unwrap();
+    std::fs::write(root.join("sub/b.bin"), &bytes[len / 3..]).unwrap();
+    let torrent = dir.join("payload.torrent");
+    let out = p2pe()
+        .arg("create")
+        .arg(&root)
+        .arg("-o")
+        .arg(&torrent)
+        .args(["--piece-length", "65536"])
+        .output()
+        .expect("run p2pe create");
+    assert!(out.status.success(), "p2pe create: {out:?}");
+    torrent
+}
+
+/// Parses every stdout line as a JSON object (panics naming the first that is not).
+fn all_json(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| match serde_json::from_str(l) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => panic!("stdout line is not a JSON object: {l:?}"),
+        })
+        .collect()
+}
+
+/// The address of the `{"event":"listening","addr":…}` object.
+fn listening(v: &serde_json::Value) -> SocketAddr {
+    assert_eq!(v["event"], "listening", "{v}");
+    v["addr"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("addr")
+}
+
+/// `p2pe seed` of `dir/payload` with `extra` options, and its listen address.
+fn seed(dir: &Path, torrent: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
+    let p = Proc::spawn(
+        p2pe()
+            .arg("seed")
+            .arg(torrent)
+            .arg("--path")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--no-tracker", "--json"])
+            .args(extra),
+    );
+    let first = serde_json::from_str(&p.first_line()).expect("seed's first line is JSON");
+    let addr = listening(&first);
+    (p, addr)
+}
+
+/// `p2pe get --json` from `peer` into `out` with `extra` options, to completion.
+fn get(torrent: &Path, out: &Path, peer: SocketAddr, extra: &[&str]) -> Output {
+    p2pe()
+        .arg("get")
+        .arg(torrent)
+        .arg("-o")
+        .arg(out)
+        .args(["--listen", "127.0.0.1:0", "--no-tracker", "--json"])
+        .args(["--peer", &peer.to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run p2pe get")
+}
+
+/// Issue 15 item 5: `p2pe get … --json | jq` works: stdout holds JSON objects only
+/// (the listen address as an event), for `seed`, `get` and `tracker`.
+#[test]
+fn json_mode_keeps_stdout_pure_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = payload(tmp.path(), 300_000);
+    let (seeder, addr) = seed(tmp.path(), &torrent, &[]);
+    let out = get(&torrent, &tmp.path().join("out"), addr, &[]);
+    assert!(out.status.success(), "get: {out:?}");
+    let objs = all_json(&out.stdout);
+    listening(&objs[0]);
+    let summary = objs.last().expect("a summary");
+    assert_eq!(summary["bytes"], 300_000, "{summary}");
+    assert_eq!(summary["complete"], true, "{summary}");
+    let rest = seeder.terminate();
+    let seed_objs = all_json(rest.join("\n").as_bytes());
+    assert_eq!(seed_objs.len(), 1, "{rest:?}");
+    let up = seed_objs[0]["uploaded_bytes"].as_u64();
+    assert!(up.is_some_and(|b| b >= 300_000), "{rest:?}");
+
+    let tracker = Proc::spawn(p2pe().args(["tracker", "--listen", "127.0.0.1:0", "--json"]));
+    let first = serde_json::from_str(&tracker.first_line()).expect("tracker: JSON");
+    listening(&first);
+    let rest = tracker.terminate();
+    assert!(rest.is_empty(), "{rest:?}");
+}
