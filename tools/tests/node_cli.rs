@@ -184,3 +184,47 @@ fn json_mode_keeps_stdout_pure_json() {
     let rest = tracker.terminate();
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+/// Issue 15 item 6: off a terminal `get` reports progress while it runs: text
+/// lines on stderr, or with `--json` `{"event":"progress",…}` objects on stdout
+/// before the summary (a rate-limited seed makes the download last several
+/// intervals).
+#[test]
+fn get_off_a_terminal_prints_progress_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let len = 2_000_000;
+    let torrent = payload(tmp.path(), len);
+    let limit = ["--upload-limit", "600KB", "--workers", "1"];
+    let (_seeder, addr) = seed(tmp.path(), &torrent, &limit);
+    let fast = ["--progress-interval", "0.3"];
+
+    let out = get(&torrent, &tmp.path().join("json"), addr, &fast);
+    assert!(out.status.success(), "get: {out:?}");
+    let objs = all_json(&out.stdout);
+    let progress: Vec<_> = objs.iter().filter(|o| o["event"] == "progress").collect();
+    assert!(!progress.is_empty(), "no progress object: {objs:?}");
+    for p in &progress {
+        assert_eq!(p["total_bytes"], len, "{p}");
+        for key in ["have_bytes", "rate_bytes_per_s", "peers", "elapsed_s"] {
+            assert!(p[key].is_number(), "{key} in {p}");
+        }
+    }
+    let summary = objs.last().expect("summary");
+    assert!(summary.get("event").is_none(), "summary last: {summary}");
+    assert_eq!(summary["bytes"], len, "{summary}");
+
+    let mut cmd = p2pe();
+    cmd.arg("get")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(tmp.path().join("text"))
+        .args(["--listen", "127.0.0.1:0", "--no-tracker"])
+        .args(["--peer", &addr.to_string()])
+        .args(fast);
+    let out = cmd.stdin(Stdio::null()).output().expect("run p2pe get");
+    assert!(out.status.success(), "get: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines = err.lines().filter(|l| l.contains("progress:")).count();
+    assert!(lines >= 1, "no progress line on stderr:\n{err}");
+    assert!(err.contains("peers, ETA"), "{err}");
+}

@@ -13,6 +13,7 @@ use super::node_common::{
     load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
     stop_flag, stopped, Bar, DiscoveryArgs,
 };
+use super::progress_log::ProgressLog;
 use super::seed::{sources_json, uploaded_to_json, CoreArgs};
 
 /// Arguments of `p2pe get`.
@@ -44,6 +45,11 @@ pub struct Args {
     /// Download limit for payload, e.g. `20MB` (per second), `400Mbit`.
     #[arg(long, value_name = "RATE")]
     pub download_limit: Option<String>,
+    /// When stderr is not a terminal: seconds between progress lines (bytes,
+    /// rate, peers, ETA) on stderr, or with `--json` `{"event":"progress",…}`
+    /// objects on stdout. On a terminal a progress bar is drawn instead.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub progress_interval: f64,
     /// Give up when no peer completed a handshake within this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
@@ -97,6 +103,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let transfers = node.transfers();
     let bar = Bar::new(meta.info().total_len_bytes(), meta.info().piece_count());
+    let interval = Duration::try_from_secs_f64(args.progress_interval)
+        .context("--progress-interval: a number of seconds")?;
+    let mut log = ProgressLog::new(meta.info().total_len_bytes(), interval, args.json);
     let started = Instant::now();
     let mut completed_at = None;
     let mut first_peer_logged = false;
@@ -111,6 +120,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let p = node.progress();
         if completed_at.is_none() {
             bar.update(&p);
+            if let Some(log) = &mut log {
+                log.tick(&p)?;
+            }
         }
         if p.peers_seen > 0 && !first_peer_logged {
             first_peer_logged = true;
