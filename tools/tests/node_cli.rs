@@ -228,3 +228,86 @@ fn get_off_a_terminal_prints_progress_lines() {
     assert!(lines >= 1, "no progress line on stderr:\n{err}");
     assert!(err.contains("peers, ETA"), "{err}");
 }
+
+/// Issue 15 item 8: an I/O error names its path once and its OS error once
+/// (it said "Is a directory (os error 21): Is a directory (os error 21)").
+#[test]
+fn an_io_error_names_its_path_and_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = payload(tmp.path(), 100_000);
+    // Where the torrent's file goes, a directory.
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("payload/a.bin")).unwrap();
+    let r = p2pe()
+        .arg("get")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(&out)
+        .args([
+            "--no-tracker",
+            "--peer",
+            "127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run p2pe get");
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("error"))
+        .expect("an error line");
+    assert_eq!(line.matches("a.bin").count(), 1, "{line}");
+    assert_eq!(line.matches("Is a directory").count(), 1, "{line}");
+}
+
+/// Issue 15 item 8: with no way to find a peer `get` fails before it creates
+/// (and preallocates) any output file.
+#[test]
+fn get_with_no_peers_to_ask_fails_before_touching_the_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let torrent = payload(tmp.path(), 100_000);
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let r = p2pe()
+        .arg("get")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(&out)
+        .arg("--no-tracker")
+        .output()
+        .expect("run p2pe get");
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("no peers to ask"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "output written: {left:?}");
+}
+
+/// Issue 15 items 5 and 8: `p2pe swarm --json` keeps stdout pure JSON and
+/// prints a line on stderr for every leecher as it finishes (it jumped from
+/// 0/N to 2/N with nothing between).
+#[test]
+fn swarm_reports_every_leecher_and_prints_only_json() {
+    let r = p2pe()
+        .args(["swarm", "--peers", "3", "--size", "2MiB", "--json"])
+        .args(["--timeout", "120"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run p2pe swarm");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "swarm failed:\n{err}");
+    let objs = all_json(&r.stdout);
+    assert_eq!(objs.len(), 1, "{objs:?}");
+    assert_eq!(objs[0]["all_copies_match"], true);
+    for done in 1..=3 {
+        let prefix = format!("{done}/3 leechers finished");
+        let n = err.lines().filter(|l| l.starts_with(&prefix)).count();
+        assert_eq!(n, 1, "one line for the leecher making {done}/3:\n{err}");
+    }
+    for i in 0..3 {
+        let named = err.lines().any(|l| l.contains(&format!(": leecher {i},")));
+        assert!(named, "no line for leecher {i}:\n{err}");
+    }
+}

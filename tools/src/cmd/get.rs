@@ -77,12 +77,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let meta = load_torrent(&args.torrent)?;
     let stop = stop_flag()?;
     let peers = resolve(&args.peers)?;
-    let (storage, _) = open_storage(&meta, &args.output, OpenMode::Create)?;
     let no_tracker = args.discovery.no_tracker
         || (args.discovery.trackers.is_empty() && meta.trackers().iter().all(Vec::is_empty));
+    // Before the output files are created and preallocated.
     if peers.is_empty() && no_tracker && !args.discovery.dht {
         bail!("no peers to ask: give --peer, --tracker or --dht, or use a torrent with trackers");
     }
+    let (storage, _) = open_storage(&meta, &args.output, OpenMode::Create)?;
     let mut config = NodeConfig {
         listen: Some(args.listen),
         peers,
