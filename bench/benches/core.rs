@@ -21,6 +21,7 @@ const PEERS: u64 = 20;
 const CAPS: PeerCaps = PeerCaps {
     fast_extension: true,
     max_request_len_bytes: PIECE_LEN,
+    reqq: None,
 };
 
 /// A leecher torrent of `PIECES` pieces, counting availability in `shared` if given.

@@ -1,18 +1,21 @@
 //! Helpers for p2pe's cross-crate tests (`tests/tests/*.rs`): real processes on
 //! loopback and interop with real BitTorrent software.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// Path of the `p2pe` binary of this workspace, built (or brought up to date)
-/// once per test process.
+/// Path of the `p2pe` binary of this workspace, in the profile the tests were
+/// built in (`target/<profile>/p2pe`, next to the test executable's `deps/`).
 ///
-/// `cargo test --workspace` builds the `p2pe` binary before any test runs,
-/// because `p2pe-tools` has integration tests; when a test of this crate is run
-/// on its own (`cargo test -p p2pe-tests`) the binary might be missing or stale,
-/// so the first call runs `cargo build -p p2pe-tools --bin p2pe` for the same
-/// profile (a no-op when it is up to date).
+/// `cargo test --workspace` builds that binary itself before any test runs
+/// (`p2pe-tools` has integration tests), in the same profile and with the same
+/// features as everything else, so then nothing is built here: the binary is
+/// newer than every source it is made of. Only when it is missing or older
+/// than a source (e.g. `cargo test -p p2pe-tests` after an edit) does the
+/// first call run `cargo build --profile test -p p2pe-tools --bin p2pe`
+/// (`--release` for release test builds). It never builds in another profile
+/// (the dev profile would mean a second full compile of every dependency).
 ///
 /// # Panics
 /// If the binary cannot be built (a test-setup failure, not a product error).
@@ -27,17 +30,73 @@ pub fn p2pe_bin() -> PathBuf {
                 .and_then(|deps| deps.parent())
                 .expect("target/<profile> directory")
                 .to_path_buf();
+            let bin = profile_dir.join("p2pe");
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            if is_fresh(&bin, &root) {
+                return bin;
+            }
             let release = profile_dir.file_name().is_some_and(|n| n == "release");
             let mut cmd = Command::new(env!("CARGO"));
             cmd.args(["build", "--quiet", "-p", "p2pe-tools", "--bin", "p2pe"]);
             if release {
                 cmd.arg("--release");
+            } else {
+                cmd.args(["--profile", "test"]);
             }
+            eprintln!(
+                "p2pe-tests: {} is missing or stale; building it",
+                bin.display()
+            );
             let status = cmd.status().expect("run cargo build");
             assert!(status.success(), "cargo build -p p2pe-tools failed");
-            profile_dir.join("p2pe")
+            bin
         })
         .clone()
+}
+
+/// Whether `bin` exists and is newer than every source of the `p2pe` binary
+/// in the workspace at `root`: its `Cargo.toml`s and `Cargo.lock`, and the
+/// `src/` trees of the crates it is made of.
+fn is_fresh(bin: &Path, root: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let mut stack = vec![root.join("Cargo.toml"), root.join("Cargo.lock")];
+    for krate in ["engine", "tools", "bench"] {
+        stack.push(root.join(krate).join("Cargo.toml"));
+        stack.push(root.join(krate).join("src"));
+    }
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            return false;
+        };
+        if meta.is_dir() {
+            if p.ends_with("bench/src/bin") {
+                continue; // the bench's own binaries: not part of `p2pe`
+            }
+            let Ok(entries) = std::fs::read_dir(&p) else {
+                return false;
+            };
+            stack.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        } else if meta.modified().map_or(true, |m| m > built) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The address a `p2pe seed|get|tracker` output line announces: `listening on
+/// ADDR` (stdout, or stderr with `--json`) or `{"event":"listening","addr":"ADDR"}`
+/// (stdout with `--json`); `None` for any other line.
+pub fn listen_addr_in(line: &str) -> Option<std::net::SocketAddr> {
+    if let Some(a) = line.strip_prefix("listening on ") {
+        return a.trim().parse().ok();
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["event"] != "listening" {
+        return None;
+    }
+    v["addr"].as_str()?.parse().ok()
 }
 
 /// `/usr/bin/python3`: Debian's python3-libtorrent is importable only from it.
@@ -88,4 +147,53 @@ pub fn wait_for_tcp(addr: std::net::SocketAddr, bound: std::time::Duration) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     panic!("nothing listening on {addr} within {bound:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn touch(path: &Path, at: SystemTime) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(path).unwrap();
+        f.set_modified(at).unwrap();
+    }
+
+    /// The binary `cargo test --workspace` built is used as it is unless a
+    /// source of it is newer (then, and only then, it is rebuilt).
+    #[test]
+    fn a_binary_is_fresh_until_a_source_of_it_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let t0 = SystemTime::now() - Duration::from_secs(100);
+        for f in [
+            "Cargo.toml",
+            "Cargo.lock",
+            "engine/Cargo.toml",
+            "tools/Cargo.toml",
+        ] {
+            touch(&root.join(f), t0);
+        }
+        touch(&root.join("bench/Cargo.toml"), t0);
+        touch(&root.join("engine/src/lib.rs"), t0);
+        touch(&root.join("tools/src/main.rs"), t0);
+        touch(&root.join("bench/src/lib.rs"), t0);
+        let bin = root.join("target/debug/p2pe");
+        assert!(!is_fresh(&bin, root), "missing");
+        touch(&bin, t0 + Duration::from_secs(10));
+        assert!(is_fresh(&bin, root));
+        // The bench's own binaries and the tests crate are not part of `p2pe`.
+        touch(
+            &root.join("bench/src/bin/x.rs"),
+            t0 + Duration::from_secs(20),
+        );
+        touch(&root.join("tests/src/lib.rs"), t0 + Duration::from_secs(20));
+        assert!(is_fresh(&bin, root));
+        touch(
+            &root.join("engine/src/core/a.rs"),
+            t0 + Duration::from_secs(20),
+        );
+        assert!(!is_fresh(&bin, root), "a newer engine source");
+    }
 }

@@ -14,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use p2pe_tests::{data, free_port, libtorrent_available, p2pe_bin, wait_for_tcp, SYSTEM_PYTHON};
+use p2pe_tests::{
+    data, free_port, libtorrent_available, listen_addr_in, p2pe_bin, wait_for_tcp, SYSTEM_PYTHON,
+};
 
 /// Bound on any one wait in these tests (small payloads on loopback).
 const BOUND: Duration = Duration::from_secs(120);
@@ -77,11 +79,9 @@ impl Proc {
 
     /// Waits (bounded) for the "listening on ADDR" line.
     fn listen_addr(&mut self) -> SocketAddr {
-        let l = self.wait_line("listen address", |l| l.starts_with("listening on "));
-        l.trim_start_matches("listening on ")
-            .trim()
-            .parse()
-            .expect("listen address")
+        let addr = |l: &str| listen_addr_in(l.trim_start_matches("E: "));
+        let l = self.wait_line("listen address", |l| addr(l).is_some());
+        addr(&l).expect("listen address")
     }
 
     /// Waits (bounded) for exit; returns success and the JSON summary (if any).

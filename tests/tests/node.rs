@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use p2pe_tests::{data, libtorrent_available, p2pe_bin, SYSTEM_PYTHON};
+use p2pe_tests::{data, libtorrent_available, listen_addr_in, p2pe_bin, SYSTEM_PYTHON};
 
 /// Bound on any one transfer in these tests (small payloads on loopback).
 const BOUND: Duration = Duration::from_secs(120);
@@ -50,8 +50,8 @@ impl Proc {
                 .lines
                 .recv_timeout(left)
                 .expect("child printed no listen address in time");
-            if let Some(a) = line.strip_prefix("listening on ") {
-                return a.trim().parse().expect("listen address");
+            if let Some(a) = listen_addr_in(&line) {
+                return a;
             }
         }
     }

@@ -122,9 +122,12 @@ pub struct TorrentConfig {
     pub pipeline_bytes: u64,
     /// Hash failures a peer may contribute to before it is banned.
     pub max_hash_failures_per_peer: u32,
-    /// Cap on requests in flight to one peer, and on requests we queue from one peer
-    /// (BEP 10 `reqq` is commonly 250).
+    /// Cap on requests we queue from one peer (BEP 10 `reqq` is commonly 250).
     pub max_requests_per_peer: u32,
+    /// Cap on our requests in flight to one peer (also bounded by its BEP 10 `reqq`); the
+    /// queue toward a 16 KiB-block peer grows with its rate up to this (libtorrent's
+    /// `max_out_request_queue`, 500: 8 MB of blocks, 2.7 MB/s for the 3 s queue time).
+    pub max_request_queue: u32,
     /// Bytes of [`super::Action::SendBlock`] emitted and not yet reported by
     /// [`super::Torrent::handle_block_sent`]. Holding the rest lets the core choose what to
     /// upload next (least-uploaded, rarest first). `0` disables the cap.
@@ -182,6 +185,7 @@ impl TorrentConfig {
             pipeline_bytes,
             max_hash_failures_per_peer: 3,
             max_requests_per_peer: 250,
+            max_request_queue: 500,
             upload_in_flight_bytes: upload_window_bytes(&choker, pipeline_bytes),
             random_first_pieces: 4,
             endgame_max_requesters: 2,
@@ -252,6 +256,9 @@ pub struct PeerCaps {
     /// Largest request length the peer accepts from us and we accept from it, in bytes:
     /// 16 KiB normally; up to the piece length with the p2pe BEP 10 extension.
     pub max_request_len_bytes: u32,
+    /// Requests the peer queues before dropping (its BEP 10 `reqq`); `None` when it did
+    /// not say. Bounds our requests in flight to it.
+    pub reqq: Option<u32>,
 }
 
 impl Default for PeerCaps {
@@ -260,6 +267,7 @@ impl Default for PeerCaps {
         PeerCaps {
             fast_extension: false,
             max_request_len_bytes: BLOCK_LEN_BYTES,
+            reqq: None,
         }
     }
 }

@@ -45,7 +45,8 @@ pub enum PeerMessage {
     NotInterested,
     /// BEP 3 `have`: the sender has verified this piece.
     Have(PieceIndex),
-    /// BEP 3 `bitfield`: only as the first message after the handshake.
+    /// BEP 3 `bitfield`: the first message after the handshake; a later one (aria2 sends
+    /// them) replaces the peer's whole piece set, as libtorrent takes it.
     Bitfield(Bitfield),
     /// BEP 6 `have all`: replaces the bitfield of a seeder.
     HaveAll,
@@ -134,9 +135,6 @@ pub enum ProtocolError {
     /// The bitfield failed to decode.
     #[error("bad bitfield: {0}")]
     Bitfield(#[from] BitfieldError),
-    /// A `bitfield`, `have all` or `have none` arrived after the first message.
-    #[error("bitfield/have-all/have-none not as the first message")]
-    DuplicateBitfield,
     /// A BEP 6 message arrived though the fast extension was not negotiated.
     #[error("fast extension message without BEP 6 negotiated")]
     FastExtensionNotNegotiated,

@@ -45,6 +45,7 @@ mod config;
 mod message;
 mod peer;
 mod picker;
+mod request_queue;
 pub mod slots;
 pub mod time;
 mod torrent;

@@ -86,8 +86,6 @@ pub(crate) struct PeerState {
     /// Unchoked by the optimistic slot rather than a regular one.
     pub optimistic: bool,
     pub have: Bitfield,
-    /// A bitfield / have-all / have-none may only come first (BEP 3, BEP 6).
-    pub first_message_seen: bool,
     pub interesting: u32,
     /// Our requests to it, oldest first.
     pub inflight: Vec<Block>,
@@ -125,7 +123,6 @@ impl PeerState {
             peer_interested: false,
             optimistic: false,
             have: Bitfield::new(piece_count),
-            first_message_seen: false,
             interesting: 0,
             inflight: Vec::new(),
             inflight_bytes: 0,

@@ -384,6 +384,8 @@ mod claims_tests;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
+mod request_queue_tests;
+#[cfg(test)]
 mod slow_peer_tests;
 #[cfg(test)]
 mod swarm_tests;

@@ -215,14 +215,15 @@ impl Default for NodeConfig {
     }
 }
 
-/// Why a [`Node`] failed.
+/// Why a [`Node`] failed. The underlying error is the [`std::error::Error::source`]
+/// (print the chain, e.g. anyhow's `{:#}`), not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The runtime could not start (listener bind, ring setup) or a worker failed.
-    #[error("runtime: {0}")]
+    #[error("runtime")]
     Runtime(#[from] std::io::Error),
     /// The storage failed (disk error while writing or flushing).
-    #[error("storage: {0}")]
+    #[error("storage")]
     Store(#[from] StoreError),
     /// The torrent and the storage disagree (piece count or length).
     #[error("storage does not match the torrent: {0}")]

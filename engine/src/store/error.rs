@@ -75,8 +75,9 @@ pub enum StoreError {
         /// What was being done.
         op: &'static str,
     },
-    /// Any other I/O error.
-    #[error("{op} {path}: {source}")]
+    /// Any other I/O error. The OS error is the [`std::error::Error::source`], not
+    /// repeated in the message (a chain printer such as anyhow's `{:#}` shows it once).
+    #[error("{op} {path}")]
     Io {
         /// The path.
         path: PathBuf,

@@ -10,9 +10,10 @@ use p2pe::node::{Node, NodeConfig, PeerTransfer, Progress};
 use p2pe::store::OpenMode;
 
 use super::node_common::{
-    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped, Bar,
-    DiscoveryArgs,
+    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
+    stop_flag, stopped, Bar, DiscoveryArgs,
 };
+use super::progress_log::ProgressLog;
 use super::seed::{sources_json, uploaded_to_json, CoreArgs};
 
 /// Arguments of `p2pe get`.
@@ -44,6 +45,11 @@ pub struct Args {
     /// Download limit for payload, e.g. `20MB` (per second), `400Mbit`.
     #[arg(long, value_name = "RATE")]
     pub download_limit: Option<String>,
+    /// When stderr is not a terminal: seconds between progress lines (bytes,
+    /// rate, peers, ETA) on stderr, or with `--json` `{"event":"progress",…}`
+    /// objects on stdout. On a terminal a progress bar is drawn instead.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub progress_interval: f64,
     /// Give up when no peer completed a handshake within this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
@@ -71,12 +77,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let meta = load_torrent(&args.torrent)?;
     let stop = stop_flag()?;
     let peers = resolve(&args.peers)?;
-    let (storage, _) = open_storage(&meta, &args.output, OpenMode::Create)?;
     let no_tracker = args.discovery.no_tracker
         || (args.discovery.trackers.is_empty() && meta.trackers().iter().all(Vec::is_empty));
+    // Before the output files are created and preallocated.
     if peers.is_empty() && no_tracker && !args.discovery.dht {
         bail!("no peers to ask: give --peer, --tracker or --dht, or use a torrent with trackers");
     }
+    let (storage, _) = open_storage(&meta, &args.output, OpenMode::Create)?;
     let mut config = NodeConfig {
         listen: Some(args.listen),
         peers,
@@ -93,11 +100,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let node = Node::start(&meta, storage, config).context("start node")?;
     print_dht_addr(&node);
     if let Some(addr) = node.local_addr() {
-        println!("listening on {addr}");
-        std::io::stdout().flush()?;
+        print_listening(addr, args.json)?;
     }
     let transfers = node.transfers();
     let bar = Bar::new(meta.info().total_len_bytes(), meta.info().piece_count());
+    let interval = Duration::try_from_secs_f64(args.progress_interval)
+        .context("--progress-interval: a number of seconds")?;
+    let mut log = ProgressLog::new(meta.info().total_len_bytes(), interval, args.json);
     let started = Instant::now();
     let mut completed_at = None;
     let mut first_peer_logged = false;
@@ -112,6 +121,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let p = node.progress();
         if completed_at.is_none() {
             bar.update(&p);
+            if let Some(log) = &mut log {
+                log.tick(&p)?;
+            }
         }
         if p.peers_seen > 0 && !first_peer_logged {
             first_peer_logged = true;

@@ -5,6 +5,7 @@ pub mod create;
 pub mod get;
 pub mod inspect;
 pub mod node_common;
+pub mod progress_log;
 pub mod seed;
 pub mod sim;
 pub mod swarm;

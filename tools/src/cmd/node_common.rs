@@ -1,7 +1,8 @@
 //! Shared by `p2pe seed` and `p2pe get`: loading the torrent, opening the
 //! storage with a progress spinner, rate parsing, signals, progress display.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -200,6 +201,26 @@ impl DiscoveryArgs {
             });
         }
     }
+}
+
+/// Announces the address peers (or clients) reach us on. Without `--json`:
+/// `listening on ADDR` on stdout. With `--json` stdout carries only JSON (one
+/// object per line, so `| jq` works): `{"event":"listening","addr":"ADDR"}`
+/// there, and the human line goes to stderr.
+///
+/// # Errors
+/// Writing to stdout fails (closed pipe).
+pub fn print_listening(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout();
+    if json {
+        let event = serde_json::json!({"event": "listening", "addr": addr.to_string()});
+        writeln!(stdout, "{event}")?;
+        eprintln!("listening on {addr}");
+    } else {
+        writeln!(stdout, "listening on {addr}")?;
+    }
+    stdout.flush()?;
+    Ok(())
 }
 
 /// Prints where the DHT node listens (stderr), if it is on.

@@ -1,6 +1,5 @@
 //! `p2pe seed`: verify a local copy, then serve it until killed.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,8 +11,8 @@ use p2pe::store::OpenMode;
 use p2pe::wire::metainfo::Metainfo;
 
 use super::node_common::{
-    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, stop_flag, stopped,
-    DiscoveryArgs,
+    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
+    stop_flag, stopped, DiscoveryArgs,
 };
 
 /// Arguments of `p2pe seed`.
@@ -160,8 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let node = Node::start(&meta, storage, config).context("start node")?;
     print_dht_addr(&node);
     let addr = node.local_addr().context("no listen address")?;
-    println!("listening on {addr}");
-    std::io::stdout().flush()?;
+    print_listening(addr, args.json)?;
     eprintln!(
         "seeding {} ({}) with {} worker(s), send strategy {}",
         meta.info().name(),

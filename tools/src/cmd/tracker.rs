@@ -1,13 +1,14 @@
 //! `p2pe tracker`: run the embedded BitTorrent tracker (HTTP and UDP announce and
 //! scrape on one port number) until SIGINT or SIGTERM.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use p2pe::discovery::tracker_server::io::{ServerConfig, TrackerServer};
 use p2pe::discovery::tracker_server::TrackerConfig;
+
+use super::node_common::print_listening;
 
 /// Arguments of `p2pe tracker`.
 #[derive(clap::Args, Debug)]
@@ -34,6 +35,10 @@ pub struct Args {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2)]
     pub http_threads: usize,
+    /// Keep stdout pure JSON: the listen address as `{"event":"listening","addr":…}`
+    /// (the human line goes to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs the tracker until a termination signal.
@@ -54,9 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = tx.send(());
     })
     .context("installing the signal handler")?;
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on {}", server.local_addr())?;
-    stdout.flush()?;
+    print_listening(server.local_addr(), args.json)?;
     let _ = rx.recv();
     eprintln!(
         "p2pe tracker: shutting down ({} peers)",

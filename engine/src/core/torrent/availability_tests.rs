@@ -118,10 +118,8 @@ fn a_disconnect_takes_back_what_the_peer_added() {
             .collect::<Vec<_>>(),
         [0, 0, 0, 2, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     );
-    // A second bitfield is a protocol violation: the peer is dropped, and only what it
-    // added is taken back.
-    let again = PeerMessage::Bitfield(Bitfield::full(PIECES));
-    assert!(a.handle_message(Time::ZERO, PeerKey(2), again).is_err());
+    // Peer 2 leaves: only what it added is taken back.
+    a.handle_peer_disconnected(Time::ZERO, PeerKey(2));
     assert_eq!(counts.count(x), 1);
     assert_eq!(counts.count(PieceIndex(4)), 0);
     a.handle_peer_disconnected(Time::ZERO, PeerKey(1));
@@ -130,6 +128,96 @@ fn a_disconnect_takes_back_what_the_peer_added() {
     assert_eq!(b.picker.availability(x), 0);
     a.check_invariants();
     b.check_invariants();
+}
+
+/// Counts (shared, and the picker's own rarest-first keys) after `msgs` from peer 1 of a
+/// torrent whose peer 2 announced pieces 4 and 5.
+fn counts_after(shared: bool, msgs: Vec<PeerMessage>) -> (Vec<u32>, Vec<Action>) {
+    let counts = Arc::new(Availability::new(PIECES));
+    let mut t = leecher(shared.then_some(&counts), 1);
+    let other = partial(PIECES, |i| i == 4 || i == 5);
+    peer(&mut t, Time::ZERO, 2, vec![PeerMessage::Bitfield(other)]);
+    let acts = peer(&mut t, Time::ZERO, 1, msgs);
+    t.check_invariants();
+    let keys: Vec<u32> = (0..PIECES)
+        .map(|i| t.picker.bucket_key(PieceIndex(i)))
+        .collect();
+    if shared {
+        let got: Vec<u32> = (0..PIECES).map(|i| counts.count(PieceIndex(i))).collect();
+        assert_eq!(got, keys, "shared counts != the picker's keys");
+    }
+    (keys, acts)
+}
+
+fn interest(acts: &[Action]) -> Vec<&PeerMessage> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                peer: PeerKey(1),
+                msg: m @ (PeerMessage::Interested | PeerMessage::NotInterested),
+            } => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// aria2 sends `bitfield` again mid-connection: like libtorrent we take it as the peer's
+/// whole set (not a protocol violation), so the counts lose what the earlier bitfield and
+/// `have`s announced and gain only the new set, exactly.
+#[test]
+fn a_later_bitfield_replaces_the_peers_set_exactly() {
+    for shared in [false, true] {
+        let msgs = vec![
+            PeerMessage::Bitfield(partial(PIECES, |i| i == 3 || i == 4)),
+            PeerMessage::Have(PieceIndex(6)),
+            PeerMessage::Bitfield(partial(PIECES, |i| i == 4 || i == 7 || i == 8)),
+        ];
+        let (keys, acts) = counts_after(shared, msgs);
+        let mut want = [0u32; PIECES as usize];
+        for i in [4, 4, 5, 7, 8] {
+            want[i] += 1;
+        }
+        assert_eq!(keys, want, "shared {shared}");
+        assert_eq!(
+            interest(&acts),
+            [&PeerMessage::Interested],
+            "shared {shared}"
+        );
+
+        // A later empty set (bitfield or BEP 6 `have none`) takes everything back and
+        // withdraws our interest; `have all` then counts every piece once.
+        for empty in [
+            PeerMessage::Bitfield(Bitfield::new(PIECES)),
+            PeerMessage::HaveNone,
+        ] {
+            let msgs = vec![
+                PeerMessage::HaveAll,
+                PeerMessage::Have(PieceIndex(2)),
+                empty,
+            ];
+            let (keys, acts) = counts_after(shared, msgs.clone());
+            let mut want = [0u32; PIECES as usize];
+            want[4] = 1;
+            want[5] = 1;
+            assert_eq!(keys, want, "shared {shared} {msgs:?}");
+            let not = [&PeerMessage::Interested, &PeerMessage::NotInterested];
+            assert_eq!(interest(&acts), not, "shared {shared}");
+
+            let mut msgs = msgs;
+            msgs.push(PeerMessage::HaveAll);
+            let (keys, acts) = counts_after(shared, msgs);
+            let mut want = [1u32; PIECES as usize];
+            want[4] = 2;
+            want[5] = 2;
+            assert_eq!(keys, want);
+            let again = [
+                &PeerMessage::Interested,
+                &PeerMessage::NotInterested,
+                &PeerMessage::Interested,
+            ];
+            assert_eq!(interest(&acts), again, "shared {shared}");
+        }
+    }
 }
 
 /// One step of the property test: on torrent `t`, peer `k`.

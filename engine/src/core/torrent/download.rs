@@ -5,6 +5,7 @@ use crate::core::choker::snub_deadline;
 use crate::core::config::BLOCK_LEN_BYTES;
 use crate::core::peer::remember;
 use crate::core::picker::PickContext;
+use crate::core::request_queue::queue_limit;
 use crate::core::{Action, Bitfield, Block, DisconnectReason, PeerKey, PeerMessage};
 use crate::core::{PieceIndex, ProtocolError, Time};
 
@@ -21,13 +22,9 @@ impl Torrent {
     }
 
     /// Checks what can be checked without acting: piece ranges, BEP 6 messages only with
-    /// the fast extension, bitfield-like messages only first and of the right length.
-    fn validate_message(
-        &self,
-        msg: &PeerMessage,
-        fast: bool,
-        first: bool,
-    ) -> Result<(), ProtocolError> {
+    /// the fast extension, bitfields of the right length. A bitfield-like message is
+    /// accepted at any time (see [`Torrent::on_peer_bitfield`]).
+    fn validate_message(&self, msg: &PeerMessage, fast: bool) -> Result<(), ProtocolError> {
         match msg {
             PeerMessage::Have(p) | PeerMessage::AllowedFast(p) | PeerMessage::Suggest(p) => {
                 self.check_piece(*p)?
@@ -47,13 +44,6 @@ impl Torrent {
         );
         if bep6 && !fast {
             return Err(ProtocolError::FastExtensionNotNegotiated);
-        }
-        let bitfield_like = matches!(
-            msg,
-            PeerMessage::Bitfield(_) | PeerMessage::HaveAll | PeerMessage::HaveNone
-        );
-        if bitfield_like && !first {
-            return Err(ProtocolError::DuplicateBitfield);
         }
         if let PeerMessage::Bitfield(b) = msg {
             if b.len() != self.config.piece_count {
@@ -75,18 +65,18 @@ impl Torrent {
         let Some(peer) = self.peers.get(&key) else {
             return Ok(());
         };
-        self.validate_message(&msg, peer.caps.fast_extension, !peer.first_message_seen)?;
+        self.validate_message(&msg, peer.caps.fast_extension)?;
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
-        if !matches!(msg, PeerMessage::KeepAlive) {
-            peer.first_message_seen = true;
-        }
         match msg {
-            PeerMessage::KeepAlive | PeerMessage::HaveNone => {}
+            PeerMessage::KeepAlive => {}
             PeerMessage::Bitfield(b) => self.on_peer_bitfield(now, key, b),
             PeerMessage::HaveAll => {
                 self.on_peer_bitfield(now, key, Bitfield::full(self.config.piece_count))
+            }
+            PeerMessage::HaveNone => {
+                self.on_peer_bitfield(now, key, Bitfield::new(self.config.piece_count))
             }
             PeerMessage::Have(p) => self.on_have(now, key, p),
             PeerMessage::Choke => self.on_choked(key),
@@ -125,20 +115,30 @@ impl Torrent {
         Ok(())
     }
 
-    /// The peer's first bitfield-like message (checked first and of the right length).
-    /// Each piece is counted once per peer (merged into its bitfield, so even a second
-    /// bitfield could not count a piece twice), and `remove_peer` takes back exactly the
-    /// peer's bitfield.
+    /// A bitfield-like message (checked to be of the right length): the peer's whole piece
+    /// set, replacing what it announced before. BEP 3 sends it only first, but some
+    /// clients (aria2) send it again mid-connection; libtorrent takes a later one as a full
+    /// update of the peer's set, and so do we. Counts stay exact: pieces the peer no
+    /// longer claims are taken back, new ones added, each piece counted once per peer, so
+    /// `remove_peer` still takes back exactly the peer's bitfield. Interest is re-evaluated
+    /// both ways; requests already in flight stay (the peer answers or rejects them, or
+    /// anti-snubbing reclaims them).
     fn on_peer_bitfield(&mut self, now: Time, key: PeerKey, b: Bitfield) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        for p in b.iter_ones() {
-            if peer.have.set(p) {
-                self.picker.inc(p);
-            }
+        let old = std::mem::replace(&mut peer.have, b);
+        for p in old.iter_ones().filter(|&p| !peer.have.get(p)) {
+            self.picker.dec(p);
+        }
+        for p in peer.have.iter_ones().filter(|&p| !old.get(p)) {
+            self.picker.inc(p);
         }
         peer.interesting = peer.have.and_not_count(&self.have);
+        if peer.interesting == 0 && peer.am_interested {
+            peer.am_interested = false;
+            self.send(key, PeerMessage::NotInterested);
+        }
         self.after_peer_gained(now, key);
     }
 
@@ -344,7 +344,7 @@ impl Torrent {
         self.fill_all_requests();
     }
 
-    /// Tops up our requests to `key` to `pipeline_bytes` (one request while snubbed).
+    /// Tops up our requests to `key` to its [`queue_limit`] (one request while snubbed).
     ///
     /// Pieces the peer rejected are skipped, unless nothing at all is in flight from any
     /// peer: then they are asked again rather than leaving the downlink idle (a
@@ -363,7 +363,7 @@ impl Torrent {
     fn request_loop(&mut self, key: PeerKey) -> bool {
         let random_first = self.have.count_ones() < self.config.random_first_pieces;
         let pipeline = self.config.pipeline_bytes;
-        let max_requests = self.config.max_requests_per_peer.max(1) as usize;
+        let max_requests = self.config.max_request_queue;
         let Some(peer) = self.peers.get(&key) else {
             return false;
         };
@@ -374,8 +374,17 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return false;
         };
-        let limit_bytes = if peer.snubbed { 1 } else { pipeline };
-        while peer.inflight.len() < max_requests && peer.inflight_bytes < limit_bytes {
+        let rate = peer.download.rate_bytes_per_s();
+        let caps = peer.caps;
+        let limit = queue_limit(
+            caps.max_request_len_bytes,
+            rate,
+            caps.reqq,
+            pipeline,
+            max_requests,
+        );
+        let limit_bytes = if peer.snubbed { 1 } else { limit.bytes };
+        while peer.inflight.len() < limit.requests && peer.inflight_bytes < limit_bytes {
             let ctx = PickContext {
                 peer: key,
                 peer_have: &peer.have,

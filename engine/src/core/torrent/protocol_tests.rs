@@ -63,12 +63,21 @@ fn have_out_of_range_disconnects() {
 }
 
 #[test]
-fn second_bitfield_disconnects() {
+fn a_second_bitfield_is_an_update_not_a_violation() {
     let mut t = leecher(false);
     t.handle_message(Time::ZERO, P, PeerMessage::Bitfield(Bitfield::new(8)))
         .unwrap();
-    let r = t.handle_message(Time::ZERO, P, PeerMessage::Bitfield(Bitfield::new(8)));
-    expect_violation(&mut t, r, ProtocolError::DuplicateBitfield);
+    t.handle_message(Time::ZERO, P, PeerMessage::Bitfield(Bitfield::full(8)))
+        .unwrap();
+    assert_eq!(
+        drain(&mut t),
+        [Action::Send {
+            peer: P,
+            msg: PeerMessage::Interested
+        }]
+    );
+    assert_eq!(t.stats().peers, 1);
+    t.check_invariants();
 }
 
 #[test]

@@ -47,6 +47,7 @@ pub(super) fn caps(fast: bool, max_request_len_bytes: u32) -> PeerCaps {
     PeerCaps {
         fast_extension: fast,
         max_request_len_bytes,
+        reqq: None,
     }
 }
 

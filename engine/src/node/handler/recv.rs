@@ -112,12 +112,13 @@ impl NodeHandler {
                 ctx.send(conn, buf);
             }
         } else {
-            self.register(conn, BLOCK_LEN_BYTES);
+            self.register(conn, BLOCK_LEN_BYTES, None);
         }
     }
 
-    /// Hands `conn` to the core with the negotiated request length.
-    fn register(&mut self, conn: ConnId, max_request_len_bytes: u32) {
+    /// Hands `conn` to the core with the negotiated request length and the peer's BEP 10
+    /// `reqq` (if it sent one).
+    fn register(&mut self, conn: ConnId, max_request_len_bytes: u32, reqq: Option<u32>) {
         let Some(pc) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -134,6 +135,7 @@ impl NodeHandler {
         pc.caps = PeerCaps {
             fast_extension: self.ours.supports_fast() && theirs.supports_fast(),
             max_request_len_bytes,
+            reqq,
         };
         pc.registered = true;
         let (key, caps) = (pc.key, pc.caps);
@@ -157,7 +159,7 @@ impl NodeHandler {
             .map(|(c, _)| *c)
             .collect();
         for conn in stale {
-            self.register(conn, BLOCK_LEN_BYTES);
+            self.register(conn, BLOCK_LEN_BYTES, None);
         }
     }
 
@@ -197,7 +199,7 @@ impl NodeHandler {
 
     /// A `piece` header arrived: choose where its payload goes.
     fn on_piece_start(&mut self, conn: ConnId, h: PieceHeader) {
-        self.register(conn, BLOCK_LEN_BYTES);
+        self.register(conn, BLOCK_LEN_BYTES, None);
         let block = Block {
             piece: PieceIndex(h.index.0),
             offset_bytes: h.begin.0,
@@ -318,7 +320,7 @@ impl NodeHandler {
         if let Message::Extended(ExtendedMessage::Handshake(theirs)) = &msg {
             let len = negotiated_max_request_len(&self.our_ext, theirs, self.piece_len_bytes);
             self.on_extended_handshake(conn, theirs);
-            self.register(conn, len);
+            self.register(conn, len, theirs.reqq);
             return true;
         }
         if let Message::Extended(ExtendedMessage::Other { id, payload }) = &msg {
@@ -333,7 +335,7 @@ impl NodeHandler {
         if matches!(inbound, Inbound::Ignore) {
             return true;
         }
-        self.register(conn, BLOCK_LEN_BYTES);
+        self.register(conn, BLOCK_LEN_BYTES, None);
         let Some(key) = self.conns.get(&conn).map(|pc| pc.key) else {
             return false;
         };

@@ -141,6 +141,7 @@ impl<'c> Swarm<'c> {
             caps: PeerCaps {
                 fast_extension: true,
                 max_request_len_bytes: config.block_len_bytes,
+                reqq: None,
             },
             piece_count,
             net: {

@@ -182,16 +182,23 @@ fn run_leechers(args: &Args, exe: &Path, dir: &Path, torrent: &Path) -> anyhow::
         }
     }
     let bound = Duration::from_secs(args.timeout);
-    let mut last_done = usize::MAX;
+    eprintln!("0/{} leechers finished", kids.len());
+    let mut reported = vec![false; kids.len()];
+    let mut done = 0;
     loop {
-        let done = kids.iter_mut().map(Child::try_reap).filter(|&r| r).count();
-        if done != last_done {
-            eprintln!(
-                "{done}/{} leechers finished ({:.1}s)",
-                kids.len(),
-                t0.elapsed().as_secs_f64()
-            );
-            last_done = done;
+        // One line per leecher as it finishes, even when several finish
+        // between two polls.
+        for (i, k) in kids.iter_mut().enumerate() {
+            if k.try_reap() && !reported[i] {
+                reported[i] = true;
+                done += 1;
+                eprintln!(
+                    "{done}/{} leechers finished ({:.1}s): leecher {i}{}",
+                    reported.len(),
+                    t0.elapsed().as_secs_f64(),
+                    leecher_note(k)
+                );
+            }
         }
         if done == kids.len() {
             break;
@@ -217,6 +224,21 @@ fn run_leechers(args: &Args, exe: &Path, dir: &Path, torrent: &Path) -> anyhow::
         }
     }
     Ok(kids)
+}
+
+/// How a reaped leecher ended: its own completion time, or its exit status.
+fn leecher_note(k: &Child) -> String {
+    let summary = k
+        .output
+        .iter()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|j| j.get("event").is_none());
+    match (k.exit, summary.and_then(|j| j["seconds"].as_f64())) {
+        (Some((0, _)), Some(s)) => format!(", complete after {s:.1}s of its own"),
+        (Some((code, _)), _) => format!(", exit status {code}"),
+        (None, _) => String::new(),
+    }
 }
 
 /// SHA-1 of every file of `root`'s tree (or of the single file), sorted by path.
@@ -263,7 +285,8 @@ fn completion_times(leechers: &[Child]) -> (Vec<f64>, f64) {
                 .output
                 .iter()
                 .rev()
-                .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|j| j.get("event").is_none())
                 .and_then(|j| j["seconds"].as_f64());
             let exit = k
                 .finished

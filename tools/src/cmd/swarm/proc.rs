@@ -23,6 +23,16 @@ pub struct Child {
     pub finished: Option<Instant>,
 }
 
+/// The address of a `listening on ADDR` line, or of the `{"event":"listening",
+/// "addr":ADDR}` line a `--json` child prints instead.
+fn listen_addr_of(line: &str) -> Option<String> {
+    if let Some(a) = line.strip_prefix("listening on ") {
+        return Some(a.trim().to_string());
+    }
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["event"] == "listening").then(|| v["addr"].as_str().map(str::to_string))?
+}
+
 impl Child {
     /// Spawns `exe args...` with stderr to `log`, and waits (bounded) for its
     /// "listening on ADDR" line.
@@ -64,9 +74,8 @@ impl Child {
             let left = end.saturating_duration_since(Instant::now());
             match child.lines.recv_timeout(left.max(Duration::from_millis(1))) {
                 Ok(line) => {
-                    if let Some(a) = line.strip_prefix("listening on ") {
+                    if let Some(a) = listen_addr_of(&line) {
                         let addr = a
-                            .trim()
                             .parse()
                             .with_context(|| format!("bad address line {line:?}"))?;
                         return Ok((child, addr));
