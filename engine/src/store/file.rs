@@ -1,6 +1,6 @@
 //! One torrent file on disk: opened, preallocated and memory-mapped.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::dir::{Dir, OpenError};
 use super::error::StoreError;
 
 /// Size and modification time of a file, to notice changes made behind our back.
@@ -52,27 +53,29 @@ pub(crate) struct MappedFile {
 
 impl MappedFile {
     /// Open (and in `writable` mode create and preallocate) the file at `path`
-    /// of `len_bytes`, then map it.
+    /// (below `dir`, opened beneath its descriptor) of `len_bytes`, then map it.
     ///
     /// # Errors
+    /// [`StoreError::PathEscapes`] (its resolution leaves `dir`),
     /// [`StoreError::FileMissing`] (read-only open of a missing file),
     /// [`StoreError::FileSizeMismatch`] (existing file of another size: we
     /// never truncate), [`StoreError::DiskFull`] (ENOSPC while preallocating),
     /// [`StoreError::PermissionDenied`], [`StoreError::ReadOnlyFilesystem`],
     /// [`StoreError::Io`].
-    pub(crate) fn open(path: PathBuf, len_bytes: u64, writable: bool) -> Result<Self, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .create(writable)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound if !writable => {
-                    StoreError::FileMissing { path: path.clone() }
-                }
-                _ => StoreError::io(&path, "open", e),
-            })?;
+    pub(crate) fn open(
+        dir: &Dir,
+        path: PathBuf,
+        len_bytes: u64,
+        writable: bool,
+    ) -> Result<Self, StoreError> {
+        let rel = path.strip_prefix(dir.path()).unwrap_or(&path);
+        let file = dir.open_file(rel, writable).map_err(|e| match e {
+            OpenError::Store(e) => e,
+            OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound && !writable => {
+                StoreError::FileMissing { path: path.clone() }
+            }
+            OpenError::Io(e) => StoreError::io(&path, "open", e),
+        })?;
         let meta = file
             .metadata()
             .map_err(|e| StoreError::io(&path, "stat", e))?;

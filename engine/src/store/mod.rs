@@ -33,6 +33,7 @@
 
 mod bitmap;
 mod check;
+mod dir;
 mod error;
 mod file;
 mod io;

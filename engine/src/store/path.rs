@@ -6,9 +6,12 @@
 //! the file system ([`resolve_inside`]): every existing prefix of the path is
 //! canonicalized and must still lie under the canonical output directory, so a
 //! symlink (to a directory or to the file) that leads outside is refused.
-//! Symlinks that stay inside are allowed. Remaining gap: a symlink swapped in
-//! between the check and the `open` (TOCTOU) by a local attacker with write
-//! access to the output directory.
+//! The open itself then happens beneath the directory's descriptor
+//! (`store::dir`, `openat2` with `RESOLVE_BENEATH`), which closes the gap of a
+//! symlink swapped in between this check and the open.
+//! Symlinks that stay inside are allowed. Remaining gap: a directory symlink
+//! swapped in between the check and the `create_dir` of a missing parent can
+//! make that (empty) directory appear outside; no file is ever opened there.
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
