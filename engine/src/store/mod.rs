@@ -6,8 +6,9 @@
 //!   torrent file below one output directory. Serving and hashing read from
 //!   the mappings; writes go through `pwrite(2)` into the same page cache
 //!   (cheaper than faulting fresh pages of the mapping; see `store::io`).
-//! - A small resume record (`.p2pe.resume` in the output directory, see
-//!   `resume`) lists verified pieces with their xxh3-64, so a restart re-checks
+//! - A small resume record (`.p2pe.resume.<hex info-hash>` in the output
+//!   directory, one per torrent, see `resume`) lists verified pieces with
+//!   their xxh3-64, so a restart re-checks
 //!   at memory speed and falls back to SHA-1 only where the record is missing
 //!   or disagrees.
 //!

@@ -29,7 +29,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::dir::Dir;
 use super::error::StoreError;
-use super::path::{RECORD_NAME, RECORD_TMP_NAME};
+use super::path::{record_name, record_tmp_name, RECORD_PREFIX};
 
 const MAGIC: &[u8; 8] = b"P2PERSM\0";
 const VERSION: u32 = 1;
@@ -142,33 +142,52 @@ pub(crate) fn decode(bytes: &[u8], key: &RecordKey) -> Result<Vec<(u32, u64)>, R
     Ok(entries)
 }
 
-/// Read the record in `dir`; `Ok(None)` when there is none, `Ok(Some(Err))`
-/// when its name is a symlink or not a regular file (never followed).
+/// Read the record of torrent `info_hash` in `dir` (`.p2pe.resume.<hex>`, or
+/// else the single `.p2pe.resume` of older versions, which `decode` accepts
+/// only if it names this torrent); `Ok(None)` when there is none,
+/// `Ok(Some(Err))` when the name is a symlink or not a regular file (never
+/// followed).
 ///
 /// # Errors
 /// I/O errors other than "not found".
-pub(crate) fn read(dir: &Dir) -> Result<Option<Result<Vec<u8>, RecordRejected>>, StoreError> {
-    match dir.read_plain(RECORD_NAME) {
-        Ok(found) => Ok(found.map(Ok)),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            Ok(Some(Err(RecordRejected::NotRegularFile)))
+pub(crate) fn read(
+    dir: &Dir,
+    info_hash: &[u8; 20],
+) -> Result<Option<Result<Vec<u8>, RecordRejected>>, StoreError> {
+    for name in [record_name(info_hash), RECORD_PREFIX.to_owned()] {
+        match dir.read_plain(&name) {
+            Ok(None) => continue,
+            Ok(Some(bytes)) => return Ok(Some(Ok(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Ok(Some(Err(RecordRejected::NotRegularFile)))
+            }
+            Err(e) => {
+                return Err(StoreError::io(
+                    &dir.path().join(&name),
+                    "read resume record",
+                    e,
+                ))
+            }
         }
-        Err(e) => Err(StoreError::io(
-            &dir.path().join(RECORD_NAME),
-            "read resume record",
-            e,
-        )),
     }
+    Ok(None)
 }
 
-/// Atomically replace the record in `dir` with `bytes` (temp file created
-/// anew without following symlinks, fsync, rename, fsync of the directory).
+/// Atomically replace the record of torrent `info_hash` in `dir` with
+/// `bytes` (temp file created anew without following symlinks, fsync,
+/// rename, fsync of the directory). A legacy `.p2pe.resume` is left alone:
+/// it may be another torrent's.
 ///
 /// # Errors
 /// [`StoreError::DiskFull`] on ENOSPC, else the classified I/O error.
-pub(crate) fn write_atomic(dir: &Dir, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = dir.path().join(RECORD_TMP_NAME);
-    let dst = dir.path().join(RECORD_NAME);
+pub(crate) fn write_atomic(
+    dir: &Dir,
+    info_hash: &[u8; 20],
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let (tmp_name, name) = (record_tmp_name(info_hash), record_name(info_hash));
+    let tmp = dir.path().join(&tmp_name);
+    let dst = dir.path().join(&name);
     let classify = |path: &std::path::Path, op, e: std::io::Error| {
         if e.raw_os_error() == Some(libc::ENOSPC) {
             StoreError::DiskFull {
@@ -180,13 +199,13 @@ pub(crate) fn write_atomic(dir: &Dir, bytes: &[u8]) -> Result<(), StoreError> {
         }
     };
     let mut f = dir
-        .create_new(RECORD_TMP_NAME)
+        .create_new(&tmp_name)
         .map_err(|e| classify(&tmp, "create", e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| classify(&tmp, "write", e))?;
     drop(f);
-    dir.rename(RECORD_TMP_NAME, RECORD_NAME)
+    dir.rename(&tmp_name, &name)
         .map_err(|e| classify(&dst, "rename", e))?;
     dir.sync().map_err(|e| classify(dir.path(), "fsync dir", e))
 }
@@ -241,15 +260,39 @@ mod tests {
         Dir::open(&std::fs::canonicalize(d.path()).unwrap()).unwrap()
     }
 
+    const H: [u8; 20] = KEY.info_hash;
+
     #[test]
     fn atomic_write_replaces() {
         let d = tempfile::tempdir().unwrap();
         let dir = open_dir(&d);
-        assert_eq!(read(&dir).unwrap(), None);
-        write_atomic(&dir, b"one").unwrap();
-        write_atomic(&dir, b"two").unwrap();
-        assert_eq!(read(&dir).unwrap(), Some(Ok(b"two".to_vec())));
-        assert!(!d.path().join(RECORD_TMP_NAME).exists());
+        assert_eq!(read(&dir, &H).unwrap(), None);
+        write_atomic(&dir, &H, b"one").unwrap();
+        write_atomic(&dir, &H, b"two").unwrap();
+        assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"two".to_vec())));
+        assert!(!d.path().join(record_tmp_name(&H)).exists());
+    }
+
+    /// Issue 15 item 7: one record per torrent; the legacy single name is
+    /// read when the torrent has no record of its own, never written.
+    #[test]
+    fn one_record_per_torrent_and_legacy_name_read() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = open_dir(&d);
+        std::fs::write(d.path().join(RECORD_PREFIX), b"legacy").unwrap();
+        assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"legacy".to_vec())));
+        write_atomic(&dir, &H, b"mine").unwrap();
+        write_atomic(&dir, &[9; 20], b"other").unwrap();
+        assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"mine".to_vec())));
+        assert_eq!(read(&dir, &[9; 20]).unwrap(), Some(Ok(b"other".to_vec())));
+        assert_eq!(
+            std::fs::read(d.path().join(RECORD_PREFIX)).unwrap(),
+            b"legacy"
+        );
+        assert!(d
+            .path()
+            .join(format!(".p2pe.resume.{}", hex::encode(H)))
+            .exists());
     }
 
     /// Issue 11 item 7: symlinks planted at the temp name and at the record's
@@ -262,18 +305,18 @@ mod tests {
         let (tmp_target, rec_target) = (outside.path().join("a"), outside.path().join("b"));
         std::fs::write(&tmp_target, b"precious a").unwrap();
         std::fs::write(&rec_target, b"precious b").unwrap();
-        std::os::unix::fs::symlink(&tmp_target, d.path().join(RECORD_TMP_NAME)).unwrap();
-        std::os::unix::fs::symlink(&rec_target, d.path().join(RECORD_NAME)).unwrap();
+        std::os::unix::fs::symlink(&tmp_target, d.path().join(record_tmp_name(&H))).unwrap();
+        std::os::unix::fs::symlink(&rec_target, d.path().join(record_name(&H))).unwrap();
         let dir = open_dir(&d);
         assert_eq!(
-            read(&dir).unwrap(),
+            read(&dir, &H).unwrap(),
             Some(Err(RecordRejected::NotRegularFile))
         );
-        write_atomic(&dir, b"record").unwrap();
+        write_atomic(&dir, &H, b"record").unwrap();
         assert_eq!(std::fs::read(&tmp_target).unwrap(), b"precious a");
         assert_eq!(std::fs::read(&rec_target).unwrap(), b"precious b");
-        assert_eq!(read(&dir).unwrap(), Some(Ok(b"record".to_vec())));
-        assert!(!d.path().join(RECORD_NAME).is_symlink());
+        assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"record".to_vec())));
+        assert!(!d.path().join(record_name(&H)).is_symlink());
     }
 
     proptest! {

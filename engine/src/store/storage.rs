@@ -262,7 +262,11 @@ impl Storage {
                 .map(|h| h.load(Ordering::Acquire));
             entries.push((piece, xxh3.unwrap_or(0)));
         }
-        resume::write_atomic(&self.dir, &resume::encode(&self.record_key(), &entries))
+        resume::write_atomic(
+            &self.dir,
+            &self.info_hash,
+            &resume::encode(&self.record_key(), &entries),
+        )
     }
 
     fn msync_piece(&self, piece: u32) -> Result<(), StoreError> {
@@ -294,7 +298,7 @@ impl Storage {
     /// Read and decode the record: per-piece xxh3 from it, and its status.
     fn load_record(&self) -> Result<(Vec<Option<u64>>, RecordStatus), StoreError> {
         let mut hashes = vec![None; self.piece_count() as usize];
-        let bytes = match resume::read(&self.dir)? {
+        let bytes = match resume::read(&self.dir, &self.info_hash)? {
             None => return Ok((hashes, RecordStatus::Absent)),
             Some(Err(why)) => return Ok((hashes, RecordStatus::Rejected(why))),
             Some(Ok(bytes)) => bytes,
