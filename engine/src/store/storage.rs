@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::bitmap::AtomicBitmap;
@@ -22,8 +22,10 @@ pub enum OpenMode {
     /// map them read-write. Existing data is checked and kept.
     Create,
     /// Seed existing data: every file must exist at its exact size; files are
-    /// opened and mapped read-only, nothing is created or written (the resume
-    /// record is written only by an explicit [`Storage::flush_resume`]).
+    /// opened and mapped read-only, nothing is created or written: an existing
+    /// resume record is read, but [`Storage::flush_resume`] writes one only
+    /// once enabled by [`Storage::set_write_resume`] (issue 11: a seed treats
+    /// its directory as read-only).
     Seed,
 }
 
@@ -105,6 +107,9 @@ pub struct Storage {
     pub(crate) xxh3_stale: AtomicBitmap,
     /// Serializes [`Storage::flush_resume`].
     pub(crate) flush_lock: Mutex<()>,
+    /// [`Storage::flush_resume`] writes the record (default: in
+    /// [`OpenMode::Create`] only).
+    pub(crate) write_resume: AtomicBool,
 }
 
 impl Storage {
@@ -150,6 +155,7 @@ impl Storage {
             xxh3: (0..n).map(|_| AtomicU64::new(0)).collect(),
             xxh3_stale: AtomicBitmap::new(n),
             flush_lock: Mutex::new(()),
+            write_resume: AtomicBool::new(writable),
             layout,
         };
         let (record_hashes, record) = storage.load_record()?;
@@ -219,16 +225,27 @@ impl Storage {
         self.verified_count() == self.piece_count()
     }
 
+    /// Whether [`Storage::flush_resume`] writes the resume record into the
+    /// directory. On by default in [`OpenMode::Create`], off in
+    /// [`OpenMode::Seed`] (where the directory is treated as read-only).
+    pub fn set_write_resume(&self, on: bool) {
+        self.write_resume.store(on, Ordering::Release);
+    }
+
     /// Make every verified piece durable (msync of the pieces verified since
     /// the last flush), then atomically replace the resume record with the
     /// verified pieces and their xxh3. Only pieces whose data was flushed are
-    /// listed, so a crash after this call loses nothing it lists.
+    /// listed, so a crash after this call loses nothing it lists. Does
+    /// nothing while record writes are off ([`Storage::set_write_resume`]).
     ///
     /// # Errors
     /// [`StoreError::Io`] from msync (the pieces stay dirty for the next try);
     /// [`StoreError::DiskFull`], [`StoreError::PermissionDenied`],
     /// [`StoreError::ReadOnlyFilesystem`], [`StoreError::Io`] writing the record.
     pub fn flush_resume(&self) -> Result<(), StoreError> {
+        if !self.write_resume.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let _guard = self
             .flush_lock
             .lock()

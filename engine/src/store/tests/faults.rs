@@ -131,13 +131,15 @@ fn read_only_filesystem_is_reported() {
         "{err}"
     );
 
-    // Seeding from a file system that turned read-only: serving goes on, the
-    // resume record cannot be written and says so.
+    // Seeding from a file system that turned read-only: serving goes on; no
+    // record is written by default, and when asked, it cannot be and says so.
     let fs = Tmpfs::mount("size=1m", 0);
     fx.write_files(fs.path());
     fs.remount_read_only();
     let (s, report) = fx.open(fs.path(), OpenMode::Seed);
     assert_eq!(report.sha1_verified, fx.piece_count());
+    s.flush_resume().unwrap();
+    s.set_write_resume(true);
     let err = s.flush_resume().unwrap_err();
     assert!(
         matches!(err, StoreError::ReadOnlyFilesystem { .. }),
@@ -252,6 +254,7 @@ fn seeded_file_modified_is_reverified_and_dropped() {
     s.read_block(4, 0, &mut buf).unwrap();
     assert_eq!(s.verified_count(), fx.piece_count() - 1);
     // The record no longer lists the dropped piece.
+    s.set_write_resume(true);
     s.flush_resume().unwrap();
     drop(s);
     let (_, report) = fx.open(dir.path(), OpenMode::Seed);

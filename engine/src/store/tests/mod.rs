@@ -444,6 +444,18 @@ fn seed_mode_verifies_existing_files_read_only() {
         s.write_block(0, 0, b"x"),
         Err(StoreError::ReadOnly)
     ));
+    // A seed writes nothing into its directory unless asked (issue 11).
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    s.flush_resume().unwrap();
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+    s.set_write_resume(true);
     s.flush_resume().unwrap();
     drop(s);
     let (_, report) = fx.open(dir.path(), OpenMode::Seed);
