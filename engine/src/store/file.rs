@@ -12,18 +12,34 @@ use memmap2::{MmapOptions, MmapRaw};
 use super::dir::{Dir, OpenError};
 use super::error::StoreError;
 
-/// Size and modification time of a file, to notice changes made behind our back.
+/// What identifies a file's content version, to notice changes made behind
+/// our back: size, modification time, inode change time, and the inode.
+///
+/// The mtime alone is not enough: `utimensat(2)` (`touch -d`, `cp -p`, an
+/// rsync) can put it back after the bytes changed. The ctime cannot be set
+/// from user space and moves with every write and every `utimensat`. The
+/// stamp is taken with `fstat` on our descriptor, so the inode (with its
+/// device) only guards against a descriptor that no longer names the file we
+/// verified; a file replaced by rename leaves our mapping on the old inode,
+/// whose bytes are the verified ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     pub(crate) len_bytes: u64,
     pub(crate) mtime_ns: i128,
+    pub(crate) ctime_ns: i128,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Stamp {
     fn of(meta: &fs::Metadata) -> Self {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Self {
             len_bytes: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            dev: meta.dev(),
+            ino: meta.ino(),
         }
     }
 }
@@ -40,8 +56,9 @@ pub(crate) struct MappedFile {
     pub(crate) file: File,
     pub(crate) map: Option<MmapRaw>,
     pub(crate) len_bytes: u64,
-    /// Stamp at the time the file was last known good; `mtime_ns` is only
-    /// compared once `pending` is 0 (our own writes move the mtime).
+    /// Stamp at the time the file was last known good; everything but the
+    /// size is only compared once `pending` is 0 (our own writes move the
+    /// mtime and ctime).
     pub(crate) stamp: Mutex<Stamp>,
     /// Pieces touching this file that are not yet verified.
     pub(crate) pending: AtomicU32,
