@@ -260,6 +260,24 @@ fn seeds_with_splice_and_send_zc_serve_byte_exact_copies() {
     }
 }
 
+/// Every entry below `dir` (recursively, sorted): path, length, mtime.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            }
+            out.push((e.path(), meta.len(), meta.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Sends SIGTERM to `p` by PID and waits (bounded) for a clean exit.
 fn terminate(p: &mut Proc) -> bool {
     let pid = p.child.id().to_string();
@@ -272,6 +290,7 @@ fn terminate(p: &mut Proc) -> bool {
 fn leecher_seeds_after_and_seed_exits_cleanly_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let (torrent, files) = multi_file(tmp.path(), "payload");
+    let payload_before = tree(&tmp.path().join("payload"));
     let (mut seeder, addr) = seed(&torrent, tmp.path());
     // A downloads from the seeder and keeps serving.
     let a_out = tmp.path().join("a");
@@ -298,9 +317,16 @@ fn leecher_seeds_after_and_seed_exits_cleanly_on_sigterm() {
         assert!(Instant::now() < end, "A did not complete");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The original seeder leaves cleanly and writes its resume record.
+    // The original seeder leaves cleanly and writes nothing into its --path
+    // (issue 11: no resume record unless --write-resume).
     assert!(terminate(&mut seeder), "seed did not exit 0 on SIGTERM");
-    assert!(tmp.path().join(".p2pe.resume").exists());
+    assert_eq!(tree(&tmp.path().join("payload")), payload_before);
+    let records: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".p2pe"))
+        .collect();
+    assert!(records.is_empty(), "seed wrote {records:?} into its --path");
     // B can only get the data from A.
     let b_out = tmp.path().join("b");
     let (ok, summary) = get(&torrent, &b_out, a_addr);

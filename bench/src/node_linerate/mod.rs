@@ -253,7 +253,9 @@ fn spawn_seed(
         .arg("--path")
         .arg(payload.data.parent().unwrap_or(Path::new(".")))
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"));
+        .arg(format!("127.0.0.1:{port}"))
+        // The record makes the next repetition's start-up check fast.
+        .arg("--write-resume");
     Proc::spawn(cmd, "seeder", &dir.join("seed.log"), Stdio::null())
         .map_err(io_err("start p2pe seed"))
 }

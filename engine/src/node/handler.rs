@@ -91,7 +91,7 @@ impl NodeHandler {
     /// A data file cannot be opened or mapped.
     pub(crate) fn open_sources(storage: &Storage) -> io::Result<Vec<Option<Arc<SourceFile>>>> {
         let mut sources = Vec::new();
-        for spec in storage.layout().files() {
+        for (i, spec) in storage.layout().files().enumerate() {
             if spec.len_bytes == 0 {
                 sources.push(None);
                 continue;
@@ -100,9 +100,13 @@ impl NodeHandler {
                 .path_components
                 .iter()
                 .fold(storage.root().to_path_buf(), |p, c| p.join(c));
-            sources.push(Some(Arc::new(SourceFile::open(&path).map_err(|e| {
-                io::Error::new(e.kind(), format!("map {}: {e}", path.display()))
-            })?)));
+            // The storage's own descriptor: opened beneath the output directory.
+            let file = storage.file_handle(i);
+            sources.push(Some(Arc::new(
+                file.and_then(SourceFile::from_file).map_err(|e| {
+                    io::Error::new(e.kind(), format!("map {}: {e}", path.display()))
+                })?,
+            )));
         }
         Ok(sources)
     }

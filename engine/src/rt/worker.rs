@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -22,6 +22,12 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue entries (the kernel keeps overflow with `NODROP`, this
 /// only sizes the fast path).
 const CQ_ENTRIES: u32 = 8192;
+/// How long the listener rests after `accept` failed for want of descriptors
+/// or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`). Re-arming at once
+/// would spin: the pending connection stays queued and fails again at once.
+/// 100 ms bounds the wasted wake-ups at 10 per second and adds at most that
+/// much to a connect once descriptors come back.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One worker: owns everything it touches; nothing in here is shared.
 pub(crate) struct Worker<H: Handler> {
@@ -29,6 +35,9 @@ pub(crate) struct Worker<H: Handler> {
     pub(crate) ctx: Ctx,
     pub(crate) handler: H,
     listener: Option<Socket>,
+    /// The accept is not armed and will be at this time (after a
+    /// descriptor-exhaustion error, see [`ACCEPT_BACKOFF`]).
+    accept_retry_at: Option<Instant>,
     inbox: Receiver<Control>,
     /// Target of the read posted on this worker's eventfd.
     efd_buf: Box<u64>,
@@ -74,6 +83,7 @@ impl<H: Handler> Worker<H> {
             ctx: Ctx::new(index, config, shared),
             handler,
             listener,
+            accept_retry_at: None,
             inbox,
             efd_buf: Box::new(0),
             inflight: 0,
@@ -95,6 +105,10 @@ impl<H: Handler> Worker<H> {
             self.wait()?;
             self.reap()?;
             self.fire_timer();
+            if self.accept_retry_at.is_some_and(|t| t <= Instant::now()) {
+                self.accept_retry_at = None;
+                self.arm_accept()?;
+            }
         }
     }
 
@@ -227,7 +241,11 @@ impl<H: Handler> Worker<H> {
     }
 
     fn wait(&mut self) -> io::Result<()> {
-        let r = match self.ctx.deadline {
+        let deadline = match (self.ctx.deadline, self.accept_retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let r = match deadline {
             Some(d) => {
                 let ts = types::Timespec::from(d.saturating_duration_since(Instant::now()));
                 let args = types::SubmitArgs::new().timespec(&ts);
@@ -318,7 +336,13 @@ impl<H: Handler> Worker<H> {
                 if res >= 0 {
                     self.on_accept(res);
                 }
-                if last && res != -libc::ECANCELED {
+                let starved = matches!(
+                    -res,
+                    libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+                );
+                if last && starved {
+                    self.accept_retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                } else if last && res != -libc::ECANCELED {
                     self.arm_accept()?;
                 }
             }

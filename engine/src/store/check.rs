@@ -18,7 +18,7 @@ static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
 /// Result of [`Storage::check_files`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileCheckReport {
-    /// Files whose size or mtime moved since they were last known good.
+    /// Files whose size, mtime, ctime or inode moved since they were last known good.
     pub changed_files: u32,
     /// Verified pieces that will be re-verified (SHA-1) before they are served.
     pub recheck_pieces: u32,
@@ -39,7 +39,8 @@ enum Initial {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum FileState {
     Unchanged,
-    /// mtime moved: its verified pieces are marked for re-verification.
+    /// mtime, ctime or inode moved: its verified pieces are marked for
+    /// re-verification.
     Touched,
     /// Size moved: all its pieces were dropped.
     Resized,
@@ -165,7 +166,7 @@ impl Storage {
     }
 
     /// A piece was verified: files with no pending piece left start having
-    /// their mtime watched (from now on only others move it).
+    /// their mtime and ctime watched (from now on only others move them).
     fn on_piece_done(&self, piece: u32) {
         let Ok(segments) = self.layout.piece_segments(piece) else {
             return;
@@ -338,7 +339,8 @@ impl Storage {
     }
 
     /// Compare every file with its stamp: mark the verified pieces of files
-    /// whose mtime moved for re-verification before they are next served,
+    /// whose mtime, ctime or inode moved for re-verification before they are
+    /// next served (a write whose mtime was put back still moves the ctime),
     /// drop the pieces of files whose size moved. Call it periodically with
     /// [`ServeCheck::Periodic`] (also useful with `EveryRead`, to catch changes
     /// before a peer asks).
@@ -380,8 +382,8 @@ impl Storage {
             return Ok(FileState::Resized);
         }
         if self.mode == OpenMode::Create && f.pending.load(Ordering::Acquire) > 0 {
-            // Still downloading: our own writes move the mtime; only size counts.
-            // (Seed mode never writes: every mtime move is someone else's.)
+            // Still downloading: our own writes move the times; only size counts.
+            // (Seed mode never writes: every time move is someone else's.)
             return Ok(FileState::Unchanged);
         }
         for p in self.layout.pieces_of_file(file_index) {

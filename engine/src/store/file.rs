@@ -1,6 +1,6 @@
 //! One torrent file on disk: opened, preallocated and memory-mapped.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -9,20 +9,37 @@ use std::sync::Mutex;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::dir::{Dir, OpenError};
 use super::error::StoreError;
 
-/// Size and modification time of a file, to notice changes made behind our back.
+/// What identifies a file's content version, to notice changes made behind
+/// our back: size, modification time, inode change time, and the inode.
+///
+/// The mtime alone is not enough: `utimensat(2)` (`touch -d`, `cp -p`, an
+/// rsync) can put it back after the bytes changed. The ctime cannot be set
+/// from user space and moves with every write and every `utimensat`. The
+/// stamp is taken with `fstat` on our descriptor, so the inode (with its
+/// device) only guards against a descriptor that no longer names the file we
+/// verified; a file replaced by rename leaves our mapping on the old inode,
+/// whose bytes are the verified ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     pub(crate) len_bytes: u64,
     pub(crate) mtime_ns: i128,
+    pub(crate) ctime_ns: i128,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Stamp {
     fn of(meta: &fs::Metadata) -> Self {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         Self {
             len_bytes: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            dev: meta.dev(),
+            ino: meta.ino(),
         }
     }
 }
@@ -39,8 +56,9 @@ pub(crate) struct MappedFile {
     pub(crate) file: File,
     pub(crate) map: Option<MmapRaw>,
     pub(crate) len_bytes: u64,
-    /// Stamp at the time the file was last known good; `mtime_ns` is only
-    /// compared once `pending` is 0 (our own writes move the mtime).
+    /// Stamp at the time the file was last known good; everything but the
+    /// size is only compared once `pending` is 0 (our own writes move the
+    /// mtime and ctime).
     pub(crate) stamp: Mutex<Stamp>,
     /// Pieces touching this file that are not yet verified.
     pub(crate) pending: AtomicU32,
@@ -52,27 +70,29 @@ pub(crate) struct MappedFile {
 
 impl MappedFile {
     /// Open (and in `writable` mode create and preallocate) the file at `path`
-    /// of `len_bytes`, then map it.
+    /// (below `dir`, opened beneath its descriptor) of `len_bytes`, then map it.
     ///
     /// # Errors
+    /// [`StoreError::PathEscapes`] (its resolution leaves `dir`),
     /// [`StoreError::FileMissing`] (read-only open of a missing file),
     /// [`StoreError::FileSizeMismatch`] (existing file of another size: we
     /// never truncate), [`StoreError::DiskFull`] (ENOSPC while preallocating),
     /// [`StoreError::PermissionDenied`], [`StoreError::ReadOnlyFilesystem`],
     /// [`StoreError::Io`].
-    pub(crate) fn open(path: PathBuf, len_bytes: u64, writable: bool) -> Result<Self, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .create(writable)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound if !writable => {
-                    StoreError::FileMissing { path: path.clone() }
-                }
-                _ => StoreError::io(&path, "open", e),
-            })?;
+    pub(crate) fn open(
+        dir: &Dir,
+        path: PathBuf,
+        len_bytes: u64,
+        writable: bool,
+    ) -> Result<Self, StoreError> {
+        let rel = path.strip_prefix(dir.path()).unwrap_or(&path);
+        let file = dir.open_file(rel, writable).map_err(|e| match e {
+            OpenError::Store(e) => e,
+            OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound && !writable => {
+                StoreError::FileMissing { path: path.clone() }
+            }
+            OpenError::Io(e) => StoreError::io(&path, "open", e),
+        })?;
         let meta = file
             .metadata()
             .map_err(|e| StoreError::io(&path, "stat", e))?;

@@ -6,8 +6,9 @@
 //!   torrent file below one output directory. Serving and hashing read from
 //!   the mappings; writes go through `pwrite(2)` into the same page cache
 //!   (cheaper than faulting fresh pages of the mapping; see `store::io`).
-//! - A small resume record (`.p2pe.resume` in the output directory, see
-//!   `resume`) lists verified pieces with their xxh3-64, so a restart re-checks
+//! - A small resume record (`.p2pe.resume.<hex info-hash>` in the output
+//!   directory, one per torrent, see `resume`) lists verified pieces with
+//!   their xxh3-64, so a restart re-checks
 //!   at memory speed and falls back to SHA-1 only where the record is missing
 //!   or disagrees.
 //!
@@ -21,18 +22,20 @@
 //!   time writes or verifies a given piece (the runtime's claim bitmap makes
 //!   that true by construction; a violation is a [`StoreError::PieceBusy`], not
 //!   a data race). Distinct pieces may be written from distinct threads.
-//! - A verified piece whose file changed on disk (size or mtime, checked per
-//!   read or by [`Storage::check_files`]) is re-verified before it is served;
+//! - A verified piece whose file changed on disk (size, mtime, ctime or inode,
+//!   checked per read or by [`Storage::check_files`]; the ctime catches a
+//!   write whose mtime was put back) is re-verified before it is served;
 //!   if it no longer matches it becomes *lost*: unverified and not writable
 //!   until the storage is reopened (so no stale `&[u8]` can alias a new write).
 //!
 //! What the mapping cannot protect against: another process writing or
 //! truncating the files while we serve (the memmap caveat). Writes are caught
-//! by the mtime check and re-verification; a truncation between the check and
+//! by the stamp check and re-verification; a truncation between the check and
 //! the copy can still raise SIGBUS.
 
 mod bitmap;
 mod check;
+mod dir;
 mod error;
 mod file;
 mod io;

@@ -6,19 +6,33 @@
 //! the file system ([`resolve_inside`]): every existing prefix of the path is
 //! canonicalized and must still lie under the canonical output directory, so a
 //! symlink (to a directory or to the file) that leads outside is refused.
-//! Symlinks that stay inside are allowed. Remaining gap: a symlink swapped in
-//! between the check and the `open` (TOCTOU) by a local attacker with write
-//! access to the output directory.
+//! The open itself then happens beneath the directory's descriptor
+//! (`store::dir`, `openat2` with `RESOLVE_BENEATH`), which closes the gap of a
+//! symlink swapped in between this check and the open.
+//! Symlinks that stay inside are allowed. Remaining gap: a directory symlink
+//! swapped in between the check and the `create_dir` of a missing parent can
+//! make that (empty) directory appear outside; no file is ever opened there.
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use super::error::StoreError;
 
-/// Name of the resume record inside the output directory.
-pub(crate) const RECORD_NAME: &str = ".p2pe.resume";
-/// Name of the resume record while it is being written (renamed over [`RECORD_NAME`]).
-pub(crate) const RECORD_TMP_NAME: &str = ".p2pe.resume.tmp";
+/// Prefix of every resume record's name, and the whole name of the record
+/// of versions before one record per torrent (still read, never written).
+pub(crate) const RECORD_PREFIX: &str = ".p2pe.resume";
+
+/// Name of the resume record of the torrent `info_hash` in its output
+/// directory: `.p2pe.resume.<40 lowercase hex digits>`, one per torrent, so
+/// torrents downloaded into one directory keep their own records.
+pub(crate) fn record_name(info_hash: &[u8; 20]) -> String {
+    format!("{RECORD_PREFIX}.{}", hex::encode(info_hash))
+}
+
+/// Name of that record while it is being written (renamed over it).
+pub(crate) fn record_tmp_name(info_hash: &[u8; 20]) -> String {
+    format!("{}.tmp", record_name(info_hash))
+}
 
 /// Check the components of one torrent file path.
 ///
@@ -55,7 +69,7 @@ pub(crate) fn validate_components(components: &[String]) -> Result<(), StoreErro
         }
     }
     if let [only] = components {
-        if only == RECORD_NAME || only == RECORD_TMP_NAME {
+        if only.starts_with(RECORD_PREFIX) {
             return Err(invalid("collides with the resume record"));
         }
     }
@@ -134,8 +148,9 @@ mod tests {
             &["a/b"],
             &["a\\b"],
             &["a\0b"],
-            &[RECORD_NAME],
-            &[RECORD_TMP_NAME],
+            &[RECORD_PREFIX],
+            &[&record_name(&[1; 20])],
+            &[&record_tmp_name(&[1; 20])],
         ] {
             assert!(
                 matches!(
@@ -146,7 +161,7 @@ mod tests {
             );
         }
         validate_components(&comps(&["dir", "..file", "x.y"])).unwrap();
-        validate_components(&comps(&["d", RECORD_NAME])).unwrap();
+        validate_components(&comps(&["d", RECORD_PREFIX])).unwrap();
     }
 
     #[test]

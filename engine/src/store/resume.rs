@@ -17,17 +17,19 @@
 //!
 //! The record is written to a temp file, fsynced, renamed over the old one and
 //! the directory fsynced: a reader sees the old or the new record, never a mix.
+//! Both names are opened through the directory's descriptor without following
+//! symlinks (see `store::dir`): a symlink planted at either name is replaced,
+//! never written through.
 //! A record that fails any check (magic, version, info-hash, layout, trailing
 //! checksum, piece range) is ignored as a whole: the pieces fall back to SHA-1.
 
-use std::fs;
 use std::io::Write;
-use std::path::Path;
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::dir::Dir;
 use super::error::StoreError;
-use super::path::{RECORD_NAME, RECORD_TMP_NAME};
+use super::path::{record_name, record_tmp_name, RECORD_PREFIX};
 
 const MAGIC: &[u8; 8] = b"P2PERSM\0";
 const VERSION: u32 = 1;
@@ -61,6 +63,8 @@ pub enum RecordRejected {
     LayoutMismatch,
     /// An entry names a piece past the piece count.
     PieceOutOfRange,
+    /// The record's name is a symlink or not a regular file: not followed.
+    NotRegularFile,
 }
 
 /// Encode a record for `key` with `(piece, xxh3)` entries.
@@ -138,28 +142,53 @@ pub(crate) fn decode(bytes: &[u8], key: &RecordKey) -> Result<Vec<(u32, u64)>, R
     Ok(entries)
 }
 
-/// Read the record in `dir`; `Ok(None)` when there is none.
+/// Read the record of torrent `info_hash` in `dir` (`.p2pe.resume.<hex>`, or
+/// else the single `.p2pe.resume` of older versions, which `decode` accepts
+/// only if it names this torrent); `Ok(None)` when there is none,
+/// `Ok(Some(Err))` when the name is a symlink or not a regular file (never
+/// followed).
 ///
 /// # Errors
 /// I/O errors other than "not found".
-pub(crate) fn read(dir: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    let path = dir.join(RECORD_NAME);
-    match fs::read(&path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::io(&path, "read resume record", e)),
+pub(crate) fn read(
+    dir: &Dir,
+    info_hash: &[u8; 20],
+) -> Result<Option<Result<Vec<u8>, RecordRejected>>, StoreError> {
+    for name in [record_name(info_hash), RECORD_PREFIX.to_owned()] {
+        match dir.read_plain(&name) {
+            Ok(None) => continue,
+            Ok(Some(bytes)) => return Ok(Some(Ok(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Ok(Some(Err(RecordRejected::NotRegularFile)))
+            }
+            Err(e) => {
+                return Err(StoreError::io(
+                    &dir.path().join(&name),
+                    "read resume record",
+                    e,
+                ))
+            }
+        }
     }
+    Ok(None)
 }
 
-/// Atomically replace the record in `dir` with `bytes` (temp file, fsync,
-/// rename, fsync of the directory).
+/// Atomically replace the record of torrent `info_hash` in `dir` with
+/// `bytes` (temp file created anew without following symlinks, fsync,
+/// rename, fsync of the directory). A legacy `.p2pe.resume` is left alone:
+/// it may be another torrent's.
 ///
 /// # Errors
 /// [`StoreError::DiskFull`] on ENOSPC, else the classified I/O error.
-pub(crate) fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = dir.join(RECORD_TMP_NAME);
-    let dst = dir.join(RECORD_NAME);
-    let classify = |path: &Path, op, e: std::io::Error| {
+pub(crate) fn write_atomic(
+    dir: &Dir,
+    info_hash: &[u8; 20],
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let (tmp_name, name) = (record_tmp_name(info_hash), record_name(info_hash));
+    let tmp = dir.path().join(&tmp_name);
+    let dst = dir.path().join(&name);
+    let classify = |path: &std::path::Path, op, e: std::io::Error| {
         if e.raw_os_error() == Some(libc::ENOSPC) {
             StoreError::DiskFull {
                 path: path.to_path_buf(),
@@ -169,15 +198,16 @@ pub(crate) fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
             StoreError::io(path, op, e)
         }
     };
-    let mut f = fs::File::create(&tmp).map_err(|e| classify(&tmp, "create", e))?;
+    let mut f = dir
+        .create_new(&tmp_name)
+        .map_err(|e| classify(&tmp, "create", e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| classify(&tmp, "write", e))?;
     drop(f);
-    fs::rename(&tmp, &dst).map_err(|e| classify(&dst, "rename", e))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| classify(dir, "fsync dir", e))
+    dir.rename(&tmp_name, &name)
+        .map_err(|e| classify(&dst, "rename", e))?;
+    dir.sync().map_err(|e| classify(dir.path(), "fsync dir", e))
 }
 
 #[cfg(test)]
@@ -226,14 +256,67 @@ mod tests {
         );
     }
 
+    fn open_dir(d: &tempfile::TempDir) -> Dir {
+        Dir::open(&std::fs::canonicalize(d.path()).unwrap()).unwrap()
+    }
+
+    const H: [u8; 20] = KEY.info_hash;
+
     #[test]
     fn atomic_write_replaces() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(read(d.path()).unwrap(), None);
-        write_atomic(d.path(), b"one").unwrap();
-        write_atomic(d.path(), b"two").unwrap();
-        assert_eq!(read(d.path()).unwrap().unwrap(), b"two");
-        assert!(!d.path().join(RECORD_TMP_NAME).exists());
+        let dir = open_dir(&d);
+        assert_eq!(read(&dir, &H).unwrap(), None);
+        write_atomic(&dir, &H, b"one").unwrap();
+        write_atomic(&dir, &H, b"two").unwrap();
+        assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"two".to_vec())));
+        assert!(!d.path().join(record_tmp_name(&H)).exists());
+    }
+
+    /// Issue 15 item 7: one record per torrent; the legacy single name is
+    /// read when the torrent has no record of its own, never written.
+    #[test]
+    fn one_record_per_torrent_and_legacy_name_read() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = open_dir(&d);
+        std::fs::write(d.path().join(RECORD_PREFIX), b"legacy").unwrap();
+        assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"legacy".to_vec())));
+        write_atomic(&dir, &H, b"mine").unwrap();
+        write_atomic(&dir, &[9; 20], b"other").unwrap();
+        assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"mine".to_vec())));
+        assert_eq!(read(&dir, &[9; 20]).unwrap(), Some(Ok(b"other".to_vec())));
+        assert_eq!(
+            std::fs::read(d.path().join(RECORD_PREFIX)).unwrap(),
+            b"legacy"
+        );
+        assert!(d
+            .path()
+            .join(format!(".p2pe.resume.{}", hex::encode(H)))
+            .exists());
+    }
+
+    /// Issue 11 item 7: symlinks planted at the temp name and at the record's
+    /// name, pointing outside the directory, are replaced, never written
+    /// through (the old code truncated and overwrote their targets).
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let (tmp_target, rec_target) = (outside.path().join("a"), outside.path().join("b"));
+        std::fs::write(&tmp_target, b"precious a").unwrap();
+        std::fs::write(&rec_target, b"precious b").unwrap();
+        std::os::unix::fs::symlink(&tmp_target, d.path().join(record_tmp_name(&H))).unwrap();
+        std::os::unix::fs::symlink(&rec_target, d.path().join(record_name(&H))).unwrap();
+        let dir = open_dir(&d);
+        assert_eq!(
+            read(&dir, &H).unwrap(),
+            Some(Err(RecordRejected::NotRegularFile))
+        );
+        write_atomic(&dir, &H, b"record").unwrap();
+        assert_eq!(std::fs::read(&tmp_target).unwrap(), b"precious a");
+        assert_eq!(std::fs::read(&rec_target).unwrap(), b"precious b");
+        assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"record".to_vec())));
+        assert!(!d.path().join(record_name(&H)).is_symlink());
     }
 
     proptest! {

@@ -4,10 +4,11 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::bitmap::AtomicBitmap;
+use super::dir::Dir;
 use super::error::StoreError;
 use super::file::MappedFile;
 use super::layout::StorageLayout;
@@ -21,8 +22,10 @@ pub enum OpenMode {
     /// map them read-write. Existing data is checked and kept.
     Create,
     /// Seed existing data: every file must exist at its exact size; files are
-    /// opened and mapped read-only, nothing is created or written (the resume
-    /// record is written only by an explicit [`Storage::flush_resume`]).
+    /// opened and mapped read-only, nothing is created or written: an existing
+    /// resume record is read, but [`Storage::flush_resume`] writes one only
+    /// once enabled by [`Storage::set_write_resume`] (issue 11: a seed treats
+    /// its directory as read-only).
     Seed,
 }
 
@@ -79,6 +82,8 @@ impl ResumeReport {
 #[derive(Debug)]
 pub struct Storage {
     pub(crate) root: PathBuf,
+    /// `root`, open: every file below it is opened beneath this descriptor.
+    pub(crate) dir: Dir,
     pub(crate) layout: StorageLayout,
     pub(crate) info_hash: [u8; 20],
     pub(crate) mode: OpenMode,
@@ -102,6 +107,9 @@ pub struct Storage {
     pub(crate) xxh3_stale: AtomicBitmap,
     /// Serializes [`Storage::flush_resume`].
     pub(crate) flush_lock: Mutex<()>,
+    /// [`Storage::flush_resume`] writes the record (default: in
+    /// [`OpenMode::Create`] only).
+    pub(crate) write_resume: AtomicBool,
 }
 
 impl Storage {
@@ -129,10 +137,12 @@ impl Storage {
             fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, "create dir", e))?;
         }
         let root = fs::canonicalize(dir).map_err(|e| StoreError::io(dir, "open dir", e))?;
-        let files = open_files(&root, &layout, writable)?;
+        let root_dir = Dir::open(&root)?;
+        let files = open_files(&root_dir, &layout, writable)?;
         let n = layout.piece_count();
         let storage = Self {
             root,
+            dir: root_dir,
             info_hash,
             mode,
             serve_check: ServeCheck::EveryRead,
@@ -145,6 +155,7 @@ impl Storage {
             xxh3: (0..n).map(|_| AtomicU64::new(0)).collect(),
             xxh3_stale: AtomicBitmap::new(n),
             flush_lock: Mutex::new(()),
+            write_resume: AtomicBool::new(writable),
             layout,
         };
         let (record_hashes, record) = storage.load_record()?;
@@ -167,6 +178,21 @@ impl Storage {
     /// The canonical output directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// A new handle on the data file `file_index` (layout order) as opened at
+    /// [`Storage::open`], beneath the output directory: a send path that maps
+    /// the files itself uses these instead of re-resolving the paths (which a
+    /// symlink swapped in since could redirect).
+    ///
+    /// # Errors
+    /// `InvalidInput` for an index out of range; errors of `dup(2)`.
+    pub fn file_handle(&self, file_index: usize) -> std::io::Result<fs::File> {
+        self.files
+            .get(file_index)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?
+            .file
+            .try_clone()
     }
 
     /// Number of pieces.
@@ -199,16 +225,27 @@ impl Storage {
         self.verified_count() == self.piece_count()
     }
 
+    /// Whether [`Storage::flush_resume`] writes the resume record into the
+    /// directory. On by default in [`OpenMode::Create`], off in
+    /// [`OpenMode::Seed`] (where the directory is treated as read-only).
+    pub fn set_write_resume(&self, on: bool) {
+        self.write_resume.store(on, Ordering::Release);
+    }
+
     /// Make every verified piece durable (msync of the pieces verified since
     /// the last flush), then atomically replace the resume record with the
     /// verified pieces and their xxh3. Only pieces whose data was flushed are
-    /// listed, so a crash after this call loses nothing it lists.
+    /// listed, so a crash after this call loses nothing it lists. Does
+    /// nothing while record writes are off ([`Storage::set_write_resume`]).
     ///
     /// # Errors
     /// [`StoreError::Io`] from msync (the pieces stay dirty for the next try);
     /// [`StoreError::DiskFull`], [`StoreError::PermissionDenied`],
     /// [`StoreError::ReadOnlyFilesystem`], [`StoreError::Io`] writing the record.
     pub fn flush_resume(&self) -> Result<(), StoreError> {
+        if !self.write_resume.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let _guard = self
             .flush_lock
             .lock()
@@ -242,7 +279,11 @@ impl Storage {
                 .map(|h| h.load(Ordering::Acquire));
             entries.push((piece, xxh3.unwrap_or(0)));
         }
-        resume::write_atomic(&self.root, &resume::encode(&self.record_key(), &entries))
+        resume::write_atomic(
+            &self.dir,
+            &self.info_hash,
+            &resume::encode(&self.record_key(), &entries),
+        )
     }
 
     fn msync_piece(&self, piece: u32) -> Result<(), StoreError> {
@@ -274,8 +315,10 @@ impl Storage {
     /// Read and decode the record: per-piece xxh3 from it, and its status.
     fn load_record(&self) -> Result<(Vec<Option<u64>>, RecordStatus), StoreError> {
         let mut hashes = vec![None; self.piece_count() as usize];
-        let Some(bytes) = resume::read(&self.root)? else {
-            return Ok((hashes, RecordStatus::Absent));
+        let bytes = match resume::read(&self.dir, &self.info_hash)? {
+            None => return Ok((hashes, RecordStatus::Absent)),
+            Some(Err(why)) => return Ok((hashes, RecordStatus::Rejected(why))),
+            Some(Ok(bytes)) => bytes,
         };
         match resume::decode(&bytes, &self.record_key()) {
             Ok(entries) => {
@@ -308,17 +351,18 @@ impl Storage {
     }
 }
 
-/// Resolve, open and map every file of `layout` below `root`.
+/// Resolve, open and map every file of `layout` below `root` (each opened
+/// beneath the directory's descriptor, see `store::dir`).
 fn open_files(
-    root: &Path,
+    root: &Dir,
     layout: &StorageLayout,
     writable: bool,
 ) -> Result<Vec<MappedFile>, StoreError> {
     let mut files = Vec::with_capacity(layout.file_count());
     let mut seen = HashSet::new();
     for spec in layout.files() {
-        let path = resolve_inside(root, &spec.path_components, writable)?;
-        let f = MappedFile::open(path, spec.len_bytes, writable)?;
+        let path = resolve_inside(root.path(), &spec.path_components, writable)?;
+        let f = MappedFile::open(root, path, spec.len_bytes, writable)?;
         // Two torrent paths must not reach one file (through an inside symlink):
         // writes to distinct pieces would then alias the same bytes.
         let meta = f

@@ -38,6 +38,11 @@ pub struct Args {
     /// first one came); for scripts and tests.
     #[arg(long, value_name = "SECS")]
     pub exit_after_idle: Option<u64>,
+    /// Write the resume record (`.p2pe.resume.<info-hash>`) into the data
+    /// directory at exit, so the next start checks the data by xxh3 instead of
+    /// SHA-1. Off by default: without it, seed writes nothing into `--path`.
+    #[arg(long)]
+    pub write_resume: bool,
     /// At exit, print one JSON summary object on stdout (`uploaded_bytes`,
     /// `seconds`, `peers`, tracker/PEX/DHT counters, `uploaded_to`: payload
     /// bytes per peer).
@@ -136,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let root = data_root(&meta, &args.path);
     let (storage, _) = open_storage(&meta, &root, OpenMode::Seed)?;
+    storage.set_write_resume(args.write_resume);
     if !storage.is_complete() {
         eprintln!(
             "warning: only {} of {} pieces verified; serving those",

@@ -39,7 +39,8 @@ const SHARDS: usize = 16;
 pub struct ServerConfig {
     /// Address for both UDP and TCP; port 0 picks a free port (the same for both).
     pub listen: SocketAddr,
-    /// Swarm settings.
+    /// Swarm settings; `max_peers` and `max_swarms` hold for the whole
+    /// server (split over its shards).
     pub tracker: TrackerConfig,
     /// UDP receive threads (sockets with `SO_REUSEPORT`), at least 1.
     pub udp_threads: usize,
@@ -88,7 +89,10 @@ impl TrackerServer {
         let secret: [u8; 16] = rng.random();
         let shared = Arc::new(Shared {
             shards: std::array::from_fn(|_| {
-                Mutex::new(Tracker::new(config.tracker.clone(), rng.random::<u64>()))
+                Mutex::new(Tracker::new(
+                    shard_config(&config.tracker),
+                    rng.random::<u64>(),
+                ))
             }),
             conn_ids: ConnectionIds::new(secret),
             epoch: Instant::now(),
@@ -152,6 +156,18 @@ impl TrackerServer {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// One shard's settings: the process-wide caps `max_peers` and `max_swarms`
+/// split evenly over the [`SHARDS`] (a swarm lives in one shard, so
+/// `max_peers_per_swarm` stays whole; the first byte of an info-hash is
+/// uniform, so the shards fill alike).
+fn shard_config(config: &TrackerConfig) -> TrackerConfig {
+    TrackerConfig {
+        max_peers: config.max_peers.div_ceil(SHARDS),
+        max_swarms: config.max_swarms.div_ceil(SHARDS),
+        ..config.clone()
     }
 }
 

@@ -25,6 +25,22 @@
 //! - A peer that has not announced for `peer_ttl` is gone after the next
 //!   [`Tracker::handle_timeout`]; an empty swarm is dropped.
 //! - The announcer never receives itself.
+//!
+//! # Memory bound (issue 11 item 9)
+//!
+//! Announces are unauthenticated, so every structure they grow is capped
+//! ([`TrackerConfig`]): at most `max_peers_per_swarm` peers in one swarm,
+//! `max_peers` over all swarms and `max_swarms` swarms. A peer costs about
+//! 180 bytes (entry, index slot, labels; 3 M peers measured 520 MiB), so the
+//! defaults (1,000,000 peers, 100,000 per swarm, 100,000 swarms) bound the
+//! swarm state near 200 MiB. At a cap:
+//! - a new peer evicts the peer closest to expiry (the one that announced
+//!   longest ago) among [`EVICTION_SAMPLE`] random peers of its own swarm, or,
+//!   when its swarm is empty, of another swarm: eviction is O(1) and an old
+//!   peer goes first, so a flood of fake peers displaces itself, and honest
+//!   peers, which re-announce every interval, keep their place;
+//! - a new swarm, once expired peers are swept, is refused: the announce
+//!   is answered with no peers and a warning, and nothing is stored.
 
 mod conn_id;
 pub mod io;
@@ -45,6 +61,11 @@ use crate::wire::tracker::{Announce, AnnounceResponse, Event, ScrapeStats, Topol
 /// Swarms up to this many peers are ranked in full; larger ones by sampling.
 pub const FULL_SCAN_PEERS: usize = 1024;
 
+/// Peers looked at to choose one to evict at a cap (the one closest to expiry
+/// goes): 8 random draws find a peer from the oldest quarter of the swarm
+/// with probability 1 − 0.75⁸ ≈ 90 %.
+pub const EVICTION_SAMPLE: usize = 8;
+
 /// Tracker settings.
 #[derive(Clone, Debug)]
 pub struct TrackerConfig {
@@ -58,6 +79,13 @@ pub struct TrackerConfig {
     pub default_numwant: u32,
     /// Most peers handed out in one response.
     pub max_numwant: u32,
+    /// Most peers kept in one swarm (default 100,000); see the module docs
+    /// for eviction.
+    pub max_peers_per_swarm: usize,
+    /// Most peers kept over all swarms (default 1,000,000, about 180 MiB).
+    pub max_peers: usize,
+    /// Most swarms (torrents) kept (default 100,000).
+    pub max_swarms: usize,
 }
 
 impl TrackerConfig {
@@ -70,6 +98,9 @@ impl TrackerConfig {
             peer_ttl: interval * 2,
             default_numwant: 50,
             max_numwant: 200,
+            max_peers_per_swarm: 100_000,
+            max_peers: 1_000_000,
+            max_swarms: 100_000,
         }
     }
 }
@@ -93,9 +124,10 @@ struct Swarm {
 }
 
 impl Swarm {
-    fn remove(&mut self, addr: &SocketAddr) {
+    /// Removes the peer at `addr`; whether it was there.
+    fn remove(&mut self, addr: &SocketAddr) -> bool {
         let Some(pos) = self.index.remove(addr) else {
-            return;
+            return false;
         };
         let removed = self.peers.swap_remove(pos);
         if removed.left_bytes == 0 {
@@ -104,6 +136,21 @@ impl Swarm {
         if let Some(moved) = self.peers.get(pos) {
             self.index.insert(moved.addr, pos);
         }
+        true
+    }
+
+    /// Removes the peer closest to expiry among [`EVICTION_SAMPLE`] random
+    /// ones; whether one was removed (`false`: the swarm is empty).
+    fn evict_one(&mut self, rng: &mut ChaCha8Rng) -> bool {
+        if self.peers.is_empty() {
+            return false;
+        }
+        let n = self.peers.len();
+        let victim = (0..EVICTION_SAMPLE)
+            .filter_map(|_| self.peers.get(rng.random_range(0..n)))
+            .min_by_key(|p| p.expires_at)
+            .map(|p| p.addr);
+        victim.is_some_and(|a| self.remove(&a))
     }
 
     fn upsert(&mut self, entry: PeerEntry) -> Option<u64> {
@@ -143,9 +190,17 @@ impl Swarm {
 pub struct Tracker {
     config: TrackerConfig,
     swarms: HashMap<InfoHash, Swarm>,
+    /// Peers over all swarms (kept, so the `max_peers` check is O(1)).
+    peers: usize,
     rng: ChaCha8Rng,
     next_sweep: Time,
+    /// Earliest time a refused new swarm may trigger a sweep of expired
+    /// peers (a full sweep is O(peers): at most one per [`FORCED_SWEEP_GAP`]).
+    next_forced_sweep: Time,
 }
+
+/// Least time between two sweeps forced by the `max_swarms` cap.
+const FORCED_SWEEP_GAP: Duration = Duration::from_secs(1);
 
 impl Tracker {
     /// An empty tracker; `seed` drives the random tie-breaks.
@@ -153,8 +208,10 @@ impl Tracker {
         Self {
             config,
             swarms: HashMap::new(),
+            peers: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_sweep: Time::ZERO,
+            next_forced_sweep: Time::ZERO,
         }
     }
 
@@ -164,7 +221,9 @@ impl Tracker {
     }
 
     /// Handles an announce from `source` (the packet's source IP with the
-    /// announced port). A `stopped` announce removes the peer and gets no peers.
+    /// announced port). A `stopped` announce removes the peer and gets no
+    /// peers. At a cap a new peer evicts an old one, and a new swarm is
+    /// refused with a warning (see the module docs).
     pub fn handle_announce(
         &mut self,
         now: Time,
@@ -172,10 +231,22 @@ impl Tracker {
         announce: &Announce,
     ) -> AnnounceResponse {
         let addr = SocketAddr::new(source, announce.port);
+        let stopped = announce.event == Event::Stopped;
+        if !stopped && !self.swarms.contains_key(&announce.info_hash) && !self.room_for_swarm(now) {
+            return AnnounceResponse {
+                warning_message: Some("tracker full: too many torrents".into()),
+                ..self.response(ScrapeStats::default(), Vec::new())
+            };
+        }
+        if !stopped {
+            self.make_room(&announce.info_hash, &addr);
+        }
         let swarm = self.swarms.entry(announce.info_hash).or_default();
         let mut peers = Vec::new();
-        if announce.event == Event::Stopped {
-            swarm.remove(&addr);
+        if stopped {
+            if swarm.remove(&addr) {
+                self.peers -= 1;
+            }
         } else {
             let old_left = swarm.upsert(PeerEntry {
                 addr,
@@ -183,6 +254,9 @@ impl Tracker {
                 topology: announce.topology.clone(),
                 expires_at: now + self.config.peer_ttl,
             });
+            if old_left.is_none() {
+                self.peers += 1;
+            }
             let finished = announce.left_bytes == 0 && old_left.is_some_and(|l| l > 0);
             if announce.event == Event::Completed || finished {
                 swarm.downloaded = swarm.downloaded.saturating_add(1);
@@ -197,6 +271,10 @@ impl Tracker {
         if swarm.peers.is_empty() {
             self.swarms.remove(&announce.info_hash);
         }
+        self.response(stats, peers)
+    }
+
+    fn response(&self, stats: ScrapeStats, peers: Vec<SocketAddr>) -> AnnounceResponse {
         AnnounceResponse {
             interval_s: secs(self.config.interval),
             min_interval_s: Some(secs(self.config.min_interval)),
@@ -204,6 +282,51 @@ impl Tracker {
             incomplete: Some(stats.incomplete),
             warning_message: None,
             peers,
+        }
+    }
+
+    /// Whether a new swarm may be created: below `max_swarms`, after
+    /// sweeping expired peers if at it (at most once per [`FORCED_SWEEP_GAP`]).
+    fn room_for_swarm(&mut self, now: Time) -> bool {
+        if self.swarms.len() < self.config.max_swarms {
+            return true;
+        }
+        if now >= self.next_forced_sweep {
+            self.next_forced_sweep = now + FORCED_SWEEP_GAP;
+            self.expire(now);
+        }
+        self.swarms.len() < self.config.max_swarms
+    }
+
+    /// Before `addr` joins swarm `hash`: if it is new and a peer cap is
+    /// reached, evict one old peer (its own swarm first).
+    fn make_room(&mut self, hash: &InfoHash, addr: &SocketAddr) {
+        let own = self.swarms.get_mut(hash);
+        let own_len = own.as_ref().map_or(0, |s| s.peers.len());
+        if own.as_ref().is_some_and(|s| s.index.contains_key(addr)) {
+            return; // a re-announce takes no new room
+        }
+        let swarm_full = own_len >= self.config.max_peers_per_swarm.max(1);
+        let total_full = self.peers >= self.config.max_peers.max(1);
+        if !swarm_full && !total_full {
+            return;
+        }
+        if let Some(own) = own.filter(|s| !s.peers.is_empty()) {
+            if own.evict_one(&mut self.rng) {
+                self.peers -= 1;
+            }
+            return;
+        }
+        // An empty (new) swarm at the total cap: take from another one.
+        let Some((&victim, swarm)) = self.swarms.iter_mut().find(|(_, s)| !s.peers.is_empty())
+        else {
+            return;
+        };
+        if swarm.evict_one(&mut self.rng) {
+            self.peers -= 1;
+        }
+        if swarm.peers.is_empty() {
+            self.swarms.remove(&victim);
         }
     }
 
@@ -220,6 +343,11 @@ impl Tracker {
         if now < self.next_sweep {
             return;
         }
+        self.expire(now);
+        self.next_sweep = now + self.sweep_period();
+    }
+
+    fn expire(&mut self, now: Time) {
         for swarm in self.swarms.values_mut() {
             let expired: Vec<SocketAddr> = swarm
                 .peers
@@ -228,11 +356,12 @@ impl Tracker {
                 .map(|p| p.addr)
                 .collect();
             for addr in &expired {
-                swarm.remove(addr);
+                if swarm.remove(addr) {
+                    self.peers -= 1;
+                }
             }
         }
         self.swarms.retain(|_, s| !s.peers.is_empty());
-        self.next_sweep = now + self.sweep_period();
     }
 
     /// When [`Tracker::handle_timeout`] next has work: every quarter `peer_ttl`,
@@ -252,7 +381,7 @@ impl Tracker {
 
     /// Number of peers over all swarms.
     pub fn peer_count(&self) -> usize {
-        self.swarms.values().map(|s| s.peers.len()).sum()
+        self.peers
     }
 }
 

@@ -134,3 +134,64 @@ fn large_swarm_sampling_returns_numwant_distinct_peers() {
     assert!(peers.len() >= 45 && peers.len() <= 50, "{}", peers.len());
     assert!(!peers.contains(&addr(1, 1)));
 }
+
+fn fake(i: u32) -> (IpAddr, Announce) {
+    let mut a = announce((i % 60_000) as u16 + 1, 1, None, None);
+    a.numwant = Some(0);
+    let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i / 60_000));
+    (ip, a)
+}
+
+/// Issue 11 item 9: 100k fake peers against a cap of 10k keep at most 10k,
+/// and a new peer (honest, announcing last) is still stored and answered.
+#[test]
+fn peer_caps_bound_memory_and_new_peers_still_get_in() {
+    let mut config = TrackerConfig::with_interval(Duration::from_secs(60));
+    config.max_peers_per_swarm = 10_000;
+    config.max_peers = 15_000;
+    config.max_swarms = 3;
+    let mut t = Tracker::new(config, 7);
+    let mut now = Time::ZERO;
+    for i in 0..100_000 {
+        now += Duration::from_millis(1);
+        let (ip, a) = fake(i);
+        t.handle_announce(now, ip, &a);
+        assert!(t.peer_count() <= 10_000);
+    }
+    assert_eq!(t.peer_count(), 10_000);
+    // A newcomer gets in and gets peers; the swarm stays at its cap.
+    let mut honest = announce(7, 0, None, None);
+    honest.numwant = Some(5);
+    let r = t.handle_announce(now, ip(200), &honest);
+    assert_eq!(r.peers.len(), 5);
+    assert_eq!(t.peer_count(), 10_000);
+    assert_eq!(
+        t.handle_scrape(&[HASH])[0].complete,
+        1,
+        "the newcomer is stored"
+    );
+    // Evictions took old peers: the newest fakes are still there.
+    let newest = t.swarms[&HASH].peers.iter().map(|p| p.expires_at).max();
+    assert_eq!(newest, Some(now + Duration::from_secs(120)));
+    // The total cap holds over swarms, and the swarm cap refuses a 4th swarm.
+    for s in 1..=3u8 {
+        for i in 0..10_000 {
+            let (ip, mut a) = fake(i);
+            a.info_hash = InfoHash([s; 20]);
+            t.handle_announce(now, ip, &a);
+            assert!(t.peer_count() <= 15_000);
+        }
+    }
+    assert_eq!(t.peer_count(), 15_000);
+    assert_eq!(t.swarm_count(), 3);
+    let (ip4, mut a) = fake(1);
+    a.info_hash = InfoHash([4; 20]);
+    let r = t.handle_announce(now, ip4, &a);
+    assert!(r.warning_message.is_some());
+    assert_eq!(t.swarm_count(), 3);
+    // Once the old peers expire, room comes back.
+    let later = now + Duration::from_secs(121);
+    let r = t.handle_announce(later, ip4, &a);
+    assert!(r.warning_message.is_none());
+    assert_eq!(t.peer_count(), 1);
+}

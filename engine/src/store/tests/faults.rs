@@ -131,13 +131,15 @@ fn read_only_filesystem_is_reported() {
         "{err}"
     );
 
-    // Seeding from a file system that turned read-only: serving goes on, the
-    // resume record cannot be written and says so.
+    // Seeding from a file system that turned read-only: serving goes on; no
+    // record is written by default, and when asked, it cannot be and says so.
     let fs = Tmpfs::mount("size=1m", 0);
     fx.write_files(fs.path());
     fs.remount_read_only();
     let (s, report) = fx.open(fs.path(), OpenMode::Seed);
     assert_eq!(report.sha1_verified, fx.piece_count());
+    s.flush_resume().unwrap();
+    s.set_write_resume(true);
     let err = s.flush_resume().unwrap_err();
     assert!(
         matches!(err, StoreError::ReadOnlyFilesystem { .. }),
@@ -252,11 +254,61 @@ fn seeded_file_modified_is_reverified_and_dropped() {
     s.read_block(4, 0, &mut buf).unwrap();
     assert_eq!(s.verified_count(), fx.piece_count() - 1);
     // The record no longer lists the dropped piece.
+    s.set_write_resume(true);
     s.flush_resume().unwrap();
     drop(s);
     let (_, report) = fx.open(dir.path(), OpenMode::Seed);
     assert_eq!(report.fast_verified, fx.piece_count() - 1);
     assert_eq!(report.failed, 1);
+}
+
+/// Issue 11 item 11: bytes changed in place with the mtime put back
+/// (`utimensat`, as `touch -d` or `cp -p` do) are caught by the ctime: the
+/// piece is re-verified and dropped, not served. Reopening checks it again.
+#[test]
+fn change_with_mtime_restored_is_caught_by_ctime() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let fx = multi();
+    let dir = tempfile::tempdir().unwrap();
+    fx.write_files(dir.path());
+    let f4 = dir.path().join("dir/f4");
+    let (s, _) = fx.open(dir.path(), OpenMode::Seed);
+    s.set_write_resume(true);
+    s.flush_resume().unwrap();
+    let mut buf = vec![0; 64];
+    s.read_block(3, 0, &mut buf).unwrap();
+    // The ctime comes from the kernel's coarse clock: wait (bounded) until it
+    // has moved past f4's, so the change below moves f4's ctime.
+    let before = std::fs::metadata(&f4).unwrap();
+    let probe = dir.path().join("probe");
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        std::fs::write(&probe, b"p").unwrap();
+        let m = std::fs::metadata(&probe).unwrap();
+        if (m.ctime(), m.ctime_nsec()) > (before.ctime(), before.ctime_nsec()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "coarse clock never moved");
+        std::thread::yield_now();
+    }
+    std::fs::remove_file(&probe).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&f4).unwrap();
+    file.write_all_at(&[!fx.data[12298]], 12298 - 8500).unwrap();
+    file.set_modified(before.modified().unwrap()).unwrap();
+    drop(file);
+    let after = std::fs::metadata(&f4).unwrap();
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+    let err = s.read_block(3, 0, &mut buf).unwrap_err();
+    assert!(
+        matches!(err, StoreError::ChangedOnDisk { piece: 3, .. }),
+        "{err}"
+    );
+    assert!(!s.is_verified(3));
+    drop(s);
+    // A restart does not trust the record for it either.
+    let (s, report) = fx.open(dir.path(), OpenMode::Seed);
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert!(!s.is_verified(3));
 }
 
 #[test]

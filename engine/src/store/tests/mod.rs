@@ -232,6 +232,12 @@ fn record_of_another_torrent_is_ignored() {
         s.verify_piece(0).unwrap();
         s.flush_resume().unwrap();
     }
+    // Under the legacy single name, which any torrent reads.
+    std::fs::rename(
+        dir.path().join(super::path::record_name(&HASH_A)),
+        dir.path().join(".p2pe.resume"),
+    )
+    .unwrap();
     let (s, report) = Storage::open(dir.path(), fx.layout(), [0xbb; 20], OpenMode::Create).unwrap();
     assert_eq!(
         report.record,
@@ -239,6 +245,41 @@ fn record_of_another_torrent_is_ignored() {
     );
     assert_eq!((report.fast_verified, report.sha1_verified), (0, 1));
     assert!(s.is_verified(0));
+}
+
+/// Issue 15 item 7: two torrents downloaded into one directory keep one
+/// record each; the first one's second open needs no SHA-1 (with one shared
+/// record the second torrent's flush clobbered the first one's).
+#[test]
+fn two_torrents_in_one_dir_keep_their_records() {
+    let a = multi();
+    let mut b = Fixture::new(&[5000, 7000], 4096, 99);
+    for f in &mut b.files {
+        f.path_components[0] = "other".into();
+    }
+    let hash_b = [0xbb; 20];
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = a.open(dir.path(), OpenMode::Create);
+        for p in 0..a.piece_count() {
+            a.write_piece(&s, p, 4096);
+            assert!(s.verify_piece(p).unwrap());
+        }
+        s.flush_resume().unwrap();
+        let (t, _) = Storage::open(dir.path(), b.layout(), hash_b, OpenMode::Create).unwrap();
+        for p in 0..b.piece_count() {
+            b.write_piece(&t, p, 4096);
+            assert!(t.verify_piece(p).unwrap());
+        }
+        t.flush_resume().unwrap();
+    }
+    let (s, report) = a.open(dir.path(), OpenMode::Create);
+    assert!(s.is_complete());
+    assert_eq!(report.fast_verified, a.piece_count(), "{report:?}");
+    assert_eq!(report.sha1_verified, 0, "{report:?}");
+    let (t, report) = Storage::open(dir.path(), b.layout(), hash_b, OpenMode::Create).unwrap();
+    assert!(t.is_complete());
+    assert_eq!(report.fast_verified, b.piece_count(), "{report:?}");
 }
 
 #[test]
@@ -251,7 +292,7 @@ fn garbage_or_truncated_record_is_ignored() {
         s.verify_piece(4).unwrap();
         s.flush_resume().unwrap();
     }
-    let record = dir.path().join(".p2pe.resume");
+    let record = dir.path().join(super::path::record_name(&HASH_A));
     let good = std::fs::read(&record).unwrap();
     for (bytes, why) in [
         (good[..good.len() - 3].to_vec(), RecordRejected::BadChecksum),
@@ -403,6 +444,18 @@ fn seed_mode_verifies_existing_files_read_only() {
         s.write_block(0, 0, b"x"),
         Err(StoreError::ReadOnly)
     ));
+    // A seed writes nothing into its directory unless asked (issue 11).
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    s.flush_resume().unwrap();
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+    s.set_write_resume(true);
     s.flush_resume().unwrap();
     drop(s);
     let (_, report) = fx.open(dir.path(), OpenMode::Seed);
