@@ -5,7 +5,7 @@
 //!
 //! Every child is killed by PID when its guard drops; every wait is bounded.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -169,4 +169,112 @@ fn seed_backs_off_at_descriptor_limit_then_serves() {
         std::fs::read(out.join("blob.bin")).unwrap(),
         data(1 << 20, 7)
     );
+}
+/// A raw HTTP/1.1 GET on `s`; returns the status line and the body.
+fn http_get(s: &mut TcpStream, path: &str) -> std::io::Result<(String, Vec<u8>)> {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            let status = head.lines().next().unwrap_or_default().to_string();
+            return Ok((status, buf[end + 4..end + 4 + len].to_vec()));
+        }
+    }
+}
+
+/// An announce query for info-hash `[n; 20]` from port `port`.
+fn announce_path(n: u8, port: u16) -> String {
+    let hash: String = std::iter::repeat_n(format!("%{n:02x}"), 20).collect();
+    format!(
+        "/announce?info_hash={hash}&peer_id=-PE0001-abcdefghijkl&port={port}\
+         &uploaded=0&downloaded=0&left=0&compact=1"
+    )
+}
+
+/// `p2pe tracker` on 127.0.0.1 (one HTTP worker, one UDP thread), optionally
+/// under `prlimit --nofile=N`.
+fn tracker(nofile: Option<u32>) -> (Proc, SocketAddr) {
+    let mut cmd = match nofile {
+        Some(n) => limited(n),
+        None => Command::new(p2pe_bin()),
+    };
+    cmd.args(["tracker", "--listen", "127.0.0.1:0"]).args([
+        "--udp-threads",
+        "1",
+        "--http-threads",
+        "1",
+    ]);
+    let mut p = Proc::spawn(&mut cmd);
+    let addr = p.line_after("listening on ").parse().unwrap();
+    (p, addr)
+}
+
+/// Announces on a fresh connection, retrying (bounded) while it fails.
+fn announce_eventually(addr: SocketAddr, port: u16) -> (String, Vec<u8>) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .and_then(|mut s| http_get(&mut s, &announce_path(1, port)));
+        match got {
+            Ok(answer) => return answer,
+            Err(e) => assert!(Instant::now() < end, "no announce answered: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 11 item 6: the HTTP tracker at the descriptor limit (its accept
+/// failing with EMFILE) keeps running and answers again once the connections
+/// are gone; tiny_http's accept loop exited for good at the first error.
+#[test]
+fn http_tracker_survives_descriptor_exhaustion() {
+    let nofile = 256;
+    let (p, addr) = tracker(Some(nofile));
+    let conns = flood(addr, 400);
+    p.wait_fds(nofile as usize - 8);
+    drop(conns);
+    let (status, body) = announce_eventually(addr, 7001);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.starts_with(b"d"), "{}", String::from_utf8_lossy(&body));
+    assert!(p.open_fds() < nofile as usize);
+}
+
+/// Issue 10 item 5 / issue 11: many idle keep-alive connections do not stop a
+/// new announce from being answered, and a kept-alive connection serves a
+/// second request.
+#[test]
+fn idle_keep_alive_connections_do_not_stall_new_announces() {
+    let (_p, addr) = tracker(None);
+    let mut idle = Vec::new();
+    for i in 0..300u16 {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        let (status, _) = http_get(&mut s, &announce_path(2, 10_000 + i)).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        idle.push(s);
+    }
+    let (status, body) = announce_eventually(addr, 7002);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.starts_with(b"d"));
+    // Keep-alive: the first connection answers again.
+    let (status, _) = http_get(&mut idle[0], &announce_path(2, 10_000)).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
 }

@@ -112,10 +112,12 @@ impl TrackerDriver {
 
     fn http_get(&self, url: &str) -> Result<Vec<u8>, String> {
         // One request per connection (`Connection: close`), as BitTorrent
-        // clients do: a tracker built on tiny_http 0.12 gives each open
-        // connection a thread, and a race in its pool can park a new
-        // connection behind idle keep-alive ones; 3 of 14 leechers of a
-        // netns swarm saw their first announce unanswered for 15 s.
+        // clients do. p2pe's own tracker now serves keep-alive well, but
+        // announces come once an interval (≥ 5 s, usually a minute), past
+        // most trackers' idle timeout, and one built on tiny_http 0.12 (as
+        // p2pe's was) parks new connections behind idle keep-alive ones:
+        // 3 of 14 leechers of a netns swarm saw their first announce
+        // unanswered for 15 s.
         let mut response = self
             .agent
             .get(url)

@@ -3,15 +3,16 @@
 //!
 //! - UDP: `udp_threads` sockets bound to one address with `SO_REUSEPORT`, one
 //!   thread each; the kernel spreads clients over them.
-//! - HTTP: `tiny_http` on a std `TcpListener`, `http_threads` workers.
+//! - HTTP: HTTP/1.1 with keep-alive on the io_uring runtime, `http_threads`
+//!   workers (see `http` for its bounds and timeouts).
 //! - Swarm state: [`Tracker`]s sharded by the info-hash's first byte, each
 //!   behind a mutex, so threads rarely contend; a sweeper thread expires peers.
 //!
 //! Every thread polls a stop flag at least every [`POLL_PERIOD`];
-//! [`TrackerServer::shutdown`] sets it and joins them.
+//! [`TrackerServer::shutdown`] sets it, stops the runtime and joins them.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -20,8 +21,11 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::http::{HttpHandler, RECV_BUF_BYTES};
+pub use super::http::{IDLE_TIMEOUT, MAX_CONNS, MAX_QUEUED_BYTES, MAX_REQUEST_BYTES};
 use super::{ConnectionIds, Tracker, TrackerConfig};
 use crate::core::time::Time;
+use crate::rt::{RuntimeConfig, RuntimeHandle};
 use crate::wire::metainfo::InfoHash;
 use crate::wire::tracker::http::failure_to_bencode;
 use crate::wire::tracker::query::parse_scrape_query;
@@ -44,12 +48,12 @@ pub struct ServerConfig {
     pub tracker: TrackerConfig,
     /// UDP receive threads (sockets with `SO_REUSEPORT`), at least 1.
     pub udp_threads: usize,
-    /// HTTP worker threads, at least 1.
+    /// HTTP worker threads (io_uring runtime workers), at least 1.
     pub http_threads: usize,
 }
 
 /// State shared by all threads.
-struct Shared {
+pub(super) struct Shared {
     shards: [Mutex<Tracker>; SHARDS],
     conn_ids: ConnectionIds,
     epoch: Instant,
@@ -75,6 +79,7 @@ pub struct TrackerServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    http: RuntimeHandle,
 }
 
 impl TrackerServer {
@@ -83,8 +88,6 @@ impl TrackerServer {
     /// # Errors
     /// Any socket error from binding.
     pub fn bind(config: ServerConfig) -> io::Result<Self> {
-        let (listener, udp_sockets) = bind_pair(config.listen, config.udp_threads.max(1))?;
-        let local_addr = listener.local_addr()?;
         let mut rng = rand::rng();
         let secret: [u8; 16] = rng.random();
         let shared = Arc::new(Shared {
@@ -98,6 +101,10 @@ impl TrackerServer {
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
         });
+        let (http, udp_sockets) = bind_pair(&config, &shared)?;
+        let local_addr = http
+            .local_addr()
+            .ok_or_else(|| io::Error::other("HTTP runtime has no listen address"))?;
         let mut threads = Vec::new();
         for socket in udp_sockets {
             let shared = Arc::clone(&shared);
@@ -105,18 +112,6 @@ impl TrackerServer {
                 std::thread::Builder::new()
                     .name("tracker-udp".into())
                     .spawn(move || udp_loop(&shared, &socket))?,
-            );
-        }
-        let http = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| io::Error::other(e.to_string()))?,
-        );
-        for _ in 0..config.http_threads.max(1) {
-            let (shared, http) = (Arc::clone(&shared), Arc::clone(&http));
-            threads.push(
-                std::thread::Builder::new()
-                    .name("tracker-http".into())
-                    .spawn(move || http_loop(&shared, &http))?,
             );
         }
         let sweeper = Arc::clone(&shared);
@@ -129,6 +124,7 @@ impl TrackerServer {
             local_addr,
             shared,
             threads,
+            http,
         })
     }
 
@@ -153,6 +149,8 @@ impl TrackerServer {
     /// Stops all threads and waits for them (at most about [`POLL_PERIOD`]).
     pub fn shutdown(self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        // Worker errors are moot at shutdown; the connections close either way.
+        let _ = self.http.shutdown();
         for t in self.threads {
             let _ = t.join();
         }
@@ -171,23 +169,40 @@ fn shard_config(config: &TrackerConfig) -> TrackerConfig {
     }
 }
 
-/// Binds a TCP listener and `n` UDP sockets on the same port. With port 0 the
-/// TCP port is chosen first; if UDP cannot take it, try again (a few times).
-fn bind_pair(listen: SocketAddr, n: usize) -> io::Result<(TcpListener, Vec<UdpSocket>)> {
+/// Binds `config.udp_threads` UDP sockets and starts the HTTP runtime on the
+/// same port. With port 0 the UDP port is chosen first; if TCP cannot take
+/// it, try again (a few times).
+fn bind_pair(
+    config: &ServerConfig,
+    shared: &Arc<Shared>,
+) -> io::Result<(RuntimeHandle, Vec<UdpSocket>)> {
+    let listen = config.listen;
+    let workers = config.http_threads.max(1);
     let mut last_err = None;
     for _ in 0..8 {
-        let listener = TcpListener::bind(listen)?;
-        let addr = listener.local_addr()?;
-        match (0..n)
-            .map(|_| udp_socket(addr))
-            .collect::<io::Result<Vec<_>>>()
-        {
-            Ok(sockets) => return Ok((listener, sockets)),
+        let first = udp_socket(listen)?;
+        let addr = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..config.udp_threads.max(1) {
+            sockets.push(udp_socket(addr)?);
+        }
+        let rt_config = RuntimeConfig {
+            workers,
+            listen: Some(addr),
+            recv_buf_bytes: RECV_BUF_BYTES,
+            pin_cores: false,
+            ..RuntimeConfig::default()
+        };
+        let shared = Arc::clone(shared);
+        match crate::rt::run(rt_config, move |_| {
+            HttpHandler::new(Arc::clone(&shared), workers)
+        }) {
+            Ok(http) => return Ok((http, sockets)),
             Err(e) if listen.port() == 0 => last_err = Some(e),
             Err(e) => return Err(e),
         }
     }
-    Err(last_err.unwrap_or_else(|| io::Error::other("could not bind UDP")))
+    Err(last_err.unwrap_or_else(|| io::Error::other("could not bind TCP")))
 }
 
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -290,26 +305,8 @@ fn scrape(shared: &Shared, hashes: &[InfoHash]) -> Vec<crate::wire::tracker::Scr
         .collect()
 }
 
-fn http_loop(shared: &Shared, server: &tiny_http::Server) {
-    while !shared.stop.load(Ordering::Relaxed) {
-        let request = match server.recv_timeout(POLL_PERIOD) {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
-            Err(_) => break,
-        };
-        let source = request.remote_addr().map(SocketAddr::ip);
-        let (status, body) = answer_http(shared, request.url(), source);
-        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain"[..]);
-        let mut response = tiny_http::Response::from_data(body).with_status_code(status);
-        if let Ok(h) = header {
-            response = response.with_header(h);
-        }
-        let _ = request.respond(response);
-    }
-}
-
 /// Answers an HTTP GET of `url` (path and query) from `source`: (status, body).
-fn answer_http(shared: &Shared, url: &str, source: Option<IpAddr>) -> (u16, Vec<u8>) {
+pub(super) fn answer_http(shared: &Shared, url: &str, source: Option<IpAddr>) -> (u16, Vec<u8>) {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     match path {
         "/announce" => match (Announce::from_query(query.as_bytes()), source) {

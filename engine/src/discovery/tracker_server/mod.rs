@@ -43,6 +43,7 @@
 //!   is answered with no peers and a warning, and nothing is stored.
 
 mod conn_id;
+mod http;
 pub mod io;
 
 use std::collections::HashMap;
