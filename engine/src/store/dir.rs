@@ -2,7 +2,8 @@
 //! resolved by the kernel *beneath* that descriptor, so no symlink planted in
 //! the directory (before or while we run) leads a read or write outside it.
 //!
-//! - Data files: `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`
+//! - Data files, and the parent of every directory created (then
+//!   `mkdirat`): `openat2(2)` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`
 //!   (Linux ≥ 5.6): a path whose resolution leaves the directory fails with
 //!   `EXDEV`. The kernel also refuses *absolute* symlinks that point back
 //!   inside; those are re-resolved once by canonicalizing, and the canonical
@@ -25,6 +26,8 @@ use super::error::StoreError;
 
 /// Mode of files p2pe creates (before the umask).
 const FILE_MODE: u32 = 0o644;
+/// Mode of directories p2pe creates (before the umask).
+const DIR_MODE: u32 = 0o755;
 
 /// An open output directory.
 #[derive(Debug)]
@@ -64,6 +67,33 @@ impl Dir {
         } else {
             OFlags::RDONLY | OFlags::CLOEXEC
         };
+        self.open_beneath(rel, flags)
+    }
+
+    /// Create the directory `rel` (its parent exists) beneath the directory:
+    /// the parent is opened beneath the descriptor, then `mkdirat` in it.
+    ///
+    /// # Errors
+    /// [`StoreError::PathEscapes`] when the parent's resolution leaves the
+    /// directory; otherwise the raw `io::Error` (e.g. `EEXIST`).
+    pub(crate) fn create_dir(&self, rel: &Path) -> Result<(), OpenError> {
+        let Some(name) = rel.file_name() else {
+            return Err(self.escapes(rel));
+        };
+        let parent = rel.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent_fd = match parent {
+            Some(p) => {
+                Some(self.open_beneath(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)?)
+            }
+            None => None,
+        };
+        let at = parent_fd.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+        rustix::fs::mkdirat(at, name, Mode::from(DIR_MODE)).map_err(|e| OpenError::Io(e.into()))
+    }
+
+    /// `openat2` beneath the descriptor, with one retry through the
+    /// canonical path for an absolute symlink that stays inside.
+    fn open_beneath(&self, rel: &Path, flags: OFlags) -> Result<File, OpenError> {
         match self.openat2(rel, flags) {
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
                 // An absolute symlink (refused by RESOLVE_BENEATH even when it
@@ -227,6 +257,16 @@ mod tests {
         dir.open_file(Path::new("rel/b"), true).unwrap();
         assert!(root.path().join("real/a").exists());
         assert!(root.path().join("real/b").exists());
+        // Directories too: never created through a symlink leading outside.
+        let err = dir.create_dir(Path::new("out/d")).unwrap_err();
+        assert!(
+            matches!(err, OpenError::Store(StoreError::PathEscapes { .. })),
+            "{err:?}"
+        );
+        assert!(!outside.path().join("d").exists());
+        dir.create_dir(Path::new("abs/d")).unwrap();
+        dir.create_dir(Path::new("top")).unwrap();
+        assert!(root.path().join("real/d").is_dir() && root.path().join("top").is_dir());
     }
 
     #[test]

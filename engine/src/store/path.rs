@@ -9,13 +9,13 @@
 //! The open itself then happens beneath the directory's descriptor
 //! (`store::dir`, `openat2` with `RESOLVE_BENEATH`), which closes the gap of a
 //! symlink swapped in between this check and the open.
-//! Symlinks that stay inside are allowed. Remaining gap: a directory symlink
-//! swapped in between the check and the `create_dir` of a missing parent can
-//! make that (empty) directory appear outside; no file is ever opened there.
+//! Missing parent directories are created the same way (`mkdirat` in a parent
+//! opened beneath the descriptor). Symlinks that stay inside are allowed.
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
+use super::dir::{Dir, OpenError};
 use super::error::StoreError;
 
 /// Prefix of every resume record's name, and the whole name of the record
@@ -76,30 +76,36 @@ pub(crate) fn validate_components(components: &[String]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Join validated `components` under `root` (canonical) and check that every
-/// existing prefix resolves inside `root`.
+/// Join validated `components` under `dir` (canonical) and check that every
+/// existing prefix resolves inside it.
 ///
 /// `create_dirs`: create missing parent directories (one at a time, each
-/// checked before the next is created).
+/// beneath the directory's descriptor and checked before the next).
 ///
 /// # Errors
-/// [`StoreError::PathEscapes`] when a symlink leads outside `root`;
-/// I/O errors from `canonicalize` / `create_dir`.
+/// [`StoreError::PathEscapes`] when a symlink leads outside `dir`;
+/// I/O errors from `canonicalize` / `mkdirat`.
 pub(crate) fn resolve_inside(
-    root: &Path,
+    dir: &Dir,
     components: &[String],
     create_dirs: bool,
 ) -> Result<PathBuf, StoreError> {
+    let root = dir.path();
     let mut path = root.to_path_buf();
+    let mut rel = PathBuf::new();
     let last = components.len().saturating_sub(1);
     for (i, c) in components.iter().enumerate() {
         path.push(c);
+        rel.push(c);
         let is_dir = i < last;
         match fs::symlink_metadata(&path) {
             Ok(_) => check_inside(root, &path)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if is_dir && create_dirs {
-                    fs::create_dir(&path).map_err(|e| StoreError::io(&path, "create dir", e))?;
+                    dir.create_dir(&rel).map_err(|e| match e {
+                        OpenError::Store(e) => e,
+                        OpenError::Io(e) => StoreError::io(&path, "create dir", e),
+                    })?;
                     check_inside(root, &path)?;
                 }
                 // A missing file (or missing dir in seed mode) is reported by
@@ -169,17 +175,18 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let root_c = fs::canonicalize(root.path()).unwrap();
+        let dir = Dir::open(&root_c).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
-        let err = resolve_inside(&root_c, &comps(&["link", "f"]), true).unwrap_err();
+        let err = resolve_inside(&dir, &comps(&["link", "f"]), true).unwrap_err();
         assert!(matches!(err, StoreError::PathEscapes { .. }), "{err}");
         // A symlinked file pointing outside, too.
         std::os::unix::fs::symlink(outside.path().join("x"), root.path().join("fl")).unwrap();
-        let err = resolve_inside(&root_c, &comps(&["fl"]), true).unwrap_err();
+        let err = resolve_inside(&dir, &comps(&["fl"]), true).unwrap_err();
         assert!(matches!(err, StoreError::PathEscapes { .. }), "{err}");
         // A symlink that stays inside is fine.
         fs::create_dir(root.path().join("real")).unwrap();
         std::os::unix::fs::symlink(root_c.join("real"), root.path().join("in")).unwrap();
-        let p = resolve_inside(&root_c, &comps(&["in", "sub", "f"]), true).unwrap();
+        let p = resolve_inside(&dir, &comps(&["in", "sub", "f"]), true).unwrap();
         assert!(fs::canonicalize(p.parent().unwrap())
             .unwrap()
             .starts_with(&root_c));

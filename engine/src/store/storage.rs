@@ -361,7 +361,7 @@ fn open_files(
     let mut files = Vec::with_capacity(layout.file_count());
     let mut seen = HashSet::new();
     for spec in layout.files() {
-        let path = resolve_inside(root.path(), &spec.path_components, writable)?;
+        let path = resolve_inside(root, &spec.path_components, writable)?;
         let f = MappedFile::open(root, path, spec.len_bytes, writable)?;
         // Two torrent paths must not reach one file (through an inside symlink):
         // writes to distinct pieces would then alias the same bytes.
