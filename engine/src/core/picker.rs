@@ -81,6 +81,23 @@ pub(crate) struct PartialPiece {
     /// This torrent owns the piece's shared claim (false: a shadow of a piece another
     /// torrent claimed; always true without shared claims).
     owns_claim: bool,
+    /// Per chunk: the peer whose data for it was stored (smart ban).
+    chunk_sources: Vec<Option<PeerKey>>,
+    /// On parole (an earlier copy from several peers failed its hash): the piece is
+    /// downloaded from one peer only, `pinned`, so that it proves or blames that peer.
+    single_source: bool,
+    /// The one peer a `single_source` piece is requested from (`None`: whoever asks
+    /// next).
+    pinned: Option<PeerKey>,
+}
+
+/// What a finished hash check leaves for smart ban: who sent the piece's data.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CheckedCopy {
+    /// Peers that supplied received chunks, each once.
+    pub contributors: Vec<PeerKey>,
+    /// Per 16 KiB chunk, the peer whose data was stored.
+    pub chunk_sources: Vec<Option<PeerKey>>,
 }
 
 /// What became of a received block.
@@ -138,6 +155,9 @@ pub(crate) struct Picker {
     endgame_entered: bool,
     /// Claims shared with other torrents (`None`: every claim granted).
     claims: Option<Arc<AtomicBitfield>>,
+    /// Pieces on parole (smart ban): started as single-source pieces. A subset of the
+    /// needed pieces, so bounded by the piece count.
+    parole: std::collections::BTreeSet<PieceIndex>,
     /// Availability counts shared with other torrents (`None`: our peers only).
     shared_availability: Option<Arc<Availability>>,
     /// When shared counts are next re-read in full.
@@ -163,6 +183,7 @@ impl Picker {
             endgame_max_requesters: config.endgame_max_requesters.clamp(1, RECEIVED - 1),
             endgame_entered: false,
             claims: config.claims.clone(),
+            parole: std::collections::BTreeSet::new(),
             shared_availability: config.availability.clone(),
             next_resync: Time::ZERO,
         };
@@ -290,6 +311,9 @@ impl Picker {
             contributors: Vec::new(),
             verifying: false,
             owns_claim,
+            chunk_sources: vec![None; chunks as usize],
+            single_source: self.parole.contains(&piece),
+            pinned: None,
         }));
         self.partial_list.push(piece);
         self.open.push(piece);
@@ -304,7 +328,11 @@ impl Picker {
                 .find(|&p| ctx.usable(p) && (self.untouched.get(p) || self.open.contains(&p)))?;
             return self.take_run(piece, ctx);
         }
-        if let Some(&piece) = self.open.iter().find(|&&p| ctx.usable(p)) {
+        if let Some(&piece) = self
+            .open
+            .iter()
+            .find(|&&p| ctx.usable(p) && !self.pinned_to_other(p, ctx.peer))
+        {
             return self.take_run(piece, ctx);
         }
         for _ in 0..CLAIM_ATTEMPTS {
@@ -471,11 +499,30 @@ impl Picker {
         best.map(|(_, p)| p)
     }
 
+    /// Whether `piece` is a single-source piece pinned to a peer other than `peer`.
+    fn pinned_to_other(&self, piece: PieceIndex, peer: PeerKey) -> bool {
+        self.partial
+            .get(piece.0 as usize)
+            .and_then(|p| p.as_ref())
+            .is_some_and(|pp| pp.pinned.is_some_and(|k| k != peer))
+    }
+
+    /// Puts `piece` on parole (smart ban): its next download comes from one peer.
+    pub(crate) fn put_on_parole(&mut self, piece: PieceIndex) {
+        self.parole.insert(piece);
+    }
+
     /// Requests the first run of free chunks of partial `piece`, up to the peer's limit.
     fn take_run(&mut self, piece: PieceIndex, ctx: &PickContext<'_>) -> Option<Block> {
         let piece_len = self.piece_len(piece);
         let max_chunks = max_run_chunks(ctx.max_request_len_bytes, piece_len);
         let pp = self.partial.get_mut(piece.0 as usize)?.as_mut()?;
+        if pp.pinned.is_some_and(|k| k != ctx.peer) {
+            return None;
+        }
+        if pp.single_source {
+            pp.pinned = Some(ctx.peer);
+        }
         let first = pp.chunks.iter().position(|&c| c == 0)?;
         let run = pp.chunks[first..]
             .iter()
@@ -518,7 +565,7 @@ impl Picker {
             else {
                 continue;
             };
-            if pp.verifying {
+            if pp.verifying || pp.pinned.is_some_and(|k| k != ctx.peer) {
                 continue;
             }
             let mine: Vec<Block> = pp

@@ -38,6 +38,7 @@
 
 mod download;
 mod external_choke;
+mod smart_ban;
 mod upload;
 mod upload_budget;
 
@@ -97,6 +98,8 @@ pub struct Torrent {
     slot_budget: usize,
     /// [`ChokerMode::External`]: the rates of the latest interval, not yet polled.
     choke_report: Option<Vec<ChokeCandidate>>,
+    /// Failed copies kept to find which peer sent a wrong block.
+    smart_ban: smart_ban::SmartBan,
 }
 
 impl Torrent {
@@ -137,6 +140,7 @@ impl Torrent {
             now: Time::ZERO,
             slot_budget,
             choke_report: None,
+            smart_ban: smart_ban::SmartBan::default(),
         }
     }
 
@@ -387,6 +391,8 @@ mod protocol_tests;
 mod request_queue_tests;
 #[cfg(test)]
 mod slow_peer_tests;
+#[cfg(test)]
+mod smart_ban_tests;
 #[cfg(test)]
 mod swarm_tests;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::wire::peer::{Handshake, Message};
+use crate::wire::peer::{BlockOffset, BlockRequest, Handshake, Message, PieceIndex};
 
 /// Bound on a fake peer's blocking reads and writes.
 const IO_BOUND: Duration = Duration::from_secs(10);
@@ -79,9 +79,9 @@ impl FakePeer {
         let mut buf = Vec::new();
         for piece in 0..pieces {
             for off in (0..piece_len_bytes).step_by(16 * 1024) {
-                let r = Message::Request(crate::wire::peer::BlockRequest {
-                    index: crate::wire::peer::PieceIndex(piece),
-                    begin: crate::wire::peer::BlockOffset(off),
+                let r = Message::Request(BlockRequest {
+                    index: PieceIndex(piece),
+                    begin: BlockOffset(off),
                     len_bytes: 16 * 1024,
                 });
                 if r.encode(&mut buf).is_err() {
@@ -139,6 +139,56 @@ impl FakePeer {
         self.send(&Message::Unchoke)
     }
 
+    /// Answers requests as [`Script::Liar`] until `stop` is set or the peer closes.
+    fn lie(&mut self, stop: &AtomicBool) {
+        let _ = self
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(100)));
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while !stop.load(Ordering::Acquire) {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+            while buf.len() >= 4 {
+                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if buf.len() < 4 + len {
+                    break;
+                }
+                let frame: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
+                if frame.len() == 13 && frame[0] == 6 {
+                    let word = |i: usize| {
+                        u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]])
+                    };
+                    let req = BlockRequest {
+                        index: PieceIndex(word(1)),
+                        begin: BlockOffset(word(5)),
+                        len_bytes: word(9),
+                    };
+                    let answer = if req.begin.0 == 0 {
+                        Message::Reject(req)
+                    } else {
+                        Message::Piece {
+                            index: req.index,
+                            begin: req.begin,
+                            data: vec![0xa5; req.len_bytes as usize].into(),
+                        }
+                    };
+                    if self.send(&answer).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads and drops whatever arrives until `stop` is set or the peer closes.
     pub(crate) fn swallow(&mut self, stop: &AtomicBool) {
         let _ = self
@@ -166,6 +216,10 @@ pub(crate) enum Script {
     /// Handshake, `have all`, `unchoke`, then never answers a request (a frozen
     /// or SIGSTOPped seeder): reads and drops everything.
     FrozenSeeder,
+    /// Handshake, `have all`, `unchoke`; answers a request for block 0 of a piece
+    /// with a BEP 6 reject (so an honest peer sends it) and every other request
+    /// with garbage of the right length (issue 11 item 4's liar).
+    Liar,
 }
 
 /// A fake peer listening on 127.0.0.1 and running a [`Script`] per connection.
@@ -234,6 +288,11 @@ fn run_script(stream: TcpStream, info_hash: [u8; 20], script: Script, stop: &Ato
         Script::FrozenSeeder => {
             if p.pose_as_seeder().is_ok() {
                 p.swallow(stop);
+            }
+        }
+        Script::Liar => {
+            if p.pose_as_seeder().is_ok() {
+                p.lie(stop);
             }
         }
     }

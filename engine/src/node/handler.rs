@@ -219,6 +219,15 @@ impl NodeHandler {
                 false
             }
         };
+        if !valid || self.torrent.wants_block_digests(piece) {
+            // Smart ban: per-block digests show which peer sent a wrong block.
+            if let Ok(d) = self
+                .storage
+                .block_digests(piece.0, crate::core::BLOCK_LEN_BYTES)
+            {
+                self.torrent.handle_block_digests(piece, d);
+            }
+        }
         let now = self.now();
         self.torrent.handle_piece_verified(now, piece, valid);
         self.count_piece_checked(piece, valid && self.torrent.have().get(piece));

@@ -212,3 +212,37 @@ fn a_request_flood_from_a_peer_that_never_reads_is_cut_off() {
     assert!(cut_off, "the flooding peer was never disconnected");
     seed.shutdown().unwrap();
 }
+
+#[test]
+fn a_liar_does_not_get_the_honest_seed_banned() {
+    // Issue 11 item 4: the liar rejects block 0 of each piece (so the honest seed
+    // sends it) and garbles the rest; every failed piece struck both senders, the
+    // honest seed was banned after a few pieces and the get stalled. With smart ban
+    // only the liar is struck, and the get completes.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[64 * 32 * 1024], 32 * 1024);
+    let seed = seed_node(&meta, &src);
+    let liar = FakeListener::spawn(meta.info_hash().0, Script::Liar, 16);
+    let dir = tmp.path().join("get");
+    let get = Node::start(
+        &meta,
+        open(&meta, &dir, OpenMode::Create),
+        NodeConfig {
+            peers: vec![liar.addr, seed.local_addr().unwrap()],
+            workers: 1,
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    wait_complete(&[&get], HONEST_BOUND);
+    let p = get.shutdown().unwrap();
+    assert_eq!(p.verified_pieces, 64);
+    let got = std::fs::read(dir.join("t/f0")).unwrap();
+    assert_eq!(
+        got,
+        std::fs::read(src.join("t/f0")).unwrap(),
+        "0 corrupt bytes"
+    );
+    seed.shutdown().unwrap();
+}

@@ -35,6 +35,7 @@
 
 mod bitmap;
 mod check;
+mod digests;
 mod dir;
 mod error;
 mod file;

@@ -1,6 +1,6 @@
 //! Block-level bookkeeping of started pieces: arrivals, cancellations, hash results.
 
-use super::{chunk_range, BlockOutcome, Picker, RECEIVED};
+use super::{chunk_range, BlockOutcome, CheckedCopy, Picker, RECEIVED};
 use crate::core::{Block, PeerKey, PieceIndex};
 
 impl Picker {
@@ -33,9 +33,16 @@ impl Picker {
         }
         let (lo, hi) = chunk_range(&block);
         let mut fresh = 0;
-        for c in pp.chunks.iter_mut().take(hi).skip(lo) {
+        for (c, src) in pp
+            .chunks
+            .iter_mut()
+            .zip(pp.chunk_sources.iter_mut())
+            .take(hi)
+            .skip(lo)
+        {
             if *c != RECEIVED {
                 *c = RECEIVED;
+                *src = Some(peer);
                 fresh += 1;
             }
         }
@@ -86,6 +93,11 @@ impl Picker {
             return;
         };
         pp.requests.swap_remove(i);
+        if pp.pinned == Some(peer) && !pp.requests.iter().any(|r| r.0 == peer) {
+            // The one peer of a parole piece stopped (reject, choke, snub, gone):
+            // the next peer to ask takes the piece over.
+            pp.pinned = None;
+        }
         let (lo, hi) = chunk_range(&block);
         let was_open = pp.free > 0;
         for c in pp.chunks.iter_mut().take(hi).skip(lo) {
@@ -112,6 +124,7 @@ impl Picker {
     /// Another torrent of this node verified `piece`: it is no longer needed. Returns the
     /// outstanding requests covering it (to cancel); its claim is left set (had).
     pub(crate) fn on_had_elsewhere(&mut self, piece: PieceIndex) -> Vec<(PeerKey, Block)> {
+        self.parole.remove(&piece);
         let i = piece.0 as usize;
         if self.untouched.get(piece) {
             self.remove_from_bucket(piece, self.bucket_key(piece));
@@ -128,23 +141,30 @@ impl Picker {
         pp.requests
     }
 
-    /// The hash check of `piece` finished. Returns the peers that supplied its blocks
-    /// (to blame on failure). On failure the piece is needed again from scratch.
-    pub(crate) fn on_verified(&mut self, piece: PieceIndex, valid: bool) -> Vec<PeerKey> {
+    /// The hash check of `piece` finished. Returns who supplied its blocks (to blame on
+    /// failure, see smart ban in `core::torrent`); empty when the piece was not awaiting
+    /// its check. On failure the piece is needed again from scratch; on success it
+    /// leaves parole.
+    pub(crate) fn on_verified(&mut self, piece: PieceIndex, valid: bool) -> CheckedCopy {
         let Some(slot) = self.partial.get_mut(piece.0 as usize) else {
-            return Vec::new();
+            return CheckedCopy::default();
         };
         if !slot.as_ref().is_some_and(|pp| pp.verifying) {
-            return Vec::new();
+            return CheckedCopy::default();
         }
         let Some(pp) = slot.take() else {
-            return Vec::new();
+            return CheckedCopy::default();
         };
         self.partial_list.retain(|&p| p != piece);
-        if !valid {
+        if valid {
+            self.parole.remove(&piece);
+        } else {
             self.free_chunks += pp.chunks.len() as u64;
             self.return_untouched(piece, pp.owns_claim);
         }
-        pp.contributors
+        CheckedCopy {
+            contributors: pp.contributors,
+            chunk_sources: pp.chunk_sources,
+        }
     }
 }

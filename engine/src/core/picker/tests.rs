@@ -185,7 +185,10 @@ fn strict_endgame_duplicates_then_cancels() {
     let out = p.on_block(PeerKey(1), other);
     assert!(out.piece_complete);
     p.check_invariants([&full, &full].into_iter(), &Bitfield::new(1));
-    assert_eq!(p.on_verified(PieceIndex(0), true), vec![PeerKey(1)]);
+    assert_eq!(
+        p.on_verified(PieceIndex(0), true).contributors,
+        vec![PeerKey(1)]
+    );
 }
 
 #[derive(Debug, Clone)]
@@ -270,7 +273,7 @@ proptest! {
                 }
                 Op::Verify(i, valid) if !complete.is_empty() => {
                     let piece = complete.remove(i as usize % complete.len());
-                    prop_assert!(!p.on_verified(PieceIndex(piece), valid).is_empty());
+                    prop_assert!(!p.on_verified(PieceIndex(piece), valid).contributors.is_empty());
                     if valid { have.set(PieceIndex(piece)); }
                 }
                 _ => {}

@@ -265,14 +265,16 @@ impl Torrent {
         if self.have.get(piece) {
             return;
         }
-        let contributors = self.picker.on_verified(piece, valid);
-        if contributors.is_empty() {
+        let copy = self.picker.on_verified(piece, valid);
+        if copy.contributors.is_empty() {
+            self.smart_ban_forget(piece);
             return; // not awaiting verification: stale or duplicate report
         }
         if !valid {
-            self.on_hash_failure(now, piece, contributors);
+            self.on_hash_failure(now, piece, copy);
             return;
         }
+        self.smart_ban_passed(now, piece);
         self.mark_have(now, piece);
     }
 
@@ -327,20 +329,18 @@ impl Torrent {
         }
     }
 
-    fn on_hash_failure(&mut self, now: Time, piece: PieceIndex, contributors: Vec<PeerKey>) {
+    /// A piece failed its hash: smart ban decides whom to strike
+    /// ([`super::smart_ban`]).
+    fn on_hash_failure(
+        &mut self,
+        now: Time,
+        piece: PieceIndex,
+        copy: crate::core::picker::CheckedCopy,
+    ) {
         self.stats.hash_failures += 1;
         let piece_len = u64::from(self.config.piece_len(piece));
         self.stats.wasted_bytes += piece_len;
-        for key in contributors {
-            let Some(peer) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            peer.hash_failures += 1;
-            if peer.hash_failures >= self.config.max_hash_failures_per_peer {
-                self.stats.peers_banned += 1;
-                self.drop_peer(now, key, DisconnectReason::Banned);
-            }
-        }
+        self.smart_ban_failed(now, piece, copy);
         self.fill_all_requests();
     }
 
