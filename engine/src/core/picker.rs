@@ -507,6 +507,16 @@ impl Picker {
             .is_some_and(|pp| pp.pinned.is_some_and(|k| k != peer))
     }
 
+    /// Whether `piece` is a shadow in progress: a node-wide endgame duplicate of a piece
+    /// another torrent claimed (its blocks must not go to shared storage while the
+    /// claim's owner may be writing them; see the module docs).
+    pub(crate) fn is_shadow(&self, piece: PieceIndex) -> bool {
+        self.partial
+            .get(piece.0 as usize)
+            .and_then(|p| p.as_ref())
+            .is_some_and(|pp| !pp.owns_claim)
+    }
+
     /// Puts `piece` on parole (smart ban): its next download comes from one peer.
     pub(crate) fn put_on_parole(&mut self, piece: PieceIndex) {
         self.parole.insert(piece);

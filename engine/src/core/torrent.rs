@@ -289,6 +289,14 @@ impl Torrent {
         Some(self.choker.next_rechoke())
     }
 
+    /// Whether `piece` is being downloaded as a shadow: a node-wide endgame duplicate of
+    /// a piece another torrent of the node claimed. The driver keeps its blocks apart
+    /// from shared storage (the claim's owner may be writing the same piece) and
+    /// commits them only once they hash right.
+    pub fn is_shadow(&self, piece: PieceIndex) -> bool {
+        self.picker.is_shadow(piece)
+    }
+
     /// Whether we are interested in `peer` or it is in us (BEP 3); false for an
     /// unknown peer. The slot policy ([`super::slots`]) keeps such peers.
     pub fn is_engaged(&self, peer: PeerKey) -> bool {

@@ -24,6 +24,7 @@ mod dial;
 mod pex;
 mod recv;
 mod send;
+mod shadow;
 mod slots;
 mod workers;
 
@@ -80,6 +81,10 @@ pub(crate) struct NodeHandler {
     pub(super) coordinator: Option<workers::Coordinator>,
     /// Which peer each piece in progress came from ([`super::transfers`]).
     pub(super) piece_sources: PieceSources,
+    /// Buffers of shadow pieces ([`shadow`]), by piece index.
+    pub(super) shadow_bufs: HashMap<u32, Vec<u8>>,
+    /// Shadow pieces that hashed right and wait to be committed to storage.
+    pub(super) shadow_commits: BTreeSet<u32>,
     done: bool,
 }
 
@@ -175,6 +180,8 @@ impl NodeHandler {
             published_peers: 0,
             coordinator,
             piece_sources: PieceSources::default(),
+            shadow_bufs: HashMap::new(),
+            shadow_commits: BTreeSet::new(),
             done: false,
         })
     }
@@ -211,7 +218,11 @@ impl NodeHandler {
     }
 
     fn verify(&mut self, ctx: &mut Ctx, piece: PieceIndex) {
-        let valid = match self.storage.verify_piece(piece.0) {
+        if self.torrent.is_shadow(piece) {
+            self.verify_shadow(ctx, piece);
+            return;
+        }
+        let valid = match retry_busy(|| self.storage.verify_piece(piece.0)) {
             Ok(v) => v,
             Err(StoreError::PieceLost { .. }) => false,
             Err(e) => {
@@ -228,6 +239,12 @@ impl NodeHandler {
                 self.torrent.handle_block_digests(piece, d);
             }
         }
+        self.on_verified(ctx, piece, valid);
+    }
+
+    /// Reports a finished hash check of `piece` to the core and, when it made the
+    /// piece ours, to the other workers.
+    pub(super) fn on_verified(&mut self, ctx: &mut Ctx, piece: PieceIndex, valid: bool) {
         let now = self.now();
         self.torrent.handle_piece_verified(now, piece, valid);
         self.count_piece_checked(piece, valid && self.torrent.have().get(piece));
@@ -313,6 +330,23 @@ impl NodeHandler {
         }
         ctx.set_timer(after);
     }
+}
+
+/// Runs a store operation on a piece, retrying while another worker holds the
+/// piece's claim: only a node-wide endgame shadow commit
+/// ([`shadow`]) contends with the claim's owner, for one block copy or one
+/// hash check, so a short bounded wait (at most ~20 ms) settles it.
+pub(super) fn retry_busy<T>(
+    mut op: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    for i in 0..200 {
+        match op() {
+            Err(StoreError::PieceBusy { .. }) if i < 20 => std::thread::yield_now(),
+            Err(StoreError::PieceBusy { .. }) => std::thread::sleep(Duration::from_micros(100)),
+            other => return other,
+        }
+    }
+    op()
 }
 
 /// A worker's share of a node-wide rate limit (the workers' buckets add up
@@ -401,6 +435,9 @@ impl Handler for NodeHandler {
         self.register_stale(now);
         self.expire_slots(ctx);
         self.release_held(ctx);
+        if !self.shadow_commits.is_empty() {
+            self.commit_shadows(ctx);
+        }
         self.take_discovered(ctx);
         self.dial_due(ctx, now);
         self.pex_tick(ctx, now);

@@ -210,7 +210,8 @@ impl NodeHandler {
         };
         let sink = if !self.torrent.wants_block(key, &block) {
             Sink::Discard
-        } else if self.streamed_elsewhere(conn, &block) {
+        } else if self.torrent.is_shadow(block.piece) || self.streamed_elsewhere(conn, &block) {
+            // A shadow's blocks never go to shared storage directly (see `shadow`).
             // Bounded by the negotiated request length the decoder enforces.
             Sink::Buffer(Vec::with_capacity(h.len_bytes as usize))
         } else {
@@ -298,7 +299,11 @@ impl NodeHandler {
         let stored = match &inc.sink {
             Sink::Store => true,
             Sink::Buffer(data) if self.torrent.wants_block(key, &inc.block) => {
-                self.write_payload(inc.block.piece, inc.block.offset_bytes, data)
+                if self.torrent.is_shadow(inc.block.piece) {
+                    self.store_shadow(inc.block.piece, inc.block.offset_bytes, data)
+                } else {
+                    self.write_payload(inc.block.piece, inc.block.offset_bytes, data)
+                }
             }
             Sink::Buffer(_) | Sink::Discard => false,
         };
@@ -349,7 +354,11 @@ impl NodeHandler {
                 // Only from `next_message`; the streaming decoder hands
                 // payloads to `on_piece_payload` instead.
                 let stored = self.torrent.wants_block(key, &block)
-                    && self.write_payload(block.piece, block.offset_bytes, &data);
+                    && if self.torrent.is_shadow(block.piece) {
+                        self.store_shadow(block.piece, block.offset_bytes, &data)
+                    } else {
+                        self.write_payload(block.piece, block.offset_bytes, &data)
+                    };
                 if let Some(pc) = self.conns.get_mut(&conn) {
                     let (piece, len) = (block.piece, block.len_bytes);
                     Self::count_piece_received(&mut self.piece_sources, pc, piece, len, stored);
@@ -369,7 +378,7 @@ impl NodeHandler {
     /// Writes to a piece verified meanwhile (an endgame duplicate) or lost
     /// are dropped; any other disk error stops the node.
     fn write_payload(&mut self, piece: PieceIndex, offset_bytes: u32, data: &[u8]) -> bool {
-        match self.storage.write_block(piece.0, offset_bytes, data) {
+        match super::retry_busy(|| self.storage.write_block(piece.0, offset_bytes, data)) {
             Ok(()) => true,
             Err(StoreError::AlreadyVerified { .. } | StoreError::PieceLost { .. }) => false,
             Err(e) => {
