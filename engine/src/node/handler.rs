@@ -15,7 +15,7 @@ use crate::rt::{ConnId, Ctx, Handler, SourceFile};
 use crate::store::{Storage, StoreError};
 use crate::wire::peer::{ExtendedHandshake, Handshake};
 
-use super::limit::TokenBucket;
+use super::limit::SharedBucket;
 use super::peer::{Dial, PeerConn, Source};
 use super::transfers::PieceSources;
 use super::{Command, NodeConfig, NodeError, Shared};
@@ -61,8 +61,9 @@ pub(crate) struct NodeHandler {
     pub(super) conns: HashMap<ConnId, PeerConn>,
     pub(super) keys: BTreeMap<PeerKey, ConnId>,
     next_key: u64,
-    pub(super) up: Option<TokenBucket>,
-    pub(super) down: Option<TokenBucket>,
+    /// Node-wide upload and download limits (shared by every worker).
+    pub(super) up: Option<SharedBucket>,
+    pub(super) down: Option<SharedBucket>,
     /// Connections with items held back by a rate limit.
     pub(super) throttled: BTreeSet<ConnId>,
     pub(super) dials: Vec<Dial>,
@@ -150,6 +151,18 @@ impl NodeHandler {
         // Different seeds per worker: their shuffled suggestion orders (and tie
         // breaks) differ, so their peers do not all start on the same pieces.
         let torrent = Torrent::new(config, have, nc.rng_seed ^ worker as u64);
+        // One bucket per direction for the whole node, made by the first worker.
+        let limits = shared
+            .limits
+            .get_or_init(|| {
+                (
+                    nc.upload_limit_bytes_per_s
+                        .map(|r| SharedBucket::new(r, now)),
+                    nc.download_limit_bytes_per_s
+                        .map(|r| SharedBucket::new(r, now)),
+                )
+            })
+            .clone();
         Ok(NodeHandler {
             worker,
             torrent,
@@ -163,12 +176,8 @@ impl NodeHandler {
             conns: HashMap::new(),
             keys: BTreeMap::new(),
             next_key: 1,
-            up: nc
-                .upload_limit_bytes_per_s
-                .map(|r| TokenBucket::new(per_worker(r, shared.workers), now)),
-            down: nc
-                .download_limit_bytes_per_s
-                .map(|r| TokenBucket::new(per_worker(r, shared.workers), now)),
+            up: limits.0,
+            down: limits.1,
             throttled: BTreeSet::new(),
             dials: Vec::new(),
             known: HashMap::new(),
@@ -347,12 +356,6 @@ pub(super) fn retry_busy<T>(
         }
     }
     op()
-}
-
-/// A worker's share of a node-wide rate limit (the workers' buckets add up
-/// to the limit; a worker with few peers leaves part of its share unused).
-fn per_worker(rate_bytes_per_s: u64, workers: usize) -> u64 {
-    (rate_bytes_per_s / workers.max(1) as u64).max(1)
 }
 
 impl Drop for NodeHandler {

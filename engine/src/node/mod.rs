@@ -39,8 +39,8 @@
 //! record every [`RESUME_FLUSH_INTERVAL`] (msync waits for the disk, which
 //! may be much slower than the network, so it never blocks a worker).
 //!
-//! Rate limits are node-wide, as one token bucket per worker with an equal
-//! share of the limit ([`NodeConfig`]): a `piece`
+//! Rate limits are per process: one token bucket per direction shared by all
+//! workers ([`NodeConfig`]), whichever worker the peers land on: a `piece`
 //! upload waits for upload tokens before it is queued; a `request` waits for
 //! download tokens (so the peer sends no faster than the limit). Held items
 //! keep their per-peer order.

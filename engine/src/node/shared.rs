@@ -89,6 +89,11 @@ pub(crate) struct Shared {
     /// Inbound connections per remote IP over all workers, for the per-IP cap
     /// (taken at accept and close; at most `max_peers` + workers entries).
     pub(crate) inbound_per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// The node-wide upload and download rate limits, shared by the workers.
+    pub(crate) limits: std::sync::OnceLock<(
+        Option<super::limit::SharedBucket>,
+        Option<super::limit::SharedBucket>,
+    )>,
     /// Per worker: listen addresses of its registered peers, for everyone's PEX.
     pex_lists: Vec<Mutex<Vec<(SocketAddr, PexFlags)>>>,
     /// Log lines for the owner ([`super::Node::poll_event`]), oldest first.
@@ -126,6 +131,7 @@ impl Shared {
             discovered: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             peer_ids: Mutex::new(HashMap::new()),
             inbound_per_ip: Mutex::new(HashMap::new()),
+            limits: std::sync::OnceLock::new(),
             pex_lists: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             events: Mutex::new(VecDeque::new()),
             fatal: Mutex::new(None),

@@ -73,7 +73,7 @@ impl NodeHandler {
         let now = Instant::now();
         match item {
             Outgoing::Msg(msg) => {
-                if let (PeerMessage::Request(b), Some(down)) = (msg, self.down.as_mut()) {
+                if let (PeerMessage::Request(b), Some(down)) = (msg, self.down.as_ref()) {
                     if !down.try_take(now, u64::from(b.len_bytes)) {
                         return false;
                     }
@@ -81,7 +81,7 @@ impl NodeHandler {
                 self.send_msg(ctx, conn, msg);
             }
             Outgoing::Block(b) => {
-                if let Some(up) = self.up.as_mut() {
+                if let Some(up) = self.up.as_ref() {
                     if !up.try_take(now, u64::from(b.len_bytes)) {
                         return false;
                     }
