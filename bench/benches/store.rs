@@ -28,6 +28,7 @@ fn storage(dir: &std::path::Path) -> Storage {
     let files = vec![FileSpec {
         path_components: vec!["data".into()],
         len_bytes: data.len() as u64,
+        padding: false,
     }];
     let layout = StorageLayout::new(files, PIECE_BYTES as u32, hashes).expect("layout");
     let (s, _) = Storage::open(dir, layout, [1; 20], OpenMode::Create).expect("open");

@@ -91,7 +91,8 @@ pub(crate) struct NodeHandler {
 
 impl NodeHandler {
     /// One mapping per torrent file for the send path (`None`: empty file),
-    /// made once per node and shared by its workers.
+    /// made once per node and shared by its workers. A BEP 47 padding file is
+    /// served from the storage's in-memory zeros (it is not on disk).
     ///
     /// # Errors
     /// A data file cannot be opened or mapped.
@@ -100,6 +101,11 @@ impl NodeHandler {
         for (i, spec) in storage.layout().files().enumerate() {
             if spec.len_bytes == 0 {
                 sources.push(None);
+                continue;
+            }
+            if let Some(zeros) = storage.padding_file(i) {
+                let src = SourceFile::from_file(zeros.try_clone()?)?;
+                sources.push(Some(Arc::new(src)));
                 continue;
             }
             let path = spec

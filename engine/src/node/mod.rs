@@ -244,6 +244,7 @@ pub fn storage_layout(meta: &Metainfo) -> Result<StorageLayout, StoreError> {
         .map(|f| FileSpec {
             path_components: f.path_components().to_vec(),
             len_bytes: f.len_bytes(),
+            padding: f.is_padding(),
         })
         .collect();
     let hashes = info.piece_hashes().iter().map(|h| h.0).collect();

@@ -66,6 +66,9 @@ pub(crate) struct MappedFile {
     /// missing without reading them, which spares a fresh multi-GB download
     /// from faulting in every zero page at open.
     pub(crate) fresh: bool,
+    /// A BEP 47 padding file: `file` is an anonymous memory file of zeros
+    /// (`memfd`), never written; nothing exists at `path`.
+    pub(crate) padding: bool,
 }
 
 impl MappedFile {
@@ -130,6 +133,41 @@ impl MappedFile {
             stamp: Mutex::new(Stamp::of(&meta)),
             pending: AtomicU32::new(0),
             fresh: actual == 0,
+            padding: false,
+        })
+    }
+
+    /// A BEP 47 padding file of `len_bytes` zeros: an anonymous memory file
+    /// (`memfd_create`, sparse: no page is allocated unless written, and it
+    /// never is), mapped like a real one so hashing and serving read its
+    /// zeros. Nothing is created at `path` (named in errors only).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the memory file cannot be made or mapped.
+    pub(crate) fn padding(
+        path: PathBuf,
+        len_bytes: u64,
+        writable: bool,
+    ) -> Result<Self, StoreError> {
+        let file = memfd(&path, len_bytes)?;
+        let map = if len_bytes == 0 {
+            None
+        } else {
+            Some(map_file(&file, &path, len_bytes, writable)?)
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io(&path, "stat", e))?;
+        Ok(Self {
+            path,
+            file,
+            map,
+            len_bytes,
+            stamp: Mutex::new(Stamp::of(&meta)),
+            pending: AtomicU32::new(0),
+            // Its content (zeros) is known without looking.
+            fresh: true,
+            padding: true,
         })
     }
 
@@ -143,6 +181,20 @@ impl MappedFile {
             .map(|m| Stamp::of(&m))
             .map_err(|e| StoreError::io(&self.path, "stat", e))
     }
+}
+
+/// An anonymous memory file of `len_bytes` zeros (sparse), close-on-exec.
+fn memfd(path: &Path, len_bytes: u64) -> Result<File, StoreError> {
+    let err = |e| StoreError::io(path, "memfd_create", e);
+    // SAFETY: the name is a NUL-terminated literal; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"p2pe-padding".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.set_len(len_bytes).map_err(err)?;
+    Ok(file)
 }
 
 /// Reserve all `len_bytes` with `posix_fallocate`, so ENOSPC surfaces now, as

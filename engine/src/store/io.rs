@@ -176,6 +176,12 @@ impl Storage {
             let f = self.files.get(seg.file_index).ok_or_else(|| {
                 StoreError::InvalidLayout("segment of a file not in the storage".into())
             })?;
+            if f.padding {
+                // BEP 47: padding is zeros, never written (what a peer sent
+                // there is dropped; the hash check reads the zeros).
+                src = rest;
+                continue;
+            }
             // We hold the piece's claim and the piece is neither verified nor
             // lost, so no other thread reads or writes these bytes (module
             // invariants); the kernel copies `head` into the page cache.

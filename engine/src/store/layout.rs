@@ -5,7 +5,8 @@
 //! ranges are contiguous, in order, and sum to `total_len_bytes > 0`;
 //! `piece_hashes.len() == ceil(total_len_bytes / piece_len_bytes)` and fits
 //! `u32`; every path passed [`super::path::validate_components`] and no file
-//! path equals or is a directory prefix of another.
+//! path equals or is a directory prefix of another (padding files excepted:
+//! they never reach the disk).
 
 use std::collections::BTreeSet;
 
@@ -20,6 +21,10 @@ pub struct FileSpec {
     pub path_components: Vec<String>,
     /// Length in bytes (0 is legal).
     pub len_bytes: u64,
+    /// A BEP 47 padding file: zeros that are part of the pieces but never
+    /// written to disk nor required there (see [`super::Storage`]). Exempt from
+    /// the path uniqueness checks (libtorrent names them `.pad/<len>`).
+    pub padding: bool,
 }
 
 /// A file with its position in the torrent's byte stream.
@@ -225,14 +230,14 @@ impl StorageLayout {
 
 /// Refuse `a` twice, and `a` as a file next to `a/b` (it would need to be a directory).
 fn check_no_nested_paths(entries: &[FileEntry]) -> Result<(), StoreError> {
-    let paths: BTreeSet<&[String]> = entries
-        .iter()
+    let on_disk = || entries.iter().filter(|e| !e.spec.padding);
+    let paths: BTreeSet<&[String]> = on_disk()
         .map(|e| e.spec.path_components.as_slice())
         .collect();
-    if paths.len() != entries.len() {
+    if paths.len() != on_disk().count() {
         return Err(StoreError::InvalidLayout("duplicate file path".into()));
     }
-    for e in entries {
+    for e in on_disk() {
         let comps = &e.spec.path_components;
         for n in 1..comps.len() {
             if let Some(prefix) = comps.get(..n) {
@@ -293,6 +298,7 @@ mod tests {
             .map(|(i, &len_bytes)| FileSpec {
                 path_components: vec![format!("f{i}")],
                 len_bytes,
+                padding: false,
             })
             .collect();
         let total: u64 = lens.iter().sum();
@@ -350,6 +356,7 @@ mod tests {
         let f = |p: &[&str], len_bytes| FileSpec {
             path_components: p.iter().map(|s| s.to_string()).collect(),
             len_bytes,
+            padding: false,
         };
         let err = |files, pl, n| StorageLayout::new(files, pl, vec![[0; 20]; n]).unwrap_err();
         assert!(matches!(

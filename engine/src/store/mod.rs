@@ -3,7 +3,9 @@
 //! - [`StorageLayout`] maps pieces (BEP 3) onto the torrent's files, across
 //!   file boundaries; zero-length files are legal and never mapped.
 //! - [`Storage`] owns one preallocated, memory-mapped file per non-empty
-//!   torrent file below one output directory. Serving and hashing read from
+//!   torrent file below one output directory. BEP 47 padding files are never
+//!   created nor required on disk: each is an anonymous in-memory file of
+//!   zeros (never written), so hashing and serving read zeros there. Serving and hashing read from
 //!   the mappings; writes go through `pwrite(2)` into the same page cache
 //!   (cheaper than faulting fresh pages of the mapping; see `store::io`).
 //! - A small resume record (`.p2pe.resume.<hex info-hash>` in the output

@@ -200,6 +200,16 @@ impl Storage {
         self.layout.piece_count()
     }
 
+    /// The in-memory file of zeros standing for BEP 47 padding file
+    /// `file_index` (nothing of it is on disk), for a send path that serves
+    /// from its own file handles; `None` for other files.
+    pub fn padding_file(&self, file_index: usize) -> Option<&fs::File> {
+        self.files
+            .get(file_index)
+            .filter(|f| f.padding)
+            .map(|f| &f.file)
+    }
+
     /// Whether piece `piece` is verified (servable). `false` out of range.
     pub fn is_verified(&self, piece: u32) -> bool {
         self.verified.get(piece)
@@ -361,6 +371,15 @@ fn open_files(
     let mut files = Vec::with_capacity(layout.file_count());
     let mut seen = HashSet::new();
     for spec in layout.files() {
+        if spec.padding {
+            // BEP 47: never created, never required; zeros from memory.
+            let label = spec
+                .path_components
+                .iter()
+                .fold(root.path().to_path_buf(), |p, c| p.join(c));
+            files.push(MappedFile::padding(label, spec.len_bytes, writable)?);
+            continue;
+        }
         let path = resolve_inside(root, &spec.path_components, writable)?;
         let f = MappedFile::open(root, path, spec.len_bytes, writable)?;
         // Two torrent paths must not reach one file (through an inside symlink):

@@ -3,6 +3,7 @@
 //! are in `faults`.
 
 mod faults;
+mod padding;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ impl Fixture {
             .map(|(i, &len_bytes)| FileSpec {
                 path_components: vec!["dir".into(), format!("f{i}")],
                 len_bytes,
+                padding: false,
             })
             .collect();
         let total: u64 = lens.iter().sum();
@@ -345,6 +347,7 @@ fn path_traversal_and_escaping_symlinks_rejected() {
         let files = vec![FileSpec {
             path_components: bad.iter().map(|s| s.to_string()).collect(),
             len_bytes: 1,
+            padding: false,
         }];
         assert!(
             matches!(
@@ -370,10 +373,12 @@ fn two_paths_to_one_file_rejected() {
             FileSpec {
                 path_components: vec!["a".into(), "x".into()],
                 len_bytes: 10,
+                padding: false,
             },
             FileSpec {
                 path_components: vec!["b".into(), "x".into()],
                 len_bytes: 10,
+                padding: false,
             },
         ],
         ..Fixture::new(&[10, 10], 8, 1)

@@ -4,6 +4,9 @@ use bendy::decoding::{Decoder, DictDecoder, ListDecoder, Object};
 
 use super::{FileSpec, Info, InfoHash, Layout, Metainfo, MetainfoError, PieceHash, SHA1_LEN_BYTES};
 
+/// The directory BEP 47 puts padding files in (`.pad/<len>`).
+const PAD_DIR: &str = ".pad";
+
 /// Deepest nesting accepted. A v1 torrent needs 5 levels (root, info, files,
 /// file, path); the margin admits unknown extension keys while keeping the
 /// decoder's state stack small on hostile input.
@@ -156,6 +159,8 @@ struct RawInfo<'s> {
     piece_len_bytes: Option<u64>,
     pieces: Option<&'s [u8]>,
     private: bool,
+    /// BEP 52 `meta version` (2 for v2 and hybrid torrents).
+    meta_version: Option<u64>,
 }
 
 /// Parses and validates raw `info` bytes (already checked to be one dictionary).
@@ -177,9 +182,13 @@ fn info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
                 b"piece length" => raw.piece_len_bytes = Some(uint(value, "piece length")?),
                 b"pieces" => raw.pieces = Some(bytes(value, "pieces")?),
                 b"private" => raw.private = uint(value, "private")? == 1,
+                b"meta version" => raw.meta_version = Some(uint(value, "meta version")?),
                 _ => {}
             }
         }
+    }
+    if raw.meta_version == Some(2) && raw.pieces.is_none() {
+        return Err(MetainfoError::V2Only);
     }
     let layout = match (raw.length, raw.files) {
         (Some(len_bytes), None) => Layout::SingleFile { len_bytes },
@@ -235,8 +244,11 @@ fn files(mut list: ListDecoder<'_, '_>) -> Result<Vec<FileSpec>, MetainfoError> 
                 _ => {}
             }
         }
+        let path_components = path_components.ok_or(MetainfoError::MissingField("path"))?;
+        // BEP 47 names padding files `.pad/<len>`; older writers set no `attr`.
+        padding |= matches!(path_components.as_slice(), [dir, _] if dir == PAD_DIR);
         specs.push(FileSpec {
-            path_components: path_components.ok_or(MetainfoError::MissingField("path"))?,
+            path_components,
             len_bytes: len_bytes.ok_or(MetainfoError::MissingField("length"))?,
             padding,
         });

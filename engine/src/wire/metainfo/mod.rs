@@ -138,6 +138,10 @@ pub enum MetainfoError {
         /// Piece length in bytes.
         piece_len_bytes: u32,
     },
+    /// A BitTorrent v2-only torrent (BEP 52: `meta version` 2, a `file tree` and no
+    /// v1 `pieces`). Hybrid v1+v2 torrents are read as v1.
+    #[error("BitTorrent v2-only torrents are not supported (BEP 52 without v1 `pieces`)")]
+    V2Only,
     /// Both `length` and `files` are present in `info`, or neither.
     #[error("`info` must have exactly one of `length` (single file) and `files` (multi-file)")]
     AmbiguousLayout,

@@ -318,11 +318,52 @@ fn padding_files_may_repeat_a_path() {
         .collect();
     assert_eq!(padding, [false, true, false, true, false]);
     assert_eq!(parse(&meta.to_bytes()).unwrap(), meta);
-    // Unmarked, the same paths are duplicates.
+    // Unmarked `.pad/<len>` files (writers that set no `attr`) are padding too.
+    let unmarked = parse(&torrent_with_info(&info)).unwrap();
+    let padding: Vec<bool> = unmarked
+        .info()
+        .files()
+        .iter()
+        .map(FileEntry::is_padding)
+        .collect();
+    assert_eq!(padding, [false, true, false, true, false]);
+    // Elsewhere the same paths are duplicates.
+    let info = multi_info(
+        &[("l1:ae", "3"), ("l3:pad1:1e", "1"), ("l3:pad1:1e", "1")],
+        "4",
+        2,
+    );
     assert_eq!(
         parse(&torrent_with_info(&info)),
-        Err(MetainfoError::DuplicatePath("top/.pad/1".into()))
+        Err(MetainfoError::DuplicatePath("top/pad/1".into()))
     );
+}
+
+#[test]
+fn v2_only_torrents_are_refused_by_name_and_hybrids_read_as_v1() {
+    // BEP 52: `file tree`, `meta version` 2, no `pieces` (keys in bencode order).
+    let v2 = [
+        b"d9:file treed5:a.bind0:d6:lengthi5e11:pieces root".to_vec(),
+        bstr(&[b'.'; 32]),
+        b"eee12:meta versioni2e4:name1:x12:piece lengthi16384ee".to_vec(),
+    ]
+    .concat();
+    let err = parse(&torrent_with_info(&v2)).unwrap_err();
+    assert_eq!(err, MetainfoError::V2Only);
+    assert!(
+        err.to_string()
+            .starts_with("BitTorrent v2-only torrents are not supported"),
+        "{err}"
+    );
+    // A hybrid has v1 `pieces` (and `length` / `files`) too: read as v1.
+    let hybrid = [
+        b"d6:lengthi5e12:meta versioni2e4:name1:x12:piece lengthi4e6:pieces".to_vec(),
+        bstr(&[b'.'; 40]),
+        b"e".to_vec(),
+    ]
+    .concat();
+    let meta = parse(&torrent_with_info(&hybrid)).unwrap();
+    assert_eq!(meta.info().piece_count(), 2);
 }
 
 #[test]
