@@ -8,13 +8,24 @@
 //! - [`store`]: piece storage (memory-mapped files, resume record).
 //! - [`node`]: a running node: runtime + wire + core + store for one torrent.
 //! - [`discovery`]: tracker client and embedded tracker server (BEP 3, 12, 15).
-//! - [`rt`]: io_uring thread-per-core runtime moving the bytes (all I/O `unsafe` lives here).
+//! - [`rt`]: io_uring thread-per-core runtime moving the bytes (I/O `unsafe`).
+//!
+//! Guard rails: `unsafe` is forbidden everywhere but [`rt`] and [`store`]
+//! (memory maps); clock reads (`Instant::now`, `SystemTime::now`) are denied in
+//! the sans-IO modules [`core`], [`wire`] and [`sim`] (`engine/clippy.toml`).
 #![warn(missing_docs)]
+// Clock reads are legitimate in the drivers; `core`, `wire` and `sim` deny them.
+#![allow(clippy::disallowed_methods)]
 
+#[forbid(unsafe_code)]
 pub mod core;
+#[forbid(unsafe_code)]
 pub mod discovery;
+#[forbid(unsafe_code)]
 pub mod node;
 pub mod rt;
+#[forbid(unsafe_code)]
 pub mod sim;
 pub mod store;
+#[forbid(unsafe_code)]
 pub mod wire;

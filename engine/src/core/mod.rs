@@ -36,6 +36,7 @@
 //! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
 //! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
 //! machine and the distinct-first seeder policy).
+#![deny(clippy::disallowed_methods)]
 
 pub mod availability;
 pub mod bitfield;

@@ -1,4 +1,5 @@
 //! Codecs: `.torrent` metainfo (BEP 3) and the peer wire protocol (BEP 3, 6, 10). No I/O.
+#![deny(clippy::disallowed_methods)]
 
 pub mod metainfo;
 pub mod peer;

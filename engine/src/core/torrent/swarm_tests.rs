@@ -1,5 +1,7 @@
 //! Multi-node tests on the in-test pump: bans, endgame, random swarms (property test)
 //! and the distinct-piece seeder policy.
+// Two tests print how long the pump took: a measurement of the test, not core input.
+#![allow(clippy::disallowed_methods)]
 
 use super::tests::{caps, config, partial, Pump, LIMIT};
 use super::*;
