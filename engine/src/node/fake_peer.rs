@@ -4,6 +4,9 @@
 //!
 //! Every blocking call has a bound; a listening fake peer's thread stops when
 //! its [`FakeListener`] is dropped.
+//!
+//! Used by the node's hostile-peer tests and by `bench/src/bin/hostile.rs`;
+//! not part of the supported API.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,14 +21,14 @@ use crate::wire::peer::{BlockOffset, BlockRequest, Handshake, Message, PieceInde
 const IO_BOUND: Duration = Duration::from_secs(10);
 
 /// One connection of a fake peer.
-pub(crate) struct FakePeer {
-    pub(crate) stream: TcpStream,
+pub struct FakePeer {
+    pub stream: TcpStream,
 }
 
 impl FakePeer {
     /// Connects to `addr` and exchanges handshakes (fast extension on) for
     /// `info_hash`; `None` if the other side closes or does not answer.
-    pub(crate) fn connect(addr: SocketAddr, info_hash: [u8; 20], id: u8) -> Option<FakePeer> {
+    pub fn connect(addr: SocketAddr, info_hash: [u8; 20], id: u8) -> Option<FakePeer> {
         let stream = TcpStream::connect_timeout(&addr, IO_BOUND).ok()?;
         let mut p = FakePeer { stream };
         p.handshake(info_hash, id)?;
@@ -34,7 +37,7 @@ impl FakePeer {
 
     /// Connects to `addr`, sends nothing, and reads the node's 68-byte handshake
     /// (so the node has accepted the socket); `None` if it closes first.
-    pub(crate) fn connect_silent(addr: SocketAddr) -> Option<FakePeer> {
+    pub fn connect_silent(addr: SocketAddr) -> Option<FakePeer> {
         let mut stream = TcpStream::connect_timeout(&addr, IO_BOUND).ok()?;
         stream.set_read_timeout(Some(IO_BOUND)).ok()?;
         let mut theirs = [0u8; Handshake::LEN_BYTES];
@@ -45,11 +48,7 @@ impl FakePeer {
     /// Connects with a 4 KiB receive buffer (so that a peer that never reads
     /// closes its TCP window early), exchanges handshakes, says `interested`, and
     /// reads until `unchoke`; `None` on any failure.
-    pub(crate) fn connect_leecher(
-        addr: SocketAddr,
-        info_hash: [u8; 20],
-        id: u8,
-    ) -> Option<FakePeer> {
+    pub fn connect_leecher(addr: SocketAddr, info_hash: [u8; 20], id: u8) -> Option<FakePeer> {
         use socket2::{Domain, Socket, Type};
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
         sock.set_recv_buffer_size(4096).ok()?;
@@ -75,7 +74,7 @@ impl FakePeer {
     /// Sends a 16 KiB request for every block of `pieces` pieces of
     /// `piece_len_bytes`, without reading; false once a write fails (the other
     /// side closed the connection).
-    pub(crate) fn request_all(&mut self, pieces: u32, piece_len_bytes: u32) -> bool {
+    pub fn request_all(&mut self, pieces: u32, piece_len_bytes: u32) -> bool {
         let mut buf = Vec::new();
         for piece in 0..pieces {
             for off in (0..piece_len_bytes).step_by(16 * 1024) {
@@ -93,7 +92,7 @@ impl FakePeer {
     }
 
     /// Whether the other side closes this connection within `bound`.
-    pub(crate) fn closed_within(&mut self, bound: Duration) -> bool {
+    pub fn closed_within(&mut self, bound: Duration) -> bool {
         let end = Instant::now() + bound;
         let mut buf = [0u8; 4096];
         while Instant::now() < end {
@@ -127,14 +126,14 @@ impl FakePeer {
     }
 
     /// Sends one message.
-    pub(crate) fn send(&mut self, msg: &Message) -> std::io::Result<()> {
+    pub fn send(&mut self, msg: &Message) -> std::io::Result<()> {
         let mut buf = Vec::new();
         msg.encode(&mut buf).map_err(std::io::Error::other)?;
         self.stream.write_all(&buf)
     }
 
     /// Sends `have all` and `unchoke`: a seeder that lets us ask.
-    pub(crate) fn pose_as_seeder(&mut self) -> std::io::Result<()> {
+    pub fn pose_as_seeder(&mut self) -> std::io::Result<()> {
         self.send(&Message::HaveAll)?;
         self.send(&Message::Unchoke)
     }
@@ -190,7 +189,7 @@ impl FakePeer {
     }
 
     /// Reads and drops whatever arrives until `stop` is set or the peer closes.
-    pub(crate) fn swallow(&mut self, stop: &AtomicBool) {
+    pub fn swallow(&mut self, stop: &AtomicBool) {
         let _ = self
             .stream
             .set_read_timeout(Some(Duration::from_millis(100)));
@@ -212,7 +211,7 @@ impl FakePeer {
 
 /// What a listening fake peer does with each connection it accepts.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Script {
+pub enum Script {
     /// Handshake, `have all`, `unchoke`, then never answers a request (a frozen
     /// or SIGSTOPped seeder): reads and drops everything.
     FrozenSeeder,
@@ -223,10 +222,10 @@ pub(crate) enum Script {
 }
 
 /// A fake peer listening on 127.0.0.1 and running a [`Script`] per connection.
-pub(crate) struct FakeListener {
-    pub(crate) addr: SocketAddr,
+pub struct FakeListener {
+    pub addr: SocketAddr,
     /// Connections accepted so far.
-    pub(crate) accepted: Arc<AtomicUsize>,
+    pub accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -234,7 +233,7 @@ pub(crate) struct FakeListener {
 impl FakeListener {
     /// Listens for peers of `info_hash`; at most `max_conns` connections, each
     /// handled on its own thread until the listener is dropped.
-    pub(crate) fn spawn(info_hash: [u8; 20], script: Script, max_conns: usize) -> FakeListener {
+    pub fn spawn(info_hash: [u8; 20], script: Script, max_conns: usize) -> FakeListener {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind fake peer");
         let addr = l.local_addr().expect("fake peer address");
         l.set_nonblocking(true).expect("nonblocking listener");

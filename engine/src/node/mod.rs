@@ -573,8 +573,8 @@ fn progress_of(s: &Shared) -> Progress {
     }
 }
 
-#[cfg(test)]
-mod fake_peer;
+#[doc(hidden)]
+pub mod fake_peer;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
