@@ -45,6 +45,11 @@ pub(crate) const SNUB_SLOWDOWN: f64 = 4.0;
 /// BEP 3 profile's deadline is exactly its `snub_timeout`.
 pub(crate) const MAX_SNUB_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Longest deadline of a peer that never delivered while other peers do (issue 11: a
+/// frozen peer loses its requests within seconds, not at the 60 s cap): the stated
+/// detection time of a peer that answers nothing.
+pub(crate) const NEVER_DELIVERED_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How long a peer holding `inflight_bytes` of our requests may send no block before it
 /// is snubbed (see the module docs): at least `config.snub_timeout`, and at least
 /// [`SNUB_SLOWDOWN`] × the time those bytes take at the slower of two rates we expect
@@ -52,8 +57,9 @@ pub(crate) const MAX_SNUB_DEADLINE: Duration = Duration::from_secs(60);
 /// and `peer_rate_bytes_per_s` (what it delivered on average since it connected; a
 /// sender whose own uplink is the bottleneck, like a slow origin, is slower than a fair
 /// share). That second term is at most [`MAX_SNUB_DEADLINE`]. A peer that never
-/// delivered (`peer_rate_bytes_per_s` 0) gets [`MAX_SNUB_DEADLINE`] (or
-/// `config.snub_timeout` if longer); a fair rate of 0 (nothing received) is not used.
+/// delivered (`peer_rate_bytes_per_s` 0) gets [`NEVER_DELIVERED_DEADLINE`] while others
+/// deliver, and [`MAX_SNUB_DEADLINE`] when nothing arrives from anyone (fair rate 0);
+/// never below `config.snub_timeout`.
 pub(crate) fn snub_deadline(
     config: &ChokerConfig,
     inflight_bytes: u64,
@@ -62,9 +68,15 @@ pub(crate) fn snub_deadline(
 ) -> Duration {
     let known = |r: f64| (r.is_finite() && r > 0.0).then_some(r);
     let Some(peer_rate) = known(peer_rate_bytes_per_s) else {
-        // It never delivered: no basis to call it slow (a slow origin's or a slow peer's
-        // first piece takes long); a stalled one is snubbed at the cap.
-        return config.snub_timeout.max(MAX_SNUB_DEADLINE);
+        // It never delivered. While others deliver, it gets the stated detection time
+        // (a frozen peer loses its requests within seconds; a slow sender streaming
+        // its first piece reports progress, which restarts the silence); with nothing
+        // from anyone there is no basis (a slow origin's first piece takes long).
+        return if known(fair_rate_bytes_per_s).is_some() {
+            config.snub_timeout.max(NEVER_DELIVERED_DEADLINE)
+        } else {
+            config.snub_timeout.max(MAX_SNUB_DEADLINE)
+        };
     };
     let rate = known(fair_rate_bytes_per_s).map_or(peer_rate, |f| f.min(peer_rate));
     let slow_s =
@@ -251,8 +263,17 @@ mod tests {
         assert_eq!(snub_deadline(&dc, 4 << 20, 1e8, 1e8), dc.snub_timeout);
         // Nothing requested: the floor.
         assert_eq!(snub_deadline(&dc, 0, fair, fair), dc.snub_timeout);
-        // It never delivered (its first piece may be slow): the cap, whatever the others.
-        assert_eq!(snub_deadline(&dc, piece, 1e8, 0.0), MAX_SNUB_DEADLINE);
+        // It never delivered: the stated detection time while others deliver, the cap
+        // when nothing arrives from anyone.
+        assert_eq!(
+            snub_deadline(&dc, piece, 1e8, 0.0),
+            NEVER_DELIVERED_DEADLINE
+        );
+        assert_eq!(
+            snub_deadline(&dc, 16 << 20, 1e3, 0.0),
+            NEVER_DELIVERED_DEADLINE
+        );
+        assert_eq!(snub_deadline(&dc, piece, 0.0, 0.0), MAX_SNUB_DEADLINE);
         assert_eq!(snub_deadline(&dc, piece, f64::NAN, -1.0), MAX_SNUB_DEADLINE);
         // Its own average alone when we know no fair share.
         let d = snub_deadline(&dc, piece, 0.0, 1e5);

@@ -10,7 +10,7 @@
 
 use super::tests::{caps, config};
 use super::*;
-use crate::core::choker::MAX_SNUB_DEADLINE;
+use crate::core::choker::{MAX_SNUB_DEADLINE, NEVER_DELIVERED_DEADLINE};
 use std::time::Duration;
 
 const PIECE: u32 = 256 * 1024;
@@ -122,12 +122,25 @@ fn slow_but_steady_sender_is_not_snubbed_and_a_stalled_one_is() {
 }
 
 #[test]
-fn a_sender_that_never_delivered_waits_for_the_cap() {
-    // SLOW never sends anything (its first whole piece may take long); FAST keeps us busy.
+fn a_sender_that_never_delivered_is_snubbed_within_the_stated_detection_time() {
+    // SLOW never sends anything (frozen); FAST keeps us busy. Issue 11: it loses its
+    // requests within NEVER_DELIVERED_DEADLINE (10 s), not at the 60 s cap.
     let mut t = leecher(
         1000,
         &[(SLOW, PeerMessage::HaveAll), (FAST, PeerMessage::HaveAll)],
     );
+    let cap_ms = NEVER_DELIVERED_DEADLINE.as_millis() as u64;
+    let snubbed_ms = run(&mut t, cap_ms + 3_000, u64::MAX, 0).expect("never snubbed");
+    assert!(
+        (cap_ms..=cap_ms + 1_100).contains(&snubbed_ms),
+        "snubbed at {snubbed_ms} ms"
+    );
+}
+
+#[test]
+fn a_sender_that_never_delivered_while_nobody_delivers_waits_for_the_cap() {
+    // Nothing arrives from anyone (a slow origin's first piece): no basis to judge.
+    let mut t = leecher(1000, &[(SLOW, PeerMessage::HaveAll)]);
     let cap_ms = MAX_SNUB_DEADLINE.as_millis() as u64;
     let snubbed_ms = run(&mut t, cap_ms + 3_000, u64::MAX, 0).expect("never snubbed");
     assert!(
