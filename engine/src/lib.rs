@@ -1,6 +1,8 @@
 //! p2pe: a peer-to-peer distribution engine speaking the BitTorrent protocol.
 //!
 //! Layout (see `STYLE.md`):
+//! - [`base`]: the protocol types every layer shares (piece index, block offset,
+//!   block length).
 //! - [`wire`]: bencode, metainfo (BEP 3) and peer-wire (BEP 3/6/10) codecs; no I/O.
 //! - [`core`]: sans-IO swarm state machines: peer state, piece picker, choker,
 //!   torrent. No sockets, no clock, no threads, no randomness of their own.
@@ -17,6 +19,8 @@
 // Clock reads are legitimate in the drivers; `core`, `wire` and `sim` deny them.
 #![allow(clippy::disallowed_methods)]
 
+#[forbid(unsafe_code)]
+pub mod base;
 #[forbid(unsafe_code)]
 pub mod core;
 #[forbid(unsafe_code)]

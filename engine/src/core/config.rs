@@ -7,9 +7,7 @@ use super::availability::Availability;
 use super::claims::AtomicBitfield;
 use super::upload_history::UploadHistory;
 
-/// Size of the request grain, in bytes: the block length every BitTorrent client accepts
-/// (BEP 3 recommends 2^14; many clients refuse larger requests).
-pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
+pub use crate::base::BLOCK_LEN_BYTES;
 
 /// Choking algorithm settings (BEP 3 §"Choking and optimistic unchoking").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

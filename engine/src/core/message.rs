@@ -4,9 +4,7 @@ use super::bitfield::BitfieldError;
 use super::Bitfield;
 use thiserror::Error;
 
-/// Index of a piece in the torrent (BEP 3), `0..piece_count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct PieceIndex(pub u32);
+pub use crate::base::PieceIndex;
 
 /// Driver-chosen handle of one peer connection; unique among live connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

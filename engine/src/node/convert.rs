@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::core::{Bitfield, BitfieldError, Block, PeerMessage, PieceIndex};
-use crate::wire::peer::{self, BlockOffset, BlockRequest, Message};
+use crate::core::{Bitfield, BitfieldError, Block, PeerMessage};
+use crate::wire::peer::{BlockOffset, BlockRequest, Message};
 
 /// What a received wire message means to the node.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub(crate) fn inbound(msg: Message, piece_count: u32) -> Result<Inbound, Bitfiel
         Message::Unchoke => core(PeerMessage::Unchoke),
         Message::Interested => core(PeerMessage::Interested),
         Message::NotInterested => core(PeerMessage::NotInterested),
-        Message::Have { index } => core(PeerMessage::Have(PieceIndex(index.0))),
+        Message::Have { index } => core(PeerMessage::Have(index)),
         Message::Bitfield(bytes) => core(PeerMessage::Bitfield(Bitfield::from_bytes(
             &bytes,
             piece_count,
@@ -38,15 +38,15 @@ pub(crate) fn inbound(msg: Message, piece_count: u32) -> Result<Inbound, Bitfiel
         Message::Request(r) => core(PeerMessage::Request(block_of(r))),
         Message::Cancel(r) => core(PeerMessage::Cancel(block_of(r))),
         Message::Reject(r) => core(PeerMessage::Reject(block_of(r))),
-        Message::Suggest { index } => core(PeerMessage::Suggest(PieceIndex(index.0))),
-        Message::AllowedFast { index } => core(PeerMessage::AllowedFast(PieceIndex(index.0))),
+        Message::Suggest { index } => core(PeerMessage::Suggest(index)),
+        Message::AllowedFast { index } => core(PeerMessage::AllowedFast(index)),
         Message::HaveAll => core(PeerMessage::HaveAll),
         Message::HaveNone => core(PeerMessage::HaveNone),
         Message::Piece { index, begin, data } => {
             // The decoder bounds a block by the negotiated request length (a u32).
             let len_bytes = u32::try_from(data.len()).unwrap_or(u32::MAX);
             let block = Block {
-                piece: PieceIndex(index.0),
+                piece: index,
                 offset_bytes: begin.0,
                 len_bytes,
             };
@@ -58,7 +58,7 @@ pub(crate) fn inbound(msg: Message, piece_count: u32) -> Result<Inbound, Bitfiel
 
 fn block_of(r: BlockRequest) -> Block {
     Block {
-        piece: PieceIndex(r.index.0),
+        piece: r.index,
         offset_bytes: r.begin.0,
         len_bytes: r.len_bytes,
     }
@@ -66,7 +66,7 @@ fn block_of(r: BlockRequest) -> Block {
 
 fn request_of(b: Block) -> BlockRequest {
     BlockRequest {
-        index: peer::PieceIndex(b.piece.0),
+        index: b.piece,
         begin: BlockOffset(b.offset_bytes),
         len_bytes: b.len_bytes,
     }
@@ -74,28 +74,28 @@ fn request_of(b: Block) -> BlockRequest {
 
 /// The wire form of a core message.
 pub(crate) fn outbound(msg: &PeerMessage) -> Message {
-    let index = |p: PieceIndex| peer::PieceIndex(p.0);
     match msg {
         PeerMessage::KeepAlive => Message::KeepAlive,
         PeerMessage::Choke => Message::Choke,
         PeerMessage::Unchoke => Message::Unchoke,
         PeerMessage::Interested => Message::Interested,
         PeerMessage::NotInterested => Message::NotInterested,
-        PeerMessage::Have(p) => Message::Have { index: index(*p) },
+        PeerMessage::Have(p) => Message::Have { index: *p },
         PeerMessage::Bitfield(b) => Message::Bitfield(Bytes::from(b.to_bytes())),
         PeerMessage::HaveAll => Message::HaveAll,
         PeerMessage::HaveNone => Message::HaveNone,
         PeerMessage::Request(b) => Message::Request(request_of(*b)),
         PeerMessage::Cancel(b) => Message::Cancel(request_of(*b)),
         PeerMessage::Reject(b) => Message::Reject(request_of(*b)),
-        PeerMessage::AllowedFast(p) => Message::AllowedFast { index: index(*p) },
-        PeerMessage::Suggest(p) => Message::Suggest { index: index(*p) },
+        PeerMessage::AllowedFast(p) => Message::AllowedFast { index: *p },
+        PeerMessage::Suggest(p) => Message::Suggest { index: *p },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::PieceIndex;
 
     #[test]
     fn control_messages_round_trip() {

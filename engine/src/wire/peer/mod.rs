@@ -59,14 +59,4 @@ pub use handshake::{Handshake, HandshakeDecoder};
 pub use message::{piece_header, BlockRequest, ExtendedMessage, Message, MessageId};
 pub use stream::{Decoded, PieceHeader};
 
-/// Standard block length in bytes (16 KiB), the request size every BEP 3
-/// client serves; the default maximum request length.
-pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
-
-/// Zero-based index of a piece in the torrent (BEP 3 `index`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PieceIndex(pub u32);
-
-/// Byte offset of a block within its piece (BEP 3 `begin`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BlockOffset(pub u32);
+pub use crate::base::{BlockOffset, PieceIndex, BLOCK_LEN_BYTES};
