@@ -28,7 +28,8 @@
 //!   most `endgame_max_requesters`, and the others are cancelled when it arrives.
 //! - Never more unchoked peers than `unchoke_slots + 1` (optimistic).
 //!
-//! Modules: [`time`] (instants), [`bitfield`] (piece sets, BEP 3 wire form), [`claims`]
+//! Modules: [`time`] (instants), [`address_book`] (peer addresses to dial: sources,
+//! bounds, back-off, aging), [`bitfield`] (piece sets, BEP 3 wire form), [`claims`]
 //! (piece claims shared by the torrents of one multi-worker node), [`availability`]
 //! (availability counts they share for rarest-first), `message`
 //! (identifiers, control messages, actions, errors), [`slots`] (connection timeouts,
@@ -38,6 +39,7 @@
 //! machine and the distinct-first seeder policy).
 #![deny(clippy::disallowed_methods)]
 
+pub mod address_book;
 pub mod availability;
 pub mod bitfield;
 mod choker;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::address_book::{AddressBook, BookConfig};
 use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
@@ -16,7 +17,7 @@ use crate::store::{Storage, StoreError};
 use crate::wire::peer::{ExtendedHandshake, Handshake};
 
 use super::limit::SharedBucket;
-use super::peer::{Dial, PeerConn, Source};
+use super::peer::{PeerConn, Source};
 use super::transfers::PieceSources;
 use super::{Command, NodeConfig, NodeError, Shared};
 
@@ -66,9 +67,9 @@ pub(crate) struct NodeHandler {
     pub(super) down: Option<SharedBucket>,
     /// Connections with items held back by a rate limit.
     pub(super) throttled: BTreeSet<ConnId>,
-    pub(super) dials: Vec<Dial>,
-    /// Index into `dials` by address (every address is dialled by one entry).
-    pub(super) known: HashMap<SocketAddr, usize>,
+    /// Addresses to dial: sources, bounds, back-off, aging
+    /// ([`crate::core::address_book`]); `PeerConn::dial` is an entry id.
+    pub(super) book: AddressBook,
     pub(super) max_peers: usize,
     /// Timeouts, per-IP cap and slot reclaiming ([`crate::core::slots`]).
     pub(super) slot_config: SlotConfig,
@@ -185,8 +186,7 @@ impl NodeHandler {
             up: limits.0,
             down: limits.1,
             throttled: BTreeSet::new(),
-            dials: Vec::new(),
-            known: HashMap::new(),
+            book: AddressBook::new(BookConfig::default()),
             max_peers: nc.max_peers.max(1),
             slot_config: nc.slots,
             pex_interval,
@@ -280,9 +280,8 @@ impl NodeHandler {
         if let Some(pc) = self.conns.get_mut(&conn) {
             pc.dropped_by_core = true;
             if !matches!(reason, DisconnectReason::ProtocolViolation(_)) {
-                if let Some(d) = pc.dial.and_then(|i| self.dials.get_mut(i)) {
-                    d.retired = true;
-                }
+                let dial = pc.dial;
+                self.retire_dial(dial);
             }
         }
         ctx.close(conn);
@@ -327,7 +326,7 @@ impl NodeHandler {
     }
 
     fn arm_timer(&self, ctx: &mut Ctx) {
-        let now = Instant::now();
+        let now = self.now();
         let tick = if self.throttled.is_empty() {
             IDLE_TICK
         } else {
@@ -335,13 +334,10 @@ impl NodeHandler {
         };
         let mut after = tick;
         if let Some(t) = self.torrent.poll_timeout() {
-            let core_in = t.saturating_duration_since(self.now());
-            after = after.min(core_in);
+            after = after.min(t.saturating_duration_since(now));
         }
-        for d in &self.dials {
-            if let Some(at) = d.retry_at {
-                after = after.min(at.saturating_duration_since(now));
-            }
+        if let Some(at) = self.book.poll_timeout() {
+            after = after.min(at.saturating_duration_since(now));
         }
         ctx.set_timer(after);
     }
@@ -448,7 +444,7 @@ impl Handler for NodeHandler {
             self.commit_shadows(ctx);
         }
         self.take_discovered(ctx);
-        self.dial_due(ctx, now);
+        self.dial_due(ctx, t);
         self.pex_tick(ctx, now);
         self.drain(ctx);
         self.publish();

@@ -578,4 +578,6 @@ pub mod fake_peer;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod pex_flood_tests;
+#[cfg(test)]
 mod tests;

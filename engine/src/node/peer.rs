@@ -77,7 +77,8 @@ pub(crate) struct PeerConn {
     /// Payload bytes of `blocks_in_flight` (queued on the runtime, not yet all
     /// handed to the kernel).
     pub(crate) unsent_payload_bytes: u64,
-    /// Index of the dial (configured peer) this connection came from.
+    /// The address-book entry ([`crate::core::address_book`]) this connection was
+    /// dialled from (the entry stays in the book while the connection is open).
     pub(crate) dial: Option<usize>,
     /// The address at the other end of the socket.
     pub(crate) remote: SocketAddr,
@@ -146,30 +147,5 @@ impl PeerConn {
     }
 }
 
-/// Where a dialled address came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// `NodeConfig::peers` / `Node::connect`: redialled while incomplete.
-    Configured,
-    /// A tracker's answer.
-    Tracker,
-    /// A BEP 11 `ut_pex` message.
-    Pex,
-    /// A BEP 5 DHT `get_peers` answer.
-    Dht,
-}
-
-/// A peer address we connect (and reconnect) to.
-#[derive(Debug)]
-pub(crate) struct Dial {
-    pub(crate) addr: SocketAddr,
-    pub(crate) source: Source,
-    /// The live connection, if any.
-    pub(crate) connected: bool,
-    /// When to try again (`None`: not scheduled).
-    pub(crate) retry_at: Option<Instant>,
-    /// Consecutive failures, for the back-off.
-    pub(crate) failures: u32,
-    /// Never again (the core found the peer useless or banned it).
-    pub(crate) retired: bool,
-}
+/// Where a dialled address came from (the address book's sources).
+pub(crate) use crate::core::address_book::Source;

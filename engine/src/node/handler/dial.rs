@@ -1,52 +1,51 @@
-//! Outbound connections: the address book of peers to dial (configured,
-//! from trackers, from PEX), back-off, the connection bound, and one
+//! Outbound connections: driving the address book of peers to dial
+//! ([`crate::core::address_book`]: configured, from trackers, DHT and PEX, with its
+//! bounds, preference, back-off and aging), the connection bound, and one
 //! connection per peer.
 //!
-//! Invariants: every address has at most one [`Dial`] (`known` indexes
-//! them); peers from trackers and PEX are dialled only while fewer than
-//! `max_peers` connections are open and are given up after
-//! [`DISCOVERED_MAX_FAILURES`] failed attempts in a row; configured peers are
-//! redialled while the download is incomplete. Every address belongs to one
-//! worker ([`dial_owner`]): others forward it there, so the book of one
-//! address lives on one worker; the bound counts connections of all workers.
-//! Two connections to one peer id (on any workers) are resolved the same way
-//! on both ends: the one dialled by the peer with the smaller id stays.
+//! Invariants: every address has at most one book entry; peers from trackers, the
+//! DHT and PEX are dialled only while fewer than `max_peers` connections are open
+//! (due dials go out tracker ones before PEX ones) and are retired after
+//! [`BookConfig::max_failures`](crate::core::address_book::BookConfig) failed
+//! attempts in a row, then forgotten after its `retired_ttl`; configured peers are
+//! redialled while the download is incomplete. A `ut_pex` message is read for at
+//! most [`MAX_PEX_ADDED_PER_MESSAGE`] addresses. Every address belongs to one worker
+//! ([`dial_owner`]): others forward it there, so the book of one address lives on
+//! one worker; the bound counts connections of all workers. Two connections to one
+//! peer id (on any workers) are resolved the same way on both ends: the one dialled
+//! by the peer with the smaller id stays.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::core::PeerKey;
+use crate::core::address_book::{Admission, EntryId};
+use crate::core::{PeerKey, Time};
 use crate::rt::{ConnId, Ctx};
 
-use super::super::peer::{Dial, PeerConn, Source};
+use super::super::peer::{PeerConn, Source};
 use super::super::shared::{dial_owner, PeerSlot};
 use super::super::Command;
 use super::NodeHandler;
 
-/// Back-off bounds for reconnecting to a peer.
-const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(200);
-const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Failed attempts in a row after which a discovered address is dropped.
-pub(super) const DISCOVERED_MAX_FAILURES: u32 = 3;
-/// Most addresses in the book: a lying tracker or PEX peer cannot grow it
-/// without bound (discovered addresses beyond it are ignored).
-const MAX_KNOWN: usize = 2000;
 /// How long a due dial waits when the connection bound is reached.
 const FULL_RECHECK: Duration = Duration::from_secs(1);
+/// BEP 11: at most 50 `added` peers per `ut_pex` message; the rest are ignored (as
+/// libtorrent does).
+pub(super) const MAX_PEX_ADDED_PER_MESSAGE: usize = 50;
 
 impl NodeHandler {
     pub(super) fn new_conn(
         &mut self,
         ctx: &mut Ctx,
         conn: ConnId,
-        dial: Option<usize>,
+        dial: Option<EntryId>,
         remote: SocketAddr,
     ) {
         let key = PeerKey(self.next_key());
         let mut pc = PeerConn::new(key, dial, remote, self.now());
-        if let Some(d) = dial.and_then(|i| self.dials.get(i)) {
-            pc.listen_addr = Some(d.addr);
+        if let Some(e) = dial.and_then(|i| self.book.get(i)) {
+            pc.listen_addr = Some(e.addr);
         }
         let hs = self.ours.to_bytes().to_vec();
         pc.queued_total_bytes += hs.len() as u64;
@@ -62,7 +61,7 @@ impl NodeHandler {
         addr.port() == port && (addr.ip().is_loopback() || addr.ip().is_unspecified())
     }
 
-    /// Adds `addr` to the book and dials it if the bound allows; returns
+    /// Offers `addr` to the book and dials it if the bound allows; returns
     /// whether the address was new.
     pub(super) fn add_peer(&mut self, ctx: &mut Ctx, addr: SocketAddr, source: Source) -> bool {
         let owner = dial_owner(addr, self.shared.workers);
@@ -71,44 +70,29 @@ impl NodeHandler {
             let _ = ctx.post(owner, Box::new(Command::AddPeer(addr, source)));
             return false;
         }
-        if let Some(&i) = self.known.get(&addr) {
-            if source == Source::Configured {
-                if let Some(d) = self.dials.get_mut(i) {
-                    // An explicit request revives a retired or discovered entry.
-                    d.source = Source::Configured;
-                    d.retired = false;
-                    d.failures = 0;
-                    if !d.connected {
-                        self.dial(ctx, i);
-                    }
-                }
-            }
-            return false;
-        }
         if source != Source::Configured
-            && (self.is_self(addr)
-                || addr.port() == 0
-                || self.known.len() >= MAX_KNOWN
-                || self.conns.values().any(|c| c.listen_addr == Some(addr)))
+            && self.book.find(addr).is_none()
+            && (self.is_self(addr) || self.conns.values().any(|c| c.listen_addr == Some(addr)))
         {
             return false;
         }
-        self.dials.push(Dial {
-            addr,
-            source,
-            connected: false,
-            retry_at: None,
-            failures: 0,
-            retired: false,
-        });
-        let i = self.dials.len() - 1;
-        self.known.insert(addr, i);
-        if source == Source::Configured || self.below_bound() {
-            self.dial(ctx, i);
-        } else {
-            self.dials[i].retry_at = Some(Instant::now() + FULL_RECHECK);
+        match self.book.admit(addr, source) {
+            Admission::New(i) => {
+                if source == Source::Configured || self.below_bound() {
+                    self.dial(ctx, i);
+                } else {
+                    self.book.defer(i, self.now() + FULL_RECHECK);
+                }
+                true
+            }
+            Admission::Revived(i) => {
+                if !self.book.get(i).is_some_and(|e| e.connected) {
+                    self.dial(ctx, i);
+                }
+                false
+            }
+            Admission::Known | Admission::Refused => false,
         }
-        true
     }
 
     /// Dials the peers the tracker and DHT threads found.
@@ -134,67 +118,56 @@ impl NodeHandler {
         }
     }
 
-    /// Redials every due entry, discovered ones only below the bound.
-    pub(super) fn dial_due(&mut self, ctx: &mut Ctx, now: Instant) {
-        let due: Vec<usize> = (0..self.dials.len())
-            .filter(|&i| self.dials[i].retry_at.is_some_and(|at| at <= now))
-            .collect();
-        for i in due {
-            let configured = self.dials[i].source == Source::Configured;
+    /// Forgets aged-out entries, then redials every due entry (preferred sources
+    /// first), discovered ones only below the bound.
+    pub(super) fn dial_due(&mut self, ctx: &mut Ctx, now: Time) {
+        self.book.handle_timeout(now);
+        for i in self.book.due(now) {
+            let configured = self
+                .book
+                .get(i)
+                .is_some_and(|e| e.source == Source::Configured);
             if configured || self.below_bound() {
                 self.dial(ctx, i);
             } else {
-                self.dials[i].retry_at = Some(now + FULL_RECHECK);
+                self.book.defer(i, now + FULL_RECHECK);
             }
         }
     }
 
-    pub(super) fn dial(&mut self, ctx: &mut Ctx, i: usize) {
-        let Some(d) = self.dials.get_mut(i) else {
+    pub(super) fn dial(&mut self, ctx: &mut Ctx, i: EntryId) {
+        let Some(addr) = self.book.get(i).map(|e| e.addr) else {
             return;
         };
-        d.retry_at = None;
-        let addr = d.addr;
         match ctx.connect(addr) {
             Ok(conn) => {
-                d.connected = true;
+                self.book.on_dialled(i);
                 self.new_conn(ctx, conn, Some(i), addr);
             }
             Err(_) => self.schedule_redial(i),
         }
     }
 
-    pub(super) fn schedule_redial(&mut self, i: usize) {
-        let complete = self.torrent.is_complete();
-        let Some(d) = self.dials.get_mut(i) else {
-            return;
-        };
-        d.connected = false;
-        if d.retired || complete {
-            return;
-        }
-        d.failures = d.failures.saturating_add(1);
-        if d.source != Source::Configured && d.failures >= DISCOVERED_MAX_FAILURES {
-            d.retired = true;
-            return;
-        }
-        let backoff = DIAL_BACKOFF_MIN
-            .saturating_mul(1 << d.failures.min(6))
-            .min(DIAL_BACKOFF_MAX);
-        d.retry_at = Some(Instant::now() + backoff);
+    /// Entry `i`'s connection closed or its dial failed: redial it later, or
+    /// retire it (see the book's policy).
+    pub(super) fn schedule_redial(&mut self, i: EntryId) {
+        let redial = !self.torrent.is_complete();
+        let now = self.now();
+        self.book.on_closed(now, i, redial);
     }
 
     /// A dial's connection completed its handshake: reset its back-off.
-    pub(super) fn dial_succeeded(&mut self, dial: Option<usize>) {
-        if let Some(d) = dial.and_then(|i| self.dials.get_mut(i)) {
-            d.failures = 0;
+    pub(super) fn dial_succeeded(&mut self, dial: Option<EntryId>) {
+        if let Some(i) = dial {
+            self.book.on_handshake(i);
         }
     }
 
     /// Stops reconnecting to a dial's address.
-    pub(super) fn retire_dial(&mut self, dial: Option<usize>) {
-        if let Some(d) = dial.and_then(|i| self.dials.get_mut(i)) {
-            d.retired = true;
+    pub(super) fn retire_dial(&mut self, dial: Option<EntryId>) {
+        if let Some(i) = dial {
+            let now = self.now();
+            self.book.retire(now, i);
         }
     }
 

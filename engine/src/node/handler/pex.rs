@@ -24,6 +24,7 @@ use crate::wire::pex::{PexFlags, PexMessage};
 
 use super::super::peer::{PeerConn, Source};
 use super::super::PEX_INTERVAL;
+use super::dial::MAX_PEX_ADDED_PER_MESSAGE;
 use super::NodeHandler;
 
 /// BEP 11: "at most 50 added peers" per message.
@@ -52,20 +53,20 @@ impl NodeHandler {
         }
     }
 
-    /// A `ut_pex` message arrived: dial its added peers (bounded by the
-    /// address book and the connection bound). False closes the connection
-    /// (a malformed message).
+    /// A `ut_pex` message arrived: dial its added peers (at most
+    /// [`MAX_PEX_ADDED_PER_MESSAGE`] of them, bounded by the address book's PEX
+    /// caps and the connection bound). False closes the connection (a malformed
+    /// message).
     pub(super) fn on_pex(&mut self, ctx: &mut Ctx, conn: ConnId, payload: &[u8]) -> bool {
         let Ok(msg) = PexMessage::from_bencode(payload) else {
             return false;
         };
-        let from = self
-            .conns
-            .get(&conn)
-            .map_or_else(|| "?".to_string(), |pc| pc.remote.to_string());
+        let Some(from) = self.conns.get(&conn).map(|pc| pc.remote) else {
+            return true;
+        };
         let mut new = 0u32;
-        for (addr, _flags) in msg.added {
-            if self.add_peer(ctx, addr, Source::Pex) {
+        for (addr, _flags) in msg.added.into_iter().take(MAX_PEX_ADDED_PER_MESSAGE) {
+            if self.add_peer(ctx, addr, Source::Pex(from)) {
                 new += 1;
             }
         }

@@ -115,7 +115,7 @@ impl NodeHandler {
                 if self.add_peer(ctx, addr, source) {
                     let s = &self.shared;
                     let counter = match source {
-                        Source::Pex => &s.pex_peers_learned,
+                        Source::Pex(_) => &s.pex_peers_learned,
                         Source::Tracker => &s.tracker_peers_learned,
                         Source::Dht => &s.dht_peers_learned,
                         Source::Configured => return,
