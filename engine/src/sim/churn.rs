@@ -1,13 +1,18 @@
-//! Churn: peers leaving and joining during a run, and the origin leaving early.
+//! Churn: peers leaving, joining and freezing during a run, and the origin leaving early.
 //!
 //! Syntax (comma-separated, any order, all optional):
 //! `leave=F` — a fraction `F` (0..1) of the initial peers leave at uniformly random times in the
 //! churn window; `join=F` — `F·N` extra peers join at uniformly random times in the window;
+//! `freeze=F` — a fraction `F` of the initial peers freeze at uniformly random times in the
+//! window: from then on the peer sends and reads nothing, its connections stay open and no one
+//! is told (a SIGSTOPped process, or a host gone without a FIN); blocks its peers were sending
+//! it stall with the rest of their queue, as behind a zero TCP window;
 //! `origin-leave` — the origin disconnects as soon as the honest peers together hold every piece;
 //! `window=DURATION` — the churn window `[0, DURATION]` (default: `D_p2p`).
-//! Example: `leave=0.1,join=0.1,origin-leave`.
+//! Example: `leave=0.1,join=0.1,origin-leave`, `freeze=0.125`.
 //!
-//! A leaving peer that holds the last copy of some piece in the swarm after the origin has left
+//! Leavers, freezers and liars are disjoint; frozen peers are not expected to complete. A
+//! leaving or freezing peer that holds the last copy of some piece in the swarm after the origin has left
 //! waits until another peer has that piece (otherwise completion would be impossible, and the
 //! run would measure the churn generator rather than the swarm).
 
@@ -22,6 +27,9 @@ pub struct ChurnSpec {
     pub leave_fraction: f64,
     /// Extra peers joining during the window, as a fraction of the initial peer count.
     pub join_fraction: f64,
+    /// Fraction of the initial peers that freeze (stop sending and reading, stay connected)
+    /// during the window.
+    pub freeze_fraction: f64,
     /// Whether the origin leaves once the swarm holds a full copy.
     pub origin_leaves: bool,
     /// Length of the churn window in nanoseconds; `None` means `D_p2p`.
@@ -31,7 +39,10 @@ pub struct ChurnSpec {
 impl ChurnSpec {
     /// Whether this spec changes anything.
     pub fn is_none(&self) -> bool {
-        self.leave_fraction == 0.0 && self.join_fraction == 0.0 && !self.origin_leaves
+        self.leave_fraction == 0.0
+            && self.join_fraction == 0.0
+            && self.freeze_fraction == 0.0
+            && !self.origin_leaves
     }
 
     /// Parses the syntax in the module docs.
@@ -55,6 +66,7 @@ impl ChurnSpec {
             match key {
                 "leave" => out.leave_fraction = fraction()?,
                 "join" => out.join_fraction = fraction()?,
+                "freeze" => out.freeze_fraction = fraction()?,
                 "origin-leave" if value.is_empty() => out.origin_leaves = true,
                 "window" => {
                     let ns = parse_duration_ns(value).map_err(|e| bad(part, &e.to_string()))?;
@@ -63,7 +75,7 @@ impl ChurnSpec {
                 _ => {
                     return Err(bad(
                         part,
-                        "expected leave=F, join=F, origin-leave or window=DURATION",
+                        "expected leave=F, join=F, freeze=F, origin-leave or window=DURATION",
                     ))
                 }
             }
@@ -78,17 +90,20 @@ mod tests {
 
     #[test]
     fn parses_the_documented_syntax() {
-        let spec = ChurnSpec::parse("leave=0.1,join=0.2,origin-leave,window=2s").unwrap();
+        let spec =
+            ChurnSpec::parse("leave=0.1,join=0.2,freeze=0.125,origin-leave,window=2s").unwrap();
         assert_eq!(
             spec,
             ChurnSpec {
                 leave_fraction: 0.1,
                 join_fraction: 0.2,
+                freeze_fraction: 0.125,
                 origin_leaves: true,
                 window_ns: Some(2_000_000_000),
             }
         );
         assert!(ChurnSpec::parse("").unwrap().is_none());
+        assert!(!ChurnSpec::parse("freeze=0.1").unwrap().is_none());
         assert!(ChurnSpec::parse("leave=2").is_err());
         assert!(ChurnSpec::parse("stay=0.1").is_err());
         assert!(ChurnSpec::parse("origin-leave=1").is_err());

@@ -439,6 +439,7 @@ impl Outcome {
             integrity_violations: 0,
             peers_left: 0,
             peers_joined: 0,
+            peers_frozen: 0,
             origin_left_s: None,
             timeline_bin_s: 0.0,
             upload_timeline: Vec::new(),

@@ -135,6 +135,8 @@ pub struct Report {
     pub peers_left: u32,
     /// Peers that joined late (churn).
     pub peers_joined: u32,
+    /// Peers that froze (churn `freeze`: connected, silent, never reading).
+    pub peers_frozen: u32,
     /// When the origin left, if it did.
     pub origin_left_s: Option<f64>,
     /// Width of one bin of the timelines below, in seconds (`D_p2p / 10`).

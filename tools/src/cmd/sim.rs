@@ -38,9 +38,11 @@ p2pe sim --peers 14 --size 64MiB --uplink 100Mbit --seeder-uplink 400Mbit --slow
 Churn spec (--churn, comma-separated, p2p only):
   leave=F        a fraction F of the peers leave at uniformly random times in the window
   join=F         F·N extra peers join at uniformly random times in the window
+  freeze=F       a fraction F of the peers freeze (send and read nothing, stay connected,
+                 no FIN) at uniformly random times in the window; they need not complete
   origin-leave   the origin leaves once the peers together hold every piece
   window=DUR     the churn window [0, DUR] (default: D_p2p)
-  e.g. --churn leave=0.1,join=0.1,origin-leave
+  e.g. --churn leave=0.1,join=0.1,origin-leave   or   --churn freeze=0.125
 
 Set P2PE_SIM_DEBUG=1 to print the state of peers that did not complete.
 
@@ -258,13 +260,13 @@ fn print_text(config: &SimConfig, r: &Report) {
             r.liars, r.hash_failures, r.bans, r.protocol_errors
         );
     }
-    if r.peers_left > 0 || r.peers_joined > 0 || r.origin_left_s.is_some() {
+    if r.peers_left > 0 || r.peers_joined > 0 || r.peers_frozen > 0 || r.origin_left_s.is_some() {
         let origin = r
             .origin_left_s
             .map_or("stayed".to_string(), |t| format!("left at {t:.4} s"));
         println!(
-            "churn: {} left, {} joined, origin {origin}",
-            r.peers_left, r.peers_joined
+            "churn: {} left, {} joined, {} frozen, origin {origin}",
+            r.peers_left, r.peers_joined, r.peers_frozen
         );
     }
     if !r.upload_timeline.is_empty() {

@@ -1,4 +1,5 @@
-//! Who is in the swarm: initial setup (the simulator as tracker), connections, churn.
+//! Who is in the swarm: initial setup (the simulator as tracker), connections, churn
+//! (leaving, joining, freezing).
 
 use std::collections::HashSet;
 
@@ -37,6 +38,8 @@ impl Swarm<'_> {
         }
         let leavers = ((c.churn.leave_fraction * f64::from(c.peers)).round() as usize)
             .min(order.len() - c.liars as usize);
+        let freezers = ((c.churn.freeze_fraction * f64::from(c.peers)).round() as usize)
+            .min(order.len() - c.liars as usize - leavers);
         let window_ns = c
             .churn
             .window_ns
@@ -51,6 +54,10 @@ impl Swarm<'_> {
                 self.nodes[id as usize].expected = false;
                 let at = self.rng.random_range(0..window_ns);
                 self.queue.push(at, Event::Leave { node: id });
+            } else if i < c.liars as usize + leavers + freezers {
+                self.nodes[id as usize].expected = false;
+                let at = self.rng.random_range(0..window_ns);
+                self.queue.push(at, Event::Freeze { node: id });
             }
         }
         let joiners = (c.churn.join_fraction * f64::from(c.peers)).round() as u32;
@@ -158,29 +165,8 @@ impl Swarm<'_> {
         if !self.nodes[node as usize].present {
             return;
         }
-        let base = node as usize * self.piece_count as usize;
-        let pieces = &self.pieces[base..base + self.piece_count as usize];
-        if node != 0 && !self.nodes[node as usize].liar {
-            if !self.nodes[0].present {
-                let sole = pieces
-                    .iter()
-                    .zip(&self.holders)
-                    .any(|(&s, &h)| s == VERIFIED && h == 1);
-                if sole {
-                    let retry_ns = (self.config.d_p2p_s() * 1e7) as Nanos;
-                    self.queue
-                        .push(now + retry_ns.max(1_000), Event::Leave { node });
-                    return;
-                }
-            }
-            for (p, &s) in pieces.iter().enumerate() {
-                if s == VERIFIED {
-                    self.holders[p] -= 1;
-                    if self.holders[p] == 0 {
-                        self.covered -= 1;
-                    }
-                }
-            }
+        if !self.withdraw_pieces(now, node, Event::Leave { node }) {
+            return;
         }
         if node == 0 {
             self.counters.origin_left_ns = Some(now);
@@ -197,6 +183,53 @@ impl Swarm<'_> {
         }
         // Free the core's memory: a departed node never returns.
         self.nodes[node as usize].torrent = None;
+    }
+
+    /// A peer freezes (churn `freeze`): from now on its core is never driven, it starts
+    /// sending nothing and receives nothing (see [`crate::sim::churn`]); its connections
+    /// stay open and its neighbours are not told. Like a leaver, it waits while it holds
+    /// the only honest copy of a piece after the origin left.
+    pub(super) fn freeze(&mut self, now: Nanos, node: u32) {
+        let n = &self.nodes[node as usize];
+        if node == 0 || !n.present || n.frozen {
+            return;
+        }
+        if !self.withdraw_pieces(now, node, Event::Freeze { node }) {
+            return;
+        }
+        self.nodes[node as usize].frozen = true;
+        self.counters.peers_frozen += 1;
+    }
+
+    /// Takes `node`'s pieces out of the honest holders' counts as it leaves or freezes;
+    /// false (and `retry` is scheduled) if it holds the only honest copy of a piece after
+    /// the origin left.
+    fn withdraw_pieces(&mut self, now: Nanos, node: u32, retry: Event) -> bool {
+        if node == 0 || self.nodes[node as usize].liar {
+            return true;
+        }
+        let base = node as usize * self.piece_count as usize;
+        let pieces = &self.pieces[base..base + self.piece_count as usize];
+        if !self.nodes[0].present {
+            let sole = pieces
+                .iter()
+                .zip(&self.holders)
+                .any(|(&s, &h)| s == VERIFIED && h == 1);
+            if sole {
+                let retry_ns = (self.config.d_p2p_s() * 1e7) as Nanos;
+                self.queue.push(now + retry_ns.max(1_000), retry);
+                return false;
+            }
+        }
+        for (p, &s) in pieces.iter().enumerate() {
+            if s == VERIFIED {
+                self.holders[p] -= 1;
+                if self.holders[p] == 0 {
+                    self.covered -= 1;
+                }
+            }
+        }
+        true
     }
 
     /// With `origin-leave`, schedules the origin's departure once every piece is covered.

@@ -46,12 +46,17 @@ enum Event {
     Join { node: u32 },
     /// A peer (or the origin) leaves.
     Leave { node: u32 },
+    /// A peer freezes: it sends and reads nothing more; its connections stay open.
+    Freeze { node: u32 },
 }
 
 struct Node {
     torrent: Option<Torrent>,
     present: bool,
     liar: bool,
+    /// Frozen (churn `freeze`): its core is never driven again, it sends nothing new and
+    /// nothing reaches it.
+    frozen: bool,
     /// Counted in the completion statistics (honest, not a designated leaver).
     expected: bool,
     completed_ns: Option<Nanos>,
@@ -76,6 +81,7 @@ struct Counters {
     integrity_violations: u64,
     peers_left: u32,
     peers_joined: u32,
+    peers_frozen: u32,
     origin_left_ns: Option<Nanos>,
 }
 
@@ -191,6 +197,7 @@ impl<'c> Swarm<'c> {
             torrent: Some(Torrent::new(self.torrent_config.clone(), have, node_seed)),
             present: false,
             liar: false,
+            frozen: false,
             expected: false,
             completed_ns: None,
             timer_at: NEVER,
@@ -262,7 +269,7 @@ impl<'c> Swarm<'c> {
             }
             Event::Timer { node, version } => {
                 let n = &mut self.nodes[node as usize];
-                if n.timer_version != version || !n.present {
+                if n.timer_version != version || !n.present || n.frozen {
                     return;
                 }
                 n.timer_at = NEVER;
@@ -274,6 +281,7 @@ impl<'c> Swarm<'c> {
             }
             Event::Join { node } => self.join(now, node),
             Event::Leave { node } => self.leave(now, node),
+            Event::Freeze { node } => self.freeze(now, node),
         }
     }
 
@@ -407,6 +415,7 @@ impl<'c> Swarm<'c> {
         report.integrity_violations = c.integrity_violations;
         report.peers_left = c.peers_left;
         report.peers_joined = c.peers_joined;
+        report.peers_frozen = c.peers_frozen;
         report.origin_left_s = c.origin_left_ns.map(|ns| ns as f64 / 1e9);
         let bin_s = self.bin_ns as f64 / 1e9;
         let origin_cap = self.config.seeder_uplink_bytes_per_s as f64 * bin_s;

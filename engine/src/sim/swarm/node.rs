@@ -9,6 +9,10 @@ use super::{Event, Swarm, MISSING, POISONED, VERIFIED};
 impl Swarm<'_> {
     /// Drains `node`'s actions, then re-arms its timer and notes completion.
     pub(super) fn drain(&mut self, now: Nanos, node: u32) {
+        if self.nodes[node as usize].frozen {
+            // A frozen process acts on nothing: its core's actions wait forever.
+            return;
+        }
         loop {
             let Some(torrent) = self.nodes[node as usize].torrent.as_mut() else {
                 return;
@@ -181,8 +185,14 @@ impl Swarm<'_> {
         }
     }
 
-    /// Starts the next block on `dir` if the link is idle.
+    /// Starts the next block on `dir` if the link is idle and neither end is frozen (a
+    /// frozen sender writes nothing more; a frozen receiver's window is closed, so the
+    /// sender's queue to it stalls).
     fn kick(&mut self, now: Nanos, dir: u32) {
+        let (src, dst) = self.ends(dir);
+        if self.nodes[src as usize].frozen || self.nodes[dst as usize].frozen {
+            return;
+        }
         let d = &mut self.dirs[dir as usize];
         if d.sending.is_some() {
             return;
@@ -192,7 +202,6 @@ impl Swarm<'_> {
         };
         d.sending = Some((block, corrupt));
         d.started += 1;
-        let (src, dst) = self.ends(dir);
         self.net
             .start(now, dir, src, dst, u64::from(block.len_bytes));
     }
@@ -247,6 +256,10 @@ impl Swarm<'_> {
         let Some(item) = self.dirs[dir as usize].in_flight.pop_front() else {
             return;
         };
+        if self.nodes[dst as usize].frozen {
+            // Never read.
+            return;
+        }
         self.deliver(now, dst, PeerKey(u64::from(conn_id)), item);
         self.dirty.push(dst);
     }
