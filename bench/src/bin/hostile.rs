@@ -51,6 +51,9 @@ struct Args {
     /// Give up on one get after this many seconds (reported as a failure).
     #[arg(long, default_value_t = 120)]
     bound_s: u64,
+    /// Run only these scenarios (and the baseline); repeatable.
+    #[arg(long)]
+    only: Vec<String>,
 }
 
 const SCENARIOS: [&str; 7] = [
@@ -217,6 +220,19 @@ fn one_get(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    if done.is_none() {
+        let p = get.progress();
+        eprintln!(
+            "stalled at {}/{} pieces, {} peers; the get's log:",
+            p.verified_pieces, p.piece_count, p.peers
+        );
+        while let Some(e) = get.poll_event() {
+            eprintln!("  {e}");
+        }
+        if let Some(e) = get.take_error() {
+            eprintln!("  fatal: {e:?}");
+        }
+    }
     get.shutdown()?;
     Ok(done)
 }
@@ -238,6 +254,9 @@ fn main() -> anyhow::Result<()> {
     let mut failures = vec![0usize; SCENARIOS.len()];
     for rep in 0..args.reps.max(1) {
         for (i, name) in SCENARIOS.iter().enumerate() {
+            if i > 0 && !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+                continue;
+            }
             let seed = start(&meta, open(&meta, &src, OpenMode::Seed)?, listen())?;
             let seed_addr = seed.local_addr().context("seed address")?;
             let h = set_up(name, &meta, &src, seed_addr, pieces, piece_len)?;

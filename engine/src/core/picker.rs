@@ -91,6 +91,16 @@ pub(crate) struct PartialPiece {
     pinned: Option<PeerKey>,
 }
 
+impl PartialPiece {
+    /// The peer a parole piece is pinned to, while that peer holds a request of it: a
+    /// pin whose peer has none left (it rejected the rest, was served out, or left)
+    /// binds nobody, so a piece is never stuck on a peer that will not ask again.
+    fn active_pin(&self) -> Option<PeerKey> {
+        self.pinned
+            .filter(|k| self.requests.iter().any(|r| r.0 == *k))
+    }
+}
+
 /// What a finished hash check leaves for smart ban: who sent the piece's data.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct CheckedCopy {
@@ -504,7 +514,7 @@ impl Picker {
         self.partial
             .get(piece.0 as usize)
             .and_then(|p| p.as_ref())
-            .is_some_and(|pp| pp.pinned.is_some_and(|k| k != peer))
+            .is_some_and(|pp| pp.active_pin().is_some_and(|k| k != peer))
     }
 
     /// Whether `piece` is a shadow in progress: a node-wide endgame duplicate of a piece
@@ -527,7 +537,7 @@ impl Picker {
         let piece_len = self.piece_len(piece);
         let max_chunks = max_run_chunks(ctx.max_request_len_bytes, piece_len);
         let pp = self.partial.get_mut(piece.0 as usize)?.as_mut()?;
-        if pp.pinned.is_some_and(|k| k != ctx.peer) {
+        if pp.active_pin().is_some_and(|k| k != ctx.peer) {
             return None;
         }
         if pp.single_source {
@@ -575,7 +585,7 @@ impl Picker {
             else {
                 continue;
             };
-            if pp.verifying || pp.pinned.is_some_and(|k| k != ctx.peer) {
+            if pp.verifying || pp.active_pin().is_some_and(|k| k != ctx.peer) {
                 continue;
             }
             let mine: Vec<Block> = pp

@@ -278,6 +278,10 @@ impl NodeHandler {
             return;
         };
         if let Some(pc) = self.conns.get_mut(&conn) {
+            if !matches!(reason, DisconnectReason::NotUseful) {
+                self.shared
+                    .log(format!("{}: disconnected ({reason:?})", pc.remote));
+            }
             pc.dropped_by_core = true;
             if !matches!(reason, DisconnectReason::ProtocolViolation(_)) {
                 let dial = pc.dial;

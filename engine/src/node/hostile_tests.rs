@@ -246,3 +246,42 @@ fn a_liar_does_not_get_the_honest_seed_banned() {
     );
     seed.shutdown().unwrap();
 }
+
+#[test]
+fn a_liar_among_whole_piece_requests_on_two_workers_does_not_stall_the_get() {
+    // Found by bench/src/bin/hostile.rs: with 1 MiB pieces and two workers the get
+    // sat forever next to the liar in 2 runs of 3.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[64 << 20], 1 << 20);
+    let seed = seed_node(&meta, &src);
+    for run in 0..3 {
+        let liar = FakeListener::spawn(meta.info_hash().0, Script::Liar, 16);
+        let dir = tmp.path().join(format!("get{run}"));
+        let get = Node::start(
+            &meta,
+            open(&meta, &dir, OpenMode::Create),
+            NodeConfig {
+                peers: vec![liar.addr, seed.local_addr().unwrap()],
+                workers: 2,
+                ..NodeConfig::new()
+            },
+        )
+        .unwrap();
+        let end = std::time::Instant::now() + HONEST_BOUND;
+        while !get.progress().complete && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let p = get.progress();
+        while let Some(e) = get.poll_event() {
+            eprintln!("run {run}: {e}");
+        }
+        assert!(
+            p.complete,
+            "run {run}: {}/{} pieces",
+            p.verified_pieces, p.piece_count
+        );
+        get.shutdown().unwrap();
+    }
+    seed.shutdown().unwrap();
+}

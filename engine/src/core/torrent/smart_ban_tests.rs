@@ -128,3 +128,65 @@ fn a_parole_piece_is_requested_from_one_peer_only() {
         .collect();
     assert!(askers.len() <= 1, "{askers:?}");
 }
+
+#[test]
+fn a_parole_piece_is_not_stuck_on_a_pinned_peer_that_stopped_asking() {
+    // Found by the hostile bench (a stall at 63/64 pieces): the pinned liar rejected
+    // block 0 while it still held block 1, sent block 1, and was banned holding no
+    // request of the piece. The pin outlived it, so block 0 could be asked of nobody.
+    let have = super::tests::partial(PIECES, |i| i > 1);
+    let mut t = Torrent::new(config(PIECES, 2 * BLOCK), have, 7);
+    t.picker.put_on_parole(PieceIndex(0));
+    let requests = |t: &mut Torrent, peer: PeerKey| -> Vec<Block> {
+        std::iter::from_fn(|| t.poll_action())
+            .filter_map(|a| match a {
+                Action::Send {
+                    peer: p,
+                    msg: PeerMessage::Request(b),
+                } if p == peer => Some(b),
+                _ => None,
+            })
+            .collect()
+    };
+    // The honest seeder takes piece 1 (whole-piece request) and keeps it a while.
+    t.handle_peer_connected(Time::ZERO, HONEST, caps(true, 2 * BLOCK));
+    t.handle_message(Time::ZERO, HONEST, PeerMessage::Have(PieceIndex(1)))
+        .unwrap();
+    t.handle_message(Time::ZERO, HONEST, PeerMessage::Unchoke)
+        .unwrap();
+    let honest_first = requests(&mut t, HONEST);
+    assert_eq!(honest_first.len(), 1, "{honest_first:?}");
+    assert_eq!(honest_first[0].piece, PieceIndex(1));
+    // The liar gets the parole piece 0, block by block (pinned).
+    t.handle_peer_connected(Time::ZERO, LIAR, caps(true, BLOCK));
+    t.handle_message(Time::ZERO, LIAR, PeerMessage::HaveAll)
+        .unwrap();
+    t.handle_message(Time::ZERO, LIAR, PeerMessage::Unchoke)
+        .unwrap();
+    // (It may also get endgame duplicates of piece 1.)
+    let to_liar: Vec<Block> = requests(&mut t, LIAR)
+        .into_iter()
+        .filter(|b| b.piece == PieceIndex(0))
+        .collect();
+    assert_eq!(to_liar.len(), 2, "{to_liar:?}");
+    t.handle_message(Time::ZERO, HONEST, PeerMessage::Have(PieceIndex(0)))
+        .unwrap();
+    std::iter::from_fn(|| t.poll_action()).for_each(drop);
+    t.handle_message(Time::ZERO, LIAR, PeerMessage::Reject(to_liar[0]))
+        .unwrap();
+    t.handle_block_received(Time::ZERO, LIAR, to_liar[1])
+        .unwrap();
+    // Banned (or gone) while it holds no request of piece 0; the honest seeder
+    // delivers piece 1: by then it must have been asked for block 0 of piece 0.
+    t.handle_peer_disconnected(Time::ZERO, LIAR);
+    let mut next = requests(&mut t, HONEST);
+    t.handle_block_received(Time::ZERO, HONEST, honest_first[0])
+        .unwrap();
+    next.extend(requests(&mut t, HONEST));
+    assert!(
+        next.iter()
+            .any(|b| b.piece == PieceIndex(0) && b.offset_bytes == 0),
+        "block 0 of the parole piece asked of nobody: {next:?}"
+    );
+    t.check_invariants();
+}

@@ -227,15 +227,31 @@ impl NodeHandler {
         });
     }
 
-    /// Whether a connection other than `conn` is streaming `block` into
-    /// storage (only asked for wanted blocks: O(connections)).
+    /// Whether a connection other than `conn` is streaming a block that
+    /// overlaps `block` into storage (only asked for wanted blocks:
+    /// O(connections)). Overlap, not equality: a whole-piece block from one
+    /// peer and a 16 KiB block of the same bytes from another must not both
+    /// write the region chunk by chunk, or the bytes left there could come
+    /// from the peer the piece is not attributed to (and smart ban would blame
+    /// the wrong one).
     fn streamed_elsewhere(&self, conn: ConnId, block: &Block) -> bool {
+        let overlaps = |b: &Block| {
+            let (lo, hi) = (
+                u64::from(block.offset_bytes),
+                u64::from(block.offset_bytes) + u64::from(block.len_bytes),
+            );
+            let (blo, bhi) = (
+                u64::from(b.offset_bytes),
+                u64::from(b.offset_bytes) + u64::from(b.len_bytes),
+            );
+            b.piece == block.piece && blo < hi && lo < bhi
+        };
         self.conns.iter().any(|(c, pc)| {
             *c != conn
                 && pc
                     .incoming
                     .as_ref()
-                    .is_some_and(|i| i.block == *block && matches!(i.sink, Sink::Store))
+                    .is_some_and(|i| overlaps(&i.block) && matches!(i.sink, Sink::Store))
         })
     }
 
