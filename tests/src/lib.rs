@@ -111,6 +111,62 @@ pub fn libtorrent_available() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `program` is an executable file in a directory of `$PATH` (e.g.
+/// `aria2c`, `transmission-daemon`; `.ci/run` installs them).
+pub fn command_available(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// `complete` (seeders) of one torrent in the HTTP scrape of the tracker at
+/// `tracker` (`GET /scrape?info_hash=…`, BEP 48), or `None` if the scrape
+/// failed or does not list the torrent. `info_hash_hex`: 40 hex digits.
+pub fn tracker_seeders(tracker: std::net::SocketAddr, info_hash_hex: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let ih = (0..info_hash_hex.len())
+        .step_by(2)
+        .map(|i| Some(format!("%{}", info_hash_hex.get(i..i + 2)?)))
+        .collect::<Option<String>>()?;
+    let mut s = std::net::TcpStream::connect_timeout(&tracker, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!(
+        "GET /scrape?info_hash={ih} HTTP/1.1\r\nHost: {tracker}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Read the head, then Content-Length bytes of body (the connection may
+    // be kept alive).
+    let body = loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        resp.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&resp);
+        let Some(head_end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = text[..head_end].lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })?;
+        if resp.len() >= head_end + 4 + len {
+            break text[head_end + 4..].to_string();
+        }
+    };
+    let at = body.find("8:completei")? + "8:completei".len();
+    body[at..].split('e').next()?.parse().ok()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), `len` of them, from `seed`.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
