@@ -22,6 +22,7 @@ const CAPS: PeerCaps = PeerCaps {
     fast_extension: true,
     max_request_len_bytes: PIECE_LEN,
     reqq: None,
+    distinct_first: true,
 };
 
 /// A leecher torrent of `PIECES` pieces, counting availability in `shared` if given.

@@ -452,3 +452,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_distinct_first_origin_rejects_only_peers_that_take_it() {
+    // Issue 15 mixed swarm: Transmission behind a distinct-first origin finished 7.8 %
+    // later than behind libtorrent's. Only p2pe peers (PeerCaps::distinct_first) get
+    // the origin's rejects; other clients are served the piece they ask for.
+    for p2pe in [true, false] {
+        let mut t = Torrent::new(config(8, 2 * BLOCK), Bitfield::full(8), 3);
+        let mut c = caps(true, 2 * BLOCK);
+        c.distinct_first = p2pe;
+        let (a, b) = (PeerKey(1), PeerKey(2));
+        for k in [a, b] {
+            t.handle_peer_connected(Time::ZERO, k, c);
+            t.handle_message(Time::ZERO, k, PeerMessage::HaveNone)
+                .unwrap();
+            t.handle_message(Time::ZERO, k, PeerMessage::Interested)
+                .unwrap();
+        }
+        std::iter::from_fn(|| t.poll_action()).for_each(drop);
+        let whole = Block {
+            piece: PieceIndex(0),
+            offset_bytes: 0,
+            len_bytes: 2 * BLOCK,
+        };
+        t.handle_message(Time::ZERO, a, PeerMessage::Request(whole))
+            .unwrap();
+        t.handle_message(Time::ZERO, b, PeerMessage::Request(whole))
+            .unwrap();
+        let acts: Vec<Action> = std::iter::from_fn(|| t.poll_action()).collect();
+        let rejected = acts.contains(&Action::Send {
+            peer: b,
+            msg: PeerMessage::Reject(whole),
+        });
+        let served = acts.contains(&Action::SendBlock {
+            peer: b,
+            block: whole,
+        });
+        assert_eq!(
+            (rejected, served),
+            (p2pe, !p2pe),
+            "p2pe peer: {p2pe}: {acts:?}"
+        );
+    }
+}

@@ -48,6 +48,8 @@ pub(super) fn caps(fast: bool, max_request_len_bytes: u32) -> PeerCaps {
         fast_extension: fast,
         max_request_len_bytes,
         reqq: None,
+        // The core's tests model p2pe peers.
+        distinct_first: true,
     }
 }
 

@@ -160,7 +160,10 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return false;
         };
-        if !peer.caps.fast_extension || peer.we_rejected.contains(&b.piece) {
+        if !peer.caps.fast_extension
+            || !peer.caps.distinct_first
+            || peer.we_rejected.contains(&b.piece)
+        {
             return false;
         }
         remember_up_to(&mut peer.we_rejected, b.piece, SEEDER_REJECT_MEMORY);

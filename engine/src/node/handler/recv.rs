@@ -136,6 +136,7 @@ impl NodeHandler {
             fast_extension: self.ours.supports_fast() && theirs.supports_fast(),
             max_request_len_bytes,
             reqq,
+            distinct_first: pc.is_p2pe,
         };
         pc.registered = true;
         let (key, caps) = (pc.key, pc.caps);

@@ -148,6 +148,7 @@ impl<'c> Swarm<'c> {
                 fast_extension: true,
                 max_request_len_bytes: config.block_len_bytes,
                 reqq: None,
+                distinct_first: true,
             },
             piece_count,
             net: {
