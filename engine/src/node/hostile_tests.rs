@@ -2,6 +2,8 @@
 //! sets up the attack with [`super::fake_peer`] and checks that honest
 //! transfers still complete, within a bound that only a hang exceeds.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use super::fake_peer::{FakeListener, FakePeer, Script};
@@ -9,20 +11,40 @@ use super::tests::{make_torrent, open, wait_complete};
 use super::{Node, NodeConfig};
 use crate::core::slots::SlotConfig;
 use crate::store::OpenMode;
+use crate::wire::metainfo::Metainfo;
 
 /// Bound on an honest 2 MiB transfer over loopback here: only a stall exceeds it.
 const HONEST_BOUND: Duration = Duration::from_secs(30);
 
-fn seed_node(meta: &crate::wire::metainfo::Metainfo, dir: &std::path::Path) -> Node {
+fn seed_node(meta: &Metainfo, dir: &Path) -> Node {
+    seed_with(meta, dir, SlotConfig::default())
+}
+
+/// A seeding node of `dir` on 127.0.0.1 with the slot policy `slots`.
+fn seed_with(meta: &Metainfo, dir: &Path, slots: SlotConfig) -> Node {
     Node::start(
         meta,
         open(meta, dir, OpenMode::Seed),
         NodeConfig {
             listen: Some("127.0.0.1:0".parse().unwrap()),
+            slots,
             ..NodeConfig::new()
         },
     )
     .unwrap()
+}
+
+/// A leeching node into `dir` dialling `peers` (in that order), with `workers`
+/// workers (`None`: the default).
+fn get_node(meta: &Metainfo, dir: &Path, peers: Vec<SocketAddr>, workers: Option<usize>) -> Node {
+    let mut config = NodeConfig {
+        peers,
+        ..NodeConfig::new()
+    };
+    if let Some(w) = workers {
+        config.workers = w;
+    }
+    Node::start(meta, open(meta, dir, OpenMode::Create), config).unwrap()
 }
 
 #[test]
@@ -38,16 +60,12 @@ fn a_frozen_seeder_does_not_hang_a_two_worker_get() {
     for run in 0..4 {
         let dir = tmp.path().join(format!("get{run}"));
         // The frozen peer first: it gets requests before the honest seed answers.
-        let get = Node::start(
+        let get = get_node(
             &meta,
-            open(&meta, &dir, OpenMode::Create),
-            NodeConfig {
-                peers: vec![frozen.addr, seed.local_addr().unwrap()],
-                workers: 2,
-                ..NodeConfig::new()
-            },
-        )
-        .unwrap();
+            &dir,
+            vec![frozen.addr, seed.local_addr().unwrap()],
+            Some(2),
+        );
         wait_complete(&[&get], HONEST_BOUND);
         let p = get.shutdown().unwrap();
         assert_eq!(p.verified_pieces, 64, "run {run}");
@@ -64,7 +82,12 @@ fn idle_and_handshake_only_sockets_do_not_lock_leechers_out() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let meta = make_torrent(&src, "t", &[16 * 32 * 1024], 32 * 1024);
-    let seed = seed_node(&meta, &src);
+    // No reclaim grace, so the test need not wait for the squatters to age.
+    let slots = SlotConfig {
+        reclaim_grace: Duration::ZERO,
+        ..SlotConfig::default()
+    };
+    let seed = seed_with(&meta, &src, slots);
     let addr = seed.local_addr().unwrap();
     let mut squatters = Vec::new();
     for i in 0..super::MAX_PEERS {
@@ -75,18 +98,9 @@ fn idle_and_handshake_only_sockets_do_not_lock_leechers_out() {
         };
         squatters.push(p.expect("the seed accepts while it has slots"));
     }
-    // Past the reclaim grace, the squatters are idle; an honest get gets in.
-    std::thread::sleep(SlotConfig::default().reclaim_grace);
+    // The squatters are idle; an honest get gets in.
     let dir = tmp.path().join("get");
-    let get = Node::start(
-        &meta,
-        open(&meta, &dir, OpenMode::Create),
-        NodeConfig {
-            peers: vec![addr],
-            ..NodeConfig::new()
-        },
-    )
-    .unwrap();
+    let get = get_node(&meta, &dir, vec![addr], None);
     wait_complete(&[&get], HONEST_BOUND);
     get.shutdown().unwrap();
     let closed = squatters
@@ -107,16 +121,7 @@ fn a_socket_without_a_handshake_is_closed_at_the_timeout() {
         handshake_timeout: Duration::from_millis(500),
         ..SlotConfig::default()
     };
-    let seed = Node::start(
-        &meta,
-        open(&meta, &src, OpenMode::Seed),
-        NodeConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            slots,
-            ..NodeConfig::new()
-        },
-    )
-    .unwrap();
+    let seed = seed_with(&meta, &src, slots);
     let mut idle = FakePeer::connect_silent(seed.local_addr().unwrap()).unwrap();
     assert!(idle.closed_within(Duration::from_secs(10)));
     seed.shutdown().unwrap();
@@ -132,16 +137,7 @@ fn per_ip_cap_refuses_the_connection_over_it() {
         cap_loopback: true,
         ..SlotConfig::default()
     };
-    let seed = Node::start(
-        &meta,
-        open(&meta, &src, OpenMode::Seed),
-        NodeConfig {
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            slots,
-            ..NodeConfig::new()
-        },
-    )
-    .unwrap();
+    let seed = seed_with(&meta, &src, slots);
     let addr = seed.local_addr().unwrap();
     let ih = meta.info_hash().0;
     let mut a = FakePeer::connect(addr, ih, 1).unwrap();
@@ -169,7 +165,9 @@ fn leechers_that_never_read_do_not_starve_the_others() {
     let mut sinks: Vec<FakePeer> = (0..2)
         .map(|i| FakePeer::connect_leecher(addr, meta.info_hash().0, 40 + i).unwrap())
         .collect();
-    // Enough requests to fill their kernel buffers and the whole window many times.
+    // Enough requests to fill their kernel buffers and the whole window many
+    // times, paced as an attacker would (the pause lets the seed hand out what
+    // they asked for, so the window is full when the honest get starts).
     for _ in 0..8 {
         for s in &mut sinks {
             s.request_all(pieces, piece_len);
@@ -177,15 +175,7 @@ fn leechers_that_never_read_do_not_starve_the_others() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let dir = tmp.path().join("get");
-    let get = Node::start(
-        &meta,
-        open(&meta, &dir, OpenMode::Create),
-        NodeConfig {
-            peers: vec![addr],
-            ..NodeConfig::new()
-        },
-    )
-    .unwrap();
+    let get = get_node(&meta, &dir, vec![addr], None);
     wait_complete(&[&get], HONEST_BOUND);
     get.shutdown().unwrap();
     drop(sinks);
@@ -225,16 +215,12 @@ fn a_liar_does_not_get_the_honest_seed_banned() {
     let seed = seed_node(&meta, &src);
     let liar = FakeListener::spawn(meta.info_hash().0, Script::Liar, 16);
     let dir = tmp.path().join("get");
-    let get = Node::start(
+    let get = get_node(
         &meta,
-        open(&meta, &dir, OpenMode::Create),
-        NodeConfig {
-            peers: vec![liar.addr, seed.local_addr().unwrap()],
-            workers: 1,
-            ..NodeConfig::new()
-        },
-    )
-    .unwrap();
+        &dir,
+        vec![liar.addr, seed.local_addr().unwrap()],
+        Some(1),
+    );
     wait_complete(&[&get], HONEST_BOUND);
     let p = get.shutdown().unwrap();
     assert_eq!(p.verified_pieces, 64);
@@ -258,16 +244,12 @@ fn a_liar_among_whole_piece_requests_on_two_workers_does_not_stall_the_get() {
     for run in 0..3 {
         let liar = FakeListener::spawn(meta.info_hash().0, Script::Liar, 16);
         let dir = tmp.path().join(format!("get{run}"));
-        let get = Node::start(
+        let get = get_node(
             &meta,
-            open(&meta, &dir, OpenMode::Create),
-            NodeConfig {
-                peers: vec![liar.addr, seed.local_addr().unwrap()],
-                workers: 2,
-                ..NodeConfig::new()
-            },
-        )
-        .unwrap();
+            &dir,
+            vec![liar.addr, seed.local_addr().unwrap()],
+            Some(2),
+        );
         let end = std::time::Instant::now() + HONEST_BOUND;
         while !get.progress().complete && std::time::Instant::now() < end {
             std::thread::sleep(Duration::from_millis(50));

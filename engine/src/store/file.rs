@@ -117,24 +117,7 @@ impl MappedFile {
         if writable && len_bytes > 0 {
             preallocate(&file, &path, len_bytes, actual)?;
         }
-        let map = if len_bytes == 0 {
-            None
-        } else {
-            Some(map_file(&file, &path, len_bytes, writable)?)
-        };
-        let meta = file
-            .metadata()
-            .map_err(|e| StoreError::io(&path, "stat", e))?;
-        Ok(Self {
-            path,
-            file,
-            map,
-            len_bytes,
-            stamp: Mutex::new(Stamp::of(&meta)),
-            pending: AtomicU32::new(0),
-            fresh: actual == 0,
-            padding: false,
-        })
+        Self::mapped(path, file, len_bytes, writable, actual == 0, false)
     }
 
     /// A BEP 47 padding file of `len_bytes` zeros: an anonymous memory file
@@ -150,6 +133,22 @@ impl MappedFile {
         writable: bool,
     ) -> Result<Self, StoreError> {
         let file = memfd(&path, len_bytes)?;
+        // Its content (zeros) is known without looking: fresh.
+        Self::mapped(path, file, len_bytes, writable, true, true)
+    }
+
+    /// Maps the open `file` (none for an empty file) and stamps it.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when mapping or `fstat` fails.
+    fn mapped(
+        path: PathBuf,
+        file: File,
+        len_bytes: u64,
+        writable: bool,
+        fresh: bool,
+        padding: bool,
+    ) -> Result<Self, StoreError> {
         let map = if len_bytes == 0 {
             None
         } else {
@@ -165,9 +164,8 @@ impl MappedFile {
             len_bytes,
             stamp: Mutex::new(Stamp::of(&meta)),
             pending: AtomicU32::new(0),
-            // Its content (zeros) is known without looking.
-            fresh: true,
-            padding: true,
+            fresh,
+            padding,
         })
     }
 

@@ -92,12 +92,8 @@ impl Picker {
         let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) else {
             return;
         };
+        // A parole piece's pin lapses with its peer's last request (`active_pin`).
         pp.requests.swap_remove(i);
-        if pp.pinned == Some(peer) && !pp.requests.iter().any(|r| r.0 == peer) {
-            // The one peer of a parole piece stopped (reject, choke, snub, gone):
-            // the next peer to ask takes the piece over.
-            pp.pinned = None;
-        }
         let (lo, hi) = chunk_range(&block);
         let was_open = pp.free > 0;
         for c in pp.chunks.iter_mut().take(hi).skip(lo) {

@@ -202,7 +202,7 @@ impl NodeHandler {
     fn on_piece_start(&mut self, conn: ConnId, h: PieceHeader) {
         self.register(conn, BLOCK_LEN_BYTES, None);
         let block = Block {
-            piece: PieceIndex(h.index.0),
+            piece: h.index,
             offset_bytes: h.begin.0,
             len_bytes: h.len_bytes,
         };
@@ -211,8 +211,7 @@ impl NodeHandler {
         };
         let sink = if !self.torrent.wants_block(key, &block) {
             Sink::Discard
-        } else if self.torrent.is_shadow(block.piece) || self.streamed_elsewhere(conn, &block) {
-            // A shadow's blocks never go to shared storage directly (see `shadow`).
+        } else if self.streamed_elsewhere(conn, &block) {
             // Bounded by the negotiated request length the decoder enforces.
             Sink::Buffer(Vec::with_capacity(h.len_bytes as usize))
         } else {
@@ -316,11 +315,7 @@ impl NodeHandler {
         let stored = match &inc.sink {
             Sink::Store => true,
             Sink::Buffer(data) if self.torrent.wants_block(key, &inc.block) => {
-                if self.torrent.is_shadow(inc.block.piece) {
-                    self.store_shadow(inc.block.piece, inc.block.offset_bytes, data)
-                } else {
-                    self.write_payload(inc.block.piece, inc.block.offset_bytes, data)
-                }
+                self.write_payload(inc.block.piece, inc.block.offset_bytes, data)
             }
             Sink::Buffer(_) | Sink::Discard => false,
         };
@@ -371,11 +366,7 @@ impl NodeHandler {
                 // Only from `next_message`; the streaming decoder hands
                 // payloads to `on_piece_payload` instead.
                 let stored = self.torrent.wants_block(key, &block)
-                    && if self.torrent.is_shadow(block.piece) {
-                        self.store_shadow(block.piece, block.offset_bytes, &data)
-                    } else {
-                        self.write_payload(block.piece, block.offset_bytes, &data)
-                    };
+                    && self.write_payload(block.piece, block.offset_bytes, &data);
                 if let Some(pc) = self.conns.get_mut(&conn) {
                     let (piece, len) = (block.piece, block.len_bytes);
                     Self::count_piece_received(&mut self.piece_sources, pc, piece, len, stored);
@@ -392,9 +383,13 @@ impl NodeHandler {
 
     /// Writes payload the core wants (a whole block, or a chunk of one
     /// streamed in) at `offset_bytes` of `piece`; true if it was stored.
-    /// Writes to a piece verified meanwhile (an endgame duplicate) or lost
-    /// are dropped; any other disk error stops the node.
+    /// A shadow piece's payload goes to its buffer, never to shared storage
+    /// (see `shadow`). Writes to a piece verified meanwhile (an endgame
+    /// duplicate) or lost are dropped; any other disk error stops the node.
     fn write_payload(&mut self, piece: PieceIndex, offset_bytes: u32, data: &[u8]) -> bool {
+        if self.torrent.is_shadow(piece) {
+            return self.store_shadow(piece, offset_bytes, data);
+        }
         match super::retry_busy(|| self.storage.write_block(piece.0, offset_bytes, data)) {
             Ok(()) => true,
             Err(StoreError::AlreadyVerified { .. } | StoreError::PieceLost { .. }) => false,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::core::{Block, PeerKey, PeerMessage};
 use crate::rt::{ConnId, Ctx, Region};
-use crate::wire::peer::{piece_header, BlockOffset, PieceIndex};
+use crate::wire::peer::{piece_header, BlockOffset};
 
 use super::super::convert;
 use super::super::peer::Outgoing;
@@ -131,7 +131,7 @@ impl NodeHandler {
     fn send_block(&mut self, ctx: &mut Ctx, conn: ConnId, block: Block) {
         let (p, off, len) = (block.piece.0, block.offset_bytes, block.len_bytes);
         let regions = self.regions(p, off, len);
-        let header = piece_header(PieceIndex(p), BlockOffset(off), len);
+        let header = piece_header(block.piece, BlockOffset(off), len);
         let (Some(regions), Ok(header)) = (regions, header) else {
             // Not servable (the core only asks for verified pieces, so the
             // data changed on disk): report it done so the upload slot frees,

@@ -24,7 +24,8 @@ pub(super) const MAX_SHADOW_BUFFERS: usize = 16;
 const COMMIT_ATTEMPTS: usize = 3;
 
 impl NodeHandler {
-    /// Copies a wanted block of shadow `piece` into its buffer; false if the
+    /// Copies wanted payload (a block or a streamed chunk of one) of shadow
+    /// `piece` into its buffer; false if the
     /// buffer cannot be had (bound reached) or the range is outside the piece.
     pub(super) fn store_shadow(
         &mut self,
