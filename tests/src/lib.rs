@@ -1,9 +1,113 @@
 //! Helpers for p2pe's cross-crate tests (`tests/tests/*.rs`): real processes on
 //! loopback and interop with real BitTorrent software.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Bound on waiting for a child's line (listen address) in [`Proc`].
+pub const PROC_LINE_BOUND: Duration = Duration::from_secs(120);
+
+/// A child process killed (by PID) and reaped on drop; its stdout lines are
+/// read by a thread onto `lines`.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Its stdout, line by line.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Spawns `cmd` (stdin null, stdout piped, stderr inherited).
+    ///
+    /// # Panics
+    /// If the child cannot be spawned (a test-setup failure).
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        Self::spawn_with(cmd, Stdio::inherit())
+    }
+
+    /// As [`Proc::spawn`], with `stderr` as given.
+    ///
+    /// # Panics
+    /// If the child cannot be spawned (a test-setup failure).
+    pub fn spawn_with(cmd: &mut Command, stderr: Stdio) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits (at most [`PROC_LINE_BOUND`]) for a line `pick` accepts; lines
+    /// passed over go to `skipped`.
+    ///
+    /// # Panics
+    /// If no such line comes in time (`what` names it).
+    pub fn line<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&str) -> Option<T>,
+        mut skipped: impl FnMut(String),
+    ) -> T {
+        let end = Instant::now() + PROC_LINE_BOUND;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("child printed no {what} in time"));
+            if let Some(t) = pick(&line) {
+                return t;
+            }
+            skipped(line);
+        }
+    }
+
+    /// Waits for the listen address the child prints ([`listen_addr_in`]).
+    pub fn listen_addr(&mut self) -> std::net::SocketAddr {
+        self.line("listen address", listen_addr_in, drop)
+    }
+
+    /// Waits (bounded) for exit; returns success and the remaining stdout lines.
+    ///
+    /// # Panics
+    /// If the child does not exit within `bound`.
+    pub fn wait(&mut self, bound: Duration) -> (bool, Vec<String>) {
+        let end = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The reader thread ends at EOF; give it a bound too.
+                let mut out = Vec::new();
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+                    out.push(l);
+                }
+                return (status.success(), out);
+            }
+            assert!(Instant::now() < end, "child did not exit within {bound:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// Path of the `p2pe` binary of this workspace, in the profile the tests were
 /// built in (`target/<profile>/p2pe`, next to the test executable's `deps/`).

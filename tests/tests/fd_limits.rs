@@ -5,57 +5,30 @@
 //!
 //! Every child is killed by PID when its guard drops; every wait is bounded.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use p2pe_tests::{data, p2pe_bin};
+use p2pe_tests::{data, p2pe_bin, Proc};
 
 /// Bound on any one wait in these tests.
 const BOUND: Duration = Duration::from_secs(60);
 
-/// A child killed (by PID) and reaped on drop; its stdout lines on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+/// What these tests read of a child besides its lines.
+trait ProcExt {
+    fn line_after(&mut self, prefix: &str) -> String;
+    fn cpu_ticks(&self) -> u64;
+    fn open_fds(&self) -> usize;
+    fn wait_fds(&self, n: usize);
 }
 
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
+impl ProcExt for Proc {
     /// Waits (bounded) for a line starting with `prefix`; returns the rest.
     fn line_after(&mut self, prefix: &str) -> String {
-        let end = Instant::now() + BOUND;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no `{prefix}` line in time"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_string();
-            }
-        }
+        let pick = |l: &str| l.strip_prefix(prefix).map(|r| r.trim().to_string());
+        self.line(&format!("`{prefix}` line"), pick, drop)
     }
 
     /// CPU time (utime + stime, in clock ticks) of the whole process.
@@ -82,13 +55,6 @@ impl Proc {
             assert!(Instant::now() < end, "only {} fds open", self.open_fds());
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -131,13 +97,14 @@ fn seed_backs_off_at_descriptor_limit_then_serves() {
     let tmp = tempfile::tempdir().unwrap();
     let torrent = payload(tmp.path());
     let nofile = 64;
-    let mut seed = Proc::spawn(
+    let mut seed = Proc::spawn_with(
         limited(nofile)
             .arg("seed")
             .arg(&torrent)
             .arg("--path")
             .arg(tmp.path())
             .args(["--listen", "127.0.0.1:0", "--no-tracker", "--workers", "1"]),
+        Stdio::null(),
     );
     let addr: SocketAddr = seed.line_after("listening on ").parse().unwrap();
     let conns = flood(addr, 100);
@@ -223,7 +190,7 @@ fn tracker(nofile: Option<u32>) -> (Proc, SocketAddr) {
         "--http-threads",
         "1",
     ]);
-    let mut p = Proc::spawn(&mut cmd);
+    let mut p = Proc::spawn_with(&mut cmd, Stdio::null());
     let addr = p.line_after("listening on ").parse().unwrap();
     (p, addr)
 }

@@ -12,11 +12,9 @@
 //! (`.ci/run` installs them all). Every child is killed by PID when its guard
 //! drops; every wait is bounded.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use p2pe_tests::{
@@ -31,73 +29,41 @@ const SIZE: usize = (16 << 20) + 12_345;
 /// The payload's file name (a single-file torrent).
 const NAME: &str = "payload.bin";
 
-/// A child process killed (by PID) and reaped on drop; stdout read by a thread.
+/// A child ([`p2pe_tests::Proc`]: killed by PID and reaped on drop), with the
+/// stdout lines read so far kept in `seen`.
 struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+    p: p2pe_tests::Proc,
     seen: Vec<String>,
 }
 
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
         Proc {
-            child,
-            lines,
+            p: p2pe_tests::Proc::spawn(cmd),
             seen: Vec::new(),
         }
     }
 
     /// Moves the stdout lines printed so far into `seen`.
     fn drain(&mut self) {
-        self.seen.extend(self.lines.try_iter());
+        self.seen.extend(self.p.lines.try_iter());
     }
 
-    /// Waits (bounded) for the "listening on ADDR" line.
+    /// Waits (bounded) for the "listening on ADDR" line; earlier lines go to `seen`.
     fn listen_addr(&mut self) -> SocketAddr {
-        let end = Instant::now() + BOUND;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .expect("child printed no listen address in time");
-            if let Some(a) = listen_addr_in(&line) {
-                return a;
-            }
-            self.seen.push(line);
-        }
+        let seen = &mut self.seen;
+        self.p
+            .line("listen address", listen_addr_in, |l| seen.push(l))
     }
 
     /// Exit status if the child has exited (stdout drained into `seen`).
     fn exited(&mut self) -> Option<bool> {
-        let status = self.child.try_wait().expect("try_wait")?;
+        let status = self.p.child.try_wait().expect("try_wait")?;
         // The reader thread ends at EOF, soon after the exit.
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+        while let Ok(l) = self.p.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(l);
         }
         Some(status.success())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

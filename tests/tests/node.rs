@@ -3,83 +3,16 @@
 //!
 //! Every child is killed by PID when its guard drops; every wait is bounded.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use p2pe_tests::{data, libtorrent_available, listen_addr_in, p2pe_bin, SYSTEM_PYTHON};
+use p2pe_tests::{data, libtorrent_available, p2pe_bin, Proc, SYSTEM_PYTHON};
 
 /// Bound on any one transfer in these tests (small payloads on loopback).
 const BOUND: Duration = Duration::from_secs(120);
-
-/// A child process killed (by PID) and reaped on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    /// Waits (bounded) for the "listening on ADDR" line.
-    fn listen_addr(&mut self) -> SocketAddr {
-        let end = Instant::now() + BOUND;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .expect("child printed no listen address in time");
-            if let Some(a) = listen_addr_in(&line) {
-                return a;
-            }
-        }
-    }
-
-    /// Waits (bounded) for exit; returns success and the stdout lines.
-    fn wait(&mut self, bound: Duration) -> (bool, Vec<String>) {
-        let end = Instant::now() + bound;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // The reader thread ends at EOF; give it the same bound.
-                let mut out = Vec::new();
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
-                    out.push(l);
-                }
-                return (status.success(), out);
-            }
-            assert!(Instant::now() < end, "child did not exit within {bound:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A multi-file payload `dir/name/...` (sizes not aligned to pieces) and its
 /// torrent made by mktorrent with 64 KiB pieces.
