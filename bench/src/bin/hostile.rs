@@ -16,13 +16,17 @@
 //!   reading, during the get;
 //! - `slow`: an honest seeder limited to 2 MB/s, dialled first.
 //!
-//! Both nodes run in this process (the engine's [`Node`]), on 127.0.0.1, with
-//! the default configuration (2 workers here); time is from the get's start
-//! to its completion. Scenarios alternate within each repetition; medians of
-//! `--reps` and the ratio to the baseline median are printed as a markdown
-//! table. RSS is not separable per node in one process and is not reported.
+//! By default both nodes run in this process (the engine's [`Node`]), on
+//! 127.0.0.1, with the default configuration (2 workers here); time is from
+//! the get's start to its completion. With `--p2pe BIN` the seed (and the slow
+//! seed) are `p2pe seed` processes and the get is a `p2pe get` process, timed
+//! from spawn to exit as a user times it, and each process's peak anonymous
+//! RSS (`RssAnon` of `/proc/PID/status`, sampled every 20 ms) is reported:
+//! the memory bound under each attack. The hostile peers stay in this process
+//! either way. Scenarios alternate within each repetition; medians of `--reps`
+//! and the ratio to the baseline median are printed as a markdown table.
 //!
-//! Run: `cargo run --release -p p2pe-bench --bin hostile -- [--size-mib 64] [--reps 3]`
+//! Run: `cargo run --release -p p2pe-bench --bin hostile -- [--size-mib 64] [--reps 3] [--p2pe target/release/p2pe]`
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -54,6 +58,10 @@ struct Args {
     /// Run only these scenarios (and the baseline); repeatable.
     #[arg(long)]
     only: Vec<String>,
+    /// Run seed and get as processes of this `p2pe` binary (whole-process
+    /// time, peak RSS per process) instead of in this process.
+    #[arg(long, value_name = "BIN")]
+    p2pe: Option<std::path::PathBuf>,
 }
 
 const SCENARIOS: [&str; 7] = [
@@ -120,6 +128,7 @@ struct Hostile {
     listener: Option<FakeListener>,
     sockets: Vec<FakePeer>,
     slow_seed: Option<Node>,
+    slow_proc: Option<procs::NodeProc>,
     flood: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     first_peers: Vec<SocketAddr>,
 }
@@ -131,6 +140,7 @@ fn set_up(
     seed: SocketAddr,
     pieces: u32,
     piece_len: u32,
+    procs: Option<&procs::Files>,
 ) -> anyhow::Result<Hostile> {
     let ih = meta.info_hash().0;
     let mut h = Hostile::default();
@@ -178,6 +188,12 @@ fn set_up(
                 while !stop2.load(Ordering::Acquire) && p.request_all(pieces, piece_len) {}
             });
             h.flood = Some((stop, t));
+        }
+        "slow" if procs.is_some() => {
+            let files = procs.context("process mode")?;
+            let p = procs::NodeProc::seed(files, &["--upload-limit", "2MB"])?;
+            h.first_peers.push(p.addr);
+            h.slow_proc = Some(p);
         }
         "slow" => {
             let slow = start(
@@ -237,6 +253,146 @@ fn one_get(
     Ok(done)
 }
 
+/// Process mode (`--p2pe BIN`): `p2pe seed` / `p2pe get` children with their
+/// peak memory.
+mod procs {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Context as _};
+    use p2pe_bench::node_linerate::procfs::{Memory, PeakSampler};
+
+    /// Bound on a seed opening its port, and on it exiting after SIGTERM.
+    const START_BOUND: Duration = Duration::from_secs(20);
+
+    /// What every process of a run shares.
+    pub struct Files {
+        /// The `p2pe` binary.
+        pub bin: PathBuf,
+        /// The `.torrent`.
+        pub torrent: PathBuf,
+        /// The seed's data directory.
+        pub src: PathBuf,
+        /// Where stderr logs go.
+        pub logs: PathBuf,
+    }
+
+    /// A running `p2pe seed` with its memory sampler.
+    pub struct NodeProc {
+        /// Its listen address.
+        pub addr: SocketAddr,
+        child: Child,
+        sampler: Option<PeakSampler>,
+    }
+
+    fn free_port() -> anyhow::Result<SocketAddr> {
+        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    }
+
+    impl NodeProc {
+        /// Starts `p2pe seed TORRENT --path SRC --listen 127.0.0.1:PORT EXTRA…`
+        /// and waits (bounded) until it accepts connections.
+        pub fn seed(files: &Files, extra: &[&str]) -> anyhow::Result<NodeProc> {
+            let addr = free_port()?;
+            let log = std::fs::File::create(files.logs.join(format!("seed-{}.log", addr.port())))?;
+            let child = Command::new(&files.bin)
+                .arg("seed")
+                .arg(&files.torrent)
+                .arg("--path")
+                .arg(&files.src)
+                .args(["--listen", &addr.to_string()])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("spawn p2pe seed")?;
+            let mut p = NodeProc {
+                addr,
+                sampler: Some(PeakSampler::start(child.id())),
+                child,
+            };
+            let started = Instant::now();
+            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                if started.elapsed() > START_BOUND || p.child.try_wait()?.is_some() {
+                    bail!("p2pe seed did not come up on {addr}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(p)
+        }
+
+        /// SIGTERM, bounded wait (then SIGKILL); returns the peak memory.
+        pub fn stop(mut self) -> Memory {
+            // SAFETY: kill takes no pointers; the pid is our unreaped child.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let started = Instant::now();
+            while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < START_BOUND {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.sampler
+                .take()
+                .map(PeakSampler::finish)
+                .unwrap_or_default()
+        }
+    }
+
+    impl Drop for NodeProc {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Runs `p2pe get TORRENT -o DIR --peer …` to exit, bounded: the wall time
+    /// from spawn to a successful exit (`None` on failure or timeout) and its
+    /// peak memory.
+    pub fn get(
+        files: &Files,
+        dir: &Path,
+        peers: &[SocketAddr],
+        bound: Duration,
+    ) -> anyhow::Result<(Option<f64>, Memory)> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let log_path = files.logs.join("get.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(&files.bin);
+        cmd.arg("get").arg(&files.torrent).arg("-o").arg(dir);
+        for p in peers {
+            cmd.args(["--peer", &p.to_string()]);
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .arg("--no-tracker")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn p2pe get")?;
+        let sampler = PeakSampler::start(child.id());
+        let mut done = None;
+        while started.elapsed() < bound {
+            if let Some(status) = child.try_wait()? {
+                if status.success() {
+                    done = Some(started.elapsed().as_secs_f64());
+                } else {
+                    eprintln!("get failed ({status}); log {}", log_path.display());
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok((done, sampler.finish()))
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -250,55 +406,112 @@ fn main() -> anyhow::Result<()> {
     let size = args.size_mib as usize * 1024 * 1024;
     let pieces = (size as u64).div_ceil(u64::from(piece_len)) as u32;
     let meta = make_torrent(&src, size, piece_len)?;
+    let files = match &args.p2pe {
+        Some(bin) => {
+            let torrent = tmp.join("t.torrent");
+            std::fs::write(&torrent, meta.to_bytes())?;
+            let logs = tmp.join("logs");
+            std::fs::create_dir_all(&logs)?;
+            Some(procs::Files {
+                bin: bin.clone(),
+                torrent,
+                src: src.clone(),
+                logs,
+            })
+        }
+        None => None,
+    };
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); SCENARIOS.len()];
     let mut failures = vec![0usize; SCENARIOS.len()];
+    // Peak RssAnon over all reps, bytes: (seed, get).
+    let mut rss = vec![(0u64, 0u64); SCENARIOS.len()];
     for rep in 0..args.reps.max(1) {
         for (i, name) in SCENARIOS.iter().enumerate() {
             if i > 0 && !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
                 continue;
             }
-            let seed = start(&meta, open(&meta, &src, OpenMode::Seed)?, listen())?;
-            let seed_addr = seed.local_addr().context("seed address")?;
-            let h = set_up(name, &meta, &src, seed_addr, pieces, piece_len)?;
-            let mut peers = h.first_peers.clone();
-            peers.push(seed_addr);
-            let t = one_get(
-                &meta,
-                &tmp.join("get"),
-                peers,
-                Duration::from_secs(args.bound_s),
-            )?;
-            eprintln!("rep {rep} {name}: {t:?} s");
+            let bound = Duration::from_secs(args.bound_s);
+            let (t, mem) = if let Some(files) = &files {
+                let seed = procs::NodeProc::seed(files, &[])?;
+                let h = set_up(name, &meta, &src, seed.addr, pieces, piece_len, Some(files))?;
+                let mut peers = h.first_peers.clone();
+                peers.push(seed.addr);
+                let (t, get_mem) = procs::get(files, &tmp.join("get"), &peers, bound)?;
+                tear_down(h)?;
+                let seed_mem = seed.stop();
+                (t, Some((seed_mem.rss_anon_bytes, get_mem.rss_anon_bytes)))
+            } else {
+                let seed = start(&meta, open(&meta, &src, OpenMode::Seed)?, listen())?;
+                let seed_addr = seed.local_addr().context("seed address")?;
+                let h = set_up(name, &meta, &src, seed_addr, pieces, piece_len, None)?;
+                let mut peers = h.first_peers.clone();
+                peers.push(seed_addr);
+                let t = one_get(&meta, &tmp.join("get"), peers, bound)?;
+                tear_down(h)?;
+                seed.shutdown()?;
+                (t, None)
+            };
+            eprintln!("rep {rep} {name}: {t:?} s, peak RssAnon (seed, get) bytes {mem:?}");
             match t {
                 Some(s) => times[i].push(s),
                 None => failures[i] += 1,
             }
-            if let Some((stop, t)) = h.flood {
-                stop.store(true, Ordering::Release);
-                drop(h.sockets);
-                let _ = t.join();
+            if let Some((s, g)) = mem {
+                rss[i] = (rss[i].0.max(s), rss[i].1.max(g));
             }
-            drop(h.listener);
-            if let Some(s) = h.slow_seed {
-                s.shutdown()?;
-            }
-            seed.shutdown()?;
         }
     }
     let base = median(&mut times[0].clone());
-    println!(
-        "| scenario | median s | / baseline | failed (> {} s) |",
-        args.bound_s
-    );
-    println!("|---|---|---|---|");
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let procs_mode = files.is_some();
+    if procs_mode {
+        println!(
+            "| scenario | median s (whole get process) | / baseline | failed (> {} s) | seed peak RssAnon MiB | get peak RssAnon MiB |",
+            args.bound_s
+        );
+        println!("|---|---|---|---|---|---|");
+    } else {
+        println!(
+            "| scenario | median s | / baseline | failed (> {} s) |",
+            args.bound_s
+        );
+        println!("|---|---|---|---|");
+    }
     for (i, name) in SCENARIOS.iter().enumerate() {
-        if times[i].is_empty() {
-            println!("| {name} | - | - | {} |", failures[i]);
-            continue;
+        let (m, ratio) = if times[i].is_empty() {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            let m = median(&mut times[i]);
+            (format!("{m:.3}"), format!("{:.2}", m / base))
+        };
+        if procs_mode {
+            println!(
+                "| {name} | {m} | {ratio} | {} | {:.1} | {:.1} |",
+                failures[i],
+                mib(rss[i].0),
+                mib(rss[i].1)
+            );
+        } else {
+            println!("| {name} | {m} | {ratio} | {} |", failures[i]);
         }
-        let m = median(&mut times[i]);
-        println!("| {name} | {m:.3} | {:.2} | {} |", m / base, failures[i]);
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Stops whatever a scenario kept alive.
+fn tear_down(h: Hostile) -> anyhow::Result<()> {
+    if let Some((stop, t)) = h.flood {
+        stop.store(true, Ordering::Release);
+        drop(h.sockets);
+        let _ = t.join();
+    }
+    drop(h.listener);
+    if let Some(s) = h.slow_seed {
+        s.shutdown()?;
+    }
+    if let Some(p) = h.slow_proc {
+        p.stop();
+    }
     Ok(())
 }

@@ -65,6 +65,42 @@ fn memory_of_status(text: &str) -> Memory {
     }
 }
 
+/// Samples a process's [`Memory`] every [`SAMPLE_EVERY`] on a thread of its
+/// own, keeping the peak of each figure, until [`PeakSampler::finish`] or the
+/// process is gone.
+#[derive(Debug)]
+pub struct PeakSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Memory>,
+}
+
+impl PeakSampler {
+    /// Starts sampling process `pid`.
+    pub fn start(pid: u32) -> PeakSampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = Memory::default();
+            while !flag.load(Ordering::Acquire) {
+                let Some(m) = memory(pid) else { break };
+                peak.rss_anon_bytes = peak.rss_anon_bytes.max(m.rss_anon_bytes);
+                peak.vm_hwm_bytes = peak.vm_hwm_bytes.max(m.vm_hwm_bytes);
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+            peak
+        });
+        PeakSampler { stop, thread }
+    }
+
+    /// Stops sampling and returns the peaks (zero if the process was never
+    /// seen).
+    pub fn finish(self) -> Memory {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 /// Whether `needle` occurs in the file at `path` (a child's stderr log).
 pub fn log_contains(path: &Path, needle: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.contains(needle))

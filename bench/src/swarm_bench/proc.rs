@@ -160,7 +160,7 @@ impl Proc {
     }
 
     /// Sends `sig` unless already reaped.
-    fn signal(&self, sig: libc::c_int) {
+    pub fn signal(&self, sig: libc::c_int) {
         if self.exit.is_none() {
             // SAFETY: the pid is our child and not yet reaped, so it cannot
             // have been recycled.

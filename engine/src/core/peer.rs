@@ -96,6 +96,10 @@ pub(crate) struct PeerState {
     /// unchoked us, or held none of our requests at a check (for anti-snubbing).
     pub last_progress_at: Time,
     pub snubbed: bool,
+    /// It sent us a message (any, keep-alive included) since it was last snubbed. A
+    /// snubbed peer's one probe request may start (claim) a fresh piece only then, so a
+    /// frozen peer never re-claims a piece while it stays silent (issue 11).
+    pub heard_since_snub: bool,
     /// Its requests we have queued and not yet handed to the driver.
     pub queued_requests: u32,
     /// Requests received while we choke it (tolerated up to a bound: choke/request race).
@@ -129,6 +133,7 @@ impl PeerState {
             cancelled: VecDeque::new(),
             last_progress_at: now,
             snubbed: false,
+            heard_since_snub: false,
             queued_requests: 0,
             requests_while_choked: 0,
             suggested: Vec::new(),

@@ -137,6 +137,9 @@ pub(crate) struct PickContext<'a> {
     /// does not snub us and holds none of our requests, so shadows go one at a time to
     /// idle peers and the tail duplicates little.
     pub shadow_ok: bool,
+    /// May start (claim) a fresh piece: false for a snubbed peer that has stayed silent
+    /// since, whose probe may only join a piece already started.
+    pub fresh_ok: bool,
 }
 
 impl PickContext<'_> {
@@ -346,6 +349,9 @@ impl Picker {
             return self.take_run(piece, ctx);
         }
         for _ in 0..CLAIM_ATTEMPTS {
+            if !ctx.fresh_ok {
+                break;
+            }
             let Some(piece) = self.fresh_piece(ctx, rng) else {
                 break;
             };

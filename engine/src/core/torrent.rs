@@ -186,9 +186,17 @@ impl Torrent {
         msg: PeerMessage,
     ) -> Result<(), ProtocolError> {
         self.now = self.now.max(now);
+        // A snubbed peer that speaks again may be probed with a fresh piece at once.
+        let woke = self.peers.get_mut(&peer).is_some_and(|p| {
+            let woke = p.snubbed && !p.heard_since_snub;
+            p.heard_since_snub = true;
+            woke
+        });
         let r = self.on_message(now, peer, msg);
         if let Err(e) = &r {
             self.drop_peer(now, peer, DisconnectReason::ProtocolViolation(e.clone()));
+        } else if woke {
+            self.fill_requests(peer);
         }
         r
     }

@@ -111,19 +111,13 @@ impl TrackerDriver {
     }
 
     fn http_get(&self, url: &str) -> Result<Vec<u8>, String> {
-        // One request per connection (`Connection: close`), as BitTorrent
-        // clients do. p2pe's own tracker now serves keep-alive well, but
-        // announces come once an interval (≥ 5 s, usually a minute), past
-        // most trackers' idle timeout, and one built on tiny_http 0.12 (as
-        // p2pe's was) parks new connections behind idle keep-alive ones:
-        // 3 of 14 leechers of a netns swarm saw their first announce
-        // unanswered for 15 s.
-        let mut response = self
-            .agent
-            .get(url)
-            .header("Connection", "close")
-            .call()
-            .map_err(|e| e.to_string())?;
+        // HTTP/1.1 keep-alive through ureq's connection pool: a tracker
+        // announced to more often than the pool's idle age (15 s) reuses its
+        // connection; past it a fresh one is opened, so a connection the
+        // tracker closed while idle is never reused. (p2pe's tracker serves
+        // keep-alive on io_uring; the client once sent `Connection: close`
+        // to dodge tiny_http parking new connections behind idle ones.)
+        let mut response = self.agent.get(url).call().map_err(|e| e.to_string())?;
         let status = response.status();
         if status != 200 {
             return Err(format!("HTTP status {status}"));
@@ -267,8 +261,9 @@ mod tests {
     }
 
     #[test]
-    fn http_announces_ask_for_one_request_per_connection() {
-        // A tracker on tiny_http parks new connections behind idle keep-alive ones.
+    fn http_announces_keep_the_connection_alive() {
+        // Issue 10: HTTP/1.1 keep-alive (no `Connection: close`); ureq's pool reuses the
+        // connection within its idle age.
         let (addr, head) = fake_http_seen(Some(
             b"d8:completei1e10:incompletei0e8:intervali60e5:peers0:e".to_vec(),
         ));
@@ -278,7 +273,8 @@ mod tests {
             .unwrap()
             .to_lowercase();
         assert!(head.starts_with("get /announce?"), "{head}");
-        assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+        assert!(head.contains(" http/1.1\r\n"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
     }
 
     fn driver(tiers: Vec<Vec<String>>, port: u16) -> TrackerDriver {

@@ -105,6 +105,7 @@ fn ctx<'a>(peer: u64, have: &'a Bitfield, len: u32) -> PickContext<'a> {
         random_first: false,
         endgame_ok: true,
         shadow_ok: true,
+        fresh_ok: true,
     }
 }
 

@@ -395,6 +395,7 @@ impl Torrent {
                 random_first,
                 endgame_ok: !peer.snubbed,
                 shadow_ok: !peer.snubbed && peer.inflight.is_empty(),
+                fresh_ok: !peer.snubbed || peer.heard_since_snub,
             };
             let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {
                 break;
@@ -424,7 +425,9 @@ impl Torrent {
     /// payload progress ([`Torrent::handle_block_progress`]: a block being streamed), its
     /// unchoke, or the last check at which it held none of our requests, whichever is
     /// latest. The deadline covers requests still queued at the peer (no bytes yet); the
-    /// progress covers large blocks arriving slowly.
+    /// progress covers large blocks arriving slowly. A snubbed peer's probe request that
+    /// goes unanswered as long is cancelled the same way, and the peer may start no fresh
+    /// piece until it sends a message again (`heard_since_snub`).
     pub(super) fn check_snubs(&mut self, now: Time) {
         let peers = self.peers.values();
         let rate: f64 = peers.clone().map(|p| p.download.rate_bytes_per_s()).sum();
@@ -441,10 +444,11 @@ impl Torrent {
                 .as_secs_f64();
             let average = peer.download.total_bytes() as f64 / connected_s.max(1e-3);
             let deadline = snub_deadline(&self.config.choker, peer.inflight_bytes, fair, average);
-            if peer.snubbed || now.saturating_duration_since(peer.last_progress_at) < deadline {
+            if now.saturating_duration_since(peer.last_progress_at) < deadline {
                 continue;
             }
             peer.snubbed = true;
+            peer.heard_since_snub = false;
             for b in peer.drain_inflight() {
                 self.picker.cancel_request(*key, b);
                 self.actions.push_back(Action::Send {

@@ -270,3 +270,58 @@ fn slow_receivers_are_served_from_the_first_interval() {
     assert!(wait_ms <= interval_ms, "a slow request waited {wait_ms} ms");
     assert!(served >= 2 * 3, "slow peers got {served} blocks in 2 s");
 }
+
+#[test]
+fn a_snubbed_silent_peer_claims_no_fresh_piece_until_it_speaks_again() {
+    // Issue 11: SLOW freezes (never answers) while FAST serves. Once snubbed, SLOW must not
+    // start a fresh piece with its probe request (it would hold that piece's claim while
+    // frozen); once it sends anything (here a keep-alive), it may be probed again.
+    let mut t = leecher(
+        1000,
+        &[(SLOW, PeerMessage::HaveAll), (FAST, PeerMessage::HaveAll)],
+    );
+    let mut pending: Vec<(u64, Block)> = Vec::new();
+    let mut fast_pieces = std::collections::BTreeSet::new();
+    let mut snubbed_ms = None;
+    let mut fresh_to_slow = Vec::new();
+    let mut probed_after_keepalive = false;
+    let keepalive_ms = 40_000;
+    for now_ms in (0..=60_000).step_by(100) {
+        let now = at_ms(now_ms);
+        if now_ms == keepalive_ms {
+            t.handle_message(now, SLOW, PeerMessage::KeepAlive).unwrap();
+        }
+        let (due, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|e| e.0 <= now_ms);
+        pending = rest;
+        for (_, b) in due {
+            if t.wants_block(FAST, &b) {
+                t.handle_block_received(now, FAST, b).unwrap();
+            }
+        }
+        t.handle_timeout(now);
+        let out = drain(&mut t, now);
+        if out.cancelled.contains(&SLOW) && snubbed_ms.is_none() {
+            snubbed_ms = Some(now_ms);
+        }
+        for (k, b) in out.requests {
+            if k == FAST {
+                fast_pieces.insert(b.piece);
+                pending.push((now_ms + 100, b));
+            } else if snubbed_ms.is_some() && now_ms < keepalive_ms {
+                if !fast_pieces.contains(&b.piece) {
+                    fresh_to_slow.push((now_ms, b.piece));
+                }
+            } else if now_ms >= keepalive_ms {
+                probed_after_keepalive = true;
+            }
+        }
+    }
+    assert!(snubbed_ms.is_some(), "the frozen peer was never snubbed");
+    assert_eq!(
+        fresh_to_slow,
+        vec![],
+        "fresh pieces claimed by a silent snubbed peer"
+    );
+    assert!(probed_after_keepalive, "no probe once the peer spoke again");
+    t.check_invariants();
+}
