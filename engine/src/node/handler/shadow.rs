@@ -5,7 +5,9 @@
 //! if right, committed to storage under the store's piece claim (retried on
 //! the next tick while the owner holds it), then reported verified.
 //!
-//! Bound: at most [`MAX_SHADOW_BUFFERS`] buffers of one piece each.
+//! Bound: at most [`MAX_SHADOW_BUFFERS`] buffers of one piece each, and at
+//! most [`MAX_SHADOW_BUFFER_BYTES`] in all per worker (or one piece, when a
+//! piece is larger).
 
 use sha1::{Digest, Sha1};
 
@@ -18,6 +20,12 @@ use super::NodeHandler;
 /// Most shadow buffers a worker holds: the core's `MAX_SHADOW_PIECES` (8), twice,
 /// for buffers of shadows the core abandoned and not yet reused.
 pub(super) const MAX_SHADOW_BUFFERS: usize = 16;
+
+/// Most bytes of shadow buffers a worker holds: 8 pieces of 4 MiB (what
+/// `p2pe create` picks for files of 4-8 GB), so the anonymous memory a
+/// node-wide endgame costs stays bounded whatever the piece length; at least
+/// one buffer is always allowed.
+pub(super) const MAX_SHADOW_BUFFER_BYTES: usize = 32 << 20;
 
 /// How many times a commit retries within one call when a write loses to the
 /// owner's verification of the same bytes.
@@ -35,12 +43,17 @@ impl NodeHandler {
     ) -> bool {
         let len = self.torrent.config().piece_len(piece) as usize;
         if !self.shadow_bufs.contains_key(&piece.0) {
-            if self.shadow_bufs.len() >= MAX_SHADOW_BUFFERS {
+            let full = |bufs: &std::collections::HashMap<u32, Vec<u8>>| {
+                let used: usize = bufs.values().map(Vec::len).sum();
+                bufs.len() >= MAX_SHADOW_BUFFERS
+                    || (used > 0 && used + len > MAX_SHADOW_BUFFER_BYTES)
+            };
+            if full(&self.shadow_bufs) {
                 let torrent = &self.torrent;
                 self.shadow_bufs
                     .retain(|p, _| torrent.is_shadow(PieceIndex(*p)));
             }
-            if self.shadow_bufs.len() >= MAX_SHADOW_BUFFERS {
+            if full(&self.shadow_bufs) {
                 return false;
             }
             self.shadow_bufs.insert(piece.0, vec![0; len]);
