@@ -1,5 +1,6 @@
 //! Tunables of the swarm logic: choker, pipelining, seeding policy.
 
+use super::rate_limit::SharedBucket;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,6 +157,14 @@ pub struct TorrentConfig {
     /// per runtime worker), so rarest-first ranks pieces over all the node's peers; see
     /// [`super::availability`]. `None` (the default): this torrent's peers only.
     pub availability: Option<Arc<Availability>>,
+    /// Payload download limit shared by the node's torrents (`--download-limit`):
+    /// requests are issued only while it allows, so a request it holds back is never
+    /// in flight ([`super::rate_limit`]). `None` (the default): unlimited.
+    pub download_limit: Option<SharedBucket>,
+    /// Payload upload limit shared by the node's torrents (`--upload-limit`): blocks are
+    /// handed to the driver ([`super::Action::SendBlock`]) only while it allows.
+    /// `None` (the default): unlimited.
+    pub upload_limit: Option<SharedBucket>,
 }
 
 impl TorrentConfig {
@@ -194,6 +203,8 @@ impl TorrentConfig {
             upload_history: None,
             choker_mode: ChokerMode::Local,
             availability: None,
+            download_limit: None,
+            upload_limit: None,
         }
     }
 

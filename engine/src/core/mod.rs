@@ -33,7 +33,8 @@
 //! (piece claims shared by the torrents of one multi-worker node), [`availability`]
 //! (availability counts they share for rarest-first), `message`
 //! (identifiers, control messages, actions, errors), [`slots`] (connection timeouts,
-//! per-IP caps and slot reclaiming), `config` (tunables), `peer`
+//! per-IP caps and slot reclaiming), [`rate_limit`] (payload rate limits shared by a
+//! node's torrents), `config` (tunables), `peer`
 //! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
 //! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
 //! machine and the distinct-first seeder policy).
@@ -48,6 +49,7 @@ mod config;
 mod message;
 mod peer;
 mod picker;
+pub mod rate_limit;
 mod request_queue;
 pub mod slots;
 pub mod time;

@@ -45,6 +45,7 @@ mod upload_budget;
 use super::choker::Choker;
 use super::peer::PeerState;
 use super::picker::Picker;
+use super::rate_limit;
 use super::{Action, Bitfield, Block, DisconnectReason, PeerCaps, PeerKey, PeerMessage};
 use super::{ChokeCandidate, ChokerMode, PieceIndex, ProtocolError, Time, TorrentConfig};
 use rand::SeedableRng;
@@ -100,6 +101,10 @@ pub struct Torrent {
     choke_report: Option<Vec<ChokeCandidate>>,
     /// Failed copies kept to find which peer sent a wrong block.
     smart_ban: smart_ban::SmartBan,
+    /// The download limit stopped request issuing: top up every peer when it allows.
+    download_throttled: bool,
+    /// The upload limit stopped handing out blocks: pump uploads when it allows.
+    upload_throttled: bool,
 }
 
 impl Torrent {
@@ -141,6 +146,8 @@ impl Torrent {
             slot_budget,
             choke_report: None,
             smart_ban: smart_ban::SmartBan::default(),
+            download_throttled: false,
+            upload_throttled: false,
         }
     }
 
@@ -274,6 +281,7 @@ impl Torrent {
     /// report), optimistic rotation, anti-snubbing, keep-alive.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
+        self.resume_throttled(now);
         if now >= self.choker.next_rechoke() {
             match self.config.choker_mode {
                 ChokerMode::Local => self.rechoke(now),
@@ -292,9 +300,40 @@ impl Torrent {
         self.actions.pop_front()
     }
 
-    /// When [`Torrent::handle_timeout`] should next be called.
+    /// When [`Torrent::handle_timeout`] should next be called: the next rechoke, or
+    /// sooner when a rate limit that stopped us allows again.
     pub fn poll_timeout(&self) -> Option<Time> {
-        Some(self.choker.next_rechoke())
+        let mut at = self.choker.next_rechoke();
+        let limits = [
+            (self.download_throttled, &self.config.download_limit),
+            (self.upload_throttled, &self.config.upload_limit),
+        ];
+        for (throttled, limit) in limits {
+            if let (true, Some(bucket)) = (throttled, limit) {
+                at = at.min(bucket.ready_at(self.now));
+            }
+        }
+        Some(at)
+    }
+
+    /// Whether a rate limit holds back requests or blocks; the driver then arms its
+    /// timer from [`Torrent::poll_timeout`] after every event.
+    pub fn is_throttled(&self) -> bool {
+        self.download_throttled || self.upload_throttled
+    }
+
+    /// Issues the requests and hands out the blocks a rate limit held back, once it
+    /// allows ([`super::rate_limit`]).
+    fn resume_throttled(&mut self, now: Time) {
+        let ready = |limit: &Option<rate_limit::SharedBucket>| !matches!(limit, Some(b) if !b.is_ready(now));
+        if self.upload_throttled && ready(&self.config.upload_limit) {
+            self.upload_throttled = false;
+            self.pump_uploads(now);
+        }
+        if self.download_throttled && ready(&self.config.download_limit) {
+            self.download_throttled = false;
+            self.fill_all_requests();
+        }
     }
 
     /// Whether `piece` is being downloaded as a shadow: a node-wide endgame duplicate of
@@ -403,6 +442,8 @@ mod availability_tests;
 mod claims_tests;
 #[cfg(test)]
 mod protocol_tests;
+#[cfg(test)]
+mod rate_limit_tests;
 #[cfg(test)]
 mod request_queue_tests;
 #[cfg(test)]

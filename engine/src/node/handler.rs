@@ -16,10 +16,10 @@ use crate::rt::{ConnId, Ctx, Handler, SourceFile};
 use crate::store::{Storage, StoreError};
 use crate::wire::peer::{ExtendedHandshake, Handshake};
 
-use super::limit::SharedBucket;
 use super::peer::{PeerConn, Source};
 use super::transfers::PieceSources;
 use super::{Command, NodeConfig, NodeError, Shared};
+use crate::core::rate_limit::SharedBucket;
 
 mod dial;
 mod pex;
@@ -29,11 +29,9 @@ mod shadow;
 mod slots;
 mod workers;
 
-/// Timer tick while nothing is held back: progress publication, dials.
+/// Timer tick: progress publication, dials (the core's own timers, a rate
+/// limit's included, are armed exactly from its `poll_timeout`).
 const IDLE_TICK: Duration = Duration::from_millis(100);
-/// Timer tick while a rate limit holds items back: at 10 ms a 1 Gbit/s limit
-/// releases ~1.2 MB per tick, below the bucket's 50 ms burst.
-const THROTTLE_TICK: Duration = Duration::from_millis(10);
 /// Extended message id we assign to the p2pe extension in our BEP 10 `m`.
 const P2PE_EXT_ID: u8 = 1;
 /// Extended message id we assign to `ut_pex` (BEP 11) in our BEP 10 `m`.
@@ -62,11 +60,6 @@ pub(crate) struct NodeHandler {
     pub(super) conns: HashMap<ConnId, PeerConn>,
     pub(super) keys: BTreeMap<PeerKey, ConnId>,
     next_key: u64,
-    /// Node-wide upload and download limits (shared by every worker).
-    pub(super) up: Option<SharedBucket>,
-    pub(super) down: Option<SharedBucket>,
-    /// Connections with items held back by a rate limit.
-    pub(super) throttled: BTreeSet<ConnId>,
     /// Addresses to dial: sources, bounds, back-off, aging
     /// ([`crate::core::address_book`]); `PeerConn::dial` is an entry id.
     pub(super) book: AddressBook,
@@ -126,7 +119,7 @@ impl NodeHandler {
 
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        config: TorrentConfig,
+        mut config: TorrentConfig,
         info_hash: [u8; 20],
         storage: Arc<Storage>,
         sources: Vec<Option<Arc<SourceFile>>>,
@@ -141,7 +134,6 @@ impl NodeHandler {
                 have.set(PieceIndex(i));
             }
         }
-        let now = Instant::now();
         let piece_count = config.piece_count;
         let piece_len_bytes = config.piece_len_bytes;
         let mut our_ext = ExtendedHandshake::with_p2pe(P2PE_EXT_ID, piece_len_bytes);
@@ -157,8 +149,10 @@ impl NodeHandler {
             .then(|| workers::Coordinator::new(config.choker, nc.rng_seed, shared.workers));
         // Different seeds per worker: their shuffled suggestion orders (and tie
         // breaks) differ, so their peers do not all start on the same pieces.
-        let torrent = Torrent::new(config, have, nc.rng_seed ^ worker as u64);
-        // One bucket per direction for the whole node, made by the first worker.
+        // One bucket per direction for the whole node, made by the first worker and
+        // applied by every worker's core (`core::rate_limit`).
+        let now =
+            Time::from_nanos(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
         let limits = shared
             .limits
             .get_or_init(|| {
@@ -170,6 +164,9 @@ impl NodeHandler {
                 )
             })
             .clone();
+        config.upload_limit = limits.0;
+        config.download_limit = limits.1;
+        let torrent = Torrent::new(config, have, nc.rng_seed ^ worker as u64);
         Ok(NodeHandler {
             worker,
             torrent,
@@ -183,9 +180,6 @@ impl NodeHandler {
             conns: HashMap::new(),
             keys: BTreeMap::new(),
             next_key: 1,
-            up: limits.0,
-            down: limits.1,
-            throttled: BTreeSet::new(),
             book: AddressBook::new(BookConfig::default()),
             max_peers: nc.max_peers.max(1),
             slot_config: nc.slots,
@@ -331,12 +325,7 @@ impl NodeHandler {
 
     fn arm_timer(&self, ctx: &mut Ctx) {
         let now = self.now();
-        let tick = if self.throttled.is_empty() {
-            IDLE_TICK
-        } else {
-            THROTTLE_TICK
-        };
-        let mut after = tick;
+        let mut after = IDLE_TICK;
         if let Some(t) = self.torrent.poll_timeout() {
             after = after.min(t.saturating_duration_since(now));
         }
@@ -394,8 +383,8 @@ impl Handler for NodeHandler {
     fn on_recv(&mut self, ctx: &mut Ctx, conn: ConnId, data: &[u8]) {
         self.receive(ctx, conn, data);
         self.drain(ctx);
-        if !self.throttled.is_empty() {
-            // Held items are released on the short throttle tick.
+        if self.torrent.is_throttled() {
+            // A rate limit stopped the core: wake it when the limit allows.
             self.arm_timer(ctx);
         }
     }
@@ -403,13 +392,12 @@ impl Handler for NodeHandler {
     fn on_sent(&mut self, ctx: &mut Ctx, conn: ConnId) {
         self.sent(ctx, conn);
         self.drain(ctx);
-        if !self.throttled.is_empty() {
+        if self.torrent.is_throttled() {
             self.arm_timer(ctx);
         }
     }
 
     fn on_close(&mut self, ctx: &mut Ctx, conn: ConnId, _err: Option<io::Error>) {
-        self.throttled.remove(&conn);
         let Some(mut pc) = self.conns.remove(&conn) else {
             return;
         };
@@ -443,7 +431,6 @@ impl Handler for NodeHandler {
         }
         self.register_stale(now);
         self.expire_slots(ctx);
-        self.release_held(ctx);
         if !self.shadow_commits.is_empty() {
             self.commit_shadows(ctx);
         }

@@ -40,10 +40,11 @@
 //! may be much slower than the network, so it never blocks a worker).
 //!
 //! Rate limits are per process: one token bucket per direction shared by all
-//! workers ([`NodeConfig`]), whichever worker the peers land on: a `piece`
-//! upload waits for upload tokens before it is queued; a `request` waits for
-//! download tokens (so the peer sends no faster than the limit). Held items
-//! keep their per-peer order.
+//! workers ([`NodeConfig`]), whichever worker the peers land on, applied by
+//! each worker's core (`core::rate_limit`): a request is issued only while
+//! download tokens allow (so peers send no faster than the limit, and a
+//! request held back is never in flight), a block is handed to the runtime
+//! only while upload tokens allow (until then it stays a queued request).
 //!
 //! Per connection (BEP 3, BEP 6, BEP 10):
 //! 1. both sides send the 68-byte handshake with the fast (BEP 6) and
@@ -76,7 +77,6 @@ mod announce;
 mod convert;
 mod dht;
 mod handler;
-mod limit;
 mod peer;
 mod shared;
 mod transfers;

@@ -1,5 +1,5 @@
-//! Per-connection state of the node: handshake phase, decoder, outgoing FIFO
-//! held back by rate limits, and accounting of blocks handed to the runtime.
+//! Per-connection state of the node: handshake phase, decoder, outgoing
+//! messages, and accounting of blocks handed to the runtime.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -67,8 +67,6 @@ pub(crate) struct PeerConn {
     /// The core has forgotten this peer (it asked for the disconnect).
     pub(crate) dropped_by_core: bool,
     pub(crate) caps: PeerCaps,
-    /// Items held back by a rate limit; everything later queues behind them.
-    pub(crate) held: VecDeque<Outgoing>,
     /// Bytes ever queued on the runtime for this connection.
     pub(crate) queued_total_bytes: u64,
     /// Blocks queued on the runtime, with the `queued_total_bytes` mark at
@@ -119,7 +117,6 @@ impl PeerConn {
             registered: false,
             dropped_by_core: false,
             caps: PeerCaps::default(),
-            held: VecDeque::new(),
             queued_total_bytes: 0,
             blocks_in_flight: VecDeque::new(),
             unsent_payload_bytes: 0,

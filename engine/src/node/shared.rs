@@ -91,8 +91,8 @@ pub(crate) struct Shared {
     pub(crate) inbound_per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// The node-wide upload and download rate limits, shared by the workers.
     pub(crate) limits: std::sync::OnceLock<(
-        Option<super::limit::SharedBucket>,
-        Option<super::limit::SharedBucket>,
+        Option<crate::core::rate_limit::SharedBucket>,
+        Option<crate::core::rate_limit::SharedBucket>,
     )>,
     /// Per worker: listen addresses of its registered peers, for everyone's PEX.
     pex_lists: Vec<Mutex<Vec<(SocketAddr, PexFlags)>>>,

@@ -384,7 +384,16 @@ impl Torrent {
             max_requests,
         );
         let limit_bytes = if peer.snubbed { 1 } else { limit.bytes };
+        let now = self.now;
         while peer.inflight.len() < limit.requests && peer.inflight_bytes < limit_bytes {
+            // A request the download limit holds back is not issued at all, so it is
+            // never in flight (no snub timer runs on it).
+            if let Some(bucket) = &self.config.download_limit {
+                if !bucket.is_ready(now) {
+                    self.download_throttled = true;
+                    break;
+                }
+            }
             let ctx = PickContext {
                 peer: key,
                 peer_have: &peer.have,
@@ -400,6 +409,9 @@ impl Torrent {
             let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {
                 break;
             };
+            if let Some(bucket) = &self.config.download_limit {
+                bucket.take(now, u64::from(b.len_bytes));
+            }
             peer.inflight.push(b);
             peer.inflight_bytes += u64::from(b.len_bytes);
             self.actions.push_back(Action::Send {

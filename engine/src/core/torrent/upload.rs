@@ -226,6 +226,14 @@ impl Torrent {
             self.uploads.budget.check_stalls(now);
         }
         while cap == 0 || self.uploads.budget.counted_bytes() < cap {
+            // A block the upload limit holds back stays a queued request (still
+            // cancellable, rejectable and reordered), not a send in flight.
+            if let Some(bucket) = &self.config.upload_limit {
+                if !bucket.is_ready(now) {
+                    self.upload_throttled = true;
+                    break;
+                }
+            }
             let Some(i) = self.choose_upload() else { break };
             let Some((key, b)) = self.uploads.pending.remove(i) else {
                 break;
@@ -239,6 +247,9 @@ impl Torrent {
                 continue;
             }
             let len = u64::from(b.len_bytes);
+            if let Some(bucket) = &self.config.upload_limit {
+                bucket.take(now, len);
+            }
             self.uploads.budget.handed(now, key, len);
             self.actions.push_back(Action::SendBlock {
                 peer: key,

@@ -1,7 +1,6 @@
-//! Send path: per-connection FIFO, rate limits, blocks as gathered sends.
+//! Send path: per-connection FIFO, blocks as gathered sends.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use crate::core::{Block, PeerKey, PeerMessage};
 use crate::rt::{ConnId, Ctx, Region};
@@ -19,77 +18,17 @@ use super::NodeHandler;
 /// disconnected, so its backlog cannot grow the process (issue 11 item 5).
 pub(crate) const MAX_CONTROL_BACKLOG_BYTES: u64 = 1 << 20;
 
-/// Most items held back by a rate limit for one peer: several times the core's
-/// `max_requests_per_peer` (250) answers plus control messages.
-const MAX_HELD_ITEMS: usize = 4096;
-
 impl NodeHandler {
-    /// Sends `item` to `peer` now, or holds it (and everything after it for
-    /// that peer) while a rate limit is exhausted.
+    /// Sends `item` to `peer` now (rate limits are the core's: it only emits what
+    /// they allow, see `core::rate_limit`).
     pub(super) fn enqueue(&mut self, ctx: &mut Ctx, peer: PeerKey, item: Outgoing) {
         let Some(&conn) = self.keys.get(&peer) else {
             return;
         };
-        let held = self.conns.get(&conn).is_some_and(|pc| !pc.held.is_empty());
-        if held || !self.try_send(ctx, conn, &item) {
-            if let Some(pc) = self.conns.get_mut(&conn) {
-                if pc.held.len() >= MAX_HELD_ITEMS {
-                    // A peer cannot make us hold more than its request queue's worth
-                    // of answers plus a few control messages: past that it floods.
-                    ctx.close(conn);
-                    return;
-                }
-                pc.held.push_back(item);
-                self.throttled.insert(conn);
-            }
-        }
-    }
-
-    /// Sends held items in order while the limits allow.
-    pub(super) fn release_held(&mut self, ctx: &mut Ctx) {
-        let conns: Vec<ConnId> = self.throttled.iter().copied().collect();
-        for conn in conns {
-            loop {
-                let Some(item) = self
-                    .conns
-                    .get(&conn)
-                    .and_then(|pc| pc.held.front().cloned())
-                else {
-                    self.throttled.remove(&conn);
-                    break;
-                };
-                if !self.try_send(ctx, conn, &item) {
-                    break;
-                }
-                if let Some(pc) = self.conns.get_mut(&conn) {
-                    pc.held.pop_front();
-                }
-            }
-        }
-    }
-
-    /// Sends `item` if its rate limit allows; false means "hold it".
-    fn try_send(&mut self, ctx: &mut Ctx, conn: ConnId, item: &Outgoing) -> bool {
-        let now = Instant::now();
         match item {
-            Outgoing::Msg(msg) => {
-                if let (PeerMessage::Request(b), Some(down)) = (msg, self.down.as_ref()) {
-                    if !down.try_take(now, u64::from(b.len_bytes)) {
-                        return false;
-                    }
-                }
-                self.send_msg(ctx, conn, msg);
-            }
-            Outgoing::Block(b) => {
-                if let Some(up) = self.up.as_ref() {
-                    if !up.try_take(now, u64::from(b.len_bytes)) {
-                        return false;
-                    }
-                }
-                self.send_block(ctx, conn, *b);
-            }
+            Outgoing::Msg(msg) => self.send_msg(ctx, conn, &msg),
+            Outgoing::Block(b) => self.send_block(ctx, conn, b),
         }
-        true
     }
 
     fn send_msg(&mut self, ctx: &mut Ctx, conn: ConnId, msg: &PeerMessage) {
