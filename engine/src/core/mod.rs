@@ -33,7 +33,8 @@
 //! (piece claims shared by the torrents of one multi-worker node), [`availability`]
 //! (availability counts they share for rarest-first), `message`
 //! (identifiers, control messages, actions, errors), [`slots`] (connection timeouts,
-//! per-IP caps and slot reclaiming), [`rate_limit`] (payload rate limits shared by a
+//! per-IP caps and slot reclaiming), [`pex`] (when each peer is due its BEP 11
+//! message and what it was told), [`rate_limit`] (payload rate limits shared by a
 //! node's torrents), `config` (tunables), `peer`
 //! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
 //! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
@@ -48,6 +49,7 @@ pub mod claims;
 mod config;
 mod message;
 mod peer;
+pub mod pex;
 mod picker;
 pub mod rate_limit;
 mod request_queue;

@@ -42,10 +42,14 @@ pub struct SlotConfig {
     pub max_per_ip: usize,
     /// Whether loopback addresses (127.0.0.0/8, ::1) count against `max_per_ip`.
     pub cap_loopback: bool,
+    /// How long after its handshake a peer that set the BEP 10 bit has to send its
+    /// extended handshake before it is taken as a plain peer (16 KiB requests, no PEX).
+    pub ext_handshake_wait: Duration,
 }
 
 impl Default for SlotConfig {
-    /// 10 s handshake, 240 s inactivity, 2 s grace, 8 per IP, loopback exempt.
+    /// 10 s handshake, 240 s inactivity, 2 s grace, 8 per IP, loopback exempt, 2 s for
+    /// a BEP 10 extended handshake.
     fn default() -> Self {
         SlotConfig {
             handshake_timeout: Duration::from_secs(10),
@@ -53,6 +57,7 @@ impl Default for SlotConfig {
             reclaim_grace: Duration::from_secs(2),
             max_per_ip: 8,
             cap_loopback: false,
+            ext_handshake_wait: Duration::from_secs(2),
         }
     }
 }
@@ -108,6 +113,14 @@ pub fn expired(config: &SlotConfig, now: Time, a: &ConnActivity) -> Option<Expir
         return Some(Expiry::Inactive);
     }
     None
+}
+
+/// Whether a peer that set the BEP 10 bit and has not sent its extended handshake is
+/// to be taken as a plain peer at `now` ([`SlotConfig::ext_handshake_wait`] after its
+/// handshake).
+pub fn ext_handshake_overdue(config: &SlotConfig, now: Time, a: &ConnActivity) -> bool {
+    a.handshake_at
+        .is_some_and(|t| now.saturating_duration_since(t) >= config.ext_handshake_wait)
 }
 
 /// Whether the connection is idle (see the module docs): it may give its slot up.

@@ -422,21 +422,21 @@ impl Handler for NodeHandler {
         self.arm_timer(ctx);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant) {
+    fn on_timer(&mut self, ctx: &mut Ctx, _now: Instant) {
         let t = self.now();
         self.sync_have();
         if self.torrent.poll_timeout().is_some_and(|d| d <= t) {
             self.torrent.handle_timeout(t);
             self.forward_choke_report(ctx);
         }
-        self.register_stale(now);
+        self.register_stale(t);
         self.expire_slots(ctx);
         if !self.shadow_commits.is_empty() {
             self.commit_shadows(ctx);
         }
         self.take_discovered(ctx);
         self.dial_due(ctx, t);
-        self.pex_tick(ctx, now);
+        self.pex_tick(ctx, t);
         self.drain(ctx);
         self.publish();
         self.arm_timer(ctx);

@@ -97,12 +97,9 @@ pub use dht::DhtConfig;
 pub(crate) use shared::{Command, Shared};
 pub use transfers::{PeerTransfer, Transfers};
 
-/// How long after the handshake a peer that set the BEP 10 bit may take to
-/// send its extended handshake before it is treated as a plain 16 KiB peer.
-pub const EXT_HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
-
-/// BEP 11's peer exchange interval: at most one `ut_pex` message a minute.
-pub const PEX_INTERVAL: Duration = Duration::from_secs(60);
+/// BEP 11's peer exchange interval: at most one `ut_pex` message a minute
+/// (toward clients other than p2pe; [`crate::core::pex`]).
+pub const PEX_INTERVAL: Duration = crate::core::pex::BEP11_INTERVAL;
 
 /// Peer exchange interval of the datacenter profile: a fleet on one fabric
 /// learns its peers within seconds (the messages are a few hundred bytes).

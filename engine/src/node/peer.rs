@@ -1,10 +1,10 @@
 //! Per-connection state of the node: handshake phase, decoder, outgoing
 //! messages, and accounting of blocks handed to the runtime.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
 
+use crate::core::pex::PexSchedule;
 use crate::core::slots::ConnActivity;
 use crate::core::{Block, PeerCaps, PeerKey, PeerMessage, Time};
 use crate::wire::peer::{Decoder, Handshake, HandshakeDecoder};
@@ -16,13 +16,7 @@ pub(crate) enum Phase {
     Handshake(HandshakeDecoder),
     /// Handshake done; messages flow through the decoder. The peer is known to
     /// the core once `registered`.
-    Open {
-        decoder: Decoder,
-        theirs: Handshake,
-        since: Instant,
-    },
-    /// Transition marker while the decoder is being built; never observed.
-    Moving,
+    Open { decoder: Decoder, theirs: Handshake },
 }
 
 /// Something to send to a peer, in the order the core emitted it.
@@ -89,10 +83,9 @@ pub(crate) struct PeerConn {
     pub(crate) pex_id: Option<u8>,
     /// The peer is a p2pe node (it advertised the p2pe extension).
     pub(crate) is_p2pe: bool,
-    /// Listen addresses this peer has been told about through PEX.
-    pub(crate) pex_sent: HashSet<SocketAddr>,
-    /// When this peer is due its next PEX message.
-    pub(crate) next_pex_at: Option<Instant>,
+    /// Its PEX schedule and what it was told ([`crate::core::pex`]), once it
+    /// advertised `ut_pex` and PEX is on.
+    pub(crate) pex: Option<PexSchedule>,
     /// The `piece` message whose payload is arriving, if any.
     pub(crate) incoming: Option<Incoming>,
     /// Requests sent on this connection (the first one is logged).
@@ -126,8 +119,7 @@ impl PeerConn {
             peer_id: None,
             pex_id: None,
             is_p2pe: false,
-            pex_sent: HashSet::new(),
-            next_pex_at: None,
+            pex: None,
             incoming: None,
             requests_sent: 0,
             unbooked_down_bytes: 0,

@@ -1,40 +1,34 @@
 //! Peer exchange (BEP 11, `ut_pex`): telling each peer which peers we are
 //! connected to, and dialling the peers others tell us about.
 //!
-//! Each peer that advertised `ut_pex` in its BEP 10 handshake gets, every
-//! interval, the listen addresses of our connected peers (on every worker:
-//! each publishes its list on its tick) it has not been told
-//! about (`added`, at most [`MAX_ADDED_PER_MESSAGE`], the rest next time) and
-//! those it was told about that are gone (`dropped`). Between p2pe nodes the
-//! interval is the node's `pex_interval` (2 s in the datacenter profile);
-//! with other clients it is BEP 11's one minute (libtorrent disconnects peers
-//! that send PEX more often). Private torrents (BEP 27) neither advertise nor
-//! accept `ut_pex`.
+//! The schedule and the added/dropped bookkeeping are the core's
+//! ([`crate::core::pex`]); this module gathers our peer list (every worker
+//! publishes its own on its tick, so a peer hears of all our connections),
+//! encodes the messages and dials what others tell us. Private torrents
+//! (BEP 27) neither advertise nor accept `ut_pex`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::core::pex::PexSchedule;
+use crate::core::Time;
 use crate::rt::{ConnId, Ctx};
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Message};
 use crate::wire::pex::{PexFlags, PexMessage};
 
-use super::super::peer::{PeerConn, Source};
-use super::super::PEX_INTERVAL;
+use super::super::peer::Source;
 use super::dial::MAX_PEX_ADDED_PER_MESSAGE;
 use super::NodeHandler;
-
-/// BEP 11: "at most 50 added peers" per message.
-const MAX_ADDED_PER_MESSAGE: usize = 50;
 
 impl NodeHandler {
     /// Records what the peer's BEP 10 handshake tells: its `ut_pex` id, its
     /// listen port (for inbound peers), whether it is a p2pe node.
     pub(super) fn on_extended_handshake(&mut self, conn: ConnId, theirs: &ExtendedHandshake) {
         let pex_on = self.pex_interval;
+        let now = self.now();
         let Some(pc) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -48,8 +42,7 @@ impl NodeHandler {
         // BEP 10: id 0 in `m` disables an extension.
         pc.pex_id = theirs.m.get("ut_pex").copied().filter(|&id| id != 0);
         if let (Some(interval), Some(_)) = (pex_on, pc.pex_id) {
-            let every = if pc.is_p2pe { interval } else { PEX_INTERVAL };
-            pc.next_pex_at = Some(Instant::now() + every);
+            pc.pex = Some(PexSchedule::new(now, interval, pc.is_p2pe));
         }
     }
 
@@ -81,10 +74,10 @@ impl NodeHandler {
     }
 
     /// Sends every due peer its `ut_pex` message.
-    pub(super) fn pex_tick(&mut self, ctx: &mut Ctx, now: Instant) {
-        let Some(interval) = self.pex_interval else {
+    pub(super) fn pex_tick(&mut self, ctx: &mut Ctx, now: Time) {
+        if self.pex_interval.is_none() {
             return;
-        };
+        }
         let mine: Vec<(SocketAddr, PexFlags)> = self
             .conns
             .values()
@@ -103,22 +96,23 @@ impl NodeHandler {
         current.sort_by_key(|(a, _)| *a);
         current.dedup_by_key(|(a, _)| *a);
         let current_set: HashSet<SocketAddr> = current.iter().map(|(a, _)| *a).collect();
-        let due: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, pc)| pc.registered && pc.next_pex_at.is_some_and(|t| t <= now))
-            .map(|(c, _)| *c)
-            .collect();
-        for conn in due {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
             let Some(pc) = self.conns.get_mut(&conn) else {
                 continue;
             };
-            let every = if pc.is_p2pe { interval } else { PEX_INTERVAL };
-            pc.next_pex_at = Some(now + every);
-            let Some(id) = pc.pex_id else { continue };
-            let Some(payload) = next_message(pc, &current, &current_set) else {
+            let (Some(id), Some(schedule), true) = (pc.pex_id, pc.pex.as_mut(), pc.registered)
+            else {
                 continue;
             };
+            let Some(delta) = schedule.poll(now, pc.listen_addr, &current, &current_set) else {
+                continue;
+            };
+            let payload = PexMessage {
+                added: delta.added,
+                dropped: delta.dropped,
+            }
+            .to_bencode();
             let msg = Message::Extended(ExtendedMessage::Other {
                 id,
                 payload: Bytes::from(payload),
@@ -129,71 +123,5 @@ impl NodeHandler {
                 ctx.send(conn, buf);
             }
         }
-    }
-}
-
-/// The `ut_pex` message `pc` is due (`None`: nothing changed for it), and
-/// records what it has now been told.
-fn next_message(
-    pc: &mut PeerConn,
-    current: &[(SocketAddr, PexFlags)],
-    current_set: &HashSet<SocketAddr>,
-) -> Option<Vec<u8>> {
-    let added: Vec<(SocketAddr, PexFlags)> = current
-        .iter()
-        .filter(|(a, _)| Some(*a) != pc.listen_addr && !pc.pex_sent.contains(a))
-        .take(MAX_ADDED_PER_MESSAGE)
-        .copied()
-        .collect();
-    let dropped: Vec<SocketAddr> = pc
-        .pex_sent
-        .iter()
-        .filter(|a| !current_set.contains(a))
-        .take(MAX_ADDED_PER_MESSAGE)
-        .copied()
-        .collect();
-    if added.is_empty() && dropped.is_empty() {
-        return None;
-    }
-    for (a, _) in &added {
-        pc.pex_sent.insert(*a);
-    }
-    for a in &dropped {
-        pc.pex_sent.remove(a);
-    }
-    Some(PexMessage { added, dropped }.to_bencode())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::PeerKey;
-
-    fn addr(i: u16) -> SocketAddr {
-        SocketAddr::from(([10, 0, 0, 1], 1000 + i))
-    }
-
-    #[test]
-    fn at_most_50_added_then_the_rest_then_dropped() {
-        let mut pc = PeerConn::new(PeerKey(1), None, addr(0), crate::core::Time::ZERO);
-        pc.listen_addr = Some(addr(0));
-        // 70 peers plus the recipient itself, which is never advertised to itself.
-        let current: Vec<_> = (0..=70).map(|i| (addr(i), PexFlags(0))).collect();
-        let set: HashSet<_> = current.iter().map(|(a, _)| *a).collect();
-        let first = PexMessage::from_bencode(&next_message(&mut pc, &current, &set).unwrap());
-        assert_eq!(first.unwrap().added.len(), MAX_ADDED_PER_MESSAGE);
-        let second = PexMessage::from_bencode(&next_message(&mut pc, &current, &set).unwrap());
-        assert_eq!(second.unwrap().added.len(), 20);
-        assert!(
-            next_message(&mut pc, &current, &set).is_none(),
-            "nothing new"
-        );
-        let fewer = &current[..60];
-        let set: HashSet<_> = fewer.iter().map(|(a, _)| *a).collect();
-        let third = PexMessage::from_bencode(&next_message(&mut pc, fewer, &set).unwrap());
-        let third = third.unwrap();
-        assert!(third.added.is_empty());
-        assert_eq!(third.dropped.len(), 11);
-        assert!(!pc.pex_sent.contains(&addr(0)));
     }
 }

@@ -17,19 +17,17 @@
 //!   announced.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use crate::core::{Block, PeerCaps, PieceIndex};
+use crate::core::{slots, Block, PeerCaps, PieceIndex, Time};
 use crate::rt::{ConnId, Ctx};
 use crate::store::StoreError;
 use crate::wire::peer::{
-    negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage, Message, PieceHeader,
-    BLOCK_LEN_BYTES,
+    negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage, HandshakeDecoder, Message,
+    PieceHeader, BLOCK_LEN_BYTES,
 };
 
 use super::super::convert::{self, Inbound};
 use super::super::peer::{Incoming, Phase, Sink};
-use super::super::EXT_HANDSHAKE_WAIT;
 use super::{NodeHandler, PEX_EXT_ID};
 
 impl NodeHandler {
@@ -58,8 +56,11 @@ impl NodeHandler {
                         ctx.close(conn);
                         return;
                     }
-                    let Phase::Handshake(hd) = std::mem::replace(&mut pc.phase, Phase::Moving)
-                    else {
+                    // The handshake decoder becomes the message decoder (it keeps
+                    // the bytes after the handshake); a fresh one holds its place
+                    // for the moment, never seen by anything else.
+                    let placeholder = Phase::Handshake(HandshakeDecoder::new());
+                    let Phase::Handshake(hd) = std::mem::replace(&mut pc.phase, placeholder) else {
                         return;
                     };
                     let mut decoder = hd.into_decoder(DecoderLimits::new(self.piece_count));
@@ -67,11 +68,7 @@ impl NodeHandler {
                     let peer_id = theirs.peer_id;
                     pc.peer_id = Some(peer_id);
                     pc.activity.handshake_at = Some(now);
-                    pc.phase = Phase::Open {
-                        decoder,
-                        theirs,
-                        since: Instant::now(),
-                    };
+                    pc.phase = Phase::Open { decoder, theirs };
                     if !self.keep_one_per_peer(ctx, conn, peer_id) {
                         return;
                     }
@@ -146,16 +143,17 @@ impl NodeHandler {
         self.torrent.handle_peer_connected(now, key, caps);
     }
 
-    /// Peers that set the BEP 10 bit but sent no extended handshake within
-    /// [`EXT_HANDSHAKE_WAIT`] are handed to the core as plain peers.
-    pub(super) fn register_stale(&mut self, now: Instant) {
+    /// Peers that set the BEP 10 bit but sent no extended handshake in time
+    /// ([`slots::ext_handshake_overdue`]) are handed to the core as plain peers.
+    pub(super) fn register_stale(&mut self, now: Time) {
+        let config = &self.slot_config;
         let stale: Vec<ConnId> = self
             .conns
             .iter()
             .filter(|(_, pc)| {
                 !pc.registered
-                    && matches!(pc.phase, Phase::Open { since, .. }
-                        if now.saturating_duration_since(since) >= EXT_HANDSHAKE_WAIT)
+                    && matches!(pc.phase, Phase::Open { .. })
+                    && slots::ext_handshake_overdue(config, now, &pc.activity)
             })
             .map(|(c, _)| *c)
             .collect();
