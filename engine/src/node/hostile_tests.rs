@@ -268,12 +268,22 @@ fn a_liar_among_whole_piece_requests_on_two_workers_does_not_stall_the_get() {
     seed.shutdown().unwrap();
 }
 
-/// A get of `meta` (data in `src/t/f0`) from an honest seed and the liar:
-/// completes with 0 corrupt bytes, and the liar is banned for its data.
+/// A get of `meta` (data in `src/t/f0`) from an honest seed and a peer that
+/// sends garbage for every block: completes with 0 corrupt bytes, and the
+/// garbler is banned for its data (each of its pieces fails as a whole, a
+/// strike each; the seed's upload limit leaves it the time to send three).
 fn liar_is_caught_and_banned(meta: &Metainfo, src: &Path, dir: &Path) {
-    let seed = seed_node(meta, src);
-    assert!(seed.progress().complete, "the seed verified its data");
-    let liar = FakeListener::spawn(meta.info_hash().0, Script::Liar, 16);
+    let seed = Node::start(
+        meta,
+        open(meta, src, OpenMode::Seed),
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            upload_limit_bytes_per_s: Some(1 << 20),
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let liar = FakeListener::spawn(meta.info_hash().0, Script::Garbler, 16);
     let get = get_node(
         meta,
         dir,
