@@ -355,8 +355,14 @@ fn p2pe_blake3_key_sits_in_the_info_dictionary_libtorrent_loads() {
     check_in_libtorrent(&with_key, "tree", &files, true);
     check_in_libtorrent(&without, "tree", &files, true);
     let (ours, plain) = (p2pe_view(&with_key), p2pe_view(&without));
-    assert_eq!((&ours["piece_hash"], &plain["piece_hash"]), (&"blake3".into(), &"sha1".into()));
-    assert_ne!(ours["info_hash"], plain["info_hash"], "the key is part of the info-hash");
+    assert_eq!(
+        (&ours["piece_hash"], &plain["piece_hash"]),
+        (&"blake3".into(), &"sha1".into())
+    );
+    assert_ne!(
+        ours["info_hash"], plain["info_hash"],
+        "the key is part of the info-hash"
+    );
     // libtorrent keeps the key in the info dictionary it hashes: one BLAKE3
     // per piece, of the same bytes as the SHA-1s.
     let payload: Vec<u8> = files.iter().flat_map(|(_, b)| b.iter().copied()).collect();

@@ -163,10 +163,7 @@ fn seed_then_get_a_blake3_torrent_hashes_pieces_on_arrival() {
     assert_copy(&out, "payload", &files);
     assert_hashed_with(&summary, "blake3");
     // Whole pieces from one p2pe peer arrive in order: hashed as they land.
-    assert!(
-        summary["hashed_on_arrival"].as_u64() > Some(0),
-        "{summary}"
-    );
+    assert!(summary["hashed_on_arrival"].as_u64() > Some(0), "{summary}");
 }
 
 /// The last stdout line that parses as a JSON object.

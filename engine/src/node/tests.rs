@@ -506,7 +506,10 @@ fn a_blake3_torrent_is_verified_with_blake3_as_pieces_arrive() {
     let sizes = [300_000, 0, 500_001];
     let meta = make_blake3_torrent(&src, "t", &sizes, 64 * 1024);
     let seed_store = open(&meta, &src, OpenMode::Seed);
-    assert!(seed_store.is_complete(), "the seed verifies its data with BLAKE3");
+    assert!(
+        seed_store.is_complete(),
+        "the seed verifies its data with BLAKE3"
+    );
     let seed = Node::start(
         &meta,
         seed_store,
@@ -538,6 +541,9 @@ fn a_blake3_torrent_is_verified_with_blake3_as_pieces_arrive() {
         u64::from(p.piece_count),
         "{counts:?}"
     );
-    assert_eq!(counts.read_back, 0, "in-order pieces were read back: {counts:?}");
+    assert_eq!(
+        counts.read_back, 0,
+        "in-order pieces were read back: {counts:?}"
+    );
     seed.shutdown().unwrap();
 }

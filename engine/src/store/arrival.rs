@@ -153,7 +153,11 @@ impl Arrivals {
 
     /// Takes `piece`'s state (the caller holds the claim and verifies it
     /// now); its digest and xxh3-64 if it covers all `piece_len_bytes`.
-    pub(crate) fn take_complete(&self, piece: u32, piece_len_bytes: u32) -> Option<(PieceDigest, u64)> {
+    pub(crate) fn take_complete(
+        &self,
+        piece: u32,
+        piece_len_bytes: u32,
+    ) -> Option<(PieceDigest, u64)> {
         let a = self.slot(piece)?.take()?;
         self.live.fetch_sub(1, Ordering::AcqRel);
         (a.next_offset_bytes == piece_len_bytes).then(|| (a.digest.finalize(), a.xxh3.digest()))

@@ -367,7 +367,9 @@ mod tests {
             len_bytes,
             padding: false,
         };
-        let err = |files, pl, n| StorageLayout::new(files, pl, PieceHashes::Sha1(vec![[0; 20]; n])).unwrap_err();
+        let err = |files, pl, n| {
+            StorageLayout::new(files, pl, PieceHashes::Sha1(vec![[0; 20]; n])).unwrap_err()
+        };
         assert!(matches!(
             err(vec![f(&["a"], 4)], 0, 1),
             StoreError::InvalidLayout(_)

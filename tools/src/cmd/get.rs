@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use p2pe::node::{Node, NodeConfig, PeerTransfer, Progress};
 use p2pe::base::PieceHashKind;
+use p2pe::node::{Node, NodeConfig, PeerTransfer, Progress};
 use p2pe::store::{OpenMode, Storage};
 
 use super::node_common::{
@@ -139,7 +139,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 break;
             }
             bar.finish();
-            summarize(&p, &store, &transfers.snapshot(), at.as_secs_f64(), args.json);
+            summarize(
+                &p,
+                &store,
+                &transfers.snapshot(),
+                at.as_secs_f64(),
+                args.json,
+            );
             std::io::stdout().flush()?;
             eprintln!("download complete; seeding until killed");
         }
@@ -170,7 +176,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         _ => {
             let seconds = completed_at.unwrap_or_else(|| started.elapsed());
-            summarize(&p, &store, &transfers.snapshot(), seconds.as_secs_f64(), args.json);
+            summarize(
+                &p,
+                &store,
+                &transfers.snapshot(),
+                seconds.as_secs_f64(),
+                args.json,
+            );
         }
     }
     if !p.complete {
@@ -192,13 +204,7 @@ fn print_events_after(p: &Progress) {
 }
 
 /// Prints the final summary: one JSON object on stdout, or a line on stderr.
-fn summarize(
-    p: &Progress,
-    store: &Storage,
-    transfers: &[PeerTransfer],
-    seconds: f64,
-    json: bool,
-) {
+fn summarize(p: &Progress, store: &Storage, transfers: &[PeerTransfer], seconds: f64, json: bool) {
     let rate = p.downloaded_bytes as f64 / seconds.max(1e-9);
     let hashed = store.verify_counts();
     if json {

@@ -58,7 +58,12 @@ impl Fixture {
             .chunks(self.piece_len as usize)
             .map(|c| Sha1::digest(c).into())
             .collect();
-        StorageLayout::new(self.files.clone(), self.piece_len, PieceHashes::Sha1(hashes)).unwrap()
+        StorageLayout::new(
+            self.files.clone(),
+            self.piece_len,
+            PieceHashes::Sha1(hashes),
+        )
+        .unwrap()
     }
 
     /// The layout with BLAKE3 piece hashes (a torrent with the p2pe key).
@@ -68,8 +73,12 @@ impl Fixture {
             .chunks(self.piece_len as usize)
             .map(|c| *blake3::hash(c).as_bytes())
             .collect();
-        StorageLayout::new(self.files.clone(), self.piece_len, PieceHashes::Blake3(hashes))
-            .unwrap()
+        StorageLayout::new(
+            self.files.clone(),
+            self.piece_len,
+            PieceHashes::Blake3(hashes),
+        )
+        .unwrap()
     }
 
     pub(super) fn piece(&self, piece: u32) -> &[u8] {

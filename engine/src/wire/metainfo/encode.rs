@@ -62,7 +62,11 @@ pub(super) fn info_bytes(info: &Info) -> Vec<u8> {
     // `p2pe blake3` sorts after `name` and before `piece length` ('2' < 'i').
     if let Some(blake3) = &info.blake3_hashes {
         put_bytes(&mut out, super::BLAKE3_KEY.as_bytes());
-        out.extend_from_slice((blake3.len() * super::BLAKE3_LEN_BYTES).to_string().as_bytes());
+        out.extend_from_slice(
+            (blake3.len() * super::BLAKE3_LEN_BYTES)
+                .to_string()
+                .as_bytes(),
+        );
         out.push(b':');
         for hash in blake3 {
             out.extend_from_slice(hash);

@@ -14,8 +14,8 @@ use std::os::unix::fs::FileExt;
 use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 use p2pe::wire::metainfo::{piece_count, PieceHash, BLAKE3_LEN_BYTES};
-use sha1::{Digest, Sha1};
 use rayon::prelude::*;
+use sha1::{Digest, Sha1};
 
 use super::walk::SourceFile;
 
