@@ -393,6 +393,8 @@ impl Storage {
     /// writer that sees it unverified also sees it lost (see `write_block`).
     fn drop_piece(&self, piece: u32) {
         self.lost.set(piece);
+        // Never written again: its hash-on-arrival state would only hold a slot.
+        self.arrivals.forget(piece);
         self.recheck.clear(piece);
         self.dirty.clear(piece);
         self.verified.clear(piece);
