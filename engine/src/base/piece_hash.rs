@@ -111,7 +111,8 @@ pub enum PieceHasher {
     Blake3 {
         /// The hasher.
         hasher: Box<blake3::Hasher>,
-        /// Input not hashed yet, fewer than 16 KiB (see `BLAKE3_STAGE_BYTES`).
+        /// Input not hashed yet: fewer than 16 KiB, never more allocated
+        /// (see `BLAKE3_STAGE_BYTES`).
         stage: Vec<u8>,
     },
 }
@@ -141,14 +142,26 @@ impl PieceHasher {
         match self {
             Self::Sha1(h) => h.update(data),
             Self::Blake3 { hasher, stage } => {
-                if stage.is_empty() && data.len() >= BLAKE3_STAGE_BYTES {
-                    hasher.update(data);
-                    return;
-                }
-                stage.extend_from_slice(data);
-                if stage.len() >= BLAKE3_STAGE_BYTES {
+                let mut data = data;
+                if !stage.is_empty() {
+                    // Top the stage up to a full stage, hash it, go on with the rest.
+                    let take = (BLAKE3_STAGE_BYTES - stage.len()).min(data.len());
+                    let (head, rest) = data.split_at(take);
+                    stage.extend_from_slice(head);
+                    data = rest;
+                    if stage.len() < BLAKE3_STAGE_BYTES {
+                        return;
+                    }
                     hasher.update(stage);
                     stage.clear();
+                }
+                if data.len() >= BLAKE3_STAGE_BYTES {
+                    hasher.update(data);
+                } else if !data.is_empty() {
+                    if stage.capacity() == 0 {
+                        stage.reserve_exact(BLAKE3_STAGE_BYTES);
+                    }
+                    stage.extend_from_slice(data);
                 }
             }
         }
@@ -241,7 +254,15 @@ mod tests {
             let whole = PieceDigest::of(kind, &data);
             assert_eq!(whole.kind(), kind);
             assert_eq!(whole.as_bytes().len(), kind.len_bytes());
-            for split in [1usize, 1460, 16 * 1024, 16 * 1024 + 1, 65_536, 200_000] {
+            for split in [
+                1usize,
+                1460,
+                9000,
+                16 * 1024,
+                16 * 1024 + 1,
+                65_536,
+                200_000,
+            ] {
                 let mut h = PieceHasher::new(kind);
                 for c in data.chunks(split) {
                     h.update(c);

@@ -16,7 +16,7 @@
 //! read-back pass that computes the digest and the xxh3 together.
 //!
 //! Bound: at most [`MAX_LIVE`] states at once (each ~2.5 KiB, plus a 16 KiB
-//! BLAKE3 input stage while small reads arrive); pieces started beyond it
+//! BLAKE3 input stage once a read shorter than that arrives); pieces started beyond it
 //! are read back. A state left by a piece abandoned mid-way is dropped by
 //! the piece's next write or verification.
 
