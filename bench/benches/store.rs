@@ -4,6 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use p2pe::base::PieceHashes;
 use p2pe::store::{FileSpec, OpenMode, ServeCheck, Storage, StorageLayout};
 use sha1::{Digest, Sha1};
 
@@ -30,7 +31,8 @@ fn storage(dir: &std::path::Path) -> Storage {
         len_bytes: data.len() as u64,
         padding: false,
     }];
-    let layout = StorageLayout::new(files, PIECE_BYTES as u32, hashes).expect("layout");
+    let layout =
+        StorageLayout::new(files, PIECE_BYTES as u32, PieceHashes::Sha1(hashes)).expect("layout");
     let (s, _) = Storage::open(dir, layout, [1; 20], OpenMode::Create).expect("open");
     s.write_block(0, 0, &data[..PIECE_BYTES]).expect("write");
     assert!(s.verify_piece(0).expect("verify"));
@@ -45,6 +47,15 @@ fn hashing(c: &mut Criterion, s: &Storage) {
         b.iter(|| {
             let mut h = Sha1::new();
             piece.iter().for_each(|s| h.update(s));
+            black_box(h.finalize())
+        })
+    });
+    g.bench_function("blake3_piece/4MiB", |b| {
+        b.iter(|| {
+            let mut h = blake3::Hasher::new();
+            piece.iter().for_each(|s| {
+                h.update(s);
+            });
             black_box(h.finalize())
         })
     });

@@ -15,3 +15,9 @@ pub struct BlockOffset(pub u32);
 /// client serves, the default maximum request length, and the core's
 /// bookkeeping grain.
 pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
+
+mod piece_hash;
+
+pub use piece_hash::{
+    PieceDigest, PieceHashKind, PieceHasher, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES,
+};

@@ -30,6 +30,7 @@ print(json.dumps({
     "piece_hashes": [bytes(ti.hash_for_piece(i)).hex() for i in range(ti.num_pieces())],
     "trackers": [[t.tier, t.url] for t in ti.trackers()],
     "private": bool(ti.priv()),
+    "p2pe_blake3": lt.bdecode(ti.info_section()).get(b"p2pe blake3", b"").hex(),
 }))
 "#;
 
@@ -327,12 +328,50 @@ fn p2pe_and_mktorrent_build_the_same_info_dictionary() {
     );
     let (theirs, _) = check_mktorrent(&root, &dir.path().join("mk.torrent"));
     let ours_torrent: PathBuf = dir.path().join("p2pe.torrent");
-    create(&["--piece-length", "32KiB"], &root, &ours_torrent);
+    // Without the p2pe BLAKE3 key (which is part of the info-hash).
+    create(
+        &["--piece-length", "32KiB", "--no-blake3"],
+        &root,
+        &ours_torrent,
+    );
     let ours = p2pe_view(&ours_torrent);
     assert_eq!(
         ours["info_hash"], theirs["info_hash"],
         "same files, same info dictionary"
     );
+}
+
+#[test]
+fn p2pe_blake3_key_sits_in_the_info_dictionary_libtorrent_loads() {
+    require_tools();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("tree");
+    let files = write_tree(&root, &[("a.bin", 100_000), ("b/c.bin", 70_001)]);
+    let with_key = dir.path().join("b3.torrent");
+    let without = dir.path().join("plain.torrent");
+    create(&["--piece-length", "16KiB"], &root, &with_key);
+    create(&["--piece-length", "16KiB", "--no-blake3"], &root, &without);
+    // Both are valid v1 torrents of the same files and SHA-1 pieces.
+    check_in_libtorrent(&with_key, "tree", &files, true);
+    check_in_libtorrent(&without, "tree", &files, true);
+    let (ours, plain) = (p2pe_view(&with_key), p2pe_view(&without));
+    assert_eq!(
+        (&ours["piece_hash"], &plain["piece_hash"]),
+        (&"blake3".into(), &"sha1".into())
+    );
+    assert_ne!(
+        ours["info_hash"], plain["info_hash"],
+        "the key is part of the info-hash"
+    );
+    // libtorrent keeps the key in the info dictionary it hashes: one BLAKE3
+    // per piece, of the same bytes as the SHA-1s.
+    let payload: Vec<u8> = files.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    let expected: String = payload
+        .chunks(16 * 1024)
+        .map(|piece| hex::encode(blake3::hash(piece).as_bytes()))
+        .collect();
+    assert_eq!(libtorrent_view(&with_key)["p2pe_blake3"], expected);
+    assert_eq!(libtorrent_view(&without)["p2pe_blake3"], "");
 }
 
 #[test]

@@ -15,8 +15,44 @@ use p2pe_tests::{data, libtorrent_available, p2pe_bin, Proc, SYSTEM_PYTHON};
 const BOUND: Duration = Duration::from_secs(120);
 
 /// A multi-file payload `dir/name/...` (sizes not aligned to pieces) and its
-/// torrent made by mktorrent with 64 KiB pieces.
+/// torrent made by mktorrent with 64 KiB pieces (SHA-1 only, no p2pe key).
 fn multi_file(dir: &Path, name: &str) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+    let files = write_payload(dir, name);
+    let torrent = dir.join(format!("{name}.torrent"));
+    let out = Command::new("mktorrent")
+        .args(["-l", "16", "-a", "http://127.0.0.1:1/announce", "-o"])
+        .arg(&torrent)
+        .arg(dir.join(name))
+        .output()
+        .expect("run mktorrent");
+    assert!(out.status.success(), "mktorrent: {out:?}");
+    (torrent, files)
+}
+
+/// The payload of [`multi_file`] and its torrent made by `p2pe create`, which
+/// carries the p2pe BLAKE3 key beside the SHA-1 `pieces`.
+fn multi_file_blake3(dir: &Path, name: &str) -> (PathBuf, Vec<(String, Vec<u8>)>) {
+    let files = write_payload(dir, name);
+    let torrent = dir.join(format!("{name}.torrent"));
+    let out = Command::new(p2pe_bin())
+        .args(["create", "--piece-length", "64KiB", "-o"])
+        .arg(&torrent)
+        .arg(dir.join(name))
+        .output()
+        .expect("run p2pe create");
+    assert!(out.status.success(), "p2pe create: {out:?}");
+    let inspect = Command::new(p2pe_bin())
+        .args(["inspect", "--json"])
+        .arg(&torrent)
+        .output()
+        .expect("run p2pe inspect");
+    let view: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect JSON");
+    assert_eq!(view["piece_hash"], "blake3", "{view}");
+    (torrent, files)
+}
+
+/// Writes the files of [`multi_file`] below `dir/name/`.
+fn write_payload(dir: &Path, name: &str) -> Vec<(String, Vec<u8>)> {
     let files = vec![
         ("a.bin".to_string(), data(300_001, 1)),
         ("sub/b.bin".to_string(), data(777_777, 2)),
@@ -28,15 +64,20 @@ fn multi_file(dir: &Path, name: &str) -> (PathBuf, Vec<(String, Vec<u8>)>) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
     }
-    let torrent = dir.join(format!("{name}.torrent"));
-    let out = Command::new("mktorrent")
-        .args(["-l", "16", "-a", "http://127.0.0.1:1/announce", "-o"])
-        .arg(&torrent)
-        .arg(dir.join(name))
-        .output()
-        .expect("run mktorrent");
-    assert!(out.status.success(), "mktorrent: {out:?}");
-    (torrent, files)
+    files
+}
+
+/// Asserts the `p2pe get --json` summary verified every piece with `kind`
+/// (`"sha1"` or `"blake3"`), each hashed on arrival or read back once.
+fn assert_hashed_with(summary: &serde_json::Value, kind: &str) {
+    assert_eq!(summary["piece_hash"], kind, "{summary}");
+    let on_arrival = summary["hashed_on_arrival"].as_u64().unwrap_or(0);
+    let read_back = summary["hashed_read_back"].as_u64().unwrap_or(0);
+    assert_eq!(
+        Some(on_arrival + read_back),
+        summary["verified_pieces"].as_u64(),
+        "{summary}"
+    );
 }
 
 fn assert_copy(root: &Path, name: &str, files: &[(String, Vec<u8>)]) {
@@ -107,6 +148,22 @@ fn seed_then_get_multi_file_is_byte_exact() {
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
     assert_eq!(summary["bytes"].as_u64(), Some(total as u64), "{summary}");
     assert_eq!(summary["peers"].as_u64(), Some(1), "{summary}");
+    // A torrent made by another tool: verified with SHA-1.
+    assert_hashed_with(&summary, "sha1");
+}
+
+#[test]
+fn seed_then_get_a_blake3_torrent_hashes_pieces_on_arrival() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file_blake3(tmp.path(), "payload");
+    let (_seeder, addr) = seed(&torrent, tmp.path());
+    let out = tmp.path().join("out");
+    let (ok, summary) = get(&torrent, &out, addr);
+    assert!(ok, "p2pe get failed: {summary}");
+    assert_copy(&out, "payload", &files);
+    assert_hashed_with(&summary, "blake3");
+    // Whole pieces from one p2pe peer arrive in order: hashed as they land.
+    assert!(summary["hashed_on_arrival"].as_u64() > Some(0), "{summary}");
 }
 
 /// The last stdout line that parses as a JSON object.
@@ -418,6 +475,50 @@ fn libtorrent_leecher_downloads_from_p2pe_seed() {
 }
 
 #[test]
+fn libtorrent_leecher_downloads_a_blake3_torrent_from_p2pe_seed() {
+    // libtorrent ignores the p2pe key and checks SHA-1; the p2pe seed checked
+    // its data with BLAKE3.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = lt_script(tmp.path());
+    let (torrent, files) = multi_file_blake3(tmp.path(), "payload");
+    let (_seeder, addr) = seed(&torrent, tmp.path());
+    let out = tmp.path().join("lt-out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut lt = Proc::spawn(
+        Command::new(SYSTEM_PYTHON)
+            .arg(&script)
+            .arg("leech")
+            .arg(&torrent)
+            .arg(&out)
+            .arg(addr.port().to_string())
+            .arg(BOUND.as_secs().to_string()),
+    );
+    let (ok, lines) = lt.wait(BOUND + Duration::from_secs(30));
+    assert!(ok, "libtorrent leecher failed: {lines:?}");
+    assert_copy(&out, "payload", &files);
+}
+
+#[test]
+fn p2pe_get_downloads_a_blake3_torrent_from_libtorrent_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = lt_script(tmp.path());
+    let (torrent, files) = multi_file_blake3(tmp.path(), "payload");
+    let mut lt = Proc::spawn(
+        Command::new(SYSTEM_PYTHON)
+            .arg(&script)
+            .arg("seed")
+            .arg(&torrent)
+            .arg(tmp.path()),
+    );
+    let addr = lt.listen_addr();
+    let out = tmp.path().join("out");
+    let (ok, summary) = get(&torrent, &out, addr);
+    assert!(ok, "p2pe get from libtorrent failed: {summary}");
+    assert_copy(&out, "payload", &files);
+    assert_hashed_with(&summary, "blake3");
+}
+
+#[test]
 fn p2pe_get_downloads_from_libtorrent_seed() {
     let tmp = tempfile::tempdir().unwrap();
     let script = lt_script(tmp.path());
@@ -434,6 +535,8 @@ fn p2pe_get_downloads_from_libtorrent_seed() {
     let (ok, summary) = get(&torrent, &out, addr);
     assert!(ok, "p2pe get from libtorrent failed: {summary}");
     assert_copy(&out, "payload", &files);
+    // mktorrent's torrent has no p2pe key: verified with SHA-1.
+    assert_hashed_with(&summary, "sha1");
 }
 
 #[test]

@@ -138,8 +138,10 @@ impl FakePeer {
         self.send(&Message::Unchoke)
     }
 
-    /// Answers requests as [`Script::Liar`] until `stop` is set or the peer closes.
-    fn lie(&mut self, stop: &AtomicBool) {
+    /// Answers requests as [`Script::Liar`] (`reject_first`: block 0 of each
+    /// piece is rejected) or [`Script::Garbler`] until `stop` is set or the
+    /// peer closes.
+    fn lie(&mut self, stop: &AtomicBool, reject_first: bool) {
         let _ = self
             .stream
             .set_read_timeout(Some(Duration::from_millis(100)));
@@ -171,7 +173,7 @@ impl FakePeer {
                         begin: BlockOffset(word(5)),
                         len_bytes: word(9),
                     };
-                    let answer = if req.begin.0 == 0 {
+                    let answer = if reject_first && req.begin.0 == 0 {
                         Message::Reject(req)
                     } else {
                         Message::Piece {
@@ -219,6 +221,9 @@ pub enum Script {
     /// with a BEP 6 reject (so an honest peer sends it) and every other request
     /// with garbage of the right length (issue 11 item 4's liar).
     Liar,
+    /// Handshake, `have all`, `unchoke`; answers every request with garbage of
+    /// the right length: each piece it sends fails its hash check as a whole.
+    Garbler,
 }
 
 /// A fake peer listening on 127.0.0.1 and running a [`Script`] per connection.
@@ -289,9 +294,9 @@ fn run_script(stream: TcpStream, info_hash: [u8; 20], script: Script, stop: &Ato
                 p.swallow(stop);
             }
         }
-        Script::Liar => {
+        Script::Liar | Script::Garbler => {
             if p.pose_as_seeder().is_ok() {
-                p.lie(stop);
+                p.lie(stop, matches!(script, Script::Liar));
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::fake_peer::{FakeListener, FakePeer, Script};
-use super::tests::{make_torrent, open, wait_complete};
+use super::tests::{make_blake3_torrent, make_torrent, open, wait_complete};
 use super::{Node, NodeConfig};
 use crate::core::slots::SlotConfig;
 use crate::store::OpenMode;
@@ -266,4 +266,64 @@ fn a_liar_among_whole_piece_requests_on_two_workers_does_not_stall_the_get() {
         get.shutdown().unwrap();
     }
     seed.shutdown().unwrap();
+}
+
+/// A get of `meta` (data in `src/t/f0`) from an honest seed and a peer that
+/// sends garbage for every block: completes with 0 corrupt bytes, and the
+/// garbler is banned for its data (each of its pieces fails as a whole, a
+/// strike each; the seed's upload limit leaves it the time to send three).
+fn liar_is_caught_and_banned(meta: &Metainfo, src: &Path, dir: &Path) {
+    let seed = Node::start(
+        meta,
+        open(meta, src, OpenMode::Seed),
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            upload_limit_bytes_per_s: Some(1 << 20),
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let liar = FakeListener::spawn(meta.info_hash().0, Script::Garbler, 16);
+    let get = get_node(
+        meta,
+        dir,
+        vec![liar.addr, seed.local_addr().unwrap()],
+        Some(1),
+    );
+    wait_complete(&[&get], HONEST_BOUND);
+    let mut events = Vec::new();
+    while let Some(e) = get.poll_event() {
+        events.push(e);
+    }
+    let p = get.shutdown().unwrap();
+    assert_eq!(p.verified_pieces, p.piece_count);
+    assert_eq!(
+        std::fs::read(dir.join("t/f0")).unwrap(),
+        std::fs::read(src.join("t/f0")).unwrap(),
+        "0 corrupt bytes"
+    );
+    let banned = format!("{}: disconnected (Banned)", liar.addr);
+    assert!(
+        events.iter().any(|e| e.contains(&banned)),
+        "the liar was not banned: {events:?}"
+    );
+    seed.shutdown().unwrap();
+}
+
+#[test]
+fn a_liar_is_caught_and_banned_on_the_sha1_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[64 * 32 * 1024], 32 * 1024);
+    assert!(meta.info().blake3_hashes().is_none());
+    liar_is_caught_and_banned(&meta, &src, &tmp.path().join("get"));
+}
+
+#[test]
+fn a_liar_is_caught_and_banned_on_the_blake3_path() {
+    // SHA-1 `pieces` all zero: only BLAKE3 verification can tell good from bad.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_blake3_torrent(&src, "t", &[64 * 32 * 1024], 32 * 1024);
+    liar_is_caught_and_banned(&meta, &src, &tmp.path().join("get"));
 }

@@ -7,8 +7,9 @@
 //! its own [`crate::core::Torrent`] over the connections it accepted
 //! (`SO_REUSEPORT` spreads inbound peers) or dialled (each address belongs to
 //! the worker it hashes to, whatever told us about it: `--peer`, tracker,
-//! PEX, DHT); a connection never moves, and piece verification (SHA-1) runs
-//! on the worker that received the piece. The hot path takes no lock; the
+//! PEX, DHT); a connection never moves, and piece verification (BLAKE3 where
+//! the torrent carries the p2pe `p2pe blake3` key, SHA-1 otherwise) runs on
+//! the worker that received the piece. The hot path takes no lock; the
 //! workers share, lock-free:
 //! - a bitmap of the pieces we have, set after verification and read by every
 //!   worker (each catches up with it on its tick and before it sends a
@@ -62,7 +63,10 @@
 //!    that block from that peer; each chunk before the last byte is reported
 //!    as progress ([`crate::core::Torrent::handle_block_progress`], so a slow
 //!    but steady whole-piece transfer is not snubbed), and the core learns of
-//!    the block at its last byte; [`crate::core::Action::VerifyPiece`] hashes on the worker;
+//!    the block at its last byte. Each chunk is hashed as it is written, while
+//!    it is hot in the receive buffer, when it continues its piece in order
+//!    (`store::arrival`); [`crate::core::Action::VerifyPiece`] then only
+//!    compares digests, or reads an out-of-order piece back once;
 //!    [`crate::core::Action::SendBlock`] becomes the 13-byte piece header plus
 //!    the block's file regions in one gathered send (two regions when the block
 //!    spans two files; the runtime's per-connection FIFO keeps the order).
@@ -228,7 +232,9 @@ pub enum NodeError {
 }
 
 /// The storage layout of `meta`'s file table (paths below the output
-/// directory, `[name, ...]`), its piece length and piece hashes (BEP 3).
+/// directory, `[name, ...]`), its piece length and the piece hashes p2pe
+/// verifies with: the p2pe BLAKE3 digests where the torrent carries them,
+/// else the SHA-1 `pieces` (BEP 3); see [`crate::wire::metainfo::Info::verify_hashes`].
 ///
 /// # Errors
 /// As [`StorageLayout::new`] (a validated metainfo only fails on limits the
@@ -244,8 +250,7 @@ pub fn storage_layout(meta: &Metainfo) -> Result<StorageLayout, StoreError> {
             padding: f.is_padding(),
         })
         .collect();
-    let hashes = info.piece_hashes().iter().map(|h| h.0).collect();
-    StorageLayout::new(files, info.piece_len_bytes(), hashes)
+    StorageLayout::new(files, info.piece_len_bytes(), info.verify_hashes())
 }
 
 /// A snapshot of a node's progress, for progress bars and summaries.

@@ -25,21 +25,7 @@ fn make_torrent_opts(
     piece_len: u32,
     private: bool,
 ) -> Metainfo {
-    let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let mut all = Vec::new();
-    let mut specs = Vec::new();
-    std::fs::create_dir_all(dir.join(name)).unwrap();
-    for (i, &n) in sizes.iter().enumerate() {
-        let mut data = vec![0u8; n];
-        rng.fill_bytes(&mut data);
-        std::fs::write(dir.join(name).join(format!("f{i}")), &data).unwrap();
-        all.extend_from_slice(&data);
-        specs.push(FileSpec {
-            path_components: vec![format!("f{i}")],
-            len_bytes: n as u64,
-            padding: false,
-        });
-    }
+    let (all, specs) = write_files(dir, name, sizes);
     let hashes = all
         .chunks(piece_len as usize)
         .map(PieceHash::of_piece)
@@ -55,6 +41,55 @@ fn make_torrent_opts(
     Metainfo::new(info, vec![], None, None, None)
 }
 
+/// As [`make_torrent`], with the p2pe BLAKE3 digests (`p2pe blake3`) and
+/// SHA-1 `pieces` that are all zero: only a node that verifies with BLAKE3
+/// where the key is present can complete it.
+pub(super) fn make_blake3_torrent(
+    dir: &Path,
+    name: &str,
+    sizes: &[usize],
+    piece_len: u32,
+) -> Metainfo {
+    let (all, specs) = write_files(dir, name, sizes);
+    let chunks = all.chunks(piece_len as usize);
+    let blake3 = chunks
+        .clone()
+        .map(|c| *blake3::hash(c).as_bytes())
+        .collect();
+    let wrong_sha1 = chunks.map(|_| PieceHash([0; 20])).collect();
+    let info = Info::new(
+        name.into(),
+        Layout::MultiFile(specs),
+        piece_len,
+        wrong_sha1,
+        false,
+    )
+    .and_then(|i| i.with_blake3_hashes(blake3))
+    .unwrap();
+    Metainfo::new(info, vec![], None, None, None)
+}
+
+/// Writes files of `sizes` under `dir/name/` with seeded random bytes; their
+/// concatenation and file specs.
+fn write_files(dir: &Path, name: &str, sizes: &[usize]) -> (Vec<u8>, Vec<FileSpec>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut all = Vec::new();
+    let mut specs = Vec::new();
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    for (i, &n) in sizes.iter().enumerate() {
+        let mut data = vec![0u8; n];
+        rng.fill_bytes(&mut data);
+        std::fs::write(dir.join(name).join(format!("f{i}")), &data).unwrap();
+        all.extend_from_slice(&data);
+        specs.push(FileSpec {
+            path_components: vec![format!("f{i}")],
+            len_bytes: n as u64,
+            padding: false,
+        });
+    }
+    (all, specs)
+}
+
 pub(super) fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> Arc<Storage> {
     let layout = storage_layout(meta).unwrap();
     let (s, _) = Storage::open(dir, layout, meta.info_hash().0, mode).unwrap();
@@ -62,7 +97,7 @@ pub(super) fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> Arc<Storage> 
 }
 
 /// Asserts that `dir/t/f{i}` equals `src/t/f{i}` for each of `files` files.
-fn assert_same_files(dir: &Path, src: &Path, files: usize) {
+pub(super) fn assert_same_files(dir: &Path, src: &Path, files: usize) {
     for i in 0..files {
         let f = format!("t/f{i}");
         assert_eq!(
@@ -458,4 +493,57 @@ fn workers_share_availability_counts() {
     for s in seeds {
         s.shutdown().unwrap();
     }
+}
+
+#[test]
+fn a_blake3_torrent_is_verified_with_blake3_as_pieces_arrive() {
+    // The SHA-1 `pieces` of this torrent are zeros: completing it proves the
+    // BLAKE3 key is what both nodes verify with (the seed at open, the get on
+    // arrival). Whole-piece requests between p2pe nodes arrive in order from
+    // one peer, so no piece needs a read-back.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let sizes = [300_000, 0, 500_001];
+    let meta = make_blake3_torrent(&src, "t", &sizes, 64 * 1024);
+    let seed_store = open(&meta, &src, OpenMode::Seed);
+    assert!(
+        seed_store.is_complete(),
+        "the seed verifies its data with BLAKE3"
+    );
+    let seed = Node::start(
+        &meta,
+        seed_store,
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let dir = tmp.path().join("get");
+    let store = open(&meta, &dir, OpenMode::Create);
+    let get = Node::start(
+        &meta,
+        store.clone(),
+        NodeConfig {
+            peers: vec![seed.local_addr().unwrap()],
+            workers: 1,
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    wait_complete(&[&get], Duration::from_secs(60));
+    let p = get.shutdown().unwrap();
+    assert_eq!(p.verified_pieces, p.piece_count);
+    assert_same_files(&dir, &src, sizes.len());
+    let counts = store.verify_counts();
+    assert_eq!(
+        counts.on_arrival + counts.read_back,
+        u64::from(p.piece_count),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.read_back, 0,
+        "in-order pieces were read back: {counts:?}"
+    );
+    seed.shutdown().unwrap();
 }

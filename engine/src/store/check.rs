@@ -1,26 +1,28 @@
-//! Verification: SHA-1 / xxh3 of pieces read from the mappings, the check of
-//! existing data at open, and detection of files changed behind our back.
+//! Verification: piece hash (SHA-1 or BLAKE3, [`crate::base::PieceHashes`])
+//! and xxh3 of pieces, on arrival (`store::arrival`) or read from the
+//! mappings; the check of existing data at open; detection of files changed
+//! behind our back.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
-use sha1::{Digest, Sha1};
 use xxhash_rust::xxh3::Xxh3;
+
+use crate::base::{PieceDigest, PieceHasher};
 
 use super::error::StoreError;
 use super::storage::{OpenMode, RecordStatus, ResumeReport, ServeCheck, Storage};
 
-/// Hash in chunks of this size so SHA-1 and xxh3 read the same bytes while
-/// they are in L1/L2 (one pass over the mapping instead of two).
+/// Hash in chunks of this size so the piece hash and xxh3 read the same
+/// bytes while they are in L1/L2 (one pass over the mapping instead of two).
 const CHUNK_BYTES: usize = 64 * 1024;
-static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
 
 /// Result of [`Storage::check_files`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileCheckReport {
     /// Files whose size, mtime, ctime or inode moved since they were last known good.
     pub changed_files: u32,
-    /// Verified pieces that will be re-verified (SHA-1) before they are served.
+    /// Verified pieces that will be re-verified (piece hash) before they are served.
     pub recheck_pieces: u32,
     /// Pieces dropped because their file changed size (reading them could fault).
     pub dropped_pieces: u32,
@@ -30,7 +32,7 @@ pub struct FileCheckReport {
 #[derive(Clone, Copy)]
 enum Initial {
     Fast,
-    Sha1,
+    Hashed,
     Missing,
     Failed,
 }
@@ -47,41 +49,29 @@ enum FileState {
 }
 
 impl Storage {
-    /// SHA-1 (when `want_sha1`) and xxh3-64 of piece `piece`, in one pass.
+    /// The piece hash (when `want_digest`; SHA-1 or BLAKE3, as the layout
+    /// holds) and xxh3-64 of piece `piece`, in one pass over the mapping.
     ///
     /// # Safety
     /// The caller holds the piece's claim or the piece is verified (no writer).
     unsafe fn hash_piece(
         &self,
         piece: u32,
-        want_sha1: bool,
-    ) -> Result<([u8; 20], u64), StoreError> {
-        let mut sha1 = Sha1::new();
+        want_digest: bool,
+    ) -> Result<(Option<PieceDigest>, u64), StoreError> {
+        let mut digest = want_digest.then(|| self.layout.piece_hashes().hasher());
         let mut xxh3 = Xxh3::new();
         for seg in self.layout.piece_segments(piece)? {
             // SAFETY: forwarded from this function's contract.
             let bytes = unsafe { self.segment_slice(&seg)? };
             for chunk in bytes.chunks(CHUNK_BYTES) {
-                if want_sha1 {
-                    sha1.update(chunk);
+                if let Some(h) = digest.as_mut() {
+                    h.update(chunk);
                 }
                 xxh3.update(chunk);
             }
         }
-        Ok((sha1.finalize().into(), xxh3.digest()))
-    }
-
-    /// SHA-1 of piece `piece` alone.
-    ///
-    /// # Safety
-    /// As [`Self::hash_piece`].
-    unsafe fn sha1_piece(&self, piece: u32) -> Result<[u8; 20], StoreError> {
-        let mut sha1 = Sha1::new();
-        for seg in self.layout.piece_segments(piece)? {
-            // SAFETY: forwarded from this function's contract.
-            sha1.update(unsafe { self.segment_slice(&seg)? });
-        }
-        Ok(sha1.finalize().into())
+        Ok((digest.map(PieceHasher::finalize), xxh3.digest()))
     }
 
     /// Whether every byte of piece `piece` is zero.
@@ -103,9 +93,12 @@ impl Storage {
         Ok(true)
     }
 
-    /// SHA-1 piece `piece` from the mapping (BEP 3); on a match mark it
-    /// verified (servable); its xxh3 for the resume record is computed by the
-    /// next [`Storage::flush_resume`].
+    /// Verify piece `piece` against its piece hash (BEP 3 SHA-1, or the p2pe
+    /// BLAKE3 where the torrent carries it); on a match mark it verified
+    /// (servable) with its xxh3 for the resume record. The digest and xxh3
+    /// come from the hash-on-arrival state when the piece was written in
+    /// order (no read-back, see `store::arrival`), else from one read-back
+    /// pass that computes both.
     /// Returns `Ok(false)` when the data does not match (the piece stays
     /// unverified and writable). An already verified piece returns `Ok(true)`
     /// without hashing.
@@ -114,7 +107,7 @@ impl Storage {
     /// [`StoreError::PieceOutOfRange`], [`StoreError::PieceLost`],
     /// [`StoreError::PieceBusy`] (another thread writes or verifies it).
     pub fn verify_piece(&self, piece: u32) -> Result<bool, StoreError> {
-        let expected = *self.layout.piece_hash(piece)?;
+        let expected = self.layout.piece_hash(piece)?;
         if self.lost.get(piece) {
             return Err(StoreError::PieceLost { piece });
         }
@@ -122,37 +115,22 @@ impl Storage {
         if self.verified.get(piece) {
             return Ok(true);
         }
-        // SHA-1 only: the resume record's xxh3 is computed later, off the
-        // download path, by `flush_resume` (xxh3 cost ~4.5 % of a leecher's
-        // worker CPU in `perf/node-linerate.md`).
-        // SAFETY: we hold the claim.
-        let sha1 = unsafe { self.sha1_piece(piece)? };
-        if sha1 != expected {
+        let len = self.layout.piece_len(piece)?;
+        let (digest, xxh3, counter) = match self.arrivals.take_complete(piece, len) {
+            Some((digest, xxh3)) => (Some(digest), xxh3, &self.arrivals.on_arrival),
+            None => {
+                // SAFETY: we hold the claim.
+                let (digest, xxh3) = unsafe { self.hash_piece(piece, true)? };
+                (digest, xxh3, &self.arrivals.read_back)
+            }
+        };
+        if digest != Some(expected) {
             return Ok(false);
         }
-        // Marked before `verified`, so whoever sees it verified sees it stale.
-        self.xxh3_stale.set(piece);
-        self.set_verified(piece, 0, true);
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.set_verified(piece, xxh3, true);
         self.on_piece_done(piece);
         Ok(true)
-    }
-
-    /// xxh3-64 of a verified piece whose xxh3 is not known yet
-    /// ([`Storage::verify_piece`] leaves it to [`Storage::flush_resume`]).
-    ///
-    /// # Errors
-    /// [`StoreError::NotVerified`] if the piece is not verified (then it may
-    /// be written: never read it here); errors of the layout.
-    pub(crate) fn fill_xxh3(&self, piece: u32) -> Result<(), StoreError> {
-        if !self.verified.get(piece) {
-            return Err(StoreError::NotVerified { piece });
-        }
-        // SAFETY: the piece is verified, and verified pieces are never written.
-        let (_, xxh3) = unsafe { self.hash_piece(piece, false)? };
-        if let Some(h) = self.xxh3.get(piece as usize) {
-            h.store(xxh3, Ordering::Release);
-        }
-        Ok(())
     }
 
     fn set_verified(&self, piece: u32, xxh3: u64, dirty: bool) {
@@ -217,32 +195,27 @@ impl Storage {
             }
             Ok::<_, StoreError>(total)
         })?;
-        let [fast_verified, sha1_verified, missing, failed] = counts;
+        let [fast_verified, hash_verified, missing, failed] = counts;
         Ok(ResumeReport {
             fast_verified,
-            sha1_verified,
+            hash_verified,
             missing,
             failed,
             record,
         })
     }
 
-    /// SHA-1 of an all-zero nominal piece and of an all-zero last piece.
-    fn zero_hashes(&self) -> [(u32, [u8; 20]); 2] {
+    /// Piece hash of an all-zero nominal piece and of an all-zero last piece.
+    fn zero_hashes(&self) -> [(u32, PieceDigest); 2] {
         let nominal = self.layout.piece_len_bytes();
         let last = self
             .layout
             .piece_len(self.piece_count().saturating_sub(1))
             .unwrap_or(nominal);
         [nominal, last].map(|len| {
-            let mut h = Sha1::new();
-            let mut left = len as usize;
-            while left > 0 {
-                let n = left.min(CHUNK_BYTES);
-                h.update(&ZEROS[..n]);
-                left -= n;
-            }
-            (len, h.finalize().into())
+            let mut h = self.layout.piece_hashes().hasher();
+            h.update_zeros(u64::from(len));
+            (len, h.finalize())
         })
     }
 
@@ -250,7 +223,7 @@ impl Storage {
         &self,
         pieces: Range<u32>,
         record_hashes: &[Option<u64>],
-        zero_hashes: &[(u32, [u8; 20]); 2],
+        zero_hashes: &[(u32, PieceDigest); 2],
     ) -> Result<[u32; 4], StoreError> {
         let mut counts = [0u32; 4];
         for piece in pieces {
@@ -265,9 +238,9 @@ impl Storage {
         &self,
         piece: u32,
         record: Option<u64>,
-        zero_hashes: &[(u32, [u8; 20]); 2],
+        zero_hashes: &[(u32, PieceDigest); 2],
     ) -> Result<Initial, StoreError> {
-        let expected = *self.layout.piece_hash(piece)?;
+        let expected = self.layout.piece_hash(piece)?;
         let _claim = self.claim(piece)?;
         if let Some(recorded) = record {
             // SAFETY: we hold the claim.
@@ -286,11 +259,11 @@ impl Storage {
             }
         }
         // SAFETY: we hold the claim.
-        let (sha1, xxh3) = unsafe { self.hash_piece(piece, true)? };
-        if sha1 == expected {
+        let (digest, xxh3) = unsafe { self.hash_piece(piece, true)? };
+        if digest == Some(expected) {
             // Dirty: the bytes may sit only in the page cache of a process that died.
             self.set_verified(piece, xxh3, true);
-            Ok(Initial::Sha1)
+            Ok(Initial::Hashed)
         } else {
             Ok(Initial::Failed)
         }
@@ -395,12 +368,12 @@ impl Storage {
         Ok(FileState::Touched)
     }
 
-    /// SHA-1 a verified piece again; drop it if it no longer matches.
+    /// Hash a verified piece again; drop it if it no longer matches.
     fn recheck_piece(&self, piece: u32) -> Result<(), StoreError> {
-        let expected = *self.layout.piece_hash(piece)?;
+        let expected = self.layout.piece_hash(piece)?;
         // SAFETY: the piece is verified or lost; both are never written.
-        let (sha1, xxh3) = unsafe { self.hash_piece(piece, true)? };
-        if sha1 == expected {
+        let (digest, xxh3) = unsafe { self.hash_piece(piece, true)? };
+        if digest == Some(expected) {
             if let Some(h) = self.xxh3.get(piece as usize) {
                 h.store(xxh3, Ordering::Release);
             }
@@ -420,6 +393,8 @@ impl Storage {
     /// writer that sees it unverified also sees it lost (see `write_block`).
     fn drop_piece(&self, piece: u32) {
         self.lost.set(piece);
+        // Never written again: its hash-on-arrival state would only hold a slot.
+        self.arrivals.forget(piece);
         self.recheck.clear(piece);
         self.dirty.clear(piece);
         self.verified.clear(piece);

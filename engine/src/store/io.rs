@@ -16,8 +16,9 @@ use std::os::unix::fs::FileExt;
 
 use smallvec::SmallVec;
 
+use super::arrival::Part;
 use super::error::StoreError;
-use super::layout::Segment;
+use super::layout::{Segment, Segments};
 use super::storage::{OpenMode, Storage};
 
 /// A held per-piece claim; released on drop.
@@ -134,7 +135,10 @@ impl Storage {
             .collect()
     }
 
-    /// Copy `data` into piece `piece` at `offset_bytes` (a received block).
+    /// Copy `data` into piece `piece` at `offset_bytes` (a received block),
+    /// feeding the piece's hash on arrival when the write continues it in
+    /// order (see `store::arrival`): `data` is hashed while the caller's
+    /// buffer is hot, so [`Self::verify_piece`] need not read the piece back.
     ///
     /// Thread contract: distinct pieces may be written concurrently from
     /// distinct threads; one piece must have one writer at a time (the
@@ -166,6 +170,26 @@ impl Storage {
         if self.lost.get(piece) {
             return Err(StoreError::PieceLost { piece });
         }
+        // What storage holds after the write, for the hash on arrival.
+        let mut parts: SmallVec<[Part<'_>; 2]> = SmallVec::new();
+        let written = self.write_segments(segments, data, &mut parts);
+        match written {
+            Ok(()) => self.arrivals.on_written(piece, offset_bytes, &parts),
+            // Some bytes may have landed: the piece's arrival state is stale.
+            Err(_) => self.arrivals.forget(piece),
+        }
+        written
+    }
+
+    /// The copy loop of [`Self::write_block`] (the caller holds the claim and
+    /// checked the piece is neither verified nor lost); `parts` receives what
+    /// each segment now holds.
+    fn write_segments<'d>(
+        &self,
+        segments: Segments<'_>,
+        data: &'d [u8],
+        parts: &mut SmallVec<[Part<'d>; 2]>,
+    ) -> Result<(), StoreError> {
         let mut src = data;
         for seg in segments {
             // Bounds-checked against the mapping (so a write never grows the file).
@@ -179,6 +203,7 @@ impl Storage {
             if f.padding {
                 // BEP 47: padding is zeros, never written (what a peer sent
                 // there is dropped; the hash check reads the zeros).
+                parts.push(Part::Zeros(seg.len_bytes));
                 src = rest;
                 continue;
             }
@@ -188,6 +213,7 @@ impl Storage {
             f.file
                 .write_all_at(head, seg.file_offset_bytes)
                 .map_err(|e| StoreError::io(&f.path, "write", e))?;
+            parts.push(Part::Bytes(head));
             src = rest;
         }
         Ok(())

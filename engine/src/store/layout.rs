@@ -3,7 +3,8 @@
 //!
 //! Invariants of a [`StorageLayout`]: `piece_len_bytes > 0`; the files' byte
 //! ranges are contiguous, in order, and sum to `total_len_bytes > 0`;
-//! `piece_hashes.len() == ceil(total_len_bytes / piece_len_bytes)` and fits
+//! `piece_hashes.len() == ceil(total_len_bytes / piece_len_bytes)` (of one
+//! kind, SHA-1 or BLAKE3: [`PieceHashes`]) and fits
 //! `u32`; every path passed [`super::path::validate_components`] and no file
 //! path equals or is a directory prefix of another (padding files excepted:
 //! they never reach the disk).
@@ -12,6 +13,7 @@ use std::collections::BTreeSet;
 
 use super::error::StoreError;
 use super::path::validate_components;
+use crate::base::{PieceDigest, PieceHashes};
 
 /// One file of a torrent, as the metainfo lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +59,13 @@ pub struct StorageLayout {
     files: Vec<FileEntry>,
     piece_len_bytes: u32,
     total_len_bytes: u64,
-    piece_hashes: Vec<[u8; 20]>,
+    piece_hashes: PieceHashes,
 }
 
 impl StorageLayout {
     /// Build a layout from the files in torrent order, the nominal piece
-    /// length in bytes and one SHA-1 per piece.
+    /// length in bytes and one expected digest per piece (SHA-1, or BLAKE3
+    /// where the torrent carries it: what the store verifies with).
     ///
     /// # Errors
     /// [`StoreError::InvalidPath`] for a bad path component;
@@ -72,7 +75,7 @@ impl StorageLayout {
     pub fn new(
         files: Vec<FileSpec>,
         piece_len_bytes: u32,
-        piece_hashes: Vec<[u8; 20]>,
+        piece_hashes: PieceHashes,
     ) -> Result<Self, StoreError> {
         let bad = |s: String| Err(StoreError::InvalidLayout(s));
         if piece_len_bytes == 0 {
@@ -137,17 +140,23 @@ impl StorageLayout {
         Ok(len as u32)
     }
 
-    /// Expected SHA-1 of piece `piece`.
+    /// Expected digest of piece `piece` (of [`Self::piece_hashes`]' kind).
     ///
     /// # Errors
     /// [`StoreError::PieceOutOfRange`].
-    pub fn piece_hash(&self, piece: u32) -> Result<&[u8; 20], StoreError> {
+    pub fn piece_hash(&self, piece: u32) -> Result<PieceDigest, StoreError> {
         self.piece_hashes
-            .get(piece as usize)
+            .get(piece)
             .ok_or(StoreError::PieceOutOfRange {
                 piece,
                 piece_count: self.piece_count(),
             })
+    }
+
+    /// The expected digests of all pieces, and so the function the store
+    /// verifies with.
+    pub fn piece_hashes(&self) -> &PieceHashes {
+        &self.piece_hashes
     }
 
     /// The files in torrent order.
@@ -303,7 +312,7 @@ mod tests {
             .collect();
         let total: u64 = lens.iter().sum();
         let n = total.div_ceil(u64::from(piece_len_bytes)) as usize;
-        StorageLayout::new(files, piece_len_bytes, vec![[0; 20]; n]).unwrap()
+        StorageLayout::new(files, piece_len_bytes, PieceHashes::Sha1(vec![[0; 20]; n])).unwrap()
     }
 
     fn seg(file_index: usize, file_offset_bytes: u64, len_bytes: u32) -> Segment {
@@ -358,7 +367,9 @@ mod tests {
             len_bytes,
             padding: false,
         };
-        let err = |files, pl, n| StorageLayout::new(files, pl, vec![[0; 20]; n]).unwrap_err();
+        let err = |files, pl, n| {
+            StorageLayout::new(files, pl, PieceHashes::Sha1(vec![[0; 20]; n])).unwrap_err()
+        };
         assert!(matches!(
             err(vec![f(&["a"], 4)], 0, 1),
             StoreError::InvalidLayout(_)

@@ -11,12 +11,17 @@
 //! - A small resume record (`.p2pe.resume.<hex info-hash>` in the output
 //!   directory, one per torrent, see `resume`) lists verified pieces with
 //!   their xxh3-64, so a restart re-checks
-//!   at memory speed and falls back to SHA-1 only where the record is missing
-//!   or disagrees.
+//!   at memory speed and falls back to the piece hash only where the record
+//!   is missing or disagrees.
+//! - Piece hashes are SHA-1 (BEP 3) or, for torrents that carry the p2pe
+//!   `p2pe blake3` key, BLAKE3 ([`crate::base::PieceHashes`]); the store
+//!   verifies with whichever its layout holds. A piece written in order is
+//!   hashed as it is written (`arrival`), its xxh3 in the same pass; others
+//!   are read back once for both.
 //!
 //! Invariants, per piece (all kept in atomic bitmaps, so `Storage: Sync`):
 //! - A piece is served ([`Storage::read_block`], [`Storage::block_slices`])
-//!   only while *verified*: its SHA-1 matched. Nothing else is ever served.
+//!   only while *verified*: its piece hash matched. Nothing else is ever served.
 //! - A verified piece is never written through the storage again. Together
 //!   with the rule above, bytes that are handed out as `&[u8]` are never
 //!   written by this process while the view lives.
@@ -35,6 +40,7 @@
 //! by the stamp check and re-verification; a truncation between the check and
 //! the copy can still raise SIGBUS.
 
+mod arrival;
 mod bitmap;
 mod check;
 mod digests;
@@ -51,7 +57,7 @@ pub use check::FileCheckReport;
 pub use error::StoreError;
 pub use layout::{FileSpec, Segment, Segments, StorageLayout};
 pub use resume::RecordRejected;
-pub use storage::{OpenMode, RecordStatus, ResumeReport, ServeCheck, Storage};
+pub use storage::{OpenMode, RecordStatus, ResumeReport, ServeCheck, Storage, VerifyCounts};
 
 #[cfg(test)]
 mod tests;

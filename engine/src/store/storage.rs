@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::arrival::Arrivals;
 use super::bitmap::AtomicBitmap;
 use super::dir::Dir;
 use super::error::StoreError;
@@ -57,13 +58,14 @@ pub enum RecordStatus {
 /// counted in exactly one of the four counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResumeReport {
-    /// Pieces whose bytes matched the resume record's xxh3 (no SHA-1 needed).
+    /// Pieces whose bytes matched the resume record's xxh3 (no piece hash needed).
     pub fast_verified: u32,
-    /// Pieces verified by SHA-1 (not in the record, or the record disagreed).
-    pub sha1_verified: u32,
+    /// Pieces verified by their piece hash, SHA-1 or BLAKE3 (see
+    /// [`crate::base::PieceHashes`]): not in the record, or the record disagreed.
+    pub hash_verified: u32,
     /// Pieces with no data yet (all zero bytes, not the piece's content).
     pub missing: u32,
-    /// Pieces with data that does not match its SHA-1 (in flight when the
+    /// Pieces with data that does not match its piece hash (in flight when the
     /// last process stopped, or corrupted); treated like missing.
     pub failed: u32,
     /// The resume record's fate.
@@ -73,8 +75,20 @@ pub struct ResumeReport {
 impl ResumeReport {
     /// Pieces verified at open.
     pub fn verified(&self) -> u32 {
-        self.fast_verified + self.sha1_verified
+        self.fast_verified + self.hash_verified
     }
+}
+
+/// How the pieces verified since [`Storage::open`] were hashed (see
+/// `store::arrival`): pieces counted at open are not included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyCounts {
+    /// Verified from the digest computed as their bytes were written in
+    /// order (no read-back).
+    pub on_arrival: u64,
+    /// Verified by reading the piece back from storage (written out of
+    /// order, or more pieces in flight than the arrival bound).
+    pub read_back: u64,
 }
 
 /// Piece storage for one torrent below one output directory; see the module docs
@@ -89,7 +103,7 @@ pub struct Storage {
     pub(crate) mode: OpenMode,
     pub(crate) serve_check: ServeCheck,
     pub(crate) files: Vec<MappedFile>,
-    /// SHA-1 matched; only these are served.
+    /// Piece hash (SHA-1 or BLAKE3) matched; only these are served.
     pub(crate) verified: AtomicBitmap,
     /// A thread is writing or verifying the piece.
     pub(crate) claims: AtomicBitmap,
@@ -99,12 +113,11 @@ pub struct Storage {
     pub(crate) recheck: AtomicBitmap,
     /// Verified since the last msync.
     pub(crate) dirty: AtomicBitmap,
-    /// xxh3-64 of each verified piece (meaningless for the others, and for
-    /// verified pieces in `xxh3_stale`).
+    /// xxh3-64 of each verified piece (meaningless for the others), computed
+    /// in the same pass as its piece hash: on arrival or in the read-back.
     pub(crate) xxh3: Vec<AtomicU64>,
-    /// Verified by [`Storage::verify_piece`], xxh3 not computed yet (done by
-    /// [`Storage::flush_resume`], off the download path).
-    pub(crate) xxh3_stale: AtomicBitmap,
+    /// Hash-on-arrival states of pieces being written (`store::arrival`).
+    pub(crate) arrivals: Arrivals,
     /// Serializes [`Storage::flush_resume`].
     pub(crate) flush_lock: Mutex<()>,
     /// [`Storage::flush_resume`] writes the record (default: in
@@ -117,8 +130,8 @@ impl Storage {
     /// check what is already there, and report it.
     ///
     /// Existing data is verified: pieces listed in a valid resume record by
-    /// xxh3, the rest by SHA-1 (all-zero pieces are counted missing without
-    /// hashing). Runs on up to `available_parallelism` (≤ 8) threads.
+    /// xxh3, the rest by the layout's piece hash, SHA-1 or BLAKE3 (all-zero
+    /// pieces are counted missing without hashing). Runs on up to `available_parallelism` (≤ 8) threads.
     ///
     /// # Errors
     /// [`StoreError::PathEscapes`], [`StoreError::DiskFull`],
@@ -153,7 +166,7 @@ impl Storage {
             recheck: AtomicBitmap::new(n),
             dirty: AtomicBitmap::new(n),
             xxh3: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            xxh3_stale: AtomicBitmap::new(n),
+            arrivals: Arrivals::new(n, layout.piece_hashes().kind()),
             flush_lock: Mutex::new(()),
             write_resume: AtomicBool::new(writable),
             layout,
@@ -208,6 +221,14 @@ impl Storage {
             .get(file_index)
             .filter(|f| f.padding)
             .map(|f| &f.file)
+    }
+
+    /// How the pieces verified since open were hashed: on arrival or read back.
+    pub fn verify_counts(&self) -> VerifyCounts {
+        VerifyCounts {
+            on_arrival: self.arrivals.on_arrival.load(Ordering::Relaxed),
+            read_back: self.arrivals.read_back.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether piece `piece` is verified (servable). `false` out of range.
@@ -270,17 +291,6 @@ impl Storage {
                 if let Err(e) = self.msync_piece(piece) {
                     self.dirty.set(piece);
                     return Err(e);
-                }
-            }
-            if self.xxh3_stale.clear(piece) {
-                match self.fill_xxh3(piece) {
-                    Ok(()) => {}
-                    // Dropped meanwhile (changed on disk): not listed.
-                    Err(StoreError::NotVerified { .. }) => continue,
-                    Err(e) => {
-                        self.xxh3_stale.set(piece);
-                        return Err(e);
-                    }
                 }
             }
             let xxh3 = self

@@ -1,7 +1,9 @@
 //! `p2pe create`: make a `.torrent` (BEP 3, v1) from a file or a directory.
 //!
 //! Files are walked in sorted order (deterministic), pieces hashed in parallel
-//! on all cores (rayon), progress shown on stderr when it is a terminal.
+//! on all cores (rayon), SHA-1 (BEP 3 `pieces`) and BLAKE3 (the p2pe
+//! `p2pe blake3` key) from one read of the data, progress shown on stderr
+//! when it is a terminal.
 
 mod hash;
 mod walk;
@@ -41,6 +43,10 @@ pub struct Args {
     /// Overwrite OUT.torrent if it exists.
     #[arg(short, long)]
     pub force: bool,
+    /// Write SHA-1 `pieces` only, without the p2pe `p2pe blake3` key (the
+    /// info dictionary, and so the info-hash, is then the one mktorrent makes).
+    #[arg(long)]
+    pub no_blake3: bool,
 }
 
 /// Parses `--piece-length`: `None` for `auto`, else a power of two >= 16 KiB.
@@ -109,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tracker_tiers(&args.trackers),
         args.private,
         args.comment,
+        !args.no_blake3,
         Progress::Bar,
     )?;
     let elapsed = started.elapsed();
@@ -134,10 +141,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         HumanBytes(u64::from(piece_len_bytes)),
     );
     println!(
-        "hashed in {:.2} s ({}/s on {} threads)",
+        "hashed in {:.2} s ({}/s on {} threads; {})",
         elapsed.as_secs_f64(),
         DecimalBytes(rate_bytes_per_s as u64),
         rayon::current_num_threads(),
+        if info.blake3_hashes().is_some() {
+            "SHA-1 and BLAKE3 in one read"
+        } else {
+            "SHA-1"
+        },
     );
     Ok(())
 }
@@ -152,7 +164,8 @@ pub enum Progress {
 
 /// Walks `path` (a file or a directory) and hashes its pieces on all cores,
 /// giving the metainfo of a v1 torrent (BEP 3). `piece_len_bytes` of `None`
-/// picks [`auto_piece_len_bytes`]; `trackers` are BEP 12 tiers.
+/// picks [`auto_piece_len_bytes`]; `trackers` are BEP 12 tiers; `blake3`
+/// adds the p2pe BLAKE3 digests (hashed from the same read as SHA-1).
 ///
 /// # Errors
 /// An unreadable or changing input, a symlink loop, a special file, a
@@ -163,6 +176,7 @@ pub fn make_metainfo(
     trackers: Vec<Vec<String>>,
     private: bool,
     comment: Option<String>,
+    blake3: bool,
     progress: Progress,
 ) -> anyhow::Result<Metainfo> {
     let source = walk::walk(path)?;
@@ -178,16 +192,27 @@ pub fn make_metainfo(
         Progress::Bar => progress_bar(total_len_bytes),
         Progress::Hidden => ProgressBar::hidden(),
     };
-    let piece_hashes = hash::hash_pieces(&source.files, total_len_bytes, piece_len_bytes, &bar)?;
+    let digests = hash::hash_pieces(
+        &source.files,
+        total_len_bytes,
+        piece_len_bytes,
+        blake3,
+        &bar,
+    )?;
     bar.finish_and_clear();
-    let info = Info::new(
+    let mut info = Info::new(
         source.name.clone(),
         source.layout(),
         piece_len_bytes,
-        piece_hashes,
+        digests.sha1,
         private,
     )
     .context("building the info dictionary")?;
+    if let Some(blake3) = digests.blake3 {
+        info = info
+            .with_blake3_hashes(blake3)
+            .context("adding the BLAKE3 piece hashes")?;
+    }
     let creation_date = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use p2pe::base::PieceHashKind;
 use p2pe::node::{Node, NodeConfig, PeerTransfer, Progress};
-use p2pe::store::OpenMode;
+use p2pe::store::{OpenMode, Storage};
 
 use super::node_common::{
     load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
@@ -97,6 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     args.discovery.apply(&mut config);
     args.cores.apply(&mut config);
+    // Kept to report how pieces were hashed (on arrival or read back).
+    let store = storage.clone();
     let node = Node::start(&meta, storage, config).context("start node")?;
     print_dht_addr(&node);
     if let Some(addr) = node.local_addr() {
@@ -136,7 +139,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 break;
             }
             bar.finish();
-            summarize(&p, &transfers.snapshot(), at.as_secs_f64(), args.json);
+            summarize(
+                &p,
+                &store,
+                &transfers.snapshot(),
+                at.as_secs_f64(),
+                args.json,
+            );
             std::io::stdout().flush()?;
             eprintln!("download complete; seeding until killed");
         }
@@ -167,7 +176,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         _ => {
             let seconds = completed_at.unwrap_or_else(|| started.elapsed());
-            summarize(&p, &transfers.snapshot(), seconds.as_secs_f64(), args.json);
+            summarize(
+                &p,
+                &store,
+                &transfers.snapshot(),
+                seconds.as_secs_f64(),
+                args.json,
+            );
         }
     }
     if !p.complete {
@@ -189,8 +204,9 @@ fn print_events_after(p: &Progress) {
 }
 
 /// Prints the final summary: one JSON object on stdout, or a line on stderr.
-fn summarize(p: &Progress, transfers: &[PeerTransfer], seconds: f64, json: bool) {
+fn summarize(p: &Progress, store: &Storage, transfers: &[PeerTransfer], seconds: f64, json: bool) {
     let rate = p.downloaded_bytes as f64 / seconds.max(1e-9);
+    let hashed = store.verify_counts();
     if json {
         let summary = serde_json::json!({
             "bytes": p.downloaded_bytes,
@@ -199,6 +215,12 @@ fn summarize(p: &Progress, transfers: &[PeerTransfer], seconds: f64, json: bool)
             "peers": p.peers_seen,
             "verified_pieces": p.verified_pieces,
             "piece_count": p.piece_count,
+            "piece_hash": match store.layout().piece_hashes().kind() {
+                PieceHashKind::Sha1 => "sha1",
+                PieceHashKind::Blake3 => "blake3",
+            },
+            "hashed_on_arrival": hashed.on_arrival,
+            "hashed_read_back": hashed.read_back,
             "uploaded_bytes": p.uploaded_bytes,
             "complete": p.complete,
             "announces_ok": p.announces_ok,
@@ -217,6 +239,12 @@ fn summarize(p: &Progress, transfers: &[PeerTransfer], seconds: f64, json: bool)
             p.downloaded_bytes,
             rate / 1e6,
             p.peers_seen
+        );
+        eprintln!(
+            "{} verified: {} pieces hashed on arrival, {} read back",
+            store.layout().piece_hashes().kind(),
+            hashed.on_arrival,
+            hashed.read_back
         );
     }
 }

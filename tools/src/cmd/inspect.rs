@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use indicatif::HumanBytes;
-use p2pe::wire::metainfo::Metainfo;
+use p2pe::wire::metainfo::{Metainfo, PieceHashKind};
 use serde::Serialize;
 
 /// Largest `.torrent` read: 256 MiB. A 1 PiB payload in 16 MiB pieces needs
@@ -30,6 +30,9 @@ struct Report<'a> {
     total_size_bytes: u64,
     piece_length_bytes: u32,
     piece_count: u32,
+    /// `"blake3"` when the torrent carries the p2pe `p2pe blake3` key (p2pe
+    /// verifies with it), else `"sha1"`.
+    piece_hash: &'static str,
     files: Vec<ReportFile>,
     trackers: &'a [Vec<String>],
     private: bool,
@@ -54,6 +57,10 @@ fn report(meta: &Metainfo) -> Report<'_> {
         total_size_bytes: info.total_len_bytes(),
         piece_length_bytes: info.piece_len_bytes(),
         piece_count: info.piece_count(),
+        piece_hash: match info.piece_hash_kind() {
+            PieceHashKind::Sha1 => "sha1",
+            PieceHashKind::Blake3 => "blake3",
+        },
         files: info
             .files()
             .iter()
@@ -96,6 +103,13 @@ fn print_text(report: &Report<'_>) {
         size(u64::from(report.piece_length_bytes))
     );
     println!("pieces:        {}", report.piece_count);
+    println!(
+        "piece hash:    {}",
+        match report.piece_hash {
+            "blake3" => "BLAKE3 (p2pe `p2pe blake3` key) and SHA-1 (`pieces`)",
+            _ => "SHA-1 (`pieces`)",
+        }
+    );
     println!(
         "private:       {}",
         if report.private { "yes" } else { "no" }

@@ -49,12 +49,13 @@ pub fn open_storage(
     }
     let (storage, report) = r.with_context(|| format!("open data in {}", dir.display()))?;
     eprintln!(
-        "checked {}: {} of {} pieces verified ({} by resume record, {} by SHA-1), {} missing, {} bad",
+        "checked {}: {} of {} pieces verified ({} by resume record, {} by {}), {} missing, {} bad",
         dir.display(),
         report.verified(),
         storage.piece_count(),
         report.fast_verified,
-        report.sha1_verified,
+        report.hash_verified,
+        storage.layout().piece_hashes().kind(),
         report.missing,
         report.failed
     );

@@ -13,8 +13,10 @@
 //!   still wanted, so two peers' bytes never interleave within one block;
 //! - the core learns of the block only once its last byte arrived; a truncated
 //!   message leaves the block unreceived, to be overwritten whole by whoever
-//!   delivers it, and pieces are verified (SHA-1) before they are served or
-//!   announced.
+//!   delivers it, and pieces are verified (piece hash: BLAKE3 or SHA-1)
+//!   before they are served or announced. The store hashes each chunk as it
+//!   writes it when the chunk continues its piece in order (hash on arrival,
+//!   `store::arrival`), so an in-order piece is never read back to verify.
 
 use std::sync::atomic::Ordering;
 

@@ -11,6 +11,7 @@
 
 use sha1::{Digest, Sha1};
 
+use crate::base::PieceDigest;
 use crate::core::{PieceIndex, BLOCK_LEN_BYTES};
 use crate::rt::Ctx;
 use crate::store::StoreError;
@@ -81,9 +82,9 @@ impl NodeHandler {
             self.torrent.handle_piece_verified(now, piece, false);
             return;
         };
-        let expected = self.storage.layout().piece_hash(piece.0).ok().copied();
-        let sha1: [u8; 20] = Sha1::digest(buf).into();
-        if Some(sha1) != expected {
+        let hashes = self.storage.layout().piece_hashes();
+        let expected = hashes.get(piece.0);
+        if Some(PieceDigest::of(hashes.kind(), buf)) != expected {
             let digests = buf
                 .chunks(BLOCK_LEN_BYTES as usize)
                 .map(|c| Sha1::digest(c).into())

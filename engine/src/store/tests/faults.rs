@@ -137,7 +137,7 @@ fn read_only_filesystem_is_reported() {
     fx.write_files(fs.path());
     fs.remount_read_only();
     let (s, report) = fx.open(fs.path(), OpenMode::Seed);
-    assert_eq!(report.sha1_verified, fx.piece_count());
+    assert_eq!(report.hash_verified, fx.piece_count());
     s.flush_resume().unwrap();
     s.set_write_resume(true);
     let err = s.flush_resume().unwrap_err();
@@ -428,7 +428,7 @@ fn killed_process_loses_only_pieces_in_flight() {
     let fx = multi();
     let (s, report) = fx.open(dir.path(), OpenMode::Create);
     assert_eq!(report.fast_verified, 2, "{report:?}");
-    assert_eq!(report.sha1_verified, 1, "{report:?}");
+    assert_eq!(report.hash_verified, 1, "{report:?}");
     assert_eq!(report.failed, 1, "{report:?}");
     assert_eq!(report.missing, fx.piece_count() - 4);
     assert_eq!(s.verified()[..4], [true, true, true, false]);

@@ -2,6 +2,7 @@
 //! Disk faults (tmpfs, read-only, permissions, files changed under a seeder)
 //! are in `faults`.
 
+mod arrival;
 mod faults;
 mod padding;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use sha1::{Digest, Sha1};
 
 use super::*;
+use crate::base::PieceHashes;
 
 /// A torrent fixture: file lengths, piece length, the content and its hashes.
 pub(super) struct Fixture {
@@ -56,7 +58,27 @@ impl Fixture {
             .chunks(self.piece_len as usize)
             .map(|c| Sha1::digest(c).into())
             .collect();
-        StorageLayout::new(self.files.clone(), self.piece_len, hashes).unwrap()
+        StorageLayout::new(
+            self.files.clone(),
+            self.piece_len,
+            PieceHashes::Sha1(hashes),
+        )
+        .unwrap()
+    }
+
+    /// The layout with BLAKE3 piece hashes (a torrent with the p2pe key).
+    pub(super) fn blake3_layout(&self) -> StorageLayout {
+        let hashes = self
+            .data
+            .chunks(self.piece_len as usize)
+            .map(|c| *blake3::hash(c).as_bytes())
+            .collect();
+        StorageLayout::new(
+            self.files.clone(),
+            self.piece_len,
+            PieceHashes::Blake3(hashes),
+        )
+        .unwrap()
     }
 
     pub(super) fn piece(&self, piece: u32) -> &[u8] {
@@ -202,7 +224,7 @@ fn resume_fast_path_after_flush_and_sha1_for_unrecorded() {
         }
     );
     assert_eq!(report.fast_verified, half.len() as u32);
-    assert_eq!(report.sha1_verified, 0);
+    assert_eq!(report.hash_verified, 0);
     assert_eq!(report.missing, n - half.len() as u32);
     assert_eq!(report.failed, 0);
     for p in 0..n {
@@ -216,7 +238,7 @@ fn resume_fast_path_after_flush_and_sha1_for_unrecorded() {
     let (s, report) = fx.open(dir.path(), OpenMode::Create);
     assert_eq!(report.fast_verified, half.len() as u32);
     assert_eq!(
-        report.sha1_verified, 1,
+        report.hash_verified, 1,
         "unrecorded piece re-checked by SHA-1"
     );
     assert_eq!(report.failed, 1, "the piece in flight");
@@ -245,7 +267,7 @@ fn record_of_another_torrent_is_ignored() {
         report.record,
         RecordStatus::Rejected(RecordRejected::OtherInfoHash)
     );
-    assert_eq!((report.fast_verified, report.sha1_verified), (0, 1));
+    assert_eq!((report.fast_verified, report.hash_verified), (0, 1));
     assert!(s.is_verified(0));
 }
 
@@ -278,7 +300,7 @@ fn two_torrents_in_one_dir_keep_their_records() {
     let (s, report) = a.open(dir.path(), OpenMode::Create);
     assert!(s.is_complete());
     assert_eq!(report.fast_verified, a.piece_count(), "{report:?}");
-    assert_eq!(report.sha1_verified, 0, "{report:?}");
+    assert_eq!(report.hash_verified, 0, "{report:?}");
     let (t, report) = Storage::open(dir.path(), b.layout(), hash_b, OpenMode::Create).unwrap();
     assert!(t.is_complete());
     assert_eq!(report.fast_verified, b.piece_count(), "{report:?}");
@@ -307,7 +329,7 @@ fn garbage_or_truncated_record_is_ignored() {
         std::fs::write(&record, bytes).unwrap();
         let (s, report) = fx.open(dir.path(), OpenMode::Create);
         assert_eq!(report.record, RecordStatus::Rejected(why));
-        assert_eq!((report.fast_verified, report.sha1_verified), (0, 1));
+        assert_eq!((report.fast_verified, report.hash_verified), (0, 1));
         assert!(s.is_verified(4));
     }
 }
@@ -351,7 +373,7 @@ fn path_traversal_and_escaping_symlinks_rejected() {
         }];
         assert!(
             matches!(
-                StorageLayout::new(files, 1, vec![[0; 20]]),
+                StorageLayout::new(files, 1, PieceHashes::Sha1(vec![[0; 20]])),
                 Err(StoreError::InvalidPath { .. })
             ),
             "{bad:?}"
@@ -443,7 +465,7 @@ fn seed_mode_verifies_existing_files_read_only() {
     let dir = tempfile::tempdir().unwrap();
     fx.write_files(dir.path());
     let (s, report) = fx.open(dir.path(), OpenMode::Seed);
-    assert_eq!(report.sha1_verified, fx.piece_count());
+    assert_eq!(report.hash_verified, fx.piece_count());
     assert!(s.is_complete());
     assert!(matches!(
         s.write_block(0, 0, b"x"),
@@ -491,6 +513,6 @@ fn all_zero_piece_content_is_found_at_open() {
     fx.data.iter_mut().for_each(|b| *b = 0);
     let dir = tempfile::tempdir().unwrap();
     let (s, report) = fx.open(dir.path(), OpenMode::Create);
-    assert_eq!(report.sha1_verified, 3);
+    assert_eq!(report.hash_verified, 3);
     assert!(s.is_complete());
 }

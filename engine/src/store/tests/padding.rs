@@ -81,7 +81,7 @@ fn padding_paths_may_repeat() {
     fx.files[1].padding = false;
     fx.files[3].padding = false;
     assert!(matches!(
-        StorageLayout::new(fx.files.clone(), 4096, vec![[0; 20]; 4]),
+        StorageLayout::new(fx.files.clone(), 4096, PieceHashes::Sha1(vec![[0; 20]; 4])),
         Err(StoreError::InvalidLayout(_))
     ));
 }

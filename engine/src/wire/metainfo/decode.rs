@@ -2,7 +2,10 @@
 
 use bendy::decoding::{Decoder, DictDecoder, ListDecoder, Object};
 
-use super::{FileSpec, Info, InfoHash, Layout, Metainfo, MetainfoError, PieceHash, SHA1_LEN_BYTES};
+use super::{
+    FileSpec, Info, InfoHash, Layout, Metainfo, MetainfoError, PieceHash, BLAKE3_LEN_BYTES,
+    SHA1_LEN_BYTES,
+};
 
 /// The directory BEP 47 puts padding files in (`.pad/<len>`).
 const PAD_DIR: &str = ".pad";
@@ -158,6 +161,8 @@ struct RawInfo<'s> {
     name: Option<String>,
     piece_len_bytes: Option<u64>,
     pieces: Option<&'s [u8]>,
+    /// The p2pe `p2pe blake3` digests, unsplit.
+    blake3: Option<&'s [u8]>,
     private: bool,
     /// BEP 52 `meta version` (2 for v2 and hybrid torrents).
     meta_version: Option<u64>,
@@ -181,6 +186,7 @@ fn info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
                 b"name" => raw.name = Some(text(value, "name")?),
                 b"piece length" => raw.piece_len_bytes = Some(uint(value, "piece length")?),
                 b"pieces" => raw.pieces = Some(bytes(value, "pieces")?),
+                b"p2pe blake3" => raw.blake3 = Some(bytes(value, "p2pe blake3")?),
                 b"private" => raw.private = uint(value, "private")? == 1,
                 b"meta version" => raw.meta_version = Some(uint(value, "meta version")?),
                 _ => {}
@@ -220,7 +226,26 @@ fn info(info_bytes: &[u8]) -> Result<Info, MetainfoError> {
             PieceHash(hash)
         })
         .collect();
-    Info::new(name, layout, piece_len_bytes, piece_hashes, raw.private)
+    let info = Info::new(name, layout, piece_len_bytes, piece_hashes, raw.private)?;
+    match raw.blake3 {
+        None => Ok(info),
+        Some(blake3) => {
+            let chunks = blake3.chunks_exact(BLAKE3_LEN_BYTES);
+            if !chunks.remainder().is_empty() {
+                return Err(MetainfoError::Blake3HashesLen {
+                    len_bytes: blake3.len(),
+                });
+            }
+            let hashes = chunks
+                .map(|chunk| {
+                    let mut hash = [0; BLAKE3_LEN_BYTES];
+                    hash.copy_from_slice(chunk);
+                    hash
+                })
+                .collect();
+            info.with_blake3_hashes(hashes)
+        }
+    }
 }
 
 fn files(mut list: ListDecoder<'_, '_>) -> Result<Vec<FileSpec>, MetainfoError> {

@@ -33,7 +33,8 @@ fn put_str_list<S: AsRef<[u8]>>(out: &mut Vec<u8>, items: &[S]) {
 /// The canonical bencoding of `info` (keys in sorted order).
 pub(super) fn info_bytes(info: &Info) -> Vec<u8> {
     let hashes_len = info.piece_hashes.len() * super::SHA1_LEN_BYTES;
-    let mut out = Vec::with_capacity(hashes_len + 64 * info.files.len() + 128);
+    let blake3_len = info.blake3_hashes.as_ref().map_or(0, |b| b.len()) * super::BLAKE3_LEN_BYTES;
+    let mut out = Vec::with_capacity(hashes_len + blake3_len + 64 * info.files.len() + 128);
     out.push(b'd');
     if info.multi_file {
         put_bytes(&mut out, b"files");
@@ -58,6 +59,19 @@ pub(super) fn info_bytes(info: &Info) -> Vec<u8> {
     }
     put_bytes(&mut out, b"name");
     put_bytes(&mut out, info.name.as_bytes());
+    // `p2pe blake3` sorts after `name` and before `piece length` ('2' < 'i').
+    if let Some(blake3) = &info.blake3_hashes {
+        put_bytes(&mut out, super::BLAKE3_KEY.as_bytes());
+        out.extend_from_slice(
+            (blake3.len() * super::BLAKE3_LEN_BYTES)
+                .to_string()
+                .as_bytes(),
+        );
+        out.push(b':');
+        for hash in blake3 {
+            out.extend_from_slice(hash);
+        }
+    }
     put_bytes(&mut out, b"piece length");
     put_int(&mut out, info.piece_len_bytes);
     put_bytes(&mut out, b"pieces");

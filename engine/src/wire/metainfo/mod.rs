@@ -11,6 +11,30 @@
 //! - files lie back to back: `files()[i + 1].offset_bytes() ==
 //!   files()[i].offset_bytes() + files()[i].len_bytes()`, starting at 0.
 //!
+//! - when the p2pe key [`BLAKE3_KEY`] (`p2pe blake3`) is present, it holds
+//!   exactly one 32-byte BLAKE3 digest per piece, as many as `pieces` holds
+//!   SHA-1s (checked at load: a count that disagrees is
+//!   [`MetainfoError::Blake3CountMismatch`]; a length that is not a multiple
+//!   of 32 is [`MetainfoError::Blake3HashesLen`]).
+//!
+//! # The `p2pe blake3` key
+//!
+//! `p2pe create` writes, beside the SHA-1 `pieces` (BEP 3), a byte string
+//! `p2pe blake3` into the `info` dictionary: the BLAKE3 (256-bit, default
+//! mode) digest of each piece, 32 bytes per piece, in piece order. Other
+//! clients ignore unknown `info` keys, so the torrent stays a valid v1
+//! torrent for libtorrent, Transmission, aria2 and rqbit; the key is part of
+//! the info-hash like any other `info` key. p2pe verifies pieces with BLAKE3
+//! where the key is present ([`Info::verify_hashes`]) and with SHA-1
+//! otherwise. What is checked where:
+//! - at load (here): the key's type (a byte string), its length (a multiple
+//!   of 32) and its count (equal to the piece count); any failure rejects the
+//!   torrent as malformed;
+//! - on data: only the digest p2pe verifies with. A creator's two hashes
+//!   must describe the same bytes; if they do not, p2pe peers accept what
+//!   matches BLAKE3 and other clients reject it on SHA-1. p2pe cannot tell
+//!   at load without the data; `p2pe create` computes both from one read.
+//!
 //! The info-hash is the SHA-1 of the `info` dictionary's raw bytes exactly as
 //! they appear in the file (BEP 3); those bytes are kept and written back
 //! verbatim by [`Metainfo::to_bytes`], so unknown `info` keys survive a round trip.
@@ -25,10 +49,13 @@ use std::fmt;
 
 use sha1::{Digest, Sha1};
 
+pub use crate::base::{PieceHashKind, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES};
 pub use files::{FileEntry, FileSpec, Layout};
 
-/// Length of a SHA-1 digest in bytes: one piece hash, one info-hash (BEP 3).
-pub const SHA1_LEN_BYTES: usize = 20;
+/// The p2pe `info` key holding one 32-byte BLAKE3 digest per piece (see the
+/// [module docs](self#the-p2pe-blake3-key)). It sorts between `name` and
+/// `piece length`.
+pub const BLAKE3_KEY: &str = "p2pe blake3";
 
 /// Smallest piece length [`auto_piece_len_bytes`] picks: 256 KiB.
 pub const MIN_AUTO_PIECE_LEN_BYTES: u32 = 256 * 1024;
@@ -124,6 +151,21 @@ pub enum MetainfoError {
         /// Length of the `pieces` string in bytes.
         len_bytes: usize,
     },
+    /// `p2pe blake3` is not a whole number of 32-byte BLAKE3 digests.
+    #[error("`p2pe blake3` is {len_bytes} bytes, not a multiple of 32")]
+    Blake3HashesLen {
+        /// Length of the `p2pe blake3` string in bytes.
+        len_bytes: usize,
+    },
+    /// `p2pe blake3` holds a different number of digests than `pieces`: the
+    /// two cannot describe the same pieces.
+    #[error("`p2pe blake3` holds {actual} digests but the torrent has {expected} pieces")]
+    Blake3CountMismatch {
+        /// BLAKE3 digests present.
+        actual: u64,
+        /// Pieces in the torrent (SHA-1 digests in `pieces`).
+        expected: u64,
+    },
     /// The number of piece hashes does not match the total length and piece length.
     #[error(
         "{actual} piece hashes, but {total_len_bytes} bytes in pieces of {piece_len_bytes} bytes need {expected}"
@@ -178,6 +220,8 @@ pub struct Info {
     name: String,
     piece_len_bytes: u32,
     piece_hashes: Vec<PieceHash>,
+    /// The `p2pe blake3` digests, one per piece, when present.
+    blake3_hashes: Option<Vec<[u8; BLAKE3_LEN_BYTES]>>,
     multi_file: bool,
     files: Vec<FileEntry>,
     total_len_bytes: u64,
@@ -226,11 +270,32 @@ impl Info {
             name,
             piece_len_bytes,
             piece_hashes,
+            blake3_hashes: None,
             multi_file,
             files,
             total_len_bytes,
             private,
         })
+    }
+
+    /// Adds the p2pe BLAKE3 digests ([`BLAKE3_KEY`]), one per piece in order,
+    /// hashed from the same bytes as the SHA-1 `pieces`.
+    ///
+    /// # Errors
+    /// [`MetainfoError::Blake3CountMismatch`] when `hashes` does not hold
+    /// exactly one digest per piece.
+    pub fn with_blake3_hashes(
+        mut self,
+        hashes: Vec<[u8; BLAKE3_LEN_BYTES]>,
+    ) -> Result<Self, MetainfoError> {
+        if hashes.len() != self.piece_hashes.len() {
+            return Err(MetainfoError::Blake3CountMismatch {
+                actual: hashes.len() as u64,
+                expected: self.piece_hashes.len() as u64,
+            });
+        }
+        self.blake3_hashes = Some(hashes);
+        Ok(self)
     }
 
     /// The suggested name: the file name (single file) or top directory (multi-file).
@@ -267,6 +332,30 @@ impl Info {
     /// All piece hashes, in piece order.
     pub fn piece_hashes(&self) -> &[PieceHash] {
         &self.piece_hashes
+    }
+
+    /// The p2pe BLAKE3 digests ([`BLAKE3_KEY`]), one per piece; `None` when
+    /// the torrent has no such key (made by another tool).
+    pub fn blake3_hashes(&self) -> Option<&[[u8; BLAKE3_LEN_BYTES]]> {
+        self.blake3_hashes.as_deref()
+    }
+
+    /// The function p2pe verifies pieces with: BLAKE3 where the torrent
+    /// carries [`BLAKE3_KEY`], SHA-1 (BEP 3 `pieces`) otherwise.
+    pub fn piece_hash_kind(&self) -> PieceHashKind {
+        if self.blake3_hashes.is_some() {
+            PieceHashKind::Blake3
+        } else {
+            PieceHashKind::Sha1
+        }
+    }
+
+    /// The digests p2pe verifies pieces against (of [`Self::piece_hash_kind`]).
+    pub fn verify_hashes(&self) -> PieceHashes {
+        match &self.blake3_hashes {
+            Some(b) => PieceHashes::Blake3(b.clone()),
+            None => PieceHashes::Sha1(self.piece_hashes.iter().map(|h| h.0).collect()),
+        }
     }
 
     /// Whether this is a multi-file torrent (`files` key) rather than single-file (`length`).
@@ -369,7 +458,8 @@ impl Metainfo {
     /// every error of [`Info::new`]; also [`MetainfoError::MissingField`],
     /// [`MetainfoError::WrongType`], [`MetainfoError::NotUtf8`],
     /// [`MetainfoError::OutOfRange`] (negative or overflowing lengths),
-    /// [`MetainfoError::PieceHashesLen`], [`MetainfoError::AmbiguousLayout`].
+    /// [`MetainfoError::PieceHashesLen`], [`MetainfoError::AmbiguousLayout`],
+    /// [`MetainfoError::Blake3HashesLen`], [`MetainfoError::Blake3CountMismatch`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MetainfoError> {
         decode::metainfo(bytes)
     }

@@ -451,9 +451,10 @@ fn arb_metainfo() -> impl Strategy<Value = Metainfo> {
         prop::collection::vec(prop::collection::vec("[a-z:/.]{1,20}", 0..3), 0..3),
         prop::option::of(".{0,20}"),
         any::<u64>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(name, layout, piece_len_log2, private, trackers, comment, seed)| {
+            |(name, layout, piece_len_log2, private, trackers, comment, seed, blake3)| {
                 let total: u64 = match &layout {
                     Layout::SingleFile { len_bytes } => *len_bytes,
                     Layout::MultiFile(specs) => specs.iter().map(|s| s.len_bytes).sum(),
@@ -462,10 +463,89 @@ fn arb_metainfo() -> impl Strategy<Value = Metainfo> {
                 let hashes = (0..piece_count(total, piece_len_bytes))
                     .map(|i| PieceHash::of_piece(&(seed ^ i).to_le_bytes()))
                     .collect();
-                let info = Info::new(name, layout, piece_len_bytes, hashes, private).unwrap();
+                let mut info = Info::new(name, layout, piece_len_bytes, hashes, private).unwrap();
+                if blake3 {
+                    let b3 = (0..u64::from(info.piece_count()))
+                        .map(|i| *::blake3::hash(&(seed ^ i).to_le_bytes()).as_bytes())
+                        .collect();
+                    info = info.with_blake3_hashes(b3).unwrap();
+                }
                 Metainfo::new(info, trackers, comment, Some("p2pe".into()), Some(1))
             },
         )
+}
+
+/// [`single_info`] with a `p2pe blake3` string of `blake3_len` bytes spliced
+/// in where it sorts (after `name`).
+fn single_info_blake3(hash_count: usize, blake3: &[u8]) -> Vec<u8> {
+    [
+        b"d6:lengthi5e4:name5:a.bin11:p2pe blake3".to_vec(),
+        bstr(blake3),
+        b"12:piece lengthi4e6:pieces".to_vec(),
+        bstr(&vec![b'x'; hash_count * 20]),
+        b"e".to_vec(),
+    ]
+    .concat()
+}
+
+#[test]
+fn blake3_key_is_read_and_chosen_for_verification() {
+    let digests: Vec<u8> = (0..64).collect();
+    let meta = parse(&torrent_with_info(&single_info_blake3(2, &digests))).unwrap();
+    let info = meta.info();
+    assert_eq!(info.piece_hash_kind(), PieceHashKind::Blake3);
+    let b3 = info.blake3_hashes().unwrap();
+    assert_eq!((b3.len(), b3[1][0], b3[1][31]), (2, 32, 63));
+    assert_eq!(info.verify_hashes(), PieceHashes::Blake3(b3.to_vec()));
+    // Written back canonically and identically (the info-hash covers the key).
+    let again = Metainfo::new(info.clone(), vec![], None, None, None);
+    assert_eq!(again.info_bytes(), meta.info_bytes());
+    assert_eq!(again.info_hash(), meta.info_hash());
+    // Without the key: SHA-1, and another info-hash.
+    let plain = parse(&torrent_with_info(&single_info("5", b"a.bin", "4", 2))).unwrap();
+    assert_eq!(plain.info().piece_hash_kind(), PieceHashKind::Sha1);
+    assert_eq!(plain.info().blake3_hashes(), None);
+    assert!(matches!(plain.info().verify_hashes(), PieceHashes::Sha1(h) if h.len() == 2));
+    assert_ne!(plain.info_hash(), meta.info_hash());
+}
+
+#[test]
+fn blake3_key_of_the_wrong_shape_is_refused() {
+    let bad_len = single_info_blake3(2, &[0; 63]);
+    assert_eq!(
+        parse(&torrent_with_info(&bad_len)),
+        Err(MetainfoError::Blake3HashesLen { len_bytes: 63 })
+    );
+    for (count, actual) in [(1, 1), (3, 3), (0, 0)] {
+        let info = single_info_blake3(2, &vec![7; count * 32]);
+        assert_eq!(
+            parse(&torrent_with_info(&info)),
+            Err(MetainfoError::Blake3CountMismatch {
+                actual,
+                expected: 2
+            }),
+            "{count} digests"
+        );
+    }
+    let not_bytes = b"d6:lengthi5e4:name5:a.bin11:p2pe blake3i1e12:piece lengthi4e6:pieces40:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxe";
+    assert_eq!(
+        parse(&torrent_with_info(not_bytes)),
+        Err(MetainfoError::WrongType {
+            field: "p2pe blake3",
+            expected: "a byte string"
+        })
+    );
+    let info = parse(&torrent_with_info(&single_info("5", b"a.bin", "4", 2)))
+        .unwrap()
+        .info()
+        .clone();
+    assert_eq!(
+        info.with_blake3_hashes(vec![[0; 32]; 3]),
+        Err(MetainfoError::Blake3CountMismatch {
+            actual: 3,
+            expected: 2
+        })
+    );
 }
 
 proptest! {

@@ -22,5 +22,5 @@ pub fn random_file(path: &Path, size_bytes: u64) -> anyhow::Result<()> {
 /// `p2pe create` (auto piece length), announcing to `tracker_url`.
 pub fn torrent_of(path: &Path, tracker_url: &str) -> anyhow::Result<Metainfo> {
     let trackers = vec![vec![tracker_url.to_string()]];
-    crate::cmd::create::make_metainfo(path, None, trackers, false, None, Progress::Hidden)
+    crate::cmd::create::make_metainfo(path, None, trackers, false, None, true, Progress::Hidden)
 }
