@@ -72,6 +72,15 @@ pub struct Headline {
     pub ceiling: Ceiling,
 }
 
+/// A size for tables: GiB with two decimals from 1 GiB up, else MiB.
+pub fn size_text(size_bytes: u64) -> String {
+    if size_bytes as f64 >= GIB {
+        format!("{:.2} GiB", size_bytes as f64 / GIB)
+    } else {
+        format!("{:.0} MiB", size_bytes as f64 / (1u64 << 20) as f64)
+    }
+}
+
 fn sorted_median(v: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
@@ -124,9 +133,9 @@ impl Headline {
                 .filter(|(d, c, _)| *d == r.dir_index && *c != r.client)
                 .filter_map(|(_, c, m)| m.map(|m| (*c, m)))
                 .min_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((c, m)) = best {
+            if let (Some((c, m)), Some(mine)) = (best, r.median_s) {
                 r.best_other = Some(c);
-                r.speedup_vs_best_other = r.median_s.map(|mine| m / mine.max(1e-9));
+                r.speedup_vs_best_other = Some(m / mine.max(1e-9));
             }
         }
         Headline {
@@ -291,6 +300,7 @@ mod tests {
         let lt = row(1, Client::Libtorrent);
         assert!((lt.speedup_vs_best_other.unwrap() - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(row(0, Client::Rqbit).median_s, None);
+        assert_eq!(row(0, Client::Rqbit).best_other, None);
     }
 
     #[test]
@@ -312,5 +322,11 @@ mod tests {
         );
         assert!(text.contains("| TCP ceiling | iperf3 -l 1M | - | 20.00 |"));
         assert!(text.contains("| TCP ceiling | iperf3 -l 1M -P 2 | - | not measured |"));
+    }
+
+    #[test]
+    fn sizes_in_gib_from_one_gib_up() {
+        assert_eq!(size_text(2 << 30), "2.00 GiB");
+        assert_eq!(size_text(64 << 20), "64 MiB");
     }
 }

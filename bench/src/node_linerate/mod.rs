@@ -180,7 +180,13 @@ pub fn run(config: &Config, on_line: &mut dyn FnMut(&str)) -> Result<Outcome, Li
             for (streams, into) in [(1, &mut one_stream), (config.iperf_streams, &mut parallel)] {
                 match iperf::measure(config.iperf_secs, streams, &dir) {
                     Ok(g) => {
-                        line.push_str(&format!(" -P {streams}: {g:.2} Gbit/s;"));
+                        let sep = if streams == 1 { ":" } else { ", -P" };
+                        let p = if streams == 1 {
+                            String::new()
+                        } else {
+                            format!(" {streams}:")
+                        };
+                        line.push_str(&format!("{sep}{p} {g:.2} Gbit/s"));
                         into.push(g);
                         if let (1, Some(r)) = (streams, window_rep.as_mut()) {
                             r.set_iperf(g);

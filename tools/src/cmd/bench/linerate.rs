@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use p2pe::sim::units::parse_size_bytes;
 use p2pe_bench::node_linerate::{
-    self, iperf, report, Client, Config, Headline, LinerateError, Outcome, Summary,
+    self, headline, iperf, report, Client, Config, Headline, LinerateError, Outcome, Summary,
 };
 use p2pe_bench::swarm_bench;
 
@@ -171,8 +171,8 @@ fn print_outcome(
     );
     if let Some(h) = &o.headline {
         println!(
-            "\nwhole-process get of {:.2} GiB, spawn to exit (preallocation and flush included), medians of {} reps:\n{}",
-            h.size_bytes as f64 / f64::from(1u32 << 30),
+            "\nwhole-process get of {}, spawn to exit (preallocation and flush included), medians of {} reps:\n{}",
+            headline::size_text(h.size_bytes),
             h.reps,
             Headline::table_header(&[])
         );
@@ -202,7 +202,7 @@ fn record(
 ) -> anyhow::Result<()> {
     if let Some(h) = &o.headline {
         let machine = format!("{}, {} vCPUs", o.machine.cpu_model, o.machine.vcpus);
-        let size = format!("{:.2} GiB", h.size_bytes as f64 / f64::from(1u32 << 30));
+        let size = headline::size_text(h.size_bytes);
         let reps = h.reps.to_string();
         let lead = [
             when,
