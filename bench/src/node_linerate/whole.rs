@@ -289,12 +289,20 @@ impl Whole {
         let mut proc = spawn(client, &argv, &format!("{} get", client.name()), &log)
             .map_err(io_err(format!("start the {} downloader", client.name())))?;
         let stop = || config.stop.load(Ordering::Relaxed);
-        let exit = match proc.wait_exit(config.rep_timeout, &stop) {
-            Ok(e) => e.cloned(),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                return Err(LinerateError::Interrupted)
+        let waited = proc
+            .wait_exit(config.rep_timeout, &stop)
+            .map(|e| e.cloned());
+        let exit = match waited {
+            Ok(e) => e,
+            Err(e) => {
+                // Kill it and free the directory (gigabytes of RAM on tmpfs).
+                drop(proc);
+                let _ = std::fs::remove_dir_all(&out);
+                return Err(match e.kind() {
+                    std::io::ErrorKind::Interrupted => LinerateError::Interrupted,
+                    _ => io_err("wait for the downloader")(e),
+                });
             }
-            Err(e) => return Err(io_err("wait for the downloader")(e)),
         };
         let verdict = match &exit {
             None => Err(format!("no exit within {:?}", config.rep_timeout)),
