@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""One libtorrent peer (seeder or leecher) for `p2pe bench swarm`.
+"""One libtorrent peer (seeder or leecher) for `p2pe bench swarm` and `p2pe bench linerate`.
 
 Run with /usr/bin/python3 (Debian's python3-libtorrent is importable only there).
 
@@ -8,8 +8,8 @@ Leecher: sets up the session, prints {"event": "ready"}, waits for EOF on stdin
 {"event": "complete", "elapsed_s", "downloaded_bytes", "uploaded_bytes", "cpu_s",
 "sources", "uploaded_to"} and exits (with --stay: keeps seeding until
 SIGTERM/SIGINT). Seeder: adds the torrent (data already in --save), prints
-{"event": "ready"} once the tracker answered, serves until SIGTERM/SIGINT,
-then prints {"event": "stopped", "uploaded_bytes", "cpu_s", "uploaded_to"}.
+{"event": "ready"} once the tracker answered (at once if the torrent names
+no tracker), serves until SIGTERM/SIGINT, then prints {"event": "stopped", "uploaded_bytes", "cpu_s", "uploaded_to"}.
 
 Per peer, with the field names of `p2pe get --json` (keyed by the peer's
 "IP:PORT" as libtorrent sees the connection: for an inbound peer that is its
@@ -25,6 +25,8 @@ ephemeral source port, so the harness groups by IP):
   off: they are idle, neither side is interested). "pieces" is
   null: per-block attribution (block_finished_alert) costs ~25% of a
   leecher's CPU in Python, which would distort libtorrent's CPU figure.
+
+A leecher also dials each --peer IP:PORT (torrents without trackers).
 
 Settings: announce to the torrent's tracker only (no DHT, LSD, UPnP, NAT-PMP),
 TCP only (no uTP), several connections per IP allowed, no rate limits, local
@@ -163,10 +165,20 @@ def wait_tracker(ses, deadline_s):
     return False
 
 
+def connect_peers(h, peers):
+    """Dials each --peer IP:PORT (a torrent without trackers, e.g. the
+    whole-process pairs of `p2pe bench linerate`)."""
+    for p in peers:
+        ip, port = p.rsplit(":", 1)
+        h.connect_peer((ip, int(port)))
+
+
 def run_seeder(args):
     ses = make_session(args.listen)
     h = add(ses, args.torrent, args.save, True)
-    ok = wait_tracker(ses, args.timeout)
+    # Without a tracker there is nothing to wait for: seed mode serves at once.
+    has_tracker = any(True for _ in lt.torrent_info(args.torrent).trackers())
+    ok = wait_tracker(ses, args.timeout) if has_tracker else False
     emit({"event": "ready", "announced": ok})
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -190,6 +202,7 @@ def run_leecher(args):
     sys.stdin.read()  # start barrier: returns at EOF, when the harness lets go
     t0 = time.monotonic()
     h = add(ses, args.torrent, args.save, False)
+    connect_peers(h, args.peer)
     ledger = Ledger()
     end = t0 + args.timeout
     stop = []
@@ -230,6 +243,8 @@ def main():
     p.add_argument("--save", required=True, help="directory holding (or receiving) the data")
     p.add_argument("--listen", required=True, help="IP:PORT")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before giving up")
+    p.add_argument("--peer", action="append", default=[], metavar="IP:PORT",
+                   help="leecher: also dial this peer (repeatable; for torrents without trackers)")
     p.add_argument("--stay", action="store_true",
                    help="leecher: keep seeding after completion until terminated")
     args = p.parse_args()

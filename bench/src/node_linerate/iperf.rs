@@ -1,5 +1,5 @@
-//! The TCP ceiling of the same run: `iperf3 -c 127.0.0.1 -l 1M -t N` against
-//! a one-off `iperf3 -s -1` the harness starts and stops by PID.
+//! The TCP ceiling of the same run: `iperf3 -c 127.0.0.1 -l 1M -t N [-P K]`
+//! against a one-off `iperf3 -s -1` the harness starts and stops by PID.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -33,14 +33,16 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// One `iperf3` run of `secs` seconds: receiver Gbit/s.
+/// One `iperf3` run of `secs` seconds with `streams` parallel TCP streams
+/// (`-P`; 1 gives a plain single-stream run): receiver Gbit/s, summed over
+/// the streams.
 ///
 /// # Errors
 /// A process cannot be started, the client fails, or its JSON lacks
 /// `end.sum_received.bits_per_second`.
-pub fn measure(secs: u32, log_dir: &Path) -> std::io::Result<f64> {
+pub fn measure(secs: u32, streams: usize, log_dir: &Path) -> std::io::Result<f64> {
     let port = free_port()?.to_string();
-    let log = log_dir.join("iperf3-server.log");
+    let log = log_dir.join(format!("iperf3-server-P{streams}.log"));
     let server = Server(
         Command::new("iperf3")
             .args(["-s", "-1", "--forceflush", "-p", &port])
@@ -58,8 +60,7 @@ pub fn measure(secs: u32, log_dir: &Path) -> std::io::Result<f64> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let out = Command::new("iperf3")
-        .args(["-c", "127.0.0.1", "-p", &port, "-l", "1M", "-J"])
-        .args(["-t", &secs.max(1).to_string()])
+        .args(client_args(&port, secs, streams))
         .stdin(Stdio::null())
         .output()?;
     drop(server);
@@ -75,4 +76,31 @@ pub fn measure(secs: u32, log_dir: &Path) -> std::io::Result<f64> {
         .and_then(serde_json::Value::as_f64)
         .map(|b| b / 1e9)
         .ok_or_else(|| std::io::Error::other("iperf3 JSON: no end.sum_received"))
+}
+
+/// The client's arguments: `-l 1M`, JSON, `-t secs`, and `-P streams` when
+/// more than one.
+fn client_args(port: &str, secs: u32, streams: usize) -> Vec<String> {
+    let mut v: Vec<String> = ["-c", "127.0.0.1", "-p", port, "-l", "1M", "-J", "-t"]
+        .map(String::from)
+        .to_vec();
+    v.push(secs.max(1).to_string());
+    if streams > 1 {
+        v.push("-P".into());
+        v.push(streams.to_string());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_streams_only_when_more_than_one() {
+        let one = client_args("5201", 5, 1);
+        assert_eq!(one.join(" "), "-c 127.0.0.1 -p 5201 -l 1M -J -t 5");
+        let two = client_args("5201", 0, 2);
+        assert_eq!(two.join(" "), "-c 127.0.0.1 -p 5201 -l 1M -J -t 1 -P 2");
+    }
 }

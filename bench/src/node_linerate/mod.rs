@@ -1,8 +1,14 @@
-//! Node line-rate benchmark: one `p2pe seed` process serving a page-cache-warm
-//! file to M `p2pe get` processes over 127.0.0.1, against `iperf3` measured in
-//! the same run.
+//! Node line-rate benchmark over 127.0.0.1, against `iperf3` measured in the
+//! same run, in two parts.
 //!
-//! Per repetition: the seeder starts (and verifies its data), the M gets
+//! The headline ([`whole`], [`headline`]): each client's download timed as a
+//! user sees it, spawn to exit of one downloader on an empty directory of
+//! each `--dir` (tmpfs and disk), p2pe against rqbit, python3-libtorrent and
+//! aria2, each against a seeder of its own, interleaved within every
+//! repetition; then `iperf3 -l 1M` and `iperf3 -l 1M -P K` (K = the get's
+//! workers).
+//!
+//! The transfer window (the second table): per repetition the seeder starts (and verifies its data), the M gets
 //! start at once with `--seed-after --json`; every [`procfs::SAMPLE_EVERY`]
 //! the harness samples each get's `RssAnon` (peak) and watches the stderr
 //! logs: a get's CPU window opens at `first peer connected` and closes at
@@ -15,9 +21,13 @@
 //! Bounds: every wait has a deadline (`rep_timeout`); children are
 //! [`Proc`]s, killed and reaped by PID on every exit path (drop included).
 
+pub mod clients;
+pub mod headline;
+pub mod host;
 pub mod iperf;
 pub mod procfs;
 pub mod report;
+pub mod whole;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,6 +38,8 @@ use std::time::{Duration, Instant};
 use crate::swarm_bench::proc::Proc;
 use crate::swarm_bench::write_data;
 
+pub use clients::Client;
+pub use headline::Headline;
 pub use report::{Rep, Summary};
 
 /// Errors of a line-rate run.
@@ -80,36 +92,156 @@ pub struct Config {
     pub rep_timeout: Duration,
     /// Set by a signal handler; checked in every wait.
     pub stop: Arc<AtomicBool>,
+    /// Output directories of the whole-process gets (and the other clients'
+    /// downloads), e.g. `/dev/shm` and a disk path; each pair writes into a
+    /// fresh subdirectory and removes it.
+    pub dirs: Vec<PathBuf>,
+    /// Clients of the whole-process comparison, in run order.
+    pub clients: Vec<Client>,
+    /// Run the whole-process comparison (the headline).
+    pub whole: bool,
+    /// Run the transfer-window measurement (the second table).
+    pub window: bool,
+    /// K of `iperf3 -P K`: the get's workers.
+    pub iperf_streams: usize,
 }
 
 /// The served file and its torrent.
-struct Payload {
+pub(crate) struct Payload {
     data: PathBuf,
     torrent: PathBuf,
+    /// The file's name in the torrent (the data file's name).
+    name: String,
+    /// Info-hash, 40 hex digits (`p2pe inspect --json`).
+    info_hash_hex: String,
 }
 
-/// Runs the benchmark, calling `on_rep` after each repetition.
+/// What a run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// CPU, vCPUs and kernel.
+    pub machine: host::Machine,
+    /// The whole-process comparison (`None` if not run).
+    pub headline: Option<Headline>,
+    /// The transfer-window medians (`None` if not run).
+    pub window: Option<Summary>,
+}
+
+/// Runs the benchmark, calling `on_line` with a progress line after each
+/// measurement.
+///
+/// Per repetition: every client on every directory (whole process), then
+/// the transfer-window repetition, then iperf3 with one stream and with
+/// [`Config::iperf_streams`].
 ///
 /// # Errors
 /// [`LinerateError::Io`] (data, torrent, processes), [`LinerateError::Rep`]
-/// (a repetition failed; its children are killed), or
-/// [`LinerateError::Interrupted`].
-pub fn run(config: &Config, on_rep: &mut dyn FnMut(&Rep)) -> Result<Summary, LinerateError> {
+/// (a transfer-window repetition failed; its children are killed), or
+/// [`LinerateError::Interrupted`]. A whole-process pair that fails is
+/// reported in its row, not as an error.
+pub fn run(config: &Config, on_line: &mut dyn FnMut(&str)) -> Result<Outcome, LinerateError> {
     let payload = prepare(config)?;
-    let mut reps = Vec::new();
+    let mut dirs = Vec::new();
+    for d in &config.dirs {
+        std::fs::create_dir_all(d).map_err(io_err(format!("create {}", d.display())))?;
+        dirs.push(headline::DirInfo {
+            path: d.display().to_string(),
+            fs_type: host::fs_type(d),
+        });
+    }
+    let mut whole = if config.whole {
+        Some(whole::Whole::start(config, &payload)?)
+    } else {
+        None
+    };
+    let mut samples = Vec::new();
+    let mut window_reps = Vec::new();
+    let (mut one_stream, mut parallel) = (Vec::new(), Vec::new());
     for rep in 1..=config.reps.max(1) {
-        let mut r = run_rep(config, &payload, rep)?;
-        if config.iperf_secs > 0 {
-            let dir = config.work_dir.join(format!("rep{rep}"));
-            match iperf::measure(config.iperf_secs, &dir) {
-                Ok(g) => r.set_iperf(g),
-                Err(e) => eprintln!("p2pe bench linerate: iperf3 skipped this rep: {e}"),
+        if let Some(w) = &mut whole {
+            for (d, info) in dirs.iter().enumerate() {
+                for &client in &config.clients {
+                    if let Some(s) = w.run_pair(config, &payload, rep, d, client)? {
+                        on_line(&sample_line(config.size_bytes, &s, info));
+                        samples.push(s);
+                    }
+                }
             }
         }
-        on_rep(&r);
-        reps.push(r);
+        let mut window_rep = if config.window {
+            Some(run_rep(config, &payload, rep)?)
+        } else {
+            None
+        };
+        if config.iperf_secs > 0 {
+            let dir = config.work_dir.join("iperf");
+            let _ = std::fs::create_dir_all(&dir);
+            let mut line = format!("rep {rep}: iperf3 -l 1M");
+            for (streams, into) in [(1, &mut one_stream), (config.iperf_streams, &mut parallel)] {
+                match iperf::measure(config.iperf_secs, streams, &dir) {
+                    Ok(g) => {
+                        let sep = if streams == 1 { ":" } else { ", -P" };
+                        let p = if streams == 1 {
+                            String::new()
+                        } else {
+                            format!(" {streams}:")
+                        };
+                        line.push_str(&format!("{sep}{p} {g:.2} Gbit/s"));
+                        into.push(g);
+                        if let (1, Some(r)) = (streams, window_rep.as_mut()) {
+                            r.set_iperf(g);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("p2pe bench linerate: iperf3 -P {streams} skipped this rep: {e}")
+                    }
+                }
+            }
+            on_line(&line);
+        }
+        if let Some(r) = window_rep {
+            on_line(&r.line());
+            window_reps.push(r);
+        }
     }
-    Ok(Summary::of(config, reps))
+    let headline = whole.as_mut().map(|w| {
+        w.stop();
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            (!v.is_empty()).then(|| crate::swarm_bench::report::median(&v))
+        };
+        Headline::of(
+            config.size_bytes,
+            config.reps.max(1),
+            dirs.clone(),
+            w.status(),
+            &samples,
+            headline::Ceiling {
+                one_stream_gbit_s: median(&one_stream),
+                parallel_gbit_s: median(&parallel),
+                streams: config.iperf_streams,
+            },
+        )
+    });
+    Ok(Outcome {
+        machine: host::Machine::detect(),
+        headline,
+        window: config.window.then(|| Summary::of(config, window_reps)),
+    })
+}
+
+fn sample_line(size_bytes: u64, s: &whole::Sample, dir: &headline::DirInfo) -> String {
+    format!(
+        "rep {}: {} into {} ({}): whole process {:.2} s, {:.2} Gbit/s, CPU {:.3} s/GiB",
+        s.rep,
+        s.client.name(),
+        dir.path,
+        dir.fs_type,
+        s.seconds,
+        size_bytes as f64 * 8.0 / s.seconds.max(1e-9) / 1e9,
+        s.cpu_s / (size_bytes as f64 / f64::from(1u32 << 30)),
+    )
 }
 
 /// Creates the data file (seeded random bytes; reused if it has the right
@@ -148,7 +280,35 @@ fn prepare(config: &Config) -> Result<Payload, LinerateError> {
         }
     }
     warm(&data).map_err(io_err("warm the page cache"))?;
-    Ok(Payload { data, torrent })
+    let info_hash_hex = info_hash_hex(config, &torrent)?;
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Payload {
+        data,
+        torrent,
+        name,
+        info_hash_hex,
+    })
+}
+
+/// The torrent's info-hash as `p2pe inspect --json` prints it.
+fn info_hash_hex(config: &Config, torrent: &Path) -> Result<String, LinerateError> {
+    let out = Command::new(&config.p2pe_bin)
+        .arg("inspect")
+        .arg(torrent)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_err("run p2pe inspect"))?;
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["info_hash"].as_str().map(str::to_owned))
+        .ok_or_else(|| LinerateError::Io {
+            context: "p2pe inspect --json".into(),
+            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+        })
 }
 
 /// Reads `path` once (1 MiB at a time) so its pages are cached.

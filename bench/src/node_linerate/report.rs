@@ -199,24 +199,100 @@ impl Summary {
     }
 }
 
-/// Appends `row` to the markdown file `path` (with the table header if the
-/// file has no line starting with it yet).
+/// Appends `row` to the transfer-window table of the markdown file `path`
+/// (see [`insert_rows`]).
 ///
 /// # Errors
 /// The file cannot be read or written.
 pub fn append_markdown(path: &Path, row: &str) -> std::io::Result<()> {
-    let existing = std::fs::read_to_string(path).unwrap_or_default();
-    let header = Summary::markdown_header();
-    let first_header_line = header.lines().next().unwrap_or(header);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    if !existing.contains(first_header_line) {
-        writeln!(
-            f,
-            "\n## Runs (appended by `p2pe bench linerate`)\n\n{header}"
-        )?;
+    insert_rows(
+        path,
+        "Runs (appended by `p2pe bench linerate`)",
+        Summary::markdown_header(),
+        &[row.to_owned()],
+    )
+}
+
+/// Adds `rows` at the end of the table of `path` whose first header line is
+/// that of `header`; if the file has no such table, appends a section
+/// `## {title}` with the header and the rows. The other tables stay as
+/// they are, so several tables can grow in one file.
+///
+/// # Errors
+/// The file cannot be read (other than missing) or written.
+pub fn insert_rows(path: &Path, title: &str, header: &str, rows: &[String]) -> std::io::Result<()> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let text = with_rows(&existing, title, header, rows);
+    // Write a sibling, then rename: a crash leaves the old or the new file.
+    let tmp = path.with_extension("md.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn with_rows(existing: &str, title: &str, header: &str, rows: &[String]) -> String {
+    let first = header.lines().next().unwrap_or(header);
+    let lines: Vec<&str> = existing.lines().collect();
+    let Some(h) = lines.iter().position(|l| *l == first) else {
+        let mut out = existing.to_owned();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("\n## {title}\n\n{header}\n"));
+        for r in rows {
+            out.push_str(r);
+            out.push('\n');
+        }
+        return out;
+    };
+    // The table runs from its header over every following `|` line.
+    let end = lines
+        .iter()
+        .skip(h + 1)
+        .position(|l| !l.starts_with('|'))
+        .map_or(lines.len(), |n| h + 1 + n);
+    let mut out: Vec<&str> = lines.get(..end).unwrap_or(&lines).to_vec();
+    out.extend(rows.iter().map(String::as_str));
+    out.extend(lines.get(end..).unwrap_or(&[]));
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HA: &str = "| a | b |\n|---|---|";
+    const HB: &str = "| x |\n|---|";
+
+    #[test]
+    fn rows_go_to_the_end_of_their_own_table() {
+        let t = with_rows("# T\n", "A", HA, &["| 1 | 2 |".into()]);
+        assert_eq!(t, "# T\n\n## A\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
+        let t = with_rows(&t, "B", HB, &["| 9 |".into()]);
+        let t = with_rows(&t, "A", HA, &["| 3 | 4 |".into(), "| 5 | 6 |".into()]);
+        assert_eq!(
+            t,
+            "# T\n\n## A\n\n| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n| 5 | 6 |\n\n## B\n\n| x |\n|---|\n| 9 |\n"
+        );
+        let t = with_rows(&t, "B", HB, &["| 10 |".into()]);
+        assert!(t.ends_with("| x |\n|---|\n| 9 |\n| 10 |\n"), "{t}");
     }
-    writeln!(f, "{row}")
+
+    #[test]
+    fn insert_rows_creates_and_extends_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.md");
+        insert_rows(&p, "A", HA, &["| 1 | 2 |".into()]).unwrap();
+        insert_rows(&p, "A", HA, &["| 3 | 4 |".into()]).unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(t.matches("| a | b |").count(), 1);
+        assert!(t.ends_with("| 1 | 2 |\n| 3 | 4 |\n"));
+    }
 }

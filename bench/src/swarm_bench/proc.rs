@@ -72,6 +72,32 @@ impl Proc {
         })
     }
 
+    /// Spawns `cmd` with stdout and stderr both written to `log`, for
+    /// programs that print human lines on stdout (rqbit, aria2c); no JSON is
+    /// captured ([`Proc::json`] stays empty).
+    ///
+    /// # Errors
+    /// The log cannot be created or the program cannot be started.
+    pub fn spawn_to_log(
+        mut cmd: Command,
+        name: &str,
+        log: &Path,
+        stdin: Stdio,
+    ) -> io::Result<Proc> {
+        let err = File::create(log)?;
+        let out = err.try_clone()?;
+        let child = cmd.stdin(stdin).stdout(out).stderr(err).spawn()?;
+        // No sender: the channel reads as closed at once.
+        let (_, lines) = mpsc::channel();
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            lines,
+            json: Vec::new(),
+            exit: None,
+        })
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -156,6 +182,29 @@ impl Proc {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself, polling `wait4`
+    /// every millisecond (the resolution of a whole-process time). Returns
+    /// its [`Exit`], or `None` at the deadline (it is left running).
+    ///
+    /// # Errors
+    /// `wait4` fails, or `stop` returned true (the run was interrupted).
+    pub fn wait_exit(
+        &mut self,
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> io::Result<Option<&Exit>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.try_reap()?.is_some() || Instant::now() >= deadline {
+                return Ok(self.exit.as_ref());
+            }
+            if stop() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -244,6 +293,23 @@ mod tests {
         assert!(!exit.success);
         assert_eq!(exit.status, "exit 3");
         assert_eq!(p.json.len(), 1);
+    }
+
+    #[test]
+    fn spawn_to_log_writes_both_streams_and_reaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo out; echo err >&2; echo '{\"a\":1}'"]);
+        let mut p = Proc::spawn_to_log(cmd, "t", &log, Stdio::null()).unwrap();
+        let exit = p
+            .wait_exit(Duration::from_secs(10), &|| false)
+            .unwrap()
+            .cloned();
+        assert_eq!(exit.map(|e| e.status), Some("exit 0".to_owned()));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("out") && text.contains("err"), "{text}");
+        assert!(p.json.is_empty());
     }
 
     #[test]

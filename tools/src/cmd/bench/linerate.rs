@@ -1,30 +1,44 @@
-//! `p2pe bench linerate`: one `p2pe seed` serving a page-cache-warm file to M
-//! `p2pe get` processes over 127.0.0.1, compared with iperf3 in the same run.
+//! `p2pe bench linerate`: the whole-process time of a get (spawn to exit) on
+//! tmpfs and disk against rqbit, libtorrent and aria2, and the transfer
+//! window of one `p2pe seed` serving M `p2pe get` processes, over 127.0.0.1,
+//! compared with iperf3 in the same run.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use p2pe::sim::units::parse_size_bytes;
-use p2pe_bench::node_linerate::{self, iperf, report, Config, LinerateError, Summary};
+use p2pe_bench::node_linerate::{
+    self, headline, iperf, report, Client, Config, Headline, LinerateError, Outcome, Summary,
+};
 use p2pe_bench::swarm_bench;
 
 /// Arguments of `p2pe bench linerate`.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
-Creates (or reuses) a file of --size random bytes and its torrent in --work-dir, warms the page \
-cache, then per repetition starts one `p2pe seed` and --leechers `p2pe get --seed-after --json` \
-processes (this executable) on 127.0.0.1 and reports: payload Gbit/s (leechers x size / the \
-slowest get's `seconds`), the ratio to `iperf3 -c 127.0.0.1 -l 1M` run right after, CPU seconds \
-per GiB of each side over the transfer (/proc/PID/stat utime+stime), the gets' peak RssAnon \
-(sampled every 20 ms) and VmHWM, and the size of the first request (piece-sized between p2pe \
-nodes). Medians of --reps; appends one row to --record. Goal: >= 0.95x iperf3, <= 0.5 CPU-s/GiB \
-per side, peak RssAnon < 64 MiB independent of the size.
+Creates (or reuses) a file of --size random bytes and its torrent in --work-dir and warms the page \
+cache. Then, per repetition, interleaved:
+
+Headline (whole process, as a user sees it): for each --dir and each client (p2pe, rqbit, \
+python3-libtorrent, aria2), one downloader is spawned on an empty directory in DIR against a seeder \
+of the same client (started once, serving the same file and .torrent on 127.0.0.1) and timed from \
+spawn to exit (preallocation, hashing and the final flush included); CPU from its wait4 rusage. \
+Reported: median seconds, Gbit/s, CPU-s/GiB, and the speed-up over the fastest other client on the \
+same directory (target for p2pe: 2x). A client that is not installed is reported with its install \
+command. Use --dir /dev/shm (tmpfs) and --dir on a disk; the table names each filesystem.
+
+TCP ceiling: iperf3 -c 127.0.0.1 -l 1M, and -P K with K = the get's workers.
+
+Transfer window (second table): one `p2pe seed` and --leechers `p2pe get --seed-after --json`; \
+Gbit/s from the slowest get's `seconds`, ratio to iperf3, CPU s/GiB per side over the transfer \
+(/proc/PID/stat), the gets' peak RssAnon and VmHWM, and the first request's size.
+
+Medians of --reps; appends to --record with machine, kernel, commit and filesystem.
 
 Examples:
-  p2pe bench linerate                      # 2 GiB, 1 get, 3 reps
-  p2pe bench linerate --leechers 8 --size 1GiB
-  p2pe bench linerate --size 4GiB --reps 1 --iperf-secs 0")]
+  p2pe bench linerate --dir /dev/shm --dir /var/tmp     # 2 GiB, tmpfs and disk, 3 reps
+  p2pe bench linerate --no-whole --leechers 8 --size 1GiB
+  p2pe bench linerate --no-window --clients p2pe,rqbit --size 4GiB --reps 1")]
 pub struct LinerateArgs {
     /// File size: bytes, or with a suffix (2GiB, 512MiB).
     #[arg(long, default_value = "2GiB", value_parser = |s: &str| parse_size_bytes(s).map_err(|e| e.to_string()))]
@@ -56,6 +70,19 @@ pub struct LinerateArgs {
     /// The p2pe binary for `create`, `seed` and `get` [default: this one].
     #[arg(long)]
     p2pe_bin: Option<PathBuf>,
+    /// Output directory of the whole-process gets (repeatable: e.g.
+    /// `--dir /dev/shm --dir /var/tmp`) [default: --work-dir].
+    #[arg(long = "dir", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Clients of the whole-process comparison, in run order.
+    #[arg(long, value_delimiter = ',', default_value = "p2pe,rqbit,libtorrent,aria2", value_parser = Client::parse)]
+    clients: Vec<Client>,
+    /// Skip the whole-process comparison (the headline).
+    #[arg(long)]
+    no_whole: bool,
+    /// Skip the transfer-window measurement (the second table).
+    #[arg(long)]
+    no_window: bool,
 }
 
 /// Runs `p2pe bench linerate`.
@@ -79,6 +106,15 @@ pub fn run(a: LinerateArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) && a.p2pe_bin.is_none() {
         eprintln!("p2pe bench linerate: warning: this is a debug build; measure with `cargo build --release -p p2pe-tools`");
     }
+    if a.no_whole && a.no_window {
+        bail!("--no-whole and --no-window: nothing left to measure");
+    }
+    let mut clients = Vec::new();
+    for c in a.clients {
+        if !clients.contains(&c) {
+            clients.push(c);
+        }
+    }
     let config = Config {
         size_bytes: a.size,
         reps: a.reps.max(1),
@@ -88,39 +124,119 @@ pub fn run(a: LinerateArgs) -> anyhow::Result<()> {
         iperf_secs,
         rep_timeout: Duration::from_secs(a.timeout.max(1)),
         stop,
+        dirs: if a.dirs.is_empty() {
+            vec![a.work_dir.clone()]
+        } else {
+            a.dirs
+        },
+        clients,
+        whole: !a.no_whole,
+        window: !a.no_window,
+        iperf_streams: p2pe::node::default_workers(),
     };
     let json = a.json;
-    let summary = match node_linerate::run(&config, &mut |r| {
+    let outcome = match node_linerate::run(&config, &mut |line| {
         if !json {
-            println!("{}", r.line());
+            println!("{line}");
         }
     }) {
         Err(LinerateError::Interrupted) => bail!("interrupted; children killed"),
         other => other?,
     };
-    print_summary(&summary, json)?;
+    let (when, commit, load) = (utc_now(), git_commit(), load_avg());
+    print_outcome(&outcome, json, &when, &commit, &load)?;
     if !a.no_record {
-        let row = summary.markdown_row(&utc_now(), &git_commit(), &load_avg());
-        report::append_markdown(&a.record, &row)
+        record(&a.record, &outcome, &when, &commit, &load)
             .with_context(|| format!("append to {}", a.record.display()))?;
         eprintln!("p2pe bench linerate: appended to {}", a.record.display());
     }
     Ok(())
 }
 
-fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
+fn print_outcome(
+    o: &Outcome,
+    json: bool,
+    when: &str,
+    commit: &str,
+    load: &str,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(s)?);
-    } else {
+        println!("{}", serde_json::to_string(o)?);
+        return Ok(());
+    }
+    let m = &o.machine;
+    println!(
+        "\n{} ({} vCPUs), kernel {}, commit {commit}, load {load}",
+        m.cpu_model, m.vcpus, m.kernel
+    );
+    if let Some(h) = &o.headline {
         println!(
-            "\nmedians of {} reps:\n{}",
+            "\nwhole-process get of {}, spawn to exit (preallocation and flush included), medians of {} reps:\n{}",
+            headline::size_text(h.size_bytes),
+            h.reps,
+            Headline::table_header(&[])
+        );
+        for r in h.table_rows(&[]) {
+            println!("{r}");
+        }
+    }
+    if let Some(s) = &o.window {
+        println!(
+            "\ntransfer window (first peer to last piece verified), medians of {} reps:\n{}",
             s.reps.len(),
             Summary::markdown_header()
         );
-        println!("{}", s.markdown_row(&utc_now(), &git_commit(), &load_avg()));
+        println!("{}", s.markdown_row(when, commit, load));
     }
     Ok(())
 }
+
+/// Appends the headline rows (with machine, kernel, commit, size, reps and
+/// load) and the transfer-window row to their tables in `path`.
+fn record(
+    path: &std::path::Path,
+    o: &Outcome,
+    when: &str,
+    commit: &str,
+    load: &str,
+) -> anyhow::Result<()> {
+    if let Some(h) = &o.headline {
+        let machine = format!("{}, {} vCPUs", o.machine.cpu_model, o.machine.vcpus);
+        let size = headline::size_text(h.size_bytes);
+        let reps = h.reps.to_string();
+        let lead = [
+            when,
+            commit,
+            machine.as_str(),
+            o.machine.kernel.as_str(),
+            size.as_str(),
+            reps.as_str(),
+            load,
+        ];
+        let header = Headline::table_header(&LEAD_COLUMNS);
+        report::insert_rows(
+            path,
+            "Whole-process runs (appended by `p2pe bench linerate`)",
+            &header,
+            &h.table_rows(&lead),
+        )?;
+    }
+    if let Some(s) = &o.window {
+        report::append_markdown(path, &s.markdown_row(when, commit, load))?;
+    }
+    Ok(())
+}
+
+/// The leading columns of a recorded headline row.
+const LEAD_COLUMNS: [&str; 7] = [
+    "when (UTC)",
+    "commit",
+    "machine",
+    "kernel",
+    "size",
+    "reps",
+    "load avg",
+];
 
 /// `git rev-parse --short HEAD` of the current directory, or `?`.
 fn git_commit() -> String {
