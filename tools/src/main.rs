@@ -1,6 +1,8 @@
 //! `p2pe`: the command-line tool. Thin: parse, configure, call the engine.
 
 mod cmd;
+mod logging;
+mod metrics;
 
 use clap::{Parser, Subcommand};
 
@@ -10,6 +12,14 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More diagnostics on stderr: `-v` debug, `-vv` trace (`RUST_LOG`, when
+    /// set, overrides; e.g. `RUST_LOG=p2pe=debug`).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Diagnostics on stderr as human text or as one JSON object per line
+    /// (for log shippers). stdout is unaffected: results only.
+    #[arg(long, value_enum, default_value_t = logging::LogFormat::Text, global = true, value_name = "FORMAT")]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -34,6 +44,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format, cli.verbose);
     let result = match cli.command {
         Command::Create(args) => cmd::create::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
@@ -47,7 +58,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("p2pe: error: {err:#}");
+            tracing::error!("p2pe: {err:#}");
             std::process::ExitCode::FAILURE
         }
     }

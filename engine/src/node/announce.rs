@@ -127,6 +127,9 @@ fn forward(driver: &mut TrackerDriver, shared: &Shared, announces_ok: &mut u32) 
     while let Some(w) = c.poll_warning() {
         shared.log(format!("tracker: {w}"));
     }
+    shared
+        .announces_failed
+        .store(c.announces_failed(), Ordering::Release);
     let ok = c.announces_ok();
     if ok != *announces_ok {
         if *announces_ok == 0 {

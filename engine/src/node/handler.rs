@@ -72,6 +72,8 @@ pub(crate) struct NodeHandler {
     /// Our share already added to `shared.downloaded_bytes` / `shared.peers`.
     published_downloaded_bytes: u64,
     published_peers: u32,
+    /// Our share already added to the node's swarm-health counters.
+    published_stats: PublishedStats,
     /// Worker 0 of a multi-worker node: the batched choker.
     pub(super) coordinator: Option<workers::Coordinator>,
     /// Which peer each piece in progress came from ([`super::transfers`]).
@@ -187,6 +189,7 @@ impl NodeHandler {
             shared,
             published_downloaded_bytes: 0,
             published_peers: 0,
+            published_stats: PublishedStats::default(),
             coordinator,
             piece_sources: PieceSources::default(),
             shadow_bufs: HashMap::new(),
@@ -312,6 +315,45 @@ impl NodeHandler {
         self.published_peers = peers;
     }
 
+    /// Adds this worker's new hash failures, bans and wasted bytes, and its
+    /// change in unchoked peers, to the node's counters (for metrics; on the
+    /// timer tick and at exit, not per message: [`Torrent::stats`] walks the
+    /// peers).
+    fn publish_stats(&mut self) {
+        let st = self.torrent.stats();
+        let now = PublishedStats {
+            hash_failures: st.hash_failures,
+            peers_banned: st.peers_banned,
+            unchoked: u32::try_from(st.unchoked_peers).unwrap_or(u32::MAX),
+            wasted_bytes: st.wasted_bytes,
+        };
+        let was = std::mem::replace(&mut self.published_stats, now);
+        let s = &self.shared;
+        let add = |c: &std::sync::atomic::AtomicU64, new: u64, old: u64| {
+            if new > old {
+                c.fetch_add(new - old, Ordering::Relaxed);
+            }
+        };
+        add(
+            &s.hash_failures,
+            u64::from(now.hash_failures),
+            u64::from(was.hash_failures),
+        );
+        add(
+            &s.peers_banned,
+            u64::from(now.peers_banned),
+            u64::from(was.peers_banned),
+        );
+        add(&s.wasted_bytes, now.wasted_bytes, was.wasted_bytes);
+        if now.unchoked >= was.unchoked {
+            s.peers_unchoked
+                .fetch_add(now.unchoked - was.unchoked, Ordering::Relaxed);
+        } else {
+            s.peers_unchoked
+                .fetch_sub(was.unchoked - now.unchoked, Ordering::Relaxed);
+        }
+    }
+
     fn publish_bytes(&mut self) {
         let down = self.torrent.stats().downloaded_bytes;
         let delta = down.saturating_sub(self.published_downloaded_bytes);
@@ -334,6 +376,16 @@ impl NodeHandler {
         }
         ctx.set_timer(after);
     }
+}
+
+/// A worker's swarm-health counters as last added to the node's
+/// ([`NodeHandler::publish_stats`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct PublishedStats {
+    hash_failures: u32,
+    peers_banned: u32,
+    unchoked: u32,
+    wasted_bytes: u64,
 }
 
 /// Runs a store operation on a piece, retrying while another worker holds the
@@ -359,6 +411,7 @@ impl Drop for NodeHandler {
     fn drop(&mut self) {
         self.publish_bytes();
         self.publish_transfers();
+        self.publish_stats();
     }
 }
 
@@ -439,6 +492,7 @@ impl Handler for NodeHandler {
         self.pex_tick(ctx, t);
         self.drain(ctx);
         self.publish();
+        self.publish_stats();
         self.arm_timer(ctx);
     }
 

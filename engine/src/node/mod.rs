@@ -278,6 +278,23 @@ pub struct Progress {
     pub announces_ok: u32,
     /// New peer addresses learned from the DHT this session.
     pub dht_peers_learned: u32,
+    /// Tracker announces that failed this session (one per tracker tried:
+    /// no answer, an I/O error, a failure reason, a malformed answer).
+    pub announces_failed: u32,
+    /// Pieces verified before the node started (by the resume record or
+    /// SHA-1); `verified_pieces - pieces_verified_at_start` were verified
+    /// this session.
+    pub pieces_verified_at_start: u32,
+    /// Pieces that failed their SHA-1 check this session (BEP 3).
+    pub hash_failures: u64,
+    /// Peers banned this session for sending data that failed the hash.
+    pub peers_banned: u64,
+    /// Connected peers we unchoke right now (the rest we choke).
+    pub peers_unchoked: u32,
+    /// Received payload bytes that were of no use this session (endgame
+    /// duplicates, blocks arriving after our `cancel`, pieces failing the
+    /// hash); part of `downloaded_bytes`' traffic but not counted in it.
+    pub wasted_bytes: u64,
 }
 
 /// How often newly verified pieces are made durable in the resume record.
@@ -453,6 +470,7 @@ impl Node {
         }
         let verified = shared.have.count_ones();
         shared.verified_pieces.store(verified, Ordering::Release);
+        shared.verified_at_start.store(verified, Ordering::Release);
         shared.left_bytes.store(left, Ordering::Release);
         shared
             .complete
@@ -501,6 +519,15 @@ impl Node {
     /// Current progress.
     pub fn progress(&self) -> Progress {
         progress_of(&self.shared)
+    }
+
+    /// A handle that reads this node's [`Progress`] from another thread (a
+    /// metrics endpoint) without holding the [`Node`]; after
+    /// [`Node::shutdown`] it reads the final counters.
+    pub fn watch(&self) -> NodeWatch {
+        NodeWatch {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The next log line (tracker warnings, peers learned), oldest first.
@@ -558,6 +585,27 @@ impl Node {
     }
 }
 
+/// Reads a node's counters from any thread ([`Node::watch`]): each read is
+/// a handful of atomic loads, no lock, so a metrics scrape never slows the
+/// workers.
+#[derive(Clone)]
+pub struct NodeWatch {
+    shared: Arc<Shared>,
+}
+
+impl NodeWatch {
+    /// The node's current progress (as [`Node::progress`]).
+    pub fn progress(&self) -> Progress {
+        progress_of(&self.shared)
+    }
+}
+
+impl std::fmt::Debug for NodeWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeWatch").finish_non_exhaustive()
+    }
+}
+
 /// The counters in `s` as a [`Progress`].
 fn progress_of(s: &Shared) -> Progress {
     Progress {
@@ -572,6 +620,12 @@ fn progress_of(s: &Shared) -> Progress {
         pex_peers_learned: s.pex_peers_learned.load(Ordering::Acquire),
         announces_ok: s.announces_ok.load(Ordering::Acquire),
         dht_peers_learned: s.dht_peers_learned.load(Ordering::Acquire),
+        announces_failed: s.announces_failed.load(Ordering::Acquire),
+        pieces_verified_at_start: s.verified_at_start.load(Ordering::Acquire),
+        hash_failures: s.hash_failures.load(Ordering::Relaxed),
+        peers_banned: s.peers_banned.load(Ordering::Relaxed),
+        peers_unchoked: s.peers_unchoked.load(Ordering::Relaxed),
+        wasted_bytes: s.wasted_bytes.load(Ordering::Relaxed),
     }
 }
 

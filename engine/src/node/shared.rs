@@ -80,6 +80,19 @@ pub(crate) struct Shared {
     pub(crate) pex_peers_learned: AtomicU32,
     pub(crate) dht_peers_learned: AtomicU32,
     pub(crate) announces_ok: AtomicU32,
+    /// Tracker announces that failed (each tracker tried counts once).
+    pub(crate) announces_failed: AtomicU32,
+    /// Pieces verified before the node started (resume record or SHA-1 check).
+    pub(crate) verified_at_start: AtomicU32,
+    /// Pieces that failed their hash check, summed over the workers.
+    pub(crate) hash_failures: AtomicU64,
+    /// Peers banned for sending corrupt data, summed over the workers.
+    pub(crate) peers_banned: AtomicU64,
+    /// Peers we unchoke right now, summed over the workers.
+    pub(crate) peers_unchoked: AtomicU32,
+    /// Received payload bytes that were useless (endgame duplicates, late
+    /// blocks, pieces failing the hash), summed over the workers.
+    pub(crate) wasted_bytes: AtomicU64,
     /// Open connections over all workers (the `max_peers` bound is per node).
     pub(crate) open_conns: AtomicUsize,
     /// Per worker: peers the tracker and DHT threads learned, for it to dial.
@@ -127,6 +140,12 @@ impl Shared {
             pex_peers_learned: AtomicU32::new(0),
             dht_peers_learned: AtomicU32::new(0),
             announces_ok: AtomicU32::new(0),
+            announces_failed: AtomicU32::new(0),
+            verified_at_start: AtomicU32::new(0),
+            hash_failures: AtomicU64::new(0),
+            peers_banned: AtomicU64::new(0),
+            peers_unchoked: AtomicU32::new(0),
+            wasted_bytes: AtomicU64::new(0),
             open_conns: AtomicUsize::new(0),
             discovered: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             peer_ids: Mutex::new(HashMap::new()),

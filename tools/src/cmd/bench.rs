@@ -178,7 +178,7 @@ fn clients_of(
                     static_peers: a.static_peers,
                     ..c
                 })),
-                Err(e) if !only => eprintln!("p2pe bench: skipping p2pe rows: {e}"),
+                Err(e) if !only => tracing::warn!("p2pe bench: skipping p2pe rows: {e}"),
                 Err(e) => return Err(e).context("p2pe client"),
             },
             ClientKind::Libtorrent => {
@@ -198,7 +198,7 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
     let stop = swarm_bench::install_signal_flag().context("install signal handlers")?;
     let reaped = netns::reap_stale("p2pb").context("remove namespaces of dead runs")?;
     if !reaped.is_empty() {
-        eprintln!("p2pe bench: removed leftovers of dead runs: {reaped:?}");
+        tracing::info!("p2pe bench: removed leftovers of dead runs: {reaped:?}");
     }
     let bin = std::env::current_exe().context("locate the p2pe binary")?;
     let work = a
@@ -265,7 +265,7 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
         let line = std::env::args().collect::<Vec<_>>().join(" ");
         report::append_markdown(&a.record, &line, &setup, &rows, &failures)
             .with_context(|| format!("append to {}", a.record.display()))?;
-        eprintln!("p2pe bench: appended to {}", a.record.display());
+        tracing::info!("p2pe bench: appended to {}", a.record.display());
     }
     if !failures.is_empty() {
         bail!(

@@ -12,7 +12,7 @@ use p2pe::store::{OpenMode, Storage};
 
 use super::node_common::{
     load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
-    stop_flag, stopped, Bar, DiscoveryArgs,
+    stop_flag, stopped, Bar, DiscoveryArgs, MetricsArgs,
 };
 use super::progress_log::ProgressLog;
 use super::seed::{sources_json, uploaded_to_json, CoreArgs};
@@ -58,6 +58,8 @@ pub struct Args {
     pub discovery: DiscoveryArgs,
     #[command(flatten)]
     pub cores: CoreArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 fn resolve(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
@@ -101,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Kept to report how pieces were hashed (on arrival or read back).
     let store = storage.clone();
     let node = Node::start(&meta, storage, config).context("start node")?;
+    let metrics = args.metrics.start(&node, &meta)?;
     print_dht_addr(&node);
     if let Some(addr) = node.local_addr() {
         print_listening(addr, args.json)?;
@@ -130,7 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if p.peers_seen > 0 && !first_peer_logged {
             first_peer_logged = true;
-            eprintln!("first peer connected");
+            tracing::info!("first peer connected");
         }
         if p.complete && completed_at.is_none() {
             let at = started.elapsed();
@@ -147,7 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.json,
             );
             std::io::stdout().flush()?;
-            eprintln!("download complete; seeding until killed");
+            tracing::info!("download complete; seeding until killed");
         }
         if stopped(&stop) {
             break;
@@ -167,10 +170,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     bar.finish();
     let p = node.shutdown().context("shut down")?;
+    if let Some(m) = metrics {
+        m.stop();
+    }
     print_events_after(&p);
     match completed_at {
         // The summary went out at completion; say what seeding added.
-        Some(_) if args.seed_after => eprintln!(
+        Some(_) if args.seed_after => tracing::info!(
             "seeded until stopped: {} bytes uploaded in total",
             p.uploaded_bytes
         ),
@@ -197,7 +203,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// Logs where peers came from (stderr).
 fn print_events_after(p: &Progress) {
-    eprintln!(
+    tracing::info!(
         "announces accepted: {}; peers learned: {} from trackers, {} from PEX, {} from the DHT",
         p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned, p.dht_peers_learned
     );
@@ -232,7 +238,7 @@ fn summarize(p: &Progress, store: &Storage, transfers: &[PeerTransfer], seconds:
         });
         println!("{summary}");
     } else {
-        eprintln!(
+        tracing::info!(
             "{} of {} pieces; downloaded {} bytes in {seconds:.2}s ({:.1} MB/s) from {} peers",
             p.verified_pieces,
             p.piece_count,

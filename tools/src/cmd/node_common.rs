@@ -48,7 +48,7 @@ pub fn open_storage(
         pb.finish_and_clear();
     }
     let (storage, report) = r.with_context(|| format!("open data in {}", dir.display()))?;
-    eprintln!(
+    tracing::info!(
         "checked {}: {} of {} pieces verified ({} by resume record, {} by {}), {} missing, {} bad",
         dir.display(),
         report.verified(),
@@ -216,7 +216,7 @@ pub fn print_listening(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
     if json {
         let event = serde_json::json!({"event": "listening", "addr": addr.to_string()});
         writeln!(stdout, "{event}")?;
-        eprintln!("listening on {addr}");
+        tracing::info!("listening on {addr}");
     } else {
         writeln!(stdout, "listening on {addr}")?;
     }
@@ -227,7 +227,7 @@ pub fn print_listening(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
 /// Prints where the DHT node listens (stderr), if it is on.
 pub fn print_dht_addr(node: &Node) {
     if let Some(a) = node.dht_addr() {
-        eprintln!("dht listening on {a}");
+        tracing::info!("dht listening on {a}");
     }
 }
 
@@ -239,6 +239,50 @@ pub fn print_events(node: &Node) {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let start = START.get_or_init(std::time::Instant::now);
     while let Some(line) = node.poll_event() {
-        eprintln!("[{:7.3}s] {line}", start.elapsed().as_secs_f64());
+        tracing::info!("[{:7.3}s] {line}", start.elapsed().as_secs_f64());
+    }
+}
+
+/// `--metrics` and `--link-rate` of `p2pe seed` and `p2pe get`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (text format 0.0.4;
+    /// see docs/metrics.md). Port 0 picks a free port (logged on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// The node's link rate in each direction, e.g. `10Gbit`, `400Mbit`,
+    /// `1GB/s`: the metrics then show the live rate against it
+    /// (`p2pe_link_utilization_ratio`).
+    #[arg(long, value_name = "RATE", requires = "metrics")]
+    pub link_rate: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Starts the endpoint for `node` serving `meta`, if `--metrics` was given.
+    ///
+    /// # Errors
+    /// `--link-rate` does not parse, or the address cannot be bound.
+    pub fn start(
+        &self,
+        node: &Node,
+        meta: &Metainfo,
+    ) -> anyhow::Result<Option<crate::metrics::MetricsServer>> {
+        let Some(listen) = self.metrics else {
+            return Ok(None);
+        };
+        let link = self
+            .link_rate
+            .as_deref()
+            .map(|t| {
+                parse_limit(t).with_context(|| format!("--link-rate {t:?}"))
+            })
+            .transpose()?;
+        let source = crate::metrics::node::NodeMetrics::new(
+            node.watch(),
+            meta.info_hash().to_string(),
+            meta.info().total_len_bytes(),
+            link,
+        );
+        crate::metrics::MetricsServer::start(listen, source).map(Some)
     }
 }

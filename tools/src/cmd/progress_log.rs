@@ -82,7 +82,7 @@ impl ProgressLog {
                 || "unknown".to_string(),
                 |s| HumanDuration(Duration::from_secs_f64(s.min(1e9))).to_string(),
             );
-            eprintln!(
+            tracing::info!(
                 "[{elapsed_s:7.1}s] progress: {} of {} ({pct:.0}%), {}/s, {} peers, ETA {eta}",
                 HumanBytes(have),
                 HumanBytes(self.total_bytes),

@@ -12,7 +12,7 @@ use p2pe::wire::metainfo::Metainfo;
 
 use super::node_common::{
     load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
-    stop_flag, stopped, DiscoveryArgs,
+    stop_flag, stopped, DiscoveryArgs, MetricsArgs,
 };
 
 /// Arguments of `p2pe seed`.
@@ -52,6 +52,8 @@ pub struct Args {
     pub discovery: DiscoveryArgs,
     #[command(flatten)]
     pub cores: CoreArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Thread-per-core options shared by `p2pe seed` and `p2pe get`.
@@ -143,8 +145,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (storage, _) = open_storage(&meta, &root, OpenMode::Seed)?;
     storage.set_write_resume(args.write_resume);
     if !storage.is_complete() {
-        eprintln!(
-            "warning: only {} of {} pieces verified; serving those",
+        tracing::warn!(
+            "only {} of {} pieces verified; serving those",
             storage.verified_count(),
             storage.piece_count()
         );
@@ -163,10 +165,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     args.cores.apply(&mut config);
     let workers = config.workers;
     let node = Node::start(&meta, storage, config).context("start node")?;
+    let metrics = args.metrics.start(&node, &meta)?;
     print_dht_addr(&node);
     let addr = node.local_addr().context("no listen address")?;
     print_listening(addr, args.json)?;
-    eprintln!(
+    tracing::info!(
         "seeding {} ({}) with {} worker(s), send strategy {}",
         meta.info().name(),
         meta.info_hash(),
@@ -196,11 +199,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let p = node.shutdown().context("shut down")?;
-    eprintln!(
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    tracing::info!(
         "announces accepted: {}; peers learned: {} from trackers, {} from PEX, {} from the DHT",
         p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned, p.dht_peers_learned
     );
-    eprintln!(
+    tracing::info!(
         "uploaded {} bytes to {} peers",
         p.uploaded_bytes, p.peers_seen
     );

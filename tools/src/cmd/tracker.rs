@@ -36,6 +36,10 @@ pub struct Args {
     /// at most 4,096 open, closed after 30 s without a request).
     #[arg(long, default_value_t = 2)]
     pub http_threads: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (text format 0.0.4;
+    /// see docs/metrics.md). Port 0 picks a free port (logged on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// Keep stdout pure JSON: the listen address as `{"event":"listening","addr":…}`
     /// (the human line goes to stderr).
     #[arg(long)]
@@ -60,12 +64,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = tx.send(());
     })
     .context("installing the signal handler")?;
+    let metrics = args
+        .metrics
+        .map(|addr| {
+            let source = crate::metrics::tracker::TrackerMetrics::new(server.watch());
+            crate::metrics::MetricsServer::start(addr, source)
+        })
+        .transpose()?;
     print_listening(server.local_addr(), args.json)?;
     let _ = rx.recv();
-    eprintln!(
+    tracing::info!(
         "p2pe tracker: shutting down ({} peers)",
         server.peer_count()
     );
+    if let Some(m) = metrics {
+        m.stop();
+    }
     server.shutdown();
     Ok(())
 }

@@ -148,6 +148,7 @@ pub struct TrackerClient {
     warnings: Vec<String>,
     swarm_counts: Option<(u32, u32)>,
     announces_ok: u32,
+    announces_failed: u32,
     stopped: bool,
 }
 
@@ -207,6 +208,7 @@ impl TrackerClient {
             warnings,
             swarm_counts: None,
             announces_ok: 0,
+            announces_failed: 0,
             stopped: false,
         }
     }
@@ -294,6 +296,12 @@ impl TrackerClient {
         self.announces_ok
     }
 
+    /// Announces that failed so far (no answer in time, an error from the
+    /// driver, a failure reason or a malformed answer), one per tracker tried.
+    pub fn announces_failed(&self) -> u32 {
+        self.announces_failed
+    }
+
     /// Drives retransmits, timeouts and announce scheduling.
     pub fn handle_timeout(&mut self, now: Time) {
         if let Some(flight) = &self.in_flight {
@@ -327,6 +335,7 @@ impl TrackerClient {
         let Some(flight) = self.in_flight.take() else {
             return;
         };
+        self.announces_failed = self.announces_failed.saturating_add(1);
         let url = self
             .trackers
             .get(flight.tracker)

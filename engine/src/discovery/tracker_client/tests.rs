@@ -90,7 +90,9 @@ fn tiers_fail_over_and_a_responder_moves_to_the_front() {
         let (third, url3) = expect_http(&mut c);
         assert!(url3.starts_with("http://c"));
         assert!(c.poll_warning().unwrap().contains("connection refused"));
+        assert_eq!((c.announces_ok(), c.announces_failed()), (0, 2));
         c.handle_response(secs(1), third, &http_ok(10, None, &[]));
+        assert_eq!((c.announces_ok(), c.announces_failed()), (1, 2));
         // Next round starts again at tier 1; the tracker that failed first stays first.
         c.handle_timeout(secs(11));
         let (id, url) = expect_http(&mut c);

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,6 +58,79 @@ pub(super) struct Shared {
     conn_ids: ConnectionIds,
     epoch: Instant,
     stop: AtomicBool,
+    counters: Counters,
+}
+
+/// Requests answered, by kind and protocol (relaxed atomics: one add per
+/// request, read by [`TrackerServer::watch`]).
+#[derive(Default)]
+struct Counters {
+    announces_udp: AtomicU64,
+    announces_http: AtomicU64,
+    scrapes_udp: AtomicU64,
+    scrapes_http: AtomicU64,
+    /// Announces and scrapes answered with an error (bad connection id,
+    /// malformed query, full scrape asked for).
+    rejected: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A snapshot of a tracker's counters ([`TrackerWatch::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// Announces answered over UDP (BEP 15) since start.
+    pub announces_udp: u64,
+    /// Announces answered over HTTP (BEP 3) since start.
+    pub announces_http: u64,
+    /// Scrapes answered over UDP (BEP 15) since start.
+    pub scrapes_udp: u64,
+    /// Scrapes answered over HTTP (BEP 48) since start.
+    pub scrapes_http: u64,
+    /// Announces and scrapes refused with an error (bad BEP 15 connection
+    /// id, malformed query, full scrape) since start.
+    pub rejected: u64,
+    /// Peers over all swarms right now.
+    pub peers: u64,
+    /// Swarms (torrents with at least one peer) right now.
+    pub swarms: u64,
+}
+
+/// Reads a running tracker's counters from any thread (a metrics endpoint):
+/// relaxed atomic loads plus one short lock per swarm shard for the gauges.
+#[derive(Clone)]
+pub struct TrackerWatch {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TrackerWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackerWatch").finish_non_exhaustive()
+    }
+}
+
+impl TrackerWatch {
+    /// The tracker's counters now.
+    pub fn stats(&self) -> TrackerStats {
+        let c = &self.shared.counters;
+        let (mut peers, mut swarms) = (0u64, 0u64);
+        for shard in &self.shared.shards {
+            let t = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            peers += t.peer_count() as u64;
+            swarms += t.swarm_count() as u64;
+        }
+        TrackerStats {
+            announces_udp: c.announces_udp.load(Ordering::Relaxed),
+            announces_http: c.announces_http.load(Ordering::Relaxed),
+            scrapes_udp: c.scrapes_udp.load(Ordering::Relaxed),
+            scrapes_http: c.scrapes_http.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            peers,
+            swarms,
+        }
+    }
 }
 
 impl Shared {
@@ -100,6 +173,7 @@ impl TrackerServer {
             conn_ids: ConnectionIds::new(secret),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
+            counters: Counters::default(),
         });
         let (http, udp_sockets) = bind_pair(&config, &shared)?;
         let local_addr = http
@@ -131,6 +205,13 @@ impl TrackerServer {
     /// The bound address (UDP and TCP share the port).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle reading this tracker's counters from another thread.
+    pub fn watch(&self) -> TrackerWatch {
+        TrackerWatch {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Peers over all swarms right now.
@@ -265,28 +346,37 @@ fn handle_udp(shared: &Shared, packet: &[u8], from: SocketAddr, out: &mut Vec<u8
                 transaction_id,
                 ..
             },
-        ) if !shared.conn_ids.is_valid(now, from, connection_id) => Response::Error {
-            transaction_id,
-            message: "bad connection id".into(),
-        },
+        ) if !shared.conn_ids.is_valid(now, from, connection_id) => {
+            bump(&shared.counters.rejected);
+            Response::Error {
+                transaction_id,
+                message: "bad connection id".into(),
+            }
+        }
         Ok(Request::Announce {
             transaction_id,
             announce,
             ..
-        }) => Response::Announce {
-            transaction_id,
-            response: shared
-                .shard(&announce.info_hash)
-                .handle_announce(now, from.ip(), &announce),
-        },
+        }) => {
+            bump(&shared.counters.announces_udp);
+            Response::Announce {
+                transaction_id,
+                response: shared
+                    .shard(&announce.info_hash)
+                    .handle_announce(now, from.ip(), &announce),
+            }
+        }
         Ok(Request::Scrape {
             transaction_id,
             info_hashes,
             ..
-        }) => Response::Scrape {
-            transaction_id,
-            stats: scrape(shared, &info_hashes),
-        },
+        }) => {
+            bump(&shared.counters.scrapes_udp);
+            Response::Scrape {
+                transaction_id,
+                stats: scrape(shared, &info_hashes),
+            }
+        }
     };
     response.encode(family, out);
     true
@@ -307,6 +397,20 @@ fn scrape(shared: &Shared, hashes: &[InfoHash]) -> Vec<crate::wire::tracker::Scr
 
 /// Answers an HTTP GET of `url` (path and query) from `source`: (status, body).
 pub(super) fn answer_http(shared: &Shared, url: &str, source: Option<IpAddr>) -> (u16, Vec<u8>) {
+    let (status, body, counter) = answer_http_inner(shared, url, source);
+    if let Some(c) = counter {
+        bump(c);
+    }
+    (status, body)
+}
+
+/// [`answer_http`]'s answer and the counter it adds to (`None`: not found).
+fn answer_http_inner<'a>(
+    shared: &'a Shared,
+    url: &str,
+    source: Option<IpAddr>,
+) -> (u16, Vec<u8>, Option<&'a AtomicU64>) {
+    let c = &shared.counters;
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     match path {
         "/announce" => match (Announce::from_query(query.as_bytes()), source) {
@@ -315,24 +419,41 @@ pub(super) fn answer_http(shared: &Shared, url: &str, source: Option<IpAddr>) ->
                 let resp = shared
                     .shard(&announce.info_hash)
                     .handle_announce(now, ip, &announce);
-                (200, resp.to_bencode(compact))
+                (200, resp.to_bencode(compact), Some(&c.announces_http))
             }
-            (Err(e), _) => (200, failure_to_bencode(&e.to_string())),
-            (_, None) => (200, failure_to_bencode("unknown source address")),
+            (Err(e), _) => (
+                200,
+                failure_to_bencode(&e.to_string()),
+                Some(&c.rejected),
+            ),
+            (_, None) => (
+                200,
+                failure_to_bencode("unknown source address"),
+                Some(&c.rejected),
+            ),
         },
         "/scrape" => match parse_scrape_query(query.as_bytes()) {
             Ok(hashes) if !hashes.is_empty() => {
                 let stats = scrape(shared, &hashes);
                 let files = hashes.into_iter().zip(stats).collect();
-                (200, ScrapeResponse { files }.to_bencode())
+                (
+                    200,
+                    ScrapeResponse { files }.to_bencode(),
+                    Some(&c.scrapes_http),
+                )
             }
             Ok(_) => (
                 200,
                 failure_to_bencode("full scrape not supported: give info_hash"),
+                Some(&c.rejected),
             ),
-            Err(e) => (200, failure_to_bencode(&e.to_string())),
+            Err(e) => (
+                200,
+                failure_to_bencode(&e.to_string()),
+                Some(&c.rejected),
+            ),
         },
-        _ => (404, b"not found\n".to_vec()),
+        _ => (404, b"not found\n".to_vec(), None),
     }
 }
 

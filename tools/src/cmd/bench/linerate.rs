@@ -95,7 +95,7 @@ pub fn run(a: LinerateArgs) -> anyhow::Result<()> {
     }
     let mut iperf_secs = a.iperf_secs;
     if iperf_secs > 0 && !iperf::available() {
-        eprintln!("p2pe bench linerate: warning: iperf3 not found on PATH; the iperf3 and ratio columns are skipped (apt-get install iperf3)");
+        tracing::warn!("p2pe bench linerate: iperf3 not found on PATH; the iperf3 and ratio columns are skipped (apt-get install iperf3)");
         iperf_secs = 0;
     }
     let stop = swarm_bench::install_signal_flag().context("install signal handlers")?;
@@ -104,7 +104,7 @@ pub fn run(a: LinerateArgs) -> anyhow::Result<()> {
         None => std::env::current_exe().context("locate the p2pe binary")?,
     };
     if cfg!(debug_assertions) && a.p2pe_bin.is_none() {
-        eprintln!("p2pe bench linerate: warning: this is a debug build; measure with `cargo build --release -p p2pe-tools`");
+        tracing::warn!("p2pe bench linerate: this is a debug build; measure with `cargo build --release -p p2pe-tools`");
     }
     if a.no_whole && a.no_window {
         bail!("--no-whole and --no-window: nothing left to measure");
@@ -148,7 +148,7 @@ pub fn run(a: LinerateArgs) -> anyhow::Result<()> {
     if !a.no_record {
         record(&a.record, &outcome, &when, &commit, &load)
             .with_context(|| format!("append to {}", a.record.display()))?;
-        eprintln!("p2pe bench linerate: appended to {}", a.record.display());
+        tracing::info!("p2pe bench linerate: appended to {}", a.record.display());
     }
     Ok(())
 }

@@ -176,8 +176,8 @@ fn report_empty_dirs(root: &Path, dirs: &[Vec<String>], files: &[SourceFile]) {
     }
     for dir in dirs {
         if !non_empty.contains(dir.as_slice()) {
-            eprintln!(
-                "p2pe: note: {} holds no files; BEP 3 cannot record empty directories",
+            tracing::warn!(
+                "{} holds no files; BEP 3 cannot record empty directories",
                 root.join(dir.join("/")).display()
             );
         }

@@ -66,7 +66,7 @@ struct WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         if self.keep {
-            eprintln!("kept {}", self.path.display());
+            tracing::info!("kept {}", self.path.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }
@@ -96,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 parse_size_bytes(&args.size).with_context(|| format!("--size {:?}", args.size))?;
             std::fs::create_dir_all(dir.join("src"))?;
             let p = dir.join("src").join("payload.bin");
-            eprintln!("writing {size} random bytes to {}", p.display());
+            tracing::info!("writing {size} random bytes to {}", p.display());
             make::random_file(&p, size)?;
             p
         }
@@ -122,7 +122,7 @@ fn run_with_tracker(
     payload: &Path,
     tracker_addr: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
-    eprintln!("hashing {}", payload.display());
+    tracing::info!("hashing {}", payload.display());
     let url = format!("http://{tracker_addr}/announce");
     let meta = make::torrent_of(payload, &url)?;
     let torrent = dir.join("swarm.torrent");
@@ -182,7 +182,7 @@ fn run_leechers(args: &Args, exe: &Path, dir: &Path, torrent: &Path) -> anyhow::
         }
     }
     let bound = Duration::from_secs(args.timeout);
-    eprintln!("0/{} leechers finished", kids.len());
+    tracing::info!("0/{} leechers finished", kids.len());
     let mut reported = vec![false; kids.len()];
     let mut done = 0;
     loop {
@@ -192,7 +192,7 @@ fn run_leechers(args: &Args, exe: &Path, dir: &Path, torrent: &Path) -> anyhow::
             if k.try_reap() && !reported[i] {
                 reported[i] = true;
                 done += 1;
-                eprintln!(
+                tracing::info!(
                     "{done}/{} leechers finished ({:.1}s): leecher {i}{}",
                     reported.len(),
                     t0.elapsed().as_secs_f64(),
@@ -318,7 +318,7 @@ fn report(
     leechers: &[Child],
     seed_cpu: f64,
 ) -> anyhow::Result<()> {
-    eprintln!("checking {} copies", leechers.len());
+    tracing::info!("checking {} copies", leechers.len());
     let want = digest_tree(payload)?;
     let name = meta.info().name();
     let mismatches: Vec<usize> = (0..leechers.len())
