@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use p2pe_tests::{command_available, data, free_port, p2pe_bin, wait_for_tcp, Proc};
 
-/// Bound on the transfer and on any one wait for a child.
-const BOUND: Duration = Duration::from_secs(120);
 /// Bound on querying Prometheus until every series arrived (it scrapes every
 /// second).
 const QUERY_BOUND: Duration = Duration::from_secs(30);
@@ -145,7 +143,10 @@ fn scrape_until(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> St
         if pred(&body) {
             return body;
         }
-        assert!(Instant::now() < end, "{what} within {QUERY_BOUND:?}:\n{body}");
+        assert!(
+            Instant::now() < end,
+            "{what} within {QUERY_BOUND:?}:\n{body}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -166,8 +167,8 @@ fn promtool_check(body: &str) -> (bool, String) {
         .write_all(body.as_bytes())
         .unwrap();
     let out = child.wait_with_output().expect("promtool output");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -218,17 +219,26 @@ fn metrics_endpoints_report_the_swarm_and_pass_promtool() {
     );
     let pieces = (FILE_LEN / 65536) as f64;
     assert_eq!(
-        sample(&get, &format!("p2pe_pieces_verified_total{{torrent=\"{t}\"}}")),
+        sample(
+            &get,
+            &format!("p2pe_pieces_verified_total{{torrent=\"{t}\"}}")
+        ),
         Some(pieces),
         "{get}"
     );
     assert_eq!(
-        sample(&get, &format!("p2pe_torrent_progress_ratio{{torrent=\"{t}\"}}")),
+        sample(
+            &get,
+            &format!("p2pe_torrent_progress_ratio{{torrent=\"{t}\"}}")
+        ),
         Some(1.0),
         "{get}"
     );
     assert_eq!(
-        sample(&get, &format!("p2pe_hash_failures_total{{torrent=\"{t}\"}}")),
+        sample(
+            &get,
+            &format!("p2pe_hash_failures_total{{torrent=\"{t}\"}}")
+        ),
         Some(0.0),
         "{get}"
     );
@@ -292,6 +302,10 @@ fn values(result: &[serde_json::Value]) -> Vec<f64> {
         .collect()
 }
 
+/// An instant query, what every value it returns must satisfy, and how many
+/// series it must return at least.
+type Check = (String, fn(f64) -> bool, usize);
+
 /// A real Prometheus scrapes the swarm every second; its query API returns
 /// the series of all three endpoints.
 #[test]
@@ -330,8 +344,7 @@ fn prometheus_scrapes_a_running_swarm() {
     );
     wait_for_tcp(web, QUERY_BOUND);
     let t = &s.info_hash;
-    // (query, what every answer must satisfy, how many series at least)
-    let checks: Vec<(String, fn(f64) -> bool, usize)> = vec![
+    let checks: Vec<Check> = vec![
         ("up{job=\"p2pe\"}".into(), |v| v == 1.0, 3),
         (
             format!("p2pe_uploaded_bytes_total{{kind=\"peer\",torrent=\"{t}\"}}"),
@@ -381,6 +394,10 @@ fn prometheus_scrapes_a_running_swarm() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    eprintln!(
+        "prometheus: every series after {:.1}s of querying",
+        (QUERY_BOUND - end.saturating_duration_since(Instant::now())).as_secs_f64()
+    );
     let log = std::fs::read_to_string(tmp.path().join("prometheus.log")).unwrap_or_default();
     assert!(
         pending.is_empty(),

@@ -205,7 +205,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn print_events_after(p: &Progress) {
     tracing::info!(
         "announces accepted: {}; peers learned: {} from trackers, {} from PEX, {} from the DHT",
-        p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned, p.dht_peers_learned
+        p.announces_ok,
+        p.tracker_peers_learned,
+        p.pex_peers_learned,
+        p.dht_peers_learned
     );
 }
 

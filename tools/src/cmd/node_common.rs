@@ -273,9 +273,7 @@ impl MetricsArgs {
         let link = self
             .link_rate
             .as_deref()
-            .map(|t| {
-                parse_limit(t).with_context(|| format!("--link-rate {t:?}"))
-            })
+            .map(|t| parse_limit(t).with_context(|| format!("--link-rate {t:?}")))
             .transpose()?;
         let source = crate::metrics::node::NodeMetrics::new(
             node.watch(),

@@ -204,11 +204,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!(
         "announces accepted: {}; peers learned: {} from trackers, {} from PEX, {} from the DHT",
-        p.announces_ok, p.tracker_peers_learned, p.pex_peers_learned, p.dht_peers_learned
+        p.announces_ok,
+        p.tracker_peers_learned,
+        p.pex_peers_learned,
+        p.dht_peers_learned
     );
     tracing::info!(
         "uploaded {} bytes to {} peers",
-        p.uploaded_bytes, p.peers_seen
+        p.uploaded_bytes,
+        p.peers_seen
     );
     if args.json {
         let summary = serde_json::json!({

@@ -164,10 +164,7 @@ fn answer(mut stream: TcpStream, source: &mut impl Source) -> std::io::Result<()
     let (status, body) = match request {
         Request::Metrics => ("200 OK", source.encode()),
         Request::NotFound => ("404 Not Found", "not found: try /metrics\n".to_string()),
-        Request::BadMethod => (
-            "405 Method Not Allowed",
-            "only GET /metrics\n".to_string(),
-        ),
+        Request::BadMethod => ("405 Method Not Allowed", "only GET /metrics\n".to_string()),
         Request::TooLarge => (
             "431 Request Header Fields Too Large",
             "request head too large\n".to_string(),

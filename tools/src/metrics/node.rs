@@ -84,19 +84,22 @@ struct Families {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric name");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
 fn gauge_f64(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric name");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
@@ -279,7 +282,10 @@ impl NodeMetrics {
             &f.downloaded.with_label_values(&[t, "peer"]),
             p.downloaded_bytes,
         );
-        set_counter(&f.uploaded.with_label_values(&[t, "peer"]), p.uploaded_bytes);
+        set_counter(
+            &f.uploaded.with_label_values(&[t, "peer"]),
+            p.uploaded_bytes,
+        );
         set_counter(&f.wasted.with_label_values(&[t]), p.wasted_bytes);
         let verified_now = p.verified_pieces.saturating_sub(p.pieces_verified_at_start);
         set_counter(
@@ -293,10 +299,7 @@ impl NodeMetrics {
             u64::from(p.peers_seen),
         );
         for (result, n) in [("ok", p.announces_ok), ("failed", p.announces_failed)] {
-            set_counter(
-                &f.announces.with_label_values(&[t, result]),
-                u64::from(n),
-            );
+            set_counter(&f.announces.with_label_values(&[t, result]), u64::from(n));
         }
         for (source, n) in [
             ("tracker", p.tracker_peers_learned),
@@ -314,9 +317,7 @@ impl NodeMetrics {
         f.pieces
             .with_label_values(&[t])
             .set(i64::from(p.piece_count));
-        f.size
-            .with_label_values(&[t])
-            .set(to_i64(self.size_bytes));
+        f.size.with_label_values(&[t]).set(to_i64(self.size_bytes));
         let progress = f64::from(p.verified_pieces) / f64::from(p.piece_count.max(1));
         f.progress.with_label_values(&[t]).set(progress);
         f.complete
@@ -326,7 +327,9 @@ impl NodeMetrics {
             .with_label_values(&[t])
             .set(i64::from(p.peers));
         let choked = p.peers.saturating_sub(p.peers_unchoked);
-        f.peers_choked.with_label_values(&[t]).set(i64::from(choked));
+        f.peers_choked
+            .with_label_values(&[t])
+            .set(i64::from(choked));
         let copies = p.uploaded_bytes as f64 / self.size_bytes.max(1) as f64;
         f.copies_uploaded.with_label_values(&[t]).set(copies);
         let (up, down) = self.rates.rates_bytes_per_s();

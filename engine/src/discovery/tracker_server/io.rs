@@ -361,9 +361,11 @@ fn handle_udp(shared: &Shared, packet: &[u8], from: SocketAddr, out: &mut Vec<u8
             bump(&shared.counters.announces_udp);
             Response::Announce {
                 transaction_id,
-                response: shared
-                    .shard(&announce.info_hash)
-                    .handle_announce(now, from.ip(), &announce),
+                response: shared.shard(&announce.info_hash).handle_announce(
+                    now,
+                    from.ip(),
+                    &announce,
+                ),
             }
         }
         Ok(Request::Scrape {
@@ -421,11 +423,7 @@ fn answer_http_inner<'a>(
                     .handle_announce(now, ip, &announce);
                 (200, resp.to_bencode(compact), Some(&c.announces_http))
             }
-            (Err(e), _) => (
-                200,
-                failure_to_bencode(&e.to_string()),
-                Some(&c.rejected),
-            ),
+            (Err(e), _) => (200, failure_to_bencode(&e.to_string()), Some(&c.rejected)),
             (_, None) => (
                 200,
                 failure_to_bencode("unknown source address"),
@@ -447,11 +445,7 @@ fn answer_http_inner<'a>(
                 failure_to_bencode("full scrape not supported: give info_hash"),
                 Some(&c.rejected),
             ),
-            Err(e) => (
-                200,
-                failure_to_bencode(&e.to_string()),
-                Some(&c.rejected),
-            ),
+            Err(e) => (200, failure_to_bencode(&e.to_string()), Some(&c.rejected)),
         },
         _ => (404, b"not found\n".to_vec(), None),
     }
