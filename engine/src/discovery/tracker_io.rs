@@ -336,9 +336,16 @@ mod tests {
             format!("http://{slow}/announce"),
             format!("http://{refused}/announce"),
         ];
-        let (peers, warnings) = run(&mut driver(vec![bad_tier, vec![good_url]], 2222));
+        let mut d = driver(vec![bad_tier, vec![good_url]], 2222);
+        let (peers, warnings) = run(&mut d);
         assert_eq!(peers, vec!["127.0.0.1:1111".parse().unwrap()]);
         assert_eq!(warnings.len(), 5, "{warnings:#?}");
+        // One failure per bad tracker, then the good one accepted (metrics).
+        assert_eq!(d.client_mut().announces_failed(), 5);
+        assert_eq!(d.client_mut().announces_ok(), 1);
+        let stats = good.watch().stats();
+        assert_eq!(stats.announces_http, 2, "{stats:?}");
+        assert_eq!((stats.peers, stats.swarms), (2, 1), "{stats:?}");
         good.shutdown();
     }
 }

@@ -222,8 +222,14 @@ fn a_liar_does_not_get_the_honest_seed_banned() {
         Some(1),
     );
     wait_complete(&[&get], HONEST_BOUND);
+    let watch = get.watch();
     let p = get.shutdown().unwrap();
     assert_eq!(p.verified_pieces, 64);
+    // The honest seed was not banned; a watch reads the final counters after
+    // shutdown (the metrics endpoint's view).
+    assert!(p.peers_banned <= 1, "{p:?}");
+    assert_eq!(p.pieces_verified_at_start, 0);
+    assert_eq!(watch.progress(), p);
     let got = std::fs::read(dir.join("t/f0")).unwrap();
     assert_eq!(
         got,
@@ -326,4 +332,32 @@ fn a_liar_is_caught_and_banned_on_the_blake3_path() {
     let src = tmp.path().join("src");
     let meta = make_blake3_torrent(&src, "t", &[64 * 32 * 1024], 32 * 1024);
     liar_is_caught_and_banned(&meta, &src, &tmp.path().join("get"));
+}
+
+#[test]
+fn a_peer_sending_garbage_shows_in_the_hash_failure_and_ban_counters() {
+    // The counters behind the metrics (issue 14): every piece from the garbler
+    // fails its hash; the get counts the failures and the wasted bytes, bans
+    // it, and a watch (the metrics endpoint's view) sees it all.
+    let piece_len = 32 * 1024;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[8 * piece_len], piece_len as u32);
+    let garbler = FakeListener::spawn(meta.info_hash().0, Script::Garbler, 4);
+    let get = get_node(&meta, &tmp.path().join("get"), vec![garbler.addr], Some(1));
+    let watch = get.watch();
+    let end = std::time::Instant::now() + HONEST_BOUND;
+    let mut p = watch.progress();
+    while p.peers_banned == 0 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        p = watch.progress();
+    }
+    assert_eq!(p.peers_banned, 1, "the garbler was banned: {p:?}");
+    assert!(p.hash_failures >= 1, "{p:?}");
+    assert!(
+        p.wasted_bytes >= p.hash_failures * piece_len as u64,
+        "{p:?}"
+    );
+    assert_eq!(p.verified_pieces, 0, "{p:?}");
+    get.shutdown().unwrap();
 }
