@@ -282,10 +282,10 @@ pub struct Progress {
     /// no answer, an I/O error, a failure reason, a malformed answer).
     pub announces_failed: u32,
     /// Pieces verified before the node started (by the resume record or
-    /// SHA-1); `verified_pieces - pieces_verified_at_start` were verified
+    /// hash check); `verified_pieces - pieces_verified_at_start` were verified
     /// this session.
     pub pieces_verified_at_start: u32,
-    /// Pieces that failed their SHA-1 check this session (BEP 3).
+    /// Pieces that failed their hash check this session (BEP 3 SHA-1, or BLAKE3).
     pub hash_failures: u64,
     /// Peers banned this session for sending data that failed the hash.
     pub peers_banned: u64,

@@ -249,7 +249,7 @@ fn summarize(p: &Progress, store: &Storage, transfers: &[PeerTransfer], seconds:
             rate / 1e6,
             p.peers_seen
         );
-        eprintln!(
+        tracing::info!(
             "{} verified: {} pieces hashed on arrival, {} read back",
             store.layout().piece_hashes().kind(),
             hashed.on_arrival,

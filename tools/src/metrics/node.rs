@@ -162,13 +162,13 @@ impl NodeMetrics {
             pieces_verified: counter(
                 &r,
                 "p2pe_pieces_verified_total",
-                "Pieces that passed their SHA-1 check since the node started (pieces found at start excluded).",
+                "Pieces that passed their hash check (SHA-1, or BLAKE3 where the torrent has it) since the node started (pieces found at start excluded).",
                 t,
             ),
             hash_failures: counter(
                 &r,
                 "p2pe_hash_failures_total",
-                "Pieces that failed their SHA-1 check.",
+                "Pieces that failed their hash check.",
                 t,
             ),
             peers_banned: counter(
