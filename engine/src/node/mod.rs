@@ -56,7 +56,9 @@
 //!    becomes [`crate::core::PeerCaps::max_request_len_bytes`] (16 KiB with
 //!    other clients);
 //! 3. the peer is handed to the core on its extended handshake, or on its
-//!    first other message, or [`EXT_HANDSHAKE_WAIT`] after the handshake;
+//!    first other message, or
+//!    [`crate::core::slots::SlotConfig::ext_handshake_wait`] after the
+//!    handshake;
 //! 4. received bytes go through an incremental [`crate::wire::peer::Decoder`]
 //!    in streaming mode: a `piece` payload is written to storage chunk by
 //!    chunk straight from the runtime's receive buffer while the core wants
