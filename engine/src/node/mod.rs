@@ -137,6 +137,11 @@ pub struct NodeConfig {
     pub choker: ChokerConfig,
     /// Seed of the core's random choices.
     pub rng_seed: u64,
+    /// At [`Node::shutdown`], wait until every verified piece is on disk
+    /// (`msync`) and list them all in the resume record. Off (the default):
+    /// start their writeback and list only the pieces already durable, so the
+    /// exit does not wait for the disk ([`crate::store::Storage::flush_resume_nowait`]).
+    pub durable_exit: bool,
     /// Trackers to announce to, as BEP 12 tiers (`None`: the torrent's
     /// `announce-list` / `announce`; an empty list: no tracker).
     pub trackers: Option<Vec<Vec<String>>>,
@@ -199,6 +204,7 @@ impl NodeConfig {
             peer_id,
             choker: ChokerConfig::datacenter(),
             rng_seed: rand::random(),
+            durable_exit: false,
             trackers: None,
             tracker: ClientConfig::default(),
             max_peers: MAX_PEERS,
@@ -307,6 +313,8 @@ pub struct Node {
     runtime: RuntimeHandle,
     shared: Arc<Shared>,
     storage: Arc<Storage>,
+    /// [`NodeConfig::durable_exit`].
+    durable_exit: bool,
     flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     announcer: Option<announce::Announcer>,
     dht: Option<dht::DhtNode>,
@@ -434,6 +442,7 @@ impl Node {
             shared,
             storage,
             flusher,
+            durable_exit: config.durable_exit,
             announcer,
             dht,
         };
@@ -577,7 +586,11 @@ impl Node {
         let rt = self.runtime.shutdown();
         // After the workers exited: each added its last byte counts on the way out.
         let progress = progress_of(&self.shared);
-        let flushed = self.storage.flush_resume();
+        let flushed = if self.durable_exit {
+            self.storage.flush_resume()
+        } else {
+            self.storage.flush_resume_nowait()
+        };
         if let Some(e) = fatal {
             return Err(e.into());
         }

@@ -274,6 +274,27 @@ impl Storage {
     /// [`StoreError::DiskFull`], [`StoreError::PermissionDenied`],
     /// [`StoreError::ReadOnlyFilesystem`], [`StoreError::Io`] writing the record.
     pub fn flush_resume(&self) -> Result<(), StoreError> {
+        self.write_record(true)
+    }
+
+    /// The flush at exit without waiting for writeback (issue 12 item 3): starts
+    /// the writeback of every verified piece not yet durable (`msync(MS_ASYNC)`),
+    /// and replaces the resume record with the pieces that *are* durable (flushed
+    /// by an earlier [`Storage::flush_resume`]). The rest are in the page cache,
+    /// intact for any reader and for a restart; only after a crash of the machine
+    /// before the kernel's writeback would they be hashed again (they are not
+    /// listed, so never trusted unchecked). Does nothing while record writes are
+    /// off.
+    ///
+    /// # Errors
+    /// As [`Storage::flush_resume`], writing the record.
+    pub fn flush_resume_nowait(&self) -> Result<(), StoreError> {
+        self.write_record(false)
+    }
+
+    /// Writes the record; `wait`: msync dirty verified pieces first and list them,
+    /// else start their writeback and leave them out.
+    fn write_record(&self, wait: bool) -> Result<(), StoreError> {
         if !self.write_resume.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -287,7 +308,13 @@ impl Storage {
             if !verified {
                 continue;
             }
-            if self.dirty.clear(piece) {
+            if !wait {
+                if self.dirty.get(piece) {
+                    // Best effort: the piece is left out of the record either way.
+                    let _ = self.writeback_piece(piece);
+                    continue;
+                }
+            } else if self.dirty.clear(piece) {
                 if let Err(e) = self.msync_piece(piece) {
                     self.dirty.set(piece);
                     return Err(e);
@@ -304,6 +331,23 @@ impl Storage {
             &self.info_hash,
             &resume::encode(&self.record_key(), &entries),
         )
+    }
+
+    /// Starts the writeback of `piece`'s bytes without waiting (`msync(MS_ASYNC)`).
+    fn writeback_piece(&self, piece: u32) -> Result<(), StoreError> {
+        if self.mode == OpenMode::Seed {
+            return Ok(());
+        }
+        for seg in self.layout.piece_segments(piece)? {
+            let Some(f) = self.files.get(seg.file_index) else {
+                continue;
+            };
+            if let Some(map) = &f.map {
+                map.flush_async_range(seg.file_offset_bytes as usize, seg.len_bytes as usize)
+                    .map_err(|e| StoreError::io(&f.path, "msync", e))?;
+            }
+        }
+        Ok(())
     }
 
     fn msync_piece(&self, piece: u32) -> Result<(), StoreError> {

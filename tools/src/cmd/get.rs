@@ -35,6 +35,13 @@ pub struct Args {
     /// SIGTERM). With `--json` the summary is printed at completion.
     #[arg(long)]
     pub seed_after: bool,
+    /// Exit only once every byte is on disk (msync of all data, resume record
+    /// listing every piece). By default the exit does not wait for the disk's
+    /// writeback: the data is complete in the page cache for any reader, its
+    /// writeback is started, and the resume record lists only pieces already
+    /// on disk, so after a machine crash the rest are hashed again, never trusted.
+    #[arg(long)]
+    pub durable: bool,
     /// Print one JSON summary object on stdout at the end (at completion with
     /// `--seed-after`), with `sources` (payload bytes and whole pieces per
     /// peer we downloaded from) and `uploaded_to` (payload bytes per peer).
@@ -96,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .as_deref()
             .map(parse_limit)
             .transpose()?,
+        durable_exit: args.durable,
         ..NodeConfig::new()
     };
     args.discovery.apply(&mut config);
