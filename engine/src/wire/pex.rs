@@ -93,8 +93,7 @@ fn compact(raw: &[u8], v6: bool, field: &'static str) -> Result<Vec<SocketAddr>,
 }
 
 fn put(out: &mut Vec<u8>, key: &str, value: &[u8]) {
-    out.extend_from_slice(format!("{}:{key}{}:", key.len(), value.len()).as_bytes());
-    out.extend_from_slice(value);
+    crate::wire::bencode::key_bytes(out, key.as_bytes(), value);
 }
 
 fn push_compact(buf: &mut Vec<u8>, peer: &SocketAddr) {

@@ -1,33 +1,18 @@
 //! Canonical bencode output of a metainfo (BEP 3).
 //!
-//! Hand-written rather than bendy's `Encoder` because the top-level
-//! dictionary must splice the `info` bytes in verbatim (to keep the
-//! info-hash), which bendy's encoder cannot do. Keys are written in sorted
-//! order by construction; the tests check the output with bendy's strict decoder.
+//! Written with the wire's one bencode writer ([`crate::wire::bencode`]): the
+//! top-level dictionary splices the `info` bytes in verbatim (to keep the
+//! info-hash). Keys are written in sorted order by construction; the tests
+//! check the output with bendy's strict decoder.
 
 use super::{Info, Metainfo};
 
-/// Appends `<len>:<bytes>`.
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(bytes.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(bytes);
-}
+use crate::wire::bencode::{bytes as put_bytes, bytes_list as put_str_list};
 
-/// Appends `i<value>e`.
-fn put_int(out: &mut Vec<u8>, value: impl ToString) {
-    out.push(b'i');
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.push(b'e');
-}
-
-/// Appends a list of byte strings.
-fn put_str_list<S: AsRef<[u8]>>(out: &mut Vec<u8>, items: &[S]) {
-    out.push(b'l');
-    for item in items {
-        put_bytes(out, item.as_ref());
-    }
-    out.push(b'e');
+/// Appends `i<value>e` (lengths and dates fit i64; larger values saturate, and
+/// the decoder refuses a torrent that large anyway).
+fn put_int(out: &mut Vec<u8>, value: impl TryInto<i64>) {
+    crate::wire::bencode::int(out, value.try_into().unwrap_or(i64::MAX));
 }
 
 /// The canonical bencoding of `info` (keys in sorted order).

@@ -7,7 +7,6 @@
 //! accepted; entries whose `ip` is a host name rather than an address are skipped.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bendy::decoding::{Decoder, DictDecoder, ListDecoder, Object};
@@ -344,27 +343,17 @@ fn scrape_files(
     Ok(files)
 }
 
+use crate::wire::bencode;
+
+/// Appends a dictionary key (or any byte string).
 fn put_bytes_key(out: &mut Vec<u8>, key: &[u8]) {
-    let _ = write!(ByteWriter(out), "{}:", key.len());
-    out.extend_from_slice(key);
+    bencode::bytes(out, key);
 }
 
 fn put_bytes(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    put_bytes_key(out, key);
-    put_bytes_key(out, value);
+    bencode::key_bytes(out, key, value);
 }
 
 fn put_int(out: &mut Vec<u8>, key: &str, value: i64) {
-    put_bytes_key(out, key.as_bytes());
-    let _ = write!(ByteWriter(out), "i{value}e");
-}
-
-/// `fmt::Write` onto a byte vector (bencode integers and lengths are ASCII).
-struct ByteWriter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for ByteWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
+    bencode::key_int(out, key.as_bytes(), value);
 }
