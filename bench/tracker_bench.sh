@@ -17,7 +17,10 @@ if [ "$1" = p2pe ]; then
   ADDR=$(awk '{print $3}' /tmp/tb/trk.out)
 else
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  opentracker -i 127.0.0.1 -p $PORT -P $PORT -d /tmp/tb -w whitelist.txt > /tmp/tb/ot.out 2>&1 &
+  # opentracker chroots into -d, where glibc cannot dlopen libgcc_s for
+  # pthread_cancel ("libgcc_s.so.1 must be installed"): load it before the chroot.
+  GCC_S=$(ldconfig -p | awk '/libgcc_s.so.1 .*x86-64/ {print $NF; exit}')
+  LD_PRELOAD=${GCC_S} opentracker -i 127.0.0.1 -p $PORT -P $PORT -d /tmp/tb -w whitelist.txt > /tmp/tb/ot.out 2>&1 &
   PID=$!
   for i in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
   ADDR=127.0.0.1:$PORT

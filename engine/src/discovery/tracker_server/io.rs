@@ -297,26 +297,82 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
+/// Datagrams taken (and answers sent) per system call: `recvmmsg` with
+/// `MSG_WAITFORONE` returns what is queued, up to this many, as soon as one
+/// arrived, and the answers go out in one `sendmmsg`. 32 amortises the syscall
+/// and loopback wake-up costs that dominated the one-datagram loop (perf:
+/// ~50 % in `sendto`, 18 % context switches) while a batch stays in L1/L2.
+const UDP_BATCH: usize = 32;
+
 fn udp_loop(shared: &Shared, socket: &UdpSocket) {
-    let mut buf = vec![0u8; MAX_PACKET_BYTES];
-    let mut out = Vec::with_capacity(2048);
+    use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+    use std::io::{IoSlice, IoSliceMut};
+    use std::os::fd::AsRawFd;
+
+    let fd = socket.as_raw_fd();
+    let mut bufs = vec![[0u8; MAX_PACKET_BYTES]; UDP_BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..UDP_BATCH).map(|_| Vec::with_capacity(2048)).collect();
+    let mut recv_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut send_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
     while !shared.stop.load(Ordering::Relaxed) {
-        let (len, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
+        got.clear();
+        {
+            let mut iovs: Vec<[IoSliceMut; 1]> =
+                bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+            // Blocks (up to the socket's read timeout, POLL_PERIOD) for the first
+            // datagram only.
+            let Ok(results) = recvmmsg(
+                fd,
+                &mut recv_hdrs,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) else {
+                continue; // timeout (stop-flag poll), or e.g. ICMP port unreachable
+            };
+            for r in results {
+                let from = r.address.and_then(|a: SockaddrStorage| {
+                    if let Some(v4) = a.as_sockaddr_in() {
+                        Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                    } else {
+                        a.as_sockaddr_in6()
+                            .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                    }
+                });
+                if let Some(from) = from {
+                    got.push((r.bytes, from));
+                }
             }
-            Err(_) => continue, // e.g. ICMP port unreachable reported on Linux
-        };
-        out.clear();
-        if handle_udp(shared, buf.get(..len).unwrap_or_default(), from, &mut out) {
-            let _ = socket.send_to(&out, from);
         }
+        let mut answers: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(got.len());
+        for (i, &(len, from)) in got.iter().enumerate() {
+            let out = &mut outs[i];
+            out.clear();
+            let packet = bufs[i].get(..len).unwrap_or_default();
+            if handle_udp(shared, packet, from, out) {
+                answers.push((i, SockaddrStorage::from(from)));
+            }
+        }
+        if answers.is_empty() {
+            continue;
+        }
+        let slices: Vec<[IoSlice; 1]> = answers
+            .iter()
+            .map(|(i, _)| [IoSlice::new(&outs[*i])])
+            .collect();
+        let addrs: Vec<Option<SockaddrStorage>> = answers.iter().map(|(_, a)| Some(*a)).collect();
+        let no_cmsgs: [nix::sys::socket::ControlMessage; 0] = [];
+        // Best effort, as UDP is: a full send buffer drops answers, and the
+        // client retries (BEP 15).
+        let _ = sendmmsg(
+            fd,
+            &mut send_hdrs,
+            slices.iter(),
+            &addrs,
+            no_cmsgs,
+            MsgFlags::empty(),
+        );
     }
 }
 
