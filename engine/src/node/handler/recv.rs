@@ -338,6 +338,7 @@ impl NodeHandler {
             let len = negotiated_max_request_len(&self.our_ext, theirs, self.piece_len_bytes);
             self.on_extended_handshake(conn, theirs);
             self.register(conn, len, theirs.reqq);
+            self.open_lanes(ctx, conn, theirs);
             return true;
         }
         if let Message::Extended(ExtendedMessage::Other { id, payload }) = &msg {
