@@ -494,6 +494,7 @@ impl Handler for NodeHandler {
             self.torrent.handle_timeout(t);
             self.forward_choke_report(ctx);
         }
+        self.close_stale_lanes(ctx, t);
         self.register_stale(t);
         self.expire_slots(ctx);
         if !self.shadow_commits.is_empty() {

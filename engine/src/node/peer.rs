@@ -105,6 +105,10 @@ pub(crate) struct PeerConn {
     pub(crate) lane: bool,
     /// We dialled this connection as a lane (it never takes a primary's place).
     pub(crate) lane_dialled: bool,
+    /// A second inbound connection from a peer whose primary had not finished
+    /// its extended handshakes: a lane if its own extended handshake says so,
+    /// else closed (never handed to the core meanwhile).
+    pub(crate) lane_pending: bool,
 }
 
 impl PeerConn {
@@ -134,6 +138,7 @@ impl PeerConn {
             ip_counted: false,
             lane: false,
             lane_dialled: false,
+            lane_pending: false,
         }
     }
 

@@ -58,6 +58,8 @@ pub(crate) struct PeerEntry {
     pub(crate) lanes: u8,
     /// Extra lane connections open, always below `lanes`.
     pub(crate) extra: u8,
+    /// Both extended handshakes were read on the primary (`lanes` is final).
+    pub(crate) negotiated: bool,
 }
 
 impl PeerEntry {
@@ -67,6 +69,7 @@ impl PeerEntry {
             slot,
             lanes: 1,
             extra: 0,
+            negotiated: false,
         }
     }
 }

@@ -220,6 +220,13 @@ impl NodeHandler {
                 ctx.close(conn);
                 return false;
             }
+            if super::lanes::may_be_lane(entry, new_out) && self.may_open_lanes(conn) {
+                drop(ids);
+                if let Some(pc) = self.conns.get_mut(&conn) {
+                    pc.lane_pending = true;
+                }
+                return true;
+            }
             let other = entry.slot;
             let drop_new = new_out == other.outbound
                 // Keep the connection dialled by the smaller peer id.
@@ -231,6 +238,7 @@ impl NodeHandler {
             }
             entry.slot = mine;
             entry.lanes = 1;
+            entry.negotiated = false;
             other
         };
         if other.worker == self.worker {

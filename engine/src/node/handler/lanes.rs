@@ -22,15 +22,20 @@
 //! connection. A lane is never redialled (it has no address-book entry), and
 //! an accepted lane does not count against the per-IP cap once it is known
 //! to be a lane. If a lane's handshake is read before the primary's extended
-//! handshake on the accepting node (a race the connect round trip makes
-//! unlikely), the lane is refused like any second connection: fewer lanes,
-//! never a wrong one.
+//! handshake on the accepting node (the workers run in parallel, so under
+//! load this happens), the new connection is held back from the core as a
+//! pending lane and decided by its own extended handshake: a lane if it
+//! advertises the p2pe extension with more than one lane and there is room,
+//! else closed, as is one with no extended handshake within
+//! `SlotConfig::ext_handshake_wait`.
 
+use crate::core::{slots, Time};
 use crate::rt::{ConnId, Ctx};
 use crate::wire::peer::{negotiated_lanes, ExtendedHandshake, MAX_LANES};
 
 use std::net::SocketAddr;
 
+use super::super::peer::Phase;
 use super::super::shared::PeerEntry;
 use super::super::Command;
 use super::NodeHandler;
@@ -46,7 +51,80 @@ pub(super) fn admits_lane(entry: &PeerEntry, new_out: bool, lane_dialled: bool) 
         && (lane_dialled || !new_out)
 }
 
+/// Whether a new connection (`new_out`: we dialled it) to the peer of
+/// `entry` may turn out to be a lane once its own extended handshake is read:
+/// an inbound one while the inbound primary's lanes are not negotiated yet.
+pub(super) fn may_be_lane(entry: &PeerEntry, new_out: bool) -> bool {
+    !new_out && !entry.slot.outbound && !entry.negotiated && entry.extra + 1 < MAX_LANES
+}
+
 impl NodeHandler {
+    /// Whether `conn` could carry a lane: we have several workers and its
+    /// peer set the BEP 10 bit.
+    pub(super) fn may_open_lanes(&self, conn: ConnId) -> bool {
+        self.shared.workers > 1
+            && self.conns.get(&conn).is_some_and(|pc| match &pc.phase {
+                Phase::Open { theirs, .. } => theirs.supports_extended(),
+                Phase::Handshake(_) => false,
+            })
+    }
+
+    /// The extended handshake of `conn` arrived: if it is a pending lane,
+    /// decide it (see the module docs). False: close `conn`.
+    pub(super) fn resolve_pending_lane(
+        &mut self,
+        conn: ConnId,
+        theirs: &ExtendedHandshake,
+    ) -> bool {
+        let Some(pc) = self.conns.get_mut(&conn) else {
+            return true;
+        };
+        if !std::mem::take(&mut pc.lane_pending) {
+            return true;
+        }
+        let Some(peer_id) = pc.peer_id else {
+            return false;
+        };
+        let lanes = negotiated_lanes(&self.our_ext, theirs);
+        {
+            let mut ids = self
+                .shared
+                .peer_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let Some(e) = ids.get_mut(&peer_id) else {
+                return false;
+            };
+            let lanes = if e.negotiated {
+                e.lanes.min(lanes)
+            } else {
+                lanes
+            };
+            if e.slot.outbound || lanes <= 1 || e.extra + 1 >= lanes {
+                return false;
+            }
+            e.extra += 1;
+        }
+        self.take_lane(conn);
+        true
+    }
+
+    /// Closes pending lanes whose extended handshake is overdue.
+    pub(super) fn close_stale_lanes(&mut self, ctx: &mut Ctx, now: Time) {
+        let config = &self.slot_config;
+        let stale: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, pc)| {
+                pc.lane_pending && slots::ext_handshake_overdue(config, now, &pc.activity)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in stale {
+            ctx.close(conn);
+        }
+    }
+
     /// `conn`'s peer's extended handshake arrived: on a primary, record the
     /// negotiated lane count and, if we dialled it, ask `lanes - 1` other
     /// workers to open one lane each.
@@ -67,7 +145,10 @@ impl NodeHandler {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             match ids.get_mut(&peer_id) {
-                Some(e) if e.slot.worker == self.worker && e.slot.conn == conn => e.lanes = lanes,
+                Some(e) if e.slot.worker == self.worker && e.slot.conn == conn => {
+                    e.lanes = lanes;
+                    e.negotiated = true;
+                }
                 _ => return,
             }
         }

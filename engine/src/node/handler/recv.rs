@@ -95,7 +95,10 @@ impl NodeHandler {
             return;
         };
         let ext = theirs.supports_extended() && self.ours.supports_extended();
-        self.shared.peers_seen.fetch_add(1, Ordering::AcqRel);
+        if !pc.lane && !pc.lane_pending {
+            // A p2pe peer's lanes are one peer.
+            self.shared.peers_seen.fetch_add(1, Ordering::AcqRel);
+        }
         let dial = pc.dial;
         self.dial_succeeded(dial);
         if ext {
@@ -121,7 +124,7 @@ impl NodeHandler {
         let Some(pc) = self.conns.get_mut(&conn) else {
             return;
         };
-        if pc.registered {
+        if pc.registered || pc.lane_pending {
             return;
         }
         let Phase::Open {
@@ -335,6 +338,9 @@ impl NodeHandler {
     /// Handles one decoded message; false closes the connection.
     fn handle_message(&mut self, ctx: &mut Ctx, conn: ConnId, msg: Message) -> bool {
         if let Message::Extended(ExtendedMessage::Handshake(theirs)) = &msg {
+            if !self.resolve_pending_lane(conn, theirs) {
+                return false;
+            }
             let len = negotiated_max_request_len(&self.our_ext, theirs, self.piece_len_bytes);
             self.on_extended_handshake(conn, theirs);
             self.register(conn, len, theirs.reqq);
