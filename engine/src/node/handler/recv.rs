@@ -24,8 +24,8 @@ use crate::core::{slots, Block, PeerCaps, PieceIndex, Time};
 use crate::rt::{ConnId, Ctx};
 use crate::store::StoreError;
 use crate::wire::peer::{
-    negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage, HandshakeDecoder, Message,
-    PieceHeader, BLOCK_LEN_BYTES,
+    negotiated_lanes, negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage,
+    HandshakeDecoder, Message, PieceHeader, BLOCK_LEN_BYTES,
 };
 
 use super::super::convert::{self, Inbound};
@@ -114,13 +114,15 @@ impl NodeHandler {
                 ctx.send(conn, buf);
             }
         } else {
-            self.register(conn, BLOCK_LEN_BYTES, None);
+            self.register(conn, BLOCK_LEN_BYTES, None, 1);
         }
     }
 
     /// Hands `conn` to the core with the negotiated request length and the peer's BEP 10
     /// `reqq` (if it sent one).
-    fn register(&mut self, conn: ConnId, max_request_len_bytes: u32, reqq: Option<u32>) {
+    /// `lanes`: connections negotiated with this peer ([`negotiated_lanes`]);
+    /// above 1, no node-wide endgame duplicates go to it.
+    fn register(&mut self, conn: ConnId, max_request_len_bytes: u32, reqq: Option<u32>, lanes: u8) {
         let Some(pc) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -139,6 +141,7 @@ impl NodeHandler {
             max_request_len_bytes,
             reqq,
             distinct_first: pc.is_p2pe,
+            node_endgame: lanes <= 1,
         };
         pc.registered = true;
         let (key, caps) = (pc.key, pc.caps);
@@ -163,7 +166,7 @@ impl NodeHandler {
             .map(|(c, _)| *c)
             .collect();
         for conn in stale {
-            self.register(conn, BLOCK_LEN_BYTES, None);
+            self.register(conn, BLOCK_LEN_BYTES, None, 1);
         }
     }
 
@@ -203,7 +206,7 @@ impl NodeHandler {
 
     /// A `piece` header arrived: choose where its payload goes.
     fn on_piece_start(&mut self, conn: ConnId, h: PieceHeader) {
-        self.register(conn, BLOCK_LEN_BYTES, None);
+        self.register(conn, BLOCK_LEN_BYTES, None, 1);
         let block = Block {
             piece: h.index,
             offset_bytes: h.begin.0,
@@ -342,8 +345,9 @@ impl NodeHandler {
                 return false;
             }
             let len = negotiated_max_request_len(&self.our_ext, theirs, self.piece_len_bytes);
+            let lanes = negotiated_lanes(&self.our_ext, theirs);
             self.on_extended_handshake(conn, theirs);
-            self.register(conn, len, theirs.reqq);
+            self.register(conn, len, theirs.reqq, lanes);
             self.open_lanes(ctx, conn, theirs);
             return true;
         }
@@ -359,7 +363,7 @@ impl NodeHandler {
         if matches!(inbound, Inbound::Ignore) {
             return true;
         }
-        self.register(conn, BLOCK_LEN_BYTES, None);
+        self.register(conn, BLOCK_LEN_BYTES, None, 1);
         let Some(key) = self.conns.get(&conn).map(|pc| pc.key) else {
             return false;
         };
