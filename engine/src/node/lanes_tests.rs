@@ -201,3 +201,74 @@ fn a_peer_without_the_p2pe_extension_keeps_one_connection() {
     );
     assert_eq!(p2pe, (2, 2));
 }
+
+/// What a 2-worker seed does with a second connection from one peer id whose
+/// first connection has not sent its extended handshake yet (the race a lane
+/// can win on the accepting node): the second one sends `ext`. True if the
+/// seed kept it (it sent `have all` there), false if it closed it; within 5 s.
+fn second_connection_kept(ext: &[u8]) -> bool {
+    use crate::wire::peer::{Decoder, DecoderLimits};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let meta = make_torrent(&src, "t", &[1 << 20], 32 * 1024);
+    let info_hash = meta.info_hash().0;
+    let seed = Node::start(
+        &meta,
+        open(&meta, &src, OpenMode::Seed),
+        NodeConfig {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            workers: 2,
+            ..NodeConfig::new()
+        },
+    )
+    .unwrap();
+    let addr = seed.local_addr().unwrap();
+    let hs = Handshake::new(info_hash, [0xdd; 20]).to_bytes();
+    let connect = || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&hs).unwrap();
+        let mut theirs = [0u8; Handshake::LEN_BYTES];
+        s.read_exact(&mut theirs).unwrap();
+        s
+    };
+    // The primary: handshake only, so its lanes are not negotiated.
+    let _primary = connect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut second = connect();
+    let len = u32::try_from(ext.len() + 2).unwrap();
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(&[20, 0]);
+    out.extend_from_slice(ext);
+    second.write_all(&out).unwrap();
+    let mut dec = Decoder::new(DecoderLimits::new(64));
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(5);
+    let kept = loop {
+        match dec.next_message() {
+            Ok(Some(Message::HaveAll | Message::Bitfield(_))) => break true,
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => panic!("seed sent garbage: {e}"),
+        }
+        assert!(Instant::now() < end, "neither kept nor closed");
+        match second.read(&mut buf) {
+            Ok(0) | Err(_) => break false,
+            Ok(n) => dec.extend(&buf[..n]),
+        }
+    };
+    seed.shutdown().unwrap();
+    kept
+}
+
+#[test]
+fn an_early_lane_is_decided_by_its_own_extended_handshake() {
+    assert!(second_connection_kept(
+        b"d1:md4:p2pei1ee10:p2pe_lanesi2e16:p2pe_max_requesti32768ee"
+    ));
+    // Not a p2pe lane: closed, as any second connection of a peer id.
+    assert!(!second_connection_kept(b"d1:md6:ut_pexi1eee"));
+    assert!(!second_connection_kept(
+        b"d1:md4:p2pei1ee16:p2pe_max_requesti32768ee"
+    ));
+}
