@@ -23,6 +23,7 @@ const CAPS: PeerCaps = PeerCaps {
     max_request_len_bytes: PIECE_LEN,
     reqq: None,
     distinct_first: true,
+    node_endgame: true,
 };
 
 /// A leecher torrent of `PIECES` pieces, counting availability in `shared` if given.

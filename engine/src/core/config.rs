@@ -274,6 +274,12 @@ pub struct PeerCaps {
     /// behind a distinct-first origin, finished 7.8 % later than behind libtorrent's
     /// (perf/interop-clients.md).
     pub distinct_first: bool,
+    /// The peer may be sent node-wide endgame duplicates (shadow pieces, see
+    /// [`crate::core::claims`]). False for a p2pe peer reached over several
+    /// lanes (parallel connections, one per worker): a shadow there would
+    /// only ask the same sender again on another lane for a piece it is
+    /// already sending.
+    pub node_endgame: bool,
 }
 
 impl Default for PeerCaps {
@@ -284,6 +290,7 @@ impl Default for PeerCaps {
             max_request_len_bytes: BLOCK_LEN_BYTES,
             reqq: None,
             distinct_first: false,
+            node_endgame: true,
         }
     }
 }

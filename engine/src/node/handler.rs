@@ -14,7 +14,7 @@ use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
 use crate::rt::{ConnId, Ctx, Handler, SourceFile};
 use crate::store::{Storage, StoreError};
-use crate::wire::peer::{ExtendedHandshake, Handshake};
+use crate::wire::peer::{ExtendedHandshake, Handshake, P2peExt, MAX_LANES};
 
 use super::peer::{PeerConn, Source};
 use super::transfers::PieceSources;
@@ -22,6 +22,7 @@ use super::{Command, NodeConfig, NodeError, Shared};
 use crate::core::rate_limit::SharedBucket;
 
 mod dial;
+mod lanes;
 mod pex;
 mod recv;
 mod send;
@@ -139,6 +140,9 @@ impl NodeHandler {
         let piece_count = config.piece_count;
         let piece_len_bytes = config.piece_len_bytes;
         let mut our_ext = ExtendedHandshake::with_p2pe(P2PE_EXT_ID, piece_len_bytes);
+        // Our worker count: how many lanes a p2pe peer may open to us.
+        let lanes = u8::try_from(shared.workers.min(usize::from(MAX_LANES))).unwrap_or(1);
+        our_ext.p2pe = our_ext.p2pe.map(|e| P2peExt { lanes, ..e });
         our_ext.v = Some(concat!("p2pe ", env!("CARGO_PKG_VERSION")).to_string());
         our_ext.reqq = Some(REQQ);
         our_ext.p = nc.listen.map(|a| a.port()).filter(|&p| p != 0);
@@ -265,6 +269,9 @@ impl NodeHandler {
             self.publish();
             let len = u64::from(self.torrent.config().piece_len(piece));
             if self.shared.piece_verified(piece, len) {
+                if let Some(n) = self.shared.verified_by_worker.get(self.worker) {
+                    n.fetch_add(1, Ordering::AcqRel);
+                }
                 self.tell_verified(ctx, piece);
             }
         }
@@ -302,7 +309,12 @@ impl NodeHandler {
     fn publish(&mut self) {
         self.publish_bytes();
         self.publish_transfers();
-        let peers = self.conns.values().filter(|c| c.registered).count();
+        // A p2pe peer's lanes are one peer.
+        let peers = self
+            .conns
+            .values()
+            .filter(|c| c.registered && !c.lane)
+            .count();
         let peers = u32::try_from(peers).unwrap_or(u32::MAX);
         let s = &self.shared;
         if peers >= self.published_peers {
@@ -461,7 +473,7 @@ impl Handler for NodeHandler {
         self.keys.remove(&pc.key);
         self.shared.open_conns.fetch_sub(1, Ordering::AcqRel);
         if let Some(id) = pc.peer_id {
-            self.forget_peer_id(id, conn);
+            self.forget_peer_id(id, conn, pc.lane);
         }
         if pc.registered && !pc.dropped_by_core {
             let now = self.now();
@@ -482,6 +494,7 @@ impl Handler for NodeHandler {
             self.torrent.handle_timeout(t);
             self.forward_choke_report(ctx);
         }
+        self.close_stale_lanes(ctx, t);
         self.register_stale(t);
         self.expire_slots(ctx);
         if !self.shadow_commits.is_empty() {
@@ -503,6 +516,7 @@ impl Handler for NodeHandler {
                     self.add_peer(ctx, addr, Source::Configured);
                 }
                 Command::Start => {}
+                Command::DialLane(addr, peer_id) => self.dial_lane(ctx, addr, peer_id),
                 other => self.on_worker_message(ctx, other),
             }
         }

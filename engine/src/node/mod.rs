@@ -532,6 +532,18 @@ impl Node {
         progress_of(&self.shared)
     }
 
+    /// Per worker (index = worker), pieces that worker verified first this
+    /// session: the pieces its connections brought in. Between two p2pe nodes
+    /// of several workers the lanes spread them over the workers
+    /// (`docs/cli-node.md`, "Lanes").
+    pub fn pieces_verified_per_worker(&self) -> Vec<u32> {
+        self.shared
+            .verified_by_worker
+            .iter()
+            .map(|n| n.load(Ordering::Acquire))
+            .collect()
+    }
+
     /// A handle that reads this node's [`Progress`] from another thread (a
     /// metrics endpoint) without holding the [`Node`]; after
     /// [`Node::shutdown`] it reads the final counters.
@@ -648,6 +660,8 @@ fn progress_of(s: &Shared) -> Progress {
 pub mod fake_peer;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod lanes_tests;
 #[cfg(test)]
 mod pex_flood_tests;
 #[cfg(test)]

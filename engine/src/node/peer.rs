@@ -100,6 +100,15 @@ pub(crate) struct PeerConn {
     pub(crate) activity: ConnActivity,
     /// Counted in [`super::Shared::inbound_per_ip`] (an admitted inbound peer).
     pub(crate) ip_counted: bool,
+    /// An extra lane to a p2pe peer whose primary connection is elsewhere
+    /// (see `handler::lanes`); counted in its `PeerEntry::extra`.
+    pub(crate) lane: bool,
+    /// We dialled this connection as a lane (it never takes a primary's place).
+    pub(crate) lane_dialled: bool,
+    /// A second inbound connection from a peer whose primary had not finished
+    /// its extended handshakes: a lane if its own extended handshake says so,
+    /// else closed (never handed to the core meanwhile).
+    pub(crate) lane_pending: bool,
 }
 
 impl PeerConn {
@@ -127,12 +136,15 @@ impl PeerConn {
             book_addr: None,
             activity: ConnActivity::new(now),
             ip_counted: false,
+            lane: false,
+            lane_dialled: false,
+            lane_pending: false,
         }
     }
 
     /// Whether this connection was dialled by us.
     pub(crate) fn outbound(&self) -> bool {
-        self.dial.is_some()
+        self.dial.is_some() || self.lane_dialled
     }
 }
 

@@ -47,6 +47,33 @@ pub(crate) struct PeerSlot {
     pub(crate) outbound: bool,
 }
 
+/// The connections to one peer id over all workers: the first one (the
+/// primary) and the extra lanes negotiated on it ([`crate::wire::peer::negotiated_lanes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerEntry {
+    /// The primary connection.
+    pub(crate) slot: PeerSlot,
+    /// Connections agreed with the peer, counting the primary: 1 until both
+    /// p2pe extended handshakes were read on it, then 1..=[`crate::wire::peer::MAX_LANES`].
+    pub(crate) lanes: u8,
+    /// Extra lane connections open, always below `lanes`.
+    pub(crate) extra: u8,
+    /// Both extended handshakes were read on the primary (`lanes` is final).
+    pub(crate) negotiated: bool,
+}
+
+impl PeerEntry {
+    /// An entry whose only connection is `slot`.
+    pub(crate) fn new(slot: PeerSlot) -> Self {
+        PeerEntry {
+            slot,
+            lanes: 1,
+            extra: 0,
+            negotiated: false,
+        }
+    }
+}
+
 /// State the workers publish for the owner of the [`super::Node`] and share with each
 /// other.
 #[derive(Debug)]
@@ -97,8 +124,13 @@ pub(crate) struct Shared {
     pub(crate) open_conns: AtomicUsize,
     /// Per worker: peers the tracker and DHT threads learned, for it to dial.
     discovered: Vec<Mutex<Vec<(SocketAddr, Source)>>>,
-    /// One connection per peer id over all workers (taken at handshake and close).
-    pub(crate) peer_ids: Mutex<HashMap<[u8; 20], PeerSlot>>,
+    /// One primary connection per peer id over all workers, and its lane count
+    /// (taken at handshake, extended handshake and close).
+    pub(crate) peer_ids: Mutex<HashMap<[u8; 20], PeerEntry>>,
+    /// Per worker: pieces this worker's connections received and this worker
+    /// verified first this session (their sum is at most `verified_pieces`);
+    /// shows how the lanes of a p2pe pair share the pieces.
+    pub(crate) verified_by_worker: Vec<AtomicU32>,
     /// Inbound connections per remote IP over all workers, for the per-IP cap
     /// (taken at accept and close; at most `max_peers` + workers entries).
     pub(crate) inbound_per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
@@ -149,6 +181,7 @@ impl Shared {
             open_conns: AtomicUsize::new(0),
             discovered: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             peer_ids: Mutex::new(HashMap::new()),
+            verified_by_worker: (0..workers).map(|_| AtomicU32::new(0)).collect(),
             inbound_per_ip: Mutex::new(HashMap::new()),
             limits: std::sync::OnceLock::new(),
             pex_lists: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
@@ -243,6 +276,9 @@ pub(crate) enum Command {
     PieceVerified(PieceIndex),
     /// Another worker kept a connection to this peer id: close ours, `conn`.
     ClosePeer(ConnId, [u8; 20]),
+    /// Open one lane (an extra connection) to the p2pe peer with this id,
+    /// listening at this address, unless this worker already has one.
+    DialLane(SocketAddr, [u8; 20]),
     /// To worker 0: worker `.0`'s choke report of the latest interval.
     ChokeReport(usize, Vec<ChokeCandidate>),
     /// From worker 0: this worker's part of a batched choke pass.

@@ -403,7 +403,7 @@ impl Torrent {
                 allowed_only: peer.peer_choking.then_some(&peer.allowed_fast[..]),
                 random_first,
                 endgame_ok: !peer.snubbed,
-                shadow_ok: !peer.snubbed && peer.inflight.is_empty(),
+                shadow_ok: peer.caps.node_endgame && !peer.snubbed && peer.inflight.is_empty(),
                 fresh_ok: !peer.snubbed || peer.heard_since_snub,
             };
             let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {

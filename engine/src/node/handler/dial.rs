@@ -13,7 +13,8 @@
 //! ([`dial_owner`]): others forward it there, so the book of one address lives on
 //! one worker; the bound counts connections of all workers. Two connections to one
 //! peer id (on any workers) are resolved the same way on both ends: the one dialled
-//! by the peer with the smaller id stays.
+//! by the peer with the smaller id stays; the exception are the lanes two p2pe
+//! nodes negotiated on it ([`super::lanes`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ use crate::core::{PeerKey, Time};
 use crate::rt::{ConnId, Ctx};
 
 use super::super::peer::{PeerConn, Source};
-use super::super::shared::{dial_owner, PeerSlot};
+use super::super::shared::{dial_owner, PeerEntry, PeerSlot};
 use super::super::Command;
 use super::NodeHandler;
 
@@ -186,6 +187,7 @@ impl NodeHandler {
         peer_id: [u8; 20],
     ) -> bool {
         let new_out = self.conns.get(&conn).is_some_and(PeerConn::outbound);
+        let lane_dialled = self.conns.get(&conn).is_some_and(|c| c.lane_dialled);
         let mine = PeerSlot {
             worker: self.worker,
             conn,
@@ -197,10 +199,35 @@ impl NodeHandler {
                 .peer_ids
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let Some(&other) = ids.get(&peer_id) else {
-                ids.insert(peer_id, mine);
+            let Some(entry) = ids.get_mut(&peer_id) else {
+                if lane_dialled {
+                    // The primary closed meanwhile (or another peer answered).
+                    drop(ids);
+                    ctx.close(conn);
+                    return false;
+                }
+                ids.insert(peer_id, PeerEntry::new(mine));
                 return true;
             };
+            if super::lanes::admits_lane(entry, new_out, lane_dialled) {
+                entry.extra += 1;
+                drop(ids);
+                self.take_lane(conn);
+                return true;
+            }
+            if lane_dialled {
+                drop(ids);
+                ctx.close(conn);
+                return false;
+            }
+            if super::lanes::may_be_lane(entry, new_out) && self.may_open_lanes(conn) {
+                drop(ids);
+                if let Some(pc) = self.conns.get_mut(&conn) {
+                    pc.lane_pending = true;
+                }
+                return true;
+            }
+            let other = entry.slot;
             let drop_new = new_out == other.outbound
                 // Keep the connection dialled by the smaller peer id.
                 || new_out != (self.ours.peer_id < peer_id);
@@ -209,7 +236,9 @@ impl NodeHandler {
                 self.drop_conn(ctx, conn, Some(other));
                 return false;
             }
-            ids.insert(peer_id, mine);
+            entry.slot = mine;
+            entry.lanes = 1;
+            entry.negotiated = false;
             other
         };
         if other.worker == self.worker {
@@ -238,18 +267,20 @@ impl NodeHandler {
     }
 
     /// `conn` to `peer_id` closed: forget it in the registry unless another
-    /// connection has replaced it there.
-    pub(super) fn forget_peer_id(&self, peer_id: [u8; 20], conn: ConnId) {
+    /// connection has replaced it there; a closed lane (`lane`) frees its place.
+    pub(super) fn forget_peer_id(&self, peer_id: [u8; 20], conn: ConnId, lane: bool) {
         let mut ids = self
             .shared
             .peer_ids
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if ids
-            .get(&peer_id)
-            .is_some_and(|s| s.worker == self.worker && s.conn == conn)
-        {
+        let Some(entry) = ids.get_mut(&peer_id) else {
+            return;
+        };
+        if entry.slot.worker == self.worker && entry.slot.conn == conn {
             ids.remove(&peer_id);
+        } else if lane {
+            entry.extra = entry.extra.saturating_sub(1);
         }
     }
 }

@@ -41,7 +41,8 @@ impl NodeHandler {
         }
         // BEP 10: id 0 in `m` disables an extension.
         pc.pex_id = theirs.m.get("ut_pex").copied().filter(|&id| id != 0);
-        if let (Some(interval), Some(_)) = (pex_on, pc.pex_id) {
+        // A lane's peer hears our PEX on its primary connection.
+        if let (Some(interval), Some(_), false) = (pex_on, pc.pex_id, pc.lane) {
             pc.pex = Some(PexSchedule::new(now, interval, pc.is_p2pe));
         }
     }

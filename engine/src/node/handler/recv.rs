@@ -24,8 +24,8 @@ use crate::core::{slots, Block, PeerCaps, PieceIndex, Time};
 use crate::rt::{ConnId, Ctx};
 use crate::store::StoreError;
 use crate::wire::peer::{
-    negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage, HandshakeDecoder, Message,
-    PieceHeader, BLOCK_LEN_BYTES,
+    negotiated_lanes, negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage,
+    HandshakeDecoder, Message, PieceHeader, BLOCK_LEN_BYTES,
 };
 
 use super::super::convert::{self, Inbound};
@@ -95,7 +95,10 @@ impl NodeHandler {
             return;
         };
         let ext = theirs.supports_extended() && self.ours.supports_extended();
-        self.shared.peers_seen.fetch_add(1, Ordering::AcqRel);
+        if !pc.lane && !pc.lane_pending {
+            // A p2pe peer's lanes are one peer.
+            self.shared.peers_seen.fetch_add(1, Ordering::AcqRel);
+        }
         let dial = pc.dial;
         self.dial_succeeded(dial);
         if ext {
@@ -111,17 +114,19 @@ impl NodeHandler {
                 ctx.send(conn, buf);
             }
         } else {
-            self.register(conn, BLOCK_LEN_BYTES, None);
+            self.register(conn, BLOCK_LEN_BYTES, None, 1);
         }
     }
 
     /// Hands `conn` to the core with the negotiated request length and the peer's BEP 10
     /// `reqq` (if it sent one).
-    fn register(&mut self, conn: ConnId, max_request_len_bytes: u32, reqq: Option<u32>) {
+    /// `lanes`: connections negotiated with this peer ([`negotiated_lanes`]);
+    /// above 1, no node-wide endgame duplicates go to it.
+    fn register(&mut self, conn: ConnId, max_request_len_bytes: u32, reqq: Option<u32>, lanes: u8) {
         let Some(pc) = self.conns.get_mut(&conn) else {
             return;
         };
-        if pc.registered {
+        if pc.registered || pc.lane_pending {
             return;
         }
         let Phase::Open {
@@ -136,6 +141,7 @@ impl NodeHandler {
             max_request_len_bytes,
             reqq,
             distinct_first: pc.is_p2pe,
+            node_endgame: lanes <= 1,
         };
         pc.registered = true;
         let (key, caps) = (pc.key, pc.caps);
@@ -160,7 +166,7 @@ impl NodeHandler {
             .map(|(c, _)| *c)
             .collect();
         for conn in stale {
-            self.register(conn, BLOCK_LEN_BYTES, None);
+            self.register(conn, BLOCK_LEN_BYTES, None, 1);
         }
     }
 
@@ -200,7 +206,7 @@ impl NodeHandler {
 
     /// A `piece` header arrived: choose where its payload goes.
     fn on_piece_start(&mut self, conn: ConnId, h: PieceHeader) {
-        self.register(conn, BLOCK_LEN_BYTES, None);
+        self.register(conn, BLOCK_LEN_BYTES, None, 1);
         let block = Block {
             piece: h.index,
             offset_bytes: h.begin.0,
@@ -335,9 +341,14 @@ impl NodeHandler {
     /// Handles one decoded message; false closes the connection.
     fn handle_message(&mut self, ctx: &mut Ctx, conn: ConnId, msg: Message) -> bool {
         if let Message::Extended(ExtendedMessage::Handshake(theirs)) = &msg {
+            if !self.resolve_pending_lane(conn, theirs) {
+                return false;
+            }
             let len = negotiated_max_request_len(&self.our_ext, theirs, self.piece_len_bytes);
+            let lanes = negotiated_lanes(&self.our_ext, theirs);
             self.on_extended_handshake(conn, theirs);
-            self.register(conn, len, theirs.reqq);
+            self.register(conn, len, theirs.reqq, lanes);
+            self.open_lanes(ctx, conn, theirs);
             return true;
         }
         if let Message::Extended(ExtendedMessage::Other { id, payload }) = &msg {
@@ -352,7 +363,7 @@ impl NodeHandler {
         if matches!(inbound, Inbound::Ignore) {
             return true;
         }
-        self.register(conn, BLOCK_LEN_BYTES, None);
+        self.register(conn, BLOCK_LEN_BYTES, None, 1);
         let Some(key) = self.conns.get(&conn).map(|pc| pc.key) else {
             return false;
         };

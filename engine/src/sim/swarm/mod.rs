@@ -149,6 +149,7 @@ impl<'c> Swarm<'c> {
                 max_request_len_bytes: config.block_len_bytes,
                 reqq: None,
                 distinct_first: true,
+                node_endgame: true,
             },
             piece_count,
             net: {

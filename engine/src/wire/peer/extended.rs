@@ -16,6 +16,15 @@ pub const P2PE_EXTENSION_NAME: &str = "p2pe";
 /// Top-level handshake key carrying [`P2peExt::max_request_len_bytes`].
 const P2PE_MAX_REQUEST_KEY: &[u8] = b"p2pe_max_request";
 
+/// Top-level handshake key carrying [`P2peExt::lanes`].
+const P2PE_LANES_KEY: &[u8] = b"p2pe_lanes";
+
+/// Most parallel connections ("lanes") one p2pe pair may open
+/// ([`P2peExt::lanes`]); a larger advertised count is read as this one.
+/// Sized as a generous worker (core) count: each lane is one worker's
+/// connection, and one peer id never holds more than this many slots.
+pub const MAX_LANES: u8 = 64;
+
 /// Nesting allowed in a peer's handshake dictionary. The known keys need 2
 /// (`m` inside the root); unknown values get some slack. Keeps bendy's
 /// recursive skipping of unknown values shallow.
@@ -28,12 +37,21 @@ const MAX_BENCODE_DEPTH: usize = 16;
 /// future p2pe messages) plus the top-level integer key `p2pe_max_request`:
 /// the largest request, in bytes, this peer accepts and serves. Both keys
 /// must be present (and `id` non-zero) for the extension to count.
+///
+/// The optional top-level integer key `p2pe_lanes` is the sender's worker
+/// count: how many parallel connections it can carry to one peer (see
+/// [`negotiated_lanes`]). Absent means 1; a value above [`MAX_LANES`] reads
+/// as [`MAX_LANES`]; 0 or a non-integer is an error. It is sent only when
+/// above 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct P2peExt {
     /// Extended message id the sender assigns to p2pe messages (1..=255).
     pub id: u8,
     /// Largest request the sender accepts and serves, in bytes.
     pub max_request_len_bytes: u32,
+    /// The sender's worker count: parallel connections it can carry to one
+    /// peer, 1..=[`MAX_LANES`].
+    pub lanes: u8,
 }
 
 /// The BEP 10 extended handshake (extended message id 0).
@@ -80,6 +98,17 @@ pub fn negotiated_max_request_len(
     }
 }
 
+/// How many parallel connections two p2pe peers use, 1..=[`MAX_LANES`]:
+/// the smaller of the two advertised [`P2peExt::lanes`] when both handshakes
+/// advertise [`P2peExt`], else 1 (any other client gets one connection). A
+/// p2pe extension, not a BEP.
+pub fn negotiated_lanes(ours: &ExtendedHandshake, theirs: &ExtendedHandshake) -> u8 {
+    match (ours.p2pe, theirs.p2pe) {
+        (Some(a), Some(b)) => a.lanes.min(b.lanes).clamp(1, MAX_LANES),
+        _ => 1,
+    }
+}
+
 fn bad(e: impl std::fmt::Display) -> WireError {
     WireError::BadExtendedHandshake(e.to_string())
 }
@@ -102,12 +131,13 @@ fn ip(bytes: &[u8]) -> Result<IpAddr, WireError> {
 
 impl ExtendedHandshake {
     /// An extended handshake advertising the p2pe extension under extended
-    /// id `id` with `max_request_len_bytes`.
+    /// id `id` with `max_request_len_bytes` and one lane.
     pub fn with_p2pe(id: u8, max_request_len_bytes: u32) -> Self {
         Self {
             p2pe: Some(P2peExt {
                 id,
                 max_request_len_bytes,
+                lanes: 1,
             }),
             ..Self::default()
         }
@@ -130,6 +160,7 @@ impl ExtendedHandshake {
             .map_err(bad)?;
         let mut hs = Self::default();
         let mut p2pe_max = None;
+        let mut p2pe_lanes = 1u8;
         while let Some((key, value)) = dict.next_pair().map_err(bad)? {
             match key {
                 b"m" => hs.m = decode_m(value)?,
@@ -142,6 +173,13 @@ impl ExtendedHandshake {
                 b"yourip" => hs.yourip = Some(ip(value.try_into_bytes().map_err(bad)?)?),
                 b"metadata_size" => hs.metadata_size = Some(int("metadata_size", value)?),
                 P2PE_MAX_REQUEST_KEY => p2pe_max = Some(int("p2pe_max_request", value)?),
+                P2PE_LANES_KEY => {
+                    let n: u64 = int("p2pe_lanes", value)?;
+                    if n == 0 {
+                        return Err(bad("`p2pe_lanes` of 0"));
+                    }
+                    p2pe_lanes = u8::try_from(n.min(u64::from(MAX_LANES))).unwrap_or(MAX_LANES);
+                }
                 _ => {} // unknown keys are skipped (BEP 10)
             }
         }
@@ -150,6 +188,7 @@ impl ExtendedHandshake {
             hs.p2pe = Some(P2peExt {
                 id,
                 max_request_len_bytes,
+                lanes: p2pe_lanes,
             });
         }
         Ok(hs)
@@ -197,6 +236,9 @@ impl ExtendedHandshake {
                 }
                 if let Some(ext) = self.p2pe {
                     d.emit_pair(P2PE_MAX_REQUEST_KEY, ext.max_request_len_bytes)?;
+                    if ext.lanes > 1 {
+                        d.emit_pair(P2PE_LANES_KEY, ext.lanes)?;
+                    }
                 }
                 Ok(())
             })
@@ -255,6 +297,56 @@ mod tests {
             ExtendedHandshake::from_bencode(b"d1:md4:p2pei0ee16:p2pe_max_requesti9999999ee")
                 .unwrap();
         assert_eq!(disabled.p2pe, None);
+    }
+
+    #[test]
+    fn lanes_round_trip_and_bounds() {
+        let mut hs = ExtendedHandshake::with_p2pe(1, 1 << 20);
+        hs.p2pe = hs.p2pe.map(|e| P2peExt { lanes: 8, ..e });
+        let raw = hs.to_bencode().unwrap();
+        assert_eq!(
+            raw,
+            b"d1:md4:p2pei1ee10:p2pe_lanesi8e16:p2pe_max_requesti1048576ee".to_vec()
+        );
+        assert_eq!(ExtendedHandshake::from_bencode(&raw).unwrap(), hs);
+        let lanes = |raw: &[u8]| {
+            ExtendedHandshake::from_bencode(raw)
+                .map(|h| h.p2pe.map(|e| e.lanes))
+                .ok()
+        };
+        // Absent: one lane; above the bound: the bound.
+        assert_eq!(
+            lanes(b"d1:md4:p2pei1ee16:p2pe_max_requesti16384ee"),
+            Some(Some(1))
+        );
+        assert_eq!(
+            lanes(b"d1:md4:p2pei1ee10:p2pe_lanesi1000e16:p2pe_max_requesti16384ee"),
+            Some(Some(MAX_LANES))
+        );
+        // Without the p2pe extension the key means nothing.
+        assert_eq!(lanes(b"d10:p2pe_lanesi4ee"), Some(None));
+        for bad in [
+            &b"d10:p2pe_lanesi0ee"[..],
+            b"d10:p2pe_lanesi-3ee",
+            b"d10:p2pe_lanes1:xe",
+            b"d10:p2pe_lanesi99999999999999999999999ee",
+        ] {
+            assert_eq!(lanes(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lanes_negotiation() {
+        let with = |n: u8| {
+            let mut h = ExtendedHandshake::with_p2pe(1, 1 << 20);
+            h.p2pe = h.p2pe.map(|e| P2peExt { lanes: n, ..e });
+            h
+        };
+        assert_eq!(negotiated_lanes(&with(4), &with(2)), 2);
+        assert_eq!(negotiated_lanes(&with(2), &with(8)), 2);
+        assert_eq!(negotiated_lanes(&with(4), &with(1)), 1);
+        assert_eq!(negotiated_lanes(&with(4), &ExtendedHandshake::default()), 1);
+        assert_eq!(negotiated_lanes(&ExtendedHandshake::default(), &with(4)), 1);
     }
 
     #[test]

@@ -41,6 +41,10 @@
 //! handshake (see [`P2peExt`]); [`negotiated_max_request_len`] gives the
 //! length both may use, and [`Decoder::set_max_request_len`] applies it.
 //! With any other client p2pe stays at 16 KiB.
+//!
+//! The same extension carries the sender's worker count (`p2pe_lanes`):
+//! [`negotiated_lanes`] gives how many parallel connections two p2pe nodes
+//! open, at most [`MAX_LANES`].
 
 mod body;
 mod decoder;
@@ -54,7 +58,10 @@ mod tests;
 
 pub use decoder::{Decoder, DecoderLimits};
 pub use error::WireError;
-pub use extended::{negotiated_max_request_len, ExtendedHandshake, P2peExt, P2PE_EXTENSION_NAME};
+pub use extended::{
+    negotiated_lanes, negotiated_max_request_len, ExtendedHandshake, P2peExt, MAX_LANES,
+    P2PE_EXTENSION_NAME,
+};
 pub use handshake::{Handshake, HandshakeDecoder};
 pub use message::{piece_header, BlockRequest, ExtendedMessage, Message, MessageId};
 pub use stream::{Decoded, PieceHeader};

@@ -44,7 +44,7 @@ fn extended_handshake() -> impl Strategy<Value = ExtendedHandshake> {
         any::<Option<u32>>(),
         proptest::option::of(any::<IpAddr>()),
         any::<Option<u64>>(),
-        proptest::option::of((1..=255u8, any::<u32>())),
+        proptest::option::of((1..=255u8, any::<u32>(), 1..=MAX_LANES)),
     )
         .prop_map(
             |(m, p, v, reqq, yourip, metadata_size, p2pe)| ExtendedHandshake {
@@ -54,9 +54,10 @@ fn extended_handshake() -> impl Strategy<Value = ExtendedHandshake> {
                 reqq,
                 yourip,
                 metadata_size,
-                p2pe: p2pe.map(|(id, max_request_len_bytes)| P2peExt {
+                p2pe: p2pe.map(|(id, max_request_len_bytes, lanes)| P2peExt {
                     id,
                     max_request_len_bytes,
+                    lanes,
                 }),
             },
         )
