@@ -452,11 +452,14 @@ fn lt_script(dir: &Path) -> PathBuf {
     path
 }
 
-#[test]
-fn libtorrent_leecher_downloads_from_p2pe_seed() {
+/// Makes a torrent of the test payload: (torrent, expected files).
+type MakeTorrent = fn(&Path, &str) -> (PathBuf, Vec<(String, Vec<u8>)>);
+
+/// A libtorrent leecher downloads `make`'s torrent from a `p2pe seed`.
+fn libtorrent_leeches_from_p2pe_seed(make: MakeTorrent) {
     let tmp = tempfile::tempdir().unwrap();
     let script = lt_script(tmp.path());
-    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let (torrent, files) = make(tmp.path(), "payload");
     let (_seeder, addr) = seed(&torrent, tmp.path());
     let out = tmp.path().join("lt-out");
     std::fs::create_dir_all(&out).unwrap();
@@ -472,71 +475,50 @@ fn libtorrent_leecher_downloads_from_p2pe_seed() {
     let (ok, lines) = lt.wait(BOUND + Duration::from_secs(30));
     assert!(ok, "libtorrent leecher failed: {lines:?}");
     assert_copy(&out, "payload", &files);
+}
+
+/// `p2pe get` downloads `make`'s torrent from a libtorrent seed; its summary
+/// says it verified pieces with `hash` (`"sha1"` or `"blake3"`).
+fn p2pe_gets_from_libtorrent_seed(make: MakeTorrent, hash: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = lt_script(tmp.path());
+    let (torrent, files) = make(tmp.path(), "payload");
+    let mut lt = Proc::spawn(
+        Command::new(SYSTEM_PYTHON)
+            .arg(&script)
+            .arg("seed")
+            .arg(&torrent)
+            .arg(tmp.path()),
+    );
+    let addr = lt.listen_addr();
+    let out = tmp.path().join("out");
+    let (ok, summary) = get(&torrent, &out, addr);
+    assert!(ok, "p2pe get from libtorrent failed: {summary}");
+    assert_copy(&out, "payload", &files);
+    assert_hashed_with(&summary, hash);
+}
+
+#[test]
+fn libtorrent_leecher_downloads_from_p2pe_seed() {
+    libtorrent_leeches_from_p2pe_seed(multi_file);
 }
 
 #[test]
 fn libtorrent_leecher_downloads_a_blake3_torrent_from_p2pe_seed() {
     // libtorrent ignores the p2pe key and checks SHA-1; the p2pe seed checked
     // its data with BLAKE3.
-    let tmp = tempfile::tempdir().unwrap();
-    let script = lt_script(tmp.path());
-    let (torrent, files) = multi_file_blake3(tmp.path(), "payload");
-    let (_seeder, addr) = seed(&torrent, tmp.path());
-    let out = tmp.path().join("lt-out");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut lt = Proc::spawn(
-        Command::new(SYSTEM_PYTHON)
-            .arg(&script)
-            .arg("leech")
-            .arg(&torrent)
-            .arg(&out)
-            .arg(addr.port().to_string())
-            .arg(BOUND.as_secs().to_string()),
-    );
-    let (ok, lines) = lt.wait(BOUND + Duration::from_secs(30));
-    assert!(ok, "libtorrent leecher failed: {lines:?}");
-    assert_copy(&out, "payload", &files);
+    libtorrent_leeches_from_p2pe_seed(multi_file_blake3);
 }
 
 #[test]
 fn p2pe_get_downloads_a_blake3_torrent_from_libtorrent_seed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let script = lt_script(tmp.path());
-    let (torrent, files) = multi_file_blake3(tmp.path(), "payload");
-    let mut lt = Proc::spawn(
-        Command::new(SYSTEM_PYTHON)
-            .arg(&script)
-            .arg("seed")
-            .arg(&torrent)
-            .arg(tmp.path()),
-    );
-    let addr = lt.listen_addr();
-    let out = tmp.path().join("out");
-    let (ok, summary) = get(&torrent, &out, addr);
-    assert!(ok, "p2pe get from libtorrent failed: {summary}");
-    assert_copy(&out, "payload", &files);
-    assert_hashed_with(&summary, "blake3");
+    p2pe_gets_from_libtorrent_seed(multi_file_blake3, "blake3");
 }
 
 #[test]
 fn p2pe_get_downloads_from_libtorrent_seed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let script = lt_script(tmp.path());
-    let (torrent, files) = multi_file(tmp.path(), "payload");
-    let mut lt = Proc::spawn(
-        Command::new(SYSTEM_PYTHON)
-            .arg(&script)
-            .arg("seed")
-            .arg(&torrent)
-            .arg(tmp.path()),
-    );
-    let addr = lt.listen_addr();
-    let out = tmp.path().join("out");
-    let (ok, summary) = get(&torrent, &out, addr);
-    assert!(ok, "p2pe get from libtorrent failed: {summary}");
-    assert_copy(&out, "payload", &files);
     // mktorrent's torrent has no p2pe key: verified with SHA-1.
-    assert_hashed_with(&summary, "sha1");
+    p2pe_gets_from_libtorrent_seed(multi_file, "sha1");
 }
 
 #[test]

@@ -224,6 +224,10 @@ pub enum Script {
     /// Handshake, `have all`, `unchoke`; answers every request with garbage of
     /// the right length: each piece it sends fails its hash check as a whole.
     Garbler,
+    /// Handshake, the BEP 10 extended handshake given (a bencoded dictionary),
+    /// `have all`, `unchoke`, then as [`Script::FrozenSeeder`]: a peer whose
+    /// advertised extensions are under test (lanes).
+    ExtendedSeeder(&'static [u8]),
 }
 
 /// A fake peer listening on 127.0.0.1 and running a [`Script`] per connection.
@@ -231,6 +235,8 @@ pub struct FakeListener {
     pub addr: SocketAddr,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
+    /// The most connections open at once so far.
+    pub max_open: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -244,17 +250,22 @@ impl FakeListener {
         l.set_nonblocking(true).expect("nonblocking listener");
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
-        let (stop2, accepted2) = (stop.clone(), accepted.clone());
+        let max_open = Arc::new(AtomicUsize::new(0));
+        let open_now = Arc::new(AtomicUsize::new(0));
+        let (stop2, accepted2, max2) = (stop.clone(), accepted.clone(), max_open.clone());
         let thread = std::thread::spawn(move || {
             let mut conns = Vec::new();
             while !stop2.load(Ordering::Acquire) {
                 match l.accept() {
                     Ok((s, _)) if conns.len() < max_conns => {
                         accepted2.fetch_add(1, Ordering::AcqRel);
-                        let stop3 = stop2.clone();
+                        let n = open_now.fetch_add(1, Ordering::AcqRel) + 1;
+                        max2.fetch_max(n, Ordering::AcqRel);
+                        let (stop3, open3) = (stop2.clone(), open_now.clone());
                         conns.push(std::thread::spawn(move || {
                             let _ = s.set_nonblocking(false);
                             run_script(s, info_hash, script, &stop3);
+                            open3.fetch_sub(1, Ordering::AcqRel);
                         }));
                     }
                     Ok(_) => {}
@@ -268,6 +279,7 @@ impl FakeListener {
         FakeListener {
             addr,
             accepted,
+            max_open,
             stop,
             thread: Some(thread),
         }
@@ -291,6 +303,16 @@ fn run_script(stream: TcpStream, info_hash: [u8; 20], script: Script, stop: &Ato
     match script {
         Script::FrozenSeeder => {
             if p.pose_as_seeder().is_ok() {
+                p.swallow(stop);
+            }
+        }
+        Script::ExtendedSeeder(ext) => {
+            // BEP 10: message 20, extended id 0, the dictionary.
+            let len = u32::try_from(ext.len() + 2).unwrap_or(u32::MAX);
+            let mut out = len.to_be_bytes().to_vec();
+            out.extend_from_slice(&[20, 0]);
+            out.extend_from_slice(ext);
+            if p.stream.write_all(&out).is_ok() && p.pose_as_seeder().is_ok() {
                 p.swallow(stop);
             }
         }

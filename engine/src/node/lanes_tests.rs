@@ -3,11 +3,11 @@
 //! extension keeps one connection.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::fake_peer::{FakeListener, Script};
 use super::tests::{assert_same_files, make_torrent, open, wait_complete};
 use super::{Node, NodeConfig};
 use crate::store::OpenMode;
@@ -63,108 +63,14 @@ fn both_workers_of_a_two_worker_get_verify_a_share() {
     seed.shutdown().unwrap();
 }
 
-/// A seeder listening on 127.0.0.1 that answers every connection with a
-/// handshake (BEP 10 bit set), the extended handshake `ext` (bencoded),
-/// `have all` and `unchoke`, then reads and drops whatever comes, until
-/// `stop`. Counts the connections it accepted and the most open at once.
-struct ExtSeeder {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    max_open: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ExtSeeder {
-    fn spawn(info_hash: [u8; 20], ext: &'static [u8]) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        l.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let max_open = Arc::new(AtomicUsize::new(0));
-        let open_now = Arc::new(AtomicUsize::new(0));
-        let (stop2, accepted2, max2) = (stop.clone(), accepted.clone(), max_open.clone());
-        let thread = std::thread::spawn(move || {
-            let mut conns = Vec::new();
-            while !stop2.load(Ordering::Acquire) {
-                let Ok((mut s, _)) = l.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                accepted2.fetch_add(1, Ordering::AcqRel);
-                if conns.len() >= 8 {
-                    continue;
-                }
-                let stop3 = stop2.clone();
-                let n = open_now.fetch_add(1, Ordering::AcqRel) + 1;
-                max2.fetch_max(n, Ordering::AcqRel);
-                let open3 = open_now.clone();
-                conns.push(std::thread::spawn(move || {
-                    serve(&mut s, info_hash, ext, &stop3);
-                    open3.fetch_sub(1, Ordering::AcqRel);
-                }));
-            }
-            for c in conns {
-                let _ = c.join();
-            }
-        });
-        ExtSeeder {
-            addr,
-            accepted,
-            max_open,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-/// One connection of an [`ExtSeeder`].
-fn serve(s: &mut std::net::TcpStream, info_hash: [u8; 20], ext: &[u8], stop: &AtomicBool) {
-    let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut out = Handshake::new(info_hash, [0xee; 20]).to_bytes().to_vec();
-    // BEP 10: extended message 20, extended id 0, the dictionary.
-    let len = u32::try_from(ext.len() + 2).unwrap();
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&[20, 0]);
-    out.extend_from_slice(ext);
-    Message::HaveAll.encode(&mut out).unwrap();
-    Message::Unchoke.encode(&mut out).unwrap();
-    if s.write_all(&out).is_err() {
-        return;
-    }
-    let mut buf = vec![0u8; 64 * 1024];
-    while !stop.load(Ordering::Acquire) {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
-    }
-}
-
-impl Drop for ExtSeeder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Connections a 2-worker get opens to an [`ExtSeeder`] sending `ext`, and
+/// Connections a 2-worker get opens to a fake seeder sending the extended
+/// handshake `ext` ([`Script::ExtendedSeeder`]), and
 /// the most open at once, counted once `want` were open at once or after 1.5 s.
 fn connections_opened(ext: &'static [u8], want: usize) -> (usize, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let meta = make_torrent(&src, "t", &[1 << 20], 32 * 1024);
-    let fake = ExtSeeder::spawn(meta.info_hash().0, ext);
+    let fake = FakeListener::spawn(meta.info_hash().0, Script::ExtendedSeeder(ext), 8);
     let get = Node::start(
         &meta,
         open(&meta, &tmp.path().join("get"), OpenMode::Create),
@@ -234,7 +140,16 @@ fn second_connection_kept(ext: &[u8]) -> bool {
     };
     // The primary: handshake only, so its lanes are not negotiated.
     let _primary = connect();
-    std::thread::sleep(Duration::from_millis(100));
+    // The seed has taken the primary's handshake (its peer id is known) before
+    // the second connection arrives.
+    let end = Instant::now() + Duration::from_secs(5);
+    while seed.progress().peers_seen == 0 {
+        assert!(
+            Instant::now() < end,
+            "the primary's handshake was never taken"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut second = connect();
     let len = u32::try_from(ext.len() + 2).unwrap();
     let mut out = len.to_be_bytes().to_vec();
