@@ -33,7 +33,7 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use p2pe_bench::netns::{self, Lan, LinkSpec};
 use p2pe_bench::swarm_bench::proc::Proc;
-use p2pe_bench::swarm_bench::{install_signal_flag, same_bytes, write_data};
+use p2pe_bench::swarm_bench::{install_signal_flag, is_complete, same_bytes, write_data};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -208,11 +208,6 @@ impl Soak {
             eprintln!("soak: SIGKILL host {}, restart in {secs:.1} s", p.host);
         }
     }
-}
-
-fn is_complete(v: &serde_json::Value) -> bool {
-    v.get("event").and_then(|e| e.as_str()) == Some("complete")
-        || v.get("complete").and_then(|c| c.as_bool()) == Some(true)
 }
 
 /// Keeps every peer's process state current: completion, own exits, SIGCONT

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 pub use client::{Libtorrent, P2pe, PeerCommand, PeerCtx, SwarmClient, Tracker, TrackerCtx};
 pub use report::{Row, SimPrediction};
+pub use row::is_complete;
 pub use scenario::{Bounds, Scenario};
 
 use crate::netns::{Lan, NetnsError};

@@ -132,7 +132,9 @@ impl RowCtx<'_> {
     }
 }
 
-fn is_complete(v: &serde_json::Value) -> bool {
+/// Whether a client's JSON line reports completion (`{"event":"complete"}` or
+/// a summary with `"complete": true`).
+pub fn is_complete(v: &serde_json::Value) -> bool {
     v.get("event").and_then(|e| e.as_str()) == Some("complete")
         || v.get("complete").and_then(|c| c.as_bool()) == Some(true)
 }
