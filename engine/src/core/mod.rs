@@ -46,6 +46,7 @@ pub mod availability;
 pub mod bitfield;
 mod choker;
 pub mod claims;
+pub mod inbound_handshakes;
 mod config;
 mod message;
 mod peer;

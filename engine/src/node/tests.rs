@@ -359,7 +359,7 @@ fn ut_pex_is_advertised_only_for_public_torrents() {
             sources,
             &NodeConfig::new(),
             Arc::new(super::Shared::new(info.piece_count(), 1)),
-            0,
+            (super::TorrentId(0), 0),
             private,
         )
         .unwrap();
