@@ -65,8 +65,8 @@ pub(crate) struct TorrentSlot {
 
 /// A control message to a worker of a session.
 pub(crate) enum SessionMsg {
-    /// Serve this torrent on this worker.
-    Add(Box<TorrentSlot>),
+    /// Serve this torrent on this worker; the sender is dropped once done.
+    Add(Box<TorrentSlot>, mpsc::Sender<()>),
     /// Stop serving this torrent on this worker (closing its connections);
     /// the sender is dropped once done.
     Remove(TorrentId, mpsc::Sender<()>),
@@ -314,7 +314,10 @@ impl Handler for Dispatcher {
             return;
         };
         match *msg {
-            SessionMsg::Add(slot) => self.add(*slot),
+            SessionMsg::Add(slot, ack) => {
+                self.add(*slot);
+                drop(ack);
+            }
             SessionMsg::Remove(id, ack) => {
                 if let Some(&i) = self.by_id.get(&id) {
                     self.drop_torrent(ctx, i);

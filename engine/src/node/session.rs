@@ -35,9 +35,9 @@ use super::{
 /// drains it on its next loop; this only bounds a stuck worker).
 const POST_BOUND: Duration = Duration::from_secs(5);
 
-/// Longest wait for every worker to drop a removed torrent (each does so on
-/// its next loop).
-const REMOVE_BOUND: Duration = Duration::from_secs(5);
+/// Longest wait for every worker to take an added torrent or drop a removed
+/// one (each does so on its next loop).
+const ACK_BOUND: Duration = Duration::from_secs(5);
 
 /// A torrent of a [`Session`]; never reused within a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +100,24 @@ impl Hosted {
         }
         flushed?;
         Ok(progress)
+    }
+}
+
+/// Waits, bounded by [`ACK_BOUND`], until every worker dropped its clone of
+/// the sender of `acked` (each does once it took or dropped torrent `id`).
+fn wait_acks(acked: &mpsc::Receiver<()>, id: TorrentId) -> Result<(), NodeError> {
+    let end = Instant::now() + ACK_BOUND;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match acked.recv_timeout(left) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(NodeError::Runtime(std::io::Error::other(format!(
+                    "a worker did not answer for torrent {id} within {ACK_BOUND:?}"
+                ))))
+            }
+        }
     }
 }
 
@@ -236,6 +254,7 @@ impl Session {
         let tc = torrent_config(meta, &nc, &storage, &shared);
         let sources = NodeHandler::open_sources(&storage)?;
         let ih = meta.info_hash();
+        let (ack, acked) = mpsc::channel::<()>();
         let make = |w: usize| -> Result<SessionMsg, NodeError> {
             let handler = NodeHandler::new(
                 tc.clone(),
@@ -247,17 +266,24 @@ impl Session {
                 (id, w),
                 info.is_private(),
             )?;
-            Ok(SessionMsg::Add(Box::new(TorrentSlot {
+            let slot = TorrentSlot {
                 id,
                 info_hash: ih.0,
                 handler,
-            })))
+            };
+            Ok(SessionMsg::Add(Box::new(slot), ack.clone()))
         };
         for w in 0..self.workers {
             if let Err(e) = self.post_bounded(w, || make(w)) {
                 let _ = self.drop_on_workers(id);
                 return Err(e);
             }
+        }
+        drop(ack);
+        // Once every worker serves it, a peer may connect at once.
+        if let Err(e) = wait_acks(&acked, id) {
+            let _ = self.drop_on_workers(id);
+            return Err(e);
         }
         let mut hosted = Hosted {
             info_hash: ih,
@@ -346,7 +372,7 @@ impl Session {
     }
 
     /// Asks every worker to drop torrent `id` (closing its connections) and
-    /// waits, bounded by [`REMOVE_BOUND`], until they all did.
+    /// waits, bounded by [`ACK_BOUND`], until they all did.
     fn drop_on_workers(&self, id: TorrentId) -> Result<(), NodeError> {
         let (ack, acked) = mpsc::channel::<()>();
         for w in 0..self.workers {
@@ -358,20 +384,7 @@ impl Session {
             }
         }
         drop(ack);
-        // Each worker drops its sender once the torrent is gone there.
-        let end = Instant::now() + REMOVE_BOUND;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match acked.recv_timeout(left) {
-                Ok(()) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(NodeError::Runtime(std::io::Error::other(format!(
-                        "a worker did not drop torrent {id} within {REMOVE_BOUND:?}"
-                    ))))
-                }
-            }
-        }
+        wait_acks(&acked, id)
     }
 
     /// Sends `make()`'s message to worker `w`, retrying (bounded by
