@@ -277,7 +277,10 @@ mod tests {
         assert_eq!(w.handle_recv(1, b"X"), Some(Routed::NotBitTorrent));
         assert!(w.is_empty());
         w.handle_open(Time::ZERO, 2u32, ());
-        assert_eq!(w.handle_recv(2, b"GET / HTTP/1.1\r\n"), Some(Routed::NotBitTorrent));
+        assert_eq!(
+            w.handle_recv(2, b"GET / HTTP/1.1\r\n"),
+            Some(Routed::NotBitTorrent)
+        );
         assert_eq!(w.handle_recv(3, b"x"), None);
     }
 

@@ -16,10 +16,10 @@ use crate::rt::{ConnId, Ctx, Handler, PostError, SourceFile};
 use crate::store::{Storage, StoreError};
 use crate::wire::peer::{ExtendedHandshake, Handshake, P2peExt, MAX_LANES};
 
-use super::peer::{PeerConn, Source};
-use super::transfers::PieceSources;
 use super::dispatch::SessionMsg;
+use super::peer::{PeerConn, Source};
 use super::session::TorrentId;
+use super::transfers::PieceSources;
 use super::{Command, NodeConfig, NodeError, Shared};
 use crate::core::rate_limit::SharedBucket;
 
@@ -221,10 +221,7 @@ impl NodeHandler {
     /// # Errors
     /// As [`Ctx::post`].
     pub(super) fn post(&self, ctx: &Ctx, worker: usize, cmd: Command) -> Result<(), PostError> {
-        ctx.post(
-            worker,
-            Box::new(SessionMsg::Torrent(self.torrent_id, cmd)),
-        )
+        ctx.post(worker, Box::new(SessionMsg::Torrent(self.torrent_id, cmd)))
     }
 
     /// A message for this torrent from the session or another worker.

@@ -407,9 +407,7 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let mut session = Session::start_routing(&config, dispatch::Routing::Sole)?;
         let id = session.add(meta, storage, &config)?;
-        let (shared, storage) = session
-            .parts(id)
-            .ok_or(NodeError::UnknownTorrent(id))?;
+        let (shared, storage) = session.parts(id).ok_or(NodeError::UnknownTorrent(id))?;
         Ok(Node {
             session,
             id,
@@ -555,5 +553,7 @@ mod hostile_tests;
 mod lanes_tests;
 #[cfg(test)]
 mod pex_flood_tests;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;

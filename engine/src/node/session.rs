@@ -537,4 +537,3 @@ impl std::fmt::Debug for Session {
             .finish_non_exhaustive()
     }
 }
-
