@@ -36,6 +36,20 @@
 //! peer id over all workers is kept by a registry locked only at handshake
 //! and close.
 //!
+//! Many torrents: a [`Session`] runs one runtime for any number of torrents
+//! on one listen port; a [`Node`] is a session of one torrent. Each worker
+//! runs a dispatcher (`dispatch`) owning one handler per torrent as above
+//! (so every worker serves every torrent): it routes each runtime callback
+//! by connection (one hash-map lookup per callback, the only cost to a
+//! single torrent's hot path), attributes outbound connections to the
+//! torrent that dialled them, holds an inbound connection until the
+//! info-hash of the peer's handshake selects its torrent
+//! ([`crate::core::inbound_handshakes`]: bounded in count and time; unknown
+//! info-hash: closed), keeps each torrent's timer and arms the worker's at the
+//! earliest, and adds or removes torrents on control messages (removing one
+//! closes its connections only). Messages between one torrent's handlers on
+//! different workers carry its [`TorrentId`].
+//!
 //! A separate thread makes verified pieces durable and rewrites the resume
 //! record every [`RESUME_FLUSH_INTERVAL`] (msync waits for the disk, which
 //! may be much slower than the network, so it never blocks a worker).

@@ -451,7 +451,7 @@ impl Session {
         })
     }
 
-    /// Torrent `id`'s per-peer payload totals ([`PeerTransfer`]).
+    /// Torrent `id`'s per-peer payload totals ([`super::PeerTransfer`]).
     ///
     /// # Errors
     /// [`NodeError::UnknownTorrent`].
