@@ -1,7 +1,7 @@
 //! Many torrents in one process (issue 14 item 3): `p2pe seed --dir` serving
 //! 50 torrents of 256 KiB on one port, each reachable by its info-hash (a
 //! handshake answered with every piece for each, complete downloads for a
-//! few), a torrent added to and one removed from the directory picked up
+//! few) and announced on its own to a `p2pe tracker`, a torrent added to and one removed from the directory picked up
 //! while it runs, a malformed one reported without stopping the others, and
 //! the process's resident memory printed (`docs/cli-node.md`).
 
@@ -16,7 +16,7 @@ use p2pe::node::{storage_layout, Node, NodeConfig};
 use p2pe::store::{OpenMode, Storage};
 use p2pe::wire::metainfo::{Info, Layout, Metainfo, PieceHash};
 use p2pe::wire::peer::{Decoder, DecoderLimits, Handshake, Message};
-use p2pe_tests::{data, p2pe_bin, Proc};
+use p2pe_tests::{data, p2pe_bin, tracker_seeders, Proc};
 
 const TORRENTS: usize = 50;
 const LEN: usize = 256 * 1024;
@@ -125,13 +125,22 @@ fn one_seed_process_serves_fifty_torrents_from_a_directory() {
         .map(|i| make(&dir, &format!("m{i:02}"), i as u64))
         .collect();
     std::fs::write(dir.join("broken.torrent"), b"d4:infoi1e").unwrap();
+    let mut tracker = Proc::spawn(Command::new(p2pe_bin()).args([
+        "tracker",
+        "--listen",
+        "127.0.0.1:0",
+        "--interval",
+        "5",
+    ]));
+    let tracker_addr = tracker.listen_addr();
     let log = tmp.path().join("seed.log");
     let mut seed = Proc::spawn_with(
         Command::new(p2pe_bin())
             .arg("seed")
             .arg("--dir")
             .arg(&dir)
-            .args(["--listen", "127.0.0.1:0", "--workers", "2"]),
+            .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(["--tracker", &format!("http://{tracker_addr}/announce")]),
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
     let addr = seed.listen_addr();
@@ -144,6 +153,15 @@ fn one_seed_process_serves_fifty_torrents_from_a_directory() {
         None,
         "unknown info-hash answered"
     );
+    // Each torrent is announced on its own (a seeder per info-hash).
+    let end = Instant::now() + BOUND;
+    for (i, (meta, _)) in torrents.iter().enumerate() {
+        let ih = meta.info_hash().to_string();
+        while tracker_seeders(tracker_addr, &ih) != Some(1) {
+            assert!(Instant::now() < end, "torrent {i} not announced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     let (rss, anon) = rss_kib(seed.child.id());
     println!(
         "{TORRENTS} torrents x {} KiB in one seed process (2 workers): VmRSS {} KiB, RssAnon {} KiB",
