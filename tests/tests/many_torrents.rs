@@ -202,3 +202,34 @@ fn one_seed_process_serves_fifty_torrents_from_a_directory() {
     assert!(log.contains("added late"), "{log}");
     assert!(log.contains("dropped m00"), "{log}");
 }
+
+#[test]
+fn seed_serves_several_torrent_files_on_one_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, _) = make(&dir, "a", 1);
+    let (b, _) = make(&dir, "b", 2);
+    std::fs::write(dir.join("bad.torrent"), b"not bencode").unwrap();
+    let log = tmp.path().join("seed.log");
+    let mut seed = Proc::spawn_with(
+        Command::new(p2pe_bin())
+            .arg("seed")
+            .args([
+                dir.join("a.torrent"),
+                dir.join("bad.torrent"),
+                dir.join("b.torrent"),
+            ])
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-tracker"]),
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let addr = seed.listen_addr();
+    assert_eq!(has_all(addr, a.info_hash().0), Some(true));
+    assert_eq!(has_all(addr, b.info_hash().0), Some(true));
+    let pid = seed.child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    assert!(seed.wait(BOUND).0, "seed did not exit cleanly");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("bad.torrent: not served"), "{log}");
+}
