@@ -1,6 +1,6 @@
-//! [`NodeHandler`]: the [`Handler`] of one of the node's runtime workers.
+//! [`NodeHandler`]: one torrent on one of the runtime workers, a [`Handler`] called by
+//! the worker's session dispatcher (`super::dispatch`), which routes each callback to it.
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -536,12 +536,6 @@ impl Handler for NodeHandler {
         self.publish();
         self.publish_stats();
         self.arm_timer(ctx);
-    }
-
-    fn on_control(&mut self, ctx: &mut Ctx, msg: Box<dyn Any + Send>) {
-        if let Ok(cmd) = msg.downcast::<Command>() {
-            self.on_command(ctx, *cmd);
-        }
     }
 
     fn is_done(&self) -> bool {
