@@ -47,6 +47,7 @@ pub mod bitfield;
 mod choker;
 pub mod claims;
 mod config;
+pub mod inbound_handshakes;
 mod message;
 mod peer;
 pub mod pex;

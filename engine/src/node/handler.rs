@@ -1,6 +1,6 @@
-//! [`NodeHandler`]: the [`Handler`] of one of the node's runtime workers.
+//! [`NodeHandler`]: one torrent on one of the runtime workers, a [`Handler`] called by
+//! the worker's session dispatcher (`super::dispatch`), which routes each callback to it.
 
-use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -12,11 +12,13 @@ use crate::core::address_book::{AddressBook, BookConfig};
 use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
-use crate::rt::{ConnId, Ctx, Handler, SourceFile};
+use crate::rt::{ConnId, Ctx, Handler, PostError, SourceFile};
 use crate::store::{Storage, StoreError};
 use crate::wire::peer::{ExtendedHandshake, Handshake, P2peExt, MAX_LANES};
 
+use super::dispatch::SessionMsg;
 use super::peer::{PeerConn, Source};
+use super::session::TorrentId;
 use super::transfers::PieceSources;
 use super::{Command, NodeConfig, NodeError, Shared};
 use crate::core::rate_limit::SharedBucket;
@@ -49,6 +51,9 @@ const KEY_WORKER_SHIFT: u32 = 48;
 pub(crate) struct NodeHandler {
     /// This worker's index, `0..shared.workers`.
     pub(super) worker: usize,
+    /// The torrent's id in its [`super::Session`]: messages to this torrent's
+    /// handlers on other workers are addressed with it.
+    torrent_id: TorrentId,
     pub(super) torrent: Torrent,
     pub(super) storage: Arc<Storage>,
     /// One mapping per torrent file for the send path (`None`: empty file).
@@ -128,7 +133,7 @@ impl NodeHandler {
         sources: Vec<Option<Arc<SourceFile>>>,
         nc: &NodeConfig,
         shared: Arc<Shared>,
-        worker: usize,
+        (torrent_id, worker): (TorrentId, usize),
         private: bool,
     ) -> Result<Self, NodeError> {
         let mut have = Bitfield::new(config.piece_count);
@@ -175,6 +180,7 @@ impl NodeHandler {
         let torrent = Torrent::new(config, have, nc.rng_seed ^ worker as u64);
         Ok(NodeHandler {
             worker,
+            torrent_id,
             torrent,
             storage,
             sources,
@@ -207,6 +213,29 @@ impl NodeHandler {
         let k = self.next_key;
         self.next_key += 1;
         (self.worker as u64) << KEY_WORKER_SHIFT | k
+    }
+
+    /// Sends `cmd` to this torrent's handler on worker `worker` (through
+    /// that worker's session dispatcher).
+    ///
+    /// # Errors
+    /// As [`Ctx::post`].
+    pub(super) fn post(&self, ctx: &Ctx, worker: usize, cmd: Command) -> Result<(), PostError> {
+        ctx.post(worker, Box::new(SessionMsg::Torrent(self.torrent_id, cmd)))
+    }
+
+    /// A message for this torrent from the session or another worker.
+    pub(crate) fn on_command(&mut self, ctx: &mut Ctx, cmd: Command) {
+        match cmd {
+            Command::Connect(addr) => {
+                self.add_peer(ctx, addr, Source::Configured);
+            }
+            Command::Start => {}
+            Command::DialLane(addr, peer_id) => self.dial_lane(ctx, addr, peer_id),
+            other => self.on_worker_message(ctx, other),
+        }
+        self.drain(ctx);
+        self.arm_timer(ctx);
     }
 
     /// The core's clock: nanoseconds since this handler was built.
@@ -506,21 +535,6 @@ impl Handler for NodeHandler {
         self.drain(ctx);
         self.publish();
         self.publish_stats();
-        self.arm_timer(ctx);
-    }
-
-    fn on_control(&mut self, ctx: &mut Ctx, msg: Box<dyn Any + Send>) {
-        if let Ok(cmd) = msg.downcast::<Command>() {
-            match *cmd {
-                Command::Connect(addr) => {
-                    self.add_peer(ctx, addr, Source::Configured);
-                }
-                Command::Start => {}
-                Command::DialLane(addr, peer_id) => self.dial_lane(ctx, addr, peer_id),
-                other => self.on_worker_message(ctx, other),
-            }
-        }
-        self.drain(ctx);
         self.arm_timer(ctx);
     }
 

@@ -36,6 +36,20 @@
 //! peer id over all workers is kept by a registry locked only at handshake
 //! and close.
 //!
+//! Many torrents: a [`Session`] runs one runtime for any number of torrents
+//! on one listen port; a [`Node`] is a session of one torrent. Each worker
+//! runs a dispatcher (`dispatch`) owning one handler per torrent as above
+//! (so every worker serves every torrent): it routes each runtime callback
+//! by connection (one hash-map lookup per callback, the only cost to a
+//! single torrent's hot path), attributes outbound connections to the
+//! torrent that dialled them, holds an inbound connection until the
+//! info-hash of the peer's handshake selects its torrent
+//! ([`crate::core::inbound_handshakes`]: bounded in count and time; unknown
+//! info-hash: closed), keeps each torrent's timer and arms the worker's at the
+//! earliest, and adds or removes torrents on control messages (removing one
+//! closes its connections only). Messages between one torrent's handlers on
+//! different workers carry its [`TorrentId`].
+//!
 //! A separate thread makes verified pieces durable and rewrites the resume
 //! record every [`RESUME_FLUSH_INTERVAL`] (msync waits for the disk, which
 //! may be much slower than the network, so it never blocks a worker).
@@ -82,12 +96,13 @@
 mod announce;
 mod convert;
 mod dht;
+mod dispatch;
 mod handler;
 mod peer;
+mod session;
 mod shared;
 mod transfers;
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -95,11 +110,12 @@ use std::time::Duration;
 
 use crate::core::{ChokerConfig, ChokerMode, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
-use crate::rt::{self, RuntimeConfig, RuntimeHandle, SendStrategy};
+use crate::rt::SendStrategy;
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
 pub use dht::DhtConfig;
+pub use session::{Session, TorrentId};
 pub(crate) use shared::{Command, Shared};
 pub use transfers::{PeerTransfer, Transfers};
 
@@ -237,6 +253,12 @@ pub enum NodeError {
     /// The torrent and the storage disagree (piece count or length).
     #[error("storage does not match the torrent: {0}")]
     Mismatch(String),
+    /// The [`Session`] already serves a torrent with this info-hash (hex).
+    #[error("torrent {0} is already served")]
+    AlreadyServed(String),
+    /// The [`Session`] serves no torrent with this id.
+    #[error("no torrent {0} in this session")]
+    UnknownTorrent(TorrentId),
 }
 
 /// The storage layout of `meta`'s file table (paths below the output
@@ -308,16 +330,14 @@ pub struct Progress {
 /// How often newly verified pieces are made durable in the resume record.
 pub const RESUME_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A running node: one torrent, one runtime, one resume flusher thread.
+/// A running node: one torrent, one runtime, one resume flusher thread: a
+/// [`Session`] of one torrent, whose inbound connections all go to that
+/// torrent at accept.
 pub struct Node {
-    runtime: RuntimeHandle,
+    session: Session,
+    id: TorrentId,
     shared: Arc<Shared>,
     storage: Arc<Storage>,
-    /// [`NodeConfig::durable_exit`].
-    durable_exit: bool,
-    flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
-    announcer: Option<announce::Announcer>,
-    dht: Option<dht::DhtNode>,
 }
 
 /// Flushes the resume record every [`RESUME_FLUSH_INTERVAL`] while pieces
@@ -346,6 +366,46 @@ fn spawn_flusher(
     Ok((tx, t))
 }
 
+/// The core configuration every worker's torrent starts from, and the
+/// shared piece sets filled from `storage`. With several workers the
+/// torrents share claims, upload history and availability counts and leave
+/// choking to the batched choker (worker `i` uses `rng_seed ^ i`).
+fn torrent_config(
+    meta: &Metainfo,
+    config: &NodeConfig,
+    storage: &Storage,
+    shared: &Shared,
+) -> TorrentConfig {
+    let info = meta.info();
+    let mut tc = TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
+    tc.choker = config.choker;
+    let mut left = info.total_len_bytes();
+    for (i, v) in (0u32..).zip(storage.verified()) {
+        if v {
+            let p = PieceIndex(i);
+            shared.have.try_set(p);
+            shared.claims.try_set(p);
+            left = left.saturating_sub(u64::from(tc.piece_len(p)));
+        }
+    }
+    let verified = shared.have.count_ones();
+    shared.verified_pieces.store(verified, Ordering::Release);
+    shared.verified_at_start.store(verified, Ordering::Release);
+    shared.left_bytes.store(left, Ordering::Release);
+    shared
+        .complete
+        .store(verified == info.piece_count(), Ordering::Release);
+    if shared.workers > 1 {
+        tc.claims = Some(shared.claims.clone());
+        tc.upload_history = Some(shared.upload_history.clone());
+        tc.availability = Some(shared.availability.clone());
+        tc.choker_mode = ChokerMode::External {
+            initial_slots: config.choker.unchoke_slots / shared.workers,
+        };
+    }
+    tc
+}
+
 impl Node {
     /// Starts serving `meta` from/into `storage` (opened and checked by the
     /// caller) and connects to `config.peers`.
@@ -359,152 +419,25 @@ impl Node {
         storage: Arc<Storage>,
         config: NodeConfig,
     ) -> Result<Node, NodeError> {
-        let info = meta.info();
-        if storage.piece_count() != info.piece_count()
-            || storage.layout().total_len_bytes() != info.total_len_bytes()
-        {
-            return Err(NodeError::Mismatch(format!(
-                "{} pieces / {} bytes in storage, {} / {} in the torrent",
-                storage.piece_count(),
-                storage.layout().total_len_bytes(),
-                info.piece_count(),
-                info.total_len_bytes()
-            )));
-        }
-        let workers = config.workers.max(1);
-        let shared = Arc::new(Shared::new(info.piece_count(), workers));
-        let tc = Self::torrent_config(meta, &config, &storage, &shared);
-        let sources = handler::NodeHandler::open_sources(&storage)?;
-        let mut handlers = Vec::with_capacity(workers);
-        for worker in 0..workers {
-            handlers.push(Some(handler::NodeHandler::new(
-                tc.clone(),
-                meta.info_hash().0,
-                storage.clone(),
-                sources.clone(),
-                &config,
-                shared.clone(),
-                worker,
-                info.is_private(),
-            )?));
-        }
-        let rc = RuntimeConfig {
-            workers,
-            listen: config.listen,
-            pin_cores: config.pin_cores,
-            send_strategy: config.send_strategy,
-            ..RuntimeConfig::default()
-        };
-        let slots = RefCell::new(handlers);
-        let runtime = rt::run(rc, |i| {
-            slots
-                .borrow_mut()
-                .get_mut(i)
-                .and_then(Option::take)
-                .expect("one handler per worker")
-        })?;
-        let flusher = Some(spawn_flusher(storage.clone(), shared.clone())?);
-        let port = runtime.local_addr().map_or(0, |a| a.port());
-        shared.listen_port.store(port, Ordering::Release);
-        let tiers = config
-            .trackers
-            .clone()
-            .unwrap_or_else(|| meta.trackers().to_vec());
-        let announcer = if tiers.iter().any(|t| !t.is_empty()) {
-            let a = announce::Announcer::spawn(announce::Params {
-                tiers,
-                info_hash: meta.info_hash(),
-                peer_id: config.peer_id,
-                port,
-                client: config.tracker.clone(),
-                seed: config.rng_seed ^ 0x0074_7261_636b_6572,
-                shared: shared.clone(),
-            })?;
-            Some(a)
-        } else {
-            None
-        };
-        let dht = match &config.dht {
-            Some(_) if info.is_private() => {
-                shared.log("dht: off for a private torrent (BEP 27)".into());
-                None
-            }
-            Some(dc) => Some(dht::DhtNode::spawn(
-                dc,
-                meta.info_hash(),
-                port,
-                shared.clone(),
-            )?),
-            None => None,
-        };
-        let node = Node {
-            runtime,
+        let mut session = Session::start_routing(&config, dispatch::Routing::Sole)?;
+        let id = session.add(meta, storage, &config)?;
+        let (shared, storage) = session.parts(id).ok_or(NodeError::UnknownTorrent(id))?;
+        Ok(Node {
+            session,
+            id,
             shared,
             storage,
-            flusher,
-            durable_exit: config.durable_exit,
-            announcer,
-            dht,
-        };
-        for w in 0..workers {
-            node.runtime
-                .post(w, Box::new(Command::Start))
-                .map_err(|e| NodeError::Runtime(std::io::Error::other(e)))?;
-        }
-        for addr in &config.peers {
-            node.connect(*addr)?;
-        }
-        Ok(node)
-    }
-
-    /// The core configuration every worker's torrent starts from, and the
-    /// shared piece sets filled from `storage`. With several workers the
-    /// torrents share claims, upload history and availability counts and leave choking to the batched choker (worker
-    /// `i` uses `rng_seed ^ i`).
-    fn torrent_config(
-        meta: &Metainfo,
-        config: &NodeConfig,
-        storage: &Storage,
-        shared: &Shared,
-    ) -> TorrentConfig {
-        let info = meta.info();
-        let mut tc = TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
-        tc.choker = config.choker;
-        let mut left = info.total_len_bytes();
-        for (i, v) in (0u32..).zip(storage.verified()) {
-            if v {
-                let p = PieceIndex(i);
-                shared.have.try_set(p);
-                shared.claims.try_set(p);
-                left = left.saturating_sub(u64::from(tc.piece_len(p)));
-            }
-        }
-        let verified = shared.have.count_ones();
-        shared.verified_pieces.store(verified, Ordering::Release);
-        shared.verified_at_start.store(verified, Ordering::Release);
-        shared.left_bytes.store(left, Ordering::Release);
-        shared
-            .complete
-            .store(verified == info.piece_count(), Ordering::Release);
-        if shared.workers > 1 {
-            tc.claims = Some(shared.claims.clone());
-            tc.upload_history = Some(shared.upload_history.clone());
-            tc.availability = Some(shared.availability.clone());
-            tc.choker_mode = ChokerMode::External {
-                initial_slots: config.choker.unchoke_slots / shared.workers,
-            };
-        }
-        tc
+        })
     }
 
     /// The address peers can reach us on (with the chosen port), if listening.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.runtime.local_addr()
+        self.session.local_addr()
     }
 
     /// The UDP address of the node's DHT node, if the DHT is on.
     pub fn dht_addr(&self) -> Option<SocketAddr> {
-        self.dht.as_ref().map(|d| SocketAddr::V4(d.local_addr()))
+        self.session.dht_addr(self.id)
     }
 
     /// Asks the node to connect to `addr` (and reconnect while incomplete),
@@ -513,10 +446,7 @@ impl Node {
     /// # Errors
     /// [`NodeError::Runtime`] if the worker has exited or its mailbox is full.
     pub fn connect(&self, addr: SocketAddr) -> Result<(), NodeError> {
-        let w = shared::dial_owner(addr, self.shared.workers);
-        self.runtime
-            .post(w, Box::new(Command::Connect(addr)))
-            .map_err(|e| NodeError::Runtime(std::io::Error::other(e)))
+        self.session.connect(self.id, addr)
     }
 
     /// A handle on the per-peer payload totals ([`PeerTransfer`]), readable
@@ -555,20 +485,12 @@ impl Node {
 
     /// The next log line (tracker warnings, peers learned), oldest first.
     pub fn poll_event(&self) -> Option<String> {
-        self.shared
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+        self.session.poll_event(self.id)
     }
 
     /// Takes the fatal storage error that stopped the node, if any.
     pub fn take_error(&self) -> Option<StoreError> {
-        self.shared
-            .fatal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.session.take_error(self.id)
     }
 
     /// The storage the node serves from.
@@ -583,32 +505,13 @@ impl Node {
     /// # Errors
     /// The fatal storage error that stopped the node, a runtime error, or
     /// flushing the resume record failed.
-    pub fn shutdown(mut self) -> Result<Progress, NodeError> {
-        if let Some(d) = self.dht.take() {
-            d.stop();
-        }
-        if let Some(a) = self.announcer.take() {
-            a.stop();
-        }
-        let fatal = self.take_error();
-        if let Some((stop, t)) = self.flusher.take() {
-            drop(stop);
-            let _ = t.join();
-        }
-        let rt = self.runtime.shutdown();
-        // After the workers exited: each added its last byte counts on the way out.
-        let progress = progress_of(&self.shared);
-        let flushed = if self.durable_exit {
-            self.storage.flush_resume()
-        } else {
-            self.storage.flush_resume_nowait()
-        };
-        if let Some(e) = fatal {
-            return Err(e.into());
-        }
-        rt?;
-        flushed?;
-        Ok(progress)
+    pub fn shutdown(self) -> Result<Progress, NodeError> {
+        let id = self.id;
+        self.session
+            .shutdown()
+            .into_iter()
+            .find(|(t, _)| *t == id)
+            .map_or(Err(NodeError::UnknownTorrent(id)), |(_, r)| r)
     }
 }
 
@@ -664,5 +567,7 @@ mod hostile_tests;
 mod lanes_tests;
 #[cfg(test)]
 mod pex_flood_tests;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;

@@ -171,7 +171,7 @@ fn seed_to_two_leechers_multi_file() {
 
 /// Connects a raw TCP client to `addr`, sends `bytes`, and returns true when
 /// the node closes the connection (EOF or reset) within 10 s.
-fn node_closes_after(addr: std::net::SocketAddr, bytes: &[u8]) -> bool {
+pub(super) fn node_closes_after(addr: std::net::SocketAddr, bytes: &[u8]) -> bool {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -359,7 +359,7 @@ fn ut_pex_is_advertised_only_for_public_torrents() {
             sources,
             &NodeConfig::new(),
             Arc::new(super::Shared::new(info.piece_count(), 1)),
-            0,
+            (super::TorrentId(0), 0),
             private,
         )
         .unwrap();

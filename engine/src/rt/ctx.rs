@@ -151,6 +151,21 @@ impl Ctx {
         self.deadline = Some(self.deadline.map_or(at, |d| d.min(at)));
     }
 
+    /// Replaces the pending timer deadline (the earliest one asked for with
+    /// [`Ctx::set_timer`] since the last `on_timer`) with `at`, and returns
+    /// the one it replaced. A handler that multiplexes others (one per
+    /// torrent) uses it to learn each one's deadline and to arm the earliest.
+    pub fn replace_timer(&mut self, at: Option<Instant>) -> Option<Instant> {
+        std::mem::replace(&mut self.deadline, at)
+    }
+
+    /// Connections opened with [`Ctx::connect`] and not submitted yet, oldest
+    /// first: those of the current callback are at the end (they are submitted
+    /// when it returns). A multiplexing handler attributes them to their owner.
+    pub fn queued_connects(&self) -> &[ConnId] {
+        &self.connects
+    }
+
     /// Sends `msg` to worker `worker`'s `on_control` (this worker included).
     ///
     /// # Errors

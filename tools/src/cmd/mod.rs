@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod node_common;
 pub mod progress_log;
 pub mod seed;
+pub mod seed_many;
 pub mod sim;
 pub mod swarm;
 pub mod tracker;

@@ -18,12 +18,20 @@ use super::node_common::{
 /// Arguments of `p2pe seed`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The .torrent to serve.
-    pub torrent: PathBuf,
-    /// The data: the directory holding the torrent's file or top directory
-    /// (or that file / top directory itself).
+    /// The .torrent file(s) to serve, all on one listen port (the info-hash
+    /// of each peer's handshake selects the torrent).
+    #[arg(value_name = "TORRENT", required_unless_present = "dir")]
+    pub torrents: Vec<PathBuf>,
+    /// The data: the directory holding each torrent's file or top directory
+    /// (or, with one torrent, that file / top directory itself). Default: the
+    /// directory of the .torrent file.
     #[arg(long, value_name = "DATA")]
-    pub path: PathBuf,
+    pub path: Option<PathBuf>,
+    /// Serve every `*.torrent` in DIR, its data beside it in DIR (by the
+    /// torrent's name); DIR is polled every few seconds: a torrent added is
+    /// served, one removed is dropped (its peers closed).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["torrents", "path"])]
+    pub dir: Option<PathBuf>,
     /// Address to accept peers on.
     #[arg(long, default_value = "0.0.0.0:6881", value_name = "ADDR")]
     pub listen: SocketAddr,
@@ -137,11 +145,26 @@ pub fn data_root(meta: &Metainfo, data: &Path) -> PathBuf {
     data.to_path_buf()
 }
 
+/// Where the data of the torrent file `torrent` is: `--path`, else the
+/// directory of the .torrent file.
+pub fn data_dir(path: Option<&Path>, torrent: &Path) -> PathBuf {
+    match path {
+        Some(p) => p.to_path_buf(),
+        None => match torrent.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+    }
+}
+
 /// Runs `p2pe seed`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let meta = load_torrent(&args.torrent)?;
+    let [torrent] = args.torrents.as_slice() else {
+        return super::seed_many::run(args);
+    };
+    let meta = load_torrent(torrent)?;
     let stop = stop_flag()?;
-    let root = data_root(&meta, &args.path);
+    let root = data_root(&meta, &data_dir(args.path.as_deref(), torrent));
     let (storage, _) = open_storage(&meta, &root, OpenMode::Seed)?;
     storage.set_write_resume(args.write_resume);
     if !storage.is_complete() {

@@ -68,7 +68,7 @@ impl NodeHandler {
         let owner = dial_owner(addr, self.shared.workers);
         if owner != self.worker {
             // A full mailbox drops the address; PEX repeats it.
-            let _ = ctx.post(owner, Box::new(Command::AddPeer(addr, source)));
+            let _ = self.post(ctx, owner, Command::AddPeer(addr, source));
             return false;
         }
         if source != Source::Configured
@@ -246,7 +246,7 @@ impl NodeHandler {
         } else {
             // The other worker closes its connection (and retires its dial).
             let msg = Command::ClosePeer(other.conn, peer_id);
-            let _ = ctx.post(other.worker, Box::new(msg));
+            let _ = self.post(ctx, other.worker, msg);
         }
         true
     }

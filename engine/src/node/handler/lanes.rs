@@ -162,7 +162,7 @@ impl NodeHandler {
         let others = (0..self.shared.workers).filter(|&w| w != self.worker);
         for w in others.take(usize::from(lanes - 1)) {
             // Full mailbox: one lane fewer, nothing else lost.
-            let _ = ctx.post(w, Box::new(Command::DialLane(addr, peer_id)));
+            let _ = self.post(ctx, w, Command::DialLane(addr, peer_id));
         }
     }
 

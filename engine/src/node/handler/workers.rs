@@ -43,7 +43,7 @@ impl NodeHandler {
     pub(super) fn tell_verified(&self, ctx: &mut Ctx, piece: PieceIndex) {
         for w in (0..self.shared.workers).filter(|&w| w != self.worker) {
             // Full: the worker catches up from `Shared::have` on its tick.
-            let _ = ctx.post(w, Box::new(Command::PieceVerified(piece)));
+            let _ = self.post(ctx, w, Command::PieceVerified(piece));
         }
     }
 
@@ -76,7 +76,7 @@ impl NodeHandler {
             self.on_choke_report(ctx, 0, report);
         } else {
             // Full: the next interval's report replaces it.
-            let _ = ctx.post(0, Box::new(Command::ChokeReport(self.worker, report)));
+            let _ = self.post(ctx, 0, Command::ChokeReport(self.worker, report));
         }
     }
 
@@ -102,7 +102,7 @@ impl NodeHandler {
                 self.torrent.handle_choke_decision(now, &d);
             } else {
                 // Full: that worker keeps its unchokes until the next pass.
-                let _ = ctx.post(w, Box::new(Command::ChokeDecision(d)));
+                let _ = self.post(ctx, w, Command::ChokeDecision(d));
             }
         }
     }
