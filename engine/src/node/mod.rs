@@ -36,6 +36,12 @@
 //! peer id over all workers is kept by a registry locked only at handshake
 //! and close.
 //!
+//! Web seeds (BEP 19, [`WebSeedConfig`]): fetcher threads take pieces no
+//! connected peer has from HTTP servers, claimed in the same claim bitmap
+//! (which, with web seeds, is shared even by a single worker, as are the
+//! availability counts), verify them like any piece and post them to the
+//! workers, which send `have` and serve them; see [`web_seed`].
+//!
 //! A separate thread makes verified pieces durable and rewrites the resume
 //! record every [`RESUME_FLUSH_INTERVAL`] (msync waits for the disk, which
 //! may be much slower than the network, so it never blocks a worker).
@@ -86,6 +92,7 @@ mod handler;
 mod peer;
 mod shared;
 mod transfers;
+pub mod web_seed;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -102,6 +109,7 @@ use crate::wire::metainfo::Metainfo;
 pub use dht::DhtConfig;
 pub(crate) use shared::{Command, Shared};
 pub use transfers::{PeerTransfer, Transfers};
+pub use web_seed::{WebSeedConfig, WebSeedStats};
 
 /// BEP 11's peer exchange interval: at most one `ut_pex` message a minute
 /// (toward clients other than p2pe; [`crate::core::pex`]).
@@ -171,6 +179,9 @@ pub struct NodeConfig {
     /// (default [`SendStrategy::Send`], the fastest measured; see
     /// [`crate::rt`]).
     pub send_strategy: SendStrategy,
+    /// Web seeds to fetch from beside the peers (BEP 19; default none: the
+    /// caller passes the torrent's `url-list` here).
+    pub web_seeds: WebSeedConfig,
 }
 
 /// Most workers [`default_workers`] picks: beyond 8 cores one torrent's
@@ -214,6 +225,7 @@ impl NodeConfig {
             workers: default_workers(),
             pin_cores: false,
             send_strategy: SendStrategy::default(),
+            web_seeds: WebSeedConfig::default(),
         }
     }
 }
@@ -303,6 +315,13 @@ pub struct Progress {
     /// duplicates, blocks arriving after our `cancel`, pieces failing the
     /// hash); part of `downloaded_bytes`' traffic but not counted in it.
     pub wasted_bytes: u64,
+    /// Payload bytes received from web seeds (BEP 19) this session, pieces
+    /// that failed the hash included; not part of `downloaded_bytes`.
+    pub web_seed_bytes: u64,
+    /// Pieces verified from web seeds this session.
+    pub web_seed_pieces: u32,
+    /// Web seed requests that failed this session (see [`WebSeedStats`]).
+    pub web_seed_failures: u64,
 }
 
 /// How often newly verified pieces are made durable in the resume record.
@@ -318,6 +337,7 @@ pub struct Node {
     flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     announcer: Option<announce::Announcer>,
     dht: Option<dht::DhtNode>,
+    web_seeds: Option<web_seed::WebSeeds>,
 }
 
 /// Flushes the resume record every [`RESUME_FLUSH_INTERVAL`] while pieces
@@ -437,6 +457,19 @@ impl Node {
             )?),
             None => None,
         };
+        let expect_peers = !config.peers.is_empty() || announcer.is_some() || dht.is_some();
+        let web_seeds = if shared.complete.load(Ordering::Acquire) {
+            None
+        } else {
+            web_seed::WebSeeds::spawn(
+                &config.web_seeds,
+                info.is_multi_file(),
+                expect_peers,
+                storage.clone(),
+                shared.clone(),
+                runtime.poster(),
+            )?
+        };
         let node = Node {
             runtime,
             shared,
@@ -445,6 +478,7 @@ impl Node {
             durable_exit: config.durable_exit,
             announcer,
             dht,
+            web_seeds,
         };
         for w in 0..workers {
             node.runtime
@@ -486,10 +520,13 @@ impl Node {
         shared
             .complete
             .store(verified == info.piece_count(), Ordering::Release);
-        if shared.workers > 1 {
+        // Web seed fetchers claim pieces and read availability like a worker.
+        if shared.workers > 1 || !config.web_seeds.urls.is_empty() {
             tc.claims = Some(shared.claims.clone());
-            tc.upload_history = Some(shared.upload_history.clone());
             tc.availability = Some(shared.availability.clone());
+        }
+        if shared.workers > 1 {
+            tc.upload_history = Some(shared.upload_history.clone());
             tc.choker_mode = ChokerMode::External {
                 initial_slots: config.choker.unchoke_slots / shared.workers,
             };
@@ -571,6 +608,13 @@ impl Node {
             .take()
     }
 
+    /// Per web seed totals (BEP 19), in the order of [`NodeConfig::web_seeds`]
+    /// (usable URLs only); readable after [`Node::shutdown`] through
+    /// [`NodeWatch::web_seeds`].
+    pub fn web_seeds(&self) -> Vec<WebSeedStats> {
+        web_seed_stats(&self.shared)
+    }
+
     /// The storage the node serves from.
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
@@ -584,6 +628,9 @@ impl Node {
     /// The fatal storage error that stopped the node, a runtime error, or
     /// flushing the resume record failed.
     pub fn shutdown(mut self) -> Result<Progress, NodeError> {
+        if let Some(w) = self.web_seeds.take() {
+            w.stop();
+        }
         if let Some(d) = self.dht.take() {
             d.stop();
         }
@@ -625,6 +672,18 @@ impl NodeWatch {
     pub fn progress(&self) -> Progress {
         progress_of(&self.shared)
     }
+
+    /// Per web seed totals (as [`Node::web_seeds`]).
+    pub fn web_seeds(&self) -> Vec<WebSeedStats> {
+        web_seed_stats(&self.shared)
+    }
+}
+
+/// Snapshots of the web seeds' counters in `s`.
+fn web_seed_stats(s: &Shared) -> Vec<WebSeedStats> {
+    s.web_seeds
+        .get()
+        .map_or_else(Vec::new, |v| v.iter().map(|c| c.stats()).collect())
 }
 
 impl std::fmt::Debug for NodeWatch {
@@ -635,6 +694,7 @@ impl std::fmt::Debug for NodeWatch {
 
 /// The counters in `s` as a [`Progress`].
 fn progress_of(s: &Shared) -> Progress {
+    let web = s.web_seeds.get().map_or(&[][..], Vec::as_slice);
     Progress {
         verified_pieces: s.verified_pieces.load(Ordering::Acquire),
         piece_count: s.piece_count.load(Ordering::Acquire),
@@ -653,6 +713,9 @@ fn progress_of(s: &Shared) -> Progress {
         peers_banned: s.peers_banned.load(Ordering::Relaxed),
         peers_unchoked: s.peers_unchoked.load(Ordering::Relaxed),
         wasted_bytes: s.wasted_bytes.load(Ordering::Relaxed),
+        web_seed_bytes: web.iter().map(|c| c.downloaded_bytes()).sum(),
+        web_seed_pieces: web.iter().map(|c| c.pieces()).sum(),
+        web_seed_failures: web.iter().map(|c| c.failures()).sum(),
     }
 }
 

@@ -146,6 +146,8 @@ pub(crate) struct Shared {
     pub(crate) fatal: Mutex<Option<StoreError>>,
     /// Per-peer payload totals (see [`super::transfers`]).
     pub(crate) transfers: super::transfers::TransferBook,
+    /// Per web seed counters (BEP 19; see [`super::web_seed`]), set once at start.
+    pub(crate) web_seeds: std::sync::OnceLock<Vec<super::web_seed::SeedCounters>>,
 }
 
 impl Shared {
@@ -188,6 +190,7 @@ impl Shared {
             events: Mutex::new(VecDeque::new()),
             fatal: Mutex::new(None),
             transfers: Default::default(),
+            web_seeds: std::sync::OnceLock::new(),
         }
     }
 

@@ -10,3 +10,4 @@ pub mod seed;
 pub mod sim;
 pub mod swarm;
 pub mod tracker;
+pub mod web_seed;
