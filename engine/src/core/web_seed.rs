@@ -11,12 +11,19 @@
 //!   [`PolicyConfig::peer_wait`], or [`PolicyConfig::bitfield_wait`] after its
 //!   first peer connected (time for the peers' bitfields to arrive). A node
 //!   that expects no peer starts at once.
-//! - *Unseen* ([`WebSeedMode::Unseen`]): then only pieces that no connected
-//!   peer has (availability 0, [`super::availability`]) and that nobody in the
-//!   node has claimed ([`super::claims`]) are fetched over HTTP, at random
-//!   among them, so nodes starting together rarely fetch the same piece. A
-//!   piece fetched over HTTP is announced with `have`, its count becomes 1 at
-//!   every neighbour, and they fetch it from this node instead of the origin.
+//! - *Share* ([`WebSeedMode::Share`]): then only pieces that no connected
+//!   peer has (availability 0, [`super::availability`]), that nobody in the
+//!   node has claimed ([`super::claims`]) and that are this node's share
+//!   ([`Share`]: with the node and its connected peers sorted by peer id, the
+//!   node of rank `r` of `n` takes the pieces `p` with `p % n == r`) are
+//!   fetched over HTTP, at random among them. Nodes that see the same peers
+//!   agree on the shares, so nodes starting together do not fetch the same
+//!   piece: a piece fetched over HTTP is announced with `have`, its count
+//!   becomes 1 at every neighbour, and they fetch it from this node instead
+//!   of the origin.
+//! - *Unseen* ([`WebSeedMode::Unseen`]): when the node verified no piece for
+//!   [`PolicyConfig::share_stall`] (its share is done and the others' owners
+//!   are not delivering theirs), any piece no connected peer has.
 //! - *Any* ([`WebSeedMode::Any`]): when the node verified no piece for
 //!   [`PolicyConfig::starve_after`] while pieces are missing (its peers hold
 //!   them but do not deliver: choked, stalled), any unclaimed missing piece.
@@ -53,6 +60,10 @@ pub struct PolicyConfig {
     /// bitfield (and its neighbours') arrive within a round trip or two.
     /// Default 300 ms.
     pub bitfield_wait: Duration,
+    /// No piece verified for this long: fetch the pieces no peer has beyond
+    /// this node's share too. Default 1 s: a peer serving its share over a
+    /// datacenter network delivers a piece well within it.
+    pub share_stall: Duration,
     /// No piece verified for this long while pieces are missing: fetch any
     /// unclaimed piece over HTTP, not only those no peer has. Default 10 s
     /// (the core drops a peer's requests after 10 s of silence too).
@@ -69,6 +80,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             peer_wait: Duration::from_secs(2),
             bitfield_wait: Duration::from_millis(300),
+            share_stall: Duration::from_secs(1),
             starve_after: Duration::from_secs(10),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -81,6 +93,8 @@ impl Default for PolicyConfig {
 pub enum WebSeedMode {
     /// None yet: waiting for peers.
     Waiting,
+    /// Pieces of this node's [`Share`] no connected peer has (availability 0).
+    Share,
     /// Pieces no connected peer has (availability 0).
     Unseen,
     /// Any unclaimed missing piece: peers are not delivering.
@@ -145,15 +159,26 @@ impl WebSeedPolicy {
         Some(end)
     }
 
+    /// Since when the node counts as making no progress: its last verified
+    /// piece, or the end of the wait for peers if later (waiting is not
+    /// stalling).
+    fn progress_at(&self) -> Time {
+        self.wait_ends()
+            .map_or(self.last_progress_at, |end| end.max(self.last_progress_at))
+    }
+
     /// Which pieces may be fetched over HTTP at `now`.
     pub fn mode(&self, now: Time) -> WebSeedMode {
         if self.wait_ends().is_some_and(|end| now < end) {
             return WebSeedMode::Waiting;
         }
-        if now >= self.last_progress_at + self.config.starve_after {
+        let since = self.progress_at();
+        if now >= since + self.config.starve_after {
             WebSeedMode::Any
-        } else {
+        } else if now >= since + self.config.share_stall {
             WebSeedMode::Unseen
+        } else {
+            WebSeedMode::Share
         }
     }
 
@@ -162,21 +187,24 @@ impl WebSeedPolicy {
     pub fn poll_timeout(&self, now: Time) -> Option<Time> {
         match self.mode(now) {
             WebSeedMode::Waiting => self.wait_ends(),
-            WebSeedMode::Unseen => Some(self.last_progress_at + self.config.starve_after),
+            WebSeedMode::Share => Some(self.progress_at() + self.config.share_stall),
+            WebSeedMode::Unseen => Some(self.progress_at() + self.config.starve_after),
             WebSeedMode::Any => None,
         }
     }
 
     /// Claims a piece to fetch over HTTP at `now`: uniformly at random among
     /// the pieces nobody claimed (`claims` holds every piece the node has or
-    /// fetches) and, in [`WebSeedMode::Unseen`], no connected peer has
-    /// (`availability` 0). `None` while waiting or when there is none. The
-    /// claim is the caller's until it releases it (see the module docs).
+    /// fetches) and, but in [`WebSeedMode::Any`], no connected peer has
+    /// (`availability` 0), and in [`WebSeedMode::Share`] that are in `share`.
+    /// `None` while waiting or when there is none. The claim is the caller's
+    /// until it releases it (see the module docs).
     pub fn pick(
         &self,
         now: Time,
         claims: &AtomicBitfield,
         availability: &Availability,
+        share: Share,
         rng: &mut ChaCha8Rng,
     ) -> Option<PieceIndex> {
         let mode = self.mode(now);
@@ -204,7 +232,10 @@ impl WebSeedPolicy {
             while free != 0 {
                 let piece = PieceIndex(first + free.trailing_zeros());
                 free &= free - 1;
-                if mode == WebSeedMode::Unseen && availability.count(piece) != 0 {
+                if mode == WebSeedMode::Share && !share.holds(piece) {
+                    continue;
+                }
+                if mode != WebSeedMode::Any && availability.count(piece) != 0 {
                     continue;
                 }
                 if claims.try_set(piece) {
@@ -213,6 +244,44 @@ impl WebSeedPolicy {
             }
         }
         None
+    }
+}
+
+/// A node's share of the pieces to fetch over HTTP: with the node and its
+/// connected peers sorted by peer id, the node is `rank` of `of`, and its
+/// share is the pieces `p` with `p % of == rank`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// The node's position, `0..of`.
+    pub rank: u32,
+    /// The node and its connected peers.
+    pub of: u32,
+}
+
+impl Share {
+    /// Every piece (a node alone).
+    pub const ALL: Share = Share { rank: 0, of: 1 };
+
+    /// The share of the node with peer id `ours` among connected `peers`
+    /// (BEP 3 peer ids; duplicates of `ours` are ignored).
+    pub fn of_peer_ids<'a>(ours: &[u8; 20], peers: impl IntoIterator<Item = &'a [u8; 20]>) -> Self {
+        let mut rank = 0u32;
+        let mut of = 1u32;
+        for p in peers {
+            if p == ours {
+                continue;
+            }
+            of = of.saturating_add(1);
+            if p < ours {
+                rank = rank.saturating_add(1);
+            }
+        }
+        Share { rank, of }
+    }
+
+    /// Whether `piece` is in the share.
+    pub fn holds(&self, piece: PieceIndex) -> bool {
+        piece.0 % self.of.max(1) == self.rank
     }
 }
 
@@ -284,27 +353,34 @@ mod tests {
     fn waits_for_peers_only_when_it_expects_them() {
         let c = PolicyConfig::default();
         let alone = WebSeedPolicy::new(t(0), c, false);
-        assert_eq!(alone.mode(t(0)), WebSeedMode::Unseen);
+        assert_eq!(alone.mode(t(0)), WebSeedMode::Share);
         let mut p = WebSeedPolicy::new(t(0), c, true);
         assert_eq!(p.mode(t(0)), WebSeedMode::Waiting);
         assert_eq!(p.poll_timeout(t(0)), Some(t(2000)));
         assert_eq!(p.mode(t(1999)), WebSeedMode::Waiting);
-        assert_eq!(p.mode(t(2000)), WebSeedMode::Unseen);
+        // Waiting is not stalling: the share comes first.
+        assert_eq!(p.mode(t(2000)), WebSeedMode::Share);
+        assert_eq!(p.poll_timeout(t(2000)), Some(t(3000)));
+        assert_eq!(p.mode(t(3000)), WebSeedMode::Unseen);
         // A peer at 100 ms ends the wait 300 ms later.
         p.handle_peers(t(100), 1);
         assert_eq!(p.mode(t(399)), WebSeedMode::Waiting);
-        assert_eq!(p.mode(t(400)), WebSeedMode::Unseen);
+        assert_eq!(p.mode(t(400)), WebSeedMode::Share);
     }
 
     #[test]
     fn starving_opens_every_piece_and_progress_closes_it() {
         let c = PolicyConfig::default();
         let mut p = WebSeedPolicy::new(t(0), c, false);
-        assert_eq!(p.poll_timeout(t(0)), Some(t(10_000)));
+        assert_eq!(p.poll_timeout(t(0)), Some(t(1_000)));
+        assert_eq!(p.mode(t(1_000)), WebSeedMode::Unseen);
+        assert_eq!(p.poll_timeout(t(1_000)), Some(t(10_000)));
         assert_eq!(p.mode(t(10_000)), WebSeedMode::Any);
+        assert_eq!(p.poll_timeout(t(10_000)), None);
         p.handle_progress(t(10_500), 3);
-        assert_eq!(p.mode(t(10_500)), WebSeedMode::Unseen);
+        assert_eq!(p.mode(t(10_500)), WebSeedMode::Share);
         p.handle_progress(t(15_000), 3); // no new piece: no progress
+        assert_eq!(p.mode(t(11_500)), WebSeedMode::Unseen);
         assert_eq!(p.mode(t(20_500)), WebSeedMode::Any);
     }
 
@@ -322,7 +398,7 @@ mod tests {
         let p = WebSeedPolicy::new(t(0), PolicyConfig::default(), false);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut got = Vec::new();
-        while let Some(piece) = p.pick(t(0), &claims, &avail, &mut rng) {
+        while let Some(piece) = p.pick(t(0), &claims, &avail, Share::ALL, &mut rng) {
             assert_eq!(piece.0 % 3, 2, "{piece:?}");
             assert!(claims.get(piece));
             got.push(piece.0);
@@ -333,7 +409,10 @@ mod tests {
         // Starving: the pieces peers have are fair game too.
         let mut rng = ChaCha8Rng::seed_from_u64(8);
         let mut more = 0;
-        while p.pick(t(10_000), &claims, &avail, &mut rng).is_some() {
+        while p
+            .pick(t(10_000), &claims, &avail, Share::ALL, &mut rng)
+            .is_some()
+        {
             more += 1;
         }
         assert_eq!(more, (0..130).filter(|i| i % 3 == 1).count());
@@ -350,7 +429,9 @@ mod tests {
             .map(|seed| {
                 let claims = AtomicBitfield::new(1000);
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                p.pick(t(0), &claims, &avail, &mut rng).unwrap().0
+                p.pick(t(0), &claims, &avail, Share::ALL, &mut rng)
+                    .unwrap()
+                    .0
             })
             .collect();
         assert!(firsts.len() >= 7, "{firsts:?}");
@@ -362,17 +443,47 @@ mod tests {
         let avail = Availability::new(10);
         let p = WebSeedPolicy::new(t(0), PolicyConfig::default(), true);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        assert_eq!(p.pick(t(5), &claims, &avail, &mut rng), None);
+        assert_eq!(p.pick(t(5), &claims, &avail, Share::ALL, &mut rng), None);
         assert_eq!(claims.count_ones(), 0);
+    }
+
+    #[test]
+    fn nodes_that_see_the_same_peers_split_the_pieces() {
+        let ids: Vec<[u8; 20]> = (0..5u8).map(|i| [i.wrapping_mul(37); 20]).collect();
+        let shares: Vec<Share> = ids
+            .iter()
+            .map(|me| Share::of_peer_ids(me, ids.iter()))
+            .collect();
+        for piece in (0..100).map(PieceIndex) {
+            let owners = shares.iter().filter(|s| s.holds(piece)).count();
+            assert_eq!(owners, 1, "{piece:?}: {shares:?}");
+        }
+        assert!(shares.iter().all(|s| s.of == 5));
+        // In its share, a node takes only its own unseen pieces until its
+        // progress stalls, then the others' too.
+        let claims = AtomicBitfield::new(100);
+        let avail = Availability::new(100);
+        let p = WebSeedPolicy::new(t(0), PolicyConfig::default(), false);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let s = shares[2];
+        let mut mine = 0;
+        while let Some(piece) = p.pick(t(0), &claims, &avail, s, &mut rng) {
+            assert!(s.holds(piece));
+            mine += 1;
+        }
+        assert_eq!(mine, 20);
+        let mut rest = 0;
+        while p.pick(t(1_000), &claims, &avail, s, &mut rng).is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, 80);
     }
 
     #[test]
     fn backoff_doubles_up_to_the_bound_and_resets() {
         let mut b = Backoff::new(PolicyConfig::default());
         assert!(b.is_ready(t(0)));
-        let waits: Vec<u64> = (0..9)
-            .map(|_| b.handle_failure(t(0)).as_secs())
-            .collect();
+        let waits: Vec<u64> = (0..9).map(|_| b.handle_failure(t(0)).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         assert!(!b.is_ready(t(59_999)));
         assert!(b.is_ready(t(60_000)));

@@ -465,6 +465,7 @@ impl Node {
                 &config.web_seeds,
                 info.is_multi_file(),
                 expect_peers,
+                config.peer_id,
                 storage.clone(),
                 shared.clone(),
                 runtime.poster(),

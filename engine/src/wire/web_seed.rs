@@ -98,6 +98,9 @@ mod tests {
     #[test]
     fn components_cannot_escape_their_segment() {
         let f = p(&["n", "%2e%2e", "ü"]);
-        assert_eq!(file_url("http://h/", &f, true), "http://h/n/%252e%252e/%C3%BC");
+        assert_eq!(
+            file_url("http://h/", &f, true),
+            "http://h/n/%252e%252e/%C3%BC"
+        );
     }
 }

@@ -182,7 +182,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let web = if web.is_empty() {
                 String::new()
             } else {
-                format!(", and no web seed delivered a piece ({})", failures_text(&web))
+                format!(
+                    ", and no web seed delivered a piece ({})",
+                    failures_text(&web)
+                )
             };
             bail!(
                 "no peer reachable within {}s (peers tried: {}; {} from trackers, {} from PEX){web}",

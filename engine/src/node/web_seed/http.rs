@@ -138,7 +138,12 @@ pub(crate) fn fetch_piece(
 }
 
 /// Writes `data` at `offset_bytes` of `piece` (waiting out a shadow commit).
-fn write(t: &Target<'_>, piece: PieceIndex, offset_bytes: u32, data: &[u8]) -> Result<(), FetchError> {
+fn write(
+    t: &Target<'_>,
+    piece: PieceIndex,
+    offset_bytes: u32,
+    data: &[u8],
+) -> Result<(), FetchError> {
     match retry_busy(|| t.storage.write_block(piece.0, offset_bytes, data)) {
         Ok(()) => Ok(()),
         Err(StoreError::AlreadyVerified { .. }) => Err(FetchError::AlreadyVerified),
@@ -215,7 +220,9 @@ fn fetch_range(
             Err(e) => return Err(http(format!("reading the body: {e}"))),
         };
         if got + n as u64 > u64::from(len_bytes) {
-            return Err(http(format!("body longer than the {len_bytes} bytes asked for")));
+            return Err(http(format!(
+                "body longer than the {len_bytes} bytes asked for"
+            )));
         }
         got += n as u64;
         t.received_bytes.fetch_add(n as u64, Ordering::Relaxed);

@@ -36,7 +36,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::core::web_seed::{Backoff, PolicyConfig, WebSeedPolicy};
+use crate::core::web_seed::{Backoff, PolicyConfig, Share, WebSeedPolicy};
 use crate::core::{PieceIndex, Time};
 use crate::rt::Poster;
 use crate::store::{Storage, StoreError};
@@ -171,6 +171,8 @@ struct Fetcher {
     state: Arc<Mutex<PolicyState>>,
     stop: Arc<AtomicBool>,
     multi_file: bool,
+    /// Our peer id, for our [`Share`] among the connected peers.
+    peer_id: [u8; 20],
 }
 
 /// The running fetcher threads of a node's web seeds.
@@ -196,6 +198,7 @@ impl WebSeeds {
         config: &WebSeedConfig,
         multi_file: bool,
         expect_peers: bool,
+        peer_id: [u8; 20],
         storage: Arc<Storage>,
         shared: Arc<Shared>,
         poster: Poster,
@@ -206,7 +209,9 @@ impl WebSeeds {
             .iter()
             .take(crate::wire::metainfo::MAX_WEB_SEEDS)
         {
-            if u.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) {
+            if u.get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+            {
                 if !urls.contains(u) {
                     urls.push(u.clone());
                 }
@@ -216,11 +221,9 @@ impl WebSeeds {
                 ));
             }
         }
-        let _ = shared.web_seeds.set(
-            urls.iter()
-                .map(|u| SeedCounters::new(u.clone()))
-                .collect(),
-        );
+        let _ = shared
+            .web_seeds
+            .set(urls.iter().map(|u| SeedCounters::new(u.clone())).collect());
         if urls.is_empty() {
             return Ok(None);
         }
@@ -250,6 +253,7 @@ impl WebSeeds {
                     state: state.clone(),
                     stop: stop.clone(),
                     multi_file,
+                    peer_id,
                 };
                 let done_tx = done_tx.clone();
                 std::thread::Builder::new()
@@ -300,8 +304,7 @@ impl Fetcher {
     }
 
     fn run(&self) {
-        while !self.stop.load(Ordering::Acquire) && !self.shared.complete.load(Ordering::Acquire)
-        {
+        while !self.stop.load(Ordering::Acquire) && !self.shared.complete.load(Ordering::Acquire) {
             match self.next_step() {
                 Step::Wait(d) => std::thread::sleep(d.min(IDLE_POLL)),
                 Step::Fetch(piece) => self.fetch(piece),
@@ -310,6 +313,14 @@ impl Fetcher {
     }
 
     fn next_step(&self) -> Step {
+        let share = {
+            let ids = self
+                .shared
+                .peer_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            Share::of_peer_ids(&self.peer_id, ids.keys())
+        };
         let now = now(&self.shared);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let PolicyState {
@@ -324,7 +335,13 @@ impl Fetcher {
                 return Step::Wait(b.retry_at().saturating_duration_since(now));
             }
         }
-        match policy.pick(now, &self.shared.claims, &self.shared.availability, rng) {
+        match policy.pick(
+            now,
+            &self.shared.claims,
+            &self.shared.availability,
+            share,
+            rng,
+        ) {
             Some(p) => Step::Fetch(p),
             None => Step::Wait(
                 policy
