@@ -6,10 +6,10 @@
 //! loops: ask the node's [`WebSeedPolicy`] (sans-IO, [`crate::core::web_seed`])
 //! for a piece, which claims it in the node's claim bitmap (so no worker
 //! fetches it meanwhile, and no other fetcher); fetch it with ranged `GET`s
-//! ([`http`]) straight into storage; verify it like any piece (BLAKE3 where
+//! (`http`) straight into storage; verify it like any piece (BLAKE3 where
 //! the torrent carries it, else SHA-1); then mark it had node-wide
 //! (`Shared::piece_verified`) and post it to every worker
-//! ([`super::Command::PieceVerified`]), which sends `have` to its peers and
+//! (`Command::PieceVerified`), which sends `have` to its peers and
 //! serves it. So a piece a node got over HTTP reaches its neighbours by P2P,
 //! and its availability there is no longer 0: they take it from peers, not
 //! from the origin.
@@ -23,7 +23,7 @@
 //!
 //! Bounds: at most [`crate::wire::metainfo::MAX_WEB_SEEDS`] web seeds, at most
 //! [`MAX_CONNECTIONS_PER_SEED`] threads each, one 64 KiB buffer per thread.
-//! Threads exit when the node is complete or stopping; [`WebSeeds::stop`]
+//! Threads exit when the node is complete or stopping; [`super::Node::shutdown`]
 //! waits for them at most [`STOP_BOUND`] (a thread blocked in a read is left
 //! to finish on its own: the node's state it touches is shared and outlives it).
 
@@ -48,7 +48,7 @@ use http::{FetchError, Target};
 /// Most fetcher threads (concurrent requests) per web seed.
 pub const MAX_CONNECTIONS_PER_SEED: usize = 8;
 
-/// How long [`WebSeeds::stop`] waits for the fetcher threads.
+/// How long [`super::Node::shutdown`] waits for the fetcher threads.
 pub const STOP_BOUND: Duration = Duration::from_secs(1);
 
 /// Longest sleep of an idle fetcher between looks at the node's state: a
