@@ -531,3 +531,47 @@ fn a_get_whose_only_web_seed_answers_404_fails_clearly() {
         "{err}"
     );
 }
+
+/// The swarm prefers peers: a get that reaches a `p2pe seed` (every piece
+/// available from a peer) takes nothing from the web seed in its torrent.
+#[test]
+fn a_get_that_reaches_a_seed_takes_nothing_from_the_web_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let Some(nginx) = Nginx::start(
+        &www,
+        "a_get_that_reaches_a_seed_takes_nothing_from_the_web_seed",
+    ) else {
+        return;
+    };
+    let payload = data(4 << 20, 41);
+    let file = www.join("s.bin");
+    std::fs::write(&file, &payload).unwrap();
+    let torrent = tmp.path().join("s.torrent");
+    create(
+        &file,
+        &torrent,
+        &["--piece-length", "64KiB", "--web-seed", &nginx.url("/")],
+    );
+    let mut seed = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("seed")
+            .arg(&torrent)
+            .arg("--path")
+            .arg(&www)
+            .args(["--listen", "127.0.0.1:0"]),
+    );
+    let seed_addr = seed.listen_addr();
+    let out = tmp.path().join("out");
+    let (ok, summary, err) = get(&torrent, &out, &["--peer", &seed_addr.to_string()]);
+    assert!(ok, "get failed: {summary}\n{err}");
+    assert!(std::fs::read(out.join("s.bin")).unwrap() == payload);
+    assert_eq!(summary["web_seed_bytes"].as_u64(), Some(0), "{summary}");
+    assert_eq!(
+        summary["peer_bytes"].as_u64(),
+        Some(payload.len() as u64),
+        "{summary}"
+    );
+    assert_eq!(nginx.body_bytes(), 0, "{:?}", nginx.log());
+}

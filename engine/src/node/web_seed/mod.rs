@@ -335,6 +335,15 @@ impl Fetcher {
                 return Step::Wait(b.retry_at().saturating_duration_since(now));
             }
         }
+        // `--download-limit` covers web seed bytes too: a piece is requested
+        // only while the node's download bucket allows, as a peer request is.
+        let limit = self.shared.limits.get().and_then(|l| l.1.clone());
+        if let Some(bucket) = &limit {
+            let at = bucket.ready_at(now);
+            if at > now {
+                return Step::Wait(at.saturating_duration_since(now));
+            }
+        }
         match policy.pick(
             now,
             &self.shared.claims,
@@ -342,7 +351,13 @@ impl Fetcher {
             share,
             rng,
         ) {
-            Some(p) => Step::Fetch(p),
+            Some(p) => {
+                if let Some(bucket) = &limit {
+                    let len = self.storage.layout().piece_len(p.0).unwrap_or(0);
+                    bucket.take(now, u64::from(len));
+                }
+                Step::Fetch(p)
+            }
             None => Step::Wait(
                 policy
                     .poll_timeout(now)
