@@ -575,3 +575,62 @@ fn a_get_that_reaches_a_seed_takes_nothing_from_the_web_seed() {
     );
     assert_eq!(nginx.body_bytes(), 0, "{:?}", nginx.log());
 }
+
+/// (d) A web seed that accepts connections and never answers (stalls) fails
+/// after `--web-seed-timeout`, gives its pieces back and is backed off; the
+/// get completes from the good web seed.
+#[test]
+fn a_stalling_web_seed_times_out_and_the_get_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (www, torrent, payload) = good_bad_missing(tmp.path());
+    let Some(nginx) = Nginx::start(&www, "a_stalling_web_seed_times_out_and_the_get_completes")
+    else {
+        return;
+    };
+    // Accepts and holds connections, never sends a byte (bounded: it stops
+    // when the test is done, or after 60 s).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stall = listener.local_addr().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let holder = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let end = Instant::now() + Duration::from_secs(60);
+            while !done.load(std::sync::atomic::Ordering::Acquire) && Instant::now() < end {
+                if let Ok((s, _)) = listener.accept() {
+                    held.push(s);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            held.len()
+        })
+    };
+    let stall_url = format!("http://{stall}/");
+    let good = nginx.url("/good/");
+    let out = tmp.path().join("out");
+    let (ok, summary, err) = get(
+        &torrent,
+        &out,
+        &[
+            "--web-seed",
+            &stall_url,
+            "--web-seed",
+            &good,
+            "--web-seed-timeout",
+            "1",
+        ],
+    );
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let connections = holder.join().unwrap();
+    assert!(ok, "get failed: {summary}\n{err}");
+    assert!(std::fs::read(out.join("w.bin")).unwrap() == payload);
+    let s = seed_entry(&summary, &stall_url);
+    assert!(connections >= 1, "the stalling seed was asked");
+    assert_eq!(s["pieces"], 0, "{summary}");
+    assert!(s["failures"].as_u64() >= Some(1), "{summary}");
+    let why = s["last_error"].as_str().unwrap_or("").to_lowercase();
+    assert!(why.contains("time"), "a timeout: {summary}");
+    assert_eq!(seed_entry(&summary, &good)["pieces"], 64, "{summary}");
+}

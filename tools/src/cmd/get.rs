@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     args.discovery.apply(&mut config);
     args.cores.apply(&mut config);
-    args.web_seeds.apply(&meta, &mut config);
+    args.web_seeds.apply(&meta, &mut config)?;
     // Kept to report how pieces were hashed (on arrival or read back).
     let store = storage.clone();
     let node = Node::start(&meta, storage, config).context("start node")?;

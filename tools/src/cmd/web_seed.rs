@@ -1,5 +1,8 @@
 //! Web seed (BEP 19) options of `p2pe get` and their part of its summary.
 
+use std::time::Duration;
+
+use anyhow::Context;
 use p2pe::node::{NodeConfig, WebSeedStats};
 use p2pe::wire::metainfo::Metainfo;
 
@@ -16,6 +19,10 @@ pub struct WebSeedArgs {
     /// Concurrent HTTP requests (keep-alive connections) per web seed, 1..=8.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub web_seed_connections: usize,
+    /// Seconds without a response or a byte after which a web seed request
+    /// has stalled (it fails and the web seed is backed off).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub web_seed_timeout: f64,
 }
 
 impl WebSeedArgs {
@@ -36,9 +43,17 @@ impl WebSeedArgs {
     }
 
     /// Puts the web seeds of `meta` and these options into `config`.
-    pub fn apply(&self, meta: &Metainfo, config: &mut NodeConfig) {
+    ///
+    /// # Errors
+    /// `--web-seed-timeout` is not a positive number of seconds.
+    pub fn apply(&self, meta: &Metainfo, config: &mut NodeConfig) -> anyhow::Result<()> {
         config.web_seeds.urls = self.urls(meta);
         config.web_seeds.connections_per_seed = self.web_seed_connections;
+        config.web_seeds.stall_timeout = Duration::try_from_secs_f64(self.web_seed_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--web-seed-timeout: a positive number of seconds")?;
+        Ok(())
     }
 }
 

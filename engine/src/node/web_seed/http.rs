@@ -12,8 +12,9 @@
 //! and what was wrong. The bytes are never trusted: the caller verifies the
 //! piece's hash before anything else may use it.
 //!
-//! Time bounds, per request ([`agent`]): connect 5 s, response head 10 s, no
-//! byte for [`STALL_TIMEOUT`] (a stalled seed), and the body of one piece at
+//! Time bounds, per request ([`agent`]): connect 5 s, no response head or no
+//! byte for the stall timeout ([`super::WebSeedConfig::stall_timeout`],
+//! default [`STALL_TIMEOUT`]: a stalled seed), and the body of one piece at
 //! most [`MIN_BODY_TIMEOUT`] or the piece at [`MIN_RATE_BYTES_PER_S`],
 //! whichever is longer (a trickling seed).
 
@@ -27,8 +28,10 @@ use crate::wire::web_seed::file_url;
 
 use super::super::handler::retry_busy;
 
-/// No byte from a web seed for this long: the request has stalled.
-pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default stall timeout: no byte from a web seed for this long, the request
+/// has stalled (a server under load answers within a second or two; 10 s
+/// also covers a cold object store).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Least time allowed for one piece's body.
 const MIN_BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,15 +64,20 @@ pub(crate) enum FetchError {
 
 /// The HTTP client of one web seed: keep-alive connections in its pool
 /// (`max_idle_per_host`, one per fetcher thread), the time bounds of the
-/// module docs for a piece of `piece_len_bytes`, redirects followed (at most
-/// 4), no TLS (ureq is built without it: `https://` URLs fail).
-pub(crate) fn agent(piece_len_bytes: u32, max_idle_per_host: usize) -> ureq::Agent {
+/// module docs for a piece of `piece_len_bytes` with `stall` as the stall
+/// timeout, redirects followed (at most 4), no TLS (ureq is built without
+/// it: `https://` URLs fail).
+pub(crate) fn agent(
+    piece_len_bytes: u32,
+    max_idle_per_host: usize,
+    stall: Duration,
+) -> ureq::Agent {
     let body = Duration::from_secs(u64::from(piece_len_bytes) / MIN_RATE_BYTES_PER_S)
         .max(MIN_BODY_TIMEOUT);
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(5)))
-        .timeout_recv_response(Some(Duration::from_secs(10)))
-        .timeout_per_read(Some(STALL_TIMEOUT))
+        .timeout_recv_response(Some(stall))
+        .timeout_per_read(Some(stall))
         .timeout_recv_body(Some(body))
         .http_status_as_error(false)
         .max_redirects(4)

@@ -69,7 +69,13 @@ pub struct WebSeedConfig {
     pub connections_per_seed: usize,
     /// When and what to fetch, and the back-off ([`crate::core::web_seed`]).
     pub policy: PolicyConfig,
+    /// No response head, or no byte of the body, for this long: the request
+    /// has stalled and fails (the web seed is backed off). Default
+    /// [`STALL_TIMEOUT`].
+    pub stall_timeout: Duration,
 }
+
+pub use http::STALL_TIMEOUT;
 
 impl Default for WebSeedConfig {
     fn default() -> Self {
@@ -77,6 +83,7 @@ impl Default for WebSeedConfig {
             urls: Vec::new(),
             connections_per_seed: 2,
             policy: PolicyConfig::default(),
+            stall_timeout: STALL_TIMEOUT,
         }
     }
 }
@@ -241,7 +248,7 @@ impl WebSeeds {
         let piece_len = storage.layout().piece_len_bytes();
         let mut threads = 0;
         for (seed, url) in urls.iter().enumerate() {
-            let agent = http::agent(piece_len, per_seed);
+            let agent = http::agent(piece_len, per_seed, config.stall_timeout);
             for c in 0..per_seed {
                 let f = Fetcher {
                     seed,
