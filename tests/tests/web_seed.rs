@@ -340,7 +340,10 @@ fn swarm_of_eight_takes_about_one_copy_from_the_web_seed() {
                     .arg(&torrent)
                     .arg("-o")
                     .arg(tmp.path().join(format!("out{i}")))
-                    .args(["--listen", "127.0.0.1:0", "--json", "--seed-after"]),
+                    .args(["--listen", "127.0.0.1:0", "--json", "--seed-after"])
+                    // Half of them on one worker: there the web seed's claims
+                    // and availability are shared only because of it.
+                    .args(["--workers", if i % 2 == 0 { "1" } else { "2" }]),
             )
         })
         .collect();
@@ -369,7 +372,9 @@ fn swarm_of_eight_takes_about_one_copy_from_the_web_seed() {
         origin >= f,
         "every piece came from the origin once at least"
     );
-    assert!(origin <= 2.0 * f, "origin sent {:.2} x F", origin / f);
+    // 1.00 x F measured; without the shares (availability-0 pieces at
+    // random only) 1.6-1.9 x F: nodes starting together pick the same ones.
+    assert!(origin <= 1.5 * f, "origin sent {:.2} x F", origin / f);
 }
 
 /// (c) A multi-file torrent maps to BEP 19's layout: URL (ending in `/`) +
