@@ -38,7 +38,8 @@
 //! node's torrents), `config` (tunables), `peer`
 //! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
 //! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
-//! machine and the distinct-first seeder policy).
+//! machine and the distinct-first seeder policy), [`web_seed`] (when and what a node
+//! fetches from BEP 19 web seeds, their back-off).
 #![deny(clippy::disallowed_methods)]
 
 pub mod address_book;
@@ -58,6 +59,7 @@ pub mod slots;
 pub mod time;
 mod torrent;
 pub mod upload_history;
+pub mod web_seed;
 
 pub use availability::Availability;
 pub use bitfield::{Bitfield, BitfieldError};

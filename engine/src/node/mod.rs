@@ -50,6 +50,12 @@
 //! closes its connections only). Messages between one torrent's handlers on
 //! different workers carry its [`TorrentId`].
 //!
+//! Web seeds (BEP 19, [`WebSeedConfig`]): fetcher threads take pieces no
+//! connected peer has from HTTP servers, claimed in the same claim bitmap
+//! (which, with web seeds, is shared even by a single worker, as are the
+//! availability counts), verify them like any piece and post them to the
+//! workers, which send `have` and serve them; see [`web_seed`].
+//!
 //! A separate thread makes verified pieces durable and rewrites the resume
 //! record every [`RESUME_FLUSH_INTERVAL`] (msync waits for the disk, which
 //! may be much slower than the network, so it never blocks a worker).
@@ -102,6 +108,7 @@ mod peer;
 mod session;
 mod shared;
 mod transfers;
+pub mod web_seed;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -118,6 +125,7 @@ pub use dht::DhtConfig;
 pub use session::{Session, TorrentId};
 pub(crate) use shared::{Command, Shared};
 pub use transfers::{PeerTransfer, Transfers};
+pub use web_seed::{WebSeedConfig, WebSeedStats};
 
 /// BEP 11's peer exchange interval: at most one `ut_pex` message a minute
 /// (toward clients other than p2pe; [`crate::core::pex`]).
@@ -187,6 +195,9 @@ pub struct NodeConfig {
     /// (default [`SendStrategy::Send`], the fastest measured; see
     /// [`crate::rt`]).
     pub send_strategy: SendStrategy,
+    /// Web seeds to fetch from beside the peers (BEP 19; default none: the
+    /// caller passes the torrent's `url-list` here).
+    pub web_seeds: WebSeedConfig,
 }
 
 /// Most workers [`default_workers`] picks: beyond 8 cores one torrent's
@@ -230,6 +241,7 @@ impl NodeConfig {
             workers: default_workers(),
             pin_cores: false,
             send_strategy: SendStrategy::default(),
+            web_seeds: WebSeedConfig::default(),
         }
     }
 }
@@ -325,6 +337,13 @@ pub struct Progress {
     /// duplicates, blocks arriving after our `cancel`, pieces failing the
     /// hash); part of `downloaded_bytes`' traffic but not counted in it.
     pub wasted_bytes: u64,
+    /// Payload bytes received from web seeds (BEP 19) this session, pieces
+    /// that failed the hash included; not part of `downloaded_bytes`.
+    pub web_seed_bytes: u64,
+    /// Pieces verified from web seeds this session.
+    pub web_seed_pieces: u32,
+    /// Web seed requests that failed this session (see [`WebSeedStats`]).
+    pub web_seed_failures: u64,
 }
 
 /// How often newly verified pieces are made durable in the resume record.
@@ -395,10 +414,13 @@ fn torrent_config(
     shared
         .complete
         .store(verified == info.piece_count(), Ordering::Release);
-    if shared.workers > 1 {
+    // Web seed fetchers claim pieces and read availability like a worker.
+    if shared.workers > 1 || !config.web_seeds.urls.is_empty() {
         tc.claims = Some(shared.claims.clone());
-        tc.upload_history = Some(shared.upload_history.clone());
         tc.availability = Some(shared.availability.clone());
+    }
+    if shared.workers > 1 {
+        tc.upload_history = Some(shared.upload_history.clone());
         tc.choker_mode = ChokerMode::External {
             initial_slots: config.choker.unchoke_slots / shared.workers,
         };
@@ -493,6 +515,13 @@ impl Node {
         self.session.take_error(self.id)
     }
 
+    /// Per web seed totals (BEP 19), in the order of [`NodeConfig::web_seeds`]
+    /// (usable URLs only); readable after [`Node::shutdown`] through
+    /// [`NodeWatch::web_seeds`].
+    pub fn web_seeds(&self) -> Vec<WebSeedStats> {
+        web_seed_stats(&self.shared)
+    }
+
     /// The storage the node serves from.
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
@@ -528,6 +557,18 @@ impl NodeWatch {
     pub fn progress(&self) -> Progress {
         progress_of(&self.shared)
     }
+
+    /// Per web seed totals (as [`Node::web_seeds`]).
+    pub fn web_seeds(&self) -> Vec<WebSeedStats> {
+        web_seed_stats(&self.shared)
+    }
+}
+
+/// Snapshots of the web seeds' counters in `s`.
+fn web_seed_stats(s: &Shared) -> Vec<WebSeedStats> {
+    s.web_seeds
+        .get()
+        .map_or_else(Vec::new, |v| v.iter().map(|c| c.stats()).collect())
 }
 
 impl std::fmt::Debug for NodeWatch {
@@ -538,6 +579,7 @@ impl std::fmt::Debug for NodeWatch {
 
 /// The counters in `s` as a [`Progress`].
 fn progress_of(s: &Shared) -> Progress {
+    let web = s.web_seeds.get().map_or(&[][..], Vec::as_slice);
     Progress {
         verified_pieces: s.verified_pieces.load(Ordering::Acquire),
         piece_count: s.piece_count.load(Ordering::Acquire),
@@ -556,6 +598,9 @@ fn progress_of(s: &Shared) -> Progress {
         peers_banned: s.peers_banned.load(Ordering::Relaxed),
         peers_unchoked: s.peers_unchoked.load(Ordering::Relaxed),
         wasted_bytes: s.wasted_bytes.load(Ordering::Relaxed),
+        web_seed_bytes: web.iter().map(|c| c.downloaded_bytes()).sum(),
+        web_seed_pieces: web.iter().map(|c| c.pieces()).sum(),
+        web_seed_failures: web.iter().map(|c| c.failures()).sum(),
     }
 }
 

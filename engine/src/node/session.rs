@@ -27,8 +27,8 @@ use crate::wire::metainfo::{InfoHash, Metainfo};
 use super::dispatch::{Dispatcher, Routing, SessionMsg, TorrentSlot};
 use super::handler::NodeHandler;
 use super::{
-    announce, dht, progress_of, spawn_flusher, torrent_config, Command, NodeConfig, NodeError,
-    NodeWatch, Progress, Shared, Transfers,
+    announce, dht, progress_of, spawn_flusher, torrent_config, web_seed, Command, NodeConfig,
+    NodeError, NodeWatch, Progress, Shared, Transfers,
 };
 
 /// Longest wait for a message to a worker whose mailbox is full (the worker
@@ -59,6 +59,8 @@ struct Hosted {
     flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     announcer: Option<announce::Announcer>,
     dht: Option<dht::DhtNode>,
+    /// BEP 19 fetcher threads (only while incomplete and with web seeds).
+    web_seeds: Option<web_seed::WebSeeds>,
 }
 
 impl Hosted {
@@ -67,6 +69,9 @@ impl Hosted {
     /// [`super::TRACKER_STOP_BOUND`]; the resume flusher) and takes the
     /// fatal storage error, if any.
     fn stop_threads(&mut self) -> Option<StoreError> {
+        if let Some(w) = self.web_seeds.take() {
+            w.stop();
+        }
         if let Some(d) = self.dht.take() {
             d.stop();
         }
@@ -293,8 +298,9 @@ impl Session {
             flusher: None,
             announcer: None,
             dht: None,
+            web_seeds: None,
         };
-        if let Err(e) = self.start_threads(&mut hosted, meta, &nc, port) {
+        if let Err(e) = self.start_threads(id, &mut hosted, meta, &nc, port) {
             let fatal = hosted.stop_threads();
             let _ = self.drop_on_workers(id);
             let _ = hosted.finish(fatal);
@@ -310,9 +316,11 @@ impl Session {
         Ok(id)
     }
 
-    /// The resume flusher, the announcer and the DHT node of a new torrent.
+    /// The resume flusher, the announcer, the DHT node and the web seed
+    /// fetchers of new torrent `id`.
     fn start_threads(
         &self,
+        id: TorrentId,
         hosted: &mut Hosted,
         meta: &Metainfo,
         config: &NodeConfig,
@@ -348,6 +356,23 @@ impl Session {
             )?),
             None => None,
         };
+        let expect_peers =
+            !config.peers.is_empty() || hosted.announcer.is_some() || hosted.dht.is_some();
+        if !shared.complete.load(Ordering::Acquire) {
+            let poster = self.runtime.poster();
+            let post: web_seed::PostCommand = Arc::new(move |w, cmd| {
+                let _ = poster.post(w, Box::new(SessionMsg::Torrent(id, cmd)));
+            });
+            hosted.web_seeds = web_seed::WebSeeds::spawn(
+                &config.web_seeds,
+                meta.info().is_multi_file(),
+                expect_peers,
+                config.peer_id,
+                hosted.storage.clone(),
+                shared.clone(),
+                post,
+            )?;
+        }
         Ok(())
     }
 

@@ -125,7 +125,8 @@ pub(crate) struct Shared {
     /// Per worker: peers the tracker and DHT threads learned, for it to dial.
     discovered: Vec<Mutex<Vec<(SocketAddr, Source)>>>,
     /// One primary connection per peer id over all workers, and its lane count
-    /// (taken at handshake, extended handshake and close).
+    /// (taken at handshake, extended handshake and close, and by a web seed
+    /// fetcher once per piece it picks, for its share).
     pub(crate) peer_ids: Mutex<HashMap<[u8; 20], PeerEntry>>,
     /// Per worker: pieces this worker's connections received and this worker
     /// verified first this session (their sum is at most `verified_pieces`);
@@ -146,6 +147,8 @@ pub(crate) struct Shared {
     pub(crate) fatal: Mutex<Option<StoreError>>,
     /// Per-peer payload totals (see [`super::transfers`]).
     pub(crate) transfers: super::transfers::TransferBook,
+    /// Per web seed counters (BEP 19; see [`super::web_seed`]), set once at start.
+    pub(crate) web_seeds: std::sync::OnceLock<Vec<super::web_seed::SeedCounters>>,
 }
 
 impl Shared {
@@ -188,6 +191,7 @@ impl Shared {
             events: Mutex::new(VecDeque::new()),
             fatal: Mutex::new(None),
             transfers: Default::default(),
+            web_seeds: std::sync::OnceLock::new(),
         }
     }
 

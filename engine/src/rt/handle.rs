@@ -79,6 +79,15 @@ impl RuntimeHandle {
         self.shared.post(worker, msg)
     }
 
+    /// A handle that posts control messages to the workers from another
+    /// thread (e.g. a node's web seed fetchers); posts fail with
+    /// [`PostError::Exited`] once the runtime has stopped.
+    pub fn poster(&self) -> Poster {
+        Poster {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Waits until every worker has exited (each handler's `is_done`, or a
     /// `shutdown`).
     ///
@@ -121,6 +130,36 @@ impl Drop for RuntimeHandle {
             self.shared.wake_all();
             let _ = self.join_all();
         }
+    }
+}
+
+/// Posts control messages to a runtime's workers from any thread
+/// ([`RuntimeHandle::poster`]); cloning it is cheap.
+#[derive(Clone)]
+pub struct Poster {
+    shared: Arc<Shared>,
+}
+
+impl Poster {
+    /// Sends a control message to worker `worker`'s `on_control`.
+    ///
+    /// # Errors
+    /// As [`Ctx::post`](super::Ctx::post).
+    pub fn post(&self, worker: usize, msg: Box<dyn Any + Send>) -> Result<(), PostError> {
+        self.shared.post(worker, msg)
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+}
+
+impl std::fmt::Debug for Poster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poster")
+            .field("workers", &self.shared.workers.len())
+            .finish()
     }
 }
 

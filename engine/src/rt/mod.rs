@@ -62,7 +62,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use ctx::{Ctx, PostError};
-pub use handle::{run, RuntimeHandle};
+pub use handle::{run, Poster, RuntimeHandle};
 
 /// How file regions queued with [`Ctx::send_region`] are moved to the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

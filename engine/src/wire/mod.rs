@@ -6,3 +6,4 @@ pub mod metainfo;
 pub mod peer;
 pub mod pex;
 pub mod tracker;
+pub mod web_seed;

@@ -40,6 +40,12 @@ pub struct Args {
     /// Free-form comment stored in the .torrent.
     #[arg(long)]
     pub comment: Option<String>,
+    /// Web seed URL (BEP 19 `url-list`): an HTTP server holding the same
+    /// files; repeat for more. Single file: the file's URL, or a directory URL
+    /// ending in `/` (the torrent name is appended). Directory: a URL ending in
+    /// `/` under which the torrent's top directory lies.
+    #[arg(long = "web-seed", value_name = "URL")]
+    pub web_seeds: Vec<String>,
     /// Overwrite OUT.torrent if it exists.
     #[arg(short, long)]
     pub force: bool,
@@ -117,7 +123,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.comment,
         !args.no_blake3,
         Progress::Bar,
-    )?;
+    )?
+    .with_web_seeds(args.web_seeds);
     let elapsed = started.elapsed();
     let total_len_bytes = meta.info().total_len_bytes();
     let piece_len_bytes = meta.info().piece_len_bytes();

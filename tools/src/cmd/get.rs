@@ -16,6 +16,8 @@ use super::node_common::{
 };
 use super::progress_log::ProgressLog;
 use super::seed::{sources_json, uploaded_to_json, CoreArgs};
+use super::web_seed::{failures_text, web_seeds_json, WebSeedArgs};
+use p2pe::node::WebSeedStats;
 
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
@@ -67,6 +69,8 @@ pub struct Args {
     pub cores: CoreArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub web_seeds: WebSeedArgs,
 }
 
 fn resolve(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
@@ -89,9 +93,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let peers = resolve(&args.peers)?;
     let no_tracker = args.discovery.no_tracker
         || (args.discovery.trackers.is_empty() && meta.trackers().iter().all(Vec::is_empty));
+    let web_seeds = args.web_seeds.urls(&meta);
     // Before the output files are created and preallocated.
-    if peers.is_empty() && no_tracker && !args.discovery.dht {
-        bail!("no peers to ask: give --peer, --tracker or --dht, or use a torrent with trackers");
+    if peers.is_empty() && no_tracker && !args.discovery.dht && web_seeds.is_empty() {
+        bail!("no peers to ask: give --peer, --tracker, --dht or --web-seed, or use a torrent with trackers or web seeds");
     }
     let (storage, _) = open_storage(&meta, &args.output, OpenMode::Create)?;
     let mut config = NodeConfig {
@@ -108,6 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     args.discovery.apply(&mut config);
     args.cores.apply(&mut config);
+    args.web_seeds.apply(&meta, &mut config)?;
     // Kept to report how pieces were hashed (on arrival or read back).
     let store = storage.clone();
     let node = Node::start(&meta, storage, config).context("start node")?;
@@ -117,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_listening(addr, args.json)?;
     }
     let transfers = node.transfers();
+    let watch = node.watch();
     let bar = Bar::new(meta.info().total_len_bytes(), meta.info().piece_count());
     let interval = Duration::try_from_secs_f64(args.progress_interval)
         .context("--progress-interval: a number of seconds")?;
@@ -154,6 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &p,
                 &store,
                 &transfers.snapshot(),
+                &watch.web_seeds(),
                 at.as_secs_f64(),
                 args.json,
             );
@@ -163,11 +171,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if stopped(&stop) {
             break;
         }
-        if !p.complete && p.peers_seen == 0 && started.elapsed() >= deadline {
+        if !p.complete
+            && p.peers_seen == 0
+            && p.web_seed_pieces == 0
+            && started.elapsed() >= deadline
+        {
             bar.finish();
+            let web = node.web_seeds();
             let _ = node.shutdown();
+            let web = if web.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", and no web seed delivered a piece ({})",
+                    failures_text(&web)
+                )
+            };
             bail!(
-                "no peer reachable within {}s (peers tried: {}; {} from trackers, {} from PEX)",
+                "no peer reachable within {}s (peers tried: {}; {} from trackers, {} from PEX){web}",
                 args.connect_timeout,
                 args.peers.join(", "),
                 p.tracker_peers_learned,
@@ -194,6 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &p,
                 &store,
                 &transfers.snapshot(),
+                &watch.web_seeds(),
                 seconds.as_secs_f64(),
                 args.json,
             );
@@ -221,12 +243,25 @@ fn print_events_after(p: &Progress) {
 }
 
 /// Prints the final summary: one JSON object on stdout, or a line on stderr.
-fn summarize(p: &Progress, store: &Storage, transfers: &[PeerTransfer], seconds: f64, json: bool) {
-    let rate = p.downloaded_bytes as f64 / seconds.max(1e-9);
+/// `bytes` counts payload from peers and web seeds (`peer_bytes`,
+/// `web_seed_bytes`).
+fn summarize(
+    p: &Progress,
+    store: &Storage,
+    transfers: &[PeerTransfer],
+    web_seeds: &[WebSeedStats],
+    seconds: f64,
+    json: bool,
+) {
+    let bytes = p.downloaded_bytes + p.web_seed_bytes;
+    let rate = bytes as f64 / seconds.max(1e-9);
     let hashed = store.verify_counts();
     if json {
         let summary = serde_json::json!({
-            "bytes": p.downloaded_bytes,
+            "bytes": bytes,
+            "peer_bytes": p.downloaded_bytes,
+            "web_seed_bytes": p.web_seed_bytes,
+            "web_seed_pieces": p.web_seed_pieces,
             "seconds": seconds,
             "rate_bytes_per_s": rate,
             "peers": p.peers_seen,
@@ -246,6 +281,7 @@ fn summarize(p: &Progress, store: &Storage, transfers: &[PeerTransfer], seconds:
             "dht_peers_learned": p.dht_peers_learned,
             "sources": sources_json(transfers),
             "uploaded_to": uploaded_to_json(transfers),
+            "web_seeds": web_seeds_json(web_seeds),
         });
         println!("{summary}");
     } else {
@@ -253,10 +289,18 @@ fn summarize(p: &Progress, store: &Storage, transfers: &[PeerTransfer], seconds:
             "{} of {} pieces; downloaded {} bytes in {seconds:.2}s ({:.1} MB/s) from {} peers",
             p.verified_pieces,
             p.piece_count,
-            p.downloaded_bytes,
+            bytes,
             rate / 1e6,
             p.peers_seen
         );
+        if !web_seeds.is_empty() {
+            tracing::info!(
+                "web seeds: {} bytes, {} pieces ({})",
+                p.web_seed_bytes,
+                p.web_seed_pieces,
+                failures_text(web_seeds)
+            );
+        }
         tracing::info!(
             "{} verified: {} pieces hashed on arrival, {} read back",
             store.layout().piece_hashes().kind(),

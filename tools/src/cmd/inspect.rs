@@ -37,6 +37,8 @@ struct Report<'a> {
     trackers: &'a [Vec<String>],
     private: bool,
     comment: Option<&'a str>,
+    /// BEP 19 `url-list`.
+    web_seeds: &'a [String],
 }
 
 /// One file of [`Report`]; `path` is relative to the download directory, `/`-separated.
@@ -73,6 +75,7 @@ fn report(meta: &Metainfo) -> Report<'_> {
         trackers: meta.trackers(),
         private: info.is_private(),
         comment: meta.comment(),
+        web_seeds: meta.web_seeds(),
     }
 }
 
@@ -123,6 +126,14 @@ fn print_text(report: &Report<'_>) {
         println!("trackers:");
         for (tier, urls) in report.trackers.iter().enumerate() {
             println!("  tier {}: {}", tier + 1, urls.join(", "));
+        }
+    }
+    if report.web_seeds.is_empty() {
+        println!("web seeds:     none");
+    } else {
+        println!("web seeds:");
+        for url in report.web_seeds {
+            println!("  {url}");
         }
     }
     println!("files ({}):", report.files.len());

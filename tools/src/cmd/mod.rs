@@ -11,3 +11,4 @@ pub mod seed_many;
 pub mod sim;
 pub mod swarm;
 pub mod tracker;
+pub mod web_seed;

@@ -50,12 +50,14 @@ impl ProgressLog {
             return Ok(());
         }
         self.next_at = now + self.interval;
-        let (last_bytes, last_at) = std::mem::replace(&mut self.last, (p.downloaded_bytes, now));
+        // Payload from peers and web seeds alike.
+        let received = p.downloaded_bytes + p.web_seed_bytes;
+        let (last_bytes, last_at) = std::mem::replace(&mut self.last, (received, now));
         let secs = now
             .saturating_duration_since(last_at)
             .as_secs_f64()
             .max(1e-3);
-        let rate = p.downloaded_bytes.saturating_sub(last_bytes) as f64 / secs;
+        let rate = received.saturating_sub(last_bytes) as f64 / secs;
         let have = have_bytes(self.total_bytes, p);
         let left = self.total_bytes.saturating_sub(have);
         let eta_s = (rate > 0.0).then(|| left as f64 / rate);
@@ -67,6 +69,7 @@ impl ProgressLog {
                 "have_bytes": have,
                 "total_bytes": self.total_bytes,
                 "downloaded_bytes": p.downloaded_bytes,
+                "web_seed_bytes": p.web_seed_bytes,
                 "rate_bytes_per_s": rate,
                 "peers": p.peers,
                 "verified_pieces": p.verified_pieces,

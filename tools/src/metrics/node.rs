@@ -1,8 +1,8 @@
 //! The metrics of a `p2pe seed` or `p2pe get` node (one torrent), read from
 //! its [`NodeWatch`]. Every series has the label `torrent` (the info-hash in
-//! hex); byte counters also `kind`, the kind of source: only `peer` today (a
-//! BitTorrent peer; web seeds, BEP 19, are not implemented yet, and will
-//! be `kind="web_seed"`).
+//! hex); byte counters also `kind`, the kind of source: `peer` (a
+//! BitTorrent peer) or, for downloads, `web_seed` (an HTTP server of the
+//! torrent's BEP 19 `url-list`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -65,6 +65,7 @@ struct Families {
     wasted: IntCounterVec,
     pieces_verified: IntCounterVec,
     hash_failures: IntCounterVec,
+    web_seed_failures: IntCounterVec,
     peers_banned: IntCounterVec,
     peers_seen: IntCounterVec,
     announces: IntCounterVec,
@@ -144,7 +145,7 @@ impl NodeMetrics {
             downloaded: counter(
                 &r,
                 "p2pe_downloaded_bytes_total",
-                "Payload bytes of requested blocks received, by kind of source (peer; web seeds are not implemented yet).",
+                "Payload bytes received, by kind of source (peer, web_seed).",
                 tk,
             ),
             uploaded: counter(
@@ -169,6 +170,12 @@ impl NodeMetrics {
                 &r,
                 "p2pe_hash_failures_total",
                 "Pieces that failed their hash check.",
+                t,
+            ),
+            web_seed_failures: counter(
+                &r,
+                "p2pe_web_seed_failures_total",
+                "Web seed (BEP 19) requests that failed: HTTP error or status, stall, wrong length, bytes failing the hash check.",
                 t,
             ),
             peers_banned: counter(
@@ -283,6 +290,14 @@ impl NodeMetrics {
             p.downloaded_bytes,
         );
         set_counter(
+            &f.downloaded.with_label_values(&[t, "web_seed"]),
+            p.web_seed_bytes,
+        );
+        set_counter(
+            &f.web_seed_failures.with_label_values(&[t]),
+            p.web_seed_failures,
+        );
+        set_counter(
             &f.uploaded.with_label_values(&[t, "peer"]),
             p.uploaded_bytes,
         );
@@ -351,7 +366,8 @@ impl NodeMetrics {
 impl Source for NodeMetrics {
     fn sample(&mut self, now: Instant) {
         let p = self.watch.progress();
-        self.rates.push(now, p.uploaded_bytes, p.downloaded_bytes);
+        self.rates
+            .push(now, p.uploaded_bytes, p.downloaded_bytes + p.web_seed_bytes);
     }
 
     fn encode(&mut self) -> String {

@@ -47,10 +47,10 @@ impl NodeHandler {
         }
     }
 
-    /// Marks pieces other workers verified (per `Shared::have`) that our torrent
-    /// does not have yet: O(pieces / 64).
+    /// Marks pieces other workers or the web seeds verified (per `Shared::have`)
+    /// that our torrent does not have yet: O(pieces / 64), only while behind.
     pub(super) fn sync_have(&mut self) {
-        if self.shared.workers == 1 {
+        if self.torrent.have().count_ones() >= self.shared.verified_pieces.load(Ordering::Acquire) {
             return;
         }
         let now = self.now();

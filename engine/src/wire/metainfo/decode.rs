@@ -55,6 +55,7 @@ struct TopLevel<'s> {
     comment: Option<String>,
     created_by: Option<String>,
     creation_date: Option<i64>,
+    web_seeds: Vec<String>,
 }
 
 /// Parses a whole `.torrent`. See [`Metainfo::from_bytes`].
@@ -98,6 +99,7 @@ pub(super) fn metainfo(input: &[u8]) -> Result<Metainfo, MetainfoError> {
         comment: top.comment,
         created_by: top.created_by,
         creation_date: top.creation_date,
+        web_seeds: top.web_seeds,
     })
 }
 
@@ -131,11 +133,42 @@ fn top_level<'s>(mut dict: DictDecoder<'_, 's>) -> Result<TopLevel<'s>, Metainfo
                     top.creation_date = digits.parse().ok();
                 }
             }
+            b"url-list" => top.web_seeds = url_list(value)?,
             // Unknown keys: dropping `value` consumes (and validates) it.
             _ => {}
         }
     }
     Ok(top)
+}
+
+/// BEP 19 `url-list`: one URL as a string, or a list of them. Entries that
+/// are not UTF-8 strings, are empty (some creators write `""`) or longer
+/// than [`super::MAX_WEB_SEED_URL_BYTES`] are skipped, and entries beyond
+/// [`super::MAX_WEB_SEEDS`]: a web seed is an optional source, so an odd one
+/// never rejects an otherwise valid torrent.
+fn url_list(value: Object<'_, '_>) -> Result<Vec<String>, MetainfoError> {
+    let keep = |raw: &[u8]| {
+        std::str::from_utf8(raw)
+            .ok()
+            .filter(|u| !u.is_empty() && u.len() <= super::MAX_WEB_SEED_URL_BYTES)
+            .map(str::to_owned)
+    };
+    let mut out = Vec::new();
+    match value {
+        Object::Bytes(raw) => out.extend(keep(raw)),
+        Object::List(mut urls) => {
+            while let Some(url) = urls.next_object().map_err(bencode_err)? {
+                if let Object::Bytes(raw) = url {
+                    if out.len() < super::MAX_WEB_SEEDS {
+                        out.extend(keep(raw));
+                    }
+                }
+            }
+        }
+        // Another type: ignored like an unknown key (dropping consumes it).
+        _ => {}
+    }
+    Ok(out)
 }
 
 fn announce_list(mut tiers: ListDecoder<'_, '_>) -> Result<Vec<Vec<String>>, MetainfoError> {

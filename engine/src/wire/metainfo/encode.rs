@@ -76,7 +76,8 @@ pub(super) fn info_bytes(info: &Info) -> Vec<u8> {
 /// The canonical bencoding of the whole metainfo, `info` spliced in verbatim.
 ///
 /// `announce` is the first tracker; `announce-list` (BEP 12) is written when
-/// there is more than one tracker URL.
+/// there is more than one tracker URL; `url-list` (BEP 19) when there are web
+/// seeds (sorted keys: it follows `info`).
 pub(super) fn metainfo_bytes(meta: &Metainfo) -> Vec<u8> {
     let mut out = Vec::with_capacity(meta.info_bytes.len() + 256);
     out.push(b'd');
@@ -108,6 +109,18 @@ pub(super) fn metainfo_bytes(meta: &Metainfo) -> Vec<u8> {
     }
     put_bytes(&mut out, b"info");
     out.extend_from_slice(&meta.info_bytes);
+    // BEP 19: one URL as a string (as mktorrent writes it), several as a list.
+    match meta.web_seeds.as_slice() {
+        [] => {}
+        [url] => {
+            put_bytes(&mut out, b"url-list");
+            put_bytes(&mut out, url.as_bytes());
+        }
+        urls => {
+            put_bytes(&mut out, b"url-list");
+            put_str_list(&mut out, urls);
+        }
+    }
     out.push(b'e');
     out
 }

@@ -419,7 +419,17 @@ pub struct Metainfo {
     comment: Option<String>,
     created_by: Option<String>,
     creation_date: Option<i64>,
+    /// BEP 19 `url-list`: web seed URLs, at most [`MAX_WEB_SEEDS`], none empty.
+    web_seeds: Vec<String>,
 }
+
+/// Most web seeds (BEP 19 `url-list` entries) a [`Metainfo`] keeps; further
+/// entries are dropped at load and by [`Metainfo::with_web_seeds`]. A fleet
+/// has a few origins, not hundreds, and each costs the node fetcher threads.
+pub const MAX_WEB_SEEDS: usize = 16;
+
+/// Longest web seed URL kept (bytes); longer entries are dropped at load.
+pub const MAX_WEB_SEED_URL_BYTES: usize = 2048;
 
 impl Metainfo {
     /// Wraps `info` with tracker tiers (BEP 12; empty tiers are dropped) and
@@ -444,7 +454,20 @@ impl Metainfo {
             comment,
             created_by,
             creation_date,
+            web_seeds: Vec::new(),
         }
+    }
+
+    /// The same metainfo with `urls` as its BEP 19 `url-list` (web seeds);
+    /// empty and over-long URLs are dropped, and URLs beyond [`MAX_WEB_SEEDS`].
+    /// The `url-list` is outside `info`: the info-hash does not change.
+    pub fn with_web_seeds(mut self, urls: Vec<String>) -> Self {
+        self.web_seeds = urls
+            .into_iter()
+            .filter(|u| !u.is_empty() && u.len() <= MAX_WEB_SEED_URL_BYTES)
+            .take(MAX_WEB_SEEDS)
+            .collect();
+        self
     }
 
     /// Parses a `.torrent` file's bytes (untrusted input).
@@ -503,6 +526,12 @@ impl Metainfo {
     /// Creation time in seconds since the Unix epoch.
     pub fn creation_date(&self) -> Option<i64> {
         self.creation_date
+    }
+
+    /// Web seed URLs (BEP 19 `url-list`), in the torrent's order; none empty.
+    /// Map a file to its URL with [`crate::wire::web_seed::file_url`].
+    pub fn web_seeds(&self) -> &[String] {
+        &self.web_seeds
     }
 }
 

@@ -118,6 +118,40 @@ fn trackers_and_descriptive_fields() {
 }
 
 #[test]
+fn url_list_is_a_string_or_a_list() {
+    let info = single_info("1", b"a", "1", 1);
+    let with = |url_list: &[u8]| {
+        let bytes = [b"d4:info".as_slice(), &info, b"8:url-list", url_list, b"e"].concat();
+        parse(&bytes)
+    };
+    // BEP 19: one URL as a string, or a list; written back as read.
+    for form in [b"9:http://h/".as_slice(), b"l9:http://h/9:http://g/e"] {
+        let meta = with(form).unwrap();
+        let want: &[&str] = if form[0] == b'l' {
+            &["http://h/", "http://g/"]
+        } else {
+            &["http://h/"]
+        };
+        assert_eq!(meta.web_seeds(), want);
+        assert_eq!(parse(&meta.to_bytes()).unwrap(), meta);
+        assert!(meta.to_bytes().windows(form.len()).any(|w| w == form));
+    }
+    // Odd entries are skipped, odd types ignored: never a rejected torrent.
+    let meta = with(b"l0:i3e1:\xffl1:ae9:http://h/e").unwrap();
+    assert_eq!(meta.web_seeds(), ["http://h/"]);
+    assert!(with(b"i1e").unwrap().web_seeds().is_empty());
+    assert!(with(b"d1:a1:be").unwrap().web_seeds().is_empty());
+    // Bounded: at most MAX_WEB_SEEDS kept.
+    let many = [b"l".as_slice(), &b"9:http://h/".repeat(100), b"e"].concat();
+    assert_eq!(with(&many).unwrap().web_seeds().len(), MAX_WEB_SEEDS);
+    // The info-hash does not cover it.
+    let plain = parse(&torrent_with_info(&info)).unwrap();
+    assert_eq!(with(b"9:http://h/").unwrap().info_hash(), plain.info_hash());
+    let added = plain.with_web_seeds(vec!["".into(), "http://x/".into()]);
+    assert_eq!(added.web_seeds(), ["http://x/"]);
+}
+
+#[test]
 fn unknown_info_keys_keep_the_info_hash() {
     let info = [
         single_info("1", b"a", "1", 1).strip_suffix(b"e").unwrap(),
@@ -452,9 +486,20 @@ fn arb_metainfo() -> impl Strategy<Value = Metainfo> {
         prop::option::of(".{0,20}"),
         any::<u64>(),
         any::<bool>(),
+        prop::collection::vec("http://[a-z/.]{1,20}", 0..3),
     )
         .prop_map(
-            |(name, layout, piece_len_log2, private, trackers, comment, seed, blake3)| {
+            |(
+                name,
+                layout,
+                piece_len_log2,
+                private,
+                trackers,
+                comment,
+                seed,
+                blake3,
+                web_seeds,
+            )| {
                 let total: u64 = match &layout {
                     Layout::SingleFile { len_bytes } => *len_bytes,
                     Layout::MultiFile(specs) => specs.iter().map(|s| s.len_bytes).sum(),
@@ -471,6 +516,7 @@ fn arb_metainfo() -> impl Strategy<Value = Metainfo> {
                     info = info.with_blake3_hashes(b3).unwrap();
                 }
                 Metainfo::new(info, trackers, comment, Some("p2pe".into()), Some(1))
+                    .with_web_seeds(web_seeds)
             },
         )
 }
