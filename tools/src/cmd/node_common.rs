@@ -267,6 +267,24 @@ impl MetricsArgs {
         node: &Node,
         meta: &Metainfo,
     ) -> anyhow::Result<Option<crate::metrics::MetricsServer>> {
+        let set = crate::metrics::node::TorrentSet::default();
+        set.add(
+            node.watch(),
+            meta.info_hash().to_string(),
+            meta.info().total_len_bytes(),
+        );
+        self.start_set(set)
+    }
+
+    /// Starts the endpoint for the torrents of `set` (a session's, added and
+    /// dropped while it runs), if `--metrics` was given.
+    ///
+    /// # Errors
+    /// `--link-rate` does not parse, or the address cannot be bound.
+    pub fn start_set(
+        &self,
+        set: crate::metrics::node::TorrentSet,
+    ) -> anyhow::Result<Option<crate::metrics::MetricsServer>> {
         let Some(listen) = self.metrics else {
             return Ok(None);
         };
@@ -275,12 +293,7 @@ impl MetricsArgs {
             .as_deref()
             .map(|t| parse_limit(t).with_context(|| format!("--link-rate {t:?}")))
             .transpose()?;
-        let source = crate::metrics::node::NodeMetrics::new(
-            node.watch(),
-            meta.info_hash().to_string(),
-            meta.info().total_len_bytes(),
-            link,
-        );
+        let source = crate::metrics::node::NodeMetrics::with_set(set, link);
         crate::metrics::MetricsServer::start(listen, source).map(Some)
     }
 }
