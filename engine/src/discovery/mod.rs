@@ -12,3 +12,15 @@
 pub mod tracker_client;
 pub mod tracker_io;
 pub mod tracker_server;
+
+/// The TLS settings of every HTTP client p2pe runs (HTTP(S) trackers, web
+/// seeds, `.torrent` URLs): rustls, with the certificates the platform
+/// trusts (`rustls-platform-verifier`: on Linux the system store under
+/// `/etc/ssl`, or the bundle named by `SSL_CERT_FILE` / `SSL_CERT_DIR`, as
+/// curl and OpenSSL read them). An `https://` server whose certificate does
+/// not chain to one of them fails with a TLS error, never silently.
+pub fn tls_config() -> ureq::tls::TlsConfig {
+    ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build()
+}
