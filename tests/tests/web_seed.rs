@@ -803,3 +803,47 @@ fn https_web_seed_is_used_when_its_certificate_is_trusted() {
         "payload sent over untrusted TLS"
     );
 }
+
+/// `p2pe get` and `p2pe inspect` take the `.torrent` by `https://` URL
+/// (here from the same nginx that is the web seed); a URL answering 404
+/// fails naming the status.
+#[test]
+fn get_and_inspect_take_the_torrent_by_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (www, torrent, payload) = good_bad_missing(tmp.path());
+    std::fs::copy(&torrent, www.join("w.torrent")).unwrap();
+    let test = "get_and_inspect_take_the_torrent_by_url";
+    let Some((ca, cert, key)) = test_ca_and_server_cert(tmp.path()) else {
+        eprintln!("SKIP {test}: openssl is not installed");
+        return;
+    };
+    let Some(nginx) = Nginx::start_tls(&www, test, &cert, &key) else {
+        return;
+    };
+    let url = nginx.url("/w.torrent");
+    let out = Command::new(p2pe_bin())
+        .env("SSL_CERT_FILE", &ca)
+        .args(["inspect", "--json", &url])
+        .output()
+        .expect("run p2pe inspect");
+    assert!(out.status.success(), "p2pe inspect URL: {out:?}");
+    let by_url: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(by_url, inspect(&torrent));
+    let dest = tmp.path().join("out");
+    let (ok, summary, err) = get_env(
+        Path::new(&url),
+        &dest,
+        &["--web-seed", &nginx.url("/good/"), "--connect-timeout", "3"],
+        Some(&ca),
+    );
+    assert!(ok, "get by URL failed:\n{err}");
+    assert_eq!(summary["complete"], true, "{summary}");
+    assert!(std::fs::read(dest.join("w.bin")).unwrap() == payload);
+    let (ok, _, err) = get_env(
+        Path::new(&nginx.url("/nothing.torrent")),
+        &tmp.path().join("none"),
+        &[],
+        Some(&ca),
+    );
+    assert!(!ok && err.contains("HTTP status 404"), "{err}");
+}

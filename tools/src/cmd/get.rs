@@ -22,7 +22,7 @@ use p2pe::node::WebSeedStats;
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The .torrent to download.
+    /// The .torrent to download: a file, or an http:// or https:// URL.
     pub torrent: PathBuf,
     /// Output directory (the torrent's file or top directory goes inside).
     #[arg(short, long, value_name = "DIR")]
