@@ -141,6 +141,7 @@ impl NodeHandler {
             max_request_len_bytes,
             reqq,
             distinct_first: pc.is_p2pe,
+            locality: None,
             node_endgame: lanes <= 1,
         };
         pc.registered = true;
