@@ -460,6 +460,8 @@ mod claims_tests;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
+mod rack_tests;
+#[cfg(test)]
 mod rate_limit_tests;
 #[cfg(test)]
 mod request_queue_tests;

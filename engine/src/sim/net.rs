@@ -705,6 +705,40 @@ mod tests {
     }
 
     #[test]
+    fn rack_links_are_shared_by_transfers_between_racks_only() {
+        // Racks 0 and 1 with 1 GB/s links; nodes at 10 GB/s. Two transfers from rack 0 to
+        // rack 1 share its uplink (0.5 B/ns each: 1 MB in 2 ms); a transfer inside rack 0
+        // and one from the unplaced origin into rack 0 use no shared uplink, but the
+        // origin's competes with nothing on rack 0's downlink: 1 ms.
+        for sharing in [Sharing::Equal, Sharing::WaterFill] {
+            let mut net = Net::new(sharing);
+            let (r0, r1) = (
+                net.add_rack(1_000_000_000, 1_000_000_000),
+                net.add_rack(1_000_000_000, 1_000_000_000),
+            );
+            let origin = net.add_node(10_000_000_000, 10_000_000_000);
+            let nodes: Vec<u32> = (0..6)
+                .map(|_| net.add_node(10_000_000_000, 10_000_000_000))
+                .collect();
+            for (i, &n) in nodes.iter().enumerate() {
+                net.place(n, if i < 4 { r0 } else { r1 });
+            }
+            assert_eq!((net.rack(origin), net.rack(nodes[5])), (None, Some(r1)));
+            let mut q = EventQueue::default();
+            net.start(0, 0, nodes[0], nodes[4], 1_000_000);
+            net.start(0, 1, nodes[1], nodes[5], 1_000_000);
+            net.start(0, 2, nodes[2], nodes[3], 10_000_000);
+            net.start(0, 3, origin, nodes[0], 1_000_000);
+            let done = run(&mut net, &mut q);
+            let at = |id: u32| done.iter().find(|d| d.0 == id).map(|d| d.1);
+            assert_eq!(at(0), Some(2_000_000), "{sharing:?} {done:?}");
+            assert_eq!(at(1), Some(2_000_000), "{sharing:?} {done:?}");
+            assert_eq!(at(2), Some(1_000_000), "{sharing:?} {done:?}");
+            assert_eq!(at(3), Some(1_000_000), "{sharing:?} {done:?}");
+        }
+    }
+
+    #[test]
     fn weighted_fill_shares_by_weight_and_uses_the_whole_link() {
         // Two equal transfers on one uplink, weights 0.5 and 1.5: shares 1/4 and 3/4 of
         // the link; the heavier ends at 1.33 ms, the other then gets the whole link and
