@@ -48,6 +48,17 @@ impl Locality {
         }
     }
 
+    /// The locality of a node labelled `rack` within `zone` (the `--rack` / `--zone`
+    /// labels, also sent in the BEP 10 handshake and the announce): rack labels may
+    /// repeat across zones, so the zone is part of the rack's token.
+    pub fn labelled(rack: &str, zone: Option<&str>, peer_id: &[u8]) -> Self {
+        let mut scoped = Vec::with_capacity(rack.len() + 1 + zone.map_or(0, str::len));
+        scoped.extend_from_slice(zone.unwrap_or("").as_bytes());
+        scoped.push(0);
+        scoped.extend_from_slice(rack.as_bytes());
+        Self::new(&scoped, peer_id)
+    }
+
     /// FNV-1a of `bytes`, mixed: the same on every node and platform (no per-process
     /// random state), which is what lets rack members agree on importers.
     pub fn token(bytes: &[u8]) -> u64 {
@@ -303,5 +314,9 @@ mod tests {
         assert_eq!(Locality::token(b""), mix(0xcbf2_9ce4_8422_2325));
         assert!(loc("x", "1").same_rack(&loc("x", "2")));
         assert!(!loc("x", "1").same_rack(&loc("y", "1")));
+        let a = Locality::labelled("r1", Some("z1"), b"id-a");
+        assert!(a.same_rack(&Locality::labelled("r1", Some("z1"), b"id-b")));
+        assert!(!a.same_rack(&Locality::labelled("r1", Some("z2"), b"id-b")));
+        assert!(!a.same_rack(&Locality::labelled("r1", None, b"id-b")));
     }
 }

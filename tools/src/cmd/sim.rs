@@ -148,7 +148,7 @@ pub struct Args {
     #[arg(long, requires = "racks")]
     rack_oblivious: bool,
     /// Connections each peer opens to peers of other racks (rack-aware).
-    #[arg(long, requires = "racks", default_value_t = 4)]
+    #[arg(long, requires = "racks", default_value_t = 8)]
     cross_rack_connections: u32,
     /// Also run rack-oblivious and print its figures beside.
     #[arg(long, requires = "racks", conflicts_with = "rack_oblivious")]
