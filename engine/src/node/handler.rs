@@ -160,6 +160,9 @@ impl NodeHandler {
         our_ext.v = Some(concat!("p2pe ", env!("CARGO_PKG_VERSION")).to_string());
         our_ext.reqq = Some(REQQ);
         our_ext.p = nc.listen.map(|a| a.port()).filter(|&p| p != 0);
+        // Our rack and zone labels: p2pe peers of the same rack prefer us (`core::rack`).
+        our_ext.p2pe_rack = nc.tracker.topology.rack.clone();
+        our_ext.p2pe_zone = nc.tracker.topology.zone.clone();
         // BEP 27: a private torrent finds peers through its tracker only.
         let pex_interval = nc.pex_interval.filter(|_| !private);
         if pex_interval.is_some() {

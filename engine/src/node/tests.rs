@@ -373,6 +373,33 @@ fn ut_pex_and_ut_metadata_are_advertised_only_for_public_torrents() {
 }
 
 #[test]
+fn rack_and_zone_labels_go_into_the_extended_handshake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = make_torrent_opts(tmp.path(), "t", &[1000], 16 * 1024, false);
+    let info = meta.info();
+    let tc = crate::core::TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
+    let storage = open(&meta, tmp.path(), OpenMode::Seed);
+    let sources = super::handler::NodeHandler::open_sources(&storage).unwrap();
+    let mut nc = NodeConfig::new();
+    nc.tracker.topology.rack = Some("r3".into());
+    nc.tracker.topology.zone = Some("z1".into());
+    let h = super::handler::NodeHandler::new(
+        tc,
+        meta.info_hash().0,
+        storage,
+        sources,
+        &nc,
+        Arc::new(super::Shared::new(info.piece_count(), 1)),
+        (super::TorrentId(0), 0),
+        false,
+        Arc::from(meta.info_bytes()),
+    )
+    .unwrap();
+    assert_eq!(h.our_ext.p2pe_rack.as_deref(), Some("r3"));
+    assert_eq!(h.our_ext.p2pe_zone.as_deref(), Some("z1"));
+}
+
+#[test]
 fn private_torrents_do_not_start_the_dht() {
     let tmp = tempfile::tempdir().unwrap();
     for private in [false, true] {

@@ -128,11 +128,18 @@ impl Torrent {
             return;
         };
         let old = std::mem::replace(&mut peer.have, b);
+        let mut rack = self.rack.as_mut().filter(|r| r.is_mate(key));
         for p in old.iter_ones().filter(|&p| !peer.have.get(p)) {
             self.picker.dec(p);
+            if let Some(r) = rack.as_mut() {
+                r.lost(p);
+            }
         }
         for p in peer.have.iter_ones().filter(|&p| !old.get(p)) {
             self.picker.inc(p);
+            if let Some(r) = rack.as_mut() {
+                r.gained(p);
+            }
         }
         peer.interesting = peer.have.and_not_count(&self.have);
         if peer.interesting == 0 && peer.am_interested {
@@ -150,6 +157,9 @@ impl Torrent {
             return; // duplicate have: harmless
         }
         self.picker.inc(p);
+        if let Some(r) = self.rack.as_mut().filter(|r| r.is_mate(key)) {
+            r.gained(p);
+        }
         if !self.have.get(p) {
             peer.interesting += 1;
         }
@@ -371,6 +381,9 @@ impl Torrent {
             return false;
         }
         self.picker.resync_availability(self.now);
+        // Nothing in flight from anyone: a remote peer may supply any piece the rack
+        // lacks, so a missing importer delays a piece instead of stalling the rack.
+        let relaxed = self.rack.is_some() && self.peers.values().all(|p| p.inflight.is_empty());
         let Some(peer) = self.peers.get_mut(&key) else {
             return false;
         };
@@ -385,6 +398,12 @@ impl Torrent {
         );
         let limit_bytes = if peer.snubbed { 1 } else { limit.bytes };
         let now = self.now;
+        // Rack-aware: a remote peer only supplies pieces this node imports for its rack.
+        let import = self
+            .rack
+            .as_ref()
+            .filter(|r| !r.is_mate(key))
+            .map(|r| r.import_filter(&peer.suggested, relaxed));
         while peer.inflight.len() < limit.requests && peer.inflight_bytes < limit_bytes {
             // A request the download limit holds back is not issued at all, so it is
             // never in flight (no snub timer runs on it).
@@ -405,6 +424,7 @@ impl Torrent {
                 endgame_ok: !peer.snubbed,
                 shadow_ok: peer.caps.node_endgame && !peer.snubbed && peer.inflight.is_empty(),
                 fresh_ok: !peer.snubbed || peer.heard_since_snub,
+                import,
             };
             let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {
                 break;
