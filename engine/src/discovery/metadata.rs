@@ -8,7 +8,9 @@
 //! caller's thread deciding (the machine) and writing.
 //!
 //! Bounds: at most [`FetchConfig::max_connections`] connections at once;
-//! each address is dialled once; frames above [`MAX_FRAME_LEN_BYTES`] close
+//! each address is dialled once, and at most [`MAX_KNOWN_PEERS`] are
+//! learned; at most 1,024 events wait for the deciding thread (readers
+//! block beyond); frames above [`MAX_FRAME_LEN_BYTES`] close
 //! the connection; every blocking read and write has a timeout, and the
 //! whole fetch ends at [`FetchConfig::timeout`]. A peer whose metadata does
 //! not hash to the info-hash is dropped and its address never dialled
@@ -51,6 +53,14 @@ pub const MAX_FRAME_LEN_BYTES: u32 = 256 * 1024;
 /// How long a write of one request may block (a few bytes; a peer that
 /// does not read them for this long is dropped).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Addresses learned at most (given, and from trackers); later ones are
+/// ignored. A fetch dials a few dozen at most before its timeout.
+pub const MAX_KNOWN_PEERS: usize = 4096;
+
+/// Events queued from the connection and tracker threads at most; a
+/// reader blocks (and so stops reading its socket) while the queue is full.
+const MAX_QUEUED_EVENTS: usize = 1024;
 
 /// Longest wait of the deciding loop between two looks at the clock.
 const TICK: Duration = Duration::from_millis(100);
@@ -187,7 +197,7 @@ pub fn fetch_metadata(
     let epoch = Instant::now();
     let now = || Time::from_nanos(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
     let deadline = epoch + config.timeout;
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(MAX_QUEUED_EVENTS);
     let stop = Arc::new(AtomicBool::new(false));
     if has_trackers {
         spawn_tracker(info_hash, trackers, config, tx.clone(), stop.clone());
@@ -202,6 +212,9 @@ pub fn fetch_metadata(
     let mut dialled = 0u32;
     let mut learn = |addrs: &[SocketAddr], queue: &mut VecDeque<SocketAddr>, met: &mut Vec<_>| {
         for a in addrs {
+            if known.len() >= MAX_KNOWN_PEERS {
+                break;
+            }
             if known.insert(*a) {
                 queue.push_back(*a);
                 met.push(*a);
@@ -252,8 +265,12 @@ pub fn fetch_metadata(
             let key = PeerKey(next_key);
             next_key += 1;
             dialled += 1;
-            conns.insert(key, Conn { addr, stream: None });
-            spawn_conn(key, addr, info_hash, config, tx.clone());
+            match spawn_conn(key, addr, info_hash, config, tx.clone()) {
+                Ok(()) => {
+                    conns.insert(key, Conn { addr, stream: None });
+                }
+                Err(e) => log(format!("metadata: {addr}: cannot start a thread: {e}")),
+            }
         }
         if conns.is_empty() && queue.is_empty() && !has_trackers {
             break Err(FetchError::Exhausted {
@@ -349,7 +366,7 @@ fn spawn_tracker(
     info_hash: InfoHash,
     trackers: &[Vec<String>],
     config: &FetchConfig,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::SyncSender<Event>,
     stop: Arc<AtomicBool>,
 ) {
     let mut client = TrackerClient::new(
@@ -385,23 +402,27 @@ fn spawn_tracker(
         });
     // A tracker thread that cannot start is not fatal: the given peers remain.
     if let Err(e) = spawned {
-        let _ = warn_tx.send(Event::Warning(format!("cannot start: {e}")));
+        let _ = warn_tx.try_send(Event::Warning(format!("cannot start: {e}")));
     }
 }
 
 /// Dials `addr` on a thread: handshakes, then reads frames and reports
 /// them until the connection ends.
+///
+/// # Errors
+/// The thread cannot be spawned (the caller forgets the connection: this
+/// thread must not queue an event it alone consumes).
 fn spawn_conn(
     key: PeerKey,
     addr: SocketAddr,
     info_hash: InfoHash,
     config: &FetchConfig,
-    tx: mpsc::Sender<Event>,
-) {
+    tx: mpsc::SyncSender<Event>,
+) -> io::Result<()> {
     let (peer_id, connect_timeout, read_timeout) =
         (config.peer_id, config.connect_timeout, config.timeout);
-    let thread_tx = tx.clone();
-    let spawned = std::thread::Builder::new()
+    let thread_tx = tx;
+    std::thread::Builder::new()
         .name("p2pe-metadata-peer".into())
         .spawn(move || {
             let why = match converse(
@@ -417,10 +438,8 @@ fn spawn_conn(
                 Err(e) => e.to_string(),
             };
             let _ = thread_tx.send(Event::Closed(key, why));
-        });
-    if let Err(e) = spawned {
-        let _ = tx.send(Event::Closed(key, format!("spawn: {e}")));
-    }
+        })
+        .map(drop)
 }
 
 fn bad_data(why: impl Into<String>) -> io::Error {
@@ -435,7 +454,7 @@ fn converse(
     peer_id: [u8; 20],
     connect_timeout: Duration,
     read_timeout: Duration,
-    tx: &mpsc::Sender<Event>,
+    tx: &mpsc::SyncSender<Event>,
 ) -> io::Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, connect_timeout)?;
     s.set_read_timeout(Some(read_timeout.max(Duration::from_millis(1))))?;
