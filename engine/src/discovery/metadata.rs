@@ -184,134 +184,187 @@ pub fn fetch_metadata(
     if peers.is_empty() && !has_trackers {
         return Err(FetchError::NoSources);
     }
-    let epoch = Instant::now();
-    let now = || Time::from_nanos(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let deadline = epoch + config.timeout;
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
     if has_trackers {
         spawn_tracker(info_hash, trackers, config, tx.clone(), stop.clone());
     }
-    let mut fetch = MetadataFetch::new(info_hash, config.metadata);
-    let mut queue: VecDeque<SocketAddr> = VecDeque::new();
-    let mut known: HashSet<SocketAddr> = HashSet::new();
-    let mut met: Vec<SocketAddr> = Vec::new();
-    let mut banned: HashSet<SocketAddr> = HashSet::new();
-    let mut conns: BTreeMap<PeerKey, Conn> = BTreeMap::new();
-    let mut next_key = 0u64;
-    let mut dialled = 0u32;
-    let mut learn = |addrs: &[SocketAddr], queue: &mut VecDeque<SocketAddr>, met: &mut Vec<_>| {
-        for a in addrs {
-            if known.insert(*a) {
-                queue.push_back(*a);
-                met.push(*a);
-            }
+    let mut f = Fetcher {
+        info_hash,
+        config,
+        epoch: Instant::now(),
+        fetch: MetadataFetch::new(info_hash, config.metadata),
+        has_trackers,
+        queue: VecDeque::new(),
+        known: HashSet::new(),
+        met: Vec::new(),
+        banned: HashSet::new(),
+        conns: BTreeMap::new(),
+        next_key: 0,
+        dialled: 0,
+        tx,
+        log,
+    };
+    f.learn(peers);
+    let deadline = f.epoch + config.timeout;
+    let result = loop {
+        f.run_actions();
+        if let Some(done) = f.finished(deadline) {
+            break done;
+        }
+        f.dial();
+        let mut wait = deadline.saturating_duration_since(Instant::now()).min(TICK);
+        if let Some(at) = f.fetch.poll_timeout() {
+            wait = wait.min(at.saturating_duration_since(f.now()));
+        }
+        if let Ok(event) = rx.recv_timeout(wait) {
+            f.on_event(event);
+        }
+        let now = f.now();
+        if f.fetch.poll_timeout().is_some_and(|at| at <= now) {
+            f.fetch.handle_timeout(now);
         }
     };
-    learn(peers, &mut queue, &mut met);
-    let result = loop {
-        // Run what the machine decided.
-        while let Some(action) = fetch.poll_action() {
+    stop.store(true, Ordering::Release);
+    for c in f.conns.values() {
+        close(c);
+    }
+    result
+}
+
+/// The deciding side of [`fetch_metadata`]: the machine, the connections
+/// and the addresses.
+struct Fetcher<'a> {
+    info_hash: InfoHash,
+    config: &'a FetchConfig,
+    epoch: Instant,
+    fetch: MetadataFetch,
+    has_trackers: bool,
+    /// Addresses to dial, in the order learned.
+    queue: VecDeque<SocketAddr>,
+    /// Every address ever learned (each is dialled once).
+    known: HashSet<SocketAddr>,
+    /// Addresses learned, in order, for [`Fetched::peers`].
+    met: Vec<SocketAddr>,
+    banned: HashSet<SocketAddr>,
+    conns: BTreeMap<PeerKey, Conn>,
+    next_key: u64,
+    dialled: u32,
+    tx: mpsc::Sender<Event>,
+    log: &'a mut dyn FnMut(String),
+}
+
+impl Fetcher<'_> {
+    /// The machine's clock: time since the fetch began.
+    fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Queues new, unbanned addresses for dialling.
+    fn learn(&mut self, addrs: &[SocketAddr]) {
+        for a in addrs {
+            if !self.banned.contains(a) && self.known.insert(*a) {
+                self.queue.push_back(*a);
+                self.met.push(*a);
+            }
+        }
+    }
+
+    /// Runs what the machine decided: sends and disconnects (bans).
+    fn run_actions(&mut self) {
+        while let Some(action) = self.fetch.poll_action() {
             match action {
                 MetadataAction::Send { peer, ext_id, msg } => {
-                    let sent = conns
-                        .get_mut(&peer)
-                        .and_then(|c| c.stream.as_mut())
-                        .map(|s| send_metadata(s, ext_id, &msg));
+                    let Some(c) = self.conns.get_mut(&peer) else {
+                        continue;
+                    };
+                    let sent = c.stream.as_mut().map(|s| send_metadata(s, ext_id, &msg));
                     if let Some(Err(e)) = sent {
-                        if let Some(c) = conns.get(&peer) {
-                            close(c);
-                        }
-                        log(format!("metadata: write to peer failed: {e}"));
+                        close(c);
+                        (self.log)(format!("metadata: write to {} failed: {e}", c.addr));
                     }
                 }
                 MetadataAction::Disconnect { peer, reason } => {
-                    if let Some(c) = conns.get(&peer) {
+                    if let Some(c) = self.conns.get(&peer) {
                         if reason.is_ban() {
-                            banned.insert(c.addr);
+                            self.banned.insert(c.addr);
                         }
-                        log(describe(c.addr, &reason));
+                        (self.log)(describe(c.addr, &reason));
                         close(c);
                     }
                 }
             }
         }
-        if let Some(info_bytes) = fetch.take_metadata() {
-            let peers = met
-                .iter()
-                .filter(|a| !banned.contains(a))
-                .copied()
-                .collect();
-            break Ok(Fetched { info_bytes, peers });
-        }
-        // Dial while below the bound.
-        while conns.len() < config.max_connections.max(1) {
-            let Some(addr) = queue.pop_front() else {
-                break;
-            };
-            let key = PeerKey(next_key);
-            next_key += 1;
-            dialled += 1;
-            conns.insert(key, Conn { addr, stream: None });
-            spawn_conn(key, addr, info_hash, config, tx.clone());
-        }
-        if conns.is_empty() && queue.is_empty() && !has_trackers {
-            break Err(FetchError::Exhausted {
-                info_hash,
-                dialled,
-                stats: fetch.stats(),
-            });
-        }
-        let t = Instant::now();
-        if t >= deadline {
-            break Err(FetchError::Timeout {
-                info_hash,
-                timeout: config.timeout,
-                dialled,
-                stats: fetch.stats(),
-            });
-        }
-        let mut wait = deadline.saturating_duration_since(t).min(TICK);
-        if let Some(at) = fetch.poll_timeout() {
-            wait = wait.min(at.saturating_duration_since(now()));
-        }
-        match rx.recv_timeout(wait) {
-            Ok(Event::Connected(key, theirs, stream)) => {
-                if let Some(c) = conns.get_mut(&key) {
-                    c.stream = Some(stream);
-                    fetch.handle_peer_connected(now(), key, &theirs);
-                }
-            }
-            Ok(Event::Metadata(key, msg)) => {
-                if conns.contains_key(&key) {
-                    fetch.handle_message(now(), key, msg);
-                }
-            }
-            Ok(Event::Closed(key, why)) => {
-                if let Some(c) = conns.remove(&key) {
-                    if !why.is_empty() {
-                        log(format!("metadata: {}: {why}", c.addr));
-                    }
-                    fetch.handle_peer_disconnected(now(), key);
-                }
-            }
-            Ok(Event::Peers(addrs)) => {
-                let fresh: Vec<SocketAddr> =
-                    addrs.into_iter().filter(|a| !banned.contains(a)).collect();
-                learn(&fresh, &mut queue, &mut met);
-            }
-            Ok(Event::Warning(w)) => log(format!("tracker: {w}")),
-            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
-        }
-        if fetch.poll_timeout().is_some_and(|at| at <= now()) {
-            fetch.handle_timeout(now());
-        }
-    };
-    stop.store(true, Ordering::Release);
-    for c in conns.values() {
-        close(c);
     }
-    result
+
+    /// The fetch's result once it is decided: the verified metadata, every
+    /// source failed (without trackers to bring more), or time is up.
+    fn finished(&mut self, deadline: Instant) -> Option<Result<Fetched, FetchError>> {
+        if let Some(info_bytes) = self.fetch.take_metadata() {
+            let banned = &self.banned;
+            let peers = self.met.iter().filter(|a| !banned.contains(a));
+            return Some(Ok(Fetched {
+                info_bytes,
+                peers: peers.copied().collect(),
+            }));
+        }
+        let (info_hash, dialled, stats) = (self.info_hash, self.dialled, self.fetch.stats());
+        if self.conns.is_empty() && self.queue.is_empty() && !self.has_trackers {
+            return Some(Err(FetchError::Exhausted {
+                info_hash,
+                dialled,
+                stats,
+            }));
+        }
+        (Instant::now() >= deadline).then_some(Err(FetchError::Timeout {
+            info_hash,
+            timeout: self.config.timeout,
+            dialled,
+            stats,
+        }))
+    }
+
+    /// Dials queued addresses while below [`FetchConfig::max_connections`].
+    fn dial(&mut self) {
+        while self.conns.len() < self.config.max_connections.max(1) {
+            let Some(addr) = self.queue.pop_front() else {
+                return;
+            };
+            let key = PeerKey(self.next_key);
+            self.next_key += 1;
+            self.dialled += 1;
+            self.conns.insert(key, Conn { addr, stream: None });
+            spawn_conn(key, addr, self.info_hash, self.config, self.tx.clone());
+        }
+    }
+
+    /// Hands a connection's or tracker's report to the machine.
+    fn on_event(&mut self, event: Event) {
+        let now = self.now();
+        match event {
+            Event::Connected(key, theirs, stream) => {
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.stream = Some(stream);
+                    self.fetch.handle_peer_connected(now, key, &theirs);
+                }
+            }
+            Event::Metadata(key, msg) => {
+                if self.conns.contains_key(&key) {
+                    self.fetch.handle_message(now, key, msg);
+                }
+            }
+            Event::Closed(key, why) => {
+                if let Some(c) = self.conns.remove(&key) {
+                    if !why.is_empty() {
+                        (self.log)(format!("metadata: {}: {why}", c.addr));
+                    }
+                    self.fetch.handle_peer_disconnected(now, key);
+                }
+            }
+            Event::Peers(addrs) => self.learn(&addrs),
+            Event::Warning(w) => (self.log)(format!("tracker: {w}")),
+        }
+    }
 }
 
 /// A log line for a dropped peer.
