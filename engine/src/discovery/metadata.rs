@@ -52,14 +52,23 @@ pub const MAX_FRAME_LEN_BYTES: u32 = 256 * 1024;
 /// does not read them for this long is dropped).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the tracker thread tries to deliver its `stopped` announce.
+const STOP_BOUND: Duration = Duration::from_secs(3);
+
 /// Longest wait of the deciding loop between two looks at the clock.
 const TICK: Duration = Duration::from_millis(100);
 
 /// Settings of [`fetch_metadata`].
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
-    /// Our peer id (BEP 3); the node that follows should use the same.
+    /// Our peer id (BEP 3) while fetching. Use another one than the node
+    /// that follows: a seed still holding a fetch connection would take the
+    /// node's connection under the same id for a duplicate and close it.
     pub peer_id: [u8; 20],
+    /// The port announced to trackers while fetching (the node's listen
+    /// port if known, else 0). A `stopped` announce ends the fetch's
+    /// announces, so the entry does not outlive the fetch.
+    pub port: u16,
     /// The whole fetch gives up after this long.
     pub timeout: Duration,
     /// Bound on one TCP connect.
@@ -80,6 +89,7 @@ impl FetchConfig {
     pub fn new(peer_id: [u8; 20]) -> Self {
         Self {
             peer_id,
+            port: 0,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             max_connections: 16,
@@ -397,7 +407,9 @@ fn send_metadata(s: &mut TcpStream, ext_id: u8, msg: &MetadataMessage) -> io::Re
 }
 
 /// Announces to `trackers` on a thread until `stop` is set (or the fetch
-/// is gone), passing peers and warnings on.
+/// is gone), passing peers and warnings on; then announces `stopped`
+/// (bounded by [`STOP_BOUND`]; the thread is never joined, so the fetch's
+/// caller does not wait for it).
 fn spawn_tracker(
     info_hash: InfoHash,
     trackers: &[Vec<String>],
@@ -410,7 +422,7 @@ fn spawn_tracker(
         trackers,
         info_hash,
         config.peer_id,
-        0,
+        config.port,
         config.seed,
     );
     // `left` is unknown before the metadata; 0 would announce a seeder,
@@ -425,15 +437,21 @@ fn spawn_tracker(
             while !stop.load(Ordering::Acquire) {
                 driver.step(TICK);
                 let c = driver.client_mut();
+                let mut gone = false;
                 while let Some(w) = c.poll_warning() {
-                    if tx.send(Event::Warning(w)).is_err() {
-                        return;
-                    }
+                    gone |= tx.send(Event::Warning(w)).is_err();
                 }
                 let peers = c.poll_peers();
-                if !peers.is_empty() && tx.send(Event::Peers(peers)).is_err() {
-                    return;
+                gone |= !peers.is_empty() && tx.send(Event::Peers(peers)).is_err();
+                if gone {
+                    break;
                 }
+            }
+            let now = driver.now();
+            driver.client_mut().handle_stopped(now);
+            let end = Instant::now() + STOP_BOUND;
+            while !driver.client_mut().is_done() && Instant::now() < end {
+                driver.step(TICK);
             }
         });
     // A tracker thread that cannot start is not fatal: the given peers remain.

@@ -95,7 +95,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         no_tracker: args.discovery.no_tracker,
         timeout: Duration::from_secs(args.metadata_timeout),
         connect_timeout: Duration::from_secs(args.connect_timeout),
-        peer_id: base.peer_id,
+        // Another id than the node's (`FetchConfig::peer_id`).
+        peer_id: NodeConfig::new().peer_id,
+        listen_port: args.listen.port(),
     })?;
     for addr in loaded.peers {
         if !peers.contains(&addr) {

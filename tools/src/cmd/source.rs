@@ -36,8 +36,12 @@ pub struct FetchArgs {
     pub timeout: Duration,
     /// `--connect-timeout`: bound on one TCP connect.
     pub connect_timeout: Duration,
-    /// The node's peer id, used for the fetch too.
+    /// The peer id of the fetch: not the node's (see
+    /// [`FetchConfig::peer_id`]).
     pub peer_id: [u8; 20],
+    /// The node's listen port if given (`--listen`), else 0: announced
+    /// while fetching.
+    pub listen_port: u16,
 }
 
 /// A loaded torrent and the peers the source itself names.
@@ -119,6 +123,7 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
         bail!("the magnet link names no peers (x.pe) or trackers (tr): give --peer or --tracker");
     }
     let mut config = FetchConfig::new(args.peer_id);
+    config.port = args.listen_port;
     config.timeout = args.timeout;
     config.connect_timeout = args.connect_timeout.min(config.connect_timeout);
     // The peer id's random tail seeds the tracker client's choices.
