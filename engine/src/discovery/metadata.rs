@@ -81,6 +81,9 @@ pub struct FetchConfig {
     pub metadata: MetadataConfig,
     /// Seed of the tracker client's random choices.
     pub seed: u64,
+    /// Set (e.g. by a SIGINT handler) to end the fetch early with
+    /// [`FetchError::Cancelled`]; looked at every 100 ms.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl FetchConfig {
@@ -96,6 +99,7 @@ impl FetchConfig {
             tracker: ClientConfig::default(),
             metadata: MetadataConfig::default(),
             seed: 0,
+            cancel: None,
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct Fetched {
 /// Why [`fetch_metadata`] failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
+    /// [`FetchConfig::cancel`] was set.
+    #[error("metadata fetch cancelled")]
+    Cancelled,
     /// Neither peers nor trackers to ask.
     #[error("no peers or trackers to ask for the metadata")]
     NoSources,
@@ -182,7 +189,8 @@ struct Conn {
 /// # Errors
 /// [`FetchError::NoSources`] with no peers and no trackers;
 /// [`FetchError::Exhausted`] when every peer failed and no tracker is
-/// configured; [`FetchError::Timeout`] after [`FetchConfig::timeout`].
+/// configured; [`FetchError::Timeout`] after [`FetchConfig::timeout`];
+/// [`FetchError::Cancelled`] once [`FetchConfig::cancel`] is set.
 pub fn fetch_metadata(
     info_hash: InfoHash,
     peers: &[SocketAddr],
@@ -317,6 +325,14 @@ impl Fetcher<'_> {
                 info_bytes,
                 peers: peers.copied().collect(),
             }));
+        }
+        if self
+            .config
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Some(Err(FetchError::Cancelled));
         }
         let (info_hash, dialled, stats) = (self.info_hash, self.dialled, self.fetch.stats());
         if self.conns.is_empty() && self.queue.is_empty() && !self.has_trackers {

@@ -98,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Another id than the node's (`FetchConfig::peer_id`).
         peer_id: NodeConfig::new().peer_id,
         listen_port: args.listen.port(),
+        stop: stop.clone(),
     })?;
     for addr in loaded.peers {
         if !peers.contains(&addr) {

@@ -5,6 +5,8 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -42,6 +44,8 @@ pub struct FetchArgs {
     /// The node's listen port if given (`--listen`), else 0: announced
     /// while fetching.
     pub listen_port: u16,
+    /// Set by SIGINT/SIGTERM: ends the fetch early.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// A loaded torrent and the peers the source itself names.
@@ -124,6 +128,7 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
     }
     let mut config = FetchConfig::new(args.peer_id);
     config.port = args.listen_port;
+    config.cancel = Some(args.stop.clone());
     config.timeout = args.timeout;
     config.connect_timeout = args.connect_timeout.min(config.connect_timeout);
     // The peer id's random tail seeds the tracker client's choices.
