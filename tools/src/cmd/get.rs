@@ -24,11 +24,12 @@ use p2pe::node::WebSeedStats;
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// What to download: a .torrent file, or a magnet link
-    /// (`magnet:?xt=urn:btih:…`, BEP 9; quote it in a shell) whose info
-    /// dictionary is fetched from its peers (`x.pe`, `--peer`) and trackers
-    /// (`tr`, `--tracker`) and checked against its info-hash first.
-    #[arg(value_name = "TORRENT|MAGNET", value_parser = Source::parse)]
+    /// What to download: a .torrent file, an `http://` URL of one, or a
+    /// magnet link (`magnet:?xt=urn:btih:…`, BEP 9; quote it in a shell)
+    /// whose info dictionary is fetched from its peers (`x.pe`, `--peer`)
+    /// and trackers (`tr`, `--tracker`) and checked against its info-hash
+    /// first.
+    #[arg(value_name = "TORRENT|URL|MAGNET", value_parser = Source::parse)]
     pub source: Source,
     /// Output directory (the torrent's file or top directory goes inside).
     #[arg(short, long, value_name = "DIR")]
@@ -70,7 +71,8 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
     /// Magnet links: give up when no peer delivered the info dictionary
-    /// (verified against the info-hash) within this many seconds.
+    /// (verified against the info-hash) within this many seconds; URLs:
+    /// bound on fetching the .torrent.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub metadata_timeout: u64,
     #[command(flatten)]

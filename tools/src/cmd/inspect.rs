@@ -11,7 +11,7 @@ use serde::Serialize;
 
 /// Largest `.torrent` read: 256 MiB. A 1 PiB payload in 16 MiB pieces needs
 /// ~1.3 MB of hashes, so this only stops runaway input (e.g. `/dev/zero`).
-const MAX_TORRENT_LEN_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_TORRENT_LEN_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Arguments of `p2pe inspect`.
 #[derive(clap::Args, Debug)]

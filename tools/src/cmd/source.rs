@@ -1,7 +1,7 @@
-//! Where `p2pe get` takes the torrent from: a `.torrent` file or a magnet
-//! link (BEP 9), from one positional argument. A new kind (an
-//! `http(s)://…/x.torrent` URL) is one more variant here and one more arm
-//! in [`Source::parse`] and [`Source::load`].
+//! Where `p2pe get` takes the torrent from: a `.torrent` file, an
+//! `http://…` URL of one, or a magnet link (BEP 9), from one positional
+//! argument. A new kind is one more variant here and one more arm in
+//! [`Source::parse`] and [`Source::load`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -21,6 +21,9 @@ use super::node_common::load_torrent;
 pub enum Source {
     /// A `.torrent` file.
     Torrent(PathBuf),
+    /// A `.torrent` at an `http://` URL (fetched with ureq; `https://`
+    /// fails: this build has no TLS).
+    Url(String),
     /// A magnet link: the info dictionary is fetched from peers first.
     Magnet(MagnetLink),
 }
@@ -59,7 +62,8 @@ pub struct Loaded {
 
 impl Source {
     /// Reads the positional argument: a magnet link if it starts with
-    /// `magnet:`, else a path.
+    /// `magnet:`, a URL if it starts with `http://` or `https://`, else a
+    /// path.
     ///
     /// # Errors
     /// A malformed magnet link (the parser's typed error).
@@ -67,6 +71,10 @@ impl Source {
         if MagnetLink::is_magnet(text) {
             let link = MagnetLink::parse(text).context("bad magnet link")?;
             return Ok(Source::Magnet(link));
+        }
+        let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            return Ok(Source::Url(text.to_owned()));
         }
         Ok(Source::Torrent(PathBuf::from(text)))
     }
@@ -77,7 +85,8 @@ impl Source {
     /// and web seeds.
     ///
     /// # Errors
-    /// An unreadable or malformed `.torrent`; for a magnet link, an `x.pe`
+    /// An unreadable or malformed `.torrent` (file or URL: an HTTP error,
+    /// a status other than 200, a body over 256 MiB); for a magnet link, an `x.pe`
     /// that does not resolve, no metadata within the timeout (the error
     /// says what became of the peers), or metadata that is no valid info
     /// dictionary.
@@ -85,6 +94,10 @@ impl Source {
         match self {
             Source::Torrent(path) => Ok(Loaded {
                 meta: load_torrent(path)?,
+                peers: Vec::new(),
+            }),
+            Source::Url(url) => Ok(Loaded {
+                meta: load_url(url, args.timeout)?,
                 peers: Vec::new(),
             }),
             Source::Magnet(link) => load_magnet(link, args),
@@ -104,6 +117,34 @@ pub fn resolve(peers: &[String], what: &str) -> anyhow::Result<Vec<SocketAddr>> 
         out.push(addr);
     }
     Ok(out)
+}
+
+/// GETs a `.torrent` from `url` (redirects followed, at most 4; the whole
+/// exchange bounded by `timeout`; at most 256 MiB of body) and parses it.
+fn load_url(url: &str, timeout: Duration) -> anyhow::Result<Metainfo> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(4)
+        .user_agent(concat!("p2pe/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    tracing::info!("fetching {url}");
+    let mut response = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    if status != 200 {
+        bail!("GET {url}: HTTP status {status}");
+    }
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(super::inspect::MAX_TORRENT_LEN_BYTES)
+        .read_to_vec()
+        .with_context(|| format!("GET {url}: reading the body (at most 256 MiB)"))?;
+    Metainfo::from_bytes(&bytes).with_context(|| format!("{url}: not a valid .torrent"))
 }
 
 fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
