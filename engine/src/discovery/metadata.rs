@@ -52,6 +52,12 @@ pub const MAX_FRAME_LEN_BYTES: u32 = 256 * 1024;
 /// does not read them for this long is dropped).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a peer has for both handshakes (BEP 3 and BEP 10) before its
+/// connection is closed, as the node's `SlotConfig` handshake timeout: a
+/// silent peer must not hold one of the few connection slots for the whole
+/// fetch.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long the tracker thread tries to deliver its `stopped` announce.
 const STOP_BOUND: Duration = Duration::from_secs(3);
 
@@ -525,7 +531,11 @@ fn converse(
     tx: &mpsc::Sender<Event>,
 ) -> io::Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, connect_timeout)?;
-    s.set_read_timeout(Some(read_timeout.max(Duration::from_millis(1))))?;
+    s.set_read_timeout(Some(
+        HANDSHAKE_TIMEOUT
+            .min(read_timeout)
+            .max(Duration::from_millis(1)),
+    ))?;
     s.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let _ = s.set_nodelay(true);
     let mut ours = Handshake::new(info_hash.0, peer_id);
