@@ -1,5 +1,6 @@
 //! A blocking driver fetching a magnet link's info dictionary: dials the
-//! link's peers (`x.pe`, `--peer`) and the peers its trackers return,
+//! link's peers (`x.pe`, `--peer`) and the peers its trackers and the DHT
+//! (BEP 5, when asked) return,
 //! speaks the BEP 3 handshake with the BEP 10 bit and a BEP 10 handshake
 //! offering `ut_metadata`, and runs the sans-IO
 //! [`crate::core::metadata::MetadataFetch`] over them. It runs before the
@@ -28,6 +29,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mainline::{Dht, Id};
 
 use super::tracker_client::{ClientConfig, TrackerClient};
 use super::tracker_io::TrackerDriver;
@@ -35,6 +37,7 @@ use crate::core::metadata::{
     MetadataAction, MetadataConfig, MetadataDropReason, MetadataFetch, MetadataStats,
 };
 use crate::core::{PeerKey, Time};
+use crate::node::DhtConfig;
 use crate::wire::metainfo::InfoHash;
 use crate::wire::peer::metadata::{MetadataMessage, UT_METADATA};
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Handshake, Message, MessageId};
@@ -57,6 +60,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// silent peer must not hold one of the few connection slots for the whole
 /// fetch.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time between two DHT look-ups while fetching (as the node's retry while
+/// it has no peers).
+const DHT_RETRY: Duration = Duration::from_secs(2);
 
 /// How long the tracker thread tries to deliver its `stopped` announce.
 const STOP_BOUND: Duration = Duration::from_secs(3);
@@ -87,6 +94,13 @@ pub struct FetchConfig {
     pub metadata: MetadataConfig,
     /// Seed of the tracker client's random choices.
     pub seed: u64,
+    /// Also look the info-hash's peers up in the DHT (BEP 5; `None`: no
+    /// DHT). The lookup node runs on an ephemeral port of
+    /// [`DhtConfig::listen`]'s address, so it never takes the port the
+    /// node's own DHT node will bind; in server mode, as the node's, so that
+    /// in a closed cluster a seed's announce can be stored on it (a node
+    /// never stores its own: with no other node, nobody could find it).
+    pub dht: Option<DhtConfig>,
     /// Set (e.g. by a SIGINT handler) to end the fetch early with
     /// [`FetchError::Cancelled`]; looked at every 100 ms.
     pub cancel: Option<Arc<AtomicBool>>,
@@ -105,6 +119,7 @@ impl FetchConfig {
             tracker: ClientConfig::default(),
             metadata: MetadataConfig::default(),
             seed: 0,
+            dht: None,
             cancel: None,
         }
     }
@@ -126,10 +141,11 @@ pub enum FetchError {
     /// [`FetchConfig::cancel`] was set.
     #[error("metadata fetch cancelled")]
     Cancelled,
-    /// Neither peers nor trackers to ask.
-    #[error("no peers or trackers to ask for the metadata")]
+    /// Neither peers, trackers nor the DHT to ask.
+    #[error("no peers, trackers or DHT to ask for the metadata")]
     NoSources,
-    /// Every peer was tried and none delivered, and no tracker can bring more.
+    /// Every peer was tried and none delivered, and no tracker or DHT can
+    /// bring more.
     #[error(
         "no peer delivered metadata matching info-hash {info_hash}: {}",
         summary(*dialled, stats)
@@ -205,7 +221,7 @@ pub fn fetch_metadata(
     log: &mut dyn FnMut(String),
 ) -> Result<Fetched, FetchError> {
     let has_trackers = trackers.iter().any(|t| !t.is_empty());
-    if peers.is_empty() && !has_trackers {
+    if peers.is_empty() && !has_trackers && config.dht.is_none() {
         return Err(FetchError::NoSources);
     }
     let (tx, rx) = mpsc::channel();
@@ -213,12 +229,16 @@ pub fn fetch_metadata(
     if has_trackers {
         spawn_tracker(info_hash, trackers, config, tx.clone(), stop.clone());
     }
+    if let Some(dht) = &config.dht {
+        spawn_dht(info_hash, dht, tx.clone(), stop.clone());
+    }
     let mut f = Fetcher {
         info_hash,
         config,
         epoch: Instant::now(),
         fetch: MetadataFetch::new(info_hash, config.metadata),
-        has_trackers,
+        // Trackers or the DHT may still bring peers.
+        has_trackers: has_trackers || config.dht.is_some(),
         queue: VecDeque::new(),
         known: HashSet::new(),
         met: Vec::new(),
@@ -263,6 +283,8 @@ struct Fetcher<'a> {
     config: &'a FetchConfig,
     epoch: Instant,
     fetch: MetadataFetch,
+    /// Trackers or the DHT may still bring peers (the fetch then waits for
+    /// them until its timeout).
     has_trackers: bool,
     /// Addresses to dial, in the order learned.
     queue: VecDeque<SocketAddr>,
@@ -479,6 +501,60 @@ fn spawn_tracker(
     // A tracker thread that cannot start is not fatal: the given peers remain.
     if let Err(e) = spawned {
         let _ = warn_tx.send(Event::Warning(format!("cannot start: {e}")));
+    }
+}
+
+/// Looks the info-hash's peers up in the DHT on a thread, every
+/// [`DHT_RETRY`], until `stop` is set (or the fetch is gone).
+#[allow(deprecated)] // mainline's blocking API: a plain thread, as in `node::dht`
+fn spawn_dht(
+    info_hash: InfoHash,
+    config: &DhtConfig,
+    tx: mpsc::Sender<Event>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut b = Dht::builder();
+    b.server_mode().bind_address(*config.listen.ip());
+    match &config.bootstrap {
+        Some(list) if list.is_empty() => {
+            b.no_bootstrap();
+        }
+        Some(list) => {
+            b.bootstrap(list);
+        }
+        None => {}
+    }
+    let warn_tx = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("p2pe-metadata-dht".into())
+        .spawn(move || {
+            let (dht, id) = match (b.build(), Id::from_bytes(info_hash.0)) {
+                (Ok(d), Ok(id)) => (d, id),
+                (Err(e), _) => {
+                    let _ = tx.send(Event::Warning(format!("dht: cannot start: {e}")));
+                    return;
+                }
+                (_, Err(e)) => {
+                    let _ = tx.send(Event::Warning(format!("dht: {e}")));
+                    return;
+                }
+            };
+            while !stop.load(Ordering::Acquire) {
+                let mut found = Vec::new();
+                for batch in dht.get_peers(id) {
+                    found.extend(batch.into_iter().map(SocketAddr::V4));
+                }
+                if !found.is_empty() && tx.send(Event::Peers(found)).is_err() {
+                    return;
+                }
+                let end = Instant::now() + DHT_RETRY;
+                while Instant::now() < end && !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(TICK);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        let _ = warn_tx.send(Event::Warning(format!("dht: cannot start: {e}")));
     }
 }
 

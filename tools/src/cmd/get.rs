@@ -90,6 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let base = NodeConfig::new();
     let mut peers = resolve(&args.peers, "--peer")?;
+    // The DHT settings `--dht` and its options make, for the magnet fetch.
+    let mut discovery = NodeConfig::new();
+    args.discovery.apply(&mut discovery);
     let loaded = args.source.load(&FetchArgs {
         peers: peers.clone(),
         trackers: (!args.discovery.trackers.is_empty())
@@ -101,6 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         peer_id: NodeConfig::new().peer_id,
         listen_port: args.listen.port(),
         stop: stop.clone(),
+        dht: discovery.dht,
     })?;
     for addr in loaded.peers {
         if !peers.contains(&addr) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use p2pe::discovery::metadata::{fetch_metadata, FetchConfig};
+use p2pe::node::DhtConfig;
 use p2pe::wire::magnet::MagnetLink;
 use p2pe::wire::metainfo::Metainfo;
 
@@ -49,6 +50,8 @@ pub struct FetchArgs {
     pub listen_port: u16,
     /// Set by SIGINT/SIGTERM: ends the fetch early.
     pub stop: Arc<AtomicBool>,
+    /// `--dht` (and its bootstrap settings): look peers up in the DHT too.
+    pub dht: Option<DhtConfig>,
 }
 
 /// A loaded torrent and the peers the source itself names.
@@ -164,12 +167,15 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
             .clone()
             .unwrap_or_else(|| link.trackers.iter().map(|t| vec![t.clone()]).collect())
     };
-    if peers.is_empty() && trackers.is_empty() {
-        bail!("the magnet link names no peers (x.pe) or trackers (tr): give --peer or --tracker");
+    if peers.is_empty() && trackers.is_empty() && args.dht.is_none() {
+        bail!(
+            "the magnet link names no peers (x.pe) or trackers (tr): give --peer, --tracker or --dht"
+        );
     }
     let mut config = FetchConfig::new(args.peer_id);
     config.port = args.listen_port;
     config.cancel = Some(args.stop.clone());
+    config.dht = args.dht.clone();
     config.timeout = args.timeout;
     config.connect_timeout = args.connect_timeout.min(config.connect_timeout);
     // The peer id's random tail seeds the tracker client's choices.
@@ -178,10 +184,15 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
         .iter()
         .fold(0u64, |h, &b| h.rotate_left(8) ^ u64::from(b));
     tracing::info!(
-        "fetching metadata for {} from {} peer(s) and {} tracker(s)",
+        "fetching metadata for {} from {} peer(s), {} tracker(s){}",
         link.info_hash,
         peers.len(),
-        trackers.len()
+        trackers.len(),
+        if args.dht.is_some() {
+            " and the DHT"
+        } else {
+            ""
+        }
     );
     let fetched = fetch_metadata(link.info_hash, &peers, &trackers, &config, &mut |line| {
         tracing::info!("{line}")
