@@ -482,3 +482,65 @@ fn a_lying_metadata_peer_is_banned_and_the_get_completes_from_an_honest_seed() {
     // Banned: never dialled again, not by the node that downloaded either.
     assert_eq!(liar.connections.load(Ordering::Acquire), 1);
 }
+
+/// `p2pe seed --dht …` of the fixture; its DHT address (from its stderr).
+fn dht_seed(f: &Fixture, dht_args: &[&str]) -> (Proc, String) {
+    let mut seed = Proc::spawn_with(
+        Command::new(p2pe_bin())
+            .arg("seed")
+            .arg(&f.torrent)
+            .arg("--path")
+            .arg(f.dir.path())
+            .args(["--listen", "127.0.0.1:0", "--no-tracker"])
+            .args(dht_args),
+        Stdio::piped(),
+    );
+    let err = seed.child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    seed.listen_addr();
+    let end = Instant::now() + BOUND;
+    let addr = loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let l = rx
+            .recv_timeout(left)
+            .expect("the seed prints its DHT address");
+        if let Some(a) = l.strip_prefix("dht listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    (seed, addr)
+}
+
+#[test]
+fn a_magnet_link_without_peers_or_trackers_is_fetched_through_the_dht() {
+    let f = Fixture::new(&[]);
+    let dht = [
+        "--dht",
+        "--dht-listen",
+        "127.0.0.1:0",
+        "--dht-interval",
+        "2",
+    ];
+    // A closed DHT of two seeds: each stores the other's announce (a node
+    // never stores its own), so a look-up through either finds a seed.
+    let mut first = dht.to_vec();
+    first.push("--dht-no-bootstrap");
+    let (_a, boot) = dht_seed(&f, &first);
+    let mut second = dht.to_vec();
+    second.extend(["--dht-bootstrap", &boot]);
+    let (_b, _) = dht_seed(&f, &second);
+    let out = f.path("out");
+    // The link names neither peers nor trackers: only the DHT can find a seed.
+    let (ok, summary, stderr) = f.p2pe_get(&f.magnet, &out, &second).finish();
+    assert!(ok, "p2pe get through the DHT failed: {summary}\n{stderr}");
+    assert!(stderr.contains("and the DHT"), "{stderr}");
+    f.assert_copy(&out);
+}

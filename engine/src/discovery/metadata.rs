@@ -1,5 +1,6 @@
 //! A blocking driver fetching a magnet link's info dictionary: dials the
-//! link's peers (`x.pe`, `--peer`) and the peers its trackers return,
+//! link's peers (`x.pe`, `--peer`) and the peers its trackers and the DHT
+//! (BEP 5, when asked) return,
 //! speaks the BEP 3 handshake with the BEP 10 bit and a BEP 10 handshake
 //! offering `ut_metadata`, and runs the sans-IO
 //! [`crate::core::metadata::MetadataFetch`] over them. It runs before the
@@ -30,6 +31,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mainline::{Dht, Id};
 
 use super::tracker_client::{ClientConfig, TrackerClient};
 use super::tracker_io::TrackerDriver;
@@ -37,6 +39,7 @@ use crate::core::metadata::{
     MetadataAction, MetadataConfig, MetadataDropReason, MetadataFetch, MetadataStats,
 };
 use crate::core::{PeerKey, Time};
+use crate::node::DhtConfig;
 use crate::wire::metainfo::InfoHash;
 use crate::wire::peer::metadata::{MetadataMessage, UT_METADATA};
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Handshake, Message, MessageId};
@@ -54,11 +57,24 @@ pub const MAX_FRAME_LEN_BYTES: u32 = 256 * 1024;
 /// does not read them for this long is dropped).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Addresses learned at most (given, and from trackers); later ones are
-/// ignored. A fetch dials a few dozen at most before its timeout.
+/// How long a peer has for both handshakes (BEP 3 and BEP 10) before its
+/// connection is closed, as the node's `SlotConfig` handshake timeout: a
+/// silent peer must not hold one of the few connection slots for the whole
+/// fetch.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time between two DHT look-ups while fetching (as the node's retry while
+/// it has no peers).
+const DHT_RETRY: Duration = Duration::from_secs(2);
+
+/// How long the tracker thread tries to deliver its `stopped` announce.
+const STOP_BOUND: Duration = Duration::from_secs(3);
+
+/// Addresses learned at most (given, and from trackers and the DHT); later
+/// ones are ignored. A fetch dials a few dozen at most before its timeout.
 pub const MAX_KNOWN_PEERS: usize = 4096;
 
-/// Events queued from the connection and tracker threads at most; a
+/// Events queued from the connection, tracker and DHT threads at most; a
 /// reader blocks (and so stops reading its socket) while the queue is full.
 const MAX_QUEUED_EVENTS: usize = 1024;
 
@@ -68,8 +84,14 @@ const TICK: Duration = Duration::from_millis(100);
 /// Settings of [`fetch_metadata`].
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
-    /// Our peer id (BEP 3); the node that follows should use the same.
+    /// Our peer id (BEP 3) while fetching. Use another one than the node
+    /// that follows: a seed still holding a fetch connection would take the
+    /// node's connection under the same id for a duplicate and close it.
     pub peer_id: [u8; 20],
+    /// The port announced to trackers while fetching (the node's listen
+    /// port if known, else 0). A `stopped` announce ends the fetch's
+    /// announces, so the entry does not outlive the fetch.
+    pub port: u16,
     /// The whole fetch gives up after this long.
     pub timeout: Duration,
     /// Bound on one TCP connect.
@@ -82,6 +104,16 @@ pub struct FetchConfig {
     pub metadata: MetadataConfig,
     /// Seed of the tracker client's random choices.
     pub seed: u64,
+    /// Also look the info-hash's peers up in the DHT (BEP 5; `None`: no
+    /// DHT). The lookup node runs on an ephemeral port of
+    /// [`DhtConfig::listen`]'s address, so it never takes the port the
+    /// node's own DHT node will bind; in server mode, as the node's, so that
+    /// in a closed cluster a seed's announce can be stored on it (a node
+    /// never stores its own: with no other node, nobody could find it).
+    pub dht: Option<DhtConfig>,
+    /// Set (e.g. by a SIGINT handler) to end the fetch early with
+    /// [`FetchError::Cancelled`]; looked at every 100 ms.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl FetchConfig {
@@ -90,12 +122,15 @@ impl FetchConfig {
     pub fn new(peer_id: [u8; 20]) -> Self {
         Self {
             peer_id,
+            port: 0,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             max_connections: 16,
             tracker: ClientConfig::default(),
             metadata: MetadataConfig::default(),
             seed: 0,
+            dht: None,
+            cancel: None,
         }
     }
 }
@@ -113,10 +148,14 @@ pub struct Fetched {
 /// Why [`fetch_metadata`] failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
-    /// Neither peers nor trackers to ask.
-    #[error("no peers or trackers to ask for the metadata")]
+    /// [`FetchConfig::cancel`] was set.
+    #[error("metadata fetch cancelled")]
+    Cancelled,
+    /// Neither peers, trackers nor the DHT to ask.
+    #[error("no peers, trackers or DHT to ask for the metadata")]
     NoSources,
-    /// Every peer was tried and none delivered, and no tracker can bring more.
+    /// Every peer was tried and none delivered, and no tracker or DHT can
+    /// bring more.
     #[error(
         "no peer delivered metadata matching info-hash {info_hash}: {}",
         summary(*dialled, stats)
@@ -182,7 +221,8 @@ struct Conn {
 /// # Errors
 /// [`FetchError::NoSources`] with no peers and no trackers;
 /// [`FetchError::Exhausted`] when every peer failed and no tracker is
-/// configured; [`FetchError::Timeout`] after [`FetchConfig::timeout`].
+/// configured; [`FetchError::Timeout`] after [`FetchConfig::timeout`];
+/// [`FetchError::Cancelled`] once [`FetchConfig::cancel`] is set.
 pub fn fetch_metadata(
     info_hash: InfoHash,
     peers: &[SocketAddr],
@@ -191,144 +231,211 @@ pub fn fetch_metadata(
     log: &mut dyn FnMut(String),
 ) -> Result<Fetched, FetchError> {
     let has_trackers = trackers.iter().any(|t| !t.is_empty());
-    if peers.is_empty() && !has_trackers {
+    if peers.is_empty() && !has_trackers && config.dht.is_none() {
         return Err(FetchError::NoSources);
     }
-    let epoch = Instant::now();
-    let now = || Time::from_nanos(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX));
-    let deadline = epoch + config.timeout;
     let (tx, rx) = mpsc::sync_channel(MAX_QUEUED_EVENTS);
     let stop = Arc::new(AtomicBool::new(false));
     if has_trackers {
         spawn_tracker(info_hash, trackers, config, tx.clone(), stop.clone());
     }
-    let mut fetch = MetadataFetch::new(info_hash, config.metadata);
-    let mut queue: VecDeque<SocketAddr> = VecDeque::new();
-    let mut known: HashSet<SocketAddr> = HashSet::new();
-    let mut met: Vec<SocketAddr> = Vec::new();
-    let mut banned: HashSet<SocketAddr> = HashSet::new();
-    let mut conns: BTreeMap<PeerKey, Conn> = BTreeMap::new();
-    let mut next_key = 0u64;
-    let mut dialled = 0u32;
-    let mut learn = |addrs: &[SocketAddr], queue: &mut VecDeque<SocketAddr>, met: &mut Vec<_>| {
-        for a in addrs {
-            if known.len() >= MAX_KNOWN_PEERS {
-                break;
-            }
-            if known.insert(*a) {
-                queue.push_back(*a);
-                met.push(*a);
-            }
+    if let Some(dht) = &config.dht {
+        spawn_dht(info_hash, dht, tx.clone(), stop.clone());
+    }
+    let mut f = Fetcher {
+        info_hash,
+        config,
+        epoch: Instant::now(),
+        fetch: MetadataFetch::new(info_hash, config.metadata),
+        // Trackers or the DHT may still bring peers.
+        has_trackers: has_trackers || config.dht.is_some(),
+        queue: VecDeque::new(),
+        known: HashSet::new(),
+        met: Vec::new(),
+        banned: HashSet::new(),
+        conns: BTreeMap::new(),
+        next_key: 0,
+        dialled: 0,
+        tx,
+        log,
+    };
+    f.learn(peers);
+    let deadline = f.epoch + config.timeout;
+    let result = loop {
+        f.run_actions();
+        if let Some(done) = f.finished(deadline) {
+            break done;
+        }
+        f.dial();
+        let mut wait = deadline.saturating_duration_since(Instant::now()).min(TICK);
+        if let Some(at) = f.fetch.poll_timeout() {
+            wait = wait.min(at.saturating_duration_since(f.now()));
+        }
+        if let Ok(event) = rx.recv_timeout(wait) {
+            f.on_event(event);
+        }
+        let now = f.now();
+        if f.fetch.poll_timeout().is_some_and(|at| at <= now) {
+            f.fetch.handle_timeout(now);
         }
     };
-    learn(peers, &mut queue, &mut met);
-    let result = loop {
-        // Run what the machine decided.
-        while let Some(action) = fetch.poll_action() {
+    stop.store(true, Ordering::Release);
+    for c in f.conns.values() {
+        close(c);
+    }
+    result
+}
+
+/// The deciding side of [`fetch_metadata`]: the machine, the connections
+/// and the addresses.
+struct Fetcher<'a> {
+    info_hash: InfoHash,
+    config: &'a FetchConfig,
+    epoch: Instant,
+    fetch: MetadataFetch,
+    /// Trackers or the DHT may still bring peers (the fetch then waits for
+    /// them until its timeout).
+    has_trackers: bool,
+    /// Addresses to dial, in the order learned.
+    queue: VecDeque<SocketAddr>,
+    /// Every address ever learned (each is dialled once).
+    known: HashSet<SocketAddr>,
+    /// Addresses learned, in order, for [`Fetched::peers`].
+    met: Vec<SocketAddr>,
+    banned: HashSet<SocketAddr>,
+    conns: BTreeMap<PeerKey, Conn>,
+    next_key: u64,
+    dialled: u32,
+    tx: mpsc::SyncSender<Event>,
+    log: &'a mut dyn FnMut(String),
+}
+
+impl Fetcher<'_> {
+    /// The machine's clock: time since the fetch began.
+    fn now(&self) -> Time {
+        Time::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Queues new, unbanned addresses for dialling.
+    fn learn(&mut self, addrs: &[SocketAddr]) {
+        for a in addrs {
+            if self.known.len() >= MAX_KNOWN_PEERS {
+                break;
+            }
+            if !self.banned.contains(a) && self.known.insert(*a) {
+                self.queue.push_back(*a);
+                self.met.push(*a);
+            }
+        }
+    }
+
+    /// Runs what the machine decided: sends and disconnects (bans).
+    fn run_actions(&mut self) {
+        while let Some(action) = self.fetch.poll_action() {
             match action {
                 MetadataAction::Send { peer, ext_id, msg } => {
-                    let sent = conns
-                        .get_mut(&peer)
-                        .and_then(|c| c.stream.as_mut())
-                        .map(|s| send_metadata(s, ext_id, &msg));
+                    let Some(c) = self.conns.get_mut(&peer) else {
+                        continue;
+                    };
+                    let sent = c.stream.as_mut().map(|s| send_metadata(s, ext_id, &msg));
                     if let Some(Err(e)) = sent {
-                        if let Some(c) = conns.get(&peer) {
-                            close(c);
-                        }
-                        log(format!("metadata: write to peer failed: {e}"));
+                        close(c);
+                        (self.log)(format!("metadata: write to {} failed: {e}", c.addr));
                     }
                 }
                 MetadataAction::Disconnect { peer, reason } => {
-                    if let Some(c) = conns.get(&peer) {
+                    if let Some(c) = self.conns.get(&peer) {
                         if reason.is_ban() {
-                            banned.insert(c.addr);
+                            self.banned.insert(c.addr);
                         }
-                        log(describe(c.addr, &reason));
+                        (self.log)(describe(c.addr, &reason));
                         close(c);
                     }
                 }
             }
         }
-        if let Some(info_bytes) = fetch.take_metadata() {
-            let peers = met
-                .iter()
-                .filter(|a| !banned.contains(a))
-                .copied()
-                .collect();
-            break Ok(Fetched { info_bytes, peers });
-        }
-        // Dial while below the bound.
-        while conns.len() < config.max_connections.max(1) {
-            let Some(addr) = queue.pop_front() else {
-                break;
-            };
-            let key = PeerKey(next_key);
-            next_key += 1;
-            dialled += 1;
-            match spawn_conn(key, addr, info_hash, config, tx.clone()) {
-                Ok(()) => {
-                    conns.insert(key, Conn { addr, stream: None });
-                }
-                Err(e) => log(format!("metadata: {addr}: cannot start a thread: {e}")),
-            }
-        }
-        if conns.is_empty() && queue.is_empty() && !has_trackers {
-            break Err(FetchError::Exhausted {
-                info_hash,
-                dialled,
-                stats: fetch.stats(),
-            });
-        }
-        let t = Instant::now();
-        if t >= deadline {
-            break Err(FetchError::Timeout {
-                info_hash,
-                timeout: config.timeout,
-                dialled,
-                stats: fetch.stats(),
-            });
-        }
-        let mut wait = deadline.saturating_duration_since(t).min(TICK);
-        if let Some(at) = fetch.poll_timeout() {
-            wait = wait.min(at.saturating_duration_since(now()));
-        }
-        match rx.recv_timeout(wait) {
-            Ok(Event::Connected(key, theirs, stream)) => {
-                if let Some(c) = conns.get_mut(&key) {
-                    c.stream = Some(stream);
-                    fetch.handle_peer_connected(now(), key, &theirs);
-                }
-            }
-            Ok(Event::Metadata(key, msg)) => {
-                if conns.contains_key(&key) {
-                    fetch.handle_message(now(), key, msg);
-                }
-            }
-            Ok(Event::Closed(key, why)) => {
-                if let Some(c) = conns.remove(&key) {
-                    if !why.is_empty() {
-                        log(format!("metadata: {}: {why}", c.addr));
-                    }
-                    fetch.handle_peer_disconnected(now(), key);
-                }
-            }
-            Ok(Event::Peers(addrs)) => {
-                let fresh: Vec<SocketAddr> =
-                    addrs.into_iter().filter(|a| !banned.contains(a)).collect();
-                learn(&fresh, &mut queue, &mut met);
-            }
-            Ok(Event::Warning(w)) => log(format!("tracker: {w}")),
-            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
-        }
-        if fetch.poll_timeout().is_some_and(|at| at <= now()) {
-            fetch.handle_timeout(now());
-        }
-    };
-    stop.store(true, Ordering::Release);
-    for c in conns.values() {
-        close(c);
     }
-    result
+
+    /// The fetch's result once it is decided: the verified metadata, every
+    /// source failed (without trackers to bring more), or time is up.
+    fn finished(&mut self, deadline: Instant) -> Option<Result<Fetched, FetchError>> {
+        if let Some(info_bytes) = self.fetch.take_metadata() {
+            let banned = &self.banned;
+            let peers = self.met.iter().filter(|a| !banned.contains(a));
+            return Some(Ok(Fetched {
+                info_bytes,
+                peers: peers.copied().collect(),
+            }));
+        }
+        if self
+            .config
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return Some(Err(FetchError::Cancelled));
+        }
+        let (info_hash, dialled, stats) = (self.info_hash, self.dialled, self.fetch.stats());
+        if self.conns.is_empty() && self.queue.is_empty() && !self.has_trackers {
+            return Some(Err(FetchError::Exhausted {
+                info_hash,
+                dialled,
+                stats,
+            }));
+        }
+        (Instant::now() >= deadline).then_some(Err(FetchError::Timeout {
+            info_hash,
+            timeout: self.config.timeout,
+            dialled,
+            stats,
+        }))
+    }
+
+    /// Dials queued addresses while below [`FetchConfig::max_connections`].
+    fn dial(&mut self) {
+        while self.conns.len() < self.config.max_connections.max(1) {
+            let Some(addr) = self.queue.pop_front() else {
+                return;
+            };
+            let key = PeerKey(self.next_key);
+            self.next_key += 1;
+            self.dialled += 1;
+            match spawn_conn(key, addr, self.info_hash, self.config, self.tx.clone()) {
+                Ok(()) => {
+                    self.conns.insert(key, Conn { addr, stream: None });
+                }
+                Err(e) => (self.log)(format!("metadata: {addr}: cannot start a thread: {e}")),
+            }
+        }
+    }
+
+    /// Hands a connection's or tracker's report to the machine.
+    fn on_event(&mut self, event: Event) {
+        let now = self.now();
+        match event {
+            Event::Connected(key, theirs, stream) => {
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.stream = Some(stream);
+                    self.fetch.handle_peer_connected(now, key, &theirs);
+                }
+            }
+            Event::Metadata(key, msg) => {
+                if self.conns.contains_key(&key) {
+                    self.fetch.handle_message(now, key, msg);
+                }
+            }
+            Event::Closed(key, why) => {
+                if let Some(c) = self.conns.remove(&key) {
+                    if !why.is_empty() {
+                        (self.log)(format!("metadata: {}: {why}", c.addr));
+                    }
+                    self.fetch.handle_peer_disconnected(now, key);
+                }
+            }
+            Event::Peers(addrs) => self.learn(&addrs),
+            Event::Warning(w) => (self.log)(format!("tracker: {w}")),
+        }
+    }
 }
 
 /// A log line for a dropped peer.
@@ -361,7 +468,9 @@ fn send_metadata(s: &mut TcpStream, ext_id: u8, msg: &MetadataMessage) -> io::Re
 }
 
 /// Announces to `trackers` on a thread until `stop` is set (or the fetch
-/// is gone), passing peers and warnings on.
+/// is gone), passing peers and warnings on; then announces `stopped`
+/// (bounded by [`STOP_BOUND`]; the thread is never joined, so the fetch's
+/// caller does not wait for it).
 fn spawn_tracker(
     info_hash: InfoHash,
     trackers: &[Vec<String>],
@@ -374,7 +483,7 @@ fn spawn_tracker(
         trackers,
         info_hash,
         config.peer_id,
-        0,
+        config.port,
         config.seed,
     );
     // `left` is unknown before the metadata; 0 would announce a seeder,
@@ -389,15 +498,21 @@ fn spawn_tracker(
             while !stop.load(Ordering::Acquire) {
                 driver.step(TICK);
                 let c = driver.client_mut();
+                let mut gone = false;
                 while let Some(w) = c.poll_warning() {
-                    if tx.send(Event::Warning(w)).is_err() {
-                        return;
-                    }
+                    gone |= tx.send(Event::Warning(w)).is_err();
                 }
                 let peers = c.poll_peers();
-                if !peers.is_empty() && tx.send(Event::Peers(peers)).is_err() {
-                    return;
+                gone |= !peers.is_empty() && tx.send(Event::Peers(peers)).is_err();
+                if gone {
+                    break;
                 }
+            }
+            let now = driver.now();
+            driver.client_mut().handle_stopped(now);
+            let end = Instant::now() + STOP_BOUND;
+            while !driver.client_mut().is_done() && Instant::now() < end {
+                driver.step(TICK);
             }
         });
     // A tracker thread that cannot start is not fatal: the given peers remain.
@@ -406,12 +521,66 @@ fn spawn_tracker(
     }
 }
 
+/// Looks the info-hash's peers up in the DHT on a thread, every
+/// [`DHT_RETRY`], until `stop` is set (or the fetch is gone).
+#[allow(deprecated)] // mainline's blocking API: a plain thread, as in `node::dht`
+fn spawn_dht(
+    info_hash: InfoHash,
+    config: &DhtConfig,
+    tx: mpsc::SyncSender<Event>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut b = Dht::builder();
+    b.server_mode().bind_address(*config.listen.ip());
+    match &config.bootstrap {
+        Some(list) if list.is_empty() => {
+            b.no_bootstrap();
+        }
+        Some(list) => {
+            b.bootstrap(list);
+        }
+        None => {}
+    }
+    let warn_tx = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("p2pe-metadata-dht".into())
+        .spawn(move || {
+            let (dht, id) = match (b.build(), Id::from_bytes(info_hash.0)) {
+                (Ok(d), Ok(id)) => (d, id),
+                (Err(e), _) => {
+                    let _ = tx.send(Event::Warning(format!("dht: cannot start: {e}")));
+                    return;
+                }
+                (_, Err(e)) => {
+                    let _ = tx.send(Event::Warning(format!("dht: {e}")));
+                    return;
+                }
+            };
+            while !stop.load(Ordering::Acquire) {
+                let mut found = Vec::new();
+                for batch in dht.get_peers(id) {
+                    found.extend(batch.into_iter().map(SocketAddr::V4));
+                }
+                if !found.is_empty() && tx.send(Event::Peers(found)).is_err() {
+                    return;
+                }
+                let end = Instant::now() + DHT_RETRY;
+                while Instant::now() < end && !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(TICK);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        let _ = warn_tx.try_send(Event::Warning(format!("dht: cannot start: {e}")));
+    }
+}
+
 /// Dials `addr` on a thread: handshakes, then reads frames and reports
 /// them until the connection ends.
 ///
 /// # Errors
-/// The thread cannot be spawned (the caller forgets the connection: this
-/// thread must not queue an event it alone consumes).
+/// The thread cannot be spawned (the caller forgets the connection: the
+/// deciding thread must not queue an event it alone consumes).
 fn spawn_conn(
     key: PeerKey,
     addr: SocketAddr,
@@ -457,7 +626,11 @@ fn converse(
     tx: &mpsc::SyncSender<Event>,
 ) -> io::Result<()> {
     let mut s = TcpStream::connect_timeout(&addr, connect_timeout)?;
-    s.set_read_timeout(Some(read_timeout.max(Duration::from_millis(1))))?;
+    s.set_read_timeout(Some(
+        HANDSHAKE_TIMEOUT
+            .min(read_timeout)
+            .max(Duration::from_millis(1)),
+    ))?;
     s.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let _ = s.set_nodelay(true);
     let mut ours = Handshake::new(info_hash.0, peer_id);

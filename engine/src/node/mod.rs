@@ -617,6 +617,8 @@ mod hostile_tests;
 #[cfg(test)]
 mod lanes_tests;
 #[cfg(test)]
+mod metadata_tests;
+#[cfg(test)]
 mod pex_flood_tests;
 #[cfg(test)]
 mod session_tests;

@@ -18,7 +18,7 @@ pub(super) fn make_torrent(dir: &Path, name: &str, sizes: &[usize], piece_len: u
 }
 
 /// As [`make_torrent`], `private` (BEP 27) as given.
-fn make_torrent_opts(
+pub(super) fn make_torrent_opts(
     dir: &Path,
     name: &str,
     sizes: &[usize],

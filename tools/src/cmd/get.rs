@@ -24,11 +24,12 @@ use p2pe::node::WebSeedStats;
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// What to download: a .torrent file or http(s):// URL, or a magnet link
-    /// (`magnet:?xt=urn:btih:…`, BEP 9; quote it in a shell) whose info
-    /// dictionary is fetched from its peers (`x.pe`, `--peer`) and trackers
-    /// (`tr`, `--tracker`) and checked against its info-hash first.
-    #[arg(value_name = "TORRENT|MAGNET", value_parser = Source::parse)]
+    /// What to download: a .torrent file, an `http(s)://` URL of one, or a
+    /// magnet link (`magnet:?xt=urn:btih:…`, BEP 9; quote it in a shell)
+    /// whose info dictionary is fetched from its peers (`x.pe`, `--peer`)
+    /// and trackers (`tr`, `--tracker`) and checked against its info-hash
+    /// first.
+    #[arg(value_name = "TORRENT|URL|MAGNET", value_parser = Source::parse)]
     pub source: Source,
     /// Output directory (the torrent's file or top directory goes inside).
     #[arg(short, long, value_name = "DIR")]
@@ -70,7 +71,8 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
     /// Magnet links: give up when no peer delivered the info dictionary
-    /// (verified against the info-hash) within this many seconds.
+    /// (verified against the info-hash) within this many seconds; URLs:
+    /// bound on fetching the .torrent.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub metadata_timeout: u64,
     #[command(flatten)]
@@ -88,6 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let base = NodeConfig::new();
     let mut peers = resolve(&args.peers, "--peer")?;
+    // The DHT settings `--dht` and its options make, for the magnet fetch.
+    let mut discovery = NodeConfig::new();
+    args.discovery.apply(&mut discovery);
     let loaded = args.source.load(&FetchArgs {
         peers: peers.clone(),
         trackers: (!args.discovery.trackers.is_empty())
@@ -95,7 +100,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         no_tracker: args.discovery.no_tracker,
         timeout: Duration::from_secs(args.metadata_timeout),
         connect_timeout: Duration::from_secs(args.connect_timeout),
-        peer_id: base.peer_id,
+        // Another id than the node's (`FetchConfig::peer_id`).
+        peer_id: NodeConfig::new().peer_id,
+        listen_port: args.listen.port(),
+        stop: stop.clone(),
+        dht: discovery.dht,
     })?;
     for addr in loaded.peers {
         if !peers.contains(&addr) {

@@ -1,13 +1,17 @@
 //! Where `p2pe get` takes the torrent from: a `.torrent` file or
 //! `http(s)://` URL (both read by [`load_torrent`]), or a magnet link
-//! (BEP 9), from one positional argument.
+//! (BEP 9), from one positional argument. A new kind is one more variant
+//! here and one more arm in [`Source::parse`] and [`Source::load`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use p2pe::discovery::metadata::{fetch_metadata, FetchConfig};
+use p2pe::node::DhtConfig;
 use p2pe::wire::magnet::MagnetLink;
 use p2pe::wire::metainfo::Metainfo;
 
@@ -35,8 +39,16 @@ pub struct FetchArgs {
     pub timeout: Duration,
     /// `--connect-timeout`: bound on one TCP connect.
     pub connect_timeout: Duration,
-    /// The node's peer id, used for the fetch too.
+    /// The peer id of the fetch: not the node's (see
+    /// [`FetchConfig::peer_id`]).
     pub peer_id: [u8; 20],
+    /// The node's listen port if given (`--listen`), else 0: announced
+    /// while fetching.
+    pub listen_port: u16,
+    /// Set by SIGINT/SIGTERM: ends the fetch early.
+    pub stop: Arc<AtomicBool>,
+    /// `--dht` (and its bootstrap settings): look peers up in the DHT too.
+    pub dht: Option<DhtConfig>,
 }
 
 /// A loaded torrent and the peers the source itself names.
@@ -50,7 +62,7 @@ pub struct Loaded {
 
 impl Source {
     /// Reads the positional argument: a magnet link if it starts with
-    /// `magnet:`, else a path.
+    /// `magnet:`, else a path or URL.
     ///
     /// # Errors
     /// A malformed magnet link (the parser's typed error).
@@ -68,7 +80,8 @@ impl Source {
     /// and web seeds.
     ///
     /// # Errors
-    /// An unreadable or malformed `.torrent`; for a magnet link, an `x.pe`
+    /// An unreadable or malformed `.torrent` (file or URL: see
+    /// [`load_torrent`]); for a magnet link, an `x.pe`
     /// that does not resolve, no metadata within the timeout (the error
     /// says what became of the peers), or metadata that is no valid info
     /// dictionary.
@@ -114,10 +127,15 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
             .clone()
             .unwrap_or_else(|| link.trackers.iter().map(|t| vec![t.clone()]).collect())
     };
-    if peers.is_empty() && trackers.is_empty() {
-        bail!("the magnet link names no peers (x.pe) or trackers (tr): give --peer or --tracker");
+    if peers.is_empty() && trackers.is_empty() && args.dht.is_none() {
+        bail!(
+            "the magnet link names no peers (x.pe) or trackers (tr): give --peer, --tracker or --dht"
+        );
     }
     let mut config = FetchConfig::new(args.peer_id);
+    config.port = args.listen_port;
+    config.cancel = Some(args.stop.clone());
+    config.dht = args.dht.clone();
     config.timeout = args.timeout;
     config.connect_timeout = args.connect_timeout.min(config.connect_timeout);
     // The peer id's random tail seeds the tracker client's choices.
@@ -126,10 +144,15 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
         .iter()
         .fold(0u64, |h, &b| h.rotate_left(8) ^ u64::from(b));
     tracing::info!(
-        "fetching metadata for {} from {} peer(s) and {} tracker(s)",
+        "fetching metadata for {} from {} peer(s), {} tracker(s){}",
         link.info_hash,
         peers.len(),
-        trackers.len()
+        trackers.len(),
+        if args.dht.is_some() {
+            " and the DHT"
+        } else {
+            ""
+        }
     );
     let fetched = fetch_metadata(link.info_hash, &peers, &trackers, &config, &mut |line| {
         tracing::info!("{line}")
