@@ -404,3 +404,71 @@ fn prometheus_scrapes_a_running_swarm() {
         "series missing in Prometheus after {QUERY_BOUND:?}: {pending:?}\nprometheus log:\n{log}"
     );
 }
+
+/// `p2pe create FILE -o TORRENT` (64 KiB pieces, no tracker) for `dir/name`
+/// of `len` seeded bytes; returns the info-hash (hex).
+fn create_in(dir: &Path, name: &str, len: usize, seed: u64) -> String {
+    let file = dir.join(name);
+    std::fs::write(&file, data(len, seed)).unwrap();
+    let out = p2pe()
+        .arg("create")
+        .arg(&file)
+        .arg("-o")
+        .arg(dir.join(format!("{name}.torrent")))
+        .args(["--piece-length", "65536"])
+        .output()
+        .expect("run p2pe create");
+    assert!(out.status.success(), "p2pe create: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("info-hash ").map(str::to_string))
+        .expect("info-hash line")
+}
+
+/// `p2pe seed --dir --metrics`: one `torrent` label per served torrent, a
+/// torrent added to the directory appears and a removed one leaves the
+/// exposition, and `promtool check metrics` accepts it.
+#[test]
+fn seed_dir_metrics_follow_the_served_torrents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("seeds");
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = create_in(&dir, "a.bin", 300_000, 1);
+    let b = create_in(&dir, "b.bin", 200_000, 2);
+    let addr = metrics_addr();
+    let mut seed = Proc::spawn(
+        p2pe()
+            .arg("seed")
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0", "--workers", "1", "--no-tracker"])
+            .arg("--metrics")
+            .arg(addr.to_string()),
+    );
+    let _ = seed.listen_addr();
+    wait_for_tcp(addr, QUERY_BOUND);
+    let size = |ih: &str| format!("p2pe_torrent_size_bytes{{torrent=\"{ih}\"}}");
+    let body = scrape_until(addr, "both torrents exposed", |b_| {
+        sample(b_, &size(&a)).is_some() && sample(b_, &size(&b)).is_some()
+    });
+    assert_eq!(sample(&body, &size(&a)), Some(300_000.0));
+    assert_eq!(sample(&body, &size(&b)), Some(200_000.0));
+    let complete = format!("p2pe_torrent_complete{{torrent=\"{a}\"}}");
+    assert_eq!(sample(&body, &complete), Some(1.0), "{body}");
+    if command_available("promtool") {
+        let (ok, out) = promtool_check(&body);
+        assert!(ok, "promtool check metrics: {out}\n{body}");
+    }
+    // Added while running: exposed; removed: its series leave.
+    let c = create_in(&dir, "c.bin", 100_000, 3);
+    scrape_until(addr, "the added torrent exposed", |b_| {
+        sample(b_, &size(&c)).is_some()
+    });
+    std::fs::remove_file(dir.join("a.bin.torrent")).unwrap();
+    let body = scrape_until(addr, "the removed torrent gone", |b_| {
+        sample(b_, &size(&a)).is_none()
+    });
+    assert!(!body.contains(&a), "series of the removed torrent: {body}");
+    assert_eq!(sample(&body, &size(&b)), Some(200_000.0));
+    assert_eq!(sample(&body, &size(&c)), Some(100_000.0));
+}

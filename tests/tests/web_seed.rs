@@ -22,6 +22,8 @@ const BOUND: Duration = Duration::from_secs(120);
 struct Nginx {
     child: Child,
     addr: SocketAddr,
+    /// `https` when started with [`Nginx::start_tls`], else `http`.
+    scheme: &'static str,
     access_log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -38,6 +40,16 @@ impl Nginx {
     /// Starts nginx on a free loopback port serving `root`; `None` (after a
     /// `SKIP` line naming `test`) when nginx is not installed.
     fn start(root: &Path, test: &str) -> Option<Nginx> {
+        Self::start_with(root, test, None)
+    }
+
+    /// As [`Nginx::start`], serving HTTPS with the certificate `cert` and
+    /// its key `key` (PEM files).
+    fn start_tls(root: &Path, test: &str, cert: &Path, key: &Path) -> Option<Nginx> {
+        Self::start_with(root, test, Some((cert, key)))
+    }
+
+    fn start_with(root: &Path, test: &str, tls: Option<(&Path, &Path)>) -> Option<Nginx> {
         let bin = if command_available("nginx") {
             PathBuf::from("nginx")
         } else if Path::new("/usr/sbin/nginx").exists() {
@@ -50,6 +62,17 @@ impl Nginx {
         let d = dir.path().display().to_string();
         let port = free_port();
         let access_log = dir.path().join("access.log");
+        let (ssl, tls_lines) = match tls {
+            Some((cert, key)) => (
+                " ssl",
+                format!(
+                    "ssl_certificate {};\n    ssl_certificate_key {};",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -67,7 +90,8 @@ http {{
   scgi_temp_path {d}/scgi;
   default_type application/octet-stream;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{ssl};
+    {tls_lines}
     root {root};
   }}
 }}
@@ -90,6 +114,7 @@ http {{
         let nginx = Nginx {
             child,
             addr,
+            scheme: if tls.is_some() { "https" } else { "http" },
             access_log,
             _dir: dir,
         };
@@ -97,9 +122,9 @@ http {{
         Some(nginx)
     }
 
-    /// `http://127.0.0.1:PORT` + `path`.
+    /// `http://127.0.0.1:PORT` + `path` (`https://` with TLS).
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// The access log so far.
@@ -157,11 +182,26 @@ fn inspect(torrent: &Path) -> serde_json::Value {
 /// Runs `p2pe get torrent -o out --json` with `extra` options, no peers:
 /// (success, its JSON summary, its stderr).
 fn get(torrent: &Path, out: &Path, extra: &[&str]) -> (bool, serde_json::Value, String) {
+    get_env(torrent, out, extra, None)
+}
+
+/// As [`get`], with the environment variable `SSL_CERT_FILE` set to
+/// `cert_file` (or removed when `None`).
+fn get_env(
+    torrent: &Path,
+    out: &Path,
+    extra: &[&str],
+    cert_file: Option<&Path>,
+) -> (bool, serde_json::Value, String) {
+    let mut cmd = Command::new(p2pe_bin());
+    match cert_file {
+        Some(f) => cmd.env("SSL_CERT_FILE", f),
+        None => cmd.env_remove("SSL_CERT_FILE"),
+    };
     let err_path = out.with_extension("stderr");
     let err = std::fs::File::create(&err_path).unwrap();
     let mut p = Proc::spawn_with(
-        Command::new(p2pe_bin())
-            .arg("get")
+        cmd.arg("get")
             .arg(torrent)
             .arg("-o")
             .arg(out)
@@ -638,4 +678,172 @@ fn a_stalling_web_seed_times_out_and_the_get_completes() {
     let why = s["last_error"].as_str().unwrap_or("").to_lowercase();
     assert!(why.contains("time"), "a timeout: {summary}");
     assert_eq!(seed_entry(&summary, &good)["pieces"], 64, "{summary}");
+}
+
+/// A test CA and a server certificate it signed for `127.0.0.1` (and
+/// `localhost`), written by `openssl` into `dir`: (CA certificate, server
+/// certificate, server key), or `None` without openssl.
+fn test_ca_and_server_cert(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    if !command_available("openssl") {
+        return None;
+    }
+    let p = |n: &str| dir.join(n);
+    let ext = p("server.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=p2pe test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    Some((p("ca.pem"), p("server.pem"), p("server.key")))
+}
+
+/// An `https://` web seed: with its certificate trusted (`SSL_CERT_FILE`, as
+/// curl reads it) the get completes from it alone; with an untrusted
+/// certificate nothing is taken from it and the get fails naming TLS.
+#[test]
+fn https_web_seed_is_used_when_its_certificate_is_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (www, torrent, payload) = good_bad_missing(tmp.path());
+    let test = "https_web_seed_is_used_when_its_certificate_is_trusted";
+    let Some((ca, cert, key)) = test_ca_and_server_cert(tmp.path()) else {
+        eprintln!("SKIP {test}: openssl is not installed");
+        return;
+    };
+    let Some(nginx) = Nginx::start_tls(&www, test, &cert, &key) else {
+        return;
+    };
+    let good = nginx.url("/good/");
+    assert!(good.starts_with("https://"), "{good}");
+    let out = tmp.path().join("trusted");
+    let (ok, summary, err) = get_env(
+        &torrent,
+        &out,
+        &["--web-seed", &good, "--connect-timeout", "3"],
+        Some(&ca),
+    );
+    assert!(ok, "get from an https web seed failed:\n{err}");
+    assert!(std::fs::read(out.join("w.bin")).unwrap() == payload);
+    assert_eq!(
+        summary["web_seed_bytes"].as_u64(),
+        Some(payload.len() as u64),
+        "{summary}"
+    );
+    assert_eq!(seed_entry(&summary, &good)["failures"], 0, "{summary}");
+    // Untrusted: the system store does not hold the test CA.
+    let before = nginx.body_bytes();
+    let out = tmp.path().join("untrusted");
+    let (ok, _, err) = get_env(
+        &torrent,
+        &out,
+        &["--web-seed", &good, "--connect-timeout", "3"],
+        None,
+    );
+    assert!(!ok, "an untrusted https web seed completed a get:\n{err}");
+    let lower = err.to_lowercase();
+    assert!(
+        err.contains("no web seed delivered a piece")
+            && (lower.contains("certificate") || lower.contains("tls")),
+        "{err}"
+    );
+    assert_eq!(
+        nginx.body_bytes(),
+        before,
+        "payload sent over untrusted TLS"
+    );
+}
+
+/// `p2pe get` and `p2pe inspect` take the `.torrent` by `https://` URL
+/// (here from the same nginx that is the web seed); a URL answering 404
+/// fails naming the status.
+#[test]
+fn get_and_inspect_take_the_torrent_by_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (www, torrent, payload) = good_bad_missing(tmp.path());
+    std::fs::copy(&torrent, www.join("w.torrent")).unwrap();
+    let test = "get_and_inspect_take_the_torrent_by_url";
+    let Some((ca, cert, key)) = test_ca_and_server_cert(tmp.path()) else {
+        eprintln!("SKIP {test}: openssl is not installed");
+        return;
+    };
+    let Some(nginx) = Nginx::start_tls(&www, test, &cert, &key) else {
+        return;
+    };
+    let url = nginx.url("/w.torrent");
+    let out = Command::new(p2pe_bin())
+        .env("SSL_CERT_FILE", &ca)
+        .args(["inspect", "--json", &url])
+        .output()
+        .expect("run p2pe inspect");
+    assert!(out.status.success(), "p2pe inspect URL: {out:?}");
+    let by_url: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(by_url, inspect(&torrent));
+    let dest = tmp.path().join("out");
+    let (ok, summary, err) = get_env(
+        Path::new(&url),
+        &dest,
+        &["--web-seed", &nginx.url("/good/"), "--connect-timeout", "3"],
+        Some(&ca),
+    );
+    assert!(ok, "get by URL failed:\n{err}");
+    assert_eq!(summary["complete"], true, "{summary}");
+    assert!(std::fs::read(dest.join("w.bin")).unwrap() == payload);
+    let (ok, _, err) = get_env(
+        Path::new(&nginx.url("/nothing.torrent")),
+        &tmp.path().join("none"),
+        &[],
+        Some(&ca),
+    );
+    assert!(!ok && err.contains("HTTP status 404"), "{err}");
 }

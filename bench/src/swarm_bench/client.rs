@@ -73,6 +73,12 @@ pub trait SwarmClient {
     fn seeder_announces(&self) -> bool {
         true
     }
+    /// Payload bytes the origin sent in the row just run, when the origin
+    /// does not print `uploaded_bytes` itself (an HTTP server: its access
+    /// log). `None`: only the wire counter is reported.
+    fn origin_payload_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Which tracker to run.
@@ -331,6 +337,121 @@ impl SwarmClient for P2pe {
     }
 }
 
+/// p2pe leechers whose only origin is an HTTP server: Debian's `nginx` on
+/// the origin host serving the data directory, given to every `p2pe get` as
+/// its web seed (BEP 19: `--web-seed http://ORIGIN:PORT/`; the single-file
+/// torrent's name is appended). No `p2pe seed` runs: the origin's HTTP bytes
+/// ÷ F are the copies the swarm took from the HTTP store (issue 14).
+#[derive(Debug, Clone)]
+pub struct P2peWebSeed {
+    /// The p2pe leechers (announcing to the tracker to find each other).
+    pub p2pe: P2pe,
+    /// The nginx binary.
+    pub nginx: PathBuf,
+    /// nginx's prefix: config, pid, temp paths and the access log.
+    pub dir: PathBuf,
+}
+
+impl P2peWebSeed {
+    /// Finds nginx and creates its directory `work/nginx`.
+    ///
+    /// # Errors
+    /// nginx is not installed, or the directory cannot be created.
+    pub fn prepare(p2pe: P2pe, work: &Path) -> io::Result<P2peWebSeed> {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| io::Error::other("nginx is not installed (apt-get install -y nginx)"))?;
+        let dir = work.join("nginx");
+        std::fs::create_dir_all(&dir)?;
+        Ok(P2peWebSeed { p2pe, nginx, dir })
+    }
+
+    fn access_log(&self) -> PathBuf {
+        self.dir.join("access.log")
+    }
+
+    /// nginx's configuration serving `root` on `listen`: one worker, no
+    /// daemon, `sendfile`, the access log `$body_bytes_sent` per request.
+    fn config(&self, listen: SocketAddrV4, root: &Path) -> String {
+        let d = self.dir.display();
+        format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  log_format bytes '$body_bytes_sent';
+  access_log {d}/access.log bytes;
+  sendfile on;
+  keepalive_requests 100000;
+  client_body_temp_path {d}/client_body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  default_type application/octet-stream;
+  server {{
+    listen {listen};
+    root {root};
+  }}
+}}
+"#,
+            root = root.display()
+        )
+    }
+}
+
+impl SwarmClient for P2peWebSeed {
+    fn name(&self) -> &str {
+        "p2pe-web-seed"
+    }
+    fn tracker_cmd(&self, ctx: &TrackerCtx) -> io::Result<Vec<String>> {
+        self.p2pe.tracker_cmd(ctx)
+    }
+    fn seeder_cmd(&self, ctx: &PeerCtx) -> PeerCommand {
+        // A fresh config and access log per row; a write failure shows as
+        // nginx failing to start (the harness names the row's logs).
+        let conf = self.dir.join("nginx.conf");
+        let _ = std::fs::write(&conf, self.config(ctx.listen, ctx.dir));
+        let _ = std::fs::write(self.access_log(), b"");
+        PeerCommand {
+            argv: vec![
+                path_str(&self.nginx),
+                "-p".into(),
+                path_str(&self.dir),
+                "-c".into(),
+                path_str(&conf),
+                "-e".into(),
+                path_str(&self.dir.join("error.log")),
+            ],
+            self_barrier: false,
+        }
+    }
+    fn leecher_cmd(&self, ctx: &PeerCtx) -> PeerCommand {
+        let mut cmd = self.p2pe.leecher_cmd(ctx);
+        if let Some(origin) = ctx.others.first() {
+            cmd.argv.push("--web-seed".into());
+            cmd.argv.push(format!("http://{origin}/"));
+        }
+        cmd
+    }
+    fn seeder_announces(&self) -> bool {
+        false
+    }
+    fn origin_payload_bytes(&self) -> Option<u64> {
+        let log = std::fs::read_to_string(self.access_log()).ok()?;
+        Some(
+            log.lines()
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .sum(),
+        )
+    }
+}
+
 /// Wraps a program that does not wait on the start barrier itself: a shell
 /// prints the ready line, reads stdin to EOF, then execs the program (same pid).
 pub fn barrier_wrap(argv: &[String]) -> Vec<String> {
@@ -364,6 +485,46 @@ mod tests {
         assert!(argv.contains(&"whitelist.txt".to_owned()));
         let wl = std::fs::read_to_string(dir.path().join("whitelist.txt")).unwrap();
         assert_eq!(wl.trim(), ctx.info_hash_hex);
+    }
+
+    #[test]
+    fn web_seed_origin_serves_the_data_dir_and_sums_its_access_log() {
+        let work = tempfile::tempdir().unwrap();
+        let p2pe = P2pe {
+            bin: "/bin/p2pe".into(),
+            tracker: Tracker::P2pe("/bin/p2pe".into()),
+            static_peers: false,
+        };
+        let Ok(c) = P2peWebSeed::prepare(p2pe, work.path()) else {
+            eprintln!("SKIP: nginx is not installed");
+            return;
+        };
+        let origin: SocketAddrV4 = "198.18.0.2:6881".parse().unwrap();
+        let me: SocketAddrV4 = "198.18.0.3:6881".parse().unwrap();
+        let data = work.path().join("origin");
+        let ctx = PeerCtx {
+            torrent: Path::new("/t.torrent"),
+            dir: &data,
+            listen: origin,
+            timeout_s: 60,
+            others: &[origin, me],
+            stay: true,
+        };
+        let seeder = c.seeder_cmd(&ctx);
+        assert!(seeder.argv[0].ends_with("nginx"), "{:?}", seeder.argv);
+        let conf = std::fs::read_to_string(c.dir.join("nginx.conf")).unwrap();
+        assert!(conf.contains("listen 198.18.0.2:6881;"), "{conf}");
+        assert!(
+            conf.contains(&format!("root {};", data.display())),
+            "{conf}"
+        );
+        let leecher = c.leecher_cmd(&PeerCtx { listen: me, ..ctx });
+        let i = leecher.argv.iter().position(|a| a == "--web-seed").unwrap();
+        assert_eq!(leecher.argv[i + 1], "http://198.18.0.2:6881/");
+        assert!(leecher.argv.iter().any(|a| a == "get"));
+        assert_eq!(c.origin_payload_bytes(), Some(0));
+        std::fs::write(c.dir.join("access.log"), "100\n250\n-\n").unwrap();
+        assert_eq!(c.origin_payload_bytes(), Some(350));
     }
 
     #[test]

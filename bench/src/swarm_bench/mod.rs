@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{Libtorrent, P2pe, PeerCommand, PeerCtx, SwarmClient, Tracker, TrackerCtx};
+pub use client::{
+    Libtorrent, P2pe, P2peWebSeed, PeerCommand, PeerCtx, SwarmClient, Tracker, TrackerCtx,
+};
 pub use report::{Row, SimPrediction};
 pub use row::is_complete;
 pub use scenario::{Bounds, Scenario};

@@ -264,7 +264,9 @@ pub(super) fn run_row(
         median_s: median(&completion_s),
         max_s,
         completion_s,
-        origin_upload_copies: uploaded_bytes(&seeder).map(|b| b as f64 / f),
+        origin_upload_copies: uploaded_bytes(&seeder)
+            .or_else(|| client.origin_payload_bytes())
+            .map(|b| b as f64 / f),
         origin_wire_copies: wire_bytes as f64 / f,
         payload_mb_per_cpu_s: leechers.len() as f64 * f / 1e6 / cpu_s.max(1e-9),
         cpu_s,

@@ -40,7 +40,9 @@
 //! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), [`rack`] (rack-aware
 //! requests: one importer per piece and rack), `torrent` (the state
 //! machine and the distinct-first seeder policy), [`web_seed`] (when and what a node
-//! fetches from BEP 19 web seeds, their back-off).
+//! fetches from BEP 19 web seeds, their back-off), [`metadata`] (fetching a magnet
+//! link's info dictionary over BEP 9 `ut_metadata`, banning peers whose bytes do not
+//! hash to the info-hash).
 #![deny(clippy::disallowed_methods)]
 
 pub mod address_book;
@@ -51,6 +53,7 @@ pub mod claims;
 mod config;
 pub mod inbound_handshakes;
 mod message;
+pub mod metadata;
 mod peer;
 pub mod pex;
 mod picker;

@@ -1,8 +1,9 @@
 //! A blocking driver for [`TrackerClient`] on std sockets, for a node's control
 //! thread (tracker traffic is a few packets a minute: no io_uring here).
 //!
-//! - HTTP: `ureq` (no TLS compiled in, so `https://` trackers fail over to the
-//!   next tracker), a global timeout of the client's `http_timeout`, bodies
+//! - HTTP(S): `ureq` (TLS by rustls with the platform's certificates, see
+//!   [`super::tls_config`]; a tracker failing TLS fails over to the next
+//!   tracker like any other failure), a global timeout of the client's `http_timeout`, bodies
 //!   capped at [`MAX_HTTP_RESPONSE_BYTES`], at most 2 redirects. `ureq` over a
 //!   hand-rolled GET: it handles chunked bodies, redirects and proxies-correct
 //!   HTTP/1.1 framing, which lying trackers and middleboxes exercise.
@@ -46,6 +47,7 @@ impl TrackerDriver {
             .http_status_as_error(false)
             .max_redirects(2)
             .user_agent("p2pe")
+            .tls_config(super::tls_config())
             .build()
             .into();
         Self {

@@ -14,6 +14,7 @@ use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
 use crate::rt::{ConnId, Ctx, Handler, PostError, SourceFile};
 use crate::store::{Storage, StoreError};
+use crate::wire::peer::metadata::UT_METADATA;
 use crate::wire::peer::{ExtendedHandshake, Handshake, P2peExt, MAX_LANES};
 
 use super::dispatch::SessionMsg;
@@ -25,6 +26,7 @@ use crate::core::rate_limit::SharedBucket;
 
 mod dial;
 mod lanes;
+mod metadata;
 mod pex;
 mod recv;
 mod send;
@@ -39,6 +41,8 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 const P2PE_EXT_ID: u8 = 1;
 /// Extended message id we assign to `ut_pex` (BEP 11) in our BEP 10 `m`.
 pub(super) const PEX_EXT_ID: u8 = 2;
+/// Extended message id we assign to `ut_metadata` (BEP 9) in our BEP 10 `m`.
+pub(super) const METADATA_EXT_ID: u8 = 3;
 /// BEP 10 `reqq` we advertise: the core's default `max_requests_per_peer`.
 const REQQ: u32 = 250;
 
@@ -61,6 +65,10 @@ pub(crate) struct NodeHandler {
     pub(super) epoch: Instant,
     pub(super) ours: Handshake,
     pub(super) our_ext: ExtendedHandshake,
+    /// The torrent's raw bencoded info dictionary, served to peers that ask
+    /// for it with `ut_metadata` (BEP 9); `None` for a private torrent
+    /// (BEP 27: its peers come from its tracker and hold the `.torrent`).
+    pub(super) info_bytes: Option<Arc<[u8]>>,
     pub(super) piece_count: u32,
     pub(super) piece_len_bytes: u32,
     pub(super) conns: HashMap<ConnId, PeerConn>,
@@ -135,6 +143,7 @@ impl NodeHandler {
         shared: Arc<Shared>,
         (torrent_id, worker): (TorrentId, usize),
         private: bool,
+        info_bytes: Arc<[u8]>,
     ) -> Result<Self, NodeError> {
         let mut have = Bitfield::new(config.piece_count);
         for i in 0..config.piece_count {
@@ -158,6 +167,13 @@ impl NodeHandler {
         let pex_interval = nc.pex_interval.filter(|_| !private);
         if pex_interval.is_some() {
             our_ext.m.insert("ut_pex".into(), PEX_EXT_ID);
+        }
+        // BEP 9: we serve the info dictionary, like libtorrent, only for a
+        // public torrent.
+        let info_bytes = (!private).then_some(info_bytes);
+        if let Some(bytes) = &info_bytes {
+            our_ext.m.insert(UT_METADATA.into(), METADATA_EXT_ID);
+            our_ext.metadata_size = Some(bytes.len() as u64);
         }
         let coordinator = (worker == 0 && shared.workers > 1)
             .then(|| workers::Coordinator::new(config.choker, nc.rng_seed, shared.workers));
@@ -190,6 +206,7 @@ impl NodeHandler {
             epoch: shared.epoch,
             ours: Handshake::new(info_hash, nc.peer_id),
             our_ext,
+            info_bytes,
             piece_count,
             piece_len_bytes,
             conns: HashMap::new(),

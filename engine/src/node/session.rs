@@ -259,6 +259,7 @@ impl Session {
         let tc = torrent_config(meta, &nc, &storage, &shared);
         let sources = NodeHandler::open_sources(&storage)?;
         let ih = meta.info_hash();
+        let info_bytes: Arc<[u8]> = Arc::from(meta.info_bytes());
         let (ack, acked) = mpsc::channel::<()>();
         let make = |w: usize| -> Result<SessionMsg, NodeError> {
             let handler = NodeHandler::new(
@@ -270,6 +271,7 @@ impl Session {
                 shared.clone(),
                 (id, w),
                 info.is_private(),
+                info_bytes.clone(),
             )?;
             let slot = TorrentSlot {
                 id,

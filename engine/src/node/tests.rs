@@ -343,7 +343,7 @@ fn private_torrents_do_not_use_pex() {
 }
 
 #[test]
-fn ut_pex_is_advertised_only_for_public_torrents() {
+fn ut_pex_and_ut_metadata_are_advertised_only_for_public_torrents() {
     let tmp = tempfile::tempdir().unwrap();
     for private in [false, true] {
         let src = tmp.path().join(format!("p{private}"));
@@ -361,9 +361,14 @@ fn ut_pex_is_advertised_only_for_public_torrents() {
             Arc::new(super::Shared::new(info.piece_count(), 1)),
             (super::TorrentId(0), 0),
             private,
+            Arc::from(meta.info_bytes()),
         )
         .unwrap();
         assert_eq!(h.our_ext.m.contains_key("ut_pex"), !private);
+        // BEP 9 metadata is served for public torrents only, as libtorrent does.
+        assert_eq!(h.our_ext.m.contains_key("ut_metadata"), !private);
+        let size = meta.info_bytes().len() as u64;
+        assert_eq!(h.our_ext.metadata_size, (!private).then_some(size));
     }
 }
 
@@ -387,6 +392,7 @@ fn rack_and_zone_labels_go_into_the_extended_handshake() {
         Arc::new(super::Shared::new(info.piece_count(), 1)),
         (super::TorrentId(0), 0),
         false,
+        Arc::from(meta.info_bytes()),
     )
     .unwrap();
     assert_eq!(h.our_ext.p2pe_rack.as_deref(), Some("r3"));

@@ -13,7 +13,8 @@ use anyhow::{bail, Context};
 use p2pe::sim::units::parse_size_bytes;
 use p2pe_bench::netns;
 use p2pe_bench::swarm_bench::{
-    self, report, BenchError, Libtorrent, P2pe, RunConfig, Scenario, SwarmClient, Tracker,
+    self, report, BenchError, Libtorrent, P2pe, P2peWebSeed, RunConfig, Scenario, SwarmClient,
+    Tracker,
 };
 
 /// Arguments of `p2pe bench`.
@@ -38,6 +39,9 @@ enum ClientKind {
     P2pe,
     /// python3-libtorrent via bench/scripts/lt_peer.py.
     Libtorrent,
+    /// `p2pe get` leechers with no `p2pe seed`: the origin is nginx on the
+    /// origin host, every get's web seed (BEP 19).
+    P2peWebSeed,
 }
 
 /// Arguments of `p2pe bench swarm`.
@@ -181,6 +185,11 @@ fn clients_of(
                 Err(e) if !only => tracing::warn!("p2pe bench: skipping p2pe rows: {e}"),
                 Err(e) => return Err(e).context("p2pe client"),
             },
+            ClientKind::P2peWebSeed => {
+                let p2pe = P2pe::prepare(bin, tracker.clone()).context("p2pe client")?;
+                let c = P2peWebSeed::prepare(p2pe, work).context("p2pe-web-seed client")?;
+                clients.push(Box::new(c));
+            }
             ClientKind::Libtorrent => {
                 let c = Libtorrent::prepare(work, tracker.clone()).context("libtorrent client")?;
                 clients.push(Box::new(c));

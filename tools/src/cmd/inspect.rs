@@ -1,21 +1,16 @@
 //! `p2pe inspect`: show what a `.torrent` holds, for people or (`--json`) for scripts.
 
-use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
 use indicatif::HumanBytes;
+use p2pe::wire::magnet::MagnetLink;
 use p2pe::wire::metainfo::{Metainfo, PieceHashKind};
 use serde::Serialize;
-
-/// Largest `.torrent` read: 256 MiB. A 1 PiB payload in 16 MiB pieces needs
-/// ~1.3 MB of hashes, so this only stops runaway input (e.g. `/dev/zero`).
-const MAX_TORRENT_LEN_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Arguments of `p2pe inspect`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The .torrent file to read.
+    /// The .torrent to read: a file, or an http:// or https:// URL.
     pub file: PathBuf,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -27,6 +22,8 @@ pub struct Args {
 struct Report<'a> {
     name: &'a str,
     info_hash: String,
+    /// The BEP 9 magnet link: info-hash, name, trackers, web seeds.
+    magnet: String,
     total_size_bytes: u64,
     piece_length_bytes: u32,
     piece_count: u32,
@@ -56,6 +53,7 @@ fn report(meta: &Metainfo) -> Report<'_> {
     Report {
         name: info.name(),
         info_hash: meta.info_hash().to_string(),
+        magnet: MagnetLink::of_metainfo(meta).to_uri(),
         total_size_bytes: info.total_len_bytes(),
         piece_length_bytes: info.piece_len_bytes(),
         piece_count: info.piece_count(),
@@ -79,27 +77,11 @@ fn report(meta: &Metainfo) -> Report<'_> {
     }
 }
 
-/// Reads and parses a `.torrent`.
-///
-/// # Errors
-/// The file cannot be read, is larger than 256 MiB, or is not a valid metainfo.
-pub fn read_torrent(path: &std::path::Path) -> anyhow::Result<Metainfo> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_TORRENT_LEN_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() as u64 > MAX_TORRENT_LEN_BYTES {
-        bail!("{}: larger than 256 MiB, not a .torrent", path.display());
-    }
-    Metainfo::from_bytes(&bytes)
-        .with_context(|| format!("{}: not a valid .torrent", path.display()))
-}
-
 fn print_text(report: &Report<'_>) {
     let size = |bytes: u64| format!("{} ({bytes} bytes)", HumanBytes(bytes));
     println!("name:          {}", report.name);
     println!("info-hash:     {}", report.info_hash);
+    println!("magnet:        {}", report.magnet);
     println!("total size:    {}", size(report.total_size_bytes));
     println!(
         "piece length:  {}",
@@ -149,9 +131,9 @@ fn print_text(report: &Report<'_>) {
 /// Runs `p2pe inspect`.
 ///
 /// # Errors
-/// See [`read_torrent`]; also a failed JSON encoding.
+/// See [`super::node_common::load_torrent`]; also a failed JSON encoding.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let meta = read_torrent(&args.file)?;
+    let meta = super::node_common::load_torrent(&args.file)?;
     let report = report(&meta);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1,7 +1,7 @@
 //! Shared by `p2pe seed` and `p2pe get`: loading the torrent, opening the
 //! storage with a progress spinner, rate parsing, signals, progress display.
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +15,47 @@ use p2pe::sim::units::{parse_rate_bytes_per_s, parse_size_bytes};
 use p2pe::store::{OpenMode, ResumeReport, Storage};
 use p2pe::wire::metainfo::Metainfo;
 
-/// Reads and parses a `.torrent`.
-pub fn load_torrent(path: &Path) -> anyhow::Result<Metainfo> {
-    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    Metainfo::from_bytes(&bytes).with_context(|| format!("parse {}", path.display()))
+/// Bound on a `.torrent` read from a file or URL: 256 MiB. A 1 PiB payload
+/// in 16 MiB pieces needs ~1.3 MB of hashes, so this only stops runaway input
+/// (e.g. `/dev/zero`).
+pub const MAX_TORRENT_LEN_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Bound on fetching a `.torrent` by URL, connect to last byte.
+const TORRENT_URL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reads and parses a `.torrent`: a file, or an `http://` / `https://` URL
+/// (fetched with redirects followed, TLS as for trackers:
+/// [`p2pe::discovery::tls_config`]).
+///
+/// # Errors
+/// The file or URL cannot be read (the URL's error names status, TLS or
+/// timeout), holds more than [`MAX_TORRENT_LEN_BYTES`], or is not a valid
+/// metainfo.
+pub fn load_torrent(source: &Path) -> anyhow::Result<Metainfo> {
+    let name = source.display();
+    let text = source.to_string_lossy();
+    let bytes = if is_http_url(&text) {
+        p2pe::discovery::http::get_bounded(&text, MAX_TORRENT_LEN_BYTES, TORRENT_URL_TIMEOUT)
+            .with_context(|| format!("fetching {name}"))?
+    } else {
+        let file = std::fs::File::open(source).with_context(|| format!("opening {name}"))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_TORRENT_LEN_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {name}"))?;
+        anyhow::ensure!(
+            bytes.len() as u64 <= MAX_TORRENT_LEN_BYTES,
+            "{name}: larger than 256 MiB, not a .torrent"
+        );
+        bytes
+    };
+    Metainfo::from_bytes(&bytes).with_context(|| format!("{name}: not a valid .torrent"))
+}
+
+/// Whether `s` starts with `http://` or `https://` (any case).
+pub fn is_http_url(s: &str) -> bool {
+    let head = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    head.starts_with("http://") || head.starts_with("https://")
 }
 
 /// Parses `--upload-limit` / `--download-limit`: a rate (`400Mbit`, `20MB/s`)
@@ -290,6 +327,24 @@ impl MetricsArgs {
         node: &Node,
         meta: &Metainfo,
     ) -> anyhow::Result<Option<crate::metrics::MetricsServer>> {
+        let set = crate::metrics::node::TorrentSet::default();
+        set.add(
+            node.watch(),
+            meta.info_hash().to_string(),
+            meta.info().total_len_bytes(),
+        );
+        self.start_set(set)
+    }
+
+    /// Starts the endpoint for the torrents of `set` (a session's, added and
+    /// dropped while it runs), if `--metrics` was given.
+    ///
+    /// # Errors
+    /// `--link-rate` does not parse, or the address cannot be bound.
+    pub fn start_set(
+        &self,
+        set: crate::metrics::node::TorrentSet,
+    ) -> anyhow::Result<Option<crate::metrics::MetricsServer>> {
         let Some(listen) = self.metrics else {
             return Ok(None);
         };
@@ -298,12 +353,7 @@ impl MetricsArgs {
             .as_deref()
             .map(|t| parse_limit(t).with_context(|| format!("--link-rate {t:?}")))
             .transpose()?;
-        let source = crate::metrics::node::NodeMetrics::new(
-            node.watch(),
-            meta.info_hash().to_string(),
-            meta.info().total_len_bytes(),
-            link,
-        );
+        let source = crate::metrics::node::NodeMetrics::with_set(set, link);
         crate::metrics::MetricsServer::start(listen, source).map(Some)
     }
 }

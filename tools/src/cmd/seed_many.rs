@@ -10,6 +10,8 @@ use anyhow::Context;
 use p2pe::node::{NodeConfig, Session, TorrentId};
 use p2pe::store::OpenMode;
 
+use crate::metrics::node::TorrentSet;
+
 use super::node_common::{
     load_torrent, open_storage, parse_limit, print_listening, stop_flag, stopped,
 };
@@ -33,6 +35,8 @@ struct Served {
     stamp: Stamp,
     /// The torrent's name and info-hash, for log lines.
     label: String,
+    /// The info-hash in hex (the metrics' `torrent` label).
+    info_hash: String,
 }
 
 /// The torrents of this run and what the last listing saw.
@@ -45,6 +49,8 @@ struct Seeds {
     /// they change.
     failed: BTreeMap<PathBuf, Stamp>,
     warned_cap: bool,
+    /// The torrents `--metrics` exposes (`None`: no `--metrics`).
+    metrics: Option<TorrentSet>,
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
@@ -57,10 +63,17 @@ impl Seeds {
     /// line) and remembered, and never stops the other torrents.
     fn add(&mut self, torrent: &Path, data: &Path, stamp: Stamp) -> bool {
         match self.try_add(torrent, data) {
-            Ok((id, label)) => {
+            Ok((id, label, info_hash)) => {
                 tracing::info!("added {label} from {}", torrent.display());
-                self.served
-                    .insert(torrent.to_path_buf(), Served { id, stamp, label });
+                self.served.insert(
+                    torrent.to_path_buf(),
+                    Served {
+                        id,
+                        stamp,
+                        label,
+                        info_hash,
+                    },
+                );
                 self.failed.remove(torrent);
                 true
             }
@@ -72,7 +85,13 @@ impl Seeds {
         }
     }
 
-    fn try_add(&mut self, torrent: &Path, data: &Path) -> anyhow::Result<(TorrentId, String)> {
+    /// Adds `torrent` to the session (and the metrics): its id, log label
+    /// and info-hash in hex.
+    fn try_add(
+        &mut self,
+        torrent: &Path,
+        data: &Path,
+    ) -> anyhow::Result<(TorrentId, String, String)> {
         let meta = load_torrent(torrent)?;
         let root = data_root(&meta, data);
         let (storage, _) = open_storage(&meta, &root, OpenMode::Seed)?;
@@ -86,7 +105,15 @@ impl Seeds {
             );
         }
         let id = self.session.add(&meta, storage, &self.config)?;
-        Ok((id, label))
+        let info_hash = meta.info_hash().to_string();
+        if let Some(set) = &self.metrics {
+            set.add(
+                self.session.watch(id)?,
+                info_hash.clone(),
+                meta.info().total_len_bytes(),
+            );
+        }
+        Ok((id, label, info_hash))
     }
 
     /// Stops serving the torrent of `path` (its file is gone or changed).
@@ -94,6 +121,9 @@ impl Seeds {
         let Some(s) = self.served.remove(path) else {
             return;
         };
+        if let Some(set) = &self.metrics {
+            set.remove(&s.info_hash);
+        }
         match self.session.remove(s.id) {
             Ok(p) => tracing::info!(
                 "dropped {} ({why}); uploaded {} bytes to {} peers",
@@ -190,9 +220,6 @@ impl Seeds {
 
 /// Runs `p2pe seed` with several torrents or `--dir`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.metrics.metrics.is_some() {
-        anyhow::bail!("--metrics serves one torrent: not supported with several torrents or --dir");
-    }
     if args.discovery.dht {
         anyhow::bail!(
             "--dht runs one DHT node per torrent: not supported with several torrents or --dir"
@@ -214,6 +241,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let workers = config.workers;
     let session = Session::start(&config).context("start session")?;
     let addr = session.local_addr().context("no listen address")?;
+    let metrics_set = args.metrics.metrics.map(|_| TorrentSet::default());
+    let metrics = match &metrics_set {
+        Some(set) => args.metrics.start_set(set.clone())?,
+        None => None,
+    };
     let mut seeds = Seeds {
         session,
         config,
@@ -221,6 +253,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         served: BTreeMap::new(),
         failed: BTreeMap::new(),
         warned_cap: false,
+        metrics: metrics_set,
     };
     match &args.dir {
         Some(dir) => {
@@ -271,7 +304,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     let mut torrents = Vec::new();
     let (mut uploaded, mut failures) = (0u64, 0usize);
-    for (id, r) in seeds.session.shutdown() {
+    let results = seeds.session.shutdown();
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    for (id, r) in results {
         let label = labels.get(&id).cloned().unwrap_or_default();
         match r {
             Ok(p) => {

@@ -1,10 +1,13 @@
-//! The metrics of a `p2pe seed` or `p2pe get` node (one torrent), read from
-//! its [`NodeWatch`]. Every series has the label `torrent` (the info-hash in
+//! The metrics of a `p2pe seed` or `p2pe get` node, read from each served
+//! torrent's [`NodeWatch`] (one torrent, or the torrents of a `p2pe seed`
+//! serving several, added and dropped while it runs through
+//! [`TorrentSet`]). Every series has the label `torrent` (the info-hash in
 //! hex); byte counters also `kind`, the kind of source: `peer` (a
 //! BitTorrent peer) or, for downloads, `web_seed` (an HTTP server of the
 //! torrent's BEP 19 `url-list`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use p2pe::node::{NodeWatch, Progress};
@@ -117,27 +120,57 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Metrics of one node, for [`super::MetricsServer`].
-pub struct NodeMetrics {
+/// One served torrent's source of numbers.
+struct Tracked {
     watch: NodeWatch,
-    torrent: String,
     size_bytes: u64,
-    link_rate_bytes_per_s: Option<u64>,
     rates: RateWindow,
+}
+
+/// The torrents a [`NodeMetrics`] exposes, keyed by info-hash (hex); shared
+/// with the owner of the node or session, which adds and drops them.
+#[derive(Clone, Default)]
+pub struct TorrentSet {
+    torrents: Arc<Mutex<BTreeMap<String, Tracked>>>,
+}
+
+impl TorrentSet {
+    /// Exposes the torrent with info-hash `info_hash_hex` and `size_bytes` of
+    /// payload, read from `watch` (replacing an earlier one with that hash).
+    pub fn add(&self, watch: NodeWatch, info_hash_hex: String, size_bytes: u64) {
+        self.lock().insert(
+            info_hash_hex,
+            Tracked {
+                watch,
+                size_bytes,
+                rates: RateWindow::default(),
+            },
+        );
+    }
+
+    /// Stops exposing torrent `info_hash_hex`: its series leave the next
+    /// scrape (Prometheus marks them stale).
+    pub fn remove(&self, info_hash_hex: &str) {
+        self.lock().remove(info_hash_hex);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Tracked>> {
+        self.torrents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Metrics of one node or session, for [`super::MetricsServer`].
+pub struct NodeMetrics {
+    torrents: TorrentSet,
+    link_rate_bytes_per_s: Option<u64>,
     registry: Registry,
     f: Families,
 }
 
 impl NodeMetrics {
-    /// Metrics of the node behind `watch`, serving the torrent with info-hash
-    /// `info_hash_hex` of `size_bytes` payload; `link_rate_bytes_per_s` is
-    /// `--link-rate` (the utilisation series exist only with it).
-    pub fn new(
-        watch: NodeWatch,
-        info_hash_hex: String,
-        size_bytes: u64,
-        link_rate_bytes_per_s: Option<u64>,
-    ) -> Self {
+    /// Metrics of the torrents in `torrents`, as many as it holds at each
+    /// scrape (none: only the link rate, if given).
+    pub fn with_set(torrents: TorrentSet, link_rate_bytes_per_s: Option<u64>) -> Self {
         let r = Registry::new();
         let t = &["torrent"][..];
         let tk = &["torrent", "kind"][..];
@@ -271,19 +304,51 @@ impl NodeMetrics {
             }),
         };
         NodeMetrics {
-            watch,
-            torrent: info_hash_hex,
-            size_bytes,
+            torrents,
             link_rate_bytes_per_s,
-            rates: RateWindow::default(),
             registry: r,
             f,
         }
     }
 
-    /// Copies `p` (and the live rates) into the registry.
-    fn update(&self, p: &Progress) {
-        let t = self.torrent.as_str();
+    /// Drops every torrent's series (the torrents still served are set again
+    /// right after, so a dropped one leaves the exposition).
+    fn reset(&self) {
+        let f = &self.f;
+        for c in [
+            &f.downloaded,
+            &f.uploaded,
+            &f.wasted,
+            &f.pieces_verified,
+            &f.hash_failures,
+            &f.web_seed_failures,
+            &f.peers_banned,
+            &f.peers_seen,
+            &f.announces,
+            &f.peers_learned,
+        ] {
+            c.reset();
+        }
+        for g in [
+            &f.pieces_have,
+            &f.pieces,
+            &f.size,
+            &f.complete,
+            &f.peers_connected,
+            &f.peers_choked,
+        ] {
+            g.reset();
+        }
+        for g in [&f.progress, &f.copies_uploaded, &f.rate] {
+            g.reset();
+        }
+        if let Some(u) = &f.link_utilization {
+            u.reset();
+        }
+    }
+
+    /// Copies torrent `t`'s progress `p` (and its live rates) into the registry.
+    fn update(&self, t: &str, tracked: &Tracked, p: &Progress) {
         let f = &self.f;
         set_counter(
             &f.downloaded.with_label_values(&[t, "peer"]),
@@ -332,7 +397,9 @@ impl NodeMetrics {
         f.pieces
             .with_label_values(&[t])
             .set(i64::from(p.piece_count));
-        f.size.with_label_values(&[t]).set(to_i64(self.size_bytes));
+        f.size
+            .with_label_values(&[t])
+            .set(to_i64(tracked.size_bytes));
         let progress = f64::from(p.verified_pieces) / f64::from(p.piece_count.max(1));
         f.progress.with_label_values(&[t]).set(progress);
         f.complete
@@ -345,17 +412,12 @@ impl NodeMetrics {
         f.peers_choked
             .with_label_values(&[t])
             .set(i64::from(choked));
-        let copies = p.uploaded_bytes as f64 / self.size_bytes.max(1) as f64;
+        let copies = p.uploaded_bytes as f64 / tracked.size_bytes.max(1) as f64;
         f.copies_uploaded.with_label_values(&[t]).set(copies);
-        let (up, down) = self.rates.rates_bytes_per_s();
+        let (up, down) = tracked.rates.rates_bytes_per_s();
         f.rate.with_label_values(&[t, "up"]).set(up);
         f.rate.with_label_values(&[t, "down"]).set(down);
-        if let (Some(link), Some(g), Some(u)) = (
-            self.link_rate_bytes_per_s,
-            &f.link_rate,
-            &f.link_utilization,
-        ) {
-            g.set(to_i64(link));
+        if let (Some(link), Some(u)) = (self.link_rate_bytes_per_s, &f.link_utilization) {
             let link = link.max(1) as f64;
             u.with_label_values(&[t, "up"]).set(up / link);
             u.with_label_values(&[t, "down"]).set(down / link);
@@ -365,14 +427,23 @@ impl NodeMetrics {
 
 impl Source for NodeMetrics {
     fn sample(&mut self, now: Instant) {
-        let p = self.watch.progress();
-        self.rates
-            .push(now, p.uploaded_bytes, p.downloaded_bytes + p.web_seed_bytes);
+        for tracked in self.torrents.lock().values_mut() {
+            let p = tracked.watch.progress();
+            tracked
+                .rates
+                .push(now, p.uploaded_bytes, p.downloaded_bytes + p.web_seed_bytes);
+        }
     }
 
     fn encode(&mut self) -> String {
-        let p = self.watch.progress();
-        self.update(&p);
+        self.reset();
+        if let (Some(link), Some(g)) = (self.link_rate_bytes_per_s, &self.f.link_rate) {
+            g.set(to_i64(link));
+        }
+        for (t, tracked) in self.torrents.lock().iter() {
+            let p = tracked.watch.progress();
+            self.update(t, tracked, &p);
+        }
         encode_registry(&self.registry)
     }
 }

@@ -30,7 +30,7 @@ use crate::wire::peer::{
 
 use super::super::convert::{self, Inbound};
 use super::super::peer::{Incoming, Phase, Sink};
-use super::{NodeHandler, PEX_EXT_ID};
+use super::{NodeHandler, METADATA_EXT_ID, PEX_EXT_ID};
 
 impl NodeHandler {
     /// Feeds received bytes of `conn` through its handshake or message
@@ -369,6 +369,9 @@ impl NodeHandler {
         if let Message::Extended(ExtendedMessage::Other { id, payload }) = &msg {
             if *id == PEX_EXT_ID && self.pex_interval.is_some() {
                 return self.on_pex(ctx, conn, payload);
+            }
+            if *id == METADATA_EXT_ID && self.info_bytes.is_some() {
+                return self.on_metadata(ctx, conn, payload);
             }
         }
         let inbound = match convert::inbound(msg, self.piece_count) {

@@ -65,8 +65,8 @@ pub(crate) enum FetchError {
 /// The HTTP client of one web seed: keep-alive connections in its pool
 /// (`max_idle_per_host`, one per fetcher thread), the time bounds of the
 /// module docs for a piece of `piece_len_bytes` with `stall` as the stall
-/// timeout, redirects followed (at most 4), no TLS (ureq is built without
-/// it: `https://` URLs fail).
+/// timeout, redirects followed (at most 4), `https://` through
+/// [`crate::discovery::tls_config`].
 pub(crate) fn agent(
     piece_len_bytes: u32,
     max_idle_per_host: usize,
@@ -83,6 +83,7 @@ pub(crate) fn agent(
         .max_redirects(4)
         .max_idle_connections_per_host(max_idle_per_host.max(1))
         .user_agent(concat!("p2pe/", env!("CARGO_PKG_VERSION")))
+        .tls_config(crate::discovery::tls_config())
         .build()
         .into()
 }

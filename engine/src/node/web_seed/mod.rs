@@ -59,8 +59,9 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 pub struct WebSeedConfig {
     /// Web seed URLs (BEP 19): usually the torrent's `url-list`
     /// ([`crate::wire::metainfo::Metainfo::web_seeds`]) and any the user adds.
-    /// Only `http://` URLs are used (no TLS is built in); others are logged
-    /// and skipped. Empty: no web seed.
+    /// Only `http://` and `https://` URLs are used (TLS: see
+    /// [`crate::discovery::tls_config`]); others are logged and skipped.
+    /// Empty: no web seed.
     pub urls: Vec<String>,
     /// Concurrent requests (threads, keep-alive connections) per web seed,
     /// 1..=[`MAX_CONNECTIONS_PER_SEED`]. Default 2: one request's
@@ -220,15 +221,14 @@ impl WebSeeds {
             .iter()
             .take(crate::wire::metainfo::MAX_WEB_SEEDS)
         {
-            if u.get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-            {
+            let lower = u.to_ascii_lowercase();
+            if lower.starts_with("http://") || lower.starts_with("https://") {
                 if !urls.contains(u) {
                     urls.push(u.clone());
                 }
             } else {
                 shared.log(format!(
-                    "web seed {u}: skipped (only http:// web seeds are supported)"
+                    "web seed {u}: skipped (only http:// and https:// web seeds are supported)"
                 ));
             }
         }
