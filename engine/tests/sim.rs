@@ -270,3 +270,29 @@ fn racks_keep_pieces_inside_and_oblivious_crosses_more() {
         );
     }
 }
+
+/// Frozen peers in a rack-aware swarm (3 racks at 4:1): a frozen rack-mate that holds
+/// the rack's only copy of a piece, or imports it, must not stall its rack. It is taken out
+/// of the rack view after the 2 s snub floor, so the run ends within a few seconds.
+/// Without that, 8 peers waited for the 60 s snub cap (seed 2).
+#[test]
+fn frozen_rack_mates_do_not_stall_their_rack() {
+    for seed in 0..SEEDS {
+        let mut c = small(seed);
+        c.connections = 8;
+        c.racks = Some(sim::RackSpec {
+            racks: 3,
+            oversubscription: 4.0,
+            ..sim::RackSpec::default()
+        });
+        c.churn = ChurnSpec::parse("freeze=0.125").unwrap();
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, 26, "seed {seed}: {r:?}");
+        assert!(
+            r.total_s < 5.0,
+            "seed {seed}: stalled until {} s",
+            r.total_s
+        );
+    }
+}

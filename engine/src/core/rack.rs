@@ -13,9 +13,13 @@
 //!   remote peer suggested the piece (BEP 6: the distinct-first origin suggests pieces
 //!   nobody has yet, so taking them duplicates nothing).
 //!
-//! A node with nothing in flight from anyone may import any piece no rack-mate has
-//! (*relaxed*): an importer that left, froze or lacks a remote source for its pieces then
-//! delays them instead of stalling the rack.
+//! A rack-mate that holds our requests and has sent nothing for the snub floor
+//! (`ChokerConfig::snub_timeout`; frozen, or far behind) is taken out of the view until it
+//! sends a block again: its pieces count as
+//! missing and its importer roles fall to the others, so a frozen rack-mate neither hides
+//! a piece nor keeps it from being imported. A node with nothing in flight from anyone may
+//! import any piece no rack-mate has (*relaxed*): an importer that lacks a remote source for
+//! its pieces then delays them instead of stalling the rack.
 //!
 //! Invariants: `rack_have[p]` is the number of connected rack-mates whose bitfield has `p`
 //! and `rack_missing` has bit `p` exactly when it is 0; `mate_best[p]` is the smallest
@@ -200,6 +204,26 @@ impl RackView {
             rack_missing: &self.rack_missing,
             mine: (!relaxed).then_some(&self.mine),
             suggested,
+        }
+    }
+
+    /// Panics unless the counts match `mates_have`, the bitfields of the peers in the
+    /// view, and the importer set matches the tokens (tests only).
+    #[cfg(test)]
+    pub(crate) fn check_invariants<'a>(&self, mates_have: impl Iterator<Item = &'a Bitfield>) {
+        let mut counts = vec![0u16; self.rack_have.len()];
+        for have in mates_have {
+            for p in have.iter_ones() {
+                counts[p.0 as usize] += 1;
+            }
+        }
+        assert_eq!(counts, self.rack_have, "rack-mates' piece counts");
+        for (i, &c) in counts.iter().enumerate() {
+            let p = PieceIndex(i as u32);
+            assert_eq!(self.rack_missing.get(p), c == 0, "rack_missing {p:?}");
+            let best = self.mates.values().map(|&t| weight(t, p)).min();
+            let mine = best.is_none_or(|b| weight(self.me.node_token, p) < b);
+            assert_eq!(self.mine.get(p), mine, "importer of {p:?}");
         }
     }
 

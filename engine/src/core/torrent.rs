@@ -431,11 +431,37 @@ impl Torrent {
         true
     }
 
+    /// A block arrived from `key`: a rack-mate [`Torrent::check_snubs`] took out of the
+    /// rack view for its silence counts again (its pieces and its importer roles).
+    fn rack_resume(&mut self, key: PeerKey) {
+        let (Some(rack), Some(peer)) = (self.rack.as_mut(), self.peers.get(&key)) else {
+            return;
+        };
+        let Some(l) = peer
+            .caps
+            .locality
+            .filter(|&l| rack.is_mate_locality(Some(l)))
+        else {
+            return;
+        };
+        if rack.is_mate(key) {
+            return;
+        }
+        rack.add_mate(key, l.node_token);
+        for p in peer.have.iter_ones() {
+            rack.gained(p);
+        }
+    }
+
     /// Panics if an invariant is broken (tests only).
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {
         self.picker
             .check_invariants(self.peers.values().map(|p| &p.have), &self.have);
+        if let Some(rack) = &self.rack {
+            let mates = self.peers.iter().filter(|(k, _)| rack.is_mate(**k));
+            rack.check_invariants(mates.map(|(_, p)| &p.have));
+        }
         let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
         assert!(
             unchoked <= self.config.choker.unchoke_slots.saturating_add(1),

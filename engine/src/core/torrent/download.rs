@@ -241,6 +241,7 @@ impl Torrent {
         peer.download.record(len);
         peer.last_progress_at = now;
         peer.snubbed = false;
+        self.rack_resume(key);
         self.stats.downloaded_bytes += len;
         let out = self.picker.on_block(key, block);
         if out.duplicate {
@@ -399,6 +400,8 @@ impl Torrent {
         let limit_bytes = if peer.snubbed { 1 } else { limit.bytes };
         let now = self.now;
         // Rack-aware: a remote peer only supplies pieces this node imports for its rack.
+        // Endgame duplicates from remote peers stay filtered too: allowing them cost
+        // 0.25 F more cross-rack bytes at 4 × 25 peers for no gain in completion.
         let import = self
             .rack
             .as_ref()
@@ -476,7 +479,20 @@ impl Torrent {
                 .as_secs_f64();
             let average = peer.download.total_bytes() as f64 / connected_s.max(1e-3);
             let deadline = snub_deadline(&self.config.choker, peer.inflight_bytes, fair, average);
-            if now.saturating_duration_since(peer.last_progress_at) < deadline {
+            let silent = now.saturating_duration_since(peer.last_progress_at);
+            // A rack-mate silent for the snub floor (frozen, overloaded) no longer stands
+            // for its pieces nor imports: the rest of the rack takes them over
+            // ([`crate::core::rack`]) without waiting for the adaptive deadline, which
+            // grows to a minute when nothing else arrives. It is back at its next block.
+            if silent >= self.config.choker.snub_timeout {
+                if let Some(rack) = self.rack.as_mut() {
+                    if rack.is_mate(*key) {
+                        rack.remove_mate(*key, &peer.have);
+                        freed = true;
+                    }
+                }
+            }
+            if silent < deadline {
                 continue;
             }
             peer.snubbed = true;

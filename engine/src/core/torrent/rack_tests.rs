@@ -147,3 +147,53 @@ fn a_remote_suggestion_is_imported_a_rack_mates_piece_is_not() {
     assert_eq!(asked.first(), Some(&theirs), "{asked:?}");
     assert!(!asked.contains(&PieceIndex(2)), "{asked:?}");
 }
+
+#[test]
+fn a_silent_rack_mate_stops_hiding_its_pieces() {
+    // The rack-mate holds our requests for its 8 pieces and never answers (frozen), while
+    // the remote peer delivers every second: once the mate has been silent for the snub
+    // floor (2 s) its pieces and the ones it would import come from the remote peer;
+    // before, never.
+    let mut t = swarm(true);
+    t.handle_message(Time::ZERO, MATE, PeerMessage::Unchoke)
+        .unwrap();
+    drain(&mut t);
+    t.handle_message(Time::ZERO, REMOTE, PeerMessage::Unchoke)
+        .unwrap();
+    let mut outstanding = requested(&drain(&mut t), REMOTE);
+    let mut asked_after_snub = Vec::new();
+    for s in 1..=30 {
+        let now = Time::ZERO + std::time::Duration::from_secs(s);
+        for p in std::mem::take(&mut outstanding) {
+            let block = Block {
+                piece: p,
+                offset_bytes: 0,
+                len_bytes: t.config().piece_len(p),
+            };
+            t.handle_block_received(now, REMOTE, block).unwrap();
+        }
+        t.handle_timeout(now);
+        let mate_snubbed = t.rack.as_ref().is_some_and(|r| !r.is_mate(MATE));
+        assert_eq!(mate_snubbed, s >= 2, "{s} s");
+        outstanding = requested(&drain(&mut t), REMOTE);
+        t.check_invariants();
+        if mate_snubbed {
+            asked_after_snub.extend(outstanding.iter().copied());
+        } else {
+            for p in &outstanding {
+                assert!(
+                    p.0 >= 8 && ours(*p),
+                    "{s} s: {p:?} before the mate was snubbed"
+                );
+            }
+        }
+    }
+    assert!(
+        asked_after_snub.iter().any(|p| p.0 < 8),
+        "{asked_after_snub:?}"
+    );
+    assert!(
+        asked_after_snub.iter().any(|&p| p.0 >= 8 && !ours(p)),
+        "{asked_after_snub:?}"
+    );
+}
