@@ -104,6 +104,51 @@ impl Default for Transfer {
     }
 }
 
+/// Which of a transfer's link shares a [`water_fill`] sets.
+#[derive(Clone, Copy, Debug)]
+enum Share {
+    Up,
+    Down,
+    RackUp,
+    RackDown,
+}
+
+impl Transfer {
+    fn share_mut(&mut self, which: Share) -> &mut f64 {
+        match which {
+            Share::Up => &mut self.share_up,
+            Share::Down => &mut self.share_down,
+            Share::RackUp => &mut self.share_rack_up,
+            Share::RackDown => &mut self.share_rack_down,
+        }
+    }
+}
+
+/// Weighted max-min water-fill of one link of `capacity` (bytes/ns) over its
+/// transfers: `caps` holds `(cap per unit of weight, transfer id)` for each
+/// (any order: sorted here, the most constrained filled first), `weights` the
+/// sum of their weights; each transfer's fair share of what is left is
+/// proportional to its weight, at most its cap, and is written to its share
+/// `which`.
+fn water_fill(
+    transfers: &mut [Transfer],
+    caps: &mut [(f64, u32)],
+    mut weights: f64,
+    capacity: f64,
+    which: Share,
+) {
+    caps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut left = capacity;
+    for &(cap_per_weight, id) in caps.iter() {
+        let t = &mut transfers[id as usize];
+        let w = t.weight;
+        let share = (left * w / weights).min(cap_per_weight * w);
+        left = (left - share).max(0.0);
+        weights -= w;
+        *t.share_mut(which) = share;
+    }
+}
+
 /// How a link's capacity is divided between its transfers (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Sharing {
@@ -492,27 +537,15 @@ impl Net {
                 // what its senders can actually give.
                 t.share_up.min(t.share_rack_up).min(t.share_rack_down)
             };
-            // Sorted by cap per unit of weight: the most constrained are filled first.
             caps.push((cap / t.weight, id));
         }
-        caps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut left = if up {
+        let capacity = if up {
             self.up_cap_bytes_per_ns[node as usize]
         } else {
             self.down_cap_bytes_per_ns[node as usize]
         };
-        for &(cap_per_weight, id) in &caps {
-            let w = self.transfers[id as usize].weight;
-            let share = (left * w / weights).min(cap_per_weight * w);
-            left = (left - share).max(0.0);
-            weights -= w;
-            let t = &mut self.transfers[id as usize];
-            if up {
-                t.share_up = share;
-            } else {
-                t.share_down = share;
-            }
-        }
+        let which = if up { Share::Up } else { Share::Down };
+        water_fill(&mut self.transfers, &mut caps, weights, capacity, which);
         self.caps = caps;
     }
 
@@ -550,24 +583,13 @@ impl Net {
             };
             caps.push((cap / t.weight, id));
         }
-        caps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut left = if up {
+        let capacity = if up {
             self.rack_up_cap_bytes_per_ns[rack as usize]
         } else {
             self.rack_down_cap_bytes_per_ns[rack as usize]
         };
-        for &(cap_per_weight, id) in &caps {
-            let w = self.transfers[id as usize].weight;
-            let share = (left * w / weights).min(cap_per_weight * w);
-            left = (left - share).max(0.0);
-            weights -= w;
-            let t = &mut self.transfers[id as usize];
-            if up {
-                t.share_rack_up = share;
-            } else {
-                t.share_rack_down = share;
-            }
-        }
+        let which = if up { Share::RackUp } else { Share::RackDown };
+        water_fill(&mut self.transfers, &mut caps, weights, capacity, which);
         self.caps = caps;
     }
 
