@@ -139,6 +139,10 @@ pub struct Session {
     limits: (Option<SharedBucket>, Option<SharedBucket>),
     torrents: BTreeMap<TorrentId, Hosted>,
     next_id: u64,
+    /// The session's DHT node (BEP 5), bound by the first torrent added with
+    /// [`NodeConfig::dht`] and shared by every torrent after it (one UDP
+    /// port per process; the first torrent's `DhtConfig` sets it).
+    dht: Option<mainline::Dht>,
 }
 
 impl Session {
@@ -192,6 +196,7 @@ impl Session {
             limits,
             torrents: BTreeMap::new(),
             next_id: 0,
+            dht: None,
         })
     }
 
@@ -321,7 +326,7 @@ impl Session {
     /// The resume flusher, the announcer, the DHT node and the web seed
     /// fetchers of new torrent `id`.
     fn start_threads(
-        &self,
+        &mut self,
         id: TorrentId,
         hosted: &mut Hosted,
         meta: &Metainfo,
@@ -350,12 +355,19 @@ impl Session {
                 shared.log("dht: off for a private torrent (BEP 27)".into());
                 None
             }
-            Some(dc) => Some(dht::DhtNode::spawn(
-                dc,
-                meta.info_hash(),
-                port,
-                shared.clone(),
-            )?),
+            Some(dc) => {
+                let node = match &self.dht {
+                    Some(d) => d.clone(),
+                    None => self.dht.insert(dht::build(dc)?).clone(),
+                };
+                Some(dht::DhtNode::spawn(
+                    node,
+                    dc,
+                    meta.info_hash(),
+                    port,
+                    shared.clone(),
+                )?)
+            }
             None => None,
         };
         let expect_peers =
