@@ -12,7 +12,8 @@ use crate::core::address_book::{AddressBook, BookConfig};
 use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
-use crate::rt::{ConnId, Ctx, Handler, PostError, SourceFile};
+use crate::node::dispatch::Ctx;
+use crate::rt::{ConnId, Handler, PostError, SourceFile};
 use crate::store::{Storage, StoreError};
 use crate::wire::peer::metadata::UT_METADATA;
 use crate::wire::peer::{ExtendedHandshake, Handshake, P2peExt, MAX_LANES};
@@ -241,7 +242,7 @@ impl NodeHandler {
     /// # Errors
     /// As [`Ctx::post`].
     pub(super) fn post(&self, ctx: &Ctx, worker: usize, cmd: Command) -> Result<(), PostError> {
-        ctx.post(worker, Box::new(SessionMsg::Torrent(self.torrent_id, cmd)))
+        ctx.post(worker, SessionMsg::Torrent(self.torrent_id, cmd))
     }
 
     /// A message for this torrent from the session or another worker.
@@ -477,6 +478,10 @@ impl Drop for NodeHandler {
 }
 
 impl Handler for NodeHandler {
+    /// Commands reach a torrent's handler through the worker's dispatcher
+    /// ([`super::dispatch`]), never through this `on_control`.
+    type Msg = super::dispatch::SessionMsg;
+
     fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, inbound: bool) {
         if inbound {
             if !self.admit_inbound(ctx, peer) {

@@ -128,7 +128,7 @@ fn wait_acks(acked: &mpsc::Receiver<()>, id: TorrentId) -> Result<(), NodeError>
 
 /// Many torrents served by one runtime on one listen port (see the module docs).
 pub struct Session {
-    runtime: RuntimeHandle,
+    runtime: RuntimeHandle<SessionMsg>,
     /// Clock origin of every torrent's core (the shared rate buckets compare
     /// times across torrents).
     epoch: Instant,
@@ -375,7 +375,7 @@ impl Session {
         if !shared.complete.load(Ordering::Acquire) {
             let poster = self.runtime.poster();
             let post: web_seed::PostCommand = Arc::new(move |w, cmd| {
-                let _ = poster.post(w, Box::new(SessionMsg::Torrent(id, cmd)));
+                let _ = poster.post(w, SessionMsg::Torrent(id, cmd));
             });
             hosted.web_seeds = web_seed::WebSeeds::spawn(
                 &config.web_seeds,
@@ -436,7 +436,7 @@ impl Session {
     ) -> Result<(), NodeError> {
         let end = Instant::now() + POST_BOUND;
         loop {
-            match self.runtime.post(w, Box::new(make()?)) {
+            match self.runtime.post(w, make()?) {
                 Ok(()) => return Ok(()),
                 Err(PostError::Full(_)) if Instant::now() < end => {
                     std::thread::sleep(Duration::from_millis(1));

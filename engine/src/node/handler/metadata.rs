@@ -15,7 +15,8 @@
 
 use bytes::Bytes;
 
-use crate::rt::{ConnId, Ctx};
+use crate::node::dispatch::Ctx;
+use crate::rt::ConnId;
 use crate::wire::peer::metadata::{metadata_piece_range, MetadataMessage};
 use crate::wire::peer::{ExtendedMessage, Message};
 

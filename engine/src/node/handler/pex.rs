@@ -15,7 +15,8 @@ use bytes::Bytes;
 
 use crate::core::pex::PexSchedule;
 use crate::core::Time;
-use crate::rt::{ConnId, Ctx};
+use crate::node::dispatch::Ctx;
+use crate::rt::ConnId;
 use crate::wire::peer::metadata::UT_METADATA;
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Message};
 use crate::wire::pex::{PexFlags, PexMessage};

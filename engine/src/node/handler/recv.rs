@@ -21,7 +21,8 @@
 use std::sync::atomic::Ordering;
 
 use crate::core::{slots, Block, Locality, PeerCaps, PieceIndex, Time};
-use crate::rt::{ConnId, Ctx};
+use crate::node::dispatch::Ctx;
+use crate::rt::ConnId;
 use crate::store::StoreError;
 use crate::wire::peer::{
     negotiated_lanes, negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage,
