@@ -71,8 +71,8 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
     /// Magnet links: give up when no peer delivered the info dictionary
-    /// (verified against the info-hash) within this many seconds; URLs:
-    /// bound on fetching the .torrent.
+    /// (verified against the info-hash) within this many seconds. (A URL's
+    /// .torrent has its own 60 s bound.)
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub metadata_timeout: u64,
     #[command(flatten)]
