@@ -560,3 +560,27 @@ fn a_magnet_link_without_peers_or_trackers_is_fetched_through_the_dht() {
     assert!(stderr.contains("and the DHT"), "{stderr}");
     f.assert_copy(&out);
 }
+
+#[test]
+fn a_bad_magnet_link_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (link, says) in [
+        ("magnet:?xt=urn:btih:zz", "expected 40 hex digits or 32 base32"),
+        ("magnet:?dn=x", "no `xt=urn:btih:` info-hash"),
+        (
+            "magnet:?xt=urn:btih:c8f5230ee0c5dbc3a73dbace30f4052dad70c65c&x.pe=1.2.3.4",
+            "bad peer address \"1.2.3.4\"",
+        ),
+    ] {
+        let out = Command::new(p2pe_bin())
+            .arg("get")
+            .arg(link)
+            .arg("-o")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{link}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -70,7 +70,9 @@ impl Source {
     /// A malformed magnet link (the parser's typed error).
     pub fn parse(text: &str) -> anyhow::Result<Source> {
         if MagnetLink::is_magnet(text) {
-            let link = MagnetLink::parse(text).context("bad magnet link")?;
+            // One line with the cause: clap prints only the top of a chain.
+            let link =
+                MagnetLink::parse(text).map_err(|e| anyhow::anyhow!("bad magnet link: {e}"))?;
             return Ok(Source::Magnet(link));
         }
         Ok(Source::Torrent(PathBuf::from(text)))
