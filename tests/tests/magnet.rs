@@ -565,7 +565,10 @@ fn a_magnet_link_without_peers_or_trackers_is_fetched_through_the_dht() {
 fn a_bad_magnet_link_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     for (link, says) in [
-        ("magnet:?xt=urn:btih:zz", "expected 40 hex digits or 32 base32"),
+        (
+            "magnet:?xt=urn:btih:zz",
+            "expected 40 hex digits or 32 base32",
+        ),
         ("magnet:?dn=x", "no `xt=urn:btih:` info-hash"),
         (
             "magnet:?xt=urn:btih:c8f5230ee0c5dbc3a73dbace30f4052dad70c65c&x.pe=1.2.3.4",
