@@ -142,14 +142,20 @@ struct Get {
 
 impl Get {
     /// Waits for exit: success, the JSON summary (if any), stderr.
-    fn finish(mut self) -> (bool, serde_json::Value, String) {
+    fn finish(self) -> (bool, serde_json::Value, String) {
+        let (ok, mut objects, stderr) = self.finish_all();
+        (ok, objects.pop().unwrap_or_default(), stderr)
+    }
+
+    /// Waits for exit: success, every JSON object on stdout (events, then
+    /// the summary), stderr.
+    fn finish_all(mut self) -> (bool, Vec<serde_json::Value>, String) {
         let (ok, lines) = self.p.wait(BOUND);
-        let json = lines
+        let objects = lines
             .iter()
-            .rev()
-            .find_map(|l| serde_json::from_str(l).ok())
-            .unwrap_or(serde_json::Value::Null);
-        (ok, json, self.stderr.join().unwrap_or_default())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (ok, objects, self.stderr.join().unwrap_or_default())
     }
 }
 
@@ -245,12 +251,22 @@ fn p2pe_get_fetches_metadata_from_a_libtorrent_seed() {
     let addr = lt.listen_addr();
     let out = f.path("out");
     let link = format!("{}&x.pe={addr}", f.magnet);
-    let (ok, summary, stderr) = f.p2pe_get(&link, &out, &[]).finish();
+    let (ok, objects, stderr) = f.p2pe_get(&link, &out, &[]).finish_all();
+    let summary = objects.last().cloned().unwrap_or_default();
     assert!(ok, "p2pe get from libtorrent failed: {summary}\n{stderr}");
     assert_eq!(summary["complete"], true, "{summary}");
     assert!(
         stderr.contains("verified against the info-hash"),
         "{stderr}"
+    );
+    // With --json the fetched metadata is announced first, for scripts.
+    let event = &objects[0];
+    assert_eq!(event["event"], "metadata", "{objects:?}");
+    assert_eq!(event["info_hash"], f.meta.info_hash().to_string());
+    assert_eq!(event["name"], "payload");
+    assert_eq!(
+        event["metadata_bytes"].as_u64(),
+        Some(f.meta.info_bytes().len() as u64)
     );
     f.assert_copy(&out);
 }
@@ -543,4 +559,31 @@ fn a_magnet_link_without_peers_or_trackers_is_fetched_through_the_dht() {
     assert!(ok, "p2pe get through the DHT failed: {summary}\n{stderr}");
     assert!(stderr.contains("and the DHT"), "{stderr}");
     f.assert_copy(&out);
+}
+
+#[test]
+fn a_bad_magnet_link_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (link, says) in [
+        (
+            "magnet:?xt=urn:btih:zz",
+            "expected 40 hex digits or 32 base32",
+        ),
+        ("magnet:?dn=x", "no `xt=urn:btih:` info-hash"),
+        (
+            "magnet:?xt=urn:btih:c8f5230ee0c5dbc3a73dbace30f4052dad70c65c&x.pe=1.2.3.4",
+            "bad peer address \"1.2.3.4\"",
+        ),
+    ] {
+        let out = Command::new(p2pe_bin())
+            .arg("get")
+            .arg(link)
+            .arg("-o")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{link}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }

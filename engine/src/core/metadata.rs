@@ -25,7 +25,7 @@
 //!   closes the connection (the machine has already forgotten the peer), and
 //!   when [`MetadataDropReason::is_ban`] never dials that address again.
 //!
-//! # Invariants
+//! # Invariants (property-tested: `random_swarms_end_with_the_right_bytes`)
 //! - At most one attempt runs; its requests go to its peer only, at most
 //!   `max_requests_in_flight` unanswered.
 //! - Bytes handed out by [`MetadataFetch::take_metadata`] hash to the

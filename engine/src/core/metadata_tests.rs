@@ -292,3 +292,165 @@ fn peers_beyond_the_bound_are_dropped() {
         .iter()
         .all(|(_, r)| *r == MetadataDropReason::TooManyPeers));
 }
+
+/// Replies queue up and are delivered in an order the test picks; peers
+/// connect, disconnect and time advances in between.
+struct AsyncPump {
+    inner: Pump,
+    /// Replies sent by peers, not yet delivered.
+    pending: Vec<(PeerKey, MetadataMessage)>,
+    /// Peers whose connection the test closed.
+    gone: Vec<PeerKey>,
+}
+
+impl AsyncPump {
+    /// Runs actions; requests are answered per script into `pending`.
+    fn run(&mut self) {
+        while let Some(action) = self.inner.fetch.poll_action() {
+            self.inner.check();
+            match action {
+                MetadataAction::Disconnect { peer, reason } => {
+                    self.inner.peers.remove(&peer);
+                    self.pending.retain(|(p, _)| *p != peer);
+                    self.inner.closed.push((peer, reason));
+                }
+                MetadataAction::Send {
+                    peer,
+                    msg: MetadataMessage::Request { piece },
+                    ..
+                } => {
+                    let reply = match self.inner.peers.get(&peer) {
+                        Some(Script::Serve(b)) | Some(Script::Short(b)) => {
+                            let r = metadata_piece_range(b.len() as u64, piece).unwrap();
+                            let mut data = b[r].to_vec();
+                            if matches!(self.inner.peers.get(&peer), Some(Script::Short(_))) {
+                                data.pop();
+                            }
+                            Some(MetadataMessage::Data {
+                                piece,
+                                total_size_bytes: b.len() as u64,
+                                data: Bytes::from(data),
+                            })
+                        }
+                        Some(Script::Reject) => Some(MetadataMessage::Reject { piece }),
+                        Some(Script::Silent) | None => None,
+                    };
+                    if let Some(r) = reply {
+                        self.pending.push((peer, r));
+                    }
+                }
+                MetadataAction::Send { .. } => {}
+            }
+        }
+        self.inner.check();
+    }
+}
+
+proptest::proptest! {
+    /// Whatever the peers do and in whatever order their answers arrive:
+    /// the fetch never panics, hands out only bytes that hash to the
+    /// info-hash, bans only liars, and finishes when an honest peer stays.
+    #[test]
+    fn random_swarms_end_with_the_right_bytes(
+        size in 1usize..50_000,
+        kinds in proptest::collection::vec(0u8..6, 1..8),
+        ops in proptest::collection::vec((0u8..4, proptest::prelude::any::<u16>()), 0..120),
+    ) {
+        let want = info(size, 1);
+        let script = |k: u8| match k {
+            0 => (Script::Serve(want.clone()), size),
+            1 => (Script::Serve(info(size, 2)), size), // liar, same size
+            2 => (Script::Serve(info(size + 5, 3)), size + 5), // liar, another size
+            3 => (Script::Reject, size),
+            4 => (Script::Silent, size),
+            _ => (Script::Short(want.clone()), size),
+        };
+        let mut p = AsyncPump { inner: Pump::new(&want), pending: Vec::new(), gone: Vec::new() };
+        let mut next = 0usize;
+        let connect = |p: &mut AsyncPump, i: usize| {
+            let (s, adv) = script(kinds[i]);
+            let peer = PeerKey(i as u64);
+            p.inner.peers.insert(peer, s);
+            p.inner.fetch.handle_peer_connected(p.inner.now, peer, &ext(Some(adv as u64), Some(7)));
+            p.run();
+        };
+        for (op, arg) in ops {
+            match op {
+                0 if !p.pending.is_empty() => {
+                    let (peer, msg) = p.pending.remove(usize::from(arg) % p.pending.len());
+                    p.inner.fetch.handle_message(p.inner.now, peer, msg);
+                    p.run();
+                }
+                1 => {
+                    p.inner.now += Duration::from_millis(u64::from(arg) * 10);
+                    let now = p.inner.now;
+                    if p.inner.fetch.poll_timeout().is_some_and(|t| t <= now) {
+                        p.inner.fetch.handle_timeout(now);
+                    }
+                    p.run();
+                }
+                2 if next > 0 => {
+                    let peer = PeerKey(u64::from(arg) % next as u64);
+                    if p.inner.peers.remove(&peer).is_some() {
+                        p.gone.push(peer);
+                        p.pending.retain(|(q, _)| *q != peer);
+                        p.inner.fetch.handle_peer_disconnected(p.inner.now, peer);
+                        p.run();
+                    }
+                }
+                3 if next < kinds.len() => {
+                    connect(&mut p, next);
+                    next += 1;
+                }
+                _ => {}
+            }
+        }
+        // Then everyone connects and every answer is delivered, in order,
+        // with time moving on (timeouts fire).
+        while next < kinds.len() {
+            connect(&mut p, next);
+            next += 1;
+        }
+        for _ in 0..10_000 {
+            if p.inner.fetch.is_done() {
+                break;
+            }
+            if p.pending.is_empty() {
+                p.inner.now += Duration::from_secs(11);
+                let now = p.inner.now;
+                if p.inner.fetch.poll_timeout().is_some_and(|t| t <= now) {
+                    p.inner.fetch.handle_timeout(now);
+                }
+                p.run();
+                if p.pending.is_empty() && p.inner.fetch.poll_timeout().is_none() {
+                    break;
+                }
+            } else {
+                let (peer, msg) = p.pending.remove(0);
+                p.inner.fetch.handle_message(p.inner.now, peer, msg);
+                p.run();
+            }
+        }
+        for (peer, reason) in &p.inner.closed {
+            let k = kinds[peer.0 as usize];
+            if reason.is_ban() {
+                proptest::prop_assert!(k == 1 || k == 2, "peer {} of kind {k} banned", peer.0);
+            }
+            if k == 0 {
+                // The test may hold an honest answer past the request timeout.
+                proptest::prop_assert_eq!(reason, &MetadataDropReason::Timeout);
+            }
+        }
+        let closed = |i: usize| p.inner.closed.iter().any(|(q, _)| q.0 == i as u64);
+        let honest_stayed = kinds
+            .iter()
+            .enumerate()
+            .any(|(i, &k)| k == 0 && !p.gone.contains(&PeerKey(i as u64)) && !closed(i));
+        if honest_stayed {
+            proptest::prop_assert!(p.inner.fetch.is_done(), "an honest peer stayed: {:?}", p.inner.closed);
+        }
+        if let Some(bytes) = p.inner.fetch.take_metadata() {
+            proptest::prop_assert_eq!(bytes, want);
+        }
+    }
+}

@@ -8,9 +8,11 @@
 //! threads: one per connection (reading), one for the trackers, and the
 //! caller's thread deciding (the machine) and writing.
 //!
-//! Bounds: at most [`FetchConfig::max_connections`] connections at once;
-//! each address is dialled once, and at most [`MAX_KNOWN_PEERS`] are
-//! learned; at most 1,024 events wait for the deciding thread (readers
+//! Dialling follows the node's address book ([`crate::core::address_book`],
+//! sans-IO): an address that does not connect is redialled with back-off and
+//! given up after 3 failures; one dropped after its handshakes is not
+//! redialled. Bounds: at most [`FetchConfig::max_connections`] connections at once;
+//! at most [`MAX_KNOWN_PEERS`] addresses are learned; at most 1,024 events wait for the deciding thread (readers
 //! block beyond); frames above [`MAX_FRAME_LEN_BYTES`] close
 //! the connection; every blocking read and write has a timeout, and the
 //! whole fetch ends at [`FetchConfig::timeout`]. A peer whose metadata does
@@ -23,7 +25,7 @@
 //! does not know the piece count) and do not set the BEP 6 bit (which would
 //! oblige us to send one).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +37,7 @@ use mainline::{Dht, Id};
 
 use super::tracker_client::{ClientConfig, TrackerClient};
 use super::tracker_io::TrackerDriver;
+use crate::core::address_book::{AddressBook, Admission, BookConfig, EntryId, Source};
 use crate::core::metadata::{
     MetadataAction, MetadataConfig, MetadataDropReason, MetadataFetch, MetadataStats,
 };
@@ -77,6 +80,10 @@ pub const MAX_KNOWN_PEERS: usize = 4096;
 /// Events queued from the connection, tracker and DHT threads at most; a
 /// reader blocks (and so stops reading its socket) while the queue is full.
 const MAX_QUEUED_EVENTS: usize = 1024;
+
+/// When the connection bound is reached, a due address is looked at again
+/// this much later.
+const FULL_RECHECK: Duration = Duration::from_secs(1);
 
 /// Longest wait of the deciding loop between two looks at the clock.
 const TICK: Duration = Duration::from_millis(100);
@@ -210,6 +217,8 @@ enum Event {
 /// One connection, as the deciding loop sees it.
 struct Conn {
     addr: SocketAddr,
+    /// Its address-book entry.
+    entry: EntryId,
     /// Set once its handshakes are done.
     stream: Option<TcpStream>,
 }
@@ -249,8 +258,7 @@ pub fn fetch_metadata(
         fetch: MetadataFetch::new(info_hash, config.metadata),
         // Trackers or the DHT may still bring peers.
         has_trackers: has_trackers || config.dht.is_some(),
-        queue: VecDeque::new(),
-        known: HashSet::new(),
+        book: AddressBook::new(BookConfig::default()),
         met: Vec::new(),
         banned: HashSet::new(),
         conns: BTreeMap::new(),
@@ -268,7 +276,10 @@ pub fn fetch_metadata(
         }
         f.dial();
         let mut wait = deadline.saturating_duration_since(Instant::now()).min(TICK);
-        if let Some(at) = f.fetch.poll_timeout() {
+        for at in [f.fetch.poll_timeout(), f.book.poll_timeout()]
+            .into_iter()
+            .flatten()
+        {
             wait = wait.min(at.saturating_duration_since(f.now()));
         }
         if let Ok(event) = rx.recv_timeout(wait) {
@@ -296,10 +307,12 @@ struct Fetcher<'a> {
     /// Trackers or the DHT may still bring peers (the fetch then waits for
     /// them until its timeout).
     has_trackers: bool,
-    /// Addresses to dial, in the order learned.
-    queue: VecDeque<SocketAddr>,
-    /// Every address ever learned (each is dialled once).
-    known: HashSet<SocketAddr>,
+    /// Addresses to dial and their back-off ([`crate::core::address_book`]):
+    /// one that fails to connect is redialled after 0.4 s, then 0.8 s, and
+    /// forgotten after 3 failures; one dropped after its handshakes is not
+    /// redialled (a tracker naming it again after the book forgot it, 300 s
+    /// on, brings it back).
+    book: AddressBook,
     /// Addresses learned, in order, for [`Fetched::peers`].
     met: Vec<SocketAddr>,
     banned: HashSet<SocketAddr>,
@@ -316,15 +329,23 @@ impl Fetcher<'_> {
         Time::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
-    /// Queues new, unbanned addresses for dialling.
+    /// Admits new, unbanned addresses to the book, due at once. Given
+    /// peers count as tracker ones: after 3 failed dials they are given up,
+    /// so a fetch of dead peers ends in about a second.
     fn learn(&mut self, addrs: &[SocketAddr]) {
+        let now = self.now();
         for a in addrs {
-            if self.known.len() >= MAX_KNOWN_PEERS {
+            if self.met.len() >= MAX_KNOWN_PEERS {
                 break;
             }
-            if !self.banned.contains(a) && self.known.insert(*a) {
-                self.queue.push_back(*a);
-                self.met.push(*a);
+            if self.banned.contains(a) {
+                continue;
+            }
+            if let Admission::New(i) = self.book.admit(*a, Source::Tracker) {
+                self.book.defer(i, now);
+                if !self.met.contains(a) {
+                    self.met.push(*a);
+                }
             }
         }
     }
@@ -347,6 +368,7 @@ impl Fetcher<'_> {
                     if let Some(c) = self.conns.get(&peer) {
                         if reason.is_ban() {
                             self.banned.insert(c.addr);
+                            self.book.retire(self.now(), c.entry);
                         }
                         (self.log)(describe(c.addr, &reason));
                         close(c);
@@ -376,7 +398,8 @@ impl Fetcher<'_> {
             return Some(Err(FetchError::Cancelled));
         }
         let (info_hash, dialled, stats) = (self.info_hash, self.dialled, self.fetch.stats());
-        if self.conns.is_empty() && self.queue.is_empty() && !self.has_trackers {
+        let dial_planned = self.book.poll_timeout().is_some();
+        if self.conns.is_empty() && !dial_planned && !self.has_trackers {
             return Some(Err(FetchError::Exhausted {
                 info_hash,
                 dialled,
@@ -391,20 +414,36 @@ impl Fetcher<'_> {
         }))
     }
 
-    /// Dials queued addresses while below [`FetchConfig::max_connections`].
+    /// Dials the book's due addresses while below
+    /// [`FetchConfig::max_connections`]; the others wait [`FULL_RECHECK`].
     fn dial(&mut self) {
-        while self.conns.len() < self.config.max_connections.max(1) {
-            let Some(addr) = self.queue.pop_front() else {
-                return;
+        let now = self.now();
+        self.book.handle_timeout(now);
+        for i in self.book.due(now) {
+            let Some(addr) = self.book.get(i).map(|e| e.addr) else {
+                continue;
             };
+            if self.conns.len() >= self.config.max_connections.max(1) {
+                self.book.defer(i, now + FULL_RECHECK);
+                continue;
+            }
             let key = PeerKey(self.next_key);
             self.next_key += 1;
             self.dialled += 1;
             match spawn_conn(key, addr, self.info_hash, self.config, self.tx.clone()) {
                 Ok(()) => {
-                    self.conns.insert(key, Conn { addr, stream: None });
+                    self.book.on_dialled(i);
+                    let conn = Conn {
+                        addr,
+                        entry: i,
+                        stream: None,
+                    };
+                    self.conns.insert(key, conn);
                 }
-                Err(e) => (self.log)(format!("metadata: {addr}: cannot start a thread: {e}")),
+                Err(e) => {
+                    self.book.on_closed(now, i, true);
+                    (self.log)(format!("metadata: {addr}: cannot start a thread: {e}"));
+                }
             }
         }
     }
@@ -416,6 +455,7 @@ impl Fetcher<'_> {
             Event::Connected(key, theirs, stream) => {
                 if let Some(c) = self.conns.get_mut(&key) {
                     c.stream = Some(stream);
+                    self.book.on_handshake(c.entry);
                     self.fetch.handle_peer_connected(now, key, &theirs);
                 }
             }
@@ -428,6 +468,12 @@ impl Fetcher<'_> {
                 if let Some(c) = self.conns.remove(&key) {
                     if !why.is_empty() {
                         (self.log)(format!("metadata: {}: {why}", c.addr));
+                    }
+                    if c.stream.is_some() {
+                        // It answered and was dropped (or left): not redialled.
+                        self.book.retire(now, c.entry);
+                    } else {
+                        self.book.on_closed(now, c.entry, true);
                     }
                     self.fetch.handle_peer_disconnected(now, key);
                 }

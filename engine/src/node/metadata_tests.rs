@@ -47,6 +47,39 @@ fn a_seeding_node_serves_its_info_dictionary() {
 }
 
 #[test]
+fn a_seed_that_starts_late_is_redialled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = make_torrent_opts(tmp.path(), "t", &[100_000], 16 << 10, false);
+    // Its port is known before it listens: the first dial fails.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let late = std::thread::spawn({
+        let meta = meta.clone();
+        let dir = tmp.path().to_path_buf();
+        move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let store = open(&meta, &dir, OpenMode::Seed);
+            let config = NodeConfig {
+                listen: Some(addr),
+                ..NodeConfig::new()
+            };
+            Node::start(&meta, store, config).unwrap()
+        }
+    });
+    let got = fetch_metadata(meta.info_hash(), &[addr], &[], &config(), &mut |_| {});
+    let node = late.join().unwrap();
+    assert_eq!(
+        got.map(|f| f.info_bytes).ok().as_deref(),
+        Some(meta.info_bytes())
+    );
+    node.shutdown().unwrap();
+}
+
+#[test]
 fn a_private_torrent_serves_no_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let meta = make_torrent_opts(tmp.path(), "t", &[100_000], 16 << 10, true);
@@ -67,13 +100,16 @@ fn nothing_to_ask_is_an_error_at_once() {
     let meta_hash = crate::wire::metainfo::InfoHash([7; 20]);
     let r = fetch_metadata(meta_hash, &[], &[], &config(), &mut |_| {});
     assert!(matches!(r, Err(FetchError::NoSources)), "{r:?}");
-    // A dead address: the fetch ends once its connect failed.
+    // A dead address: dialled 3 times with back-off (0.4 s, 0.8 s), then
+    // given up, and the fetch ends.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = dead.local_addr().unwrap();
     drop(dead);
+    let started = std::time::Instant::now();
     let r = fetch_metadata(meta_hash, &[addr], &[], &config(), &mut |_| {});
     assert!(
-        matches!(r, Err(FetchError::Exhausted { dialled: 1, .. })),
+        matches!(r, Err(FetchError::Exhausted { dialled: 3, .. })),
         "{r:?}"
     );
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -71,8 +71,8 @@ pub struct Args {
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
     /// Magnet links: give up when no peer delivered the info dictionary
-    /// (verified against the info-hash) within this many seconds; URLs:
-    /// bound on fetching the .torrent.
+    /// (verified against the info-hash) within this many seconds. (A URL's
+    /// .torrent has its own 60 s bound.)
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub metadata_timeout: u64,
     #[command(flatten)]
@@ -112,6 +112,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let meta = loaded.meta;
+    if let (Some(seconds), true) = (loaded.metadata_seconds, args.json) {
+        // Scripts learn the name and size before the download starts.
+        let event = serde_json::json!({
+            "event": "metadata",
+            "info_hash": meta.info_hash().to_string(),
+            "name": meta.info().name(),
+            "total_size_bytes": meta.info().total_len_bytes(),
+            "metadata_bytes": meta.info_bytes().len(),
+            "seconds": seconds,
+        });
+        println!("{event}");
+    }
     let no_tracker = args.discovery.no_tracker
         || (args.discovery.trackers.is_empty() && meta.trackers().iter().all(Vec::is_empty));
     let web_seeds = args.web_seeds.urls(&meta);

@@ -58,6 +58,8 @@ pub struct Loaded {
     /// Peers to dial besides `--peer`: a magnet link's `x.pe` and the peers
     /// met while fetching its metadata.
     pub peers: Vec<SocketAddr>,
+    /// For a magnet link: how long fetching the metadata took, in seconds.
+    pub metadata_seconds: Option<f64>,
 }
 
 impl Source {
@@ -68,7 +70,9 @@ impl Source {
     /// A malformed magnet link (the parser's typed error).
     pub fn parse(text: &str) -> anyhow::Result<Source> {
         if MagnetLink::is_magnet(text) {
-            let link = MagnetLink::parse(text).context("bad magnet link")?;
+            // One line with the cause: clap prints only the top of a chain.
+            let link =
+                MagnetLink::parse(text).map_err(|e| anyhow::anyhow!("bad magnet link: {e}"))?;
             return Ok(Source::Magnet(link));
         }
         Ok(Source::Torrent(PathBuf::from(text)))
@@ -90,6 +94,7 @@ impl Source {
             Source::Torrent(path) => Ok(Loaded {
                 meta: load_torrent(path)?,
                 peers: Vec::new(),
+                metadata_seconds: None,
             }),
             Source::Magnet(link) => load_magnet(link, args),
         }
@@ -154,6 +159,7 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
             ""
         }
     );
+    let started = std::time::Instant::now();
     let fetched = fetch_metadata(link.info_hash, &peers, &trackers, &config, &mut |line| {
         tracing::info!("{line}")
     })
@@ -170,5 +176,6 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
     Ok(Loaded {
         meta,
         peers: fetched.peers,
+        metadata_seconds: Some(started.elapsed().as_secs_f64()),
     })
 }
