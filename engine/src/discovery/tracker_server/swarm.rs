@@ -1,0 +1,542 @@
+//! One torrent's peers, indexed so a hand-out costs O(numwant), not O(swarm).
+//!
+//! # Layout
+//!
+//! - `lists[class]`: every peer, by [`Class`] (seeder, near-complete leecher,
+//!   other leecher), unordered (removal is a swap-remove).
+//! - `index`: address → [`Loc`] (its class, its position in `lists[class]`
+//!   and in its group's list).
+//! - `groups`: a peer with rack/zone labels also sits, by class, in the
+//!   group of its (rack, zone) pair, so a labelled announcer reaches its
+//!   rack and zone without ranking the swarm. At most [`MAX_GROUPS`] groups;
+//!   a peer with a new pair past that is kept without a group (handed out as
+//!   "the rest").
+//!
+//! # Invariants
+//!
+//! - For every key `a` of `index`: `lists[loc.class][loc.pos].addr == a`, and
+//!   when that slot has a group `g`: `groups[g].lists[loc.class][loc.gpos] == a`.
+//! - Every listed peer is in `index`; every group in `group_ids` is non-empty.
+//! - A leecher is [`Class::Near`] iff `left_bytes <= near_left_bytes`, as of
+//!   the last classification (its announce, a threshold doubling or a sweep).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use foldhash::fast::RandomState;
+use smallvec::SmallVec;
+
+use crate::core::time::Time;
+use crate::wire::tracker::{Announce, ScrapeStats, Topology};
+
+/// Most (rack, zone) groups indexed in one swarm. A labelled announce scans
+/// the groups once to place them (one label comparison each, ~1 µs for 1024),
+/// the cost of ranking a 1024-peer swarm that it replaces; a cluster has
+/// far fewer racks than this in one swarm.
+pub const MAX_GROUPS: usize = 1024;
+
+/// Peers looked at to choose one to evict at a cap (the one closest to expiry
+/// goes): 8 random draws find a peer from the oldest quarter of the swarm
+/// with probability 1 − 0.75⁸ ≈ 90 %.
+pub const EVICTION_SAMPLE: usize = 8;
+
+/// `Slot::group` of a peer without a group.
+const NO_GROUP: u32 = u32::MAX;
+
+/// How useful a peer is to others: the list it sits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// `left` is 0.
+    Seeder = 0,
+    /// A leecher with `left` at most a quarter of the largest `left`.
+    Near = 1,
+    /// Any other leecher.
+    Far = 2,
+}
+
+/// One peer.
+#[derive(Clone, Debug)]
+pub(super) struct Slot {
+    pub(super) addr: SocketAddr,
+    pub(super) left_bytes: u64,
+    pub(super) expires_at: Time,
+    group: u32,
+}
+
+/// Where a peer sits (see the module invariants).
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    class: Class,
+    pos: u32,
+    gpos: u32,
+}
+
+/// The peers of one (rack, zone) label pair, by class.
+#[derive(Debug, Default)]
+struct Group {
+    topology: Topology,
+    lists: [Vec<SocketAddr>; 3],
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.lists.iter().all(Vec::is_empty)
+    }
+}
+
+/// One torrent's peers (see the module docs).
+#[derive(Debug, Default)]
+pub(super) struct Swarm {
+    lists: [Vec<Slot>; 3],
+    index: HashMap<SocketAddr, Loc, RandomState>,
+    groups: Vec<Group>,
+    free_groups: Vec<u32>,
+    group_ids: HashMap<Topology, u32, RandomState>,
+    /// Largest `left` announced by a leecher since the last sweep.
+    max_left_bytes: u64,
+    /// Leechers with `left` at most this are [`Class::Near`]: a quarter of
+    /// `max_left_bytes` when last classified (a proxy for a quarter of the
+    /// torrent's size, which the tracker does not know).
+    near_left_bytes: u64,
+    /// Completed downloads (BEP 48 `downloaded`).
+    pub(super) downloaded: u32,
+}
+
+fn is_labelled(t: &Topology) -> bool {
+    t.rack.is_some() || t.zone.is_some()
+}
+
+/// Place of a peer labelled `peer` for an announcer labelled `me`: 0 same
+/// rack, 1 same zone, 2 the rest. Rack labels may repeat across zones: a rack
+/// matches only if the zones do not contradict each other.
+pub(super) fn place(peer: &Topology, me: &Topology) -> u8 {
+    let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+    let zone_eq = same(&peer.zone, &me.zone);
+    let zone_conflict = peer.zone.is_some() && me.zone.is_some() && !zone_eq;
+    if same(&peer.rack, &me.rack) && !zone_conflict {
+        0
+    } else if zone_eq {
+        1
+    } else {
+        2
+    }
+}
+
+/// A cheap 64-bit mix (splitmix64 finaliser) to derive sampling parameters
+/// from one random draw per announce.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Appends to `out`, in random order, until it holds `want` peers, the
+/// peers of the concatenation of `parts` that `keep` maps to an address.
+///
+/// The order is a random start and a random stride coprime with the total
+/// length, so each element is visited at most once and the cost is
+/// O(`want` + elements `keep` refuses), not O(total).
+fn take_tier<T>(
+    parts: &[&[T]],
+    want: usize,
+    salt: u64,
+    mut keep: impl FnMut(&T) -> Option<SocketAddr>,
+    out: &mut Vec<SocketAddr>,
+) {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total == 0 || out.len() >= want {
+        return;
+    }
+    let start = (mix(salt) % total as u64) as usize;
+    let mut stride = (mix(salt ^ 0x5851_f42d_4c95_7f2d) % total as u64) as usize;
+    while gcd(stride, total) != 1 {
+        stride = (stride + 1) % total;
+    }
+    let mut j = start;
+    for _ in 0..total {
+        let mut k = j;
+        let item = parts.iter().find_map(|p| {
+            let hit = p.get(k);
+            k = k.saturating_sub(p.len());
+            hit
+        });
+        if let Some(addr) = item.and_then(&mut keep) {
+            out.push(addr);
+            if out.len() >= want {
+                return;
+            }
+        }
+        j = (j + stride) % total;
+    }
+}
+
+impl Swarm {
+    /// Peers in the swarm.
+    pub(super) fn len(&self) -> usize {
+        self.lists.iter().map(Vec::len).sum()
+    }
+
+    /// Whether no peer is left.
+    pub(super) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Whether `addr` is in the swarm.
+    pub(super) fn contains(&self, addr: &SocketAddr) -> bool {
+        self.index.contains_key(addr)
+    }
+
+    /// Every peer, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.lists.iter().flatten()
+    }
+
+    /// Counters for a scrape or an announce answer.
+    pub(super) fn stats(&self) -> ScrapeStats {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        ScrapeStats {
+            complete: count(self.lists[Class::Seeder as usize].len()),
+            downloaded: self.downloaded,
+            incomplete: count(self.len() - self.lists[Class::Seeder as usize].len()),
+        }
+    }
+
+    fn classify(&self, left_bytes: u64) -> Class {
+        if left_bytes == 0 {
+            Class::Seeder
+        } else if left_bytes <= self.near_left_bytes {
+            Class::Near
+        } else {
+            Class::Far
+        }
+    }
+
+    /// Stores or refreshes the peer at `addr`; its previous `left` if it was
+    /// already there.
+    pub(super) fn upsert(
+        &mut self,
+        addr: SocketAddr,
+        left_bytes: u64,
+        topology: &Topology,
+        expires_at: Time,
+    ) -> Option<u64> {
+        if left_bytes > self.max_left_bytes {
+            self.raise_max_left(left_bytes);
+        }
+        let class = self.classify(left_bytes);
+        if let Some(loc) = self.index.get(&addr).copied() {
+            let list = &mut self.lists[loc.class as usize];
+            let slot = list.get_mut(loc.pos as usize)?;
+            let old_left = slot.left_bytes;
+            let same_group = match self.groups.get(slot.group as usize) {
+                Some(g) => g.topology == *topology,
+                None => !is_labelled(topology),
+            };
+            if loc.class == class && same_group {
+                slot.left_bytes = left_bytes;
+                slot.expires_at = expires_at;
+                return Some(old_left);
+            }
+            self.remove(&addr);
+            self.insert(addr, left_bytes, topology, expires_at, class);
+            return Some(old_left);
+        }
+        self.insert(addr, left_bytes, topology, expires_at, class);
+        None
+    }
+
+    fn insert(
+        &mut self,
+        addr: SocketAddr,
+        left_bytes: u64,
+        topology: &Topology,
+        expires_at: Time,
+        class: Class,
+    ) {
+        let group = if is_labelled(topology) {
+            self.group_of(topology)
+        } else {
+            NO_GROUP
+        };
+        let mut gpos = 0;
+        if let Some(g) = self.groups.get_mut(group as usize) {
+            let list = &mut g.lists[class as usize];
+            gpos = list.len() as u32;
+            list.push(addr);
+        }
+        let list = &mut self.lists[class as usize];
+        let pos = list.len() as u32;
+        list.push(Slot {
+            addr,
+            left_bytes,
+            expires_at,
+            group,
+        });
+        self.index.insert(addr, Loc { class, pos, gpos });
+    }
+
+    /// The group of `topology`, created if there is room; [`NO_GROUP`] if not.
+    fn group_of(&mut self, topology: &Topology) -> u32 {
+        if let Some(&g) = self.group_ids.get(topology) {
+            return g;
+        }
+        if self.group_ids.len() >= MAX_GROUPS {
+            return NO_GROUP;
+        }
+        let group = Group {
+            topology: topology.clone(),
+            lists: Default::default(),
+        };
+        let id = match self.free_groups.pop() {
+            Some(id) => {
+                if let Some(slot) = self.groups.get_mut(id as usize) {
+                    *slot = group;
+                }
+                id
+            }
+            None => {
+                self.groups.push(group);
+                self.groups.len() as u32 - 1
+            }
+        };
+        self.group_ids.insert(topology.clone(), id);
+        id
+    }
+
+    /// Removes the peer at `addr`; it, if it was there.
+    pub(super) fn remove(&mut self, addr: &SocketAddr) -> Option<Slot> {
+        let loc = self.index.remove(addr)?;
+        let list = &mut self.lists[loc.class as usize];
+        let pos = loc.pos as usize;
+        if pos >= list.len() {
+            return None;
+        }
+        let slot = list.swap_remove(pos);
+        if let Some(moved) = list.get(pos) {
+            if let Some(l) = self.index.get_mut(&moved.addr) {
+                l.pos = loc.pos;
+            }
+        }
+        if let Some(g) = self.groups.get_mut(slot.group as usize) {
+            let glist = &mut g.lists[loc.class as usize];
+            let gpos = loc.gpos as usize;
+            if gpos < glist.len() {
+                glist.swap_remove(gpos);
+                if let Some(moved) = glist.get(gpos) {
+                    if let Some(l) = self.index.get_mut(moved) {
+                        l.gpos = loc.gpos;
+                    }
+                }
+            }
+            if g.is_empty() {
+                let topology = std::mem::take(&mut g.topology);
+                g.lists = Default::default(); // give the memory back
+                self.group_ids.remove(&topology);
+                self.free_groups.push(slot.group);
+            }
+        }
+        Some(slot)
+    }
+
+    /// `left` rose to a new maximum: the near-complete threshold follows. It
+    /// is re-applied to the leechers only when it at least doubles (at most
+    /// 64 times between sweeps, each O(leechers)), so a peer announcing ever
+    /// larger `left` cannot make every announce O(swarm).
+    fn raise_max_left(&mut self, left_bytes: u64) {
+        self.max_left_bytes = left_bytes;
+        let threshold = left_bytes / 4;
+        if threshold >= self.near_left_bytes.saturating_mul(2).max(1) {
+            self.near_left_bytes = threshold;
+            self.reclassify(Class::Far);
+        }
+    }
+
+    /// Moves the peers of `from` whose class changed under the current
+    /// threshold to their class.
+    fn reclassify(&mut self, from: Class) {
+        let moves: Vec<SocketAddr> = self.lists[from as usize]
+            .iter()
+            .filter(|s| self.classify(s.left_bytes) != from)
+            .map(|s| s.addr)
+            .collect();
+        for addr in moves {
+            if let Some(slot) = self.remove(&addr) {
+                let topology = self
+                    .groups
+                    .get(slot.group as usize)
+                    .map(|g| g.topology.clone())
+                    .unwrap_or_default();
+                let class = self.classify(slot.left_bytes);
+                self.insert(addr, slot.left_bytes, &topology, slot.expires_at, class);
+            }
+        }
+    }
+
+    /// Drops peers that expired by `now` and recomputes the near-complete
+    /// threshold from the peers left; how many were dropped. O(peers).
+    pub(super) fn expire(&mut self, now: Time) -> usize {
+        let expired: Vec<SocketAddr> = self
+            .iter()
+            .filter(|p| p.expires_at <= now)
+            .map(|p| p.addr)
+            .collect();
+        let dropped = expired.iter().filter(|a| self.remove(a).is_some()).count();
+        self.max_left_bytes = self.iter().map(|p| p.left_bytes).max().unwrap_or(0);
+        let threshold = self.max_left_bytes / 4;
+        if threshold != self.near_left_bytes {
+            self.near_left_bytes = threshold;
+            self.reclassify(Class::Near);
+            self.reclassify(Class::Far);
+        }
+        dropped
+    }
+
+    /// Removes the peer closest to expiry among [`EVICTION_SAMPLE`] random
+    /// ones (`rand` gives the draws); whether one was removed.
+    pub(super) fn evict_one(&mut self, mut rand: impl FnMut(usize) -> usize) -> bool {
+        let n = self.len();
+        if n == 0 {
+            return false;
+        }
+        let victim = (0..EVICTION_SAMPLE)
+            .filter_map(|_| self.nth(rand(n)))
+            .min_by_key(|p| p.expires_at)
+            .map(|p| p.addr);
+        victim.is_some_and(|a| self.remove(&a).is_some())
+    }
+
+    fn nth(&self, mut i: usize) -> Option<&Slot> {
+        for list in &self.lists {
+            match list.get(i) {
+                Some(s) => return Some(s),
+                None => i -= list.len(),
+            }
+        }
+        None
+    }
+
+    /// Appends to `out` up to `want` peers for the announcer at `me`, best
+    /// first by the policy of the parent module: (place, usefulness) for the
+    /// announcer's labels and `left`, random among equals. `salt` is one
+    /// random draw; `places` is scratch.
+    pub(super) fn select(
+        &self,
+        me: SocketAddr,
+        announce: &Announce,
+        want: usize,
+        salt: u64,
+        places: &mut Vec<u8>,
+        out: &mut Vec<SocketAddr>,
+    ) {
+        let (topology, me_left_bytes) = (&announce.topology, announce.left_bytes);
+        let want = out.len() + want;
+        // Usefulness tiers, best first: for a leecher seeders, near-complete
+        // leechers, the others; for a seeder leechers, then seeders.
+        let tiers: [&[Class]; 3] = if me_left_bytes == 0 {
+            [&[Class::Near, Class::Far], &[Class::Seeder], &[]]
+        } else {
+            [&[Class::Seeder], &[Class::Near], &[Class::Far]]
+        };
+        places.clear();
+        let labelled = is_labelled(topology) && !self.group_ids.is_empty();
+        if labelled {
+            places.extend(self.groups.iter().map(|g| {
+                if g.is_empty() {
+                    2
+                } else {
+                    place(&g.topology, topology)
+                }
+            }));
+        }
+        let mut salt = salt;
+        for p in 0..2u8 {
+            if !places.contains(&p) {
+                continue;
+            }
+            for tier in tiers {
+                let parts: SmallVec<[&[SocketAddr]; 8]> = self
+                    .groups
+                    .iter()
+                    .zip(places.iter())
+                    .filter(|&(_, &gp)| gp == p)
+                    .flat_map(|(g, _)| tier.iter().map(|&c| g.lists[c as usize].as_slice()))
+                    .collect();
+                salt = mix(salt);
+                take_tier(&parts, want, salt, |a| (*a != me).then_some(*a), out);
+                if out.len() >= want {
+                    return;
+                }
+            }
+        }
+        for tier in tiers {
+            let parts: SmallVec<[&[Slot]; 2]> = tier
+                .iter()
+                .map(|&c| self.lists[c as usize].as_slice())
+                .collect();
+            salt = mix(salt);
+            let rest = |s: &Slot| {
+                let far = places.get(s.group as usize).is_none_or(|&gp| gp == 2);
+                (s.addr != me && far).then_some(s.addr)
+            };
+            take_tier(&parts, want, salt, rest, out);
+            if out.len() >= want {
+                return;
+            }
+        }
+    }
+
+    /// The labels `addr` is indexed under (tests).
+    #[cfg(test)]
+    pub(super) fn topology_of(&self, addr: &SocketAddr) -> Option<Topology> {
+        let loc = self.index.get(addr)?;
+        let slot = self.lists[loc.class as usize].get(loc.pos as usize)?;
+        Some(
+            self.groups
+                .get(slot.group as usize)
+                .map(|g| g.topology.clone())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Usefulness of `addr` to an announcer with `me_left_bytes` (0 best; tests).
+    #[cfg(test)]
+    pub(super) fn usefulness(&self, addr: &SocketAddr, me_left_bytes: u64) -> u8 {
+        let class = self.index.get(addr).map_or(Class::Far, |l| l.class);
+        match (me_left_bytes == 0, class) {
+            (true, Class::Seeder) => 1,
+            (true, _) => 0,
+            (false, c) => c as u8,
+        }
+    }
+
+    /// Checks the module invariants (tests).
+    #[cfg(test)]
+    pub(super) fn check(&self) {
+        assert_eq!(self.index.len(), self.len());
+        for (addr, loc) in &self.index {
+            let slot = &self.lists[loc.class as usize][loc.pos as usize];
+            assert_eq!(slot.addr, *addr);
+            assert_eq!(self.classify(slot.left_bytes), loc.class, "{slot:?}");
+            if let Some(g) = self.groups.get(slot.group as usize) {
+                assert_eq!(g.lists[loc.class as usize][loc.gpos as usize], *addr);
+            }
+        }
+        for (t, &g) in &self.group_ids {
+            assert_eq!(self.groups[g as usize].topology, *t);
+            assert!(!self.groups[g as usize].is_empty());
+        }
+        let grouped: usize = self
+            .groups
+            .iter()
+            .map(|g| g.lists.iter().map(Vec::len).sum::<usize>())
+            .sum();
+        assert_eq!(grouped, self.iter().filter(|s| s.group != NO_GROUP).count());
+    }
+}
