@@ -130,19 +130,15 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn gcd(mut a: usize, mut b: usize) -> usize {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
-/// Appends to `out`, in random order, until it holds `want` peers, the
-/// peers of the concatenation of `parts` that `keep` maps to an address.
+/// Appends to `out`, until it holds `want` peers, the peers of the
+/// concatenation of `parts` that `keep` maps to an address, reading
+/// consecutively (wrapping) from a random start.
 ///
-/// The order is a random start and a random stride coprime with the total
-/// length, so each element is visited at most once and the cost is
-/// O(`want` + elements `keep` refuses), not O(total).
+/// Lists are unordered (arrival order shuffled by swap-removes), so a run at a
+/// uniform start gives each peer the same chance. Consecutive reads cost one
+/// cache miss per line with the prefetcher streaming, where random picks
+/// missed on every peer (most swarms are cold in cache: perf/tracker.md).
+/// Cost O(`want` + elements `keep` refuses), not O(total).
 fn take_tier<T>(
     parts: &[&[T]],
     want: usize,
@@ -154,26 +150,31 @@ fn take_tier<T>(
     if total == 0 || out.len() >= want {
         return;
     }
-    let start = (mix(salt) % total as u64) as usize;
-    let mut stride = (mix(salt ^ 0x5851_f42d_4c95_7f2d) % total as u64) as usize;
-    while gcd(stride, total) != 1 {
-        stride = (stride + 1) % total;
-    }
-    let mut j = start;
-    for _ in 0..total {
-        let mut k = j;
-        let item = parts.iter().find_map(|p| {
-            let hit = p.get(k);
-            k = k.saturating_sub(p.len());
-            hit
-        });
-        if let Some(addr) = item.and_then(&mut keep) {
+    let mut k = (mix(salt) % total as u64) as usize;
+    let Some(first) = parts.iter().position(|p| {
+        let here = k < p.len();
+        if !here {
+            k -= p.len();
+        }
+        here
+    }) else {
+        return;
+    };
+    let (head, tail) = parts.split_at(first);
+    let (part, tail) = tail.split_first().unwrap_or((&(&[] as &[T]), &[]));
+    let (before, after) = part.split_at(k.min(part.len()));
+    let run = after
+        .iter()
+        .chain(tail.iter().flat_map(|p| p.iter()))
+        .chain(head.iter().flat_map(|p| p.iter()))
+        .chain(before);
+    for item in run {
+        if let Some(addr) = keep(item) {
             out.push(addr);
             if out.len() >= want {
                 return;
             }
         }
-        j = (j + stride) % total;
     }
 }
 
