@@ -2,9 +2,12 @@
 //!
 //! # Layout
 //!
-//! - `lists[class]`: every peer, by [`Class`] (seeder, near-complete leecher,
-//!   other leecher), unordered (removal is a swap-remove).
-//! - `index`: address → [`Loc`] (its class, its position in `lists[class]`
+//! - `hot[class]` and `cold[class]`: every peer, by [`Class`] (seeder,
+//!   near-complete leecher, other leecher), unordered (removal is a
+//!   swap-remove). `hot` holds what a hand-out reads (packed address, group:
+//!   22 bytes), `cold` the rest (`left`, expiry), at the same positions: a
+//!   hand-out streams through a third of the memory a 56-byte entry took.
+//! - `index`: address → [`Loc`] (its class, its position in `hot[class]`
 //!   and in its group's list).
 //! - `groups`: a peer with rack/zone labels also sits, by class, in the
 //!   group of its (rack, zone) pair, so a labelled announcer reaches its
@@ -14,14 +17,16 @@
 //!
 //! # Invariants
 //!
-//! - For every key `a` of `index`: `lists[loc.class][loc.pos].addr == a`, and
-//!   when that slot has a group `g`: `groups[g].lists[loc.class][loc.gpos] == a`.
+//! - `hot[c].len() == cold[c].len()` for every class `c`.
+//! - For every key `a` of `index`: `hot[loc.class][loc.pos].addr == a`, and
+//!   when that peer has a group `g`: `groups[g].lists[loc.class][loc.gpos] == a`.
 //! - Every listed peer is in `index`; every group in `group_ids` is non-empty.
 //! - A leecher is [`Class::Near`] iff `left_bytes <= near_left_bytes`, as of
 //!   the last classification (its announce, a threshold doubling or a sweep).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use foldhash::fast::RandomState;
 use smallvec::SmallVec;
@@ -40,8 +45,8 @@ pub const MAX_GROUPS: usize = 1024;
 /// with probability 1 − 0.75⁸ ≈ 90 %.
 pub const EVICTION_SAMPLE: usize = 8;
 
-/// `Slot::group` of a peer without a group.
-const NO_GROUP: u32 = u32::MAX;
+/// `Hot::group` of a peer without a group.
+const NO_GROUP: u16 = u16::MAX;
 
 /// How useful a peer is to others: the list it sits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,13 +59,76 @@ enum Class {
     Far = 2,
 }
 
-/// One peer.
-#[derive(Clone, Debug)]
+/// A peer's address packed for the lists and the index: the address bytes
+/// (an IPv4 address in the first 4), port and family; 20 bytes where a
+/// `SocketAddr` takes 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PeerAddr {
+    ip: [u8; 16],
+    port: u16,
+    v6: bool,
+}
+
+impl Hash for PeerAddr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Two words, where the derived impl feeds four pieces.
+        state.write_u128(u128::from_ne_bytes(self.ip));
+        state.write_u32(u32::from(self.port) | (u32::from(self.v6) << 16));
+    }
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(a: SocketAddr) -> Self {
+        let mut ip = [0u8; 16];
+        let v6 = match a.ip() {
+            IpAddr::V4(v4) => {
+                ip[..4].copy_from_slice(&v4.octets());
+                false
+            }
+            IpAddr::V6(v6) => {
+                ip = v6.octets();
+                true
+            }
+        };
+        Self {
+            ip,
+            port: a.port(),
+            v6,
+        }
+    }
+}
+
+impl From<PeerAddr> for SocketAddr {
+    fn from(a: PeerAddr) -> Self {
+        let ip = if a.v6 {
+            IpAddr::V6(Ipv6Addr::from(a.ip))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(a.ip[0], a.ip[1], a.ip[2], a.ip[3]))
+        };
+        SocketAddr::new(ip, a.port)
+    }
+}
+
+/// What a hand-out reads of a peer.
+#[derive(Clone, Copy, Debug)]
+struct Hot {
+    addr: PeerAddr,
+    group: u16,
+}
+
+/// The rest of a peer.
+#[derive(Clone, Copy, Debug)]
+struct Cold {
+    left_bytes: u64,
+    expires_at: Time,
+}
+
+/// One peer, as [`Swarm::iter`] shows it.
+#[derive(Clone, Copy, Debug)]
 pub(super) struct Slot {
     pub(super) addr: SocketAddr,
     pub(super) left_bytes: u64,
     pub(super) expires_at: Time,
-    group: u32,
 }
 
 /// Where a peer sits (see the module invariants).
@@ -75,7 +143,7 @@ struct Loc {
 #[derive(Debug, Default)]
 struct Group {
     topology: Topology,
-    lists: [Vec<SocketAddr>; 3],
+    lists: [Vec<PeerAddr>; 3],
 }
 
 impl Group {
@@ -87,11 +155,12 @@ impl Group {
 /// One torrent's peers (see the module docs).
 #[derive(Debug, Default)]
 pub(super) struct Swarm {
-    lists: [Vec<Slot>; 3],
-    index: HashMap<SocketAddr, Loc, RandomState>,
+    hot: [Vec<Hot>; 3],
+    cold: [Vec<Cold>; 3],
+    index: HashMap<PeerAddr, Loc, RandomState>,
     groups: Vec<Group>,
-    free_groups: Vec<u32>,
-    group_ids: HashMap<Topology, u32, RandomState>,
+    free_groups: Vec<u16>,
+    group_ids: HashMap<Topology, u16, RandomState>,
     /// Largest `left` announced by a leecher since the last sweep.
     max_left_bytes: u64,
     /// Leechers with `left` at most this are [`Class::Near`]: a quarter of
@@ -181,7 +250,7 @@ fn take_tier<T>(
 impl Swarm {
     /// Peers in the swarm.
     pub(super) fn len(&self) -> usize {
-        self.lists.iter().map(Vec::len).sum()
+        self.hot.iter().map(Vec::len).sum()
     }
 
     /// Whether no peer is left.
@@ -191,21 +260,28 @@ impl Swarm {
 
     /// Whether `addr` is in the swarm.
     pub(super) fn contains(&self, addr: &SocketAddr) -> bool {
-        self.index.contains_key(addr)
+        self.index.contains_key(&PeerAddr::from(*addr))
     }
 
     /// Every peer, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Slot> {
-        self.lists.iter().flatten()
+    pub(super) fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
+        self.hot.iter().zip(&self.cold).flat_map(|(hot, cold)| {
+            hot.iter().zip(cold).map(|(h, c)| Slot {
+                addr: h.addr.into(),
+                left_bytes: c.left_bytes,
+                expires_at: c.expires_at,
+            })
+        })
     }
 
     /// Counters for a scrape or an announce answer.
     pub(super) fn stats(&self) -> ScrapeStats {
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let seeders = self.hot[Class::Seeder as usize].len();
         ScrapeStats {
-            complete: count(self.lists[Class::Seeder as usize].len()),
+            complete: count(seeders),
             downloaded: self.downloaded,
-            incomplete: count(self.len() - self.lists[Class::Seeder as usize].len()),
+            incomplete: count(self.len() - seeders),
         }
     }
 
@@ -228,63 +304,56 @@ impl Swarm {
         topology: &Topology,
         expires_at: Time,
     ) -> Option<u64> {
+        let addr = PeerAddr::from(addr);
         if left_bytes > self.max_left_bytes {
             self.raise_max_left(left_bytes);
         }
         let class = self.classify(left_bytes);
+        let cold = Cold {
+            left_bytes,
+            expires_at,
+        };
         if let Some(loc) = self.index.get(&addr).copied() {
-            let list = &mut self.lists[loc.class as usize];
-            let slot = list.get_mut(loc.pos as usize)?;
+            let group = self.hot[loc.class as usize].get(loc.pos as usize)?.group;
+            let slot = self.cold[loc.class as usize].get_mut(loc.pos as usize)?;
             let old_left = slot.left_bytes;
-            let same_group = match self.groups.get(slot.group as usize) {
+            let same_group = match self.groups.get(usize::from(group)) {
                 Some(g) => g.topology == *topology,
                 None => !is_labelled(topology),
             };
             if loc.class == class && same_group {
-                slot.left_bytes = left_bytes;
-                slot.expires_at = expires_at;
+                *slot = cold;
                 return Some(old_left);
             }
-            self.remove(&addr);
-            self.insert(addr, left_bytes, topology, expires_at, class);
+            self.remove_packed(&addr);
+            self.insert(addr, cold, topology, class);
             return Some(old_left);
         }
-        self.insert(addr, left_bytes, topology, expires_at, class);
+        self.insert(addr, cold, topology, class);
         None
     }
 
-    fn insert(
-        &mut self,
-        addr: SocketAddr,
-        left_bytes: u64,
-        topology: &Topology,
-        expires_at: Time,
-        class: Class,
-    ) {
+    fn insert(&mut self, addr: PeerAddr, cold: Cold, topology: &Topology, class: Class) {
         let group = if is_labelled(topology) {
             self.group_of(topology)
         } else {
             NO_GROUP
         };
         let mut gpos = 0;
-        if let Some(g) = self.groups.get_mut(group as usize) {
+        if let Some(g) = self.groups.get_mut(usize::from(group)) {
             let list = &mut g.lists[class as usize];
             gpos = list.len() as u32;
             list.push(addr);
         }
-        let list = &mut self.lists[class as usize];
+        let list = &mut self.hot[class as usize];
         let pos = list.len() as u32;
-        list.push(Slot {
-            addr,
-            left_bytes,
-            expires_at,
-            group,
-        });
+        list.push(Hot { addr, group });
+        self.cold[class as usize].push(cold);
         self.index.insert(addr, Loc { class, pos, gpos });
     }
 
     /// The group of `topology`, created if there is room; [`NO_GROUP`] if not.
-    fn group_of(&mut self, topology: &Topology) -> u32 {
+    fn group_of(&mut self, topology: &Topology) -> u16 {
         if let Some(&g) = self.group_ids.get(topology) {
             return g;
         }
@@ -297,14 +366,15 @@ impl Swarm {
         };
         let id = match self.free_groups.pop() {
             Some(id) => {
-                if let Some(slot) = self.groups.get_mut(id as usize) {
+                if let Some(slot) = self.groups.get_mut(usize::from(id)) {
                     *slot = group;
                 }
                 id
             }
             None => {
                 self.groups.push(group);
-                self.groups.len() as u32 - 1
+                // Below MAX_GROUPS (< u16::MAX) by the check above.
+                u16::try_from(self.groups.len() - 1).unwrap_or(NO_GROUP)
             }
         };
         self.group_ids.insert(topology.clone(), id);
@@ -313,20 +383,30 @@ impl Swarm {
 
     /// Removes the peer at `addr`; it, if it was there.
     pub(super) fn remove(&mut self, addr: &SocketAddr) -> Option<Slot> {
+        let (hot, cold) = self.remove_packed(&PeerAddr::from(*addr))?;
+        Some(Slot {
+            addr: hot.addr.into(),
+            left_bytes: cold.left_bytes,
+            expires_at: cold.expires_at,
+        })
+    }
+
+    fn remove_packed(&mut self, addr: &PeerAddr) -> Option<(Hot, Cold)> {
         let loc = self.index.remove(addr)?;
-        let list = &mut self.lists[loc.class as usize];
-        let pos = loc.pos as usize;
-        if pos >= list.len() {
+        let (class, pos) = (loc.class as usize, loc.pos as usize);
+        let list = &mut self.hot[class];
+        if pos >= list.len() || pos >= self.cold[class].len() {
             return None;
         }
-        let slot = list.swap_remove(pos);
+        let hot = list.swap_remove(pos);
+        let cold = self.cold[class].swap_remove(pos);
         if let Some(moved) = list.get(pos) {
             if let Some(l) = self.index.get_mut(&moved.addr) {
                 l.pos = loc.pos;
             }
         }
-        if let Some(g) = self.groups.get_mut(slot.group as usize) {
-            let glist = &mut g.lists[loc.class as usize];
+        if let Some(g) = self.groups.get_mut(usize::from(hot.group)) {
+            let glist = &mut g.lists[class];
             let gpos = loc.gpos as usize;
             if gpos < glist.len() {
                 glist.swap_remove(gpos);
@@ -340,10 +420,10 @@ impl Swarm {
                 let topology = std::mem::take(&mut g.topology);
                 g.lists = Default::default(); // give the memory back
                 self.group_ids.remove(&topology);
-                self.free_groups.push(slot.group);
+                self.free_groups.push(hot.group);
             }
         }
-        Some(slot)
+        Some((hot, cold))
     }
 
     /// `left` rose to a new maximum: the near-complete threshold follows. It
@@ -362,20 +442,21 @@ impl Swarm {
     /// Moves the peers of `from` whose class changed under the current
     /// threshold to their class.
     fn reclassify(&mut self, from: Class) {
-        let moves: Vec<SocketAddr> = self.lists[from as usize]
+        let moves: Vec<PeerAddr> = self.hot[from as usize]
             .iter()
-            .filter(|s| self.classify(s.left_bytes) != from)
-            .map(|s| s.addr)
+            .zip(&self.cold[from as usize])
+            .filter(|(_, c)| self.classify(c.left_bytes) != from)
+            .map(|(h, _)| h.addr)
             .collect();
         for addr in moves {
-            if let Some(slot) = self.remove(&addr) {
+            if let Some((hot, cold)) = self.remove_packed(&addr) {
                 let topology = self
                     .groups
-                    .get(slot.group as usize)
+                    .get(usize::from(hot.group))
                     .map(|g| g.topology.clone())
                     .unwrap_or_default();
-                let class = self.classify(slot.left_bytes);
-                self.insert(addr, slot.left_bytes, &topology, slot.expires_at, class);
+                let class = self.classify(cold.left_bytes);
+                self.insert(addr, cold, &topology, class);
             }
         }
     }
@@ -408,16 +489,16 @@ impl Swarm {
         }
         let victim = (0..EVICTION_SAMPLE)
             .filter_map(|_| self.nth(rand(n)))
-            .min_by_key(|p| p.expires_at)
-            .map(|p| p.addr);
-        victim.is_some_and(|a| self.remove(&a).is_some())
+            .min_by_key(|(_, c)| c.expires_at)
+            .map(|(h, _)| h.addr);
+        victim.is_some_and(|a| self.remove_packed(&a).is_some())
     }
 
-    fn nth(&self, mut i: usize) -> Option<&Slot> {
-        for list in &self.lists {
-            match list.get(i) {
-                Some(s) => return Some(s),
-                None => i -= list.len(),
+    fn nth(&self, mut i: usize) -> Option<(Hot, Cold)> {
+        for (hot, cold) in self.hot.iter().zip(&self.cold) {
+            match hot.get(i).zip(cold.get(i)) {
+                Some((h, c)) => return Some((*h, *c)),
+                None => i = i.checked_sub(hot.len())?,
             }
         }
         None
@@ -437,6 +518,7 @@ impl Swarm {
         out: &mut Vec<SocketAddr>,
     ) {
         let (topology, me_left_bytes) = (&announce.topology, announce.left_bytes);
+        let me = PeerAddr::from(me);
         let want = out.len() + want;
         // Usefulness tiers, best first: for a leecher seeders, near-complete
         // leechers, the others; for a seeder leechers, then seeders.
@@ -462,7 +544,7 @@ impl Swarm {
                 continue;
             }
             for tier in tiers {
-                let parts: SmallVec<[&[SocketAddr]; 8]> = self
+                let parts: SmallVec<[&[PeerAddr]; 8]> = self
                     .groups
                     .iter()
                     .zip(places.iter())
@@ -470,21 +552,22 @@ impl Swarm {
                     .flat_map(|(g, _)| tier.iter().map(|&c| g.lists[c as usize].as_slice()))
                     .collect();
                 salt = mix(salt);
-                take_tier(&parts, want, salt, |a| (*a != me).then_some(*a), out);
+                let keep = |a: &PeerAddr| (*a != me).then(|| SocketAddr::from(*a));
+                take_tier(&parts, want, salt, keep, out);
                 if out.len() >= want {
                     return;
                 }
             }
         }
         for tier in tiers {
-            let parts: SmallVec<[&[Slot]; 2]> = tier
+            let parts: SmallVec<[&[Hot]; 2]> = tier
                 .iter()
-                .map(|&c| self.lists[c as usize].as_slice())
+                .map(|&c| self.hot[c as usize].as_slice())
                 .collect();
             salt = mix(salt);
-            let rest = |s: &Slot| {
-                let far = places.get(s.group as usize).is_none_or(|&gp| gp == 2);
-                (s.addr != me && far).then_some(s.addr)
+            let rest = |s: &Hot| {
+                let far = places.get(usize::from(s.group)).is_none_or(|&gp| gp == 2);
+                (s.addr != me && far).then(|| SocketAddr::from(s.addr))
             };
             take_tier(&parts, want, salt, rest, out);
             if out.len() >= want {
@@ -496,11 +579,11 @@ impl Swarm {
     /// The labels `addr` is indexed under (tests).
     #[cfg(test)]
     pub(super) fn topology_of(&self, addr: &SocketAddr) -> Option<Topology> {
-        let loc = self.index.get(addr)?;
-        let slot = self.lists[loc.class as usize].get(loc.pos as usize)?;
+        let loc = self.index.get(&PeerAddr::from(*addr))?;
+        let slot = self.hot[loc.class as usize].get(loc.pos as usize)?;
         Some(
             self.groups
-                .get(slot.group as usize)
+                .get(usize::from(slot.group))
                 .map(|g| g.topology.clone())
                 .unwrap_or_default(),
         )
@@ -509,7 +592,10 @@ impl Swarm {
     /// Usefulness of `addr` to an announcer with `me_left_bytes` (0 best; tests).
     #[cfg(test)]
     pub(super) fn usefulness(&self, addr: &SocketAddr, me_left_bytes: u64) -> u8 {
-        let class = self.index.get(addr).map_or(Class::Far, |l| l.class);
+        let class = self
+            .index
+            .get(&PeerAddr::from(*addr))
+            .map_or(Class::Far, |l| l.class);
         match (me_left_bytes == 0, class) {
             (true, Class::Seeder) => 1,
             (true, _) => 0,
@@ -521,23 +607,28 @@ impl Swarm {
     #[cfg(test)]
     pub(super) fn check(&self) {
         assert_eq!(self.index.len(), self.len());
+        for (hot, cold) in self.hot.iter().zip(&self.cold) {
+            assert_eq!(hot.len(), cold.len());
+        }
         for (addr, loc) in &self.index {
-            let slot = &self.lists[loc.class as usize][loc.pos as usize];
+            let slot = &self.hot[loc.class as usize][loc.pos as usize];
+            let cold = &self.cold[loc.class as usize][loc.pos as usize];
             assert_eq!(slot.addr, *addr);
-            assert_eq!(self.classify(slot.left_bytes), loc.class, "{slot:?}");
-            if let Some(g) = self.groups.get(slot.group as usize) {
+            assert_eq!(self.classify(cold.left_bytes), loc.class, "{cold:?}");
+            if let Some(g) = self.groups.get(usize::from(slot.group)) {
                 assert_eq!(g.lists[loc.class as usize][loc.gpos as usize], *addr);
             }
         }
         for (t, &g) in &self.group_ids {
-            assert_eq!(self.groups[g as usize].topology, *t);
-            assert!(!self.groups[g as usize].is_empty());
+            assert_eq!(self.groups[usize::from(g)].topology, *t);
+            assert!(!self.groups[usize::from(g)].is_empty());
         }
         let grouped: usize = self
             .groups
             .iter()
             .map(|g| g.lists.iter().map(Vec::len).sum::<usize>())
             .sum();
-        assert_eq!(grouped, self.iter().filter(|s| s.group != NO_GROUP).count());
+        let listed = self.hot.iter().flatten().filter(|h| h.group != NO_GROUP);
+        assert_eq!(grouped, listed.count());
     }
 }

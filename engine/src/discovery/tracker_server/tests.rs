@@ -214,7 +214,7 @@ fn index_keeps_policy_over_random_updates_and_removals() {
             now += Duration::from_secs(rng.random_range(0..3));
             if step % 50 == 49 {
                 t.handle_timeout(now);
-                let live = |s: &swarm::Slot| s.expires_at > now;
+                let live = |s: swarm::Slot| s.expires_at > now;
                 assert!(t.swarms.values().all(|s| s.iter().all(live)));
             }
             let port = rng.random_range(1..40u16);
