@@ -107,7 +107,7 @@ impl TrackerConfig {
 #[derive(Debug)]
 pub struct Tracker {
     config: TrackerConfig,
-    swarms: HashMap<InfoHash, Swarm>,
+    swarms: HashMap<InfoHash, Swarm, foldhash::fast::RandomState>,
     /// Peers over all swarms (kept, so the `max_peers` check is O(1)).
     peers: usize,
     rng: ChaCha8Rng,
@@ -136,7 +136,7 @@ impl Tracker {
     pub fn new(config: TrackerConfig, seed: u64) -> Self {
         Self {
             config,
-            swarms: HashMap::new(),
+            swarms: HashMap::default(),
             peers: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_sweep: Time::ZERO,
@@ -184,14 +184,19 @@ impl Tracker {
     ) -> AnnounceOutcome {
         let addr = SocketAddr::new(source, announce.port);
         let stopped = announce.event == Event::Stopped;
-        if !stopped && !self.swarms.contains_key(&announce.info_hash) && !self.room_for_swarm(now) {
-            return AnnounceOutcome {
-                stats: ScrapeStats::default(),
-                warning: Some("tracker full: too many torrents"),
-            };
-        }
         if !stopped {
-            self.make_room(&announce.info_hash, &addr);
+            // One lookup in the common case (a known swarm below the caps).
+            let own_len = self.swarms.get(&announce.info_hash).map(Swarm::len);
+            if own_len.is_none() && !self.room_for_swarm(now) {
+                return AnnounceOutcome {
+                    stats: ScrapeStats::default(),
+                    warning: Some("tracker full: too many torrents"),
+                };
+            }
+            let swarm_full = own_len.unwrap_or(0) >= self.config.max_peers_per_swarm.max(1);
+            if swarm_full || self.peers >= self.config.max_peers.max(1) {
+                self.make_room(&announce.info_hash, &addr);
+            }
         }
         let swarm = self.swarms.entry(announce.info_hash).or_default();
         if stopped {
