@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
+use smallvec::SmallVec;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::http::{HttpHandler, RECV_BUF_BYTES};
@@ -322,6 +323,8 @@ fn udp_loop(shared: &Shared, socket: &UdpSocket) {
     while !shared.stop.load(Ordering::Relaxed) {
         got.clear();
         {
+            // A Vec (not on the stack): `recvmmsg`'s results borrow it past
+            // a SmallVec's drop check. One allocation per batch.
             let mut iovs: Vec<[IoSliceMut; 1]> =
                 bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
             // Blocks (up to the socket's read timeout, POLL_PERIOD) for the first
@@ -349,7 +352,7 @@ fn udp_loop(shared: &Shared, socket: &UdpSocket) {
                 }
             }
         }
-        let mut answers: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(got.len());
+        let mut answers: SmallVec<[(usize, SockaddrStorage); UDP_BATCH]> = SmallVec::new();
         for (i, &(len, from)) in got.iter().enumerate() {
             let out = &mut outs[i];
             out.clear();
@@ -361,11 +364,12 @@ fn udp_loop(shared: &Shared, socket: &UdpSocket) {
         if answers.is_empty() {
             continue;
         }
-        let slices: Vec<[IoSlice; 1]> = answers
+        let slices: SmallVec<[[IoSlice; 1]; UDP_BATCH]> = answers
             .iter()
             .map(|(i, _)| [IoSlice::new(&outs[*i])])
             .collect();
-        let addrs: Vec<Option<SockaddrStorage>> = answers.iter().map(|(_, a)| Some(*a)).collect();
+        let addrs: SmallVec<[Option<SockaddrStorage>; UDP_BATCH]> =
+            answers.iter().map(|(_, a)| Some(*a)).collect();
         let no_cmsgs: [nix::sys::socket::ControlMessage; 0] = [];
         // Best effort, as UDP is: a full send buffer drops answers, and the
         // client retries (BEP 15).

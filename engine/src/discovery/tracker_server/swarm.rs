@@ -219,7 +219,8 @@ fn take_tier<T>(
     if total == 0 || out.len() >= want {
         return;
     }
-    let mut k = (mix(salt) % total as u64) as usize;
+    // Uniform in 0..total by a multiply (Lemire), not a 64-bit division.
+    let mut k = ((u128::from(mix(salt)) * total as u128) >> 64) as usize;
     let Some(first) = parts.iter().position(|p| {
         let here = k < p.len();
         if !here {
