@@ -32,9 +32,13 @@
 //! Announces are unauthenticated, so every structure they grow is capped
 //! ([`TrackerConfig`]): at most `max_peers_per_swarm` peers in one swarm,
 //! `max_peers` over all swarms and `max_swarms` swarms. A peer costs about
-//! 180 bytes (entry, index slot, labels; 3 M peers measured 520 MiB), so the
-//! defaults (1,000,000 peers, 100,000 per swarm, 100,000 swarms) bound the
-//! swarm state near 200 MiB. At a cap:
+//! 180 bytes (entry, index slot, labels; 3 M peers measured 520 MiB with the
+//! previous layout; the class lists take less: 22 + 16 bytes of lists, ~40 of
+//! index, 20 more in a label group), so the defaults (1,000,000 peers, 100,000
+//! per swarm, 100,000 swarms) bound the swarm state near 200 MiB. Labels are
+//! stored once per (rack, zone) group, at most [`MAX_GROUPS`] per swarm and
+//! never more groups than peers: at worst (every peer with its own two
+//! 64-byte labels) ~300 bytes more per peer. At a cap:
 //! - a new peer evicts the peer closest to expiry (the one that announced
 //!   longest ago) among [`EVICTION_SAMPLE`] random peers of its own swarm, or,
 //!   when its swarm is empty, of another swarm: eviction is O(1) and an old

@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use smallvec::SmallVec;
@@ -142,7 +143,8 @@ struct Loc {
 /// The peers of one (rack, zone) label pair, by class.
 #[derive(Debug, Default)]
 struct Group {
-    topology: Topology,
+    /// Shared with the group's key in `group_ids`: labels are stored once.
+    topology: Arc<Topology>,
     lists: [Vec<PeerAddr>; 3],
 }
 
@@ -160,7 +162,7 @@ pub(super) struct Swarm {
     index: HashMap<PeerAddr, Loc, RandomState>,
     groups: Vec<Group>,
     free_groups: Vec<u16>,
-    group_ids: HashMap<Topology, u16, RandomState>,
+    group_ids: HashMap<Arc<Topology>, u16, RandomState>,
     /// Largest `left` announced by a leecher since the last sweep.
     max_left_bytes: u64,
     /// Leechers with `left` at most this are [`Class::Near`]: a quarter of
@@ -319,7 +321,7 @@ impl Swarm {
             let slot = self.cold[loc.class as usize].get_mut(loc.pos as usize)?;
             let old_left = slot.left_bytes;
             let same_group = match self.groups.get(usize::from(group)) {
-                Some(g) => g.topology == *topology,
+                Some(g) => *g.topology == *topology,
                 None => !is_labelled(topology),
             };
             if loc.class == class && same_group {
@@ -361,8 +363,9 @@ impl Swarm {
         if self.group_ids.len() >= MAX_GROUPS {
             return NO_GROUP;
         }
+        let topology = Arc::new(topology.clone());
         let group = Group {
-            topology: topology.clone(),
+            topology: Arc::clone(&topology),
             lists: Default::default(),
         };
         let id = match self.free_groups.pop() {
@@ -378,7 +381,7 @@ impl Swarm {
                 u16::try_from(self.groups.len() - 1).unwrap_or(NO_GROUP)
             }
         };
-        self.group_ids.insert(topology.clone(), id);
+        self.group_ids.insert(topology, id);
         id
     }
 
@@ -418,9 +421,9 @@ impl Swarm {
                 }
             }
             if g.is_empty() {
-                let topology = std::mem::take(&mut g.topology);
-                g.lists = Default::default(); // give the memory back
-                self.group_ids.remove(&topology);
+                self.group_ids.remove(&*g.topology);
+                // Give the memory back (labels and lists).
+                *g = Group::default();
                 self.free_groups.push(hot.group);
             }
         }
@@ -454,7 +457,7 @@ impl Swarm {
                 let topology = self
                     .groups
                     .get(usize::from(hot.group))
-                    .map(|g| g.topology.clone())
+                    .map(|g| Arc::clone(&g.topology))
                     .unwrap_or_default();
                 let class = self.classify(cold.left_bytes);
                 self.insert(addr, cold, &topology, class);
@@ -585,7 +588,7 @@ impl Swarm {
         Some(
             self.groups
                 .get(usize::from(slot.group))
-                .map(|g| g.topology.clone())
+                .map(|g| (*g.topology).clone())
                 .unwrap_or_default(),
         )
     }
@@ -621,7 +624,7 @@ impl Swarm {
             }
         }
         for (t, &g) in &self.group_ids {
-            assert_eq!(self.groups[usize::from(g)].topology, *t);
+            assert_eq!(*self.groups[usize::from(g)].topology, **t);
             assert!(!self.groups[usize::from(g)].is_empty());
         }
         let grouped: usize = self
