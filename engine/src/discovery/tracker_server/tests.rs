@@ -228,8 +228,14 @@ fn index_keeps_policy_over_random_updates_and_removals() {
             if rng.random_range(0..6) == 0 {
                 a.event = Event::Stopped;
             }
-            let me = addr(1, port);
-            let resp = t.handle_announce(now, ip(1), &a);
+            // Both families share a swarm (their own lists inside).
+            let source = if rng.random_range(0..4) == 0 {
+                IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))
+            } else {
+                ip(1)
+            };
+            let me = SocketAddr::new(source, port);
+            let resp = t.handle_announce(now, source, &a);
             let Some(swarm) = t.swarms.get(&HASH) else {
                 assert!(resp.peers.is_empty());
                 continue;
