@@ -2,7 +2,8 @@
 # UDP tracker throughput on loopback: `p2pe tracker` or opentracker (reference)
 # against bench/src/bin/tracker_load.rs for 10 s; prints responses/s (wall) and
 # responses per CPU-second of the tracker process (utime+stime from /proc).
-# usage: bench/tracker_bench.sh p2pe|opentracker UDP_THREADS LOAD_THREADS
+# usage: bench/tracker_bench.sh p2pe|opentracker UDP_THREADS LOAD_THREADS [http]
+# (with `http`, the load announces over HTTP on the same port instead of UDP)
 # needs: cargo build --release -p p2pe-tools --bin p2pe -p p2pe-bench --bin tracker_load
 #        apt-get install opentracker (for the reference)
 set -e
@@ -27,9 +28,11 @@ else
 fi
 read -r _ _ _ _ _ _ _ _ _ _ _ _ _ U0 S0 _ < /proc/$PID/stat
 echo "load before: $(uptime)"
-OUT=$(./target/release/tracker_load --target $ADDR --threads $3 --sockets 16 --window 8 --duration 10)
+MODE=""
+[ "$4" = http ] && MODE=--http
+OUT=$(./target/release/tracker_load --target $ADDR --threads $3 --sockets 16 --window 8 --duration 10 $MODE)
 read -r _ _ _ _ _ _ _ _ _ _ _ _ _ U1 S1 _ < /proc/$PID/stat
 kill -INT $PID; wait $PID 2>/dev/null
 CPU=$(python3 -c "print(($U1+$S1-$U0-$S0)/$TCK)")
 RESP=$(echo "$OUT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["responses"])')
-echo "$1 udp_threads=$2 load_threads=$3 $OUT tracker_cpu_s=$CPU responses_per_cpu_s=$(python3 -c "print(round($RESP/$CPU))")"
+echo "$1 udp_threads=$2 load_threads=$3 ${4:-udp} $OUT tracker_cpu_s=$CPU responses_per_cpu_s=$(python3 -c "print(round($RESP/$CPU))")"

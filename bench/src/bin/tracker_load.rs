@@ -9,10 +9,14 @@
 //! Bounded: at most `--duration` seconds (≤ 60, the connection-id lifetime),
 //! loopback targets only.
 //!
+//! With `--http`, the same announces go as HTTP GETs (BEP 3, `compact=1`) over
+//! `--sockets` TCP connections per thread, one request in flight on each;
+//! HTTP/1.1 keep-alive, reconnecting whenever the tracker closes.
+//!
 //! Run: `cargo run --release -p p2pe-bench --bin tracker_load -- --target 127.0.0.1:6969`
 
-use std::io::Write as _;
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -46,6 +50,9 @@ struct Args {
     /// `numwant` of each announce.
     #[arg(long, default_value_t = 50)]
     numwant: u32,
+    /// Announce over HTTP (TCP) instead of UDP.
+    #[arg(long)]
+    http: bool,
     /// Write the info-hashes (hex, one a line) to this file and exit (opentracker whitelist).
     #[arg(long)]
     write_whitelist: Option<std::path::PathBuf>,
@@ -74,6 +81,27 @@ struct Counts {
     stalls: u64,
 }
 
+/// A random announce (see the module docs) and a random transaction id.
+fn random_announce(rng: &mut Rng, hashes: &[InfoHash], numwant: u32) -> (Announce, u32) {
+    let r = rng.next();
+    let hash = hashes[(r % hashes.len() as u64) as usize];
+    let mut peer_id = [0u8; 20];
+    peer_id[..8].copy_from_slice(&rng.next().to_be_bytes());
+    let announce = Announce {
+        info_hash: hash,
+        peer_id,
+        port: (r >> 32) as u16 | 1,
+        uploaded_bytes: 0,
+        downloaded_bytes: 0,
+        left_bytes: if r.is_multiple_of(10) { 0 } else { 1 << 20 },
+        event: Event::None,
+        numwant: Some(numwant),
+        key: (r >> 16) as u32,
+        topology: Topology::default(),
+    };
+    (announce, r as u32)
+}
+
 fn announce_packet(
     rng: &mut Rng,
     hashes: &[InfoHash],
@@ -81,28 +109,145 @@ fn announce_packet(
     numwant: u32,
     out: &mut Vec<u8>,
 ) {
-    let r = rng.next();
-    let hash = hashes[(r % hashes.len() as u64) as usize];
-    let mut peer_id = [0u8; 20];
-    peer_id[..8].copy_from_slice(&rng.next().to_be_bytes());
+    let (announce, tid) = random_announce(rng, hashes, numwant);
     out.clear();
     Request::Announce {
         connection_id: cid,
-        transaction_id: TransactionId(r as u32),
-        announce: Announce {
-            info_hash: hash,
-            peer_id,
-            port: (r >> 32) as u16 | 1,
-            uploaded_bytes: 0,
-            downloaded_bytes: 0,
-            left_bytes: if r.is_multiple_of(10) { 0 } else { 1 << 20 },
-            event: Event::None,
-            numwant: Some(numwant),
-            key: (r >> 16) as u32,
-            topology: Topology::default(),
-        },
+        transaction_id: TransactionId(tid),
+        announce,
     }
     .encode(out);
+}
+
+/// Most bytes buffered of one HTTP answer (a compact answer of 50 peers is
+/// ~400 bytes); past it the connection is dropped and counted as an error.
+const MAX_HTTP_ANSWER_BYTES: usize = 64 * 1024;
+
+/// One HTTP connection with a request in flight.
+struct HttpConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+fn http_send(
+    conn: &mut HttpConn,
+    rng: &mut Rng,
+    hashes: &[InfoHash],
+    numwant: u32,
+) -> std::io::Result<()> {
+    let (announce, _) = random_announce(rng, hashes, numwant);
+    let req = format!(
+        "GET /announce?{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        announce.to_query()
+    );
+    // Small enough for an empty socket buffer: one write, while non-blocking.
+    conn.stream.write_all(req.as_bytes())
+}
+
+fn http_connect(target: SocketAddr) -> anyhow::Result<HttpConn> {
+    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(1))?;
+    stream.set_nodelay(true)?;
+    stream.set_nonblocking(true)?;
+    Ok(HttpConn {
+        stream,
+        buf: Vec::with_capacity(1024),
+    })
+}
+
+/// A complete answer at the start of `buf`: (its length, whether it is a
+/// peer list, whether the server closes after it). `eof`: the server closed,
+/// so an answer without `Content-Length` ends here.
+fn http_answer(buf: &[u8], eof: bool) -> Option<(usize, bool, bool)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let close = head.contains("connection: close") || head.starts_with("http/1.0");
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let end = match len {
+        Some(n) if buf.len() >= head_end + n => head_end + n,
+        None if eof => buf.len(),
+        _ => return None,
+    };
+    let body = &buf[head_end..end];
+    let ok = body.starts_with(b"d") && !body.windows(7).any(|w| w == b"failure");
+    Some((end, ok, close || len.is_none()))
+}
+
+fn run_http_thread(
+    args: &Args,
+    target: SocketAddr,
+    seed: u64,
+    until: Instant,
+) -> anyhow::Result<Counts> {
+    let hashes: Vec<InfoHash> = (0..args.torrents.max(1)).map(info_hash).collect();
+    let mut rng = Rng(seed | 1);
+    let mut counts = Counts::default();
+    let mut conns = Vec::new();
+    for _ in 0..args.sockets.max(1) {
+        let mut c = http_connect(target)?;
+        http_send(&mut c, &mut rng, &hashes, args.numwant)?;
+        counts.sent += 1;
+        conns.push(c);
+    }
+    let mut chunk = vec![0u8; 16 * 1024];
+    while Instant::now() < until {
+        let mut fds: Vec<libc::pollfd> = conns
+            .iter()
+            .map(|c| libc::pollfd {
+                fd: c.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd of the given length.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if ready == 0 {
+            counts.stalls += 1;
+            continue;
+        }
+        for (c, fd) in conns.iter_mut().zip(&fds) {
+            if fd.revents == 0 {
+                continue;
+            }
+            let mut eof = false;
+            loop {
+                match c.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            let answer = http_answer(&c.buf, eof);
+            if let Some((end, ok, _)) = answer {
+                if ok {
+                    counts.responses += 1;
+                } else {
+                    counts.errors += 1;
+                }
+                c.buf.drain(..end);
+            } else if !eof && c.buf.len() <= MAX_HTTP_ANSWER_BYTES {
+                continue; // the rest of the answer is still to come
+            } else {
+                counts.errors += 1;
+            }
+            if eof || answer.is_none_or(|(_, _, close)| close) {
+                *c = http_connect(target)?;
+            }
+            if http_send(c, &mut rng, &hashes, args.numwant).is_ok() {
+                counts.sent += 1;
+            }
+        }
+    }
+    Ok(counts)
 }
 
 fn connect(socket: &UdpSocket, target: SocketAddr) -> anyhow::Result<ConnectionId> {
@@ -215,7 +360,12 @@ fn main() -> anyhow::Result<()> {
             .map(|t| {
                 let args = &args;
                 scope.spawn(move || {
-                    run_thread(args, target, 0x9E37_79B9_7F4A_7C15 ^ t as u64, until)
+                    let seed = 0x9E37_79B9_7F4A_7C15 ^ t as u64;
+                    if args.http {
+                        run_http_thread(args, target, seed, until)
+                    } else {
+                        run_thread(args, target, seed, until)
+                    }
                 })
             })
             .collect();

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rand::RngExt;
+use smallvec::SmallVec;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::http::{HttpHandler, RECV_BUF_BYTES};
@@ -30,7 +31,7 @@ use crate::wire::metainfo::InfoHash;
 use crate::wire::tracker::http::failure_to_bencode;
 use crate::wire::tracker::query::parse_scrape_query;
 use crate::wire::tracker::udp::{PeerFamily, Request, Response, MAX_PACKET_BYTES};
-use crate::wire::tracker::{Announce, ScrapeResponse};
+use crate::wire::tracker::{Announce, AnnounceResponse, ScrapeResponse};
 
 /// How often blocked threads wake to check the stop flag.
 pub const POLL_PERIOD: Duration = Duration::from_millis(200);
@@ -57,6 +58,8 @@ pub(super) struct Shared {
     shards: [Mutex<Tracker>; SHARDS],
     conn_ids: ConnectionIds,
     epoch: Instant,
+    /// `interval` told to clients (of [`TrackerConfig`]).
+    interval: Duration,
     stop: AtomicBool,
     counters: Counters,
 }
@@ -172,6 +175,7 @@ impl TrackerServer {
             }),
             conn_ids: ConnectionIds::new(secret),
             epoch: Instant::now(),
+            interval: config.tracker.interval,
             stop: AtomicBool::new(false),
             counters: Counters::default(),
         });
@@ -315,9 +319,12 @@ fn udp_loop(shared: &Shared, socket: &UdpSocket) {
     let mut recv_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     let mut send_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
+    let mut peers: Vec<SocketAddr> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         got.clear();
         {
+            // A Vec (not on the stack): `recvmmsg`'s results borrow it past
+            // a SmallVec's drop check. One allocation per batch.
             let mut iovs: Vec<[IoSliceMut; 1]> =
                 bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
             // Blocks (up to the socket's read timeout, POLL_PERIOD) for the first
@@ -345,23 +352,24 @@ fn udp_loop(shared: &Shared, socket: &UdpSocket) {
                 }
             }
         }
-        let mut answers: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(got.len());
+        let mut answers: SmallVec<[(usize, SockaddrStorage); UDP_BATCH]> = SmallVec::new();
         for (i, &(len, from)) in got.iter().enumerate() {
             let out = &mut outs[i];
             out.clear();
             let packet = bufs[i].get(..len).unwrap_or_default();
-            if handle_udp(shared, packet, from, out) {
+            if handle_udp(shared, packet, from, &mut peers, out) {
                 answers.push((i, SockaddrStorage::from(from)));
             }
         }
         if answers.is_empty() {
             continue;
         }
-        let slices: Vec<[IoSlice; 1]> = answers
+        let slices: SmallVec<[[IoSlice; 1]; UDP_BATCH]> = answers
             .iter()
             .map(|(i, _)| [IoSlice::new(&outs[*i])])
             .collect();
-        let addrs: Vec<Option<SockaddrStorage>> = answers.iter().map(|(_, a)| Some(*a)).collect();
+        let addrs: SmallVec<[Option<SockaddrStorage>; UDP_BATCH]> =
+            answers.iter().map(|(_, a)| Some(*a)).collect();
         let no_cmsgs: [nix::sys::socket::ControlMessage; 0] = [];
         // Best effort, as UDP is: a full send buffer drops answers, and the
         // client retries (BEP 15).
@@ -377,7 +385,14 @@ fn udp_loop(shared: &Shared, socket: &UdpSocket) {
 }
 
 /// Answers one datagram into `out`; `false` when nothing should be sent.
-fn handle_udp(shared: &Shared, packet: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> bool {
+/// `peers` is scratch, reused so an announce allocates nothing.
+fn handle_udp(
+    shared: &Shared,
+    packet: &[u8],
+    from: SocketAddr,
+    peers: &mut Vec<SocketAddr>,
+    out: &mut Vec<u8>,
+) -> bool {
     let now = shared.now();
     let family = if from.is_ipv4() {
         PeerFamily::V4
@@ -415,14 +430,27 @@ fn handle_udp(shared: &Shared, packet: &[u8], from: SocketAddr, out: &mut Vec<u8
             ..
         }) => {
             bump(&shared.counters.announces_udp);
-            Response::Announce {
+            peers.clear();
+            let outcome =
+                shared
+                    .shard(&announce.info_hash)
+                    .announce_into(now, from.ip(), &announce, peers);
+            let response = Response::Announce {
                 transaction_id,
-                response: shared.shard(&announce.info_hash).handle_announce(
-                    now,
-                    from.ip(),
-                    &announce,
-                ),
+                response: AnnounceResponse {
+                    interval_s: u32::try_from(shared.interval.as_secs()).unwrap_or(u32::MAX),
+                    min_interval_s: None,
+                    complete: Some(outcome.stats.complete),
+                    incomplete: Some(outcome.stats.incomplete),
+                    warning_message: None,
+                    peers: std::mem::take(peers),
+                },
+            };
+            response.encode(family, out);
+            if let Response::Announce { response, .. } = response {
+                *peers = response.peers; // the scratch comes back
             }
+            return true;
         }
         Ok(Request::Scrape {
             transaction_id,

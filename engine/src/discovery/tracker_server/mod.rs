@@ -12,16 +12,17 @@
 //!    (`left` at most a quarter of the largest `left` in the swarm, a proxy for
 //!    the torrent size the tracker does not know), then other leechers; for a
 //!    seeder, leechers first (seeders have nothing to trade);
-//! 3. a random tie-break, so load spreads over equally good peers.
+//! 3. random among equals, so load spreads over equally good peers.
 //!
-//! In swarms of more than [`FULL_SCAN_PEERS`] peers the ranking runs over
-//! `4 × numwant` consecutive slots from a random start, so an announce costs
-//! O(numwant), not O(swarm).
+//! The swarm keeps its peers in these classes, and labelled peers also in
+//! their (rack, zone) group (see `swarm`), so an announce takes peers tier by
+//! tier in O(numwant) (plus one pass over the swarm's label groups for a
+//! labelled announcer), never ranking the whole swarm.
 //!
 //! # Invariants
 //!
-//! - A swarm's `index` maps each peer address to its position in `peers`, and
-//!   back: `peers[index[a]].addr == a` for every key.
+//! - A swarm's index maps each peer address to its place in the swarm's
+//!   lists and back (`swarm` states it exactly).
 //! - A peer that has not announced for `peer_ttl` is gone after the next
 //!   [`Tracker::handle_timeout`]; an empty swarm is dropped.
 //! - The announcer never receives itself.
@@ -31,9 +32,13 @@
 //! Announces are unauthenticated, so every structure they grow is capped
 //! ([`TrackerConfig`]): at most `max_peers_per_swarm` peers in one swarm,
 //! `max_peers` over all swarms and `max_swarms` swarms. A peer costs about
-//! 180 bytes (entry, index slot, labels; 3 M peers measured 520 MiB), so the
-//! defaults (1,000,000 peers, 100,000 per swarm, 100,000 swarms) bound the
-//! swarm state near 200 MiB. At a cap:
+//! 180 bytes (entry, index slot, labels; 3 M peers measured 520 MiB with the
+//! previous layout; the class lists take less: 22 + 16 bytes of lists, ~40 of
+//! index, 20 more in a label group), so the defaults (1,000,000 peers, 100,000
+//! per swarm, 100,000 swarms) bound the swarm state near 200 MiB. Labels are
+//! stored once per (rack, zone) group, at most [`MAX_GROUPS`] per swarm and
+//! never more groups than peers: at worst (every peer with its own two
+//! 64-byte labels) ~300 bytes more per peer. At a cap:
 //! - a new peer evicts the peer closest to expiry (the one that announced
 //!   longest ago) among [`EVICTION_SAMPLE`] random peers of its own swarm, or,
 //!   when its swarm is empty, of another swarm: eviction is O(1) and an old
@@ -45,6 +50,7 @@
 mod conn_id;
 mod http;
 pub mod io;
+mod swarm;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -57,15 +63,10 @@ pub use conn_id::ConnectionIds;
 
 use crate::core::time::Time;
 use crate::wire::metainfo::InfoHash;
-use crate::wire::tracker::{Announce, AnnounceResponse, Event, ScrapeStats, Topology};
+use crate::wire::tracker::{Announce, AnnounceResponse, Event, ScrapeStats};
+use swarm::Swarm;
 
-/// Swarms up to this many peers are ranked in full; larger ones by sampling.
-pub const FULL_SCAN_PEERS: usize = 1024;
-
-/// Peers looked at to choose one to evict at a cap (the one closest to expiry
-/// goes): 8 random draws find a peer from the oldest quarter of the swarm
-/// with probability 1 − 0.75⁸ ≈ 90 %.
-pub const EVICTION_SAMPLE: usize = 8;
+pub use swarm::{EVICTION_SAMPLE, MAX_GROUPS};
 
 /// Tracker settings.
 #[derive(Clone, Debug)]
@@ -106,91 +107,11 @@ impl TrackerConfig {
     }
 }
 
-/// One peer in a swarm.
-#[derive(Clone, Debug)]
-struct PeerEntry {
-    addr: SocketAddr,
-    left_bytes: u64,
-    topology: Topology,
-    expires_at: Time,
-}
-
-/// One torrent's peers.
-#[derive(Default, Debug)]
-struct Swarm {
-    peers: Vec<PeerEntry>,
-    index: HashMap<SocketAddr, usize>,
-    seeders: u32,
-    downloaded: u32,
-}
-
-impl Swarm {
-    /// Removes the peer at `addr`; whether it was there.
-    fn remove(&mut self, addr: &SocketAddr) -> bool {
-        let Some(pos) = self.index.remove(addr) else {
-            return false;
-        };
-        let removed = self.peers.swap_remove(pos);
-        if removed.left_bytes == 0 {
-            self.seeders = self.seeders.saturating_sub(1);
-        }
-        if let Some(moved) = self.peers.get(pos) {
-            self.index.insert(moved.addr, pos);
-        }
-        true
-    }
-
-    /// Removes the peer closest to expiry among [`EVICTION_SAMPLE`] random
-    /// ones; whether one was removed (`false`: the swarm is empty).
-    fn evict_one(&mut self, rng: &mut ChaCha8Rng) -> bool {
-        if self.peers.is_empty() {
-            return false;
-        }
-        let n = self.peers.len();
-        let victim = (0..EVICTION_SAMPLE)
-            .filter_map(|_| self.peers.get(rng.random_range(0..n)))
-            .min_by_key(|p| p.expires_at)
-            .map(|p| p.addr);
-        victim.is_some_and(|a| self.remove(&a))
-    }
-
-    fn upsert(&mut self, entry: PeerEntry) -> Option<u64> {
-        let seeder = entry.left_bytes == 0;
-        if let Some(&pos) = self.index.get(&entry.addr) {
-            if let Some(slot) = self.peers.get_mut(pos) {
-                let old_left = slot.left_bytes;
-                match (old_left == 0, seeder) {
-                    (false, true) => self.seeders += 1,
-                    (true, false) => self.seeders = self.seeders.saturating_sub(1),
-                    _ => {}
-                }
-                *slot = entry;
-                return Some(old_left);
-            }
-        }
-        self.index.insert(entry.addr, self.peers.len());
-        self.peers.push(entry);
-        if seeder {
-            self.seeders += 1;
-        }
-        None
-    }
-
-    fn stats(&self) -> ScrapeStats {
-        let total = u32::try_from(self.peers.len()).unwrap_or(u32::MAX);
-        ScrapeStats {
-            complete: self.seeders,
-            downloaded: self.downloaded,
-            incomplete: total.saturating_sub(self.seeders),
-        }
-    }
-}
-
 /// The tracker state: swarms keyed by info-hash (sans-IO; BEP 3, BEP 15 semantics).
 #[derive(Debug)]
 pub struct Tracker {
     config: TrackerConfig,
-    swarms: HashMap<InfoHash, Swarm>,
+    swarms: HashMap<InfoHash, Swarm, foldhash::fast::RandomState>,
     /// Peers over all swarms (kept, so the `max_peers` check is O(1)).
     peers: usize,
     rng: ChaCha8Rng,
@@ -198,6 +119,17 @@ pub struct Tracker {
     /// Earliest time a refused new swarm may trigger a sweep of expired
     /// peers (a full sweep is O(peers): at most one per [`FORCED_SWEEP_GAP`]).
     next_forced_sweep: Time,
+    /// Scratch for [`Swarm::select`] (one entry per label group of a swarm).
+    places: Vec<u8>,
+}
+
+/// The answer to an announce besides its peers ([`Tracker::announce_into`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnounceOutcome {
+    /// The swarm's counters after the announce (zeros when refused).
+    pub stats: ScrapeStats,
+    /// Why the announce was refused (a cap), for the response's warning.
+    pub warning: Option<&'static str>,
 }
 
 /// Least time between two sweeps forced by the `max_swarms` cap.
@@ -208,11 +140,12 @@ impl Tracker {
     pub fn new(config: TrackerConfig, seed: u64) -> Self {
         Self {
             config,
-            swarms: HashMap::new(),
+            swarms: HashMap::default(),
             peers: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_sweep: Time::ZERO,
             next_forced_sweep: Time::ZERO,
+            places: Vec::new(),
         }
     }
 
@@ -231,30 +164,52 @@ impl Tracker {
         source: IpAddr,
         announce: &Announce,
     ) -> AnnounceResponse {
+        let mut peers = Vec::new();
+        let outcome = self.announce_into(now, source, announce, &mut peers);
+        AnnounceResponse {
+            interval_s: secs(self.config.interval),
+            min_interval_s: Some(secs(self.config.min_interval)),
+            complete: Some(outcome.stats.complete),
+            incomplete: Some(outcome.stats.incomplete),
+            warning_message: outcome.warning.map(Into::into),
+            peers,
+        }
+    }
+
+    /// [`Tracker::handle_announce`] without allocating: the peers handed out
+    /// are appended to `peers` (best first, at most the announce's `numwant`
+    /// capped by `max_numwant`), the rest of the answer is returned.
+    pub fn announce_into(
+        &mut self,
+        now: Time,
+        source: IpAddr,
+        announce: &Announce,
+        peers: &mut Vec<SocketAddr>,
+    ) -> AnnounceOutcome {
         let addr = SocketAddr::new(source, announce.port);
         let stopped = announce.event == Event::Stopped;
-        if !stopped && !self.swarms.contains_key(&announce.info_hash) && !self.room_for_swarm(now) {
-            return AnnounceResponse {
-                warning_message: Some("tracker full: too many torrents".into()),
-                ..self.response(ScrapeStats::default(), Vec::new())
-            };
-        }
         if !stopped {
-            self.make_room(&announce.info_hash, &addr);
+            // One lookup in the common case (a known swarm below the caps).
+            let own_len = self.swarms.get(&announce.info_hash).map(Swarm::len);
+            if own_len.is_none() && !self.room_for_swarm(now) {
+                return AnnounceOutcome {
+                    stats: ScrapeStats::default(),
+                    warning: Some("tracker full: too many torrents"),
+                };
+            }
+            let swarm_full = own_len.unwrap_or(0) >= self.config.max_peers_per_swarm.max(1);
+            if swarm_full || self.peers >= self.config.max_peers.max(1) {
+                self.make_room(&announce.info_hash, &addr);
+            }
         }
         let swarm = self.swarms.entry(announce.info_hash).or_default();
-        let mut peers = Vec::new();
         if stopped {
-            if swarm.remove(&addr) {
+            if swarm.remove(&addr).is_some() {
                 self.peers -= 1;
             }
         } else {
-            let old_left = swarm.upsert(PeerEntry {
-                addr,
-                left_bytes: announce.left_bytes,
-                topology: announce.topology.clone(),
-                expires_at: now + self.config.peer_ttl,
-            });
+            let expires_at = now + self.config.peer_ttl;
+            let old_left = swarm.upsert(addr, announce.left_bytes, &announce.topology, expires_at);
             if old_left.is_none() {
                 self.peers += 1;
             }
@@ -266,23 +221,18 @@ impl Tracker {
                 .numwant
                 .unwrap_or(self.config.default_numwant)
                 .min(self.config.max_numwant);
-            peers = select_peers(swarm, announce, addr, want as usize, &mut self.rng);
+            if want > 0 && swarm.len() > 1 {
+                let salt: u64 = self.rng.random();
+                swarm.select(addr, announce, want as usize, salt, &mut self.places, peers);
+            }
         }
         let stats = swarm.stats();
-        if swarm.peers.is_empty() {
+        if swarm.is_empty() {
             self.swarms.remove(&announce.info_hash);
         }
-        self.response(stats, peers)
-    }
-
-    fn response(&self, stats: ScrapeStats, peers: Vec<SocketAddr>) -> AnnounceResponse {
-        AnnounceResponse {
-            interval_s: secs(self.config.interval),
-            min_interval_s: Some(secs(self.config.min_interval)),
-            complete: Some(stats.complete),
-            incomplete: Some(stats.incomplete),
-            warning_message: None,
-            peers,
+        AnnounceOutcome {
+            stats,
+            warning: None,
         }
     }
 
@@ -303,8 +253,8 @@ impl Tracker {
     /// reached, evict one old peer (its own swarm first).
     fn make_room(&mut self, hash: &InfoHash, addr: &SocketAddr) {
         let own = self.swarms.get_mut(hash);
-        let own_len = own.as_ref().map_or(0, |s| s.peers.len());
-        if own.as_ref().is_some_and(|s| s.index.contains_key(addr)) {
+        let own_len = own.as_ref().map_or(0, |s| s.len());
+        if own.as_ref().is_some_and(|s| s.contains(addr)) {
             return; // a re-announce takes no new room
         }
         let swarm_full = own_len >= self.config.max_peers_per_swarm.max(1);
@@ -312,21 +262,21 @@ impl Tracker {
         if !swarm_full && !total_full {
             return;
         }
-        if let Some(own) = own.filter(|s| !s.peers.is_empty()) {
-            if own.evict_one(&mut self.rng) {
+        let rng = &mut self.rng;
+        if let Some(own) = own.filter(|s| !s.is_empty()) {
+            if own.evict_one(|n| rng.random_range(0..n)) {
                 self.peers -= 1;
             }
             return;
         }
         // An empty (new) swarm at the total cap: take from another one.
-        let Some((&victim, swarm)) = self.swarms.iter_mut().find(|(_, s)| !s.peers.is_empty())
-        else {
+        let Some((&victim, swarm)) = self.swarms.iter_mut().find(|(_, s)| !s.is_empty()) else {
             return;
         };
-        if swarm.evict_one(&mut self.rng) {
+        if swarm.evict_one(|n| rng.random_range(0..n)) {
             self.peers -= 1;
         }
-        if swarm.peers.is_empty() {
+        if swarm.is_empty() {
             self.swarms.remove(&victim);
         }
     }
@@ -350,19 +300,9 @@ impl Tracker {
 
     fn expire(&mut self, now: Time) {
         for swarm in self.swarms.values_mut() {
-            let expired: Vec<SocketAddr> = swarm
-                .peers
-                .iter()
-                .filter(|p| p.expires_at <= now)
-                .map(|p| p.addr)
-                .collect();
-            for addr in &expired {
-                if swarm.remove(addr) {
-                    self.peers -= 1;
-                }
-            }
+            self.peers -= swarm.expire(now);
         }
-        self.swarms.retain(|_, s| !s.peers.is_empty());
+        self.swarms.retain(|_, s| !s.is_empty());
     }
 
     /// When [`Tracker::handle_timeout`] next has work: every quarter `peer_ttl`,
@@ -388,98 +328,6 @@ impl Tracker {
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
-}
-
-/// Rank of `peer` for `announce` (lower is better): (topology, usefulness).
-fn rank(peer: &PeerEntry, announce: &Announce, near_left_bytes: u64) -> (u8, u8) {
-    let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
-    let topo = &announce.topology;
-    if topo.rack.is_none() && topo.zone.is_none() {
-        return (2, usefulness(peer, announce, near_left_bytes));
-    }
-    // Rack labels may repeat across zones: a rack matches only if the zones
-    // do not contradict each other.
-    let zone_eq = same(&peer.topology.zone, &topo.zone);
-    let zone_conflict = peer.topology.zone.is_some() && topo.zone.is_some() && !zone_eq;
-    let place = if same(&peer.topology.rack, &topo.rack) && !zone_conflict {
-        0
-    } else if zone_eq {
-        1
-    } else {
-        2
-    };
-    (place, usefulness(peer, announce, near_left_bytes))
-}
-
-/// 0 best: for a leecher seeders, then near-complete peers; for a seeder, leechers.
-fn usefulness(peer: &PeerEntry, announce: &Announce, near_left_bytes: u64) -> u8 {
-    if announce.left_bytes == 0 {
-        u8::from(peer.left_bytes == 0)
-    } else if peer.left_bytes == 0 {
-        0
-    } else if peer.left_bytes <= near_left_bytes {
-        1
-    } else {
-        2
-    }
-}
-
-/// A cheap 64-bit mix (splitmix64 finaliser) for per-candidate tie-breaks:
-/// one ChaCha draw per announce, not one per candidate.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// Picks up to `want` peers of `swarm` for the announcer at `me` (see module docs).
-fn select_peers(
-    swarm: &Swarm,
-    announce: &Announce,
-    me: SocketAddr,
-    want: usize,
-    rng: &mut ChaCha8Rng,
-) -> Vec<SocketAddr> {
-    let n = swarm.peers.len();
-    if want == 0 || n <= 1 {
-        return Vec::new();
-    }
-    // Small swarms: every peer. Large: a window of 4·want slots at a random
-    // start (slot order is arrival order reshuffled by removals).
-    let (start, len) = if n <= FULL_SCAN_PEERS {
-        (0, n)
-    } else {
-        (rng.random_range(0..n), want.saturating_mul(4).min(n))
-    };
-    let candidates = || {
-        swarm
-            .peers
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(len)
-            .filter(|p| p.addr != me)
-    };
-    let max_left = candidates().map(|p| p.left_bytes).max().unwrap_or(0);
-    let near_left_bytes = max_left / 4;
-    let salt: u64 = rng.random();
-    let mut ranked: Vec<(u64, SocketAddr)> = Vec::with_capacity(len);
-    for (i, p) in candidates().enumerate() {
-        let (place, usefulness) = rank(p, announce, near_left_bytes);
-        // Key: 2 bits place, 2 bits usefulness, 60 bits random tie-break.
-        let tie = mix(salt ^ i as u64) >> 4;
-        ranked.push((
-            (u64::from(place) << 62) | (u64::from(usefulness) << 60) | tie,
-            p.addr,
-        ));
-    }
-    if ranked.len() > want {
-        ranked.select_nth_unstable_by_key(want - 1, |(key, _)| *key);
-        ranked.truncate(want);
-    }
-    ranked.sort_unstable_by_key(|(key, _)| *key);
-    // Best first: clients that connect in list order reach the best peers first.
-    ranked.into_iter().map(|(_, addr)| addr).collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::*;
+use crate::wire::tracker::Topology;
 
 const HASH: InfoHash = InfoHash([9; 20]);
 
@@ -171,7 +172,7 @@ fn peer_caps_bound_memory_and_new_peers_still_get_in() {
         "the newcomer is stored"
     );
     // Evictions took old peers: the newest fakes are still there.
-    let newest = t.swarms[&HASH].peers.iter().map(|p| p.expires_at).max();
+    let newest = t.swarms[&HASH].iter().map(|p| p.expires_at).max();
     assert_eq!(newest, Some(now + Duration::from_secs(120)));
     // The total cap holds over swarms, and the swarm cap refuses a 4th swarm.
     for s in 1..=3u8 {
@@ -194,4 +195,125 @@ fn peer_caps_bound_memory_and_new_peers_still_get_in() {
     let r = t.handle_announce(later, ip4, &a);
     assert!(r.warning_message.is_none());
     assert_eq!(t.peer_count(), 1);
+}
+
+/// A hand-out is the top `numwant` by (place, usefulness), never the
+/// announcer, never a peer that left, without duplicates; no peer outlives
+/// its time-to-live past a sweep; the
+/// swarm's indexes stay consistent; checked after every event of random
+/// sequences of joins, updates (class and label changes), stops and expiry.
+#[test]
+fn index_keeps_policy_over_random_updates_and_removals() {
+    let racks = [None, Some("r1"), Some("r2")];
+    let zones = [None, Some("z1"), Some("z2")];
+    for seed in 0..30u64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut t = Tracker::new(TrackerConfig::with_interval(Duration::from_secs(60)), seed);
+        let mut now = Time::ZERO;
+        for step in 0..400 {
+            now += Duration::from_secs(rng.random_range(0..3));
+            if step % 50 == 49 {
+                t.handle_timeout(now);
+                let live = |s: swarm::Slot| s.expires_at > now;
+                assert!(t.swarms.values().all(|s| s.iter().all(live)));
+            }
+            let port = rng.random_range(1..40u16);
+            let left = [0, 10, 1000, 1_000_000][rng.random_range(0..4)];
+            let mut a = announce(port, left, None, None);
+            a.topology = Topology {
+                rack: racks[rng.random_range(0..3)].map(Into::into),
+                zone: zones[rng.random_range(0..3)].map(Into::into),
+            };
+            a.numwant = Some(rng.random_range(0..12));
+            if rng.random_range(0..6) == 0 {
+                a.event = Event::Stopped;
+            }
+            // Both families share a swarm (their own lists inside).
+            let source = if rng.random_range(0..4) == 0 {
+                IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1))
+            } else {
+                ip(1)
+            };
+            let me = SocketAddr::new(source, port);
+            let resp = t.handle_announce(now, source, &a);
+            let Some(swarm) = t.swarms.get(&HASH) else {
+                assert!(resp.peers.is_empty());
+                continue;
+            };
+            swarm.check();
+            if a.event == Event::Stopped {
+                assert!(resp.peers.is_empty());
+                assert!(!swarm.contains(&me), "a stopped peer is gone");
+                continue;
+            }
+            check_hand_out(swarm, &a, me, &resp.peers);
+        }
+    }
+}
+
+/// `peers` is a valid answer to `a` from `me` (see the test above).
+fn check_hand_out(swarm: &Swarm, a: &Announce, me: SocketAddr, peers: &[SocketAddr]) {
+    let ranked: Vec<(u8, u8, SocketAddr)> = swarm
+        .iter()
+        .filter(|s| s.addr != me)
+        .map(|s| {
+            let topo = swarm.topology_of(&s.addr).unwrap_or_default();
+            let place = if a.topology.rack.is_none() && a.topology.zone.is_none() {
+                2
+            } else {
+                swarm::place(&topo, &a.topology)
+            };
+            (place, swarm.usefulness(&s.addr, a.left_bytes), s.addr)
+        })
+        .collect();
+    let key = |p: &SocketAddr| {
+        let r = ranked
+            .iter()
+            .find(|r| r.2 == *p)
+            .expect("handed out a peer not in the swarm");
+        (r.0, r.1)
+    };
+    let want = a.numwant.unwrap_or(50) as usize;
+    assert_eq!(peers.len(), want.min(ranked.len()));
+    let mut seen = peers.to_vec();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), peers.len(), "duplicates");
+    assert!(!peers.contains(&me));
+    for w in peers.windows(2) {
+        assert!(key(&w[0]) <= key(&w[1]), "best first");
+    }
+    if let Some(worst) = peers.last().map(key) {
+        for r in ranked.iter().filter(|r| !peers.contains(&r.2)) {
+            assert!((r.0, r.1) >= worst, "a better peer was left out");
+        }
+    }
+}
+
+/// Same rack first, then same zone, and seeders first within each, after
+/// peers changed class and labels and some left.
+#[test]
+fn hand_out_after_updates_and_removals_keeps_rack_and_seeders_first() {
+    let mut t = tracker();
+    let now = Time::ZERO;
+    for i in 1..=20 {
+        t.handle_announce(now, ip(i), &announce(1, 1_000_000, Some("r2"), Some("z1")));
+    }
+    // ip 3 becomes a seeder in r1; ip 4 moves to r1 as a leecher; ip 5 was
+    // in r1 and leaves; ip 6 becomes a seeder elsewhere.
+    t.handle_announce(now, ip(5), &announce(1, 10, Some("r1"), Some("z1")));
+    t.handle_announce(now, ip(3), &announce(1, 0, Some("r1"), Some("z1")));
+    t.handle_announce(now, ip(4), &announce(1, 500, Some("r1"), Some("z1")));
+    t.handle_announce(now, ip(6), &announce(1, 0, Some("r7"), Some("z9")));
+    let mut stop = announce(1, 10, Some("r1"), Some("z1"));
+    stop.event = Event::Stopped;
+    t.handle_announce(now, ip(5), &stop);
+    t.swarms[&HASH].check();
+    let mut a = announce(1, 1_000_000, Some("r1"), Some("z1"));
+    a.numwant = Some(25);
+    let resp = t.handle_announce(now, ip(30), &a);
+    assert_eq!(resp.peers[..2], [addr(3, 1), addr(4, 1)]);
+    assert!(!resp.peers.contains(&addr(5, 1)));
+    assert_eq!(resp.peers.last(), Some(&addr(6, 1)), "other zone last");
+    assert_eq!(resp.peers.len(), 19, "everyone but ip 5, which left");
 }
