@@ -23,6 +23,7 @@ const CAPS: PeerCaps = PeerCaps {
     max_request_len_bytes: PIECE_LEN,
     reqq: None,
     distinct_first: true,
+    locality: None,
     node_endgame: true,
 };
 

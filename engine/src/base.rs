@@ -16,7 +16,10 @@ pub struct BlockOffset(pub u32);
 /// bookkeeping grain.
 pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
 
+mod atomic_bitfield;
 mod piece_hash;
+
+pub use atomic_bitfield::AtomicBitfield;
 
 pub use piece_hash::{
     PieceDigest, PieceHashKind, PieceHasher, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES,

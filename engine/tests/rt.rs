@@ -2,7 +2,6 @@
 //! send strategy, peer closing mid-transfer, control messages and timers,
 //! shutdown. Every wait is bounded; nothing sleeps for a fixed time.
 
-use std::any::Any;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
@@ -44,13 +43,15 @@ fn config(workers: usize, listen: bool, strategy: SendStrategy) -> RuntimeConfig
 struct Echo;
 
 impl Handler for Echo {
-    fn on_open(&mut self, _: &mut Ctx, _: ConnId, _: SocketAddr, _: bool) {}
-    fn on_recv(&mut self, ctx: &mut Ctx, conn: ConnId, data: &[u8]) {
+    type Msg = ();
+
+    fn on_open(&mut self, _: &mut Ctx<()>, _: ConnId, _: SocketAddr, _: bool) {}
+    fn on_recv(&mut self, ctx: &mut Ctx<()>, conn: ConnId, data: &[u8]) {
         ctx.send(conn, data.to_vec());
     }
-    fn on_sent(&mut self, _: &mut Ctx, _: ConnId) {}
-    fn on_close(&mut self, _: &mut Ctx, _: ConnId, _: Option<io::Error>) {}
-    fn on_timer(&mut self, _: &mut Ctx, _: Instant) {}
+    fn on_sent(&mut self, _: &mut Ctx<()>, _: ConnId) {}
+    fn on_close(&mut self, _: &mut Ctx<()>, _: ConnId, _: Option<io::Error>) {}
+    fn on_timer(&mut self, _: &mut Ctx<()>, _: Instant) {}
     fn is_done(&self) -> bool {
         false
     }
@@ -67,7 +68,9 @@ struct EchoClient {
 }
 
 impl Handler for EchoClient {
-    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, _: SocketAddr, inbound: bool) {
+    type Msg = ();
+
+    fn on_open(&mut self, ctx: &mut Ctx<()>, conn: ConnId, _: SocketAddr, inbound: bool) {
         assert!(!inbound);
         let mut rng = Prng(42);
         let mut at = 0;
@@ -77,7 +80,7 @@ impl Handler for EchoClient {
             at += n;
         }
     }
-    fn on_recv(&mut self, ctx: &mut Ctx, conn: ConnId, data: &[u8]) {
+    fn on_recv(&mut self, ctx: &mut Ctx<()>, conn: ConnId, data: &[u8]) {
         self.got.extend_from_slice(data);
         if self.got.len() >= self.data.len() {
             let ok = self.got[..] == self.data[..];
@@ -87,15 +90,15 @@ impl Handler for EchoClient {
             ctx.close(conn);
         }
     }
-    fn on_sent(&mut self, _: &mut Ctx, _: ConnId) {}
-    fn on_close(&mut self, _: &mut Ctx, _: ConnId, err: Option<io::Error>) {
+    fn on_sent(&mut self, _: &mut Ctx<()>, _: ConnId) {}
+    fn on_close(&mut self, _: &mut Ctx<()>, _: ConnId, err: Option<io::Error>) {
         if self.got.len() < self.data.len() {
             let _ = self.report.send(Err(format!("closed early: {err:?}")));
         }
         self.done = true;
     }
-    fn on_timer(&mut self, _: &mut Ctx, _: Instant) {}
-    fn on_control(&mut self, ctx: &mut Ctx, _: Box<dyn Any + Send>) {
+    fn on_timer(&mut self, _: &mut Ctx<()>, _: Instant) {}
+    fn on_control(&mut self, ctx: &mut Ctx<()>, _: ()) {
         ctx.connect(self.target).unwrap();
     }
     fn is_done(&self) -> bool {
@@ -118,7 +121,7 @@ fn echo_random_sizes_is_byte_exact_and_in_order() {
     })
     .unwrap();
     // The client connects when told to.
-    client.post(0, Box::new(())).unwrap();
+    client.post(0, ()).unwrap();
     assert_eq!(rx.recv_timeout(BOUND).unwrap(), Ok(()));
     client.join().unwrap();
     server.shutdown().unwrap();
@@ -134,7 +137,7 @@ struct Seeder {
 }
 
 impl Seeder {
-    fn fill(&mut self, ctx: &mut Ctx, conn: ConnId) {
+    fn fill(&mut self, ctx: &mut Ctx<()>, conn: ConnId) {
         while self.next < self.src.len_bytes() && ctx.queued_bytes(conn) < 4 << 20 {
             // One region in eight is large, to exercise chunking.
             let len = if (self.next / self.block_bytes) % 8 == 7 {
@@ -156,18 +159,20 @@ impl Seeder {
 }
 
 impl Handler for Seeder {
-    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, _: SocketAddr, inbound: bool) {
+    type Msg = ();
+
+    fn on_open(&mut self, ctx: &mut Ctx<()>, conn: ConnId, _: SocketAddr, inbound: bool) {
         assert!(inbound);
         self.fill(ctx, conn);
     }
-    fn on_recv(&mut self, _: &mut Ctx, _: ConnId, _: &[u8]) {}
-    fn on_sent(&mut self, ctx: &mut Ctx, conn: ConnId) {
+    fn on_recv(&mut self, _: &mut Ctx<()>, _: ConnId, _: &[u8]) {}
+    fn on_sent(&mut self, ctx: &mut Ctx<()>, conn: ConnId) {
         self.fill(ctx, conn);
     }
-    fn on_close(&mut self, _: &mut Ctx, _: ConnId, err: Option<io::Error>) {
+    fn on_close(&mut self, _: &mut Ctx<()>, _: ConnId, err: Option<io::Error>) {
         let _ = self.closed.send(err.map(|e| e.kind()));
     }
-    fn on_timer(&mut self, _: &mut Ctx, _: Instant) {}
+    fn on_timer(&mut self, _: &mut Ctx<()>, _: Instant) {}
     fn is_done(&self) -> bool {
         false
     }
@@ -277,21 +282,23 @@ struct Control {
 }
 
 impl Handler for Control {
-    fn on_open(&mut self, _: &mut Ctx, _: ConnId, _: SocketAddr, _: bool) {}
-    fn on_recv(&mut self, _: &mut Ctx, _: ConnId, _: &[u8]) {}
-    fn on_sent(&mut self, _: &mut Ctx, _: ConnId) {}
-    fn on_close(&mut self, _: &mut Ctx, _: ConnId, _: Option<io::Error>) {}
-    fn on_timer(&mut self, ctx: &mut Ctx, _: Instant) {
+    type Msg = u32;
+
+    fn on_open(&mut self, _: &mut Ctx<u32>, _: ConnId, _: SocketAddr, _: bool) {}
+    fn on_recv(&mut self, _: &mut Ctx<u32>, _: ConnId, _: &[u8]) {}
+    fn on_sent(&mut self, _: &mut Ctx<u32>, _: ConnId) {}
+    fn on_close(&mut self, _: &mut Ctx<u32>, _: ConnId, _: Option<io::Error>) {}
+    fn on_timer(&mut self, ctx: &mut Ctx<u32>, _: Instant) {
         let _ = self.report.send((ctx.worker_index(), self.seen));
         self.done = true;
     }
-    fn on_control(&mut self, ctx: &mut Ctx, msg: Box<dyn Any + Send>) {
-        let hop = *msg.downcast::<u32>().unwrap();
+    fn on_control(&mut self, ctx: &mut Ctx<u32>, msg: u32) {
+        let hop = msg;
         self.seen += 1;
         if hop == 0 {
             // Forward to the other worker, across cores.
             let other = (ctx.worker_index() + 1) % ctx.workers();
-            ctx.post(other, Box::new(1u32)).unwrap();
+            ctx.post(other, 1u32).unwrap();
         }
         ctx.set_timer(Duration::from_millis(1));
     }
@@ -309,14 +316,14 @@ fn control_messages_cross_workers_and_timers_fire() {
         done: false,
     })
     .unwrap();
-    h.post(0, Box::new(0u32)).unwrap();
+    h.post(0, 0u32).unwrap();
     let mut reports = [
         rx.recv_timeout(BOUND).unwrap(),
         rx.recv_timeout(BOUND).unwrap(),
     ];
     reports.sort();
     assert_eq!(reports, [(0, 1), (1, 1)]);
-    assert!(h.post(5, Box::new(0u32)).is_err());
+    assert!(h.post(5, 0u32).is_err());
     h.join().unwrap();
 }
 

@@ -225,3 +225,74 @@ fn p2p_with_uneven_sharing_completes_and_replays() {
     c.sharing_jitter = 1.5;
     assert!(sim::run(&c).is_err(), "jitter above 1 is rejected");
 }
+
+/// 24 peers in 3 racks at 4:1 (rack uplink 2 Gbit/s), 8 MiB: rack-aware, each piece
+/// crosses between racks about once (at least R - 1 = 2 copies when the origin sends one);
+/// rack-oblivious sends several times more across, and is slower against the topology
+/// bound. Both complete soundly and never beat D_topo.
+#[test]
+fn racks_keep_pieces_inside_and_oblivious_crosses_more() {
+    for seed in 1..=4 {
+        let mut c = small(seed);
+        c.peers = 24;
+        c.connections = 8;
+        c.racks = Some(sim::RackSpec {
+            racks: 3,
+            oversubscription: 4.0,
+            cross_connections: 2,
+            ..sim::RackSpec::default()
+        });
+        let aware = run(&c);
+        check_sound(&c, &aware);
+        assert!(
+            aware.total_s >= aware.d_topo_s * (1.0 - 1e-9),
+            "seed {seed}: {aware:?}"
+        );
+        assert!(
+            aware.cross_rack_copies <= 1.1 * 2.0,
+            "seed {seed}: cross-rack {} F: {aware:?}",
+            aware.cross_rack_copies
+        );
+        if let Some(s) = c.racks.as_mut() {
+            s.oblivious = true;
+        }
+        let oblivious = run(&c);
+        check_sound(&c, &oblivious);
+        assert!(
+            oblivious.cross_rack_copies > 2.0 * aware.cross_rack_copies,
+            "seed {seed}: oblivious {} F vs aware {} F",
+            oblivious.cross_rack_copies,
+            aware.cross_rack_copies
+        );
+        assert!(
+            oblivious.ratio_topo > aware.ratio_topo,
+            "seed {seed}: oblivious {oblivious:?} aware {aware:?}"
+        );
+    }
+}
+
+/// Frozen peers in a rack-aware swarm (3 racks at 4:1): a frozen rack-mate that holds
+/// the rack's only copy of a piece, or imports it, must not stall its rack. It is taken out
+/// of the rack view after the 2 s snub floor, so the run ends within a few seconds.
+/// Without that, 8 peers waited for the 60 s snub cap (seed 2).
+#[test]
+fn frozen_rack_mates_do_not_stall_their_rack() {
+    for seed in 0..SEEDS {
+        let mut c = small(seed);
+        c.connections = 8;
+        c.racks = Some(sim::RackSpec {
+            racks: 3,
+            oversubscription: 4.0,
+            ..sim::RackSpec::default()
+        });
+        c.churn = ChurnSpec::parse("freeze=0.125").unwrap();
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, 26, "seed {seed}: {r:?}");
+        assert!(
+            r.total_s < 5.0,
+            "seed {seed}: stalled until {} s",
+            r.total_s
+        );
+    }
+}

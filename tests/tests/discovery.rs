@@ -422,3 +422,64 @@ fn libtorrent_downloads_from_p2pe_seed_found_through_p2pe_tracker() {
     assert!(lt.seen.iter().any(|l| l == "DONE"), "{:#?}", lt.seen);
     assert_copy(&out, &bytes);
 }
+
+/// `p2pe seed x.torrent y.torrent --dht`: one DHT node for the process,
+/// each torrent announced on it; a get of each, bootstrapped from that node
+/// and with no tracker, finds the seed through the DHT.
+#[test]
+fn a_seed_of_two_torrents_announces_both_on_one_dht_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut payloads = Vec::new();
+    for (name, len) in [("x", 1_000_000usize), ("y", 700_001)] {
+        let bytes = data(len, len as u64);
+        let file = dir.join(format!("{name}.bin"));
+        std::fs::write(&file, &bytes).unwrap();
+        let torrent = dir.join(format!("{name}.torrent"));
+        let out = Command::new(p2pe_bin())
+            .arg("create")
+            .arg(&file)
+            .args(["--piece-length", "65536", "-o"])
+            .arg(&torrent)
+            .output()
+            .expect("run p2pe create");
+        assert!(out.status.success(), "p2pe create: {out:?}");
+        payloads.push((name, torrent, bytes));
+    }
+    let dht_local = [
+        "--dht",
+        "--dht-listen",
+        "127.0.0.1:0",
+        "--dht-interval",
+        "2",
+    ];
+    let mut seeder = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("seed")
+            .args(payloads.iter().map(|(_, t, _)| t))
+            .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+            .args(dht_local)
+            .arg("--dht-no-bootstrap"),
+    );
+    let line = seeder.wait_line("DHT address", |l| l.starts_with("E: dht listening on "));
+    let boot = line.trim_start_matches("E: dht listening on ").to_string();
+    let mut args = dht_local.to_vec();
+    args.extend(["--dht-bootstrap", &boot]);
+    let mut gets: Vec<Proc> = payloads
+        .iter()
+        .map(|(name, t, _)| get(t, &tmp.path().join(format!("out-{name}")), &args).0)
+        .collect();
+    for (g, (name, _, bytes)) in gets.iter_mut().zip(&payloads) {
+        let (ok, json) = g.wait();
+        assert!(ok, "get of {name} failed: {json}; {:#?}", g.seen);
+        // No tracker and no --peer: the get and the seed met through the
+        // DHT (the get found the seed, or the seed found the get's announce
+        // and dialled it).
+        assert_eq!(json["announces_ok"].as_u64(), Some(0), "{json}");
+        assert_eq!(json["tracker_peers_learned"].as_u64(), Some(0), "{json}");
+        assert!(json["peers"].as_u64() > Some(0), "{json}");
+        let got = std::fs::read(tmp.path().join(format!("out-{name}/{name}.bin"))).unwrap();
+        assert!(got == *bytes, "copy of {name} differs");
+    }
+}

@@ -545,3 +545,72 @@ fn rate_limited_seed_and_get_still_complete_byte_exact() {
     assert_copy(&out, "payload", &files);
     assert!(terminate(&mut seeder));
 }
+
+/// `--rack`: B's rack-mate A already has every piece, so B takes (nearly) everything from
+/// A and not from the seed, a peer of another rack (docs/topology.md). B may import at
+/// most a pipeline from the seed before A's bitfield arrives (nothing in flight yet:
+/// relaxed); everything else is requested from A. One worker each, so every core sees
+/// both connections.
+#[test]
+fn rack_mates_take_pieces_from_each_other_not_from_another_rack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, files) = multi_file(tmp.path(), "payload");
+    let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+    let (_seeder, seed_addr) = seed_with(&torrent, tmp.path(), &["--rack", "r0", "--workers", "1"]);
+    let a_out = tmp.path().join("a");
+    let mut a = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&a_out)
+            .args(["--listen", "127.0.0.1:0", "--seed-after", "--workers", "1"])
+            .args(["--rack", "r1", "--peer", &seed_addr.to_string()]),
+    );
+    let a_addr = a.listen_addr();
+    let end = Instant::now() + BOUND;
+    while !files.iter().all(|(p, bytes)| {
+        std::fs::read(a_out.join("payload").join(p)).is_ok_and(|got| got == *bytes)
+    }) {
+        assert!(Instant::now() < end, "A did not complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut b = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(tmp.path().join("b"))
+            .args(["--listen", "127.0.0.1:0", "--json", "--workers", "1"])
+            .args(["--rack", "r1", "--connect-timeout", "60"])
+            .args([
+                "--peer",
+                &seed_addr.to_string(),
+                "--peer",
+                &a_addr.to_string(),
+            ]),
+    );
+    let (ok, lines) = b.wait(BOUND);
+    let summary = last_json(&lines);
+    assert!(ok, "p2pe get failed: {summary}");
+    assert_copy(&tmp.path().join("b"), "payload", &files);
+    let from = |addr: SocketAddr| -> u64 {
+        summary["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["addr"] == addr.to_string())
+            .filter_map(|s| s["downloaded_bytes"].as_u64())
+            .sum()
+    };
+    let (from_seed, from_a) = (from(seed_addr), from(a_addr));
+    assert!(from_a + from_seed >= total, "{summary}");
+    assert!(
+        from_seed <= total / 4,
+        "seed {from_seed} of {total} bytes: {summary}"
+    );
+    assert!(
+        terminate(&mut a),
+        "get --seed-after did not exit 0 on SIGTERM"
+    );
+}

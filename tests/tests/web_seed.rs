@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use p2pe_bench::nginx;
 use p2pe_tests::{command_available, data, free_port, p2pe_bin, wait_for_tcp, Proc};
 
 /// Bound on any one get in these tests (a few MiB on loopback).
@@ -50,54 +51,15 @@ impl Nginx {
     }
 
     fn start_with(root: &Path, test: &str, tls: Option<(&Path, &Path)>) -> Option<Nginx> {
-        let bin = if command_available("nginx") {
-            PathBuf::from("nginx")
-        } else if Path::new("/usr/sbin/nginx").exists() {
-            PathBuf::from("/usr/sbin/nginx")
-        } else {
+        let Some(bin) = nginx::binary() else {
             eprintln!("SKIP {test}: nginx is not installed (apt-get install -y nginx)");
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
-        let port = free_port();
-        let access_log = dir.path().join("access.log");
-        let (ssl, tls_lines) = match tls {
-            Some((cert, key)) => (
-                " ssl",
-                format!(
-                    "ssl_certificate {};\n    ssl_certificate_key {};",
-                    cert.display(),
-                    key.display()
-                ),
-            ),
-            None => ("", String::new()),
-        };
-        let conf = format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  log_format bytes '$status $body_bytes_sent "$request"';
-  access_log {d}/access.log bytes;
-  client_body_temp_path {d}/client_body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  default_type application/octet-stream;
-  server {{
-    listen 127.0.0.1:{port}{ssl};
-    {tls_lines}
-    root {root};
-  }}
-}}
-"#,
-            root = root.display()
-        );
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let access_log = nginx::access_log(dir.path());
+        let tls_files = tls.map(|(cert, key)| nginx::Tls { cert, key });
+        let conf = nginx::config(dir.path(), addr, root, tls_files);
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let child = Command::new(bin)
@@ -110,7 +72,6 @@ http {{
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn nginx");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let nginx = Nginx {
             child,
             addr,

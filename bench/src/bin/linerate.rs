@@ -94,7 +94,7 @@ struct Seeder {
 }
 
 impl Seeder {
-    fn fill(&mut self, ctx: &mut Ctx, conn: ConnId) {
+    fn fill(&mut self, ctx: &mut Ctx<()>, conn: ConnId) {
         while self.next < self.src.len_bytes() && ctx.queued_bytes(conn) < WINDOW_BYTES {
             let len = self.block_bytes.min(self.src.len_bytes() - self.next);
             let mut h = [0u8; 13];
@@ -113,18 +113,20 @@ impl Seeder {
 }
 
 impl Handler for Seeder {
-    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, _: SocketAddr, _: bool) {
+    type Msg = ();
+
+    fn on_open(&mut self, ctx: &mut Ctx<()>, conn: ConnId, _: SocketAddr, _: bool) {
         self.next = 0;
         self.fill(ctx, conn);
     }
-    fn on_recv(&mut self, _: &mut Ctx, _: ConnId, _: &[u8]) {}
-    fn on_sent(&mut self, ctx: &mut Ctx, conn: ConnId) {
+    fn on_recv(&mut self, _: &mut Ctx<()>, _: ConnId, _: &[u8]) {}
+    fn on_sent(&mut self, ctx: &mut Ctx<()>, conn: ConnId) {
         self.fill(ctx, conn);
     }
-    fn on_close(&mut self, _: &mut Ctx, _: ConnId, _: Option<std::io::Error>) {
+    fn on_close(&mut self, _: &mut Ctx<()>, _: ConnId, _: Option<std::io::Error>) {
         let _ = self.closed.send(());
     }
-    fn on_timer(&mut self, _: &mut Ctx, _: Instant) {}
+    fn on_timer(&mut self, _: &mut Ctx<()>, _: Instant) {}
     fn is_done(&self) -> bool {
         false
     }

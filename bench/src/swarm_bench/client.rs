@@ -358,50 +358,11 @@ impl P2peWebSeed {
     /// # Errors
     /// nginx is not installed, or the directory cannot be created.
     pub fn prepare(p2pe: P2pe, work: &Path) -> io::Result<P2peWebSeed> {
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
+        let nginx = crate::nginx::binary()
             .ok_or_else(|| io::Error::other("nginx is not installed (apt-get install -y nginx)"))?;
         let dir = work.join("nginx");
         std::fs::create_dir_all(&dir)?;
         Ok(P2peWebSeed { p2pe, nginx, dir })
-    }
-
-    fn access_log(&self) -> PathBuf {
-        self.dir.join("access.log")
-    }
-
-    /// nginx's configuration serving `root` on `listen`: one worker, no
-    /// daemon, `sendfile`, the access log `$body_bytes_sent` per request.
-    fn config(&self, listen: SocketAddrV4, root: &Path) -> String {
-        let d = self.dir.display();
-        format!(
-            r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  log_format bytes '$body_bytes_sent';
-  access_log {d}/access.log bytes;
-  sendfile on;
-  keepalive_requests 100000;
-  client_body_temp_path {d}/client_body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  default_type application/octet-stream;
-  server {{
-    listen {listen};
-    root {root};
-  }}
-}}
-"#,
-            root = root.display()
-        )
     }
 }
 
@@ -416,8 +377,9 @@ impl SwarmClient for P2peWebSeed {
         // A fresh config and access log per row; a write failure shows as
         // nginx failing to start (the harness names the row's logs).
         let conf = self.dir.join("nginx.conf");
-        let _ = std::fs::write(&conf, self.config(ctx.listen, ctx.dir));
-        let _ = std::fs::write(self.access_log(), b"");
+        let config = crate::nginx::config(&self.dir, ctx.listen.into(), ctx.dir, None);
+        let _ = std::fs::write(&conf, config);
+        let _ = std::fs::write(crate::nginx::access_log(&self.dir), b"");
         PeerCommand {
             argv: vec![
                 path_str(&self.nginx),
@@ -443,12 +405,8 @@ impl SwarmClient for P2peWebSeed {
         false
     }
     fn origin_payload_bytes(&self) -> Option<u64> {
-        let log = std::fs::read_to_string(self.access_log()).ok()?;
-        Some(
-            log.lines()
-                .filter_map(|l| l.trim().parse::<u64>().ok())
-                .sum(),
-        )
+        let log = std::fs::read_to_string(crate::nginx::access_log(&self.dir)).ok()?;
+        Some(log.lines().filter_map(crate::nginx::body_bytes).sum())
     }
 }
 
@@ -523,7 +481,8 @@ mod tests {
         assert_eq!(leecher.argv[i + 1], "http://198.18.0.2:6881/");
         assert!(leecher.argv.iter().any(|a| a == "get"));
         assert_eq!(c.origin_payload_bytes(), Some(0));
-        std::fs::write(c.dir.join("access.log"), "100\n250\n-\n").unwrap();
+        let log = "206 100 \"GET /a\"\n206 250 \"GET /a\"\n-\n";
+        std::fs::write(c.dir.join("access.log"), log).unwrap();
         assert_eq!(c.origin_payload_bytes(), Some(350));
     }
 

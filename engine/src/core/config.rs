@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::availability::Availability;
 use super::claims::AtomicBitfield;
+use super::rack::Locality;
 use super::upload_history::UploadHistory;
 
 pub use crate::base::BLOCK_LEN_BYTES;
@@ -165,6 +166,10 @@ pub struct TorrentConfig {
     /// handed to the driver ([`super::Action::SendBlock`]) only while it allows.
     /// `None` (the default): unlimited.
     pub upload_limit: Option<SharedBucket>,
+    /// This node's rack and identity (`--rack`): requests to peers outside the rack are
+    /// limited so that each piece enters the rack about once ([`super::rack`]). `None`
+    /// (the default): rack-oblivious.
+    pub locality: Option<Locality>,
 }
 
 impl TorrentConfig {
@@ -205,6 +210,7 @@ impl TorrentConfig {
             availability: None,
             download_limit: None,
             upload_limit: None,
+            locality: None,
         }
     }
 
@@ -280,6 +286,10 @@ pub struct PeerCaps {
     /// only ask the same sender again on another lane for a piece it is
     /// already sending.
     pub node_endgame: bool,
+    /// The peer's rack and identity, when it told us (BEP 10 handshake `rack`, or the
+    /// tracker that handed it out): with our own [`TorrentConfig::locality`] it makes the
+    /// peer a rack-mate or a remote peer ([`super::rack`]). `None`: unknown, remote.
+    pub locality: Option<Locality>,
 }
 
 impl Default for PeerCaps {
@@ -291,6 +301,7 @@ impl Default for PeerCaps {
             reqq: None,
             distinct_first: false,
             node_endgame: true,
+            locality: None,
         }
     }
 }

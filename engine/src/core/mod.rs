@@ -37,9 +37,12 @@
 //! message and what it was told), [`rate_limit`] (payload rate limits shared by a
 //! node's torrents), `config` (tunables), `peer`
 //! (per-connection state), `picker` (random first, rarest-first, affinity, endgame),
-//! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), `torrent` (the state
+//! `choker` (tit-for-tat, optimistic unchoke, anti-snubbing), [`rack`] (rack-aware
+//! requests: one importer per piece and rack), `torrent` (the state
 //! machine and the distinct-first seeder policy), [`web_seed`] (when and what a node
-//! fetches from BEP 19 web seeds, their back-off).
+//! fetches from BEP 19 web seeds, their back-off), [`metadata`] (fetching a magnet
+//! link's info dictionary over BEP 9 `ut_metadata`, banning peers whose bytes do not
+//! hash to the info-hash).
 #![deny(clippy::disallowed_methods)]
 
 pub mod address_book;
@@ -50,9 +53,11 @@ pub mod claims;
 mod config;
 pub mod inbound_handshakes;
 mod message;
+pub mod metadata;
 mod peer;
 pub mod pex;
 mod picker;
+pub mod rack;
 pub mod rate_limit;
 mod request_queue;
 pub mod slots;
@@ -72,5 +77,6 @@ pub use config::{
 pub use message::{
     Action, Block, DisconnectReason, PeerKey, PeerMessage, PieceIndex, ProtocolError,
 };
+pub use rack::Locality;
 pub use time::Time;
 pub use torrent::{Torrent, TorrentStats};

@@ -40,6 +40,7 @@
 
 use super::availability::Availability;
 use super::config::BLOCK_LEN_BYTES;
+use super::rack::ImportFilter;
 use super::{AtomicBitfield, Bitfield, Block, PeerKey, PieceIndex, Time, TorrentConfig};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -140,11 +141,25 @@ pub(crate) struct PickContext<'a> {
     /// May start (claim) a fresh piece: false for a snubbed peer that has stayed silent
     /// since, whose probe may only join a piece already started.
     pub fresh_ok: bool,
+    /// Rack-aware: the peer is remote and only these pieces may come from it
+    /// ([`super::rack`]). `None`: any piece it has.
+    pub import: Option<ImportFilter<'a>>,
 }
 
 impl PickContext<'_> {
     fn usable(&self, p: PieceIndex) -> bool {
-        self.peer_have.get(p) && !self.rejected.contains(&p)
+        self.peer_have.get(p)
+            && !self.rejected.contains(&p)
+            && self.import.is_none_or(|f| f.allows(p))
+    }
+
+    /// Word `wi` of the peer's bitfield, restricted to what may be imported from it.
+    fn have_word(&self, wi: usize) -> u64 {
+        let w = self.peer_have.words().get(wi).copied().unwrap_or(0);
+        match &self.import {
+            Some(f) => w & f.word(wi),
+            None => w,
+        }
     }
 }
 
@@ -390,12 +405,11 @@ impl Picker {
             return None;
         }
         let words = self.untouched.words();
-        let peer = ctx.peer_have.words();
         let start_word = rng.random_range(0..words.len());
         let mut found = None;
         'scan: for k in 0..words.len() {
             let wi = (start_word + k) % words.len();
-            let mut w = words[wi] & peer.get(wi).copied().unwrap_or(0) & claims.load_word(wi);
+            let mut w = words[wi] & ctx.have_word(wi) & claims.load_word(wi);
             while w != 0 {
                 let p = PieceIndex(wi as u32 * 64 + w.trailing_zeros());
                 w &= w - 1;
@@ -433,11 +447,10 @@ impl Picker {
         }
         let start = rng.random_range(0..self.piece_count);
         let words = self.untouched.words().len();
-        let peer = ctx.peer_have.words();
         let start_word = (start / 64) as usize;
         for k in 0..=words {
             let wi = (start_word + k) % words;
-            let mut w = self.untouched.words()[wi] & peer.get(wi).copied().unwrap_or(0);
+            let mut w = self.untouched.words()[wi] & ctx.have_word(wi);
             if let Some(c) = &self.claims {
                 w &= !c.load_word(wi);
             }
@@ -484,9 +497,8 @@ impl Picker {
     fn rarest_by_scan(&self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
         let mut best: Option<(u32, PieceIndex)> = None;
         let mut ties = 0u32;
-        let peer = ctx.peer_have.words();
         for (wi, &u) in self.untouched.words().iter().enumerate() {
-            let mut w = u & peer.get(wi).copied().unwrap_or(0);
+            let mut w = u & ctx.have_word(wi);
             if let Some(c) = &self.claims {
                 w &= !c.load_word(wi);
             }

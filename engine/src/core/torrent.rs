@@ -45,6 +45,7 @@ mod upload_budget;
 use super::choker::Choker;
 use super::peer::PeerState;
 use super::picker::Picker;
+use super::rack::RackView;
 use super::rate_limit;
 use super::{Action, Bitfield, Block, DisconnectReason, PeerCaps, PeerKey, PeerMessage};
 use super::{ChokeCandidate, ChokerMode, PieceIndex, ProtocolError, Time, TorrentConfig};
@@ -105,6 +106,8 @@ pub struct Torrent {
     download_throttled: bool,
     /// The upload limit stopped handing out blocks: pump uploads when it allows.
     upload_throttled: bool,
+    /// Rack-aware requests ([`super::rack`]); `None` without [`TorrentConfig::locality`].
+    rack: Option<RackView>,
 }
 
 impl Torrent {
@@ -122,6 +125,9 @@ impl Torrent {
         let picker = Picker::new(&config, &have, &mut rng);
         let uploads = upload::UploadState::new(&config, have.is_full(), &mut rng);
         let choker = Choker::new(config.choker, Time::ZERO);
+        let rack = config
+            .locality
+            .map(|me| RackView::new(me, config.piece_count));
         let stats = TorrentStats {
             pieces_have: have.count_ones(),
             ..TorrentStats::default()
@@ -148,6 +154,7 @@ impl Torrent {
             smart_ban: smart_ban::SmartBan::default(),
             download_throttled: false,
             upload_throttled: false,
+            rack,
         }
     }
 
@@ -161,6 +168,11 @@ impl Torrent {
         let mut state = PeerState::new(now, caps, self.config.piece_count);
         state.last_sent_at = now;
         self.peers.insert(peer, state);
+        if let (Some(rack), Some(l)) = (self.rack.as_mut(), caps.locality) {
+            if rack.is_mate_locality(Some(l)) {
+                rack.add_mate(peer, l.node_token);
+            }
+        }
         let msg = if caps.fast_extension && self.have.is_full() {
             Some(PeerMessage::HaveAll)
         } else if caps.fast_extension && self.have.count_ones() == 0 {
@@ -399,6 +411,10 @@ impl Torrent {
         for p in peer.have.iter_ones() {
             self.picker.dec(p);
         }
+        let mate = self.rack.as_ref().is_some_and(|r| r.is_mate(key));
+        if let Some(rack) = self.rack.as_mut() {
+            rack.remove_mate(key, &peer.have);
+        }
         for b in &peer.inflight {
             self.picker.cancel_request(key, *b);
         }
@@ -408,10 +424,33 @@ impl Torrent {
         if !peer.am_choking {
             self.fill_free_slots(now);
         }
-        if !peer.inflight.is_empty() {
+        if !peer.inflight.is_empty() || mate {
+            // A rack-mate's pieces and importer roles are ours to fetch now.
             self.fill_all_requests();
         }
         true
+    }
+
+    /// A block arrived from `key`: a rack-mate [`Torrent::check_snubs`] took out of the
+    /// rack view for its silence counts again (its pieces and its importer roles).
+    fn rack_resume(&mut self, key: PeerKey) {
+        let (Some(rack), Some(peer)) = (self.rack.as_mut(), self.peers.get(&key)) else {
+            return;
+        };
+        let Some(l) = peer
+            .caps
+            .locality
+            .filter(|&l| rack.is_mate_locality(Some(l)))
+        else {
+            return;
+        };
+        if rack.is_mate(key) {
+            return;
+        }
+        rack.add_mate(key, l.node_token);
+        for p in peer.have.iter_ones() {
+            rack.gained(p);
+        }
     }
 
     /// Panics if an invariant is broken (tests only).
@@ -419,6 +458,10 @@ impl Torrent {
     pub(crate) fn check_invariants(&self) {
         self.picker
             .check_invariants(self.peers.values().map(|p| &p.have), &self.have);
+        if let Some(rack) = &self.rack {
+            let mates = self.peers.iter().filter(|(k, _)| rack.is_mate(**k));
+            rack.check_invariants(mates.map(|(_, p)| &p.have));
+        }
         let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
         assert!(
             unchoked <= self.config.choker.unchoke_slots.saturating_add(1),
@@ -442,6 +485,8 @@ mod availability_tests;
 mod claims_tests;
 #[cfg(test)]
 mod protocol_tests;
+#[cfg(test)]
+mod rack_tests;
 #[cfg(test)]
 mod rate_limit_tests;
 #[cfg(test)]

@@ -8,10 +8,13 @@
 //!   over std sockets, for a node's control thread.
 //! - [`http`]: the TLS settings every HTTP client shares, and a bounded
 //!   one-shot GET (a `.torrent` by URL).
+//! - [`metadata`]: a blocking driver fetching a magnet link's info dictionary
+//!   from peers (BEP 9 over BEP 10), running [`crate::core::metadata`].
 //! - [`tracker_server`]: in-memory swarms with a cluster-aware hand-out policy,
 //!   and its UDP + HTTP sockets.
 
 pub mod http;
+pub mod metadata;
 pub mod tracker_client;
 pub mod tracker_io;
 pub mod tracker_server;

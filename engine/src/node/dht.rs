@@ -1,6 +1,8 @@
-//! The node's DHT thread (BEP 5, Mainline DHT through the `mainline` crate):
-//! look up peers of the info-hash and announce our listen port, then hand
-//! the peers to the worker like tracker peers.
+//! The node's DHT threads (BEP 5, Mainline DHT through the `mainline` crate):
+//! one DHT node (one UDP port) per session, shared by all its torrents
+//! ([`build`]); per torrent a thread that looks up peers of its info-hash and
+//! announces our listen port, then hands the peers to the workers like
+//! tracker peers.
 //!
 //! Never started for private torrents (BEP 27). The DHT node runs in server
 //! mode (datacenter nodes are reachable, and a closed cluster needs every
@@ -46,7 +48,30 @@ impl Default for DhtConfig {
     }
 }
 
-/// The running DHT thread.
+/// Binds a DHT node (server mode) as `config` says: the one node of a
+/// session, whose handle every torrent's [`DhtNode`] clones.
+///
+/// # Errors
+/// The UDP socket cannot be bound.
+pub(crate) fn build(config: &DhtConfig) -> std::io::Result<Dht> {
+    let mut b = Dht::builder();
+    b.server_mode().bind_address(*config.listen.ip());
+    if config.listen.port() != 0 {
+        b.port(config.listen.port());
+    }
+    match &config.bootstrap {
+        Some(list) if list.is_empty() => {
+            b.no_bootstrap();
+        }
+        Some(list) => {
+            b.bootstrap(list);
+        }
+        None => {}
+    }
+    b.build()
+}
+
+/// The running DHT thread of one torrent.
 pub(crate) struct DhtNode {
     stop: mpsc::Sender<()>,
     thread: JoinHandle<()>,
@@ -54,29 +79,19 @@ pub(crate) struct DhtNode {
 }
 
 impl DhtNode {
-    /// Binds the DHT node and starts its thread.
+    /// Starts the torrent's look-up and announce thread on the session's
+    /// DHT node `dht`.
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
     #[allow(deprecated)] // `info`: the blocking API, see `run`
     pub(crate) fn spawn(
+        dht: Dht,
         config: &DhtConfig,
         info_hash: InfoHash,
         port: u16,
         shared: Arc<Shared>,
     ) -> std::io::Result<DhtNode> {
-        let mut b = Dht::builder();
-        b.server_mode().bind_address(*config.listen.ip());
-        if config.listen.port() != 0 {
-            b.port(config.listen.port());
-        }
-        match &config.bootstrap {
-            Some(list) if list.is_empty() => {
-                b.no_bootstrap();
-            }
-            Some(list) => {
-                b.bootstrap(list);
-            }
-            None => {}
-        }
-        let dht = b.build()?;
         let local = dht.info().local_addr();
         let id = Id::from_bytes(info_hash.0).map_err(std::io::Error::other)?;
         let interval = config.interval;

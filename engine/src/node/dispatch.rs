@@ -31,7 +31,6 @@
 //! removed torrent's entries go with it); the waiting handshakes are bounded
 //! in count and time ([`InboundHandshakes`]).
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -40,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::inbound_handshakes::{InboundConfig, InboundHandshakes, Routed};
 use crate::core::Time;
-use crate::rt::{ConnId, Ctx, Handler};
+use crate::rt::{ConnId, Handler};
 
 use super::handler::NodeHandler;
 use super::session::TorrentId;
@@ -62,6 +61,10 @@ pub(crate) struct TorrentSlot {
     pub(crate) info_hash: [u8; 20],
     pub(crate) handler: NodeHandler,
 }
+
+/// The runtime context of a session's workers ([`SessionMsg`] their
+/// control messages).
+pub(crate) type Ctx = crate::rt::Ctx<SessionMsg>;
 
 /// A control message to a worker of a session.
 pub(crate) enum SessionMsg {
@@ -237,6 +240,8 @@ impl Dispatcher {
 }
 
 impl Handler for Dispatcher {
+    type Msg = SessionMsg;
+
     fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, inbound: bool) {
         if !inbound {
             match self.conns.get(&conn) {
@@ -309,11 +314,8 @@ impl Handler for Dispatcher {
         self.arm(ctx);
     }
 
-    fn on_control(&mut self, ctx: &mut Ctx, msg: Box<dyn Any + Send>) {
-        let Ok(msg) = msg.downcast::<SessionMsg>() else {
-            return;
-        };
-        match *msg {
+    fn on_control(&mut self, ctx: &mut Ctx, msg: SessionMsg) {
+        match msg {
             SessionMsg::Add(slot, ack) => {
                 self.add(*slot);
                 drop(ack);

@@ -12,8 +12,10 @@ use crate::core::address_book::{AddressBook, BookConfig};
 use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
-use crate::rt::{ConnId, Ctx, Handler, PostError, SourceFile};
+use crate::node::dispatch::Ctx;
+use crate::rt::{ConnId, Handler, PostError, SourceFile};
 use crate::store::{Storage, StoreError};
+use crate::wire::peer::metadata::UT_METADATA;
 use crate::wire::peer::{ExtendedHandshake, Handshake, P2peExt, MAX_LANES};
 
 use super::dispatch::SessionMsg;
@@ -25,6 +27,7 @@ use crate::core::rate_limit::SharedBucket;
 
 mod dial;
 mod lanes;
+mod metadata;
 mod pex;
 mod recv;
 mod send;
@@ -39,6 +42,8 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 const P2PE_EXT_ID: u8 = 1;
 /// Extended message id we assign to `ut_pex` (BEP 11) in our BEP 10 `m`.
 pub(super) const PEX_EXT_ID: u8 = 2;
+/// Extended message id we assign to `ut_metadata` (BEP 9) in our BEP 10 `m`.
+pub(super) const METADATA_EXT_ID: u8 = 3;
 /// BEP 10 `reqq` we advertise: the core's default `max_requests_per_peer`.
 const REQQ: u32 = 250;
 
@@ -61,6 +66,10 @@ pub(crate) struct NodeHandler {
     pub(super) epoch: Instant,
     pub(super) ours: Handshake,
     pub(super) our_ext: ExtendedHandshake,
+    /// The torrent's raw bencoded info dictionary, served to peers that ask
+    /// for it with `ut_metadata` (BEP 9); `None` for a private torrent
+    /// (BEP 27: its peers come from its tracker and hold the `.torrent`).
+    pub(super) info_bytes: Option<Arc<[u8]>>,
     pub(super) piece_count: u32,
     pub(super) piece_len_bytes: u32,
     pub(super) conns: HashMap<ConnId, PeerConn>,
@@ -135,6 +144,7 @@ impl NodeHandler {
         shared: Arc<Shared>,
         (torrent_id, worker): (TorrentId, usize),
         private: bool,
+        info_bytes: Arc<[u8]>,
     ) -> Result<Self, NodeError> {
         let mut have = Bitfield::new(config.piece_count);
         for i in 0..config.piece_count {
@@ -151,10 +161,20 @@ impl NodeHandler {
         our_ext.v = Some(concat!("p2pe ", env!("CARGO_PKG_VERSION")).to_string());
         our_ext.reqq = Some(REQQ);
         our_ext.p = nc.listen.map(|a| a.port()).filter(|&p| p != 0);
+        // Our rack and zone labels: p2pe peers of the same rack prefer us (`core::rack`).
+        our_ext.p2pe_rack = nc.tracker.topology.rack.clone();
+        our_ext.p2pe_zone = nc.tracker.topology.zone.clone();
         // BEP 27: a private torrent finds peers through its tracker only.
         let pex_interval = nc.pex_interval.filter(|_| !private);
         if pex_interval.is_some() {
             our_ext.m.insert("ut_pex".into(), PEX_EXT_ID);
+        }
+        // BEP 9: we serve the info dictionary, like libtorrent, only for a
+        // public torrent.
+        let info_bytes = (!private).then_some(info_bytes);
+        if let Some(bytes) = &info_bytes {
+            our_ext.m.insert(UT_METADATA.into(), METADATA_EXT_ID);
+            our_ext.metadata_size = Some(bytes.len() as u64);
         }
         let coordinator = (worker == 0 && shared.workers > 1)
             .then(|| workers::Coordinator::new(config.choker, nc.rng_seed, shared.workers));
@@ -187,6 +207,7 @@ impl NodeHandler {
             epoch: shared.epoch,
             ours: Handshake::new(info_hash, nc.peer_id),
             our_ext,
+            info_bytes,
             piece_count,
             piece_len_bytes,
             conns: HashMap::new(),
@@ -221,7 +242,7 @@ impl NodeHandler {
     /// # Errors
     /// As [`Ctx::post`].
     pub(super) fn post(&self, ctx: &Ctx, worker: usize, cmd: Command) -> Result<(), PostError> {
-        ctx.post(worker, Box::new(SessionMsg::Torrent(self.torrent_id, cmd)))
+        ctx.post(worker, SessionMsg::Torrent(self.torrent_id, cmd))
     }
 
     /// A message for this torrent from the session or another worker.
@@ -457,6 +478,10 @@ impl Drop for NodeHandler {
 }
 
 impl Handler for NodeHandler {
+    /// Commands reach a torrent's handler through the worker's dispatcher
+    /// ([`super::dispatch`]), never through this `on_control`.
+    type Msg = super::dispatch::SessionMsg;
+
     fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, inbound: bool) {
         if inbound {
             if !self.admit_inbound(ctx, peer) {

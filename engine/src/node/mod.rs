@@ -115,7 +115,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use crate::core::{ChokerConfig, ChokerMode, PieceIndex, TorrentConfig};
+use crate::core::{ChokerConfig, ChokerMode, Locality, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
 use crate::rt::SendStrategy;
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
@@ -398,6 +398,12 @@ fn torrent_config(
     let info = meta.info();
     let mut tc = TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
     tc.choker = config.choker;
+    // Rack-aware requests (`core::rack`) when the node has a rack label.
+    let topology = &config.tracker.topology;
+    tc.locality = topology
+        .rack
+        .as_deref()
+        .map(|rack| Locality::labelled(rack, topology.zone.as_deref(), &config.peer_id));
     let mut left = info.total_len_bytes();
     for (i, v) in (0u32..).zip(storage.verified()) {
         if v {
@@ -610,6 +616,8 @@ pub mod fake_peer;
 mod hostile_tests;
 #[cfg(test)]
 mod lanes_tests;
+#[cfg(test)]
+mod metadata_tests;
 #[cfg(test)]
 mod pex_flood_tests;
 #[cfg(test)]

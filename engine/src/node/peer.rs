@@ -81,6 +81,10 @@ pub(crate) struct PeerConn {
     pub(crate) peer_id: Option<[u8; 20]>,
     /// The peer's extended message id for `ut_pex` (BEP 11), if it speaks it.
     pub(crate) pex_id: Option<u8>,
+    /// The peer's extended message id for `ut_metadata` (BEP 9), if it speaks it.
+    pub(crate) metadata_id: Option<u8>,
+    /// `ut_metadata` pieces sent to this peer (bounded: see `handler::metadata`).
+    pub(crate) metadata_pieces_sent: u32,
     /// The peer is a p2pe node (it advertised the p2pe extension).
     pub(crate) is_p2pe: bool,
     /// Its PEX schedule and what it was told ([`crate::core::pex`]), once it
@@ -127,6 +131,8 @@ impl PeerConn {
             listen_addr: None,
             peer_id: None,
             pex_id: None,
+            metadata_id: None,
+            metadata_pieces_sent: 0,
             is_p2pe: false,
             pex: None,
             incoming: None,

@@ -128,7 +128,7 @@ fn wait_acks(acked: &mpsc::Receiver<()>, id: TorrentId) -> Result<(), NodeError>
 
 /// Many torrents served by one runtime on one listen port (see the module docs).
 pub struct Session {
-    runtime: RuntimeHandle,
+    runtime: RuntimeHandle<SessionMsg>,
     /// Clock origin of every torrent's core (the shared rate buckets compare
     /// times across torrents).
     epoch: Instant,
@@ -139,6 +139,10 @@ pub struct Session {
     limits: (Option<SharedBucket>, Option<SharedBucket>),
     torrents: BTreeMap<TorrentId, Hosted>,
     next_id: u64,
+    /// The session's DHT node (BEP 5), bound by the first torrent added with
+    /// [`NodeConfig::dht`] and shared by every torrent after it (one UDP
+    /// port per process; the first torrent's `DhtConfig` sets it).
+    dht: Option<mainline::Dht>,
 }
 
 impl Session {
@@ -192,6 +196,7 @@ impl Session {
             limits,
             torrents: BTreeMap::new(),
             next_id: 0,
+            dht: None,
         })
     }
 
@@ -259,6 +264,7 @@ impl Session {
         let tc = torrent_config(meta, &nc, &storage, &shared);
         let sources = NodeHandler::open_sources(&storage)?;
         let ih = meta.info_hash();
+        let info_bytes: Arc<[u8]> = Arc::from(meta.info_bytes());
         let (ack, acked) = mpsc::channel::<()>();
         let make = |w: usize| -> Result<SessionMsg, NodeError> {
             let handler = NodeHandler::new(
@@ -270,6 +276,7 @@ impl Session {
                 shared.clone(),
                 (id, w),
                 info.is_private(),
+                info_bytes.clone(),
             )?;
             let slot = TorrentSlot {
                 id,
@@ -319,7 +326,7 @@ impl Session {
     /// The resume flusher, the announcer, the DHT node and the web seed
     /// fetchers of new torrent `id`.
     fn start_threads(
-        &self,
+        &mut self,
         id: TorrentId,
         hosted: &mut Hosted,
         meta: &Metainfo,
@@ -348,12 +355,19 @@ impl Session {
                 shared.log("dht: off for a private torrent (BEP 27)".into());
                 None
             }
-            Some(dc) => Some(dht::DhtNode::spawn(
-                dc,
-                meta.info_hash(),
-                port,
-                shared.clone(),
-            )?),
+            Some(dc) => {
+                let node = match &self.dht {
+                    Some(d) => d.clone(),
+                    None => self.dht.insert(dht::build(dc)?).clone(),
+                };
+                Some(dht::DhtNode::spawn(
+                    node,
+                    dc,
+                    meta.info_hash(),
+                    port,
+                    shared.clone(),
+                )?)
+            }
             None => None,
         };
         let expect_peers =
@@ -361,7 +375,7 @@ impl Session {
         if !shared.complete.load(Ordering::Acquire) {
             let poster = self.runtime.poster();
             let post: web_seed::PostCommand = Arc::new(move |w, cmd| {
-                let _ = poster.post(w, Box::new(SessionMsg::Torrent(id, cmd)));
+                let _ = poster.post(w, SessionMsg::Torrent(id, cmd));
             });
             hosted.web_seeds = web_seed::WebSeeds::spawn(
                 &config.web_seeds,
@@ -422,7 +436,7 @@ impl Session {
     ) -> Result<(), NodeError> {
         let end = Instant::now() + POST_BOUND;
         loop {
-            match self.runtime.post(w, Box::new(make()?)) {
+            match self.runtime.post(w, make()?) {
                 Ok(()) => return Ok(()),
                 Err(PostError::Full(_)) if Instant::now() < end => {
                     std::thread::sleep(Duration::from_millis(1));

@@ -18,7 +18,7 @@ pub(super) fn make_torrent(dir: &Path, name: &str, sizes: &[usize], piece_len: u
 }
 
 /// As [`make_torrent`], `private` (BEP 27) as given.
-fn make_torrent_opts(
+pub(super) fn make_torrent_opts(
     dir: &Path,
     name: &str,
     sizes: &[usize],
@@ -343,7 +343,7 @@ fn private_torrents_do_not_use_pex() {
 }
 
 #[test]
-fn ut_pex_is_advertised_only_for_public_torrents() {
+fn ut_pex_and_ut_metadata_are_advertised_only_for_public_torrents() {
     let tmp = tempfile::tempdir().unwrap();
     for private in [false, true] {
         let src = tmp.path().join(format!("p{private}"));
@@ -361,10 +361,42 @@ fn ut_pex_is_advertised_only_for_public_torrents() {
             Arc::new(super::Shared::new(info.piece_count(), 1)),
             (super::TorrentId(0), 0),
             private,
+            Arc::from(meta.info_bytes()),
         )
         .unwrap();
         assert_eq!(h.our_ext.m.contains_key("ut_pex"), !private);
+        // BEP 9 metadata is served for public torrents only, as libtorrent does.
+        assert_eq!(h.our_ext.m.contains_key("ut_metadata"), !private);
+        let size = meta.info_bytes().len() as u64;
+        assert_eq!(h.our_ext.metadata_size, (!private).then_some(size));
     }
+}
+
+#[test]
+fn rack_and_zone_labels_go_into_the_extended_handshake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = make_torrent_opts(tmp.path(), "t", &[1000], 16 * 1024, false);
+    let info = meta.info();
+    let tc = crate::core::TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
+    let storage = open(&meta, tmp.path(), OpenMode::Seed);
+    let sources = super::handler::NodeHandler::open_sources(&storage).unwrap();
+    let mut nc = NodeConfig::new();
+    nc.tracker.topology.rack = Some("r3".into());
+    nc.tracker.topology.zone = Some("z1".into());
+    let h = super::handler::NodeHandler::new(
+        tc,
+        meta.info_hash().0,
+        storage,
+        sources,
+        &nc,
+        Arc::new(super::Shared::new(info.piece_count(), 1)),
+        (super::TorrentId(0), 0),
+        false,
+        Arc::from(meta.info_bytes()),
+    )
+    .unwrap();
+    assert_eq!(h.our_ext.p2pe_rack.as_deref(), Some("r3"));
+    assert_eq!(h.our_ext.p2pe_zone.as_deref(), Some("z1"));
 }
 
 #[test]

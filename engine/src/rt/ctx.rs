@@ -1,6 +1,5 @@
 //! [`Ctx`]: what a [`Handler`](super::Handler) may ask of its worker.
 
-use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,9 +28,10 @@ pub enum PostError {
 }
 
 /// The worker's side of the handler interface: connections, send queues,
-/// timer and control messages. Requests are applied when the current callback
-/// returns.
-pub struct Ctx {
+/// timer and control messages of type `M` (the handler's
+/// [`Handler::Msg`](super::Handler::Msg)). Requests are applied when the
+/// current callback returns.
+pub struct Ctx<M> {
     pub(crate) index: usize,
     pub(crate) config: RuntimeConfig,
     pub(crate) conns: Slab,
@@ -42,12 +42,12 @@ pub struct Ctx {
     /// Close requests (from the handler or from errors) to process.
     pub(crate) closes: Vec<ConnId>,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared<M>>,
     pub(crate) pipes: Vec<Pipe>,
 }
 
-impl Ctx {
-    pub(crate) fn new(index: usize, config: RuntimeConfig, shared: Arc<Shared>) -> Self {
+impl<M> Ctx<M> {
+    pub(crate) fn new(index: usize, config: RuntimeConfig, shared: Arc<Shared<M>>) -> Self {
         Ctx {
             index,
             config,
@@ -171,7 +171,7 @@ impl Ctx {
     /// # Errors
     /// [`PostError::NoSuchWorker`], [`PostError::Full`] (bounded channel),
     /// [`PostError::Exited`].
-    pub fn post(&self, worker: usize, msg: Box<dyn Any + Send>) -> Result<(), PostError> {
+    pub fn post(&self, worker: usize, msg: M) -> Result<(), PostError> {
         self.shared.post(worker, msg)
     }
 

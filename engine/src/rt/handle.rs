@@ -1,6 +1,5 @@
 //! Starting, addressing and stopping the workers.
 
-use std::any::Any;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -16,24 +15,21 @@ use super::sys;
 use super::worker::Worker;
 use super::{Handler, RuntimeConfig};
 
-/// A control message between workers.
-pub(crate) type Control = Box<dyn Any + Send>;
-
 /// The one worker's mailbox: a bounded channel plus the eventfd its ring
 /// keeps a read posted on.
-pub(crate) struct Mailbox {
-    tx: Sender<Control>,
+pub(crate) struct Mailbox<M> {
+    tx: Sender<M>,
     pub(crate) efd: File,
 }
 
 /// State shared by all workers; lock-free (channels and an atomic flag).
-pub(crate) struct Shared {
-    pub(crate) workers: Vec<Mailbox>,
+pub(crate) struct Shared<M> {
+    pub(crate) workers: Vec<Mailbox<M>>,
     pub(crate) stop: AtomicBool,
 }
 
-impl Shared {
-    pub(crate) fn post(&self, worker: usize, msg: Control) -> Result<(), PostError> {
+impl<M> Shared<M> {
+    pub(crate) fn post(&self, worker: usize, msg: M) -> Result<(), PostError> {
         let mb = self
             .workers
             .get(worker)
@@ -53,14 +49,15 @@ impl Shared {
     }
 }
 
-/// Handle on a running runtime; dropping it shuts the runtime down.
-pub struct RuntimeHandle {
-    shared: Arc<Shared>,
+/// Handle on a running runtime whose handlers take control messages of type
+/// `M` ([`Handler::Msg`]); dropping it shuts the runtime down.
+pub struct RuntimeHandle<M> {
+    shared: Arc<Shared<M>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     local_addr: Option<SocketAddr>,
 }
 
-impl RuntimeHandle {
+impl<M> RuntimeHandle<M> {
     /// The address the workers listen on (with the chosen port), if any.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
@@ -75,14 +72,14 @@ impl RuntimeHandle {
     ///
     /// # Errors
     /// As [`Ctx::post`](super::Ctx::post).
-    pub fn post(&self, worker: usize, msg: Box<dyn Any + Send>) -> Result<(), PostError> {
+    pub fn post(&self, worker: usize, msg: M) -> Result<(), PostError> {
         self.shared.post(worker, msg)
     }
 
     /// A handle that posts control messages to the workers from another
     /// thread (e.g. a node's web seed fetchers); posts fail with
     /// [`PostError::Exited`] once the runtime has stopped.
-    pub fn poster(&self) -> Poster {
+    pub fn poster(&self) -> Poster<M> {
         Poster {
             shared: self.shared.clone(),
         }
@@ -123,7 +120,7 @@ impl RuntimeHandle {
     }
 }
 
-impl Drop for RuntimeHandle {
+impl<M> Drop for RuntimeHandle<M> {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
             self.shared.stop.store(true, Ordering::Release);
@@ -135,17 +132,24 @@ impl Drop for RuntimeHandle {
 
 /// Posts control messages to a runtime's workers from any thread
 /// ([`RuntimeHandle::poster`]); cloning it is cheap.
-#[derive(Clone)]
-pub struct Poster {
-    shared: Arc<Shared>,
+pub struct Poster<M> {
+    shared: Arc<Shared<M>>,
 }
 
-impl Poster {
+impl<M> Clone for Poster<M> {
+    fn clone(&self) -> Self {
+        Poster {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M> Poster<M> {
     /// Sends a control message to worker `worker`'s `on_control`.
     ///
     /// # Errors
     /// As [`Ctx::post`](super::Ctx::post).
-    pub fn post(&self, worker: usize, msg: Box<dyn Any + Send>) -> Result<(), PostError> {
+    pub fn post(&self, worker: usize, msg: M) -> Result<(), PostError> {
         self.shared.post(worker, msg)
     }
 
@@ -155,7 +159,7 @@ impl Poster {
     }
 }
 
-impl std::fmt::Debug for Poster {
+impl<M> std::fmt::Debug for Poster<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Poster")
             .field("workers", &self.shared.workers.len())
@@ -199,7 +203,7 @@ fn listeners(addr: SocketAddr, n: usize) -> io::Result<(Vec<Socket>, SocketAddr)
 pub fn run<H: Handler>(
     config: RuntimeConfig,
     factory: impl Fn(usize) -> H,
-) -> io::Result<RuntimeHandle> {
+) -> io::Result<RuntimeHandle<H::Msg>> {
     let n = config.workers.max(1);
     let (mut socks, local_addr) = match config.listen {
         Some(addr) => {
@@ -209,7 +213,7 @@ pub fn run<H: Handler>(
         None => ((0..n).map(|_| None).collect::<Vec<_>>(), None),
     };
     let mut mailboxes = Vec::with_capacity(n);
-    let mut inboxes: Vec<Receiver<Control>> = Vec::with_capacity(n);
+    let mut inboxes: Vec<Receiver<H::Msg>> = Vec::with_capacity(n);
     for _ in 0..n {
         let (tx, rx) = crossbeam_channel::bounded(config.control_capacity.max(1));
         mailboxes.push(Mailbox {

@@ -53,7 +53,6 @@ mod send;
 mod sys;
 mod worker;
 
-use std::any::Any;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
@@ -224,22 +223,26 @@ impl Region {
 /// The protocol side of a worker: one instance per worker, created by the
 /// factory passed to [`run`], called only from that worker's thread.
 pub trait Handler: Send + 'static {
+    /// The control messages of [`Ctx::post`], [`RuntimeHandle::post`] and
+    /// [`Poster::post`] (one type per runtime: no downcasting).
+    type Msg: Send + 'static;
+
     /// A connection is established: accepted (`inbound`) or a
     /// [`Ctx::connect`] that succeeded.
-    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, inbound: bool);
+    fn on_open(&mut self, ctx: &mut Ctx<Self::Msg>, conn: ConnId, peer: SocketAddr, inbound: bool);
     /// Bytes received on `conn`, in order. `data` is never empty.
-    fn on_recv(&mut self, ctx: &mut Ctx, conn: ConnId, data: &[u8]);
+    fn on_recv(&mut self, ctx: &mut Ctx<Self::Msg>, conn: ConnId, data: &[u8]);
     /// A send operation on `conn` completed; [`Ctx::queued_bytes`] tells how
     /// much is still queued, so more may be queued now.
-    fn on_sent(&mut self, ctx: &mut Ctx, conn: ConnId);
+    fn on_sent(&mut self, ctx: &mut Ctx<Self::Msg>, conn: ConnId);
     /// `conn` is closed (by the peer, an error, or [`Ctx::close`]); `err` is
     /// `None` for an orderly close. Called exactly once per connection; the id
     /// is dead afterwards.
-    fn on_close(&mut self, ctx: &mut Ctx, conn: ConnId, err: Option<io::Error>);
+    fn on_close(&mut self, ctx: &mut Ctx<Self::Msg>, conn: ConnId, err: Option<io::Error>);
     /// The deadline set with [`Ctx::set_timer`] passed.
-    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant);
+    fn on_timer(&mut self, ctx: &mut Ctx<Self::Msg>, now: Instant);
     /// A message from [`Ctx::post`] or [`RuntimeHandle::post`].
-    fn on_control(&mut self, ctx: &mut Ctx, msg: Box<dyn Any + Send>) {
+    fn on_control(&mut self, ctx: &mut Ctx<Self::Msg>, msg: Self::Msg) {
         let _ = (ctx, msg);
     }
     /// The worker exits (closing its connections, without further callbacks)

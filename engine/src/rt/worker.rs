@@ -12,7 +12,7 @@ use socket2::Socket;
 
 use super::conn::{op, split_user_data, user_data, Conn, ConnState, WORKER_SLOT};
 use super::ctx::Ctx;
-use super::handle::{Control, Shared};
+use super::handle::Shared;
 use super::{sys, ConnId, Handler, RuntimeConfig, TEARDOWN_BOUND};
 
 /// Submission queue entries per ring: enough for a send, a recv and a splice
@@ -32,13 +32,13 @@ pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// One worker: owns everything it touches; nothing in here is shared.
 pub(crate) struct Worker<H: Handler> {
     pub(crate) ring: IoUring,
-    pub(crate) ctx: Ctx,
+    pub(crate) ctx: Ctx<H::Msg>,
     pub(crate) handler: H,
     listener: Option<Socket>,
     /// The accept is not armed and will be at this time (after a
     /// descriptor-exhaustion error, see [`ACCEPT_BACKOFF`]).
     accept_retry_at: Option<Instant>,
-    inbox: Receiver<Control>,
+    inbox: Receiver<H::Msg>,
     /// Target of the read posted on this worker's eventfd.
     efd_buf: Box<u64>,
     /// Operations submitted and not finally completed (teardown waits on it).
@@ -61,8 +61,8 @@ impl<H: Handler> Worker<H> {
     pub(crate) fn run(
         index: usize,
         config: RuntimeConfig,
-        shared: Arc<Shared>,
-        inbox: Receiver<Control>,
+        shared: Arc<Shared<H::Msg>>,
+        inbox: Receiver<H::Msg>,
         listener: Option<Socket>,
         handler: H,
     ) -> io::Result<()> {

@@ -13,11 +13,16 @@
 //!
 //! Node numbering: node 0 is the origin, nodes `1..=N` are the peers, further nodes are replica
 //! servers or late joiners.
+//!
+//! Racks ([`RackSpec`], `p2p` only): peers behind shared top-of-rack links, the origin in no
+//! rack; the report adds the topology bound `D_topo` and the bytes sent between racks
+//! ([`racks`]).
 #![deny(clippy::disallowed_methods)]
 
 pub mod churn;
 pub mod net;
 pub mod queue;
+pub mod racks;
 pub mod report;
 mod server;
 mod swarm;
@@ -28,6 +33,7 @@ use std::str::FromStr;
 pub use churn::ChurnSpec;
 pub use net::Sharing;
 pub use queue::Nanos;
+pub use racks::RackSpec;
 pub use report::{GroupCompletion, Report};
 
 /// How the file gets from the origin to the peers.
@@ -152,6 +158,8 @@ pub struct SimConfig {
     /// Link sharing model for `p2p` (the server strategies always use [`net::Sharing::Equal`],
     /// which is exact for them).
     pub sharing: net::Sharing,
+    /// Racks (`p2p`; `None`, the default: one flat switch).
+    pub racks: Option<RackSpec>,
 }
 
 impl SimConfig {
@@ -182,6 +190,7 @@ impl SimConfig {
             sharing_jitter: 0.0,
             snub_timeout_ns: None,
             debug_stuck: false,
+            racks: None,
         }
     }
 
@@ -307,7 +316,7 @@ impl SimConfig {
                 return bad("replicas must not exceed peers");
             }
         }
-        Ok(())
+        self.validate_racks()
     }
 }
 
@@ -373,6 +382,8 @@ pub(crate) struct Outcome {
     pub slow_expected: u32,
     pub origin_up_bytes: f64,
     pub total_up_bytes: f64,
+    /// Payload bytes sent from a peer in one rack to a peer in another.
+    pub cross_rack_bytes: f64,
     pub events: u64,
 }
 
@@ -426,6 +437,11 @@ impl Outcome {
             d_cs_s: config.d_cs_s(),
             ratio: max_s / d_p2p_s,
             origin_upload_copies: self.origin_up_bytes / f,
+            racks: config.racks.map_or(0, |r| r.racks),
+            rack_oblivious: config.racks.is_some_and(|r| r.oblivious),
+            d_topo_s: config.d_topo_s(),
+            ratio_topo: max_s / config.d_topo_s(),
+            cross_rack_copies: self.cross_rack_bytes / f,
             upload_overhead: self.total_up_bytes / (f * config.peers as f64),
             slow_peers: config.slow_peer_count(),
             slow,

@@ -17,13 +17,26 @@
 //!   (slightly suboptimal) but every share is set by a fill over the link's current transfers,
 //!   so no link is ever oversubscribed.
 //!
+//! Racks ([`Net::add_rack`], [`Net::place`]): a node placed in a rack reaches nodes outside
+//! it through the rack's shared uplink (to the core) and downlink (from the core); a
+//! transfer between two racks, or between a rack and an unplaced node (the origin), also
+//! uses those links. With water-fill, on a start/end the rack links on the transfer's path
+//! are filled first, each transfer capped at its node links' larger of equal and current
+//! share (a lower estimate of what it can use there); node uplinks and downlinks are then
+//! filled as above with the rack shares as extra caps, and a transfer runs at the smallest
+//! of its (up to four) shares. Every transfer on a refilled rack link is re-rated. Without
+//! racks every rack share is infinite and the results are those of the flat model, bit for
+//! bit.
+//!
 //! Completion timers go to the caller's event
 //! queue via [`Net::drain_timers`] with a version; a timer whose version is stale, or that
 //! fires before the (later) current finish time, is handled by [`Net::on_timer`]. A timer is
 //! only re-issued when a transfer's finish moves *earlier*, so a rate drop costs no heap push.
 //!
 //! Invariants: a transfer id is in `up_active[src]` and `down_active[dst]` exactly while it is
-//! active, at positions `pos_up` / `pos_down`; `remaining_bytes` is exact as of `last_ns`.
+//! active, at positions `pos_up` / `pos_down`; likewise in `rack_up_active[rack(src)]` /
+//! `rack_down_active[rack(dst)]` (positions `pos_rack_up` / `pos_rack_down`) exactly while
+//! active and crossing that rack's boundary; `remaining_bytes` is exact as of `last_ns`.
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,6 +45,8 @@ use super::queue::Nanos;
 
 /// Sentinel for "no timer pending" / "never finishes".
 const NEVER: Nanos = Nanos::MAX;
+/// Rack of a node placed in none (the origin, flat runs).
+const NO_RACK: u32 = u32::MAX;
 
 #[derive(Clone, Debug)]
 struct Transfer {
@@ -46,9 +61,18 @@ struct Transfer {
     version: u32,
     pos_up: u32,
     pos_down: u32,
+    /// Rack whose uplink / downlink the transfer crosses (`NO_RACK`: none), and its
+    /// position in that link's list.
+    rack_up: u32,
+    rack_down: u32,
+    pos_rack_up: u32,
+    pos_rack_down: u32,
     /// Water-filled shares (bytes/ns) of the uplink of `src` and the downlink of `dst`.
     share_up: f64,
     share_down: f64,
+    /// Water-filled shares of the rack links it crosses (infinite when it crosses none).
+    share_rack_up: f64,
+    share_rack_down: f64,
     /// Weight in the water-fill (1 unless the net has jitter).
     weight: f64,
 }
@@ -67,10 +91,61 @@ impl Default for Transfer {
             version: 0,
             pos_up: 0,
             pos_down: 0,
+            rack_up: NO_RACK,
+            rack_down: NO_RACK,
+            pos_rack_up: 0,
+            pos_rack_down: 0,
             share_up: 0.0,
             share_down: 0.0,
+            share_rack_up: f64::INFINITY,
+            share_rack_down: f64::INFINITY,
             weight: 1.0,
         }
+    }
+}
+
+/// Which of a transfer's link shares a [`water_fill`] sets.
+#[derive(Clone, Copy, Debug)]
+enum Share {
+    Up,
+    Down,
+    RackUp,
+    RackDown,
+}
+
+impl Transfer {
+    fn share_mut(&mut self, which: Share) -> &mut f64 {
+        match which {
+            Share::Up => &mut self.share_up,
+            Share::Down => &mut self.share_down,
+            Share::RackUp => &mut self.share_rack_up,
+            Share::RackDown => &mut self.share_rack_down,
+        }
+    }
+}
+
+/// Weighted max-min water-fill of one link of `capacity` (bytes/ns) over its
+/// transfers: `caps` holds `(cap per unit of weight, transfer id)` for each
+/// (any order: sorted here, the most constrained filled first), `weights` the
+/// sum of their weights; each transfer's fair share of what is left is
+/// proportional to its weight, at most its cap, and is written to its share
+/// `which`.
+fn water_fill(
+    transfers: &mut [Transfer],
+    caps: &mut [(f64, u32)],
+    mut weights: f64,
+    capacity: f64,
+    which: Share,
+) {
+    caps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut left = capacity;
+    for &(cap_per_weight, id) in caps.iter() {
+        let t = &mut transfers[id as usize];
+        let w = t.weight;
+        let share = (left * w / weights).min(cap_per_weight * w);
+        left = (left - share).max(0.0);
+        weights -= w;
+        *t.share_mut(which) = share;
     }
 }
 
@@ -94,6 +169,13 @@ pub struct Net {
     down_cap_bytes_per_ns: Vec<f64>,
     up_active: Vec<Vec<u32>>,
     down_active: Vec<Vec<u32>>,
+    /// Rack of each node (`NO_RACK`: none).
+    rack_of: Vec<u32>,
+    /// Per rack: uplink / downlink capacity and the transfers crossing each.
+    rack_up_cap_bytes_per_ns: Vec<f64>,
+    rack_down_cap_bytes_per_ns: Vec<f64>,
+    rack_up_active: Vec<Vec<u32>>,
+    rack_down_active: Vec<Vec<u32>>,
     transfers: Vec<Transfer>,
     timers: Vec<TransferTimer>,
     sharing: Sharing,
@@ -146,7 +228,41 @@ impl Net {
             .push(down_bytes_per_s as f64 / 1e9);
         self.up_active.push(Vec::new());
         self.down_active.push(Vec::new());
+        self.rack_of.push(NO_RACK);
         (self.up_active.len() - 1) as u32
+    }
+
+    /// Adds a rack whose shared links to the core carry `up_bytes_per_s` out and
+    /// `down_bytes_per_s` in; returns its index. Place nodes in it with [`Net::place`].
+    pub fn add_rack(&mut self, up_bytes_per_s: u64, down_bytes_per_s: u64) -> u32 {
+        self.rack_up_cap_bytes_per_ns
+            .push(up_bytes_per_s as f64 / 1e9);
+        self.rack_down_cap_bytes_per_ns
+            .push(down_bytes_per_s as f64 / 1e9);
+        self.rack_up_active.push(Vec::new());
+        self.rack_down_active.push(Vec::new());
+        (self.rack_up_active.len() - 1) as u32
+    }
+
+    /// Puts `node` in `rack`: its transfers to and from nodes outside the rack start
+    /// crossing the rack's links (transfers already active keep their path).
+    ///
+    /// # Panics
+    /// If `node` or `rack` is unknown (a driver bug).
+    pub fn place(&mut self, node: u32, rack: u32) {
+        assert!(
+            (rack as usize) < self.rack_up_active.len(),
+            "unknown rack {rack}"
+        );
+        self.rack_of[node as usize] = rack;
+    }
+
+    /// Rack of `node`, if it was placed in one.
+    pub fn rack(&self, node: u32) -> Option<u32> {
+        self.rack_of
+            .get(node as usize)
+            .copied()
+            .filter(|&r| r != NO_RACK)
     }
 
     /// Whether transfer `id` is in progress.
@@ -171,6 +287,23 @@ impl Net {
         }
         let pos_up = self.up_active[src as usize].len() as u32;
         let pos_down = self.down_active[dst as usize].len() as u32;
+        let (rs, rd) = (self.rack_of[src as usize], self.rack_of[dst as usize]);
+        let rack_up = if rs != rd { rs } else { NO_RACK };
+        let rack_down = if rs != rd { rd } else { NO_RACK };
+        let pos_rack_up = match self.rack_up_active.get_mut(rack_up as usize) {
+            Some(list) => {
+                list.push(id);
+                list.len() as u32 - 1
+            }
+            None => 0,
+        };
+        let pos_rack_down = match self.rack_down_active.get_mut(rack_down as usize) {
+            Some(list) => {
+                list.push(id);
+                list.len() as u32 - 1
+            }
+            None => 0,
+        };
         let weight = match self.rng.as_mut() {
             Some(rng) => 1.0 + self.jitter * (2.0 * rng.random::<f64>() - 1.0),
             None => 1.0,
@@ -178,6 +311,7 @@ impl Net {
         .max(1e-3);
         let t = &mut self.transfers[idx];
         assert!(!t.active, "transfer {id} started twice");
+        let old_version = t.version;
         *t = Transfer {
             active: true,
             src,
@@ -187,12 +321,17 @@ impl Net {
             last_ns: now,
             pos_up,
             pos_down,
-            version: t.version.wrapping_add(1),
+            rack_up,
+            rack_down,
+            pos_rack_up,
+            pos_rack_down,
+            version: old_version.wrapping_add(1),
             weight,
             ..Transfer::default()
         };
         self.up_active[src as usize].push(id);
         self.down_active[dst as usize].push(id);
+        self.reshare_racks(now, rack_up, rack_down);
         self.reshare(now, src, dst);
     }
 
@@ -242,6 +381,20 @@ impl Net {
         t.active = false;
         t.version = t.version.wrapping_add(1);
         let (src, dst, pos_up, pos_down) = (t.src, t.dst, t.pos_up, t.pos_down);
+        let (rack_up, pos_rack_up) = (t.rack_up, t.pos_rack_up);
+        let (rack_down, pos_rack_down) = (t.rack_down, t.pos_rack_down);
+        if let Some(list) = self.rack_up_active.get_mut(rack_up as usize) {
+            list.swap_remove(pos_rack_up as usize);
+            if let Some(&moved) = list.get(pos_rack_up as usize) {
+                self.transfers[moved as usize].pos_rack_up = pos_rack_up;
+            }
+        }
+        if let Some(list) = self.rack_down_active.get_mut(rack_down as usize) {
+            list.swap_remove(pos_rack_down as usize);
+            if let Some(&moved) = list.get(pos_rack_down as usize) {
+                self.transfers[moved as usize].pos_rack_down = pos_rack_down;
+            }
+        }
         let ups = &mut self.up_active[src as usize];
         ups.swap_remove(pos_up as usize);
         if let Some(&moved) = ups.get(pos_up as usize) {
@@ -252,7 +405,40 @@ impl Net {
         if let Some(&moved) = downs.get(pos_down as usize) {
             self.transfers[moved as usize].pos_down = pos_down;
         }
+        self.reshare_racks(now, rack_up, rack_down);
         self.reshare(now, src, dst);
+    }
+
+    /// Recomputes the rates of the transfers on the rack links `rack_up` / `rack_down`
+    /// (`NO_RACK`: none) after a start or end on them.
+    fn reshare_racks(&mut self, now: Nanos, rack_up: u32, rack_down: u32) {
+        if self.sharing == Sharing::WaterFill {
+            if rack_up != NO_RACK {
+                self.fill_rack(rack_up, true);
+            }
+            if rack_down != NO_RACK {
+                self.fill_rack(rack_down, false);
+            }
+        }
+        for (rack, up) in [(rack_up, true), (rack_down, false)] {
+            let lists = if up {
+                &self.rack_up_active
+            } else {
+                &self.rack_down_active
+            };
+            let Some(len) = lists.get(rack as usize).map(Vec::len) else {
+                continue;
+            };
+            for i in 0..len {
+                let lists = if up {
+                    &self.rack_up_active
+                } else {
+                    &self.rack_down_active
+                };
+                let id = lists[rack as usize][i];
+                self.rerate(now, id);
+            }
+        }
     }
 
     /// Recomputes the rates affected by a start or end of a transfer `src` → `dst`.
@@ -343,45 +529,99 @@ impl Net {
                 } else {
                     1.0 / downs.len() as f64
                 };
-                self.down_cap_bytes_per_ns[d] * share
+                (self.down_cap_bytes_per_ns[d] * share)
+                    .min(t.share_rack_up)
+                    .min(t.share_rack_down)
             } else {
                 // The sender's water-filled share (refilled just before): a downlink takes
                 // what its senders can actually give.
-                t.share_up
+                t.share_up.min(t.share_rack_up).min(t.share_rack_down)
             };
-            // Sorted by cap per unit of weight: the most constrained are filled first.
             caps.push((cap / t.weight, id));
         }
-        caps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut left = if up {
+        let capacity = if up {
             self.up_cap_bytes_per_ns[node as usize]
         } else {
             self.down_cap_bytes_per_ns[node as usize]
         };
-        for &(cap_per_weight, id) in &caps {
-            let w = self.transfers[id as usize].weight;
-            let share = (left * w / weights).min(cap_per_weight * w);
-            left = (left - share).max(0.0);
-            weights -= w;
-            let t = &mut self.transfers[id as usize];
-            if up {
-                t.share_up = share;
-            } else {
-                t.share_down = share;
-            }
-        }
+        let which = if up { Share::Up } else { Share::Down };
+        water_fill(&mut self.transfers, &mut caps, weights, capacity, which);
         self.caps = caps;
+    }
+
+    /// Water-fills the uplink (`up`) or downlink of `rack` over the transfers crossing it,
+    /// each capped at what its node links can give it: the larger of its current and equal
+    /// share on each (see the module docs), and for a rack uplink also its equal share of
+    /// the far rack's downlink; for a rack downlink, its rack-uplink share just filled.
+    fn fill_rack(&mut self, rack: u32, up: bool) {
+        let mut caps = std::mem::take(&mut self.caps);
+        caps.clear();
+        let list = if up {
+            &self.rack_up_active[rack as usize]
+        } else {
+            &self.rack_down_active[rack as usize]
+        };
+        let mut weights = 0.0;
+        for &id in list {
+            let t = &self.transfers[id as usize];
+            weights += t.weight;
+            let (src, dst) = (t.src as usize, t.dst as usize);
+            let eq_up = self.up_cap_bytes_per_ns[src] / self.up_active[src].len().max(1) as f64;
+            let eq_down =
+                self.down_cap_bytes_per_ns[dst] / self.down_active[dst].len().max(1) as f64;
+            let nodes = t.share_up.max(eq_up).min(t.share_down.max(eq_down));
+            let cap = if up {
+                match self.rack_down_active.get(t.rack_down as usize) {
+                    Some(l) => nodes.min(
+                        self.rack_down_cap_bytes_per_ns[t.rack_down as usize]
+                            / l.len().max(1) as f64,
+                    ),
+                    None => nodes,
+                }
+            } else {
+                nodes.min(t.share_rack_up)
+            };
+            caps.push((cap / t.weight, id));
+        }
+        let capacity = if up {
+            self.rack_up_cap_bytes_per_ns[rack as usize]
+        } else {
+            self.rack_down_cap_bytes_per_ns[rack as usize]
+        };
+        let which = if up { Share::RackUp } else { Share::RackDown };
+        water_fill(&mut self.transfers, &mut caps, weights, capacity, which);
+        self.caps = caps;
+    }
+
+    /// Equal share of rack link `rack` (uplink if `up`) for each of its transfers
+    /// (infinite for `NO_RACK`).
+    fn rack_equal_share(&self, rack: u32, up: bool) -> f64 {
+        let (caps, lists) = if up {
+            (&self.rack_up_cap_bytes_per_ns, &self.rack_up_active)
+        } else {
+            (&self.rack_down_cap_bytes_per_ns, &self.rack_down_active)
+        };
+        match (caps.get(rack as usize), lists.get(rack as usize)) {
+            (Some(cap), Some(list)) => cap / list.len().max(1) as f64,
+            _ => f64::INFINITY,
+        }
     }
 
     fn rerate(&mut self, now: Nanos, id: u32) {
         let t = &self.transfers[id as usize];
         let rate = if self.sharing == Sharing::WaterFill {
-            t.share_up.min(t.share_down)
+            t.share_up
+                .min(t.share_down)
+                .min(t.share_rack_up)
+                .min(t.share_rack_down)
         } else {
             let (src, dst) = (t.src as usize, t.dst as usize);
             let up_share = self.up_cap_bytes_per_ns[src] / self.up_active[src].len() as f64;
             let down_share = self.down_cap_bytes_per_ns[dst] / self.down_active[dst].len() as f64;
-            up_share.min(down_share)
+            up_share
+                .min(down_share)
+                .min(self.rack_equal_share(t.rack_up, true))
+                .min(self.rack_equal_share(t.rack_down, false))
         };
         let t = &mut self.transfers[id as usize];
         advance(t, now);
@@ -484,6 +724,40 @@ mod tests {
         assert!(!net.is_active(1));
         // id 0 got 500 kB by 1 ms, then the full downlink: done at 1.5 ms.
         assert_eq!(run(&mut net, &mut q), vec![(0, 1_500_000)]);
+    }
+
+    #[test]
+    fn rack_links_are_shared_by_transfers_between_racks_only() {
+        // Racks 0 and 1 with 1 GB/s links; nodes at 10 GB/s. Two transfers from rack 0 to
+        // rack 1 share its uplink (0.5 B/ns each: 1 MB in 2 ms); a transfer inside rack 0
+        // and one from the unplaced origin into rack 0 use no shared uplink, but the
+        // origin's competes with nothing on rack 0's downlink: 1 ms.
+        for sharing in [Sharing::Equal, Sharing::WaterFill] {
+            let mut net = Net::new(sharing);
+            let (r0, r1) = (
+                net.add_rack(1_000_000_000, 1_000_000_000),
+                net.add_rack(1_000_000_000, 1_000_000_000),
+            );
+            let origin = net.add_node(10_000_000_000, 10_000_000_000);
+            let nodes: Vec<u32> = (0..6)
+                .map(|_| net.add_node(10_000_000_000, 10_000_000_000))
+                .collect();
+            for (i, &n) in nodes.iter().enumerate() {
+                net.place(n, if i < 4 { r0 } else { r1 });
+            }
+            assert_eq!((net.rack(origin), net.rack(nodes[5])), (None, Some(r1)));
+            let mut q = EventQueue::default();
+            net.start(0, 0, nodes[0], nodes[4], 1_000_000);
+            net.start(0, 1, nodes[1], nodes[5], 1_000_000);
+            net.start(0, 2, nodes[2], nodes[3], 10_000_000);
+            net.start(0, 3, origin, nodes[0], 1_000_000);
+            let done = run(&mut net, &mut q);
+            let at = |id: u32| done.iter().find(|d| d.0 == id).map(|d| d.1);
+            assert_eq!(at(0), Some(2_000_000), "{sharing:?} {done:?}");
+            assert_eq!(at(1), Some(2_000_000), "{sharing:?} {done:?}");
+            assert_eq!(at(2), Some(1_000_000), "{sharing:?} {done:?}");
+            assert_eq!(at(3), Some(1_000_000), "{sharing:?} {done:?}");
+        }
     }
 
     #[test]

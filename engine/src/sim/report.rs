@@ -108,6 +108,19 @@ pub struct Report {
     pub ratio: f64,
     /// Bytes the origin uploaded, divided by the file size.
     pub origin_upload_copies: f64,
+    /// Racks `R` (0: one flat switch; see [`super::racks`]).
+    pub racks: u32,
+    /// The rack labels were ignored (`--rack-oblivious`).
+    pub rack_oblivious: bool,
+    /// `D_topo`, the lower bound for the topology (`D_p2p` without racks; see
+    /// `docs/topology.md`).
+    pub d_topo_s: f64,
+    /// `total_s / d_topo_s`.
+    pub ratio_topo: f64,
+    /// Payload sent from a peer in one rack to a peer in another (over rack uplinks),
+    /// divided by the file size; the origin's uploads are not counted. At least
+    /// `(R - 1)` when the origin sends one copy.
+    pub cross_rack_copies: f64,
     /// Bytes uploaded by everyone, divided by `N·F` (1.0 = no duplicate data).
     pub upload_overhead: f64,
     /// Initial peers on the other links of `--slow-peers` (0: every peer alike).

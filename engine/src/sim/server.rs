@@ -84,6 +84,7 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
         slow_expected: config.slow_peer_count(),
         origin_up_bytes: f as f64 * f64::from(copies_from_origin),
         total_up_bytes: f as f64 * f64::from(n + replicas),
+        cross_rack_bytes: 0.0,
         events: queue.popped(),
     }
     .into_report(config)

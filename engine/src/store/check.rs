@@ -3,6 +3,7 @@
 //! mappings; the check of existing data at open; detection of files changed
 //! behind our back.
 
+use crate::base::PieceIndex;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
@@ -108,11 +109,11 @@ impl Storage {
     /// [`StoreError::PieceBusy`] (another thread writes or verifies it).
     pub fn verify_piece(&self, piece: u32) -> Result<bool, StoreError> {
         let expected = self.layout.piece_hash(piece)?;
-        if self.lost.get(piece) {
+        if self.lost.get(PieceIndex(piece)) {
             return Err(StoreError::PieceLost { piece });
         }
         let _claim = self.claim(piece)?;
-        if self.verified.get(piece) {
+        if self.verified.get(PieceIndex(piece)) {
             return Ok(true);
         }
         let len = self.layout.piece_len(piece)?;
@@ -138,9 +139,9 @@ impl Storage {
             h.store(xxh3, Ordering::Release);
         }
         if dirty {
-            self.dirty.set(piece);
+            self.dirty.try_set(PieceIndex(piece));
         }
-        self.verified.set(piece);
+        self.verified.try_set(PieceIndex(piece));
     }
 
     /// A piece was verified: files with no pending piece left start having
@@ -287,8 +288,8 @@ impl Storage {
     /// [`StoreError::NotVerified`], [`StoreError::PieceLost`], a file resized
     /// or changed under us, [`StoreError::PieceOutOfRange`].
     pub fn ensure_servable(&self, piece: u32) -> Result<(), StoreError> {
-        if !self.verified.get(piece) {
-            return Err(if self.lost.get(piece) {
+        if !self.verified.get(PieceIndex(piece)) {
+            return Err(if self.lost.get(PieceIndex(piece)) {
                 StoreError::PieceLost { piece }
             } else {
                 StoreError::NotVerified { piece }
@@ -301,10 +302,10 @@ impl Storage {
                 }
             }
         }
-        if self.recheck.get(piece) {
+        if self.recheck.get(PieceIndex(piece)) {
             self.recheck_piece(piece)?;
         }
-        if !self.verified.get(piece) {
+        if !self.verified.get(PieceIndex(piece)) {
             // Dropped by a concurrent check.
             return Err(StoreError::PieceLost { piece });
         }
@@ -322,14 +323,14 @@ impl Storage {
     /// [`StoreError::Io`] when `fstat` fails.
     pub fn check_files(&self) -> Result<FileCheckReport, StoreError> {
         let mut report = FileCheckReport::default();
-        let lost_before = self.lost.count();
+        let lost_before = self.lost.count_ones();
         for i in 0..self.files.len() {
             if self.refresh_file(i)? != FileState::Unchanged {
                 report.changed_files += 1;
             }
         }
-        report.dropped_pieces = self.lost.count().saturating_sub(lost_before);
-        report.recheck_pieces = self.recheck.count();
+        report.dropped_pieces = self.lost.count_ones().saturating_sub(lost_before);
+        report.recheck_pieces = self.recheck.count_ones();
         Ok(report)
     }
 
@@ -360,8 +361,8 @@ impl Storage {
             return Ok(FileState::Unchanged);
         }
         for p in self.layout.pieces_of_file(file_index) {
-            if self.verified.get(p) {
-                self.recheck.set(p);
+            if self.verified.get(PieceIndex(p)) {
+                self.recheck.try_set(PieceIndex(p));
             }
         }
         *stamp = now;
@@ -377,7 +378,7 @@ impl Storage {
             if let Some(h) = self.xxh3.get(piece as usize) {
                 h.store(xxh3, Ordering::Release);
             }
-            self.recheck.clear(piece);
+            self.recheck.clear(PieceIndex(piece));
             return Ok(());
         }
         self.drop_piece(piece);
@@ -392,12 +393,12 @@ impl Storage {
     /// Mark `piece` lost. `lost` is set before `verified` is cleared, so a
     /// writer that sees it unverified also sees it lost (see `write_block`).
     fn drop_piece(&self, piece: u32) {
-        self.lost.set(piece);
+        self.lost.try_set(PieceIndex(piece));
         // Never written again: its hash-on-arrival state would only hold a slot.
         self.arrivals.forget(piece);
-        self.recheck.clear(piece);
-        self.dirty.clear(piece);
-        self.verified.clear(piece);
+        self.recheck.clear(PieceIndex(piece));
+        self.dirty.clear(PieceIndex(piece));
+        self.verified.clear(PieceIndex(piece));
     }
 
     fn changed(&self, file_index: usize, piece: u32) -> StoreError {

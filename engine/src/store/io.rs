@@ -12,6 +12,7 @@
 //! the copy, which cost a leecher ~27 % of its CPU in a profile of
 //! `p2pe get`; `pwrite` of whole pages skips both (see `perf/recv-path.md`).
 
+use crate::base::PieceIndex;
 use std::os::unix::fs::FileExt;
 
 use smallvec::SmallVec;
@@ -29,7 +30,7 @@ pub(crate) struct Claim<'a> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.storage.claims.clear(self.piece);
+        self.storage.claims.clear(PieceIndex(self.piece));
     }
 }
 
@@ -39,7 +40,7 @@ impl Storage {
     /// # Errors
     /// [`StoreError::PieceBusy`] when another thread holds it.
     pub(crate) fn claim(&self, piece: u32) -> Result<Claim<'_>, StoreError> {
-        if self.claims.set(piece) {
+        if !self.claims.try_set(PieceIndex(piece)) {
             return Err(StoreError::PieceBusy { piece });
         }
         Ok(Claim {
@@ -164,10 +165,10 @@ impl Storage {
         // Checked under the claim: `verified` is set only under the claim, and
         // `lost` is set before `verified` is cleared (Release/Acquire), so a
         // piece seen unverified here is either never-verified or seen lost.
-        if self.verified.get(piece) {
+        if self.verified.get(PieceIndex(piece)) {
             return Err(StoreError::AlreadyVerified { piece });
         }
-        if self.lost.get(piece) {
+        if self.lost.get(PieceIndex(piece)) {
             return Err(StoreError::PieceLost { piece });
         }
         // What storage holds after the write, for the hash on arrival.

@@ -41,7 +41,6 @@
 //! the copy can still raise SIGBUS.
 
 mod arrival;
-mod bitmap;
 mod check;
 mod digests;
 mod dir;

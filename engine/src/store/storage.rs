@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::arrival::Arrivals;
-use super::bitmap::AtomicBitmap;
 use super::dir::Dir;
 use super::error::StoreError;
 use super::file::MappedFile;
 use super::layout::StorageLayout;
 use super::path::resolve_inside;
 use super::resume::{self, RecordKey, RecordRejected};
+use crate::base::{AtomicBitfield, PieceIndex};
 
 /// How [`Storage::open`] treats the output directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,15 +104,15 @@ pub struct Storage {
     pub(crate) serve_check: ServeCheck,
     pub(crate) files: Vec<MappedFile>,
     /// Piece hash (SHA-1 or BLAKE3) matched; only these are served.
-    pub(crate) verified: AtomicBitmap,
+    pub(crate) verified: AtomicBitfield,
     /// A thread is writing or verifying the piece.
-    pub(crate) claims: AtomicBitmap,
+    pub(crate) claims: AtomicBitfield,
     /// Dropped after a change on disk; never written again in this instance.
-    pub(crate) lost: AtomicBitmap,
+    pub(crate) lost: AtomicBitfield,
     /// Verified, but a file under it changed: re-verify before serving.
-    pub(crate) recheck: AtomicBitmap,
+    pub(crate) recheck: AtomicBitfield,
     /// Verified since the last msync.
-    pub(crate) dirty: AtomicBitmap,
+    pub(crate) dirty: AtomicBitfield,
     /// xxh3-64 of each verified piece (meaningless for the others), computed
     /// in the same pass as its piece hash: on arrival or in the read-back.
     pub(crate) xxh3: Vec<AtomicU64>,
@@ -160,11 +160,11 @@ impl Storage {
             mode,
             serve_check: ServeCheck::EveryRead,
             files,
-            verified: AtomicBitmap::new(n),
-            claims: AtomicBitmap::new(n),
-            lost: AtomicBitmap::new(n),
-            recheck: AtomicBitmap::new(n),
-            dirty: AtomicBitmap::new(n),
+            verified: AtomicBitfield::new(n),
+            claims: AtomicBitfield::new(n),
+            lost: AtomicBitfield::new(n),
+            recheck: AtomicBitfield::new(n),
+            dirty: AtomicBitfield::new(n),
             xxh3: (0..n).map(|_| AtomicU64::new(0)).collect(),
             arrivals: Arrivals::new(n, layout.piece_hashes().kind()),
             flush_lock: Mutex::new(()),
@@ -233,12 +233,12 @@ impl Storage {
 
     /// Whether piece `piece` is verified (servable). `false` out of range.
     pub fn is_verified(&self, piece: u32) -> bool {
-        self.verified.get(piece)
+        self.verified.get(PieceIndex(piece))
     }
 
     /// Whether piece `piece` was dropped after a change on disk.
     pub fn is_lost(&self, piece: u32) -> bool {
-        self.lost.get(piece)
+        self.lost.get(PieceIndex(piece))
     }
 
     /// One flag per piece: verified (BEP 3 bitfield order).
@@ -248,7 +248,7 @@ impl Storage {
 
     /// Number of verified pieces.
     pub fn verified_count(&self) -> u32 {
-        self.verified.count()
+        self.verified.count_ones()
     }
 
     /// Whether every piece is verified.
@@ -309,14 +309,14 @@ impl Storage {
                 continue;
             }
             if !wait {
-                if self.dirty.get(piece) {
+                if self.dirty.get(PieceIndex(piece)) {
                     // Best effort: the piece is left out of the record either way.
                     let _ = self.writeback_piece(piece);
                     continue;
                 }
-            } else if self.dirty.clear(piece) {
+            } else if self.dirty.clear(PieceIndex(piece)) {
                 if let Err(e) = self.msync_piece(piece) {
-                    self.dirty.set(piece);
+                    self.dirty.try_set(PieceIndex(piece));
                     return Err(e);
                 }
             }
@@ -405,7 +405,7 @@ impl Storage {
             let pending = self
                 .layout
                 .pieces_of_file(i)
-                .filter(|&p| !self.verified.get(p))
+                .filter(|&p| !self.verified.get(PieceIndex(p)))
                 .count();
             f.pending.store(
                 u32::try_from(pending).unwrap_or(u32::MAX),

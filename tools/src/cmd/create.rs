@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use indicatif::{DecimalBytes, HumanBytes, ProgressBar, ProgressStyle};
+use p2pe::wire::magnet::MagnetLink;
 use p2pe::wire::metainfo::{auto_piece_len_bytes, Info, Metainfo};
 
 /// Smallest piece length `--piece-length` accepts: one 16 KiB block (BEP 3 request size).
@@ -139,6 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rate_bytes_per_s = total_len_bytes as f64 / elapsed.as_secs_f64().max(1e-9);
     println!("wrote {}", output.display());
     println!("info-hash {}", meta.info_hash());
+    println!("magnet {}", MagnetLink::of_metainfo(&meta));
     println!(
         "{}: {} in {} file(s), {} pieces of {}",
         info.name(),

@@ -1,7 +1,8 @@
-//! `p2pe get`: download a torrent from peers (resume-aware), optionally keep seeding.
+//! `p2pe get`: download a torrent (a `.torrent` file or a magnet link) from
+//! peers (resume-aware), optionally keep seeding.
 
 use std::io::Write;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -11,19 +12,25 @@ use p2pe::node::{Node, NodeConfig, PeerTransfer, Progress};
 use p2pe::store::{OpenMode, Storage};
 
 use super::node_common::{
-    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
-    stop_flag, stopped, Bar, DiscoveryArgs, MetricsArgs,
+    open_storage, parse_limit, print_dht_addr, print_events, print_listening, stop_flag, stopped,
+    Bar, DiscoveryArgs, MetricsArgs,
 };
 use super::progress_log::ProgressLog;
 use super::seed::{sources_json, uploaded_to_json, CoreArgs};
+use super::source::{resolve, FetchArgs, Source};
 use super::web_seed::{failures_text, web_seeds_json, WebSeedArgs};
 use p2pe::node::WebSeedStats;
 
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The .torrent to download: a file, or an http:// or https:// URL.
-    pub torrent: PathBuf,
+    /// What to download: a .torrent file, an `http(s)://` URL of one, or a
+    /// magnet link (`magnet:?xt=urn:btih:…`, BEP 9; quote it in a shell)
+    /// whose info dictionary is fetched from its peers (`x.pe`, `--peer`)
+    /// and trackers (`tr`, `--tracker`) and checked against its info-hash
+    /// first.
+    #[arg(value_name = "TORRENT|URL|MAGNET", value_parser = Source::parse)]
+    pub source: Source,
     /// Output directory (the torrent's file or top directory goes inside).
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
@@ -63,6 +70,11 @@ pub struct Args {
     /// Give up when no peer completed a handshake within this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
+    /// Magnet links: give up when no peer delivered the info dictionary
+    /// (verified against the info-hash) within this many seconds. (A URL's
+    /// .torrent has its own 60 s bound.)
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub metadata_timeout: u64,
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
     #[command(flatten)]
@@ -73,24 +85,45 @@ pub struct Args {
     pub web_seeds: WebSeedArgs,
 }
 
-fn resolve(peers: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
-    let mut out = Vec::new();
-    for p in peers {
-        let addr = p
-            .to_socket_addrs()
-            .with_context(|| format!("--peer {p:?}"))?
-            .next()
-            .with_context(|| format!("--peer {p:?}: no address"))?;
-        out.push(addr);
-    }
-    Ok(out)
-}
-
 /// Runs `p2pe get`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let meta = load_torrent(&args.torrent)?;
     let stop = stop_flag()?;
-    let peers = resolve(&args.peers)?;
+    let base = NodeConfig::new();
+    let mut peers = resolve(&args.peers, "--peer")?;
+    // The DHT settings `--dht` and its options make, for the magnet fetch.
+    let mut discovery = NodeConfig::new();
+    args.discovery.apply(&mut discovery);
+    let loaded = args.source.load(&FetchArgs {
+        peers: peers.clone(),
+        trackers: (!args.discovery.trackers.is_empty())
+            .then(|| vec![args.discovery.trackers.clone()]),
+        no_tracker: args.discovery.no_tracker,
+        timeout: Duration::from_secs(args.metadata_timeout),
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        // Another id than the node's (`FetchConfig::peer_id`).
+        peer_id: NodeConfig::new().peer_id,
+        listen_port: args.listen.port(),
+        stop: stop.clone(),
+        dht: discovery.dht,
+    })?;
+    for addr in loaded.peers {
+        if !peers.contains(&addr) {
+            peers.push(addr);
+        }
+    }
+    let meta = loaded.meta;
+    if let (Some(seconds), true) = (loaded.metadata_seconds, args.json) {
+        // Scripts learn the name and size before the download starts.
+        let event = serde_json::json!({
+            "event": "metadata",
+            "info_hash": meta.info_hash().to_string(),
+            "name": meta.info().name(),
+            "total_size_bytes": meta.info().total_len_bytes(),
+            "metadata_bytes": meta.info_bytes().len(),
+            "seconds": seconds,
+        });
+        println!("{event}");
+    }
     let no_tracker = args.discovery.no_tracker
         || (args.discovery.trackers.is_empty() && meta.trackers().iter().all(Vec::is_empty));
     let web_seeds = args.web_seeds.urls(&meta);
@@ -109,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(parse_limit)
             .transpose()?,
         durable_exit: args.durable,
-        ..NodeConfig::new()
+        ..base
     };
     args.discovery.apply(&mut config);
     args.cores.apply(&mut config);

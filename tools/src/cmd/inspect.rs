@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use indicatif::HumanBytes;
+use p2pe::wire::magnet::MagnetLink;
 use p2pe::wire::metainfo::{Metainfo, PieceHashKind};
 use serde::Serialize;
 
@@ -21,6 +22,8 @@ pub struct Args {
 struct Report<'a> {
     name: &'a str,
     info_hash: String,
+    /// The BEP 9 magnet link: info-hash, name, trackers, web seeds.
+    magnet: String,
     total_size_bytes: u64,
     piece_length_bytes: u32,
     piece_count: u32,
@@ -50,6 +53,7 @@ fn report(meta: &Metainfo) -> Report<'_> {
     Report {
         name: info.name(),
         info_hash: meta.info_hash().to_string(),
+        magnet: MagnetLink::of_metainfo(meta).to_uri(),
         total_size_bytes: info.total_len_bytes(),
         piece_length_bytes: info.piece_len_bytes(),
         piece_count: info.piece_count(),
@@ -77,6 +81,7 @@ fn print_text(report: &Report<'_>) {
     let size = |bytes: u64| format!("{} ({bytes} bytes)", HumanBytes(bytes));
     println!("name:          {}", report.name);
     println!("info-hash:     {}", report.info_hash);
+    println!("magnet:        {}", report.magnet);
     println!("total size:    {}", size(report.total_size_bytes));
     println!(
         "piece length:  {}",

@@ -9,6 +9,7 @@ pub mod progress_log;
 pub mod seed;
 pub mod seed_many;
 pub mod sim;
+pub mod source;
 pub mod swarm;
 pub mod tracker;
 pub mod web_seed;

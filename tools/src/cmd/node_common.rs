@@ -209,6 +209,27 @@ pub struct DiscoveryArgs {
     /// Seconds between DHT look-ups once the node has peers.
     #[arg(long, default_value_t = 300, value_name = "SECS", requires = "dht")]
     pub dht_interval: u64,
+    /// This machine's rack label (at most 64 bytes): sent in announces (`p2pe_rack`; the
+    /// p2pe tracker hands out same-rack peers first) and in the BEP 10 handshake, and
+    /// makes requests rack-aware: each piece enters the rack about once
+    /// (docs/topology.md).
+    #[arg(long, value_name = "LABEL", value_parser = label)]
+    pub rack: Option<String>,
+    /// This machine's zone label (at most 64 bytes): announced (`p2pe_zone`) and sent
+    /// in the handshake; rack labels are compared within a zone.
+    #[arg(long, value_name = "LABEL", value_parser = label)]
+    pub zone: Option<String>,
+}
+
+/// A rack or zone label: 1 to 64 bytes (the announce's and handshake's bound).
+fn label(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > p2pe::wire::tracker::MAX_LABEL_BYTES {
+        return Err(format!(
+            "a label is 1 to {} bytes",
+            p2pe::wire::tracker::MAX_LABEL_BYTES
+        ));
+    }
+    Ok(text.to_string())
 }
 
 impl DiscoveryArgs {
@@ -221,6 +242,8 @@ impl DiscoveryArgs {
         }
         config.max_peers = self.max_peers;
         config.slots.max_per_ip = self.max_peers_per_ip;
+        config.tracker.topology.rack.clone_from(&self.rack);
+        config.tracker.topology.zone.clone_from(&self.zone);
         if self.no_pex {
             config.pex_interval = None;
         }

@@ -49,6 +49,8 @@ struct Seeds {
     /// they change.
     failed: BTreeMap<PathBuf, Stamp>,
     warned_cap: bool,
+    /// The session's DHT address was logged (at the first torrent with one).
+    dht_logged: bool,
     /// The torrents `--metrics` exposes (`None`: no `--metrics`).
     metrics: Option<TorrentSet>,
 }
@@ -105,6 +107,12 @@ impl Seeds {
             );
         }
         let id = self.session.add(&meta, storage, &self.config)?;
+        if !self.dht_logged {
+            if let Some(a) = self.session.dht_addr(id) {
+                tracing::info!("dht listening on {a}");
+                self.dht_logged = true;
+            }
+        }
         let info_hash = meta.info_hash().to_string();
         if let Some(set) = &self.metrics {
             set.add(
@@ -220,11 +228,6 @@ impl Seeds {
 
 /// Runs `p2pe seed` with several torrents or `--dir`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.discovery.dht {
-        anyhow::bail!(
-            "--dht runs one DHT node per torrent: not supported with several torrents or --dir"
-        );
-    }
     let stop = stop_flag()?;
     let mut config = NodeConfig {
         listen: Some(args.listen),
@@ -253,6 +256,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         served: BTreeMap::new(),
         failed: BTreeMap::new(),
         warned_cap: false,
+        dht_logged: false,
         metrics: metrics_set,
     };
     match &args.dir {

@@ -6,7 +6,9 @@ use anyhow::Context;
 use p2pe::sim::units::{
     format_bytes, format_rate_bits, parse_duration_ns, parse_rate_bytes_per_s, parse_size_bytes,
 };
-use p2pe::sim::{ChurnSpec, GroupCompletion, Progress, Report, SimConfig, SlowPeers, Strategy};
+use p2pe::sim::{
+    ChurnSpec, GroupCompletion, Progress, RackSpec, Report, SimConfig, SlowPeers, Strategy,
+};
 
 fn size(s: &str) -> Result<u64, String> {
     parse_size_bytes(s).map_err(|e| e.to_string())
@@ -43,6 +45,17 @@ Churn spec (--churn, comma-separated, p2p only):
   origin-leave   the origin leaves once the peers together hold every piece
   window=DUR     the churn window [0, DUR] (default: D_p2p)
   e.g. --churn leave=0.1,join=0.1,origin-leave   or   --churn freeze=0.125
+
+Racks (p2p only; docs/topology.md): --racks R puts peer p in rack (p-1) mod R, each rack \
+behind one uplink and one downlink to the core of --rack-uplink RATE, or of its members' \
+uplinks / --oversubscription X; the origin sits outside every rack. Rack-aware (default): \
+peers connect to --connections peers of their rack and --cross-rack-connections K of other \
+racks, and their cores import each piece into a rack about once. --rack-oblivious ignores \
+the labels; --compare-oblivious runs both and prints the oblivious figures beside. The \
+report adds D_topo (the bound for the topology), total/D_topo and the bytes sent between \
+racks in copies of F (at least R-1 when the origin sends one copy). E.g. \
+p2pe sim --peers 100 --size 500MB --uplink 40Gbit --racks 4 --oversubscription 4 \
+--compare-oblivious
 
 Set P2PE_SIM_DEBUG=1 to print the state of peers that did not complete.
 
@@ -121,6 +134,25 @@ pub struct Args {
     /// Stop after this much simulated time (peers not done are reported incomplete).
     #[arg(long, value_parser = duration, default_value = "3600s")]
     max_time: u64,
+    /// Racks R (p2p): peers behind shared top-of-rack links; see below.
+    #[arg(long)]
+    racks: Option<u32>,
+    /// Each rack's uplink (and downlink) to the core [default: members' uplinks /
+    /// --oversubscription].
+    #[arg(long, value_parser = rate, requires = "racks", conflicts_with = "oversubscription")]
+    rack_uplink: Option<u64>,
+    /// Rack oversubscription X (4 for 4:1): rack uplink = Σ members' uplinks / X.
+    #[arg(long, requires = "racks", default_value_t = 1.0)]
+    oversubscription: f64,
+    /// Ignore rack labels (random connections, rack-oblivious cores), for comparison.
+    #[arg(long, requires = "racks")]
+    rack_oblivious: bool,
+    /// Connections each peer opens to peers of other racks (rack-aware).
+    #[arg(long, requires = "racks", default_value_t = 8)]
+    cross_rack_connections: u32,
+    /// Also run rack-oblivious and print its figures beside.
+    #[arg(long, requires = "racks", conflicts_with = "rack_oblivious")]
+    compare_oblivious: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -153,10 +185,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         p2pe::sim::run(&config)?
     };
+    let oblivious = match (&config.racks, args.compare_oblivious) {
+        (Some(spec), true) => {
+            let mut c = config.clone();
+            c.racks = Some(RackSpec {
+                oblivious: true,
+                ..*spec
+            });
+            Some(p2pe::sim::run(&c)?)
+        }
+        _ => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        match &oblivious {
+            Some(o) => println!(
+                "{}",
+                serde_json::json!({ "rack_aware": &report, "rack_oblivious": o })
+            ),
+            None => println!("{}", serde_json::to_string(&report)?),
+        }
     } else {
         print_text(&config, &report);
+        if let Some(o) = &oblivious {
+            println!(
+                "rack-oblivious: total {:.4} s   ratio/D_topo {:.3}   cross-rack {:.3} F   \
+                 origin {:.3} copies",
+                o.total_s, o.ratio_topo, o.cross_rack_copies, o.origin_upload_copies
+            );
+        }
     }
     if report.incomplete_peers > 0 {
         anyhow::bail!("{} peers did not complete", report.incomplete_peers);
@@ -201,6 +257,13 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.pipeline_bytes = args.pipeline;
     config.upload_in_flight_bytes = args.upload_window;
     config.send_buffer_bytes = args.send_buffer;
+    config.racks = args.racks.map(|racks| RackSpec {
+        racks,
+        uplink_bytes_per_s: args.rack_uplink,
+        oversubscription: args.oversubscription,
+        oblivious: args.rack_oblivious,
+        cross_connections: args.cross_rack_connections,
+    });
     Ok(config)
 }
 
@@ -254,6 +317,32 @@ fn print_text(config: &SimConfig, r: &Report) {
         "origin upload {:.3} copies of the file; all uploads {:.3}x N·F",
         r.origin_upload_copies, r.upload_overhead
     );
+    if let Some(spec) = &config.racks {
+        println!(
+            "topology: {} racks, rack uplink {} ({}), origin outside the racks; {}",
+            spec.racks,
+            format_rate_bits(config.rack_link_bytes_per_s(0) as f64),
+            match spec.uplink_bytes_per_s {
+                Some(_) => "given".to_string(),
+                None => format!("{}:1", spec.oversubscription),
+            },
+            if spec.oblivious {
+                "rack-oblivious".to_string()
+            } else {
+                format!(
+                    "rack-aware, {} cross-rack connections per peer",
+                    spec.cross_connections
+                )
+            }
+        );
+        println!(
+            "D_topo {:.4} s   ratio/D_topo {:.3}   cross-rack {:.3} F (R-1 = {})",
+            r.d_topo_s,
+            r.ratio_topo,
+            r.cross_rack_copies,
+            spec.racks.saturating_sub(1)
+        );
+    }
     if r.liars > 0 || r.hash_failures > 0 || r.bans > 0 || r.protocol_errors > 0 {
         println!(
             "liars {}  hash failures {}  bans {}  protocol errors {}",

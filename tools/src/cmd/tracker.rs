@@ -59,11 +59,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         http_threads: args.http_threads.max(1),
     })
     .with_context(|| format!("binding {}", args.listen))?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .context("installing the signal handler")?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing the signal handler")?;
     let metrics = args
         .metrics
         .map(|addr| {
@@ -72,7 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .transpose()?;
     print_listening(server.local_addr(), args.json)?;
-    let _ = rx.recv();
+    // Blocks until SIGINT, SIGTERM or SIGHUP.
+    let _ = signals.forever().next();
     tracing::info!(
         "p2pe tracker: shutting down ({} peers)",
         server.peer_count()

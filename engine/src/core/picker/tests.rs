@@ -106,6 +106,7 @@ fn ctx<'a>(peer: u64, have: &'a Bitfield, len: u32) -> PickContext<'a> {
         endgame_ok: true,
         shadow_ok: true,
         fresh_ok: true,
+        import: None,
     }
 }
 

@@ -50,6 +50,7 @@ pub(super) fn caps(fast: bool, max_request_len_bytes: u32) -> PeerCaps {
         reqq: None,
         // The core's tests model p2pe peers.
         distinct_first: true,
+        locality: None,
         node_endgame: true,
     }
 }

@@ -86,7 +86,7 @@ impl HttpHandler {
     }
 
     /// Answers every complete request in `conn`'s buffer.
-    fn serve(&mut self, ctx: &mut Ctx, id: ConnId) -> Next {
+    fn serve(&mut self, ctx: &mut Ctx<()>, id: ConnId) -> Next {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Next::CloseNow;
         };
@@ -145,7 +145,7 @@ impl HttpHandler {
 
     /// At the connection bound: closes the connection whose deadline comes
     /// first (idle the longest).
-    fn make_room(&mut self, ctx: &mut Ctx) {
+    fn make_room(&mut self, ctx: &mut Ctx<()>) {
         if self.conns.len() < self.max_conns {
             return;
         }
@@ -157,7 +157,10 @@ impl HttpHandler {
 }
 
 impl Handler for HttpHandler {
-    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, peer: SocketAddr, _inbound: bool) {
+    /// The HTTP endpoint's workers exchange no messages.
+    type Msg = ();
+
+    fn on_open(&mut self, ctx: &mut Ctx<()>, conn: ConnId, peer: SocketAddr, _inbound: bool) {
         self.make_room(ctx);
         self.conns.insert(
             conn,
@@ -174,7 +177,7 @@ impl Handler for HttpHandler {
         }
     }
 
-    fn on_recv(&mut self, ctx: &mut Ctx, conn: ConnId, data: &[u8]) {
+    fn on_recv(&mut self, ctx: &mut Ctx<()>, conn: ConnId, data: &[u8]) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -199,18 +202,18 @@ impl Handler for HttpHandler {
         }
     }
 
-    fn on_sent(&mut self, ctx: &mut Ctx, conn: ConnId) {
+    fn on_sent(&mut self, ctx: &mut Ctx<()>, conn: ConnId) {
         let closing = self.conns.get(&conn).is_some_and(|c| c.closing);
         if closing && ctx.queued_bytes(conn) == 0 {
             ctx.close(conn);
         }
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx, conn: ConnId, _err: Option<io::Error>) {
+    fn on_close(&mut self, _ctx: &mut Ctx<()>, conn: ConnId, _err: Option<io::Error>) {
         self.conns.remove(&conn);
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx, now: Instant) {
+    fn on_timer(&mut self, ctx: &mut Ctx<()>, now: Instant) {
         let expired: Vec<ConnId> = self
             .conns
             .iter()

@@ -155,7 +155,7 @@ pub struct TrackerServer {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    http: RuntimeHandle,
+    http: RuntimeHandle<()>,
 }
 
 impl TrackerServer {
@@ -260,7 +260,7 @@ fn shard_config(config: &TrackerConfig) -> TrackerConfig {
 fn bind_pair(
     config: &ServerConfig,
     shared: &Arc<Shared>,
-) -> io::Result<(RuntimeHandle, Vec<UdpSocket>)> {
+) -> io::Result<(RuntimeHandle<()>, Vec<UdpSocket>)> {
     let listen = config.listen;
     let workers = config.http_threads.max(1);
     let mut last_err = None;

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use crate::core::address_book::{Admission, EntryId};
 use crate::core::{PeerKey, Time};
-use crate::rt::{ConnId, Ctx};
+use crate::node::dispatch::Ctx;
+use crate::rt::ConnId;
 
 use super::super::peer::{PeerConn, Source};
 use super::super::shared::{dial_owner, PeerEntry, PeerSlot};

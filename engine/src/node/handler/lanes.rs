@@ -30,7 +30,8 @@
 //! `SlotConfig::ext_handshake_wait`.
 
 use crate::core::{slots, Time};
-use crate::rt::{ConnId, Ctx};
+use crate::node::dispatch::Ctx;
+use crate::rt::ConnId;
 use crate::wire::peer::{negotiated_lanes, ExtendedHandshake, MAX_LANES};
 
 use std::net::SocketAddr;

@@ -15,7 +15,9 @@ use bytes::Bytes;
 
 use crate::core::pex::PexSchedule;
 use crate::core::Time;
-use crate::rt::{ConnId, Ctx};
+use crate::node::dispatch::Ctx;
+use crate::rt::ConnId;
+use crate::wire::peer::metadata::UT_METADATA;
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Message};
 use crate::wire::pex::{PexFlags, PexMessage};
 
@@ -24,7 +26,8 @@ use super::dial::MAX_PEX_ADDED_PER_MESSAGE;
 use super::NodeHandler;
 
 impl NodeHandler {
-    /// Records what the peer's BEP 10 handshake tells: its `ut_pex` id, its
+    /// Records what the peer's BEP 10 handshake tells: its `ut_pex` and
+    /// `ut_metadata` ids, its
     /// listen port (for inbound peers), whether it is a p2pe node.
     pub(super) fn on_extended_handshake(&mut self, conn: ConnId, theirs: &ExtendedHandshake) {
         let pex_on = self.pex_interval;
@@ -41,6 +44,7 @@ impl NodeHandler {
         }
         // BEP 10: id 0 in `m` disables an extension.
         pc.pex_id = theirs.m.get("ut_pex").copied().filter(|&id| id != 0);
+        pc.metadata_id = theirs.m.get(UT_METADATA).copied().filter(|&id| id != 0);
         // A lane's peer hears our PEX on its primary connection.
         if let (Some(interval), Some(_), false) = (pex_on, pc.pex_id, pc.lane) {
             pc.pex = Some(PexSchedule::new(now, interval, pc.is_p2pe));

@@ -20,8 +20,9 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::core::{slots, Block, PeerCaps, PieceIndex, Time};
-use crate::rt::{ConnId, Ctx};
+use crate::core::{slots, Block, Locality, PeerCaps, PieceIndex, Time};
+use crate::node::dispatch::Ctx;
+use crate::rt::ConnId;
 use crate::store::StoreError;
 use crate::wire::peer::{
     negotiated_lanes, negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage,
@@ -30,7 +31,7 @@ use crate::wire::peer::{
 
 use super::super::convert::{self, Inbound};
 use super::super::peer::{Incoming, Phase, Sink};
-use super::{NodeHandler, PEX_EXT_ID};
+use super::{NodeHandler, METADATA_EXT_ID, PEX_EXT_ID};
 
 impl NodeHandler {
     /// Feeds received bytes of `conn` through its handshake or message
@@ -114,15 +115,23 @@ impl NodeHandler {
                 ctx.send(conn, buf);
             }
         } else {
-            self.register(conn, BLOCK_LEN_BYTES, None, 1);
+            self.register(conn, BLOCK_LEN_BYTES, None, 1, None);
         }
     }
 
     /// Hands `conn` to the core with the negotiated request length and the peer's BEP 10
     /// `reqq` (if it sent one).
     /// `lanes`: connections negotiated with this peer ([`negotiated_lanes`]);
-    /// above 1, no node-wide endgame duplicates go to it.
-    fn register(&mut self, conn: ConnId, max_request_len_bytes: u32, reqq: Option<u32>, lanes: u8) {
+    /// above 1, no node-wide endgame duplicates go to it. `locality`: its rack
+    /// (BEP 10 `p2pe_rack` / `p2pe_zone`) and peer id, for rack-aware requests.
+    fn register(
+        &mut self,
+        conn: ConnId,
+        max_request_len_bytes: u32,
+        reqq: Option<u32>,
+        lanes: u8,
+        locality: Option<Locality>,
+    ) {
         let Some(pc) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -141,6 +150,7 @@ impl NodeHandler {
             max_request_len_bytes,
             reqq,
             distinct_first: pc.is_p2pe,
+            locality,
             node_endgame: lanes <= 1,
         };
         pc.registered = true;
@@ -166,7 +176,7 @@ impl NodeHandler {
             .map(|(c, _)| *c)
             .collect();
         for conn in stale {
-            self.register(conn, BLOCK_LEN_BYTES, None, 1);
+            self.register(conn, BLOCK_LEN_BYTES, None, 1, None);
         }
     }
 
@@ -206,7 +216,7 @@ impl NodeHandler {
 
     /// A `piece` header arrived: choose where its payload goes.
     fn on_piece_start(&mut self, conn: ConnId, h: PieceHeader) {
-        self.register(conn, BLOCK_LEN_BYTES, None, 1);
+        self.register(conn, BLOCK_LEN_BYTES, None, 1, None);
         let block = Block {
             piece: h.index,
             offset_bytes: h.begin.0,
@@ -347,13 +357,22 @@ impl NodeHandler {
             let len = negotiated_max_request_len(&self.our_ext, theirs, self.piece_len_bytes);
             let lanes = negotiated_lanes(&self.our_ext, theirs);
             self.on_extended_handshake(conn, theirs);
-            self.register(conn, len, theirs.reqq, lanes);
+            let peer_id = self.conns.get(&conn).and_then(|pc| pc.peer_id);
+            let locality = theirs
+                .p2pe_rack
+                .as_deref()
+                .zip(peer_id)
+                .map(|(rack, id)| Locality::labelled(rack, theirs.p2pe_zone.as_deref(), &id));
+            self.register(conn, len, theirs.reqq, lanes, locality);
             self.open_lanes(ctx, conn, theirs);
             return true;
         }
         if let Message::Extended(ExtendedMessage::Other { id, payload }) = &msg {
             if *id == PEX_EXT_ID && self.pex_interval.is_some() {
                 return self.on_pex(ctx, conn, payload);
+            }
+            if *id == METADATA_EXT_ID && self.info_bytes.is_some() {
+                return self.on_metadata(ctx, conn, payload);
             }
         }
         let inbound = match convert::inbound(msg, self.piece_count) {
@@ -363,7 +382,7 @@ impl NodeHandler {
         if matches!(inbound, Inbound::Ignore) {
             return true;
         }
-        self.register(conn, BLOCK_LEN_BYTES, None, 1);
+        self.register(conn, BLOCK_LEN_BYTES, None, 1, None);
         let Some(key) = self.conns.get(&conn).map(|pc| pc.key) else {
             return false;
         };

@@ -3,7 +3,8 @@
 use std::sync::atomic::Ordering;
 
 use crate::core::{Block, PeerKey, PeerMessage};
-use crate::rt::{ConnId, Ctx, Region};
+use crate::node::dispatch::Ctx;
+use crate::rt::{ConnId, Region};
 use crate::wire::peer::{piece_header, BlockOffset};
 
 use super::super::convert;

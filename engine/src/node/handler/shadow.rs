@@ -13,7 +13,7 @@ use sha1::{Digest, Sha1};
 
 use crate::base::PieceDigest;
 use crate::core::{PieceIndex, BLOCK_LEN_BYTES};
-use crate::rt::Ctx;
+use crate::node::dispatch::Ctx;
 use crate::store::StoreError;
 
 use super::NodeHandler;

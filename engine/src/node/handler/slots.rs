@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use crate::core::slots::{self, Expiry};
-use crate::rt::{ConnId, Ctx};
+use crate::node::dispatch::Ctx;
+use crate::rt::ConnId;
 
 use super::NodeHandler;
 

@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::core::{BatchChoker, ChokeCandidate, ChokerConfig, PieceIndex};
-use crate::rt::Ctx;
+use crate::node::dispatch::Ctx;
 
 use super::super::peer::Source;
 use super::super::Command;

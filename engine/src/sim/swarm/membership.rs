@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use rand::RngExt;
 
-use crate::core::{PeerKey, Time};
+use crate::core::{PeerCaps, PeerKey, Time};
 use crate::sim::queue::Nanos;
 
 use super::conn::{Conn, Dir};
@@ -15,6 +15,12 @@ impl Swarm<'_> {
     /// Creates the origin, the peers, the liars and the churn schedule; connects everyone.
     pub(super) fn setup(&mut self) {
         let c = self.config;
+        if let Some(spec) = &c.racks {
+            for r in 0..spec.racks {
+                let link = c.rack_link_bytes_per_s(r);
+                self.net.add_rack(link, link);
+            }
+        }
         let origin = self.add_node(
             c.seeder_uplink_bytes_per_s,
             c.seeder_uplink_bytes_per_s,
@@ -76,6 +82,9 @@ impl Swarm<'_> {
         for p in 1..=peers {
             self.connect(0, 0, p);
         }
+        if let Some(spec) = self.config.racks.filter(|s| !s.oblivious) {
+            return self.connect_by_rack(spec.cross_connections);
+        }
         let want = (self.config.connections as usize).min(peers as usize - 1);
         let mut seen: HashSet<(u32, u32)> = HashSet::new();
         for p in 1..=peers {
@@ -93,17 +102,59 @@ impl Swarm<'_> {
         }
     }
 
-    /// Opens a connection between `a` and `b` (both present); both cores learn of it.
+    /// Rack-aware tracker: each peer opens `connections` to random peers of its rack and
+    /// `cross` to random peers of other racks (the tracker hands out same-rack peers first).
+    fn connect_by_rack(&mut self, cross: u32) {
+        let peers = self.config.peers;
+        let mut seen: HashSet<(u32, u32)> = HashSet::new();
+        for p in 1..=peers {
+            let rack = self.config.rack_of(p);
+            let (same, other): (Vec<u32>, Vec<u32>) = (1..=peers)
+                .filter(|&q| q != p)
+                .partition(|&q| self.config.rack_of(q) == rack);
+            self.open_random(p, &same, self.config.connections as usize, &mut seen);
+            self.open_random(p, &other, cross as usize, &mut seen);
+        }
+    }
+
+    /// Opens up to `want` connections from `p` to distinct random `candidates` not yet
+    /// connected to it (`seen`: unordered pairs).
+    fn open_random(
+        &mut self,
+        p: u32,
+        candidates: &[u32],
+        want: usize,
+        seen: &mut HashSet<(u32, u32)>,
+    ) {
+        let want = want.min(candidates.len());
+        let (mut picked, mut tries) = (0, 0);
+        while picked < want && tries < want * 20 {
+            tries += 1;
+            let q = candidates[self.rng.random_range(0..candidates.len())];
+            if !seen.insert((p.min(q), p.max(q))) {
+                continue;
+            }
+            picked += 1;
+            self.connect(0, p, q);
+        }
+    }
+
+    /// Opens a connection between `a` and `b` (both present); both cores learn of it, each
+    /// with the other's locality (rack-aware runs).
     pub(super) fn connect(&mut self, now: Nanos, a: u32, b: u32) {
         let id = self.conns.len() as u32;
         self.conns.push(Conn { a, b, open: true });
         self.dirs.push(Dir::default());
         self.dirs.push(Dir::default());
-        for node in [a, b] {
+        for (node, other) in [(a, b), (b, a)] {
+            let caps = PeerCaps {
+                locality: self.nodes[other as usize].locality,
+                ..self.caps
+            };
             let n = &mut self.nodes[node as usize];
             n.conns.push(id);
             if let Some(t) = n.torrent.as_mut() {
-                t.handle_peer_connected(Time::from_nanos(now), PeerKey(u64::from(id)), self.caps);
+                t.handle_peer_connected(Time::from_nanos(now), PeerKey(u64::from(id)), caps);
             }
             self.dirty.push(node);
         }
@@ -134,18 +185,24 @@ impl Swarm<'_> {
 
     /// A late peer arrives: connects to the origin (if still there) and random present peers.
     pub(super) fn join(&mut self, now: Nanos, node: u32) {
-        let want = self.config.connections as usize;
-        let mut picked: Vec<u32> = Vec::with_capacity(want);
-        if self.present_peers.len() <= want {
-            picked.extend_from_slice(&self.present_peers);
-        } else {
-            while picked.len() < want {
-                let q = self.present_peers[self.rng.random_range(0..self.present_peers.len())];
-                if !picked.contains(&q) {
-                    picked.push(q);
-                }
+        let picked = match self.config.racks.filter(|s| !s.oblivious) {
+            Some(spec) => {
+                let rack = self.config.rack_of(node);
+                let (same, other): (Vec<u32>, Vec<u32>) = self
+                    .present_peers
+                    .iter()
+                    .partition(|&&q| self.config.rack_of(q) == rack);
+                let mut picked = self.sample(&same, self.config.connections as usize);
+                picked.extend(self.sample(&other, spec.cross_connections as usize));
+                picked
             }
-        }
+            None => {
+                let present = std::mem::take(&mut self.present_peers);
+                let picked = self.sample(&present, self.config.connections as usize);
+                self.present_peers = present;
+                picked
+            }
+        };
         self.nodes[node as usize].present = true;
         self.present_peers.push(node);
         self.counters.peers_joined += 1;
@@ -155,6 +212,22 @@ impl Swarm<'_> {
         for q in picked {
             self.connect(now, node, q);
         }
+    }
+
+    /// Up to `want` distinct random entries of `from`.
+    fn sample(&mut self, from: &[u32], want: usize) -> Vec<u32> {
+        let mut picked: Vec<u32> = Vec::with_capacity(want);
+        if from.len() <= want {
+            picked.extend_from_slice(from);
+        } else {
+            while picked.len() < want {
+                let q = from[self.rng.random_range(0..from.len())];
+                if !picked.contains(&q) {
+                    picked.push(q);
+                }
+            }
+        }
+        picked
     }
 
     /// A node leaves: every connection closes, its pieces no longer count.

@@ -12,7 +12,12 @@
 //! `integrity_violations` (tests require 0).
 //!
 //! The simulator plays the tracker: every peer connects to the origin and to `connections`
-//! random others; late joiners get `connections` random present peers.
+//! random others; late joiners get `connections` random present peers. With rack-aware
+//! racks ([`crate::sim::RackSpec`]) it hands out by rack, as the embedded tracker does:
+//! `connections` random peers of the peer's own rack and `cross_connections` of other
+//! racks; each peer's core gets a [`Locality`] (rack label `rack<r>`, identity its node
+//! number) and learns every peer's through its [`PeerCaps`], as a node learns them from
+//! the BEP 10 handshake. Rack-oblivious runs do neither.
 
 mod conn;
 mod membership;
@@ -23,7 +28,7 @@ use std::collections::VecDeque;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::core::{Bitfield, PeerCaps, Time, Torrent, TorrentConfig};
+use crate::core::{Bitfield, Locality, PeerCaps, Time, Torrent, TorrentConfig};
 use crate::sim::net::Net;
 use crate::sim::queue::{EventQueue, Nanos};
 use crate::sim::{Outcome, Progress, Report, SimConfig};
@@ -70,6 +75,8 @@ struct Node {
     timer_cancels_sent: u64,
     /// Payload bytes received that the core still wanted, per timeline bin (debug output).
     down_bins: Vec<f64>,
+    /// Rack and identity its core knows and tells its peers (rack-aware runs only).
+    locality: Option<Locality>,
 }
 
 /// Counters reported at the end of a run.
@@ -117,6 +124,8 @@ pub(super) struct Swarm<'c> {
     counters: Counters,
     /// The node whose timer is being handled (its actions are drained in the same flush).
     timer_node: Option<u32>,
+    /// Payload bytes sent between peers of different racks.
+    cross_rack_bytes: f64,
 }
 
 /// Runs the `p2p` strategy.
@@ -150,6 +159,7 @@ impl<'c> Swarm<'c> {
                 reqq: None,
                 distinct_first: true,
                 node_endgame: true,
+                locality: None,
             },
             piece_count,
             net: {
@@ -174,6 +184,7 @@ impl<'c> Swarm<'c> {
             origin_bins: Vec::new(),
             counters: Counters::default(),
             timer_node: None,
+            cross_rack_bytes: 0.0,
         }
     }
 
@@ -181,6 +192,16 @@ impl<'c> Swarm<'c> {
     fn add_node(&mut self, up: u64, down: u64, seeded: bool) -> u32 {
         let id = self.net.add_node(up, down);
         debug_assert_eq!(id as usize, self.nodes.len());
+        let rack = self.config.rack_of(id);
+        if let Some(r) = rack {
+            self.net.place(id, r);
+        }
+        let aware = self.config.racks.is_some_and(|s| !s.oblivious);
+        let locality = rack
+            .filter(|_| aware)
+            .map(|r| Locality::new(format!("rack{r}").as_bytes(), &id.to_be_bytes()));
+        let mut torrent_config = self.torrent_config.clone();
+        torrent_config.locality = locality;
         let have = if seeded {
             Bitfield::full(self.piece_count)
         } else {
@@ -196,7 +217,7 @@ impl<'c> Swarm<'c> {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(u64::from(id));
         self.nodes.push(Node {
-            torrent: Some(Torrent::new(self.torrent_config.clone(), have, node_seed)),
+            torrent: Some(Torrent::new(torrent_config, have, node_seed)),
             present: false,
             liar: false,
             frozen: false,
@@ -209,6 +230,7 @@ impl<'c> Swarm<'c> {
             cancels_sent: 0,
             timer_cancels_sent: 0,
             down_bins: Vec::new(),
+            locality,
         });
         id
     }
@@ -407,6 +429,7 @@ impl<'c> Swarm<'c> {
             slow_expected,
             origin_up_bytes: self.nodes.first().map_or(0.0, |n| n.up_bytes),
             total_up_bytes: self.nodes.iter().map(|n| n.up_bytes).sum(),
+            cross_rack_bytes: self.cross_rack_bytes,
             events: self.queue.popped(),
         };
         let mut report = outcome.into_report(self.config);

@@ -216,7 +216,12 @@ impl Swarm<'_> {
         let Some((block, corrupt)) = self.dirs[dir as usize].sending.take() else {
             return;
         };
-        let (src, _) = self.ends(dir);
+        let (src, dst) = self.ends(dir);
+        if let (Some(a), Some(b)) = (self.net.rack(src), self.net.rack(dst)) {
+            if a != b {
+                self.cross_rack_bytes += f64::from(block.len_bytes);
+            }
+        }
         self.put_in_flight(now, dir, Item::Block { block, corrupt });
         let d = &mut self.dirs[dir as usize];
         d.done += 1;

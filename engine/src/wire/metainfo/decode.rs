@@ -103,6 +103,41 @@ pub(super) fn metainfo(input: &[u8]) -> Result<Metainfo, MetainfoError> {
     })
 }
 
+/// Builds a metainfo from a bare `info` dictionary (BEP 9 metadata). See
+/// [`Metainfo::from_info_bytes`].
+pub(super) fn from_info(
+    info_bytes: &[u8],
+    trackers: Vec<Vec<String>>,
+) -> Result<Metainfo, MetainfoError> {
+    // Exactly one dictionary, nothing after it: the bytes hashed are the
+    // bytes parsed.
+    let mut decoder = Decoder::new(info_bytes).with_max_depth(MAX_DEPTH);
+    let len = match decoder.next_object().map_err(bencode_err)? {
+        Some(Object::Dict(d)) => d.into_raw().map_err(bencode_err)?.len(),
+        Some(_) => return Err(wrong_type("info", "a dictionary")),
+        None => return Err(MetainfoError::Bencode("empty input".into())),
+    };
+    if len != info_bytes.len() {
+        return Err(MetainfoError::Bencode(
+            "trailing bytes after the info dictionary".into(),
+        ));
+    }
+    let info = info(info_bytes)?;
+    Ok(Metainfo {
+        info,
+        info_bytes: info_bytes.to_vec(),
+        info_hash: InfoHash::of_info_bytes(info_bytes),
+        trackers: trackers
+            .into_iter()
+            .filter(|tier| !tier.is_empty())
+            .collect(),
+        comment: None,
+        created_by: None,
+        creation_date: None,
+        web_seeds: Vec::new(),
+    })
+}
+
 fn top_level<'s>(mut dict: DictDecoder<'_, 's>) -> Result<TopLevel<'s>, MetainfoError> {
     let mut top = TopLevel::default();
     while let Some((key, value)) = dict.next_pair().map_err(bencode_err)? {

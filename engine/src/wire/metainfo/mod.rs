@@ -487,6 +487,23 @@ impl Metainfo {
         decode::metainfo(bytes)
     }
 
+    /// Builds a metainfo from a bare bencoded `info` dictionary, e.g. the
+    /// metadata fetched for a magnet link (BEP 9), with `trackers` as BEP 12
+    /// tiers (empty tiers dropped). The info-hash is the SHA-1 of
+    /// `info_bytes` as given: the caller compares it with the hash it
+    /// expected.
+    ///
+    /// # Errors
+    /// [`MetainfoError::Bencode`] when `info_bytes` is not exactly one
+    /// canonical dictionary (trailing bytes included), and every `info`
+    /// error of [`Metainfo::from_bytes`].
+    pub fn from_info_bytes(
+        info_bytes: &[u8],
+        trackers: Vec<Vec<String>>,
+    ) -> Result<Self, MetainfoError> {
+        decode::from_info(info_bytes, trackers)
+    }
+
     /// Encodes as canonical bencode. The `info` bytes are written verbatim, so
     /// the info-hash is preserved; unknown top-level keys are not kept.
     pub fn to_bytes(&self) -> Vec<u8> {

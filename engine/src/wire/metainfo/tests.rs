@@ -71,6 +71,27 @@ fn single_file_parses_and_hashes_raw_info() {
 }
 
 #[test]
+fn bare_info_dictionary_builds_the_same_metainfo() {
+    let info = single_info("5", b"a.bin", "4", 2);
+    let whole = parse(&torrent_with_info(&info)).unwrap();
+    let tiers = vec![vec!["http://t/announce".to_string()], vec![]];
+    let bare = Metainfo::from_info_bytes(&info, tiers).unwrap();
+    assert_eq!(bare.info_hash(), whole.info_hash());
+    assert_eq!(bare.info(), whole.info());
+    assert_eq!(bare.trackers(), [vec!["http://t/announce".to_string()]]);
+    // The round trip through a .torrent keeps the info-hash.
+    assert_eq!(
+        parse(&bare.to_bytes()).unwrap().info_hash(),
+        whole.info_hash()
+    );
+    let mut trailing = info.clone();
+    trailing.push(b'x');
+    for bad in [&trailing[..], b"", b"le", &info[..info.len() - 1]] {
+        assert!(Metainfo::from_info_bytes(bad, vec![]).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
 fn multi_file_parses_with_offsets() {
     let info = multi_info(
         &[("l1:ae", "3"), ("l3:sub1:be", "0"), ("l1:ce", "6")],

@@ -9,6 +9,7 @@ use bendy::decoding::{Decoder as BDecoder, Object};
 use bendy::encoding::{AsString, Encoder as BEncoder};
 
 use super::{WireError, BLOCK_LEN_BYTES};
+use crate::wire::tracker::MAX_LABEL_BYTES;
 
 /// Name of the p2pe extension in a BEP 10 `m` dictionary.
 pub const P2PE_EXTENSION_NAME: &str = "p2pe";
@@ -18,6 +19,12 @@ const P2PE_MAX_REQUEST_KEY: &[u8] = b"p2pe_max_request";
 
 /// Top-level handshake key carrying [`P2peExt::lanes`].
 const P2PE_LANES_KEY: &[u8] = b"p2pe_lanes";
+
+/// Top-level handshake keys carrying the sender's rack and zone labels
+/// ([`ExtendedHandshake::p2pe_rack`]); the same labels as the p2pe announce
+/// parameters `p2pe_rack` / `p2pe_zone`.
+const P2PE_RACK_KEY: &[u8] = b"p2pe_rack";
+const P2PE_ZONE_KEY: &[u8] = b"p2pe_zone";
 
 /// Most parallel connections ("lanes") one p2pe pair may open
 /// ([`P2peExt::lanes`]); a larger advertised count is read as this one.
@@ -75,6 +82,13 @@ pub struct ExtendedHandshake {
     pub metadata_size: Option<u64>,
     /// The p2pe large-request extension, if advertised.
     pub p2pe: Option<P2peExt>,
+    /// The sender's rack label (p2pe key `p2pe_rack`, not a BEP), at most
+    /// [`MAX_LABEL_BYTES`] bytes of UTF-8: peers with the same rack (and zone)
+    /// share a rack uplink, see [`crate::core::rack`].
+    pub p2pe_rack: Option<String>,
+    /// The sender's zone label (p2pe key `p2pe_zone`), bounded the same way;
+    /// rack labels are compared within a zone.
+    pub p2pe_zone: Option<String>,
 }
 
 /// The largest request length both sides may use, in bytes.
@@ -117,6 +131,15 @@ fn int<T: FromStr>(key: &str, value: Object<'_, '_>) -> Result<T, WireError> {
     let text = value.try_into_integer().map_err(bad)?;
     text.parse()
         .map_err(|_| bad(format!("`{key}` value {text} out of range")))
+}
+
+/// A rack or zone label: UTF-8 of at most [`MAX_LABEL_BYTES`] bytes.
+fn label(key: &str, value: Object<'_, '_>) -> Result<String, WireError> {
+    let bytes = value.try_into_bytes().map_err(bad)?;
+    if bytes.len() > MAX_LABEL_BYTES {
+        return Err(bad(format!("`{key}` of {} bytes", bytes.len())));
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| bad(format!("`{key}` is not UTF-8")))
 }
 
 fn ip(bytes: &[u8]) -> Result<IpAddr, WireError> {
@@ -172,6 +195,8 @@ impl ExtendedHandshake {
                 b"reqq" => hs.reqq = Some(int("reqq", value)?),
                 b"yourip" => hs.yourip = Some(ip(value.try_into_bytes().map_err(bad)?)?),
                 b"metadata_size" => hs.metadata_size = Some(int("metadata_size", value)?),
+                P2PE_RACK_KEY => hs.p2pe_rack = Some(label("p2pe_rack", value)?),
+                P2PE_ZONE_KEY => hs.p2pe_zone = Some(label("p2pe_zone", value)?),
                 P2PE_MAX_REQUEST_KEY => p2pe_max = Some(int("p2pe_max_request", value)?),
                 P2PE_LANES_KEY => {
                     let n: u64 = int("p2pe_lanes", value)?;
@@ -234,6 +259,12 @@ impl ExtendedHandshake {
                 if let Some(size) = self.metadata_size {
                     d.emit_pair(b"metadata_size", size)?;
                 }
+                if let Some(rack) = &self.p2pe_rack {
+                    d.emit_pair(P2PE_RACK_KEY, rack)?;
+                }
+                if let Some(zone) = &self.p2pe_zone {
+                    d.emit_pair(P2PE_ZONE_KEY, zone)?;
+                }
                 if let Some(ext) = self.p2pe {
                     d.emit_pair(P2PE_MAX_REQUEST_KEY, ext.max_request_len_bytes)?;
                     if ext.lanes > 1 {
@@ -287,6 +318,20 @@ mod tests {
             b"d1:md4:p2pei3ee16:p2pe_max_requesti1048576e6:yourip4:\x7f\x00\x00\x01e".to_vec()
         );
         assert_eq!(ExtendedHandshake::from_bencode(&raw).unwrap(), hs);
+    }
+
+    #[test]
+    fn rack_and_zone_labels_round_trip_and_are_bounded() {
+        let mut hs = ExtendedHandshake::with_p2pe(3, 1 << 20);
+        hs.p2pe_rack = Some("r7".into());
+        hs.p2pe_zone = Some("eu-1".into());
+        let raw = hs.to_bencode().unwrap();
+        assert!(raw.windows(15).any(|w| w == b"9:p2pe_rack2:r7"), "{raw:?}");
+        assert_eq!(ExtendedHandshake::from_bencode(&raw).unwrap(), hs);
+        let long = format!("d9:p2pe_rack65:{}e", "x".repeat(65));
+        assert!(ExtendedHandshake::from_bencode(long.as_bytes()).is_err());
+        assert!(ExtendedHandshake::from_bencode(b"d9:p2pe_racki1ee").is_err());
+        assert!(ExtendedHandshake::from_bencode(b"d9:p2pe_zone2:\xff\xfee").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Peer wire protocol codec: BEP 3 messages, BEP 6 fast extension, BEP 10
-//! extension protocol, and the p2pe large-request extension. No I/O.
+//! extension protocol, BEP 9 `ut_metadata` ([`metadata`]), and the p2pe
+//! large-request extension. No I/O.
 //!
 //! A connection starts with a 68-byte [`Handshake`], decoded by
 //! [`HandshakeDecoder`]; its leftover bytes then move into a [`Decoder`]
@@ -52,6 +53,7 @@ mod error;
 mod extended;
 mod handshake;
 mod message;
+pub mod metadata;
 mod stream;
 #[cfg(test)]
 mod tests;

@@ -45,20 +45,26 @@ fn extended_handshake() -> impl Strategy<Value = ExtendedHandshake> {
         proptest::option::of(any::<IpAddr>()),
         any::<Option<u64>>(),
         proptest::option::of((1..=255u8, any::<u32>(), 1..=MAX_LANES)),
+        proptest::option::of(".{0,16}"),
+        proptest::option::of("[a-z0-9-]{0,64}"),
     )
         .prop_map(
-            |(m, p, v, reqq, yourip, metadata_size, p2pe)| ExtendedHandshake {
-                m,
-                p,
-                v,
-                reqq,
-                yourip,
-                metadata_size,
-                p2pe: p2pe.map(|(id, max_request_len_bytes, lanes)| P2peExt {
-                    id,
-                    max_request_len_bytes,
-                    lanes,
-                }),
+            |(m, p, v, reqq, yourip, metadata_size, p2pe, p2pe_rack, p2pe_zone)| {
+                ExtendedHandshake {
+                    p2pe_rack,
+                    p2pe_zone,
+                    m,
+                    p,
+                    v,
+                    reqq,
+                    yourip,
+                    metadata_size,
+                    p2pe: p2pe.map(|(id, max_request_len_bytes, lanes)| P2peExt {
+                        id,
+                        max_request_len_bytes,
+                        lanes,
+                    }),
+                }
             },
         )
 }
