@@ -33,7 +33,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mainline::{Dht, Id};
+use mainline::Id;
 
 use super::tracker_client::{ClientConfig, TrackerClient};
 use super::tracker_io::TrackerDriver;
@@ -42,7 +42,7 @@ use crate::core::metadata::{
     MetadataAction, MetadataConfig, MetadataDropReason, MetadataFetch, MetadataStats,
 };
 use crate::core::{PeerKey, Time};
-use crate::node::DhtConfig;
+use crate::node::{build_dht, DhtConfig};
 use crate::wire::metainfo::InfoHash;
 use crate::wire::peer::metadata::{MetadataMessage, UT_METADATA};
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Handshake, Message, MessageId};
@@ -576,22 +576,16 @@ fn spawn_dht(
     tx: mpsc::SyncSender<Event>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut b = Dht::builder();
-    b.server_mode().bind_address(*config.listen.ip());
-    match &config.bootstrap {
-        Some(list) if list.is_empty() => {
-            b.no_bootstrap();
-        }
-        Some(list) => {
-            b.bootstrap(list);
-        }
-        None => {}
-    }
+    // Any free port on the configured address: never the node's own.
+    let config = DhtConfig {
+        listen: std::net::SocketAddrV4::new(*config.listen.ip(), 0),
+        ..config.clone()
+    };
     let warn_tx = tx.clone();
     let spawned = std::thread::Builder::new()
         .name("p2pe-metadata-dht".into())
         .spawn(move || {
-            let (dht, id) = match (b.build(), Id::from_bytes(info_hash.0)) {
+            let (dht, id) = match (build_dht(&config), Id::from_bytes(info_hash.0)) {
                 (Ok(d), Ok(id)) => (d, id),
                 (Err(e), _) => {
                     let _ = tx.send(Event::Warning(format!("dht: cannot start: {e}")));

@@ -121,6 +121,7 @@ use crate::rt::SendStrategy;
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
+pub(crate) use dht::build as build_dht;
 pub use dht::DhtConfig;
 pub use session::{Session, TorrentId};
 pub(crate) use shared::{Command, Shared};
