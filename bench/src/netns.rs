@@ -7,6 +7,14 @@
 //! egress of `{prefix}{i}h` (inside the namespace), download by a `tbf` on the
 //! egress of `{prefix}{i}b` (bridge side).
 //!
+//! Racks ([`Lan::create_racked`]): the bridge `{prefix}br` becomes the core; rack `k`
+//! is a bridge `{prefix}r{k}` joined to the core by a veth pair, `{prefix}r{k}u` on the
+//! rack bridge and `{prefix}r{k}c` on the core. The rack's uplink (rack → core) is a
+//! `tbf` on the egress of `{prefix}r{k}u`, its downlink (core → rack) a `tbf` on the
+//! egress of `{prefix}r{k}c`; a racked host's bridge-side veth is enslaved to its rack
+//! bridge, an unracked one (tracker, origin) to the core, as in the simulator's model
+//! (`engine/src/sim/racks.rs`, `docs/topology.md`).
+//!
 //! Invariants: every namespace and link this module creates carries the run's
 //! prefix; [`Lan::teardown`] (also run on drop) deletes all of them and then
 //! checks that none is left. The prefix includes the creating process's pid, so
@@ -108,12 +116,27 @@ pub struct Host {
     pub link: LinkSpec,
 }
 
-/// N hosts on one bridge. Torn down on [`Lan::teardown`] or drop.
+/// How the hosts of a LAN are racked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RackPlan {
+    /// Racks R (at least 1).
+    pub racks: usize,
+    /// Rack of each host, by host index (`None`: on the core bridge); as long as the
+    /// hosts, every rack below `racks`.
+    pub rack_of: Vec<Option<usize>>,
+    /// Each rack's link to the core: `up` is rack → core, `down` core → rack.
+    pub link: LinkSpec,
+}
+
+/// N hosts on one bridge, or on rack bridges joined to a core bridge. Torn down on
+/// [`Lan::teardown`] or drop.
 #[derive(Debug)]
 pub struct Lan {
     prefix: String,
     bridge: String,
     hosts: Vec<Host>,
+    /// Racks created (0: flat).
+    racks: usize,
     torn_down: bool,
 }
 
@@ -173,6 +196,31 @@ impl Lan {
     /// [`NetnsError::PrefixTooLong`], or the first failing `ip`/`tc` command
     /// ([`NetnsError::Spawn`], [`NetnsError::Command`]).
     pub fn create(prefix: &str, links: &[LinkSpec]) -> Result<Lan, NetnsError> {
+        Self::create_with(prefix, links, None)
+    }
+
+    /// Creates one host per entry of `links` on rack bridges joined through shaped
+    /// links to a core bridge (see the module docs), as `plan` says.
+    ///
+    /// On failure everything created so far is torn down before returning.
+    ///
+    /// # Errors
+    /// As [`Lan::create`]; [`NetnsError::PrefixTooLong`] also when a rack's link names
+    /// do not fit, [`NetnsError::ZeroRate`] (with the host count as index) for a zero
+    /// rack rate, [`NetnsError::HostCount`] when `plan.rack_of` does not match `links`.
+    pub fn create_racked(
+        prefix: &str,
+        links: &[LinkSpec],
+        plan: &RackPlan,
+    ) -> Result<Lan, NetnsError> {
+        Self::create_with(prefix, links, Some(plan))
+    }
+
+    fn create_with(
+        prefix: &str,
+        links: &[LinkSpec],
+        plan: Option<&RackPlan>,
+    ) -> Result<Lan, NetnsError> {
         if !is_root() {
             return Err(NetnsError::NotRoot);
         }
@@ -189,15 +237,28 @@ impl Lan {
         {
             return Err(NetnsError::ZeroRate(i));
         }
+        if let Some(plan) = plan {
+            check_plan(prefix, links.len(), plan)?;
+        }
         let mut lan = Lan {
             prefix: prefix.to_owned(),
             bridge: format!("{prefix}br"),
             hosts: Vec::new(),
+            racks: 0,
             torn_down: false,
         };
         // On any error `lan` is dropped here, which tears down what exists.
         run(&["ip", "link", "add", &lan.bridge, "type", "bridge"])?;
         run(&["ip", "link", "set", &lan.bridge, "up"])?;
+        if let Some(plan) = plan {
+            for k in 0..plan.racks {
+                lan.racks = k + 1;
+                for cmd in rack_commands(prefix, k, plan.link) {
+                    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                    run(&args)?;
+                }
+            }
+        }
         for (i, link) in links.iter().enumerate() {
             let host = Host {
                 netns: format!("{prefix}{i}"),
@@ -207,7 +268,11 @@ impl Lan {
                 link: *link,
             };
             lan.hosts.push(host.clone());
-            add_host(&lan.bridge, &host)?;
+            let bridge = match plan.and_then(|p| p.rack_of.get(i).copied().flatten()) {
+                Some(k) => rack_bridge(prefix, k),
+                None => lan.bridge.clone(),
+            };
+            add_host(&bridge, &host)?;
         }
         Ok(lan)
     }
@@ -292,6 +357,29 @@ impl Lan {
             .map_err(io::Error::other)
     }
 
+    /// Racks of this LAN (0: flat, one bridge).
+    pub fn racks(&self) -> usize {
+        self.racks
+    }
+
+    /// Bytes that crossed rack `rack`'s uplink into the core (wire bytes, headers
+    /// included), from the core-side veth's `rx_bytes` counter: what the shaper let
+    /// through, not what was offered to it.
+    ///
+    /// # Errors
+    /// No such rack, or the counter cannot be read or parsed.
+    pub fn rack_uplink_wire_bytes(&self, rack: usize) -> io::Result<u64> {
+        if rack >= self.racks {
+            return Err(io::Error::other("no such rack"));
+        }
+        let (_, core_side) = rack_trunk(&self.prefix, rack);
+        let path = format!("/sys/class/net/{core_side}/statistics/rx_bytes");
+        std::fs::read_to_string(path)?
+            .trim()
+            .parse()
+            .map_err(io::Error::other)
+    }
+
     /// Deletes every link and namespace of this LAN, then checks none is left.
     /// Idempotent; also run on drop (errors then only printed).
     ///
@@ -312,6 +400,60 @@ impl Drop for Lan {
             eprintln!("netns teardown: {e}");
         }
     }
+}
+
+/// Name of rack `k`'s bridge.
+fn rack_bridge(prefix: &str, k: usize) -> String {
+    format!("{prefix}r{k}")
+}
+
+/// Rack `k`'s trunk veth pair: (on the rack bridge, on the core bridge).
+fn rack_trunk(prefix: &str, k: usize) -> (String, String) {
+    (format!("{prefix}r{k}u"), format!("{prefix}r{k}c"))
+}
+
+/// Checks a rack plan against the host count and the name length limit.
+fn check_plan(prefix: &str, hosts: usize, plan: &RackPlan) -> Result<(), NetnsError> {
+    if plan.rack_of.len() != hosts || plan.racks == 0 {
+        return Err(NetnsError::HostCount(hosts));
+    }
+    if plan.rack_of.iter().flatten().any(|&k| k >= plan.racks) {
+        return Err(NetnsError::HostCount(hosts));
+    }
+    if plan.link.up_bits_per_s == 0 || plan.link.down_bits_per_s == 0 {
+        return Err(NetnsError::ZeroRate(hosts));
+    }
+    let (longest, _) = rack_trunk(prefix, plan.racks - 1);
+    if longest.len() > IFNAME_MAX_LEN {
+        return Err(NetnsError::PrefixTooLong(prefix.to_owned(), hosts));
+    }
+    Ok(())
+}
+
+/// The commands that create rack `k`: its bridge, the trunk veth pair to the core
+/// bridge `{prefix}br`, and the two tbf shapers (uplink on the rack side's egress,
+/// downlink on the core side's egress).
+fn rack_commands(prefix: &str, k: usize, link: LinkSpec) -> Vec<Vec<String>> {
+    let bridge = rack_bridge(prefix, k);
+    let core = format!("{prefix}br");
+    let (up, down) = rack_trunk(prefix, k);
+    let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+    let tbf = |dev: &str, bits: u64| {
+        let mut v = argv(&["tc", "qdisc", "add", "dev", dev]);
+        v.extend(tbf_args(bits));
+        v
+    };
+    vec![
+        argv(&["ip", "link", "add", &bridge, "type", "bridge"]),
+        argv(&["ip", "link", "set", &bridge, "up"]),
+        argv(&[
+            "ip", "link", "add", &up, "type", "veth", "peer", "name", &down,
+        ]),
+        argv(&["ip", "link", "set", &up, "master", &bridge, "up"]),
+        argv(&["ip", "link", "set", &down, "master", &core, "up"]),
+        tbf(&up, link.up_bits_per_s),
+        tbf(&down, link.down_bits_per_s),
+    ]
 }
 
 /// Creates one host's namespace, veth pair, address and shaping.
@@ -475,6 +617,49 @@ mod tests {
     fn burst_is_at_least_128_kib() {
         assert_eq!(burst_bytes(1_000_000), MIN_BURST_BYTES);
         assert_eq!(burst_bytes(10_000_000_000), 5_000_000);
+    }
+
+    #[test]
+    fn rack_commands_shape_both_ways() {
+        let cmds = rack_commands("p2pb42-", 1, LinkSpec::symmetric_mbit(50.0));
+        let lines: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "ip link add p2pb42-r1 type bridge",
+                "ip link set p2pb42-r1 up",
+                "ip link add p2pb42-r1u type veth peer name p2pb42-r1c",
+                "ip link set p2pb42-r1u master p2pb42-r1 up",
+                "ip link set p2pb42-r1c master p2pb42-br up",
+                "tc qdisc add dev p2pb42-r1u root tbf rate 50000000bit burst 131072b latency 50ms",
+                "tc qdisc add dev p2pb42-r1c root tbf rate 50000000bit burst 131072b latency 50ms",
+            ]
+        );
+        // Every name carries the run prefix, so teardown and reap_stale find it.
+        for c in &cmds {
+            for name in c.iter().filter(|a| a.contains("r1")) {
+                assert!(name.starts_with("p2pb42-"), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn rack_plan_is_checked() {
+        let link = LinkSpec::symmetric_mbit(50.0);
+        let plan = |rack_of: Vec<Option<usize>>, racks| RackPlan {
+            racks,
+            rack_of,
+            link,
+        };
+        let ok = plan(vec![None, None, Some(0), Some(1)], 2);
+        assert!(check_plan("p2pb32768-", 4, &ok).is_ok());
+        assert!(check_plan("p2pb32768-", 5, &ok).is_err());
+        assert!(check_plan("p2pb32768-", 4, &plan(vec![None, None, Some(2), None], 2)).is_err());
+        // 7-digit pid and 10 racks: "p2pb4194304-r9u" is 15 characters, r10u would be 16.
+        let ten = plan(vec![Some(9)], 10);
+        assert!(check_plan("p2pb4194304-", 1, &ten).is_ok());
+        let eleven = plan(vec![Some(10)], 11);
+        assert!(check_plan("p2pb4194304-", 1, &eleven).is_err());
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct PeerCtx<'a> {
     /// harness stops every peer once the last leecher completes), as a fleet
     /// does; false: leave the swarm at completion.
     pub stay: bool,
+    /// Leechers: the rack label to announce (`--rack` of `p2pe get`; clients without
+    /// rack labels ignore it). `None`: flat or rack-oblivious.
+    pub rack: Option<&'a str>,
 }
 
 /// A peer's command line.
@@ -321,6 +324,10 @@ impl SwarmClient for P2pe {
         if ctx.stay {
             argv.push("--seed-after".into());
         }
+        if let Some(rack) = ctx.rack {
+            argv.push("--rack".into());
+            argv.push(rack.into());
+        }
         if self.static_peers {
             for peer in ctx.others {
                 argv.push("--peer".into());
@@ -467,6 +474,7 @@ mod tests {
             timeout_s: 60,
             others: &[origin, me],
             stay: true,
+            rack: Some("r1"),
         };
         let seeder = c.seeder_cmd(&ctx);
         assert!(seeder.argv[0].ends_with("nginx"), "{:?}", seeder.argv);
@@ -480,6 +488,8 @@ mod tests {
         let i = leecher.argv.iter().position(|a| a == "--web-seed").unwrap();
         assert_eq!(leecher.argv[i + 1], "http://198.18.0.2:6881/");
         assert!(leecher.argv.iter().any(|a| a == "get"));
+        let i = leecher.argv.iter().position(|a| a == "--rack").unwrap();
+        assert_eq!(leecher.argv[i + 1], "r1");
         assert_eq!(c.origin_payload_bytes(), Some(0));
         let log = "206 100 \"GET /a\"\n206 250 \"GET /a\"\n-\n";
         std::fs::write(c.dir.join("access.log"), log).unwrap();

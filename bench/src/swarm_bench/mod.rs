@@ -7,6 +7,10 @@
 //! leechers (slow ones last). The same [`Lan`] serves every client and
 //! repetition of a run, so clients are compared on identical links.
 //!
+//! Racks (`Scenario::racks`): leechers sit on rack bridges joined to the core bridge of
+//! the tracker and the origin through shaped links ([`Lan::create_racked`]); a row adds
+//! the bytes that crossed rack uplinks ÷ F and the simulator's `D_topo`.
+//!
 //! Bounds: every wait has a deadline; a row that misses one fails with the
 //! log directory named, and all its processes are killed and reaped.
 
@@ -217,7 +221,24 @@ pub fn run(
         return Err(BenchError::Scenario("size must be > 0".into()));
     }
     let prepared = row::prepare(scenario, config)?;
-    let mut lan = Lan::create(&config.prefix, &scenario.links())?;
+    if let Some(r) = scenario.racks {
+        if r.racks == 0 || r.racks > scenario.leechers() {
+            return Err(BenchError::Scenario(format!(
+                "--racks {}: need 1..={} (the leechers)",
+                r.racks,
+                scenario.leechers()
+            )));
+        }
+        if !(r.uplink_mbit > 0.0 && r.uplink_mbit.is_finite()) {
+            return Err(BenchError::Scenario(
+                "--rack-uplink: must be a positive number of Mbit/s".into(),
+            ));
+        }
+    }
+    let mut lan = match scenario.rack_plan() {
+        Some(plan) => Lan::create_racked(&config.prefix, &scenario.links(), &plan)?,
+        None => Lan::create(&config.prefix, &scenario.links())?,
+    };
     let sim = sim_prediction(&config.p2pe_bin, scenario, &config.piece_length);
     let mut rows = Vec::new();
     let mut failures = Vec::new();

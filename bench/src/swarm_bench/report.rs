@@ -55,6 +55,10 @@ pub struct Row {
     pub d_p2p_s: f64,
     /// max_s / D_p2p (≈1.046 is the TCP goodput floor at 1500 MTU).
     pub ratio: f64,
+    /// Racks: the topology bound `D_topo` of the simulator (`docs/topology.md`), seconds.
+    pub d_topo_s: Option<f64>,
+    /// Racks: wire bytes that crossed rack uplinks into the core ÷ F.
+    pub cross_rack_copies: Option<f64>,
     /// Every copy matched the origin's bytes.
     pub verified: bool,
     /// Who got their payload from whom, in figures (`None`: the client
@@ -88,8 +92,26 @@ pub fn table_header() -> String {
         .to_owned()
 }
 
-/// One markdown table line for a row.
+/// Table header for rows with racks: [`table_header`] plus `D_topo` and the
+/// cross-rack copies (matching [`table_line`] of a racked row).
+pub fn table_header_racked() -> String {
+    let flat = table_header();
+    let mut lines = flat.lines();
+    let (head, rule) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    format!("{head} D_topo s | max/D_topo | cross-rack copies (wire) |\n{rule}---|---|---|")
+}
+
+/// One markdown table line for a row (with racks, three more cells: `D_topo`,
+/// max/`D_topo`, cross-rack copies).
 pub fn table_line(r: &Row) -> String {
+    let flat = table_line_flat(r);
+    match (r.d_topo_s, r.cross_rack_copies) {
+        (Some(d), Some(c)) => format!("{flat} {d:.2} | {:.3} | {c:.2} |", r.max_s / d),
+        _ => flat,
+    }
+}
+
+fn table_line_flat(r: &Row) -> String {
     let payload = r
         .origin_upload_copies
         .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}"));
@@ -192,7 +214,13 @@ pub fn append_markdown(
         sh("cut -d' ' -f1-3 /proc/loadavg")
     );
     let _ = writeln!(s, "- setup: {setup}\n");
-    let _ = writeln!(s, "{}", table_header());
+    let racked = rows.iter().any(|r| r.d_topo_s.is_some());
+    let header = if racked {
+        table_header_racked()
+    } else {
+        table_header()
+    };
+    let _ = writeln!(s, "{header}");
     for r in rows {
         let _ = writeln!(s, "{}", table_line(r));
     }

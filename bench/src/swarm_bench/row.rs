@@ -192,6 +192,7 @@ pub(super) fn run_row(
         timeout_s,
         others: &[],
         stay: false,
+        rack: None,
     };
     let mut seeder = ctx.spawn(
         ORIGIN_HOST,
@@ -209,11 +210,17 @@ pub(super) fn run_row(
     let wire0 = lan
         .sent_wire_bytes(ORIGIN_HOST)
         .map_err(io_err("origin counter"))?;
+    let racks0 = rack_uplink_bytes(lan)?;
     let (_t0, completion_s) = release_and_wait(&ctx, &mut leechers, barrier)?;
     let wire_bytes = lan
         .sent_wire_bytes(ORIGIN_HOST)
         .map_err(io_err("origin counter"))?
         .saturating_sub(wire0);
+    let cross_rack_bytes: u64 = rack_uplink_bytes(lan)?
+        .iter()
+        .zip(&racks0)
+        .map(|(b, b0)| b.saturating_sub(*b0))
+        .sum();
 
     let mut cpu_s = 0.0;
     for p in &mut leechers {
@@ -273,10 +280,22 @@ pub(super) fn run_row(
         d_cs_s: bounds.d_cs_s,
         d_p2p_s: bounds.d_p2p_s,
         ratio: max_s / bounds.d_p2p_s,
+        d_topo_s: scenario.d_topo_s(),
+        cross_rack_copies: (lan.racks() > 0).then(|| cross_rack_bytes as f64 / f),
         verified,
         from_whom,
         sim: None,
     })
+}
+
+/// Every rack uplink's wire-byte counter, by rack (empty when flat).
+fn rack_uplink_bytes(lan: &Lan) -> Result<Vec<u64>, BenchError> {
+    (0..lan.racks())
+        .map(|k| {
+            lan.rack_uplink_wire_bytes(k)
+                .map_err(io_err(format!("rack {k} uplink counter")))
+        })
+        .collect()
 }
 
 /// Builds the row's from-whom matrix ([`Matrix`]) from the leechers'
@@ -330,8 +349,13 @@ fn spawn_leechers(
             timeout_s,
             others: &others,
             stay: ctx.config.leechers_stay,
+            rack: None,
         };
-        let cmd = ctx.client.leecher_cmd(&peer);
+        let rack = scenario.rack_label(host);
+        let cmd = ctx.client.leecher_cmd(&PeerCtx {
+            rack: rack.as_deref(),
+            ..peer
+        });
         let argv = if cmd.self_barrier {
             cmd.argv
         } else {

@@ -1,6 +1,6 @@
 //! A swarm scenario: hosts, file size, link rates, and its reference times.
 
-use crate::netns::LinkSpec;
+use crate::netns::{LinkSpec, RackPlan};
 
 /// Host index of the tracker.
 pub const TRACKER_HOST: usize = 0;
@@ -24,6 +24,22 @@ pub struct Scenario {
     pub slow_fraction: f64,
     /// Rate of the slow leechers each way, Mbit/s.
     pub slow_rate_mbit: Option<f64>,
+    /// Racks of the leechers (`None`: every host on one bridge).
+    pub racks: Option<Racks>,
+}
+
+/// Leechers in racks behind shared links to a core (issue 13; the simulator's model,
+/// `docs/topology.md`). Leecher host `i` (from [`FIRST_LEECHER_HOST`]) is in rack
+/// `(i - 2) mod R`, as the simulator's peer `p = i - 1` is in rack `(p - 1) mod R`; the
+/// tracker and the origin sit on the core, in no rack.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Racks {
+    /// Racks R, at least 1 and at most the leechers.
+    pub racks: usize,
+    /// Each rack's uplink to the core and downlink from it, Mbit/s each way.
+    pub uplink_mbit: f64,
+    /// p2pe leechers get no `--rack` label (the comparison run).
+    pub oblivious: bool,
 }
 
 /// D_cs and D_p2p for a scenario (Kurose & Ross, "client-server vs P2P").
@@ -61,6 +77,11 @@ impl Scenario {
         if self.slow_leechers() > 0 {
             parts.push("slow-peers");
         }
+        match self.racks {
+            Some(r) if r.oblivious => parts.push("racks-oblivious"),
+            Some(_) => parts.push("racks"),
+            None => {}
+        }
         if parts.is_empty() {
             "uniform".to_owned()
         } else {
@@ -78,6 +99,63 @@ impl Scenario {
         links.extend(std::iter::repeat_n(normal, fast_leechers));
         links.extend(std::iter::repeat_n(slow, self.slow_leechers()));
         links
+    }
+
+    /// Rack of `host` (`None`: flat scenario, or the tracker or the origin).
+    pub fn rack_of_host(&self, host: usize) -> Option<usize> {
+        let r = self.racks?;
+        (host >= FIRST_LEECHER_HOST).then(|| (host - FIRST_LEECHER_HOST) % r.racks.max(1))
+    }
+
+    /// The `--rack` label a p2pe leecher on `host` announces (`r0`, `r1`, ...); `None`
+    /// when flat, oblivious, or not a leecher.
+    pub fn rack_label(&self, host: usize) -> Option<String> {
+        if self.racks?.oblivious {
+            return None;
+        }
+        self.rack_of_host(host).map(|k| format!("r{k}"))
+    }
+
+    /// The [`RackPlan`] for [`crate::netns::Lan::create_racked`]; `None` when flat.
+    pub fn rack_plan(&self) -> Option<RackPlan> {
+        let r = self.racks?;
+        Some(RackPlan {
+            racks: r.racks,
+            rack_of: (0..self.hosts).map(|h| self.rack_of_host(h)).collect(),
+            link: LinkSpec::symmetric_mbit(r.uplink_mbit),
+        })
+    }
+
+    /// The simulator's config of this scenario's links and racks (bytes/s = bit/s ÷ 8),
+    /// for its bounds; `None` without leechers.
+    pub fn sim_config(&self) -> Option<p2pe::sim::SimConfig> {
+        let bytes = |mbit: f64| (mbit * 1e6 / 8.0).round() as u64;
+        let peers = u32::try_from(self.leechers()).ok().filter(|&n| n > 0)?;
+        let mut c = p2pe::sim::SimConfig::new(peers, self.size_bytes, bytes(self.rate_mbit));
+        c.seeder_uplink_bytes_per_s = bytes(self.origin_rate_mbit.unwrap_or(self.rate_mbit));
+        if let (k @ 1.., Some(slow)) = (self.slow_leechers(), self.slow_rate_mbit) {
+            c.slow_peers = p2pe::sim::SlowPeers {
+                count: k as u32,
+                uplink_bytes_per_s: bytes(slow),
+                downlink_bytes_per_s: bytes(slow),
+            };
+        }
+        if let Some(r) = self.racks {
+            c.racks = Some(p2pe::sim::RackSpec {
+                racks: r.racks as u32,
+                uplink_bytes_per_s: Some(bytes(r.uplink_mbit)),
+                oblivious: r.oblivious,
+                ..Default::default()
+            });
+        }
+        Some(c)
+    }
+
+    /// `D_topo` in seconds, the simulator's bound for the racks
+    /// ([`p2pe::sim::SimConfig::d_topo_s`], `docs/topology.md`); `None` when flat.
+    pub fn d_topo_s(&self) -> Option<f64> {
+        self.racks?;
+        self.sim_config().map(|c| c.d_topo_s())
     }
 
     /// D_cs and D_p2p with the shaped rates (bytes/s = bit/s ÷ 8).
@@ -136,6 +214,17 @@ impl Scenario {
                 bytes(slow),
             ]);
         }
+        if let Some(r) = self.racks {
+            args.extend([
+                "--racks".into(),
+                r.racks.to_string(),
+                "--rack-uplink".into(),
+                bytes(r.uplink_mbit),
+            ]);
+            if r.oblivious {
+                args.push("--rack-oblivious".into());
+            }
+        }
         if !piece_length.trim().eq_ignore_ascii_case("auto") {
             args.extend(["--piece-length".into(), piece_length.trim().to_owned()]);
         }
@@ -156,7 +245,72 @@ mod tests {
             origin_rate_mbit: None,
             slow_fraction: 0.0,
             slow_rate_mbit: None,
+            racks: None,
         }
+    }
+
+    fn racked(oblivious: bool) -> Scenario {
+        Scenario {
+            hosts: 8,
+            size_bytes: 16 << 20,
+            racks: Some(Racks {
+                racks: 2,
+                uplink_mbit: 50.0,
+                oblivious,
+            }),
+            ..uniform()
+        }
+    }
+
+    #[test]
+    fn leechers_go_round_robin_over_racks() {
+        let s = racked(false);
+        let racks: Vec<Option<usize>> = (0..8).map(|h| s.rack_of_host(h)).collect();
+        assert_eq!(
+            racks,
+            [
+                None,
+                None,
+                Some(0),
+                Some(1),
+                Some(0),
+                Some(1),
+                Some(0),
+                Some(1)
+            ]
+        );
+        assert_eq!(s.rack_label(5).as_deref(), Some("r1"));
+        assert_eq!(s.rack_label(1), None);
+        assert_eq!(racked(true).rack_label(5), None);
+        assert_eq!(uniform().rack_of_host(5), None);
+        let plan = s.rack_plan().unwrap();
+        assert_eq!(plan.rack_of, racks);
+        assert_eq!(plan.link.up_bits_per_s, 50_000_000);
+        assert_eq!(s.label(), "racks");
+        assert_eq!(racked(true).label(), "racks-oblivious");
+    }
+
+    #[test]
+    fn d_topo_of_two_racks_at_half_rate() {
+        // 6 leechers at 100 Mbit/s in 2 racks of 3, rack links 50 Mbit/s, origin 100.
+        // Each rack takes F through its downlink: F/6.25 MB/s. Together the racks take
+        // 2F from the origin (12.5 MB/s) and two uplinks (6.25 each): 2F/25 MB/s. So
+        // D_topo = F/6.25e6 = 2 × D_p2p.
+        let s = racked(false);
+        let f = (16u64 << 20) as f64;
+        let d_topo = s.d_topo_s().unwrap();
+        assert!((d_topo - f / 6.25e6).abs() < 1e-9, "{d_topo}");
+        assert!((d_topo / s.bounds().d_p2p_s - 2.0).abs() < 1e-9);
+        assert_eq!(uniform().d_topo_s(), None);
+        let args = racked(true).sim_args().unwrap();
+        assert_eq!(arg(&args, "--racks"), Some("2"));
+        assert_eq!(arg(&args, "--rack-uplink"), Some("6250000"));
+        assert!(args.iter().any(|a| a == "--rack-oblivious"));
+        assert!(!s
+            .sim_args()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--rack-oblivious"));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use anyhow::{bail, Context};
 use p2pe::sim::units::parse_size_bytes;
 use p2pe_bench::netns;
 use p2pe_bench::swarm_bench::{
-    self, report, BenchError, Libtorrent, P2pe, P2peWebSeed, RunConfig, Scenario, SwarmClient,
-    Tracker,
+    self, report, scenario::Racks, BenchError, Libtorrent, P2pe, P2peWebSeed, RunConfig, Scenario,
+    SwarmClient, Tracker,
 };
 
 /// Arguments of `p2pe bench`.
@@ -54,11 +54,14 @@ upload ÷ F, leecher payload per CPU-second, D_cs = max(L·F/u_s, F/d_min), \
 D_p2p = max(F/u_s, F/d_min, L·F/(u_s+Σu_i)) with L = N-2 leechers, and the ratio max/D_p2p \
 (TCP goodput at 1500 MTU makes ~1.046 the floor). Appends a section to perf/swarm-bench.md.
 
+Racks (--racks R --rack-uplink MBIT): leecher host i sits in rack (i-2) mod R (round robin, as `p2pe sim --racks`), each rack a bridge joined to the core bridge of the tracker and the origin by one link shaped with tbf at MBIT each way. p2pe leechers announce --rack rK unless --rack-oblivious; libtorrent gets no labels. Rows add D_topo (the simulator's topology bound) and the wire bytes that crossed rack uplinks ÷ F (cross-rack copies).
+
 Examples:
   p2pe bench swarm --hosts 8 --size 64MiB --rate 100 --client libtorrent --reps 3
   p2pe bench swarm --hosts 8 --size 64MiB --rate 100 --compare libtorrent
   p2pe bench swarm --hosts 10 --size 64MiB --rate 100 --origin-rate 20
-  p2pe bench swarm --hosts 10 --size 64MiB --rate 100 --origin-rate 400 --slow-fraction 0.25 --slow-rate 20")]
+  p2pe bench swarm --hosts 10 --size 64MiB --rate 100 --origin-rate 400 --slow-fraction 0.25 --slow-rate 20
+  p2pe bench swarm --hosts 26 --size 64MiB --rate 100 --racks 3 --rack-uplink 200 --compare libtorrent")]
 pub struct SwarmArgs {
     /// Hosts N: tracker + origin + N-2 leechers (at least 3).
     #[arg(long, default_value_t = 8)]
@@ -122,6 +125,15 @@ pub struct SwarmArgs {
     /// Piece length of the swarm's torrent: `auto` (as `p2pe create`) or bytes.
     #[arg(long, default_value = "auto")]
     piece_length: String,
+    /// Racks R: leechers on R rack bridges behind shaped links to a core bridge.
+    #[arg(long, requires = "rack_uplink")]
+    racks: Option<usize>,
+    /// Each rack's link to the core, Mbit/s each way (with --racks).
+    #[arg(long, requires = "racks")]
+    rack_uplink: Option<f64>,
+    /// p2pe leechers announce no rack label (the comparison run).
+    #[arg(long, requires = "racks")]
+    rack_oblivious: bool,
 }
 
 /// Runs `p2pe bench`.
@@ -143,6 +155,7 @@ fn scenario_of(a: &SwarmArgs) -> anyhow::Result<Scenario> {
         ("--rate", Some(a.rate)),
         ("--origin-rate", a.origin_rate),
         ("--slow-rate", a.slow_rate),
+        ("--rack-uplink", a.rack_uplink),
     ] {
         if r.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             bail!("{name}: must be a positive number of Mbit/s");
@@ -151,7 +164,21 @@ fn scenario_of(a: &SwarmArgs) -> anyhow::Result<Scenario> {
     if !(0.0..=1.0).contains(&a.slow_fraction) {
         bail!("--slow-fraction {}: must be within 0..=1", a.slow_fraction);
     }
+    let racks = match (a.racks, a.rack_uplink) {
+        (Some(r), Some(uplink_mbit)) => {
+            if r == 0 || r > a.hosts - 2 {
+                bail!("--racks {r}: need 1..={} (the leechers)", a.hosts - 2);
+            }
+            Some(Racks {
+                racks: r,
+                uplink_mbit,
+                oblivious: a.rack_oblivious,
+            })
+        }
+        _ => None,
+    };
     Ok(Scenario {
+        racks,
         hosts: a.hosts,
         size_bytes: a.size,
         rate_mbit: a.rate,
@@ -251,8 +278,26 @@ fn swarm(a: SwarmArgs) -> anyhow::Result<()> {
             "seed until the last completes"
         },
     );
+    let setup = match scenario.racks {
+        Some(r) => format!(
+            "{setup}, {} racks (leecher i in rack (i-2) mod R) behind {} Mbit/s links to the core, {}",
+            r.racks,
+            r.uplink_mbit,
+            if r.oblivious {
+                "p2pe leechers unlabelled"
+            } else {
+                "p2pe leechers --rack rK"
+            }
+        ),
+        None => setup,
+    };
     if !a.json {
-        println!("{setup}\n{}", report::table_header());
+        let header = if scenario.racks.is_some() {
+            report::table_header_racked()
+        } else {
+            report::table_header()
+        };
+        println!("{setup}\n{header}");
     }
     let json = a.json;
     let mut print = |r: &report::Row| {
