@@ -80,6 +80,22 @@ fn assert_hashed_with(summary: &serde_json::Value, kind: &str) {
     );
 }
 
+/// Waits (bounded by [`BOUND`]) until every file of `files` below
+/// `root/name` holds its bytes: a `--seed-after` get's copy is complete.
+///
+/// # Panics
+/// If it is not within the bound (`who` names the get).
+fn wait_copy(root: &Path, name: &str, files: &[(String, Vec<u8>)], who: &str) {
+    let end = Instant::now() + BOUND;
+    while !files
+        .iter()
+        .all(|(p, bytes)| std::fs::read(root.join(name).join(p)).is_ok_and(|got| got == *bytes))
+    {
+        assert!(Instant::now() < end, "{who} did not complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn assert_copy(root: &Path, name: &str, files: &[(String, Vec<u8>)]) {
     for (p, bytes) in files {
         let got = std::fs::read(root.join(name).join(p)).unwrap_or_default();
@@ -296,17 +312,7 @@ fn leecher_seeds_after_and_seed_exits_cleanly_on_sigterm() {
     let a_addr = a.listen_addr();
     // Wait (bounded) until A's copy is complete: its resume record lists all
     // pieces only after it verified them, so poll the data itself.
-    let end = Instant::now() + BOUND;
-    loop {
-        let done = files.iter().all(|(p, bytes)| {
-            std::fs::read(a_out.join("payload").join(p)).is_ok_and(|got| got == *bytes)
-        });
-        if done {
-            break;
-        }
-        assert!(Instant::now() < end, "A did not complete");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_copy(&a_out, "payload", &files, "A");
     // The original seeder leaves cleanly and writes nothing into its --path
     // (issue 11: no resume record unless --write-resume).
     assert!(terminate(&mut seeder), "seed did not exit 0 on SIGTERM");
@@ -568,13 +574,7 @@ fn rack_mates_take_pieces_from_each_other_not_from_another_rack() {
             .args(["--rack", "r1", "--peer", &seed_addr.to_string()]),
     );
     let a_addr = a.listen_addr();
-    let end = Instant::now() + BOUND;
-    while !files.iter().all(|(p, bytes)| {
-        std::fs::read(a_out.join("payload").join(p)).is_ok_and(|got| got == *bytes)
-    }) {
-        assert!(Instant::now() < end, "A did not complete");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_copy(&a_out, "payload", &files, "A");
     let mut b = Proc::spawn(
         Command::new(p2pe_bin())
             .arg("get")

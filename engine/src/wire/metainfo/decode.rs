@@ -89,6 +89,19 @@ pub(super) fn metainfo(input: &[u8]) -> Result<Metainfo, MetainfoError> {
     };
     // Keep the bytes as written: the info-hash is over them, not a re-encoding.
     Ok(Metainfo {
+        comment: top.comment,
+        created_by: top.created_by,
+        creation_date: top.creation_date,
+        web_seeds: top.web_seeds,
+        ..assemble(info, info_bytes, trackers)
+    })
+}
+
+/// A metainfo of `info` parsed from `info_bytes` (kept as given: the
+/// info-hash is over them) with the non-empty tiers of `trackers` and no
+/// optional top-level keys.
+fn assemble(info: Info, info_bytes: &[u8], trackers: Vec<Vec<String>>) -> Metainfo {
+    Metainfo {
         info,
         info_bytes: info_bytes.to_vec(),
         info_hash: InfoHash::of_info_bytes(info_bytes),
@@ -96,11 +109,11 @@ pub(super) fn metainfo(input: &[u8]) -> Result<Metainfo, MetainfoError> {
             .into_iter()
             .filter(|tier| !tier.is_empty())
             .collect(),
-        comment: top.comment,
-        created_by: top.created_by,
-        creation_date: top.creation_date,
-        web_seeds: top.web_seeds,
-    })
+        comment: None,
+        created_by: None,
+        creation_date: None,
+        web_seeds: Vec::new(),
+    }
 }
 
 /// Builds a metainfo from a bare `info` dictionary (BEP 9 metadata). See
@@ -123,19 +136,7 @@ pub(super) fn from_info(
         ));
     }
     let info = info(info_bytes)?;
-    Ok(Metainfo {
-        info,
-        info_bytes: info_bytes.to_vec(),
-        info_hash: InfoHash::of_info_bytes(info_bytes),
-        trackers: trackers
-            .into_iter()
-            .filter(|tier| !tier.is_empty())
-            .collect(),
-        comment: None,
-        created_by: None,
-        creation_date: None,
-        web_seeds: Vec::new(),
-    })
+    Ok(assemble(info, info_bytes, trackers))
 }
 
 fn top_level<'s>(mut dict: DictDecoder<'_, 's>) -> Result<TopLevel<'s>, MetainfoError> {
