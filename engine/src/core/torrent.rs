@@ -75,6 +75,9 @@ pub struct TorrentStats {
     pub peers_banned: u32,
     /// BEP 6 rejects sent by the distinct-first seeder policy.
     pub distinct_rejects_sent: u64,
+    /// Requests rejected because our upload queue was full (busy relay, see
+    /// `TorrentConfig::busy_reject_pending`).
+    pub busy_rejects_sent: u64,
     /// Piece copies started (blocks at offset 0 handed to the driver).
     pub piece_uploads_started: u64,
     /// Whether the picker is in endgame.
