@@ -17,6 +17,12 @@
 //!   (slightly suboptimal) but every share is set by a fill over the link's current transfers,
 //!   so no link is ever oversubscribed.
 //!
+//! Uplink order ([`UplinkOrder`], water-fill only): `Fair` as above; `Fifo` fills each uplink
+//! in the order the transfers' blocks were handed out (strict priority, work-conserving),
+//! each capped at what its receiver's downlink could give it (its share plus the unused
+//! capacity, or the downlink's water level when full), with two uplink-then-downlink fill
+//! rounds per start/end so a receiver's refusal flows on to the sender's next transfers.
+//!
 //! Racks ([`Net::add_rack`], [`Net::place`]): a node placed in a rack reaches nodes outside
 //! it through the rack's shared uplink (to the core) and downlink (from the core); a
 //! transfer between two racks, or between a rack and an unplaced node (the origin), also
