@@ -44,9 +44,6 @@ const P2PE_EXT_ID: u8 = 1;
 pub(super) const PEX_EXT_ID: u8 = 2;
 /// Extended message id we assign to `ut_metadata` (BEP 9) in our BEP 10 `m`.
 pub(super) const METADATA_EXT_ID: u8 = 3;
-/// BEP 10 `reqq` we advertise: the core's default `max_requests_per_peer`.
-const REQQ: u32 = 250;
-
 /// Bits of a [`PeerKey`] below the worker index: keys are unique across the
 /// node's workers (the batched choker ranks all peers together).
 const KEY_WORKER_SHIFT: u32 = 48;
@@ -159,7 +156,8 @@ impl NodeHandler {
         let lanes = u8::try_from(shared.workers.min(usize::from(MAX_LANES))).unwrap_or(1);
         our_ext.p2pe = our_ext.p2pe.map(|e| P2peExt { lanes, ..e });
         our_ext.v = Some(concat!("p2pe ", env!("CARGO_PKG_VERSION")).to_string());
-        our_ext.reqq = Some(REQQ);
+        // BEP 10 `reqq`: the requests we queue from one peer before rejecting more.
+        our_ext.reqq = Some(config.max_requests_per_peer);
         our_ext.p = nc.listen.map(|a| a.port()).filter(|&p| p != 0);
         // Our rack and zone labels: p2pe peers of the same rack prefer us (`core::rack`).
         our_ext.p2pe_rack = nc.tracker.topology.rack.clone();
