@@ -16,6 +16,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::base::PeerId;
 use crate::discovery::tracker_client::{ClientConfig, TrackerClient};
 use crate::discovery::tracker_io::TrackerDriver;
 use crate::wire::metainfo::InfoHash;
@@ -30,7 +31,7 @@ const POLL: Duration = Duration::from_millis(200);
 pub(crate) struct Params {
     pub(crate) tiers: Vec<Vec<String>>,
     pub(crate) info_hash: InfoHash,
-    pub(crate) peer_id: [u8; 20],
+    pub(crate) peer_id: PeerId,
     pub(crate) port: u16,
     pub(crate) client: ClientConfig,
     pub(crate) seed: u64,

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::base::InfoHash;
 use crate::core::address_book::{AddressBook, BookConfig};
 use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
@@ -137,7 +138,7 @@ impl NodeHandler {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         mut config: TorrentConfig,
-        info_hash: [u8; 20],
+        info_hash: InfoHash,
         storage: Arc<Storage>,
         sources: Vec<Option<Arc<SourceFile>>>,
         nc: &NodeConfig,

@@ -115,6 +115,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use crate::base::PeerId;
 use crate::core::{ChokerConfig, ChokerMode, Locality, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
 use crate::rt::SendStrategy;
@@ -156,8 +157,8 @@ pub struct NodeConfig {
     pub upload_limit_bytes_per_s: Option<u64>,
     /// Download limit for payload bytes, bytes per second (`None`: unlimited).
     pub download_limit_bytes_per_s: Option<u64>,
-    /// Our 20-byte peer id (BEP 3).
-    pub peer_id: [u8; 20],
+    /// Our peer id (BEP 3; Azureus style `-PE0001-...` by default, BEP 20).
+    pub peer_id: PeerId,
     /// Choker settings; default [`ChokerConfig::datacenter`].
     pub choker: ChokerConfig,
     /// Seed of the core's random choices.
@@ -219,11 +220,7 @@ impl NodeConfig {
     /// trackers, [`MAX_PEERS`], PEX every [`PEX_INTERVAL_DATACENTER`],
     /// [`default_workers`] unpinned workers, [`SendStrategy::Send`].
     pub fn new() -> Self {
-        let mut peer_id = *b"-PE0001-000000000000";
-        let r: [u8; 12] = rand::random();
-        for (dst, b) in peer_id.iter_mut().skip(8).zip(r) {
-            *dst = b"0123456789abcdefghijklmnopqrstuvwxyz"[usize::from(b) % 36];
-        }
+        let peer_id = PeerId::azureus(*b"-PE0001-", rand::random());
         NodeConfig {
             listen: None,
             peers: Vec::new(),
@@ -404,7 +401,7 @@ fn torrent_config(
     tc.locality = topology
         .rack
         .as_deref()
-        .map(|rack| Locality::labelled(rack, topology.zone.as_deref(), &config.peer_id));
+        .map(|rack| Locality::labelled(rack, topology.zone.as_deref(), &config.peer_id.0));
     let mut left = info.total_len_bytes();
     for (i, v) in (0u32..).zip(storage.verified()) {
         if v {

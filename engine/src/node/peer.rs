@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::base::PeerId;
 use crate::core::pex::PexSchedule;
 use crate::core::slots::ConnActivity;
 use crate::core::{Block, PeerCaps, PeerKey, PeerMessage, Time};
@@ -78,7 +79,7 @@ pub(crate) struct PeerConn {
     /// socket's IP with the BEP 10 `p` of an inbound peer.
     pub(crate) listen_addr: Option<SocketAddr>,
     /// The peer's id, once its handshake arrived.
-    pub(crate) peer_id: Option<[u8; 20]>,
+    pub(crate) peer_id: Option<PeerId>,
     /// The peer's extended message id for `ut_pex` (BEP 11), if it speaks it.
     pub(crate) pex_id: Option<u8>,
     /// The peer's extended message id for `ut_metadata` (BEP 9), if it speaks it.

@@ -269,7 +269,7 @@ impl Session {
         let make = |w: usize| -> Result<SessionMsg, NodeError> {
             let handler = NodeHandler::new(
                 tc.clone(),
-                ih.0,
+                ih,
                 storage.clone(),
                 sources.clone(),
                 &nc,
@@ -280,7 +280,7 @@ impl Session {
             )?;
             let slot = TorrentSlot {
                 id,
-                info_hash: ih.0,
+                info_hash: ih,
                 handler,
             };
             Ok(SessionMsg::Add(Box::new(slot), ack.clone()))

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::base::PeerId;
 use crate::core::upload_history::UploadHistory;
 use crate::core::{AtomicBitfield, Availability, ChokeCandidate, ChokeDecision, PieceIndex};
 use crate::rt::ConnId;
@@ -127,7 +128,7 @@ pub(crate) struct Shared {
     /// One primary connection per peer id over all workers, and its lane count
     /// (taken at handshake, extended handshake and close, and by a web seed
     /// fetcher once per piece it picks, for its share).
-    pub(crate) peer_ids: Mutex<HashMap<[u8; 20], PeerEntry>>,
+    pub(crate) peer_ids: Mutex<HashMap<PeerId, PeerEntry>>,
     /// Per worker: pieces this worker's connections received and this worker
     /// verified first this session (their sum is at most `verified_pieces`);
     /// shows how the lanes of a p2pe pair share the pieces.
@@ -279,10 +280,10 @@ pub(crate) enum Command {
     /// Another worker verified this piece: have it, tell our peers.
     PieceVerified(PieceIndex),
     /// Another worker kept a connection to this peer id: close ours, `conn`.
-    ClosePeer(ConnId, [u8; 20]),
+    ClosePeer(ConnId, PeerId),
     /// Open one lane (an extra connection) to the p2pe peer with this id,
     /// listening at this address, unless this worker already has one.
-    DialLane(SocketAddr, [u8; 20]),
+    DialLane(SocketAddr, PeerId),
     /// To worker 0: worker `.0`'s choke report of the latest interval.
     ChokeReport(usize, Vec<ChokeCandidate>),
     /// From worker 0: this worker's part of a batched choke pass.

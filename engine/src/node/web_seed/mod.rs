@@ -36,6 +36,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::base::PeerId;
 use crate::core::web_seed::{Backoff, PolicyConfig, Share, WebSeedPolicy};
 use crate::core::{PieceIndex, Time};
 use crate::store::{Storage, StoreError};
@@ -184,7 +185,7 @@ struct Fetcher {
     stop: Arc<AtomicBool>,
     multi_file: bool,
     /// Our peer id, for our [`Share`] among the connected peers.
-    peer_id: [u8; 20],
+    peer_id: PeerId,
 }
 
 /// The running fetcher threads of a node's web seeds.
@@ -210,7 +211,7 @@ impl WebSeeds {
         config: &WebSeedConfig,
         multi_file: bool,
         expect_peers: bool,
-        peer_id: [u8; 20],
+        peer_id: PeerId,
         storage: Arc<Storage>,
         shared: Arc<Shared>,
         post: PostCommand,
