@@ -23,7 +23,7 @@ use super::dispatch::SessionMsg;
 use super::peer::{PeerConn, Source};
 use super::session::TorrentId;
 use super::transfers::PieceSources;
-use super::{Command, NodeConfig, NodeError, Shared};
+use super::{Command, NodeConfig, NodeError, TorrentShared};
 use crate::core::rate_limit::SharedBucket;
 
 mod dial;
@@ -84,7 +84,7 @@ pub(crate) struct NodeHandler {
     pub(super) slot_config: SlotConfig,
     /// PEX interval between p2pe nodes (`None`: PEX off, e.g. private torrent).
     pub(super) pex_interval: Option<Duration>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<TorrentShared>,
     /// Our share already added to `shared.downloaded_bytes` / `shared.peers`.
     published_downloaded_bytes: u64,
     published_peers: u32,
@@ -142,7 +142,7 @@ impl NodeHandler {
         storage: Arc<Storage>,
         sources: Vec<Option<Arc<SourceFile>>>,
         nc: &NodeConfig,
-        shared: Arc<Shared>,
+        shared: Arc<TorrentShared>,
         (torrent_id, worker): (TorrentId, usize),
         private: bool,
         info_bytes: Arc<[u8]>,

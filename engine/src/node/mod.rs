@@ -125,7 +125,7 @@ use crate::wire::metainfo::Metainfo;
 pub(crate) use dht::build as build_dht;
 pub use dht::DhtConfig;
 pub use session::{Session, TorrentId};
-pub(crate) use shared::{Command, Shared};
+pub(crate) use shared::{Command, TorrentShared};
 pub use transfers::{PeerTransfer, Transfers};
 pub use web_seed::{WebSeedConfig, WebSeedStats};
 
@@ -353,7 +353,7 @@ pub const RESUME_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Node {
     session: Session,
     id: TorrentId,
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
     storage: Arc<Storage>,
 }
 
@@ -363,7 +363,7 @@ pub struct Node {
 /// is dropped or signalled.
 fn spawn_flusher(
     storage: Arc<Storage>,
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
 ) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<()>();
     let t = std::thread::Builder::new()
@@ -391,7 +391,7 @@ fn torrent_config(
     meta: &Metainfo,
     config: &NodeConfig,
     storage: &Storage,
-    shared: &Shared,
+    shared: &TorrentShared,
 ) -> TorrentConfig {
     let info = meta.info();
     let mut tc = TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
@@ -553,7 +553,7 @@ impl Node {
 /// workers.
 #[derive(Clone)]
 pub struct NodeWatch {
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
 }
 
 impl NodeWatch {
@@ -569,7 +569,7 @@ impl NodeWatch {
 }
 
 /// Snapshots of the web seeds' counters in `s`.
-fn web_seed_stats(s: &Shared) -> Vec<WebSeedStats> {
+fn web_seed_stats(s: &TorrentShared) -> Vec<WebSeedStats> {
     s.web_seeds
         .get()
         .map_or_else(Vec::new, |v| v.iter().map(|c| c.stats()).collect())
@@ -582,7 +582,7 @@ impl std::fmt::Debug for NodeWatch {
 }
 
 /// The counters in `s` as a [`Progress`].
-fn progress_of(s: &Shared) -> Progress {
+fn progress_of(s: &TorrentShared) -> Progress {
     let web = s.web_seeds.get().map_or(&[][..], Vec::as_slice);
     Progress {
         verified_pieces: s.verified_pieces.load(Ordering::Acquire),

@@ -103,7 +103,7 @@ pub(crate) struct PeerConn {
     pub(crate) book_addr: Option<SocketAddr>,
     /// Timestamps and totals for the slot policy ([`crate::core::slots`]).
     pub(crate) activity: ConnActivity,
-    /// Counted in [`super::Shared::inbound_per_ip`] (an admitted inbound peer).
+    /// Counted in [`super::TorrentShared::inbound_per_ip`] (an admitted inbound peer).
     pub(crate) ip_counted: bool,
     /// An extra lane to a p2pe peer whose primary connection is elsewhere
     /// (see `handler::lanes`); counted in its `PeerEntry::extra`.

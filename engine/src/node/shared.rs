@@ -75,10 +75,10 @@ impl PeerEntry {
     }
 }
 
-/// State the workers publish for the owner of the [`super::Node`] and share with each
-/// other.
+/// One torrent's state that the workers publish for the owner of the [`super::Node`]
+/// and share with each other (one per torrent of a session).
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct TorrentShared {
     /// Number of runtime workers.
     pub(crate) workers: usize,
     /// The clock origin of every worker's core (`Time` is comparable across workers).
@@ -152,11 +152,11 @@ pub(crate) struct Shared {
     pub(crate) web_seeds: std::sync::OnceLock<Vec<super::web_seed::SeedCounters>>,
 }
 
-impl Shared {
-    /// Shared state of a node of `workers` workers over `piece_count` pieces.
+impl TorrentShared {
+    /// State shared by the `workers` workers over `piece_count` pieces.
     pub(crate) fn new(piece_count: u32, workers: usize) -> Self {
         let workers = workers.max(1);
-        Shared {
+        TorrentShared {
             workers,
             epoch: Instant::now(),
             have: Arc::new(AtomicBitfield::new(piece_count)),

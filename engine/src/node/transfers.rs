@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use super::handler::NodeHandler;
 use super::peer::PeerConn;
-use super::Shared;
+use super::TorrentShared;
 use crate::base::PeerId;
 use crate::core::PieceIndex;
 
@@ -69,7 +69,7 @@ pub(crate) type TransferBook = Mutex<BTreeMap<SocketAddr, PeerTransfer>>;
 /// its last counts).
 #[derive(Clone)]
 pub struct Transfers {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<TorrentShared>,
 }
 
 impl std::fmt::Debug for Transfers {
