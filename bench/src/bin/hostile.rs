@@ -107,7 +107,7 @@ fn make_torrent(dir: &Path, size: usize, piece_len: u32) -> anyhow::Result<Metai
 
 fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> anyhow::Result<Arc<Storage>> {
     let layout = storage_layout(meta)?;
-    let (s, _) = Storage::open(dir, layout, meta.info_hash().0, mode)?;
+    let (s, _) = Storage::open(dir, layout, meta.info_hash(), mode)?;
     Ok(Arc::new(s))
 }
 
@@ -142,7 +142,7 @@ fn set_up(
     piece_len: u32,
     procs: Option<&procs::Files>,
 ) -> anyhow::Result<Hostile> {
-    let ih = meta.info_hash().0;
+    let ih = meta.info_hash();
     let mut h = Hostile::default();
     match name {
         "baseline" => {}

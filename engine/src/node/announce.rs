@@ -5,9 +5,9 @@
 //! `left`) into the client, turns completion into a `completed` announce,
 //! asks for peers early while the node has none, and hands the peers the
 //! trackers return to the workers that dial them through
-//! [`Shared::discovered`] (drained on each worker's timer tick, at most
+//! [`TorrentShared::discovered`] (drained on each worker's timer tick, at most
 //! 100 ms later). Warnings go to the node's
-//! log ([`Shared::log`]). A dead tracker never stops the node: the client
+//! log ([`TorrentShared::log`]). A dead tracker never stops the node: the client
 //! backs off and retries while known peers keep transferring.
 
 use std::net::SocketAddr;
@@ -16,12 +16,13 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::base::PeerId;
 use crate::discovery::tracker_client::{ClientConfig, TrackerClient};
 use crate::discovery::tracker_io::TrackerDriver;
 use crate::wire::metainfo::InfoHash;
 
 use super::peer::Source;
-use super::{Shared, TRACKER_STOP_BOUND as STOP_BOUND};
+use super::{TorrentShared, TRACKER_STOP_BOUND as STOP_BOUND};
 
 /// Longest wait between two looks at the node's progress.
 const POLL: Duration = Duration::from_millis(200);
@@ -30,11 +31,11 @@ const POLL: Duration = Duration::from_millis(200);
 pub(crate) struct Params {
     pub(crate) tiers: Vec<Vec<String>>,
     pub(crate) info_hash: InfoHash,
-    pub(crate) peer_id: [u8; 20],
+    pub(crate) peer_id: PeerId,
     pub(crate) port: u16,
     pub(crate) client: ClientConfig,
     pub(crate) seed: u64,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<TorrentShared>,
 }
 
 /// The running tracker thread.
@@ -102,7 +103,7 @@ fn run(p: Params, stop: &mpsc::Receiver<()>) {
 
 /// Copies the worker's counters into the client; completion becomes a
 /// `completed` announce; a leecher without peers asks for some early.
-fn update_progress(driver: &mut TrackerDriver, shared: &Shared, was_complete: &mut bool) {
+fn update_progress(driver: &mut TrackerDriver, shared: &TorrentShared, was_complete: &mut bool) {
     let now = driver.now();
     let complete = shared.complete.load(Ordering::Acquire);
     let c = driver.client_mut();
@@ -122,7 +123,7 @@ fn update_progress(driver: &mut TrackerDriver, shared: &Shared, was_complete: &m
 }
 
 /// Moves warnings to the log and peers to the worker.
-fn forward(driver: &mut TrackerDriver, shared: &Shared, announces_ok: &mut u32) {
+fn forward(driver: &mut TrackerDriver, shared: &TorrentShared, announces_ok: &mut u32) {
     let c = driver.client_mut();
     while let Some(w) = c.poll_warning() {
         shared.log(format!("tracker: {w}"));

@@ -19,7 +19,7 @@ use std::time::Duration;
 use mainline::{Dht, Id};
 
 use super::peer::Source;
-use super::Shared;
+use super::TorrentShared;
 use crate::wire::metainfo::InfoHash;
 
 /// Delay between rounds while nothing was found or the announce failed.
@@ -90,7 +90,7 @@ impl DhtNode {
         config: &DhtConfig,
         info_hash: InfoHash,
         port: u16,
-        shared: Arc<Shared>,
+        shared: Arc<TorrentShared>,
     ) -> std::io::Result<DhtNode> {
         let local = dht.info().local_addr();
         let id = Id::from_bytes(info_hash.0).map_err(std::io::Error::other)?;
@@ -127,7 +127,7 @@ fn run(
     dht: &Dht,
     id: Id,
     port: u16,
-    shared: &Shared,
+    shared: &TorrentShared,
     stop: &mpsc::Receiver<()>,
     interval: Duration,
 ) {

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::base::InfoHash;
 use crate::core::address_book::{AddressBook, BookConfig};
 use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
@@ -22,7 +23,7 @@ use super::dispatch::SessionMsg;
 use super::peer::{PeerConn, Source};
 use super::session::TorrentId;
 use super::transfers::PieceSources;
-use super::{Command, NodeConfig, NodeError, Shared};
+use super::{Command, NodeConfig, NodeError, TorrentShared};
 use crate::core::rate_limit::SharedBucket;
 
 mod dial;
@@ -80,7 +81,7 @@ pub(crate) struct NodeHandler {
     pub(super) slot_config: SlotConfig,
     /// PEX interval between p2pe nodes (`None`: PEX off, e.g. private torrent).
     pub(super) pex_interval: Option<Duration>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<TorrentShared>,
     /// Our share already added to `shared.downloaded_bytes` / `shared.peers`.
     published_downloaded_bytes: u64,
     published_peers: u32,
@@ -134,11 +135,11 @@ impl NodeHandler {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         mut config: TorrentConfig,
-        info_hash: [u8; 20],
+        info_hash: InfoHash,
         storage: Arc<Storage>,
         sources: Vec<Option<Arc<SourceFile>>>,
         nc: &NodeConfig,
-        shared: Arc<Shared>,
+        shared: Arc<TorrentShared>,
         (torrent_id, worker): (TorrentId, usize),
         private: bool,
         info_bytes: Arc<[u8]>,

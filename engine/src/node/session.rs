@@ -28,7 +28,7 @@ use super::dispatch::{Dispatcher, Routing, SessionMsg, TorrentSlot};
 use super::handler::NodeHandler;
 use super::{
     announce, dht, progress_of, spawn_flusher, torrent_config, web_seed, Command, NodeConfig,
-    NodeError, NodeWatch, Progress, Shared, Transfers,
+    NodeError, NodeWatch, Progress, TorrentShared, Transfers,
 };
 
 /// Longest wait for a message to a worker whose mailbox is full (the worker
@@ -52,7 +52,7 @@ impl std::fmt::Display for TorrentId {
 /// The owner's side of one torrent of a session.
 struct Hosted {
     info_hash: InfoHash,
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
     storage: Arc<Storage>,
     /// [`NodeConfig::durable_exit`].
     durable_exit: bool,
@@ -255,7 +255,7 @@ impl Session {
         let mut nc = config.clone();
         nc.listen = self.listen;
         nc.workers = self.workers;
-        let mut shared = Shared::new(info.piece_count(), self.workers);
+        let mut shared = TorrentShared::new(info.piece_count(), self.workers);
         shared.epoch = self.epoch;
         let _ = shared.limits.set(self.limits.clone());
         let shared = Arc::new(shared);
@@ -269,7 +269,7 @@ impl Session {
         let make = |w: usize| -> Result<SessionMsg, NodeError> {
             let handler = NodeHandler::new(
                 tc.clone(),
-                ih.0,
+                ih,
                 storage.clone(),
                 sources.clone(),
                 &nc,
@@ -280,7 +280,7 @@ impl Session {
             )?;
             let slot = TorrentSlot {
                 id,
-                info_hash: ih.0,
+                info_hash: ih,
                 handler,
             };
             Ok(SessionMsg::Add(Box::new(slot), ack.clone()))
@@ -561,7 +561,7 @@ impl Session {
 /// Per-torrent views a [`super::Node`] needs without a lookup.
 impl Session {
     /// Torrent `id`'s shared state and storage.
-    pub(super) fn parts(&self, id: TorrentId) -> Option<(Arc<Shared>, Arc<Storage>)> {
+    pub(super) fn parts(&self, id: TorrentId) -> Option<(Arc<TorrentShared>, Arc<Storage>)> {
         self.torrents
             .get(&id)
             .map(|h| (h.shared.clone(), h.storage.clone()))

@@ -80,7 +80,7 @@ pub fn open_storage(
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
-    let r = Storage::open(dir, layout, meta.info_hash().0, mode);
+    let r = Storage::open(dir, layout, meta.info_hash(), mode);
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use p2pe::base::PeerId;
 use p2pe::node::{Node, NodeConfig, PeerTransfer};
 use p2pe::rt::SendStrategy;
 use p2pe::store::OpenMode;
@@ -253,16 +254,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A peer id for JSON: as text when every byte is printable ASCII (most
-/// clients' `-XX1234-` ids), else 40 lowercase hex digits.
-fn peer_id_json(id: Option<[u8; 20]>) -> serde_json::Value {
-    match id {
-        None => serde_json::Value::Null,
-        Some(id) if id.iter().all(|b| (0x20..0x7f).contains(b)) => {
-            String::from_utf8_lossy(&id).into_owned().into()
-        }
-        Some(id) => hex::encode(id).into(),
-    }
+/// A peer id for JSON: its `Display` form, as text when every byte is
+/// printable ASCII (most clients' `-XX1234-` ids), else 40 lowercase hex
+/// digits.
+fn peer_id_json(id: Option<PeerId>) -> serde_json::Value {
+    id.map_or(serde_json::Value::Null, |id| id.to_string().into())
 }
 
 /// The summary's `sources`: one object per peer we received payload from,
@@ -316,8 +312,8 @@ mod tests {
         let mut raw = *b"-LT2000-............";
         raw[19] = 0xff;
         let ts = [
-            t(1, 10, 0, Some(*b"-PE0001-abcdefghijkl")),
-            t(2, 0, 7, Some(raw)),
+            t(1, 10, 0, Some(PeerId(*b"-PE0001-abcdefghijkl"))),
+            t(2, 0, 7, Some(PeerId(raw))),
             t(3, 0, 0, None),
         ];
         let src = sources_json(&ts);

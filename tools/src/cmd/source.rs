@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use p2pe::base::PeerId;
 use p2pe::discovery::metadata::{fetch_metadata, FetchConfig};
 use p2pe::node::DhtConfig;
 use p2pe::wire::magnet::MagnetLink;
@@ -41,7 +42,7 @@ pub struct FetchArgs {
     pub connect_timeout: Duration,
     /// The peer id of the fetch: not the node's (see
     /// [`FetchConfig::peer_id`]).
-    pub peer_id: [u8; 20],
+    pub peer_id: PeerId,
     /// The node's listen port if given (`--listen`), else 0: announced
     /// while fetching.
     pub listen_port: u16,
@@ -146,6 +147,7 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
     // The peer id's random tail seeds the tracker client's choices.
     config.seed = args
         .peer_id
+        .0
         .iter()
         .fold(0u64, |h, &b| h.rotate_left(8) ^ u64::from(b));
     tracing::info!(
