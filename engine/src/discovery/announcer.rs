@@ -20,7 +20,7 @@ use super::tracker_client::{ClientConfig, TrackerClient};
 use super::tracker_io::TrackerDriver;
 use crate::base::{InfoHash, PeerId};
 
-/// How long [`Announcer::stop`] waits for the trackers to take the `stopped`
+/// How long `Announcer::stop` (at [`crate::node::Node::shutdown`]) waits for the trackers to take the `stopped`
 /// announce (a tracker that does not answer in time is left alone).
 pub const TRACKER_STOP_BOUND: Duration = Duration::from_secs(3);
 

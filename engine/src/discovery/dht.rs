@@ -1,15 +1,15 @@
 //! A node's DHT threads (BEP 5, Mainline DHT through the `mainline` crate):
 //! one DHT node (one UDP port) per session, shared by all its torrents
-//! ([`build`]); per torrent a thread that looks up peers of its info-hash and
+//! (`build`); per torrent a thread that looks up peers of its info-hash and
 //! announces our listen port, then hands the peers to its
-//! [`DiscoveryHost`] like tracker peers. [`super::metadata`] builds its
+//! `DiscoveryHost` like tracker peers. [`super::metadata`] builds its
 //! look-up node here too.
 //!
 //! Never started for private torrents (BEP 27). The DHT node runs in server
 //! mode (datacenter nodes are reachable, and a closed cluster needs every
 //! node to answer). A round is `get_peers` then `announce_peer`; rounds
 //! repeat every [`DhtConfig::interval`] once an announce was stored and the
-//! node has peers (or is complete), every [`RETRY`] before that.
+//! node has peers (or is complete), every `RETRY` (2 s) before that.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::{mpsc, Arc};

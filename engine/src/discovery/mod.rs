@@ -2,7 +2,7 @@
 //! (and [`crate::wire::pex`]), the sans-IO tracker client, and beside it the
 //! drivers that run it and the DHT for a node, plus the embedded tracker
 //! server (`p2pe tracker`). Nothing here reads a node's state: the drivers
-//! talk to it through [`host::DiscoveryHost`].
+//! talk to it through the `DiscoveryHost` trait (`host`).
 //!
 //! - [`tracker_client`]: which tracker to announce to and when (BEP 3, BEP 12
 //!   tiers, BEP 15 connect and retransmit), sans-IO.
