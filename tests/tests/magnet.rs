@@ -419,11 +419,11 @@ mod bytes_free {
     use std::io::Read;
 
     /// One peer wire frame's body (id and payload).
-    pub struct Frame(pub Vec<u8>);
+    pub(crate) struct Frame(pub Vec<u8>);
 
     impl Frame {
         /// The next frame; `None` at EOF, on an error or a frame over 1 MiB.
-        pub fn read(s: &mut impl Read) -> Option<Frame> {
+        pub(crate) fn read(s: &mut impl Read) -> Option<Frame> {
             loop {
                 let mut len = [0u8; 4];
                 s.read_exact(&mut len).ok()?;

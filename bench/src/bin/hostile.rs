@@ -27,6 +27,8 @@
 //! and the ratio to the baseline median are printed as a markdown table.
 //!
 //! Run: `cargo run --release -p p2pe-bench --bin hostile -- [--size-mib 64] [--reps 3] [--p2pe target/release/p2pe]`
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -268,7 +270,7 @@ mod procs {
     const START_BOUND: Duration = Duration::from_secs(20);
 
     /// What every process of a run shares.
-    pub struct Files {
+    pub(crate) struct Files {
         /// The `p2pe` binary.
         pub bin: PathBuf,
         /// The `.torrent`.
@@ -280,7 +282,7 @@ mod procs {
     }
 
     /// A running `p2pe seed` with its memory sampler.
-    pub struct NodeProc {
+    pub(crate) struct NodeProc {
         /// Its listen address.
         pub addr: SocketAddr,
         child: Child,
@@ -294,7 +296,7 @@ mod procs {
     impl NodeProc {
         /// Starts `p2pe seed TORRENT --path SRC --listen 127.0.0.1:PORT EXTRA…`
         /// and waits (bounded) until it accepts connections.
-        pub fn seed(files: &Files, extra: &[&str]) -> anyhow::Result<NodeProc> {
+        pub(crate) fn seed(files: &Files, extra: &[&str]) -> anyhow::Result<NodeProc> {
             let addr = free_port()?;
             let log = std::fs::File::create(files.logs.join(format!("seed-{}.log", addr.port())))?;
             let child = Command::new(&files.bin)
@@ -325,7 +327,7 @@ mod procs {
         }
 
         /// SIGTERM, bounded wait (then SIGKILL); returns the peak memory.
-        pub fn stop(mut self) -> Memory {
+        pub(crate) fn stop(mut self) -> Memory {
             // SAFETY: kill takes no pointers; the pid is our unreaped child.
             unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
             let started = Instant::now();
@@ -351,7 +353,7 @@ mod procs {
     /// Runs `p2pe get TORRENT -o DIR --peer …` to exit, bounded: the wall time
     /// from spawn to a successful exit (`None` on failure or timeout) and its
     /// peak memory.
-    pub fn get(
+    pub(crate) fn get(
         files: &Files,
         dir: &Path,
         peers: &[SocketAddr],

@@ -14,6 +14,8 @@
 //! HTTP/1.1 keep-alive, reconnecting whenever the tracker closes.
 //!
 //! Run: `cargo run --release -p p2pe-bench --bin tracker_load -- --target 127.0.0.1:6969`
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

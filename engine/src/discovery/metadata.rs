@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mainline::Id;
 
+use super::dht::{self, DhtConfig};
 use super::tracker_client::{ClientConfig, TrackerClient};
 use super::tracker_io::TrackerDriver;
 use crate::base::PeerId;
@@ -43,7 +44,6 @@ use crate::core::metadata::{
     MetadataAction, MetadataConfig, MetadataDropReason, MetadataFetch, MetadataStats,
 };
 use crate::core::{PeerKey, Time};
-use crate::node::{build_dht, DhtConfig};
 use crate::wire::metainfo::InfoHash;
 use crate::wire::peer::metadata::{MetadataMessage, UT_METADATA};
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Handshake, Message, MessageId};
@@ -570,7 +570,7 @@ fn spawn_tracker(
 
 /// Looks the info-hash's peers up in the DHT on a thread, every
 /// [`DHT_RETRY`], until `stop` is set (or the fetch is gone).
-#[allow(deprecated)] // mainline's blocking API: a plain thread, as in `node::dht`
+#[allow(deprecated)] // mainline's blocking API: a plain thread, as in [`super::dht`]
 fn spawn_dht(
     info_hash: InfoHash,
     config: &DhtConfig,
@@ -586,7 +586,7 @@ fn spawn_dht(
     let spawned = std::thread::Builder::new()
         .name("p2pe-metadata-dht".into())
         .spawn(move || {
-            let (dht, id) = match (build_dht(&config), Id::from_bytes(info_hash.0)) {
+            let (dht, id) = match (dht::build(&config), Id::from_bytes(info_hash.0)) {
                 (Ok(d), Ok(id)) => (d, id),
                 (Err(e), _) => {
                     let _ = tx.send(Event::Warning(format!("dht: cannot start: {e}")));

@@ -99,9 +99,7 @@
 //! some back; a block is reported sent to the core once the runtime has handed
 //! all its bytes to the kernel.
 
-mod announce;
 mod convert;
-mod dht;
 mod dispatch;
 mod handler;
 mod peer;
@@ -122,8 +120,8 @@ use crate::rt::SendStrategy;
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
-pub(crate) use dht::build as build_dht;
-pub use dht::DhtConfig;
+pub use crate::discovery::announcer::TRACKER_STOP_BOUND;
+pub use crate::discovery::dht::DhtConfig;
 pub use session::{Session, TorrentId};
 pub(crate) use shared::{Command, TorrentShared};
 pub use transfers::{PeerTransfer, Transfers};
@@ -141,10 +139,6 @@ pub const PEX_INTERVAL_DATACENTER: Duration = Duration::from_secs(2);
 /// choker's unchoke slots many times over, small enough that discovery in a
 /// fleet of thousands does not open thousands of sockets per node.
 pub const MAX_PEERS: usize = 60;
-
-/// How long [`Node::shutdown`] waits for the trackers to take the `stopped`
-/// announce (a tracker that does not answer in time is left alone).
-pub const TRACKER_STOP_BOUND: Duration = Duration::from_secs(3);
 
 /// Configuration of a [`Node`].
 #[derive(Debug, Clone)]

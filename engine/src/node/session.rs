@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use crate::core::inbound_handshakes::InboundConfig;
 use crate::core::rate_limit::SharedBucket;
 use crate::core::Time;
+use crate::discovery::announcer::{Announcer, Params as AnnounceParams};
+use crate::discovery::dht;
 use crate::rt::{self, PostError, RuntimeConfig, RuntimeHandle};
 use crate::store::{Storage, StoreError};
 use crate::wire::metainfo::{InfoHash, Metainfo};
@@ -27,8 +29,8 @@ use crate::wire::metainfo::{InfoHash, Metainfo};
 use super::dispatch::{Dispatcher, Routing, SessionMsg, TorrentSlot};
 use super::handler::NodeHandler;
 use super::{
-    announce, dht, progress_of, spawn_flusher, torrent_config, web_seed, Command, NodeConfig,
-    NodeError, NodeWatch, Progress, TorrentShared, Transfers,
+    progress_of, spawn_flusher, torrent_config, web_seed, Command, NodeConfig, NodeError,
+    NodeWatch, Progress, TorrentShared, Transfers,
 };
 
 /// Longest wait for a message to a worker whose mailbox is full (the worker
@@ -57,7 +59,7 @@ struct Hosted {
     /// [`NodeConfig::durable_exit`].
     durable_exit: bool,
     flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
-    announcer: Option<announce::Announcer>,
+    announcer: Option<Announcer>,
     dht: Option<dht::DhtNode>,
     /// BEP 19 fetcher threads (only while incomplete and with web seeds).
     web_seeds: Option<web_seed::WebSeeds>,
@@ -340,14 +342,14 @@ impl Session {
             .clone()
             .unwrap_or_else(|| meta.trackers().to_vec());
         if tiers.iter().any(|t| !t.is_empty()) {
-            hosted.announcer = Some(announce::Announcer::spawn(announce::Params {
+            hosted.announcer = Some(Announcer::spawn(AnnounceParams {
                 tiers,
                 info_hash: meta.info_hash(),
                 peer_id: config.peer_id,
                 port,
                 client: config.tracker.clone(),
                 seed: config.rng_seed ^ 0x0074_7261_636b_6572,
-                shared: shared.clone(),
+                host: shared.clone(),
             })?);
         }
         hosted.dht = match &config.dht {

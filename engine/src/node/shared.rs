@@ -17,6 +17,7 @@ use std::time::Instant;
 use crate::base::PeerId;
 use crate::core::upload_history::UploadHistory;
 use crate::core::{AtomicBitfield, Availability, ChokeCandidate, ChokeDecision, PieceIndex};
+use crate::discovery::host::{DiscoveryHost, SwarmProgress};
 use crate::rt::ConnId;
 use crate::store::StoreError;
 use crate::wire::pex::PexFlags;
@@ -264,6 +265,32 @@ impl TorrentShared {
             self.complete.store(true, Ordering::Release);
         }
         true
+    }
+}
+
+/// The glue the discovery threads (tracker announcer, DHT) see of a torrent.
+impl DiscoveryHost for TorrentShared {
+    fn progress(&self) -> SwarmProgress {
+        SwarmProgress {
+            complete: self.complete.load(Ordering::Acquire),
+            uploaded_bytes: self.uploaded_bytes.load(Ordering::Acquire),
+            downloaded_bytes: self.downloaded_bytes.load(Ordering::Acquire),
+            left_bytes: self.left_bytes.load(Ordering::Acquire),
+            peers: self.peers.load(Ordering::Acquire),
+        }
+    }
+
+    fn found_peers(&self, peers: Vec<SocketAddr>, source: Source) {
+        self.discovered(peers, source);
+    }
+
+    fn log(&self, line: String) {
+        TorrentShared::log(self, line);
+    }
+
+    fn set_announce_counts(&self, ok: u32, failed: u32) {
+        self.announces_ok.store(ok, Ordering::Release);
+        self.announces_failed.store(failed, Ordering::Release);
     }
 }
 

@@ -20,7 +20,7 @@ use super::node_common::load_torrent;
 
 /// The torrent `p2pe get` downloads.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub(crate) enum Source {
     /// A `.torrent` file or `http(s)://` URL.
     Torrent(PathBuf),
     /// A magnet link: the info dictionary is fetched from peers first.
@@ -29,7 +29,7 @@ pub enum Source {
 
 /// What a magnet fetch needs from the command line.
 #[derive(Debug, Clone)]
-pub struct FetchArgs {
+pub(crate) struct FetchArgs {
     /// `--peer` addresses (the link's `x.pe` peers are added to them).
     pub peers: Vec<SocketAddr>,
     /// `--tracker` tiers, or `None` for the link's `tr` trackers.
@@ -53,7 +53,7 @@ pub struct FetchArgs {
 }
 
 /// A loaded torrent and the peers the source itself names.
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The torrent.
     pub meta: Metainfo,
     /// Peers to dial besides `--peer`: a magnet link's `x.pe` and the peers
@@ -69,7 +69,7 @@ impl Source {
     ///
     /// # Errors
     /// A malformed magnet link (the parser's typed error).
-    pub fn parse(text: &str) -> anyhow::Result<Source> {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Source> {
         if MagnetLink::is_magnet(text) {
             // One line with the cause: clap prints only the top of a chain.
             let link =
@@ -90,7 +90,7 @@ impl Source {
     /// that does not resolve, no metadata within the timeout (the error
     /// says what became of the peers), or metadata that is no valid info
     /// dictionary.
-    pub fn load(&self, args: &FetchArgs) -> anyhow::Result<Loaded> {
+    pub(crate) fn load(&self, args: &FetchArgs) -> anyhow::Result<Loaded> {
         match self {
             Source::Torrent(path) => Ok(Loaded {
                 meta: load_torrent(path)?,
@@ -103,7 +103,7 @@ impl Source {
 }
 
 /// Resolves `host:port` peers (the first address of each).
-pub fn resolve(peers: &[String], what: &str) -> anyhow::Result<Vec<SocketAddr>> {
+pub(crate) fn resolve(peers: &[String], what: &str) -> anyhow::Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
     for p in peers {
         let addr = p
