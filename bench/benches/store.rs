@@ -33,7 +33,8 @@ fn storage(dir: &std::path::Path) -> Storage {
     }];
     let layout =
         StorageLayout::new(files, PIECE_BYTES as u32, PieceHashes::Sha1(hashes)).expect("layout");
-    let (s, _) = Storage::open(dir, layout, [1; 20], OpenMode::Create).expect("open");
+    let (s, _) =
+        Storage::open(dir, layout, p2pe::base::InfoHash([1; 20]), OpenMode::Create).expect("open");
     s.write_block(0, 0, &data[..PIECE_BYTES]).expect("write");
     assert!(s.verify_piece(0).expect("verify"));
     s

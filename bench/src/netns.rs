@@ -21,6 +21,8 @@
 //! [`reap_stale`] can remove what a killed earlier run left behind.
 //!
 //! Needs root (CAP_NET_ADMIN and `ip netns`); uses `ip` and `tc` from iproute2.
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;

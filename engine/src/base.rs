@@ -17,9 +17,11 @@ pub struct BlockOffset(pub u32);
 pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
 
 mod atomic_bitfield;
+mod ids;
 mod piece_hash;
 
 pub use atomic_bitfield::AtomicBitfield;
+pub use ids::{InfoHash, PeerId};
 
 pub use piece_hash::{
     PieceDigest, PieceHashKind, PieceHasher, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES,

@@ -7,6 +7,7 @@
 //! is the stream.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use p2pe::base::{InfoHash, PeerId};
 use p2pe::wire::peer::{
     Decoder, DecoderLimits, ExtendedHandshake, Handshake, HandshakeDecoder, Message,
     BLOCK_LEN_BYTES,
@@ -38,10 +39,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Decoder::new(limits)
     };
-    let mut theirs = Handshake::new([0; 20], [0; 20]);
+    let mut theirs = Handshake::new(InfoHash([0; 20]), PeerId([0; 20]));
     theirs.set_fast(flags & 2 != 0);
     theirs.set_extended(flags & 4 != 0);
-    decoder.set_negotiated(&Handshake::new([0; 20], [0; 20]), &theirs);
+    decoder.set_negotiated(&Handshake::new(InfoHash([0; 20]), PeerId([0; 20])), &theirs);
     decoder.set_max_request_len(BLOCK_LEN_BYTES.saturating_mul(u32::from(max_req).max(1)));
 
     let _ = ExtendedHandshake::from_bencode(rest);

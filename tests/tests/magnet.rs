@@ -23,6 +23,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes_free::Frame;
+use p2pe::base::{InfoHash, PeerId};
 use p2pe::wire::metainfo::Metainfo;
 use p2pe::wire::peer::metadata::{MetadataMessage, UT_METADATA};
 use p2pe::wire::peer::{ExtendedHandshake, ExtendedMessage, Handshake, Message};
@@ -312,7 +313,7 @@ impl Liar {
         for b in lie.iter_mut().skip(100).step_by(7) {
             *b ^= 0x5a;
         }
-        let info_hash = meta.info_hash().0;
+        let info_hash = meta.info_hash();
         let requests = Arc::new(AtomicU32::new(0));
         let closed_after_lying = Arc::new(AtomicU32::new(0));
         let connections = Arc::new(AtomicU32::new(0));
@@ -348,7 +349,7 @@ impl Liar {
 /// connection closed by the other side.
 fn serve_lies(
     mut s: TcpStream,
-    info_hash: [u8; 20],
+    info_hash: InfoHash,
     lie: &[u8],
     requests: &AtomicU32,
     asked: &mpsc::Sender<()>,
@@ -361,7 +362,7 @@ fn serve_lies(
     let mut hs = ExtendedHandshake::default();
     hs.m.insert(UT_METADATA.into(), 1);
     hs.metadata_size = Some(lie.len() as u64);
-    let mut out = Handshake::new(info_hash, *b"-XX0000-liarliarliar")
+    let mut out = Handshake::new(info_hash, PeerId(*b"-XX0000-liarliarliar"))
         .to_bytes()
         .to_vec();
     Message::Extended(ExtendedMessage::Handshake(hs))
@@ -418,11 +419,11 @@ mod bytes_free {
     use std::io::Read;
 
     /// One peer wire frame's body (id and payload).
-    pub struct Frame(pub Vec<u8>);
+    pub(crate) struct Frame(pub Vec<u8>);
 
     impl Frame {
         /// The next frame; `None` at EOF, on an error or a frame over 1 MiB.
-        pub fn read(s: &mut impl Read) -> Option<Frame> {
+        pub(crate) fn read(s: &mut impl Read) -> Option<Frame> {
             loop {
                 let mut len = [0u8; 4];
                 s.read_exact(&mut len).ok()?;

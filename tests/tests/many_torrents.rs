@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use p2pe::base::{InfoHash, PeerId};
 use p2pe::node::{storage_layout, Node, NodeConfig};
 use p2pe::store::{OpenMode, Storage};
 use p2pe::wire::metainfo::{Info, Layout, Metainfo, PieceHash};
@@ -45,14 +46,14 @@ fn make(dir: &Path, name: &str, seed: u64) -> (Metainfo, Vec<u8>) {
 
 /// Handshakes for `info_hash` and reads until the seed says it has every
 /// piece (`have all`, BEP 6, or a full `bitfield`). `None`: closed or refused.
-fn has_all(addr: SocketAddr, info_hash: [u8; 20]) -> Option<bool> {
+fn has_all(addr: SocketAddr, info_hash: InfoHash) -> Option<bool> {
     let mut s = TcpStream::connect_timeout(&addr, BOUND).ok()?;
     s.set_read_timeout(Some(BOUND)).ok()?;
-    s.write_all(&Handshake::new(info_hash, [0x42; 20]).to_bytes())
+    s.write_all(&Handshake::new(info_hash, PeerId([0x42; 20])).to_bytes())
         .ok()?;
     let mut theirs = [0u8; Handshake::LEN_BYTES];
     s.read_exact(&mut theirs).ok()?;
-    if theirs.get(28..48) != Some(&info_hash[..]) {
+    if theirs.get(28..48) != Some(&info_hash.0[..]) {
         return Some(false);
     }
     // `interested`: a first message hands the peer to the seed's core at once
@@ -83,7 +84,7 @@ fn has_all(addr: SocketAddr, info_hash: [u8; 20]) -> Option<bool> {
 }
 
 /// Waits (bounded) until `has_all` for `info_hash` gives `want`.
-fn wait_reachable(addr: SocketAddr, info_hash: [u8; 20], want: bool) {
+fn wait_reachable(addr: SocketAddr, info_hash: InfoHash, want: bool) {
     let end = Instant::now() + BOUND;
     while has_all(addr, info_hash).unwrap_or(false) != want {
         assert!(Instant::now() < end, "reachable never became {want}");
@@ -107,7 +108,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 
 fn get(meta: &Metainfo, dir: &Path, peer: SocketAddr) -> Node {
     let layout = storage_layout(meta).unwrap();
-    let (s, _) = Storage::open(dir, layout, meta.info_hash().0, OpenMode::Create).unwrap();
+    let (s, _) = Storage::open(dir, layout, meta.info_hash(), OpenMode::Create).unwrap();
     let config = NodeConfig {
         peers: vec![peer],
         workers: 1,
@@ -146,10 +147,10 @@ fn one_seed_process_serves_fifty_torrents_from_a_directory() {
     let addr = seed.listen_addr();
     // Every torrent answers on the one port with every piece.
     for (i, (meta, _)) in torrents.iter().enumerate() {
-        assert_eq!(has_all(addr, meta.info_hash().0), Some(true), "torrent {i}");
+        assert_eq!(has_all(addr, meta.info_hash()), Some(true), "torrent {i}");
     }
     assert_eq!(
-        has_all(addr, [0x99; 20]),
+        has_all(addr, InfoHash([0x99; 20])),
         None,
         "unknown info-hash answered"
     );
@@ -189,10 +190,10 @@ fn one_seed_process_serves_fifty_torrents_from_a_directory() {
     }
     // Added and removed while running.
     let (added, _) = make(&dir, "late", 1000);
-    wait_reachable(addr, added.info_hash().0, true);
+    wait_reachable(addr, added.info_hash(), true);
     std::fs::remove_file(dir.join("m00.torrent")).unwrap();
-    wait_reachable(addr, torrents[0].0.info_hash().0, false);
-    assert_eq!(has_all(addr, torrents[1].0.info_hash().0), Some(true));
+    wait_reachable(addr, torrents[0].0.info_hash(), false);
+    assert_eq!(has_all(addr, torrents[1].0.info_hash()), Some(true));
     let pid = seed.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(sent.success());
@@ -224,8 +225,8 @@ fn seed_serves_several_torrent_files_on_one_port() {
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
     let addr = seed.listen_addr();
-    assert_eq!(has_all(addr, a.info_hash().0), Some(true));
-    assert_eq!(has_all(addr, b.info_hash().0), Some(true));
+    assert_eq!(has_all(addr, a.info_hash()), Some(true));
+    assert_eq!(has_all(addr, b.info_hash()), Some(true));
     let pid = seed.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(sent.success());

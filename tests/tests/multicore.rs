@@ -50,7 +50,7 @@ fn make_torrent(dir: &Path) -> (Metainfo, Vec<u8>) {
 
 fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> Arc<Storage> {
     let layout = storage_layout(meta).unwrap();
-    let (s, _) = Storage::open(dir, layout, meta.info_hash().0, mode).unwrap();
+    let (s, _) = Storage::open(dir, layout, meta.info_hash(), mode).unwrap();
     Arc::new(s)
 }
 

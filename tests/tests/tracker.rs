@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use p2pe::base::{InfoHash, PeerId};
 use p2pe::discovery::tracker_client::{ClientConfig, TrackerClient};
 use p2pe::discovery::tracker_io::TrackerDriver;
-use p2pe::wire::metainfo::InfoHash;
 use p2pe_tests::{free_port, libtorrent_available, p2pe_bin, wait_for_tcp, SYSTEM_PYTHON};
 
 /// Bound on any single wait in these tests.
@@ -69,7 +69,14 @@ fn client(url: &str, port: u16, seed: u64) -> TrackerDriver {
     let mut peer_id = [b'-'; 20];
     peer_id[..8].copy_from_slice(b"-P20000-");
     peer_id[19] = seed as u8;
-    let client = TrackerClient::new(config, &tiers, InfoHash([3; 20]), peer_id, port, seed);
+    let client = TrackerClient::new(
+        config,
+        &tiers,
+        InfoHash([3; 20]),
+        PeerId(peer_id),
+        port,
+        seed,
+    );
     TrackerDriver::new(client, Duration::from_secs(5))
 }
 

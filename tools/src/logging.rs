@@ -23,7 +23,7 @@ use tracing_subscriber::EnvFilter;
 
 /// `--log-format`: how diagnostics on stderr look.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human text, one line per event.
     #[default]
     Text,
@@ -32,7 +32,7 @@ pub enum LogFormat {
 }
 
 /// The filter directives for `verbose` repetitions of `-v` (no `RUST_LOG`).
-pub fn default_directives(verbose: u8) -> &'static str {
+pub(crate) fn default_directives(verbose: u8) -> &'static str {
     match verbose {
         0 => "warn,p2pe=info",
         1 => "warn,p2pe=debug",
@@ -42,7 +42,7 @@ pub fn default_directives(verbose: u8) -> &'static str {
 
 /// Installs the process's subscriber (call once, first thing in `main`).
 /// `RUST_LOG`, when set and valid, wins over `verbose`.
-pub fn init(format: LogFormat, verbose: u8) {
+pub(crate) fn init(format: LogFormat, verbose: u8) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -64,7 +64,7 @@ pub fn init(format: LogFormat, verbose: u8) {
 }
 
 /// The text format: see the module docs.
-pub struct Human;
+pub(crate) struct Human;
 
 impl<S, N> FormatEvent<S, N> for Human
 where

@@ -27,6 +27,8 @@
 //! and the ratio to the baseline median are printed as a markdown table.
 //!
 //! Run: `cargo run --release -p p2pe-bench --bin hostile -- [--size-mib 64] [--reps 3] [--p2pe target/release/p2pe]`
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -107,7 +109,7 @@ fn make_torrent(dir: &Path, size: usize, piece_len: u32) -> anyhow::Result<Metai
 
 fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> anyhow::Result<Arc<Storage>> {
     let layout = storage_layout(meta)?;
-    let (s, _) = Storage::open(dir, layout, meta.info_hash().0, mode)?;
+    let (s, _) = Storage::open(dir, layout, meta.info_hash(), mode)?;
     Ok(Arc::new(s))
 }
 
@@ -142,7 +144,7 @@ fn set_up(
     piece_len: u32,
     procs: Option<&procs::Files>,
 ) -> anyhow::Result<Hostile> {
-    let ih = meta.info_hash().0;
+    let ih = meta.info_hash();
     let mut h = Hostile::default();
     match name {
         "baseline" => {}
@@ -268,7 +270,7 @@ mod procs {
     const START_BOUND: Duration = Duration::from_secs(20);
 
     /// What every process of a run shares.
-    pub struct Files {
+    pub(crate) struct Files {
         /// The `p2pe` binary.
         pub bin: PathBuf,
         /// The `.torrent`.
@@ -280,7 +282,7 @@ mod procs {
     }
 
     /// A running `p2pe seed` with its memory sampler.
-    pub struct NodeProc {
+    pub(crate) struct NodeProc {
         /// Its listen address.
         pub addr: SocketAddr,
         child: Child,
@@ -294,7 +296,7 @@ mod procs {
     impl NodeProc {
         /// Starts `p2pe seed TORRENT --path SRC --listen 127.0.0.1:PORT EXTRA…`
         /// and waits (bounded) until it accepts connections.
-        pub fn seed(files: &Files, extra: &[&str]) -> anyhow::Result<NodeProc> {
+        pub(crate) fn seed(files: &Files, extra: &[&str]) -> anyhow::Result<NodeProc> {
             let addr = free_port()?;
             let log = std::fs::File::create(files.logs.join(format!("seed-{}.log", addr.port())))?;
             let child = Command::new(&files.bin)
@@ -325,7 +327,7 @@ mod procs {
         }
 
         /// SIGTERM, bounded wait (then SIGKILL); returns the peak memory.
-        pub fn stop(mut self) -> Memory {
+        pub(crate) fn stop(mut self) -> Memory {
             // SAFETY: kill takes no pointers; the pid is our unreaped child.
             unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
             let started = Instant::now();
@@ -351,7 +353,7 @@ mod procs {
     /// Runs `p2pe get TORRENT -o DIR --peer …` to exit, bounded: the wall time
     /// from spawn to a successful exit (`None` on failure or timeout) and its
     /// peak memory.
-    pub fn get(
+    pub(crate) fn get(
         files: &Files,
         dir: &Path,
         peers: &[SocketAddr],

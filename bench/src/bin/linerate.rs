@@ -9,6 +9,8 @@
 //! ceiling. Repeats `--reps` times and prints medians as a markdown table.
 //!
 //! Run: `cargo run --release -p p2pe-bench --bin linerate -- [--size-gib 2]`
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

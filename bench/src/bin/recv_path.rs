@@ -27,6 +27,8 @@
 //! medians of `--reps`.
 //!
 //! Run: `cargo run --release -p p2pe-bench --bin recv_path -- [--size-gib 1]`
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Read, Write};

@@ -14,6 +14,8 @@
 //! HTTP/1.1 keep-alive, reconnecting whenever the tracker closes.
 //!
 //! Run: `cargo run --release -p p2pe-bench --bin tracker_load -- --target 127.0.0.1:6969`
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use p2pe::wire::metainfo::InfoHash;
+use p2pe::base::{InfoHash, PeerId};
 use p2pe::wire::tracker::udp::{ConnectionId, PeerFamily, Request, Response, TransactionId};
 use p2pe::wire::tracker::{Announce, Event, Topology};
 
@@ -89,7 +91,7 @@ fn random_announce(rng: &mut Rng, hashes: &[InfoHash], numwant: u32) -> (Announc
     peer_id[..8].copy_from_slice(&rng.next().to_be_bytes());
     let announce = Announce {
         info_hash: hash,
-        peer_id,
+        peer_id: PeerId(peer_id),
         port: (r >> 32) as u16 | 1,
         uploaded_bytes: 0,
         downloaded_bytes: 0,

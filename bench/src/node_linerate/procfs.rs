@@ -1,6 +1,8 @@
 //! What the harness reads about its children from `/proc`: CPU time
 //! (`/proc/PID/stat` utime + stime, all threads) and memory
 //! (`/proc/PID/status` `RssAnon`, `VmHWM`).
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -194,9 +194,12 @@ pub fn sim_prediction(
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let total_s = v.get("total_s")?.as_f64()?;
     Some(SimPrediction {
-        total_s: v.get("total_s")?.as_f64()?,
-        ratio: v.get("ratio")?.as_f64()?,
+        total_s,
+        // Against the row's D_p2p at the shaped rates, as the measured ratio is (the
+        // simulator's own D_p2p is at the goodput it was given).
+        ratio: total_s / scenario.bounds().d_p2p_s,
         origin_upload_copies: v.get("origin_upload_copies")?.as_f64()?,
     })
 }

@@ -4,6 +4,8 @@
 //! Invariant: a [`Proc`] is reaped exactly once, by `wait4` (never by
 //! `std::process::Child::wait`), and once reaped it is never signalled, so a
 //! recycled pid is never hit. Dropping an unreaped [`Proc`] kills and reaps it.
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};

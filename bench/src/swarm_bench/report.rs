@@ -10,7 +10,8 @@ use std::process::Command;
 pub struct SimPrediction {
     /// Simulated total time, seconds.
     pub total_s: f64,
-    /// Simulated total / D_p2p.
+    /// Simulated total / the row's `D_p2p` (at the shaped link rates, like the measured
+    /// ratio; the simulation runs at the TCP goodput, see `scenario::TCP_GOODPUT`).
     pub ratio: f64,
     /// Simulated origin upload in copies of the file.
     pub origin_upload_copies: f64,

@@ -122,7 +122,8 @@ pub struct TorrentConfig {
     pub pipeline_bytes: u64,
     /// Hash failures a peer may contribute to before it is banned.
     pub max_hash_failures_per_peer: u32,
-    /// Cap on requests we queue from one peer (BEP 10 `reqq` is commonly 250).
+    /// Cap on requests we queue from one peer, advertised as our BEP 10 `reqq`
+    /// (default [`MAX_REQUESTS_PER_PEER`]).
     pub max_requests_per_peer: u32,
     /// Cap on our requests in flight to one peer (also bounded by its BEP 10 `reqq`); the
     /// queue toward a 16 KiB-block peer grows with its rate up to this (libtorrent's
@@ -201,7 +202,7 @@ impl TorrentConfig {
             choker,
             pipeline_bytes,
             max_hash_failures_per_peer: 3,
-            max_requests_per_peer: 250,
+            max_requests_per_peer: MAX_REQUESTS_PER_PEER,
             max_request_queue: 500,
             upload_in_flight_bytes: upload_window_bytes(&choker, pipeline_bytes),
             busy_reject_pending: BUSY_REJECT_PENDING,
@@ -249,6 +250,15 @@ impl TorrentConfig {
 /// ratios 1.097, 1.096 and 1.100 (none: 1.166); 4 leaves a few requests to choose from
 /// when the window frees.
 pub const BUSY_REJECT_PENDING: usize = 4;
+
+/// Requests we queue from one peer before rejecting more (BEP 6) or dropping them, and
+/// the BEP 10 `reqq` we advertise: 2,000, libtorrent's `max_allowed_in_request_queue`.
+///
+/// Clients that size their request queue by their measured rate, capped by our `reqq`,
+/// are held to `reqq` × 16 KiB per request round by it. Transmission 3.00 refills its
+/// requests about once a second, so a `reqq` of 250 held it to 4.1 MB/s per p2pe peer
+/// (perf/interop-clients.md). Bound: at most this many queued requests per peer.
+pub const MAX_REQUESTS_PER_PEER: u32 = 2_000;
 
 /// Concurrent uploads (pipelines in the upload window) of the datacenter profile.
 ///

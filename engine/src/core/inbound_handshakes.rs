@@ -28,6 +28,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Time;
+use crate::base::InfoHash;
 
 /// The BEP 3 protocol string a handshake starts with (after its length byte).
 const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
@@ -68,7 +69,7 @@ pub enum Routed<P> {
     /// calls) followed by the bytes of this call.
     InfoHash {
         /// The info-hash of the peer's handshake (BEP 3).
-        info_hash: [u8; 20],
+        info_hash: InfoHash,
         /// What [`InboundHandshakes::handle_open`] was given.
         peer: P,
         /// Bytes received before this call, in order (fewer than 48).
@@ -162,7 +163,7 @@ impl<K: Copy + Eq, P> InboundHandshakes<K, P> {
         }
         let w = self.waiting.remove(i)?;
         Some(Routed::InfoHash {
-            info_hash,
+            info_hash: InfoHash(info_hash),
             peer: w.peer,
             buffered: w.buf,
         })
@@ -214,11 +215,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn handshake(info_hash: [u8; 20]) -> Vec<u8> {
+    fn handshake(info_hash: InfoHash) -> Vec<u8> {
         let mut h = vec![19u8];
         h.extend_from_slice(PROTOCOL);
         h.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0x05]);
-        h.extend_from_slice(&info_hash);
+        h.extend_from_slice(&info_hash.0);
         h.extend_from_slice(b"-XX0001-012345678901");
         h
     }
@@ -236,7 +237,7 @@ mod tests {
 
     #[test]
     fn routes_on_the_info_hash_whatever_the_split() {
-        let ih = [7u8; 20];
+        let ih = InfoHash([7u8; 20]);
         let hs = handshake(ih);
         for split in 1..hs.len() {
             let mut w = InboundHandshakes::new(cfg(4));

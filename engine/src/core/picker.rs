@@ -472,14 +472,18 @@ impl Picker {
 
     /// Rarest untouched piece the peer has, ties broken at random.
     fn rarest_untouched(&self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
+        if self.none_untouched_usable(ctx) {
+            return self.rarest_walk_draws(rng);
+        }
         let mut budget = WALK_BUDGET;
         for bucket in self.buckets.iter().skip(1) {
             if bucket.is_empty() {
                 continue;
             }
             let start = rng.random_range(0..bucket.len());
-            for k in 0..bucket.len() {
-                let p = bucket[(start + k) % bucket.len()];
+            // `start..len` then `0..start`: the rotation, without a division per step.
+            let (tail, head) = bucket.split_at(start);
+            for &p in head.iter().chain(tail) {
                 if ctx.usable(p) && self.claimable(p) {
                     return Some(p);
                 }
@@ -488,6 +492,42 @@ impl Picker {
                     return self.rarest_by_scan(ctx, rng);
                 }
             }
+        }
+        None
+    }
+
+    /// Whether the peer certainly has no untouched piece for us: `untouched & have` is
+    /// empty word by word (O(pieces / 64)). Only answered without shared claims and
+    /// without a rack import filter (whose word form leaves out its suggestions);
+    /// otherwise false (unknown).
+    fn none_untouched_usable(&self, ctx: &PickContext<'_>) -> bool {
+        if self.claims.is_some() || ctx.import.is_some() {
+            return false;
+        }
+        let have = ctx.peer_have.words();
+        self.untouched
+            .words()
+            .iter()
+            .zip(have)
+            .all(|(&u, &h)| u & h == 0)
+    }
+
+    /// What [`Picker::rarest_untouched`]'s walk does when no piece in any bucket is
+    /// usable: the same random draws (one per non-empty bucket reached within
+    /// [`WALK_BUDGET`]), without looking at the pieces, and no pick. The fallback scan it
+    /// would reach draws nothing without candidates. Keeps a run replayable: the same
+    /// inputs consume the same random numbers whichever path answers.
+    fn rarest_walk_draws(&self, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
+        let mut budget = WALK_BUDGET;
+        for bucket in self.buckets.iter().skip(1) {
+            if bucket.is_empty() {
+                continue;
+            }
+            let _ = rng.random_range(0..bucket.len());
+            if bucket.len() >= budget {
+                return None;
+            }
+            budget -= bucket.len();
         }
         None
     }

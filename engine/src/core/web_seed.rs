@@ -48,6 +48,7 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 use super::{AtomicBitfield, Availability, PieceIndex, Time};
+use crate::base::PeerId;
 
 /// Tunables of [`WebSeedPolicy`] and [`Backoff`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +265,7 @@ impl Share {
 
     /// The share of the node with peer id `ours` among connected `peers`
     /// (BEP 3 peer ids; duplicates of `ours` are ignored).
-    pub fn of_peer_ids<'a>(ours: &[u8; 20], peers: impl IntoIterator<Item = &'a [u8; 20]>) -> Self {
+    pub fn of_peer_ids<'a>(ours: &PeerId, peers: impl IntoIterator<Item = &'a PeerId>) -> Self {
         let mut rank = 0u32;
         let mut of = 1u32;
         for p in peers {
@@ -449,7 +450,7 @@ mod tests {
 
     #[test]
     fn nodes_that_see_the_same_peers_split_the_pieces() {
-        let ids: Vec<[u8; 20]> = (0..5u8).map(|i| [i.wrapping_mul(37); 20]).collect();
+        let ids: Vec<PeerId> = (0..5u8).map(|i| PeerId([i.wrapping_mul(37); 20])).collect();
         let shares: Vec<Share> = ids
             .iter()
             .map(|me| Share::of_peer_ids(me, ids.iter()))

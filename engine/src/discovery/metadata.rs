@@ -35,14 +35,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mainline::Id;
 
+use super::dht::{self, DhtConfig};
 use super::tracker_client::{ClientConfig, TrackerClient};
 use super::tracker_io::TrackerDriver;
+use crate::base::PeerId;
 use crate::core::address_book::{AddressBook, Admission, BookConfig, EntryId, Source};
 use crate::core::metadata::{
     MetadataAction, MetadataConfig, MetadataDropReason, MetadataFetch, MetadataStats,
 };
 use crate::core::{PeerKey, Time};
-use crate::node::{build_dht, DhtConfig};
 use crate::wire::metainfo::InfoHash;
 use crate::wire::peer::metadata::{MetadataMessage, UT_METADATA};
 use crate::wire::peer::{ExtendedHandshake, ExtendedMessage, Handshake, Message, MessageId};
@@ -94,7 +95,7 @@ pub struct FetchConfig {
     /// Our peer id (BEP 3) while fetching. Use another one than the node
     /// that follows: a seed still holding a fetch connection would take the
     /// node's connection under the same id for a duplicate and close it.
-    pub peer_id: [u8; 20],
+    pub peer_id: PeerId,
     /// The port announced to trackers while fetching (the node's listen
     /// port if known, else 0). A `stopped` announce ends the fetch's
     /// announces, so the entry does not outlive the fetch.
@@ -126,7 +127,7 @@ pub struct FetchConfig {
 impl FetchConfig {
     /// Defaults: 60 s in all, 5 s per connect, 16 connections, default
     /// tracker client and metadata settings.
-    pub fn new(peer_id: [u8; 20]) -> Self {
+    pub fn new(peer_id: PeerId) -> Self {
         Self {
             peer_id,
             port: 0,
@@ -569,7 +570,7 @@ fn spawn_tracker(
 
 /// Looks the info-hash's peers up in the DHT on a thread, every
 /// [`DHT_RETRY`], until `stop` is set (or the fetch is gone).
-#[allow(deprecated)] // mainline's blocking API: a plain thread, as in `node::dht`
+#[allow(deprecated)] // mainline's blocking API: a plain thread, as in [`super::dht`]
 fn spawn_dht(
     info_hash: InfoHash,
     config: &DhtConfig,
@@ -585,7 +586,7 @@ fn spawn_dht(
     let spawned = std::thread::Builder::new()
         .name("p2pe-metadata-dht".into())
         .spawn(move || {
-            let (dht, id) = match (build_dht(&config), Id::from_bytes(info_hash.0)) {
+            let (dht, id) = match (dht::build(&config), Id::from_bytes(info_hash.0)) {
                 (Ok(d), Ok(id)) => (d, id),
                 (Err(e), _) => {
                     let _ = tx.send(Event::Warning(format!("dht: cannot start: {e}")));
@@ -660,7 +661,7 @@ fn converse(
     key: PeerKey,
     addr: SocketAddr,
     info_hash: InfoHash,
-    peer_id: [u8; 20],
+    peer_id: PeerId,
     connect_timeout: Duration,
     read_timeout: Duration,
     tx: &mpsc::SyncSender<Event>,
@@ -673,7 +674,7 @@ fn converse(
     ))?;
     s.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let _ = s.set_nodelay(true);
-    let mut ours = Handshake::new(info_hash.0, peer_id);
+    let mut ours = Handshake::new(info_hash, peer_id);
     ours.set_fast(false);
     let mut hs = ExtendedHandshake::default();
     hs.m.insert(UT_METADATA.into(), OUR_METADATA_ID);
@@ -686,7 +687,7 @@ fn converse(
     let mut raw = [0u8; Handshake::LEN_BYTES];
     s.read_exact(&mut raw)?;
     let theirs = Handshake::decode(&raw).map_err(|e| bad_data(e.to_string()))?;
-    if theirs.info_hash != info_hash.0 {
+    if theirs.info_hash != info_hash {
         return Err(bad_data("handshake for another info-hash"));
     }
     if !theirs.supports_extended() {

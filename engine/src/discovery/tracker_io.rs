@@ -220,10 +220,10 @@ mod tests {
     use std::net::{TcpListener, UdpSocket};
 
     use super::*;
+    use crate::base::{InfoHash, PeerId};
     use crate::discovery::tracker_client::ClientConfig;
     use crate::discovery::tracker_server::io::{ServerConfig, TrackerServer};
     use crate::discovery::tracker_server::TrackerConfig;
-    use crate::wire::metainfo::InfoHash;
 
     /// Serves one HTTP connection: reads the request head, then answers `reply`
     /// (or, with `None`, holds the connection open until the client hangs up).
@@ -286,8 +286,14 @@ mod tests {
             udp_max_retries: 1,
             ..ClientConfig::default()
         };
-        let client =
-            TrackerClient::new(config, &tiers, InfoHash([5; 20]), [port as u8; 20], port, 9);
+        let client = TrackerClient::new(
+            config,
+            &tiers,
+            InfoHash([5; 20]),
+            PeerId([port as u8; 20]),
+            port,
+            9,
+        );
         TrackerDriver::new(client, Duration::from_millis(500))
     }
 

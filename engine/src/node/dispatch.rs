@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::base::InfoHash;
 use crate::core::inbound_handshakes::{InboundConfig, InboundHandshakes, Routed};
 use crate::core::Time;
 use crate::rt::{ConnId, Handler};
@@ -58,7 +59,7 @@ pub(crate) enum Routing {
 /// A torrent's handler for one worker, as the session sends it.
 pub(crate) struct TorrentSlot {
     pub(crate) id: TorrentId,
-    pub(crate) info_hash: [u8; 20],
+    pub(crate) info_hash: InfoHash,
     pub(crate) handler: NodeHandler,
 }
 
@@ -90,7 +91,7 @@ pub(crate) struct Dispatcher {
     /// connection entry naming it is gone.
     entries: Vec<Option<Entry>>,
     by_id: HashMap<TorrentId, usize>,
-    by_hash: HashMap<[u8; 20], usize>,
+    by_hash: HashMap<InfoHash, usize>,
     /// The torrent (local index) of every connection a handler has seen.
     conns: HashMap<ConnId, usize>,
     /// Inbound connections waiting for their handshake (`None`: [`Routing::Sole`]).

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::base::{InfoHash, PeerId};
 use crate::wire::peer::{BlockOffset, BlockRequest, Handshake, Message, PieceIndex};
 
 /// Bound on a fake peer's blocking reads and writes.
@@ -28,7 +29,7 @@ pub struct FakePeer {
 impl FakePeer {
     /// Connects to `addr` and exchanges handshakes (fast extension on) for
     /// `info_hash`; `None` if the other side closes or does not answer.
-    pub fn connect(addr: SocketAddr, info_hash: [u8; 20], id: u8) -> Option<FakePeer> {
+    pub fn connect(addr: SocketAddr, info_hash: InfoHash, id: u8) -> Option<FakePeer> {
         let stream = TcpStream::connect_timeout(&addr, IO_BOUND).ok()?;
         let mut p = FakePeer { stream };
         p.handshake(info_hash, id)?;
@@ -48,7 +49,7 @@ impl FakePeer {
     /// Connects with a 4 KiB receive buffer (so that a peer that never reads
     /// closes its TCP window early), exchanges handshakes, says `interested`, and
     /// reads until `unchoke`; `None` on any failure.
-    pub fn connect_leecher(addr: SocketAddr, info_hash: [u8; 20], id: u8) -> Option<FakePeer> {
+    pub fn connect_leecher(addr: SocketAddr, info_hash: InfoHash, id: u8) -> Option<FakePeer> {
         use socket2::{Domain, Socket, Type};
         let sock = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
         sock.set_recv_buffer_size(4096).ok()?;
@@ -113,8 +114,8 @@ impl FakePeer {
         false
     }
 
-    fn handshake(&mut self, info_hash: [u8; 20], id: u8) -> Option<()> {
-        let mut ours = Handshake::new(info_hash, [id; 20]);
+    fn handshake(&mut self, info_hash: InfoHash, id: u8) -> Option<()> {
+        let mut ours = Handshake::new(info_hash, PeerId([id; 20]));
         ours.set_fast(true);
         self.stream.set_read_timeout(Some(IO_BOUND)).ok()?;
         self.stream.set_write_timeout(Some(IO_BOUND)).ok()?;
@@ -244,7 +245,7 @@ pub struct FakeListener {
 impl FakeListener {
     /// Listens for peers of `info_hash`; at most `max_conns` connections, each
     /// handled on its own thread until the listener is dropped.
-    pub fn spawn(info_hash: [u8; 20], script: Script, max_conns: usize) -> FakeListener {
+    pub fn spawn(info_hash: InfoHash, script: Script, max_conns: usize) -> FakeListener {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind fake peer");
         let addr = l.local_addr().expect("fake peer address");
         l.set_nonblocking(true).expect("nonblocking listener");
@@ -295,7 +296,7 @@ impl Drop for FakeListener {
     }
 }
 
-fn run_script(stream: TcpStream, info_hash: [u8; 20], script: Script, stop: &AtomicBool) {
+fn run_script(stream: TcpStream, info_hash: InfoHash, script: Script, stop: &AtomicBool) {
     let mut p = FakePeer { stream };
     if p.handshake(info_hash, 0xf0).is_none() {
         return;

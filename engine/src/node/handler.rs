@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::base::InfoHash;
 use crate::core::address_book::{AddressBook, BookConfig};
 use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
@@ -22,7 +23,7 @@ use super::dispatch::SessionMsg;
 use super::peer::{PeerConn, Source};
 use super::session::TorrentId;
 use super::transfers::PieceSources;
-use super::{Command, NodeConfig, NodeError, Shared};
+use super::{Command, NodeConfig, NodeError, TorrentShared};
 use crate::core::rate_limit::SharedBucket;
 
 mod dial;
@@ -44,9 +45,6 @@ const P2PE_EXT_ID: u8 = 1;
 pub(super) const PEX_EXT_ID: u8 = 2;
 /// Extended message id we assign to `ut_metadata` (BEP 9) in our BEP 10 `m`.
 pub(super) const METADATA_EXT_ID: u8 = 3;
-/// BEP 10 `reqq` we advertise: the core's default `max_requests_per_peer`.
-const REQQ: u32 = 250;
-
 /// Bits of a [`PeerKey`] below the worker index: keys are unique across the
 /// node's workers (the batched choker ranks all peers together).
 const KEY_WORKER_SHIFT: u32 = 48;
@@ -83,7 +81,7 @@ pub(crate) struct NodeHandler {
     pub(super) slot_config: SlotConfig,
     /// PEX interval between p2pe nodes (`None`: PEX off, e.g. private torrent).
     pub(super) pex_interval: Option<Duration>,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<TorrentShared>,
     /// Our share already added to `shared.downloaded_bytes` / `shared.peers`.
     published_downloaded_bytes: u64,
     published_peers: u32,
@@ -137,11 +135,11 @@ impl NodeHandler {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         mut config: TorrentConfig,
-        info_hash: [u8; 20],
+        info_hash: InfoHash,
         storage: Arc<Storage>,
         sources: Vec<Option<Arc<SourceFile>>>,
         nc: &NodeConfig,
-        shared: Arc<Shared>,
+        shared: Arc<TorrentShared>,
         (torrent_id, worker): (TorrentId, usize),
         private: bool,
         info_bytes: Arc<[u8]>,
@@ -159,7 +157,8 @@ impl NodeHandler {
         let lanes = u8::try_from(shared.workers.min(usize::from(MAX_LANES))).unwrap_or(1);
         our_ext.p2pe = our_ext.p2pe.map(|e| P2peExt { lanes, ..e });
         our_ext.v = Some(concat!("p2pe ", env!("CARGO_PKG_VERSION")).to_string());
-        our_ext.reqq = Some(REQQ);
+        // BEP 10 `reqq`: the requests we queue from one peer before rejecting more.
+        our_ext.reqq = Some(config.max_requests_per_peer);
         our_ext.p = nc.listen.map(|a| a.port()).filter(|&p| p != 0);
         // Our rack and zone labels: p2pe peers of the same rack prefer us (`core::rack`).
         our_ext.p2pe_rack = nc.tracker.topology.rack.clone();

@@ -56,7 +56,7 @@ fn a_frozen_seeder_does_not_hang_a_two_worker_get() {
     let src = tmp.path().join("src");
     let meta = make_torrent(&src, "t", &[64 * 32 * 1024], 32 * 1024);
     let seed = seed_node(&meta, &src);
-    let frozen = FakeListener::spawn(meta.info_hash().0, Script::FrozenSeeder, 16);
+    let frozen = FakeListener::spawn(meta.info_hash(), Script::FrozenSeeder, 16);
     for run in 0..4 {
         let dir = tmp.path().join(format!("get{run}"));
         // The frozen peer first: it gets requests before the honest seed answers.
@@ -94,7 +94,7 @@ fn idle_and_handshake_only_sockets_do_not_lock_leechers_out() {
         let p = if i % 2 == 0 {
             FakePeer::connect_silent(addr)
         } else {
-            FakePeer::connect(addr, meta.info_hash().0, 1 + (i % 200) as u8)
+            FakePeer::connect(addr, meta.info_hash(), 1 + (i % 200) as u8)
         };
         squatters.push(p.expect("the seed accepts while it has slots"));
     }
@@ -139,7 +139,7 @@ fn per_ip_cap_refuses_the_connection_over_it() {
     };
     let seed = seed_with(&meta, &src, slots);
     let addr = seed.local_addr().unwrap();
-    let ih = meta.info_hash().0;
+    let ih = meta.info_hash();
     let mut a = FakePeer::connect(addr, ih, 1).unwrap();
     let mut b = FakePeer::connect(addr, ih, 2).unwrap();
     assert!(
@@ -163,7 +163,7 @@ fn leechers_that_never_read_do_not_starve_the_others() {
     let seed = seed_node(&meta, &src);
     let addr = seed.local_addr().unwrap();
     let mut sinks: Vec<FakePeer> = (0..2)
-        .map(|i| FakePeer::connect_leecher(addr, meta.info_hash().0, 40 + i).unwrap())
+        .map(|i| FakePeer::connect_leecher(addr, meta.info_hash(), 40 + i).unwrap())
         .collect();
     // Enough requests to fill their kernel buffers and the whole window many
     // times, paced as an attacker would (the pause lets the seed hand out what
@@ -194,7 +194,7 @@ fn a_request_flood_from_a_peer_that_never_reads_is_cut_off() {
     let meta = make_torrent(&src, "t", &[(pieces * piece_len) as usize], piece_len);
     let seed = seed_node(&meta, &src);
     let mut flood =
-        FakePeer::connect_leecher(seed.local_addr().unwrap(), meta.info_hash().0, 9).unwrap();
+        FakePeer::connect_leecher(seed.local_addr().unwrap(), meta.info_hash(), 9).unwrap();
     // Each round is 128 requests = 2,176 bytes; 1 MiB of 17-byte rejects is
     // ~62k requests beyond what the kernel buffers hold (a few MiB), so 10,000
     // rounds (1.28M requests, 22 MB of rejects) are far past the bound.
@@ -213,7 +213,7 @@ fn a_liar_does_not_get_the_honest_seed_banned() {
     let src = tmp.path().join("src");
     let meta = make_torrent(&src, "t", &[64 * 32 * 1024], 32 * 1024);
     let seed = seed_node(&meta, &src);
-    let liar = FakeListener::spawn(meta.info_hash().0, Script::Liar, 16);
+    let liar = FakeListener::spawn(meta.info_hash(), Script::Liar, 16);
     let dir = tmp.path().join("get");
     let get = get_node(
         &meta,
@@ -248,7 +248,7 @@ fn a_liar_among_whole_piece_requests_on_two_workers_does_not_stall_the_get() {
     let meta = make_torrent(&src, "t", &[64 << 20], 1 << 20);
     let seed = seed_node(&meta, &src);
     for run in 0..3 {
-        let liar = FakeListener::spawn(meta.info_hash().0, Script::Liar, 16);
+        let liar = FakeListener::spawn(meta.info_hash(), Script::Liar, 16);
         let dir = tmp.path().join(format!("get{run}"));
         let get = get_node(
             &meta,
@@ -289,7 +289,7 @@ fn liar_is_caught_and_banned(meta: &Metainfo, src: &Path, dir: &Path) {
         },
     )
     .unwrap();
-    let liar = FakeListener::spawn(meta.info_hash().0, Script::Garbler, 16);
+    let liar = FakeListener::spawn(meta.info_hash(), Script::Garbler, 16);
     let get = get_node(
         meta,
         dir,
@@ -343,7 +343,7 @@ fn a_peer_sending_garbage_shows_in_the_hash_failure_and_ban_counters() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let meta = make_torrent(&src, "t", &[8 * piece_len], piece_len as u32);
-    let garbler = FakeListener::spawn(meta.info_hash().0, Script::Garbler, 4);
+    let garbler = FakeListener::spawn(meta.info_hash(), Script::Garbler, 4);
     let get = get_node(&meta, &tmp.path().join("get"), vec![garbler.addr], Some(1));
     let watch = get.watch();
     let end = std::time::Instant::now() + HONEST_BOUND;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::fake_peer::{FakeListener, Script};
 use super::tests::{assert_same_files, make_torrent, open, wait_complete};
 use super::{Node, NodeConfig};
+use crate::base::PeerId;
 use crate::store::OpenMode;
 use crate::wire::peer::{Handshake, Message};
 
@@ -70,7 +71,7 @@ fn connections_opened(ext: &'static [u8], want: usize) -> (usize, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let meta = make_torrent(&src, "t", &[1 << 20], 32 * 1024);
-    let fake = FakeListener::spawn(meta.info_hash().0, Script::ExtendedSeeder(ext), 8);
+    let fake = FakeListener::spawn(meta.info_hash(), Script::ExtendedSeeder(ext), 8);
     let get = Node::start(
         &meta,
         open(&meta, &tmp.path().join("get"), OpenMode::Create),
@@ -117,7 +118,7 @@ fn second_connection_kept(ext: &[u8]) -> bool {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let meta = make_torrent(&src, "t", &[1 << 20], 32 * 1024);
-    let info_hash = meta.info_hash().0;
+    let info_hash = meta.info_hash();
     let seed = Node::start(
         &meta,
         open(&meta, &src, OpenMode::Seed),
@@ -129,7 +130,7 @@ fn second_connection_kept(ext: &[u8]) -> bool {
     )
     .unwrap();
     let addr = seed.local_addr().unwrap();
-    let hs = Handshake::new(info_hash, [0xdd; 20]).to_bytes();
+    let hs = Handshake::new(info_hash, PeerId([0xdd; 20])).to_bytes();
     let connect = || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::tests::{make_blake3_torrent, make_torrent_opts, open};
 use super::{Node, NodeConfig};
+use crate::base::PeerId;
 use crate::discovery::metadata::{fetch_metadata, FetchConfig, FetchError};
 use crate::store::OpenMode;
 use crate::wire::metainfo::Metainfo;
@@ -20,7 +21,7 @@ fn seed(meta: &Metainfo, dir: &std::path::Path) -> Node {
 }
 
 fn config() -> FetchConfig {
-    let mut c = FetchConfig::new(*b"-PE0001-fetchfetchfe");
+    let mut c = FetchConfig::new(PeerId(*b"-PE0001-fetchfetchfe"));
     c.timeout = Duration::from_secs(30);
     c
 }

@@ -99,9 +99,7 @@
 //! some back; a block is reported sent to the core once the runtime has handed
 //! all its bytes to the kernel.
 
-mod announce;
 mod convert;
-mod dht;
 mod dispatch;
 mod handler;
 mod peer;
@@ -115,16 +113,17 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use crate::base::PeerId;
 use crate::core::{ChokerConfig, ChokerMode, Locality, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
 use crate::rt::SendStrategy;
 use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
-pub(crate) use dht::build as build_dht;
-pub use dht::DhtConfig;
+pub use crate::discovery::announcer::TRACKER_STOP_BOUND;
+pub use crate::discovery::dht::DhtConfig;
 pub use session::{Session, TorrentId};
-pub(crate) use shared::{Command, Shared};
+pub(crate) use shared::{Command, TorrentShared};
 pub use transfers::{PeerTransfer, Transfers};
 pub use web_seed::{WebSeedConfig, WebSeedStats};
 
@@ -141,10 +140,6 @@ pub const PEX_INTERVAL_DATACENTER: Duration = Duration::from_secs(2);
 /// fleet of thousands does not open thousands of sockets per node.
 pub const MAX_PEERS: usize = 60;
 
-/// How long [`Node::shutdown`] waits for the trackers to take the `stopped`
-/// announce (a tracker that does not answer in time is left alone).
-pub const TRACKER_STOP_BOUND: Duration = Duration::from_secs(3);
-
 /// Configuration of a [`Node`].
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -156,8 +151,8 @@ pub struct NodeConfig {
     pub upload_limit_bytes_per_s: Option<u64>,
     /// Download limit for payload bytes, bytes per second (`None`: unlimited).
     pub download_limit_bytes_per_s: Option<u64>,
-    /// Our 20-byte peer id (BEP 3).
-    pub peer_id: [u8; 20],
+    /// Our peer id (BEP 3; Azureus style `-PE0001-...` by default, BEP 20).
+    pub peer_id: PeerId,
     /// Choker settings; default [`ChokerConfig::datacenter`].
     pub choker: ChokerConfig,
     /// Seed of the core's random choices.
@@ -219,11 +214,7 @@ impl NodeConfig {
     /// trackers, [`MAX_PEERS`], PEX every [`PEX_INTERVAL_DATACENTER`],
     /// [`default_workers`] unpinned workers, [`SendStrategy::Send`].
     pub fn new() -> Self {
-        let mut peer_id = *b"-PE0001-000000000000";
-        let r: [u8; 12] = rand::random();
-        for (dst, b) in peer_id.iter_mut().skip(8).zip(r) {
-            *dst = b"0123456789abcdefghijklmnopqrstuvwxyz"[usize::from(b) % 36];
-        }
+        let peer_id = PeerId::azureus(*b"-PE0001-", rand::random());
         NodeConfig {
             listen: None,
             peers: Vec::new(),
@@ -356,7 +347,7 @@ pub const RESUME_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 pub struct Node {
     session: Session,
     id: TorrentId,
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
     storage: Arc<Storage>,
 }
 
@@ -366,7 +357,7 @@ pub struct Node {
 /// is dropped or signalled.
 fn spawn_flusher(
     storage: Arc<Storage>,
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
 ) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<()>();
     let t = std::thread::Builder::new()
@@ -394,7 +385,7 @@ fn torrent_config(
     meta: &Metainfo,
     config: &NodeConfig,
     storage: &Storage,
-    shared: &Shared,
+    shared: &TorrentShared,
 ) -> TorrentConfig {
     let info = meta.info();
     let mut tc = TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
@@ -404,7 +395,7 @@ fn torrent_config(
     tc.locality = topology
         .rack
         .as_deref()
-        .map(|rack| Locality::labelled(rack, topology.zone.as_deref(), &config.peer_id));
+        .map(|rack| Locality::labelled(rack, topology.zone.as_deref(), &config.peer_id.0));
     let mut left = info.total_len_bytes();
     for (i, v) in (0u32..).zip(storage.verified()) {
         if v {
@@ -556,7 +547,7 @@ impl Node {
 /// workers.
 #[derive(Clone)]
 pub struct NodeWatch {
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
 }
 
 impl NodeWatch {
@@ -572,7 +563,7 @@ impl NodeWatch {
 }
 
 /// Snapshots of the web seeds' counters in `s`.
-fn web_seed_stats(s: &Shared) -> Vec<WebSeedStats> {
+fn web_seed_stats(s: &TorrentShared) -> Vec<WebSeedStats> {
     s.web_seeds
         .get()
         .map_or_else(Vec::new, |v| v.iter().map(|c| c.stats()).collect())
@@ -585,7 +576,7 @@ impl std::fmt::Debug for NodeWatch {
 }
 
 /// The counters in `s` as a [`Progress`].
-fn progress_of(s: &Shared) -> Progress {
+fn progress_of(s: &TorrentShared) -> Progress {
     let web = s.web_seeds.get().map_or(&[][..], Vec::as_slice);
     Progress {
         verified_pieces: s.verified_pieces.load(Ordering::Acquire),

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::base::PeerId;
 use crate::core::pex::PexSchedule;
 use crate::core::slots::ConnActivity;
 use crate::core::{Block, PeerCaps, PeerKey, PeerMessage, Time};
@@ -78,7 +79,7 @@ pub(crate) struct PeerConn {
     /// socket's IP with the BEP 10 `p` of an inbound peer.
     pub(crate) listen_addr: Option<SocketAddr>,
     /// The peer's id, once its handshake arrived.
-    pub(crate) peer_id: Option<[u8; 20]>,
+    pub(crate) peer_id: Option<PeerId>,
     /// The peer's extended message id for `ut_pex` (BEP 11), if it speaks it.
     pub(crate) pex_id: Option<u8>,
     /// The peer's extended message id for `ut_metadata` (BEP 9), if it speaks it.
@@ -102,7 +103,7 @@ pub(crate) struct PeerConn {
     pub(crate) book_addr: Option<SocketAddr>,
     /// Timestamps and totals for the slot policy ([`crate::core::slots`]).
     pub(crate) activity: ConnActivity,
-    /// Counted in [`super::Shared::inbound_per_ip`] (an admitted inbound peer).
+    /// Counted in [`super::TorrentShared::inbound_per_ip`] (an admitted inbound peer).
     pub(crate) ip_counted: bool,
     /// An extra lane to a p2pe peer whose primary connection is elsewhere
     /// (see `handler::lanes`); counted in its `PeerEntry::extra`.

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::base::{InfoHash, PeerId};
 use bytes::Bytes;
 
 use super::fake_peer::FakePeer;
@@ -43,7 +44,7 @@ fn refusing_ports(n: usize) -> Vec<socket2::Socket> {
 /// `addrs` in `ut_pex` messages of [`MAX_PEX_PEERS`], then reads and drops
 /// everything until `stop`.
 fn spawn_pex_flooder(
-    info_hash: [u8; 20],
+    info_hash: InfoHash,
     addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
 ) -> (SocketAddr, std::thread::JoinHandle<()>) {
@@ -69,9 +70,9 @@ fn spawn_pex_flooder(
     (addr, t)
 }
 
-fn flood(mut s: TcpStream, info_hash: [u8; 20], addrs: &[SocketAddr]) -> std::io::Result<()> {
+fn flood(mut s: TcpStream, info_hash: InfoHash, addrs: &[SocketAddr]) -> std::io::Result<()> {
     s.set_read_timeout(Some(BOUND))?;
-    let mut ours = Handshake::new(info_hash, [0xee; 20]);
+    let mut ours = Handshake::new(info_hash, PeerId([0xee; 20]));
     ours.set_extended(true);
     s.write_all(&ours.to_bytes())?;
     let mut theirs = [0u8; Handshake::LEN_BYTES];
@@ -132,7 +133,7 @@ fn a_pex_flood_does_not_crowd_out_a_tracker_seeder() {
         })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let (flooder, thread) = spawn_pex_flooder(meta.info_hash().0, addrs, stop.clone());
+    let (flooder, thread) = spawn_pex_flooder(meta.info_hash(), addrs, stop.clone());
     let dir = tmp.path().join("get");
     let get = Node::start(
         &meta,

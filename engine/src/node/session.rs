@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use crate::core::inbound_handshakes::InboundConfig;
 use crate::core::rate_limit::SharedBucket;
 use crate::core::Time;
+use crate::discovery::announcer::{Announcer, Params as AnnounceParams};
+use crate::discovery::dht;
 use crate::rt::{self, PostError, RuntimeConfig, RuntimeHandle};
 use crate::store::{Storage, StoreError};
 use crate::wire::metainfo::{InfoHash, Metainfo};
@@ -27,8 +29,8 @@ use crate::wire::metainfo::{InfoHash, Metainfo};
 use super::dispatch::{Dispatcher, Routing, SessionMsg, TorrentSlot};
 use super::handler::NodeHandler;
 use super::{
-    announce, dht, progress_of, spawn_flusher, torrent_config, web_seed, Command, NodeConfig,
-    NodeError, NodeWatch, Progress, Shared, Transfers,
+    progress_of, spawn_flusher, torrent_config, web_seed, Command, NodeConfig, NodeError,
+    NodeWatch, Progress, TorrentShared, Transfers,
 };
 
 /// Longest wait for a message to a worker whose mailbox is full (the worker
@@ -52,12 +54,12 @@ impl std::fmt::Display for TorrentId {
 /// The owner's side of one torrent of a session.
 struct Hosted {
     info_hash: InfoHash,
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
     storage: Arc<Storage>,
     /// [`NodeConfig::durable_exit`].
     durable_exit: bool,
     flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
-    announcer: Option<announce::Announcer>,
+    announcer: Option<Announcer>,
     dht: Option<dht::DhtNode>,
     /// BEP 19 fetcher threads (only while incomplete and with web seeds).
     web_seeds: Option<web_seed::WebSeeds>,
@@ -255,7 +257,7 @@ impl Session {
         let mut nc = config.clone();
         nc.listen = self.listen;
         nc.workers = self.workers;
-        let mut shared = Shared::new(info.piece_count(), self.workers);
+        let mut shared = TorrentShared::new(info.piece_count(), self.workers);
         shared.epoch = self.epoch;
         let _ = shared.limits.set(self.limits.clone());
         let shared = Arc::new(shared);
@@ -269,7 +271,7 @@ impl Session {
         let make = |w: usize| -> Result<SessionMsg, NodeError> {
             let handler = NodeHandler::new(
                 tc.clone(),
-                ih.0,
+                ih,
                 storage.clone(),
                 sources.clone(),
                 &nc,
@@ -280,7 +282,7 @@ impl Session {
             )?;
             let slot = TorrentSlot {
                 id,
-                info_hash: ih.0,
+                info_hash: ih,
                 handler,
             };
             Ok(SessionMsg::Add(Box::new(slot), ack.clone()))
@@ -340,14 +342,14 @@ impl Session {
             .clone()
             .unwrap_or_else(|| meta.trackers().to_vec());
         if tiers.iter().any(|t| !t.is_empty()) {
-            hosted.announcer = Some(announce::Announcer::spawn(announce::Params {
+            hosted.announcer = Some(Announcer::spawn(AnnounceParams {
                 tiers,
                 info_hash: meta.info_hash(),
                 peer_id: config.peer_id,
                 port,
                 client: config.tracker.clone(),
                 seed: config.rng_seed ^ 0x0074_7261_636b_6572,
-                shared: shared.clone(),
+                host: shared.clone(),
             })?);
         }
         hosted.dht = match &config.dht {
@@ -561,7 +563,7 @@ impl Session {
 /// Per-torrent views a [`super::Node`] needs without a lookup.
 impl Session {
     /// Torrent `id`'s shared state and storage.
-    pub(super) fn parts(&self, id: TorrentId) -> Option<(Arc<Shared>, Arc<Storage>)> {
+    pub(super) fn parts(&self, id: TorrentId) -> Option<(Arc<TorrentShared>, Arc<Storage>)> {
         self.torrents
             .get(&id)
             .map(|h| (h.shared.clone(), h.storage.clone()))

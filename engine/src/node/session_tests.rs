@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::fake_peer::FakePeer;
 use super::tests::{make_torrent, node_closes_after, open, wait_complete};
 use super::{Node, NodeConfig, Session, TorrentId};
+use crate::base::{InfoHash, PeerId};
 use crate::core::slots::SlotConfig;
 use crate::store::OpenMode;
 use crate::wire::metainfo::Metainfo;
@@ -93,7 +94,7 @@ fn unknown_info_hashes_and_other_protocols_are_closed() {
     let src = tmp.path().join("src");
     let (session, torrents) = seed_session(&src, 2, 1);
     let addr = session.local_addr().unwrap();
-    let hs = Handshake::new([0x5a; 20], [0x11; 20]).to_bytes();
+    let hs = Handshake::new(InfoHash([0x5a; 20]), PeerId([0x11; 20])).to_bytes();
     assert!(node_closes_after(addr, &hs), "unknown info-hash kept");
     assert!(
         node_closes_after(addr, b"GET /announce HTTP/1.1\r\n\r\n"),
@@ -103,7 +104,7 @@ fn unknown_info_hashes_and_other_protocols_are_closed() {
     assert!(node_closes_after(addr, &[]), "silent socket kept");
     // The torrents still answer.
     for (_, meta) in &torrents {
-        let mut p = FakePeer::connect(addr, meta.info_hash().0, 1).expect("handshake");
+        let mut p = FakePeer::connect(addr, meta.info_hash(), 1).expect("handshake");
         assert!(!p.closed_within(Duration::from_millis(200)));
     }
     session.shutdown();
@@ -116,8 +117,8 @@ fn a_removed_torrent_closes_its_peers_and_the_others_keep_theirs() {
     let (mut session, torrents) = seed_session(&src, 2, 2);
     let addr = session.local_addr().unwrap();
     let (gone, kept) = (&torrents[0], &torrents[1]);
-    let mut a = FakePeer::connect(addr, gone.1.info_hash().0, 1).expect("handshake");
-    let mut b = FakePeer::connect(addr, kept.1.info_hash().0, 2).expect("handshake");
+    let mut a = FakePeer::connect(addr, gone.1.info_hash(), 1).expect("handshake");
+    let mut b = FakePeer::connect(addr, kept.1.info_hash(), 2).expect("handshake");
     session.remove(gone.0).unwrap();
     assert!(
         a.closed_within(Duration::from_secs(5)),
@@ -127,7 +128,7 @@ fn a_removed_torrent_closes_its_peers_and_the_others_keep_theirs() {
         !b.closed_within(Duration::from_millis(300)),
         "other torrent's peer closed"
     );
-    assert!(FakePeer::connect(addr, gone.1.info_hash().0, 3).is_none());
+    assert!(FakePeer::connect(addr, gone.1.info_hash(), 3).is_none());
     assert!(session.progress(gone.0).is_err());
     // Added again (a new id), it is served again.
     let config = session_config(2);

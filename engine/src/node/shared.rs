@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::base::PeerId;
 use crate::core::upload_history::UploadHistory;
 use crate::core::{AtomicBitfield, Availability, ChokeCandidate, ChokeDecision, PieceIndex};
+use crate::discovery::host::{DiscoveryHost, SwarmProgress};
 use crate::rt::ConnId;
 use crate::store::StoreError;
 use crate::wire::pex::PexFlags;
@@ -74,10 +76,10 @@ impl PeerEntry {
     }
 }
 
-/// State the workers publish for the owner of the [`super::Node`] and share with each
-/// other.
+/// One torrent's state that the workers publish for the owner of the [`super::Node`]
+/// and share with each other (one per torrent of a session).
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct TorrentShared {
     /// Number of runtime workers.
     pub(crate) workers: usize,
     /// The clock origin of every worker's core (`Time` is comparable across workers).
@@ -127,7 +129,7 @@ pub(crate) struct Shared {
     /// One primary connection per peer id over all workers, and its lane count
     /// (taken at handshake, extended handshake and close, and by a web seed
     /// fetcher once per piece it picks, for its share).
-    pub(crate) peer_ids: Mutex<HashMap<[u8; 20], PeerEntry>>,
+    pub(crate) peer_ids: Mutex<HashMap<PeerId, PeerEntry>>,
     /// Per worker: pieces this worker's connections received and this worker
     /// verified first this session (their sum is at most `verified_pieces`);
     /// shows how the lanes of a p2pe pair share the pieces.
@@ -151,11 +153,11 @@ pub(crate) struct Shared {
     pub(crate) web_seeds: std::sync::OnceLock<Vec<super::web_seed::SeedCounters>>,
 }
 
-impl Shared {
-    /// Shared state of a node of `workers` workers over `piece_count` pieces.
+impl TorrentShared {
+    /// State shared by the `workers` workers over `piece_count` pieces.
     pub(crate) fn new(piece_count: u32, workers: usize) -> Self {
         let workers = workers.max(1);
-        Shared {
+        TorrentShared {
             workers,
             epoch: Instant::now(),
             have: Arc::new(AtomicBitfield::new(piece_count)),
@@ -266,6 +268,32 @@ impl Shared {
     }
 }
 
+/// The glue the discovery threads (tracker announcer, DHT) see of a torrent.
+impl DiscoveryHost for TorrentShared {
+    fn progress(&self) -> SwarmProgress {
+        SwarmProgress {
+            complete: self.complete.load(Ordering::Acquire),
+            uploaded_bytes: self.uploaded_bytes.load(Ordering::Acquire),
+            downloaded_bytes: self.downloaded_bytes.load(Ordering::Acquire),
+            left_bytes: self.left_bytes.load(Ordering::Acquire),
+            peers: self.peers.load(Ordering::Acquire),
+        }
+    }
+
+    fn found_peers(&self, peers: Vec<SocketAddr>, source: Source) {
+        self.discovered(peers, source);
+    }
+
+    fn log(&self, line: String) {
+        TorrentShared::log(self, line);
+    }
+
+    fn set_announce_counts(&self, ok: u32, failed: u32) {
+        self.announces_ok.store(ok, Ordering::Release);
+        self.announces_failed.store(failed, Ordering::Release);
+    }
+}
+
 /// A control message to a worker.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -279,10 +307,10 @@ pub(crate) enum Command {
     /// Another worker verified this piece: have it, tell our peers.
     PieceVerified(PieceIndex),
     /// Another worker kept a connection to this peer id: close ours, `conn`.
-    ClosePeer(ConnId, [u8; 20]),
+    ClosePeer(ConnId, PeerId),
     /// Open one lane (an extra connection) to the p2pe peer with this id,
     /// listening at this address, unless this worker already has one.
-    DialLane(SocketAddr, [u8; 20]),
+    DialLane(SocketAddr, PeerId),
     /// To worker 0: worker `.0`'s choke report of the latest interval.
     ChokeReport(usize, Vec<ChokeCandidate>),
     /// From worker 0: this worker's part of a batched choke pass.

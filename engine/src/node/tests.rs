@@ -8,6 +8,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{storage_layout, Node, NodeConfig};
+use crate::base::{InfoHash, PeerId};
 use crate::store::{OpenMode, Storage};
 use crate::wire::metainfo::{FileSpec, Info, Layout, Metainfo, PieceHash};
 
@@ -92,7 +93,7 @@ fn write_files(dir: &Path, name: &str, sizes: &[usize]) -> (Vec<u8>, Vec<FileSpe
 
 pub(super) fn open(meta: &Metainfo, dir: &Path, mode: OpenMode) -> Arc<Storage> {
     let layout = storage_layout(meta).unwrap();
-    let (s, _) = Storage::open(dir, layout, meta.info_hash().0, mode).unwrap();
+    let (s, _) = Storage::open(dir, layout, meta.info_hash(), mode).unwrap();
     Arc::new(s)
 }
 
@@ -206,16 +207,16 @@ fn misbehaving_peers_are_closed_not_fatal() {
     // Not a handshake at all.
     assert!(node_closes_after(addr, &[0xff; 100]));
     // Another torrent's info-hash.
-    let other = Handshake::new([9; 20], [1; 20]).to_bytes();
+    let other = Handshake::new(InfoHash([9; 20]), PeerId([1; 20])).to_bytes();
     assert!(node_closes_after(addr, &other));
     // Right torrent, then a frame longer than any limit.
-    let mut bad = Handshake::new(meta.info_hash().0, [2; 20])
+    let mut bad = Handshake::new(meta.info_hash(), PeerId([2; 20]))
         .to_bytes()
         .to_vec();
     bad.extend_from_slice(&u32::MAX.to_be_bytes());
     assert!(node_closes_after(addr, &bad));
     // Right torrent, then a request for a piece out of range.
-    let mut oob = Handshake::new(meta.info_hash().0, [3; 20])
+    let mut oob = Handshake::new(meta.info_hash(), PeerId([3; 20]))
         .to_bytes()
         .to_vec();
     oob.extend_from_slice(&[0, 0, 0, 13, 6, 0, 0, 0, 99, 0, 0, 0, 0, 0, 0, 64, 0]);
@@ -255,7 +256,7 @@ fn random_bytes_after_handshake_never_kill_the_node() {
     let addr = seed.local_addr().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     for i in 0..64u8 {
-        let mut bytes = Handshake::new(meta.info_hash().0, [i; 20])
+        let mut bytes = Handshake::new(meta.info_hash(), PeerId([i; 20]))
             .to_bytes()
             .to_vec();
         // Mostly small frames with plausible ids, so bodies get parsed.
@@ -354,11 +355,11 @@ fn ut_pex_and_ut_metadata_are_advertised_only_for_public_torrents() {
         let sources = super::handler::NodeHandler::open_sources(&storage).unwrap();
         let h = super::handler::NodeHandler::new(
             tc,
-            meta.info_hash().0,
+            meta.info_hash(),
             storage,
             sources,
             &NodeConfig::new(),
-            Arc::new(super::Shared::new(info.piece_count(), 1)),
+            Arc::new(super::TorrentShared::new(info.piece_count(), 1)),
             (super::TorrentId(0), 0),
             private,
             Arc::from(meta.info_bytes()),
@@ -385,11 +386,11 @@ fn rack_and_zone_labels_go_into_the_extended_handshake() {
     nc.tracker.topology.zone = Some("z1".into());
     let h = super::handler::NodeHandler::new(
         tc,
-        meta.info_hash().0,
+        meta.info_hash(),
         storage,
         sources,
         &nc,
-        Arc::new(super::Shared::new(info.piece_count(), 1)),
+        Arc::new(super::TorrentShared::new(info.piece_count(), 1)),
         (super::TorrentId(0), 0),
         false,
         Arc::from(meta.info_bytes()),

@@ -29,7 +29,8 @@ use std::sync::{Arc, Mutex};
 
 use super::handler::NodeHandler;
 use super::peer::PeerConn;
-use super::Shared;
+use super::TorrentShared;
+use crate::base::PeerId;
 use crate::core::PieceIndex;
 
 /// Payload exchanged with one remote peer over a node's run, summed over its
@@ -39,7 +40,7 @@ pub struct PeerTransfer {
     /// The peer's listen address (or its socket address when unknown).
     pub addr: SocketAddr,
     /// The peer id of its latest connection (BEP 3), once its handshake arrived.
-    pub peer_id: Option<[u8; 20]>,
+    pub peer_id: Option<PeerId>,
     /// `piece` payload bytes received from it, duplicates included.
     pub downloaded_bytes: u64,
     /// Payload bytes sent to it.
@@ -68,7 +69,7 @@ pub(crate) type TransferBook = Mutex<BTreeMap<SocketAddr, PeerTransfer>>;
 /// its last counts).
 #[derive(Clone)]
 pub struct Transfers {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<TorrentShared>,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -238,7 +239,7 @@ mod tests {
                 crate::core::Time::ZERO,
             );
             pc.listen_addr = Some(a(6881));
-            pc.peer_id = Some([7; 20]);
+            pc.peer_id = Some(PeerId([7; 20]));
             pc.unbooked_down_bytes = 100;
             pc.unbooked_up_bytes = 5;
             pc.book_into(&mut book);
@@ -246,7 +247,7 @@ mod tests {
         }
         let t = book.get(&a(6881)).copied().unwrap();
         assert_eq!((t.downloaded_bytes, t.uploaded_bytes), (200, 10));
-        assert_eq!(t.peer_id, Some([7; 20]));
+        assert_eq!(t.peer_id, Some(PeerId([7; 20])));
         assert_eq!(book.len(), 1);
     }
 }

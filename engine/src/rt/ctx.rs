@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::conn::{Conn, ConnState, Segment, Slab};
-use super::handle::Shared;
+use super::handle::Mailboxes;
 use super::sys::Pipe;
 use super::{ConnId, Region, RuntimeConfig};
 
@@ -42,12 +42,12 @@ pub struct Ctx<M> {
     /// Close requests (from the handler or from errors) to process.
     pub(crate) closes: Vec<ConnId>,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) shared: Arc<Shared<M>>,
+    pub(crate) shared: Arc<Mailboxes<M>>,
     pub(crate) pipes: Vec<Pipe>,
 }
 
 impl<M> Ctx<M> {
-    pub(crate) fn new(index: usize, config: RuntimeConfig, shared: Arc<Shared<M>>) -> Self {
+    pub(crate) fn new(index: usize, config: RuntimeConfig, shared: Arc<Mailboxes<M>>) -> Self {
         Ctx {
             index,
             config,

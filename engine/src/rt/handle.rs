@@ -22,13 +22,14 @@ pub(crate) struct Mailbox<M> {
     pub(crate) efd: File,
 }
 
-/// State shared by all workers; lock-free (channels and an atomic flag).
-pub(crate) struct Shared<M> {
+/// The workers' mailboxes and the runtime's stop flag, shared by all workers
+/// and the [`RuntimeHandle`]; lock-free (channels and an atomic flag).
+pub(crate) struct Mailboxes<M> {
     pub(crate) workers: Vec<Mailbox<M>>,
     pub(crate) stop: AtomicBool,
 }
 
-impl<M> Shared<M> {
+impl<M> Mailboxes<M> {
     pub(crate) fn post(&self, worker: usize, msg: M) -> Result<(), PostError> {
         let mb = self
             .workers
@@ -52,7 +53,7 @@ impl<M> Shared<M> {
 /// Handle on a running runtime whose handlers take control messages of type
 /// `M` ([`Handler::Msg`]); dropping it shuts the runtime down.
 pub struct RuntimeHandle<M> {
-    shared: Arc<Shared<M>>,
+    shared: Arc<Mailboxes<M>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     local_addr: Option<SocketAddr>,
 }
@@ -133,7 +134,7 @@ impl<M> Drop for RuntimeHandle<M> {
 /// Posts control messages to a runtime's workers from any thread
 /// ([`RuntimeHandle::poster`]); cloning it is cheap.
 pub struct Poster<M> {
-    shared: Arc<Shared<M>>,
+    shared: Arc<Mailboxes<M>>,
 }
 
 impl<M> Clone for Poster<M> {
@@ -222,7 +223,7 @@ pub fn run<H: Handler>(
         });
         inboxes.push(rx);
     }
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Mailboxes {
         workers: mailboxes,
         stop: AtomicBool::new(false),
     });

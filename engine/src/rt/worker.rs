@@ -12,7 +12,7 @@ use socket2::Socket;
 
 use super::conn::{op, split_user_data, user_data, Conn, ConnState, WORKER_SLOT};
 use super::ctx::Ctx;
-use super::handle::Shared;
+use super::handle::Mailboxes;
 use super::{sys, ConnId, Handler, RuntimeConfig, TEARDOWN_BOUND};
 
 /// Submission queue entries per ring: enough for a send, a recv and a splice
@@ -61,7 +61,7 @@ impl<H: Handler> Worker<H> {
     pub(crate) fn run(
         index: usize,
         config: RuntimeConfig,
-        shared: Arc<Shared<H::Msg>>,
+        shared: Arc<Mailboxes<H::Msg>>,
         inbox: Receiver<H::Msg>,
         listener: Option<Socket>,
         handler: H,

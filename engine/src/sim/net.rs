@@ -86,6 +86,8 @@ struct Transfer {
     weight: f64,
     /// Service order on the sender's uplink with [`UplinkOrder::Fifo`] (lower first).
     rank: u64,
+    /// `Net::epoch` of the refill that last rerated it (see [`Net::refill`]).
+    stamp: u32,
 }
 
 impl Default for Transfer {
@@ -112,6 +114,7 @@ impl Default for Transfer {
             share_rack_down: f64::INFINITY,
             weight: 1.0,
             rank: 0,
+            stamp: 0,
         }
     }
 }
@@ -136,28 +139,62 @@ impl Transfer {
     }
 }
 
+/// Sort key of a water-fill entry: orders like `(cap.total_cmp, id)` (the order the fill
+/// visits transfers in, which fixes its rounding) but sorts as one integer.
+fn fill_key(cap_per_weight: f64, id: u32) -> u128 {
+    // `f64::total_cmp`'s key: flip the magnitude bits of negatives; then shift the sign
+    // so that the signed order becomes the unsigned one.
+    let bits = cap_per_weight.to_bits() as i64;
+    let ordered = (bits ^ (((bits >> 63) as u64) >> 1) as i64) as u64 ^ (1 << 63);
+    (u128::from(ordered) << 32) | u128::from(id)
+}
+
+/// The cap of a [`fill_key`].
+fn key_cap(key: u128) -> f64 {
+    let ordered = ((key >> 32) as u64) ^ (1 << 63);
+    let bits = ordered as i64;
+    f64::from_bits((bits ^ (((bits >> 63) as u64) >> 1) as i64) as u64)
+}
+
 /// Weighted max-min water-fill of one link of `capacity` (bytes/ns) over its
-/// transfers: `caps` holds `(cap per unit of weight, transfer id)` for each
-/// (any order: sorted here, the most constrained filled first), `weights` the
+/// transfers: `keys` holds a [`fill_key`] of `(cap per unit of weight, transfer id)` for
+/// each (any order: sorted here, the most constrained filled first), `weights` the
 /// sum of their weights; each transfer's fair share of what is left is
 /// proportional to its weight, at most its cap, and is written to its share
 /// `which`.
 fn water_fill(
     transfers: &mut [Transfer],
-    caps: &mut [(f64, u32)],
+    keys: &mut [u128],
     mut weights: f64,
     capacity: f64,
     which: Share,
 ) {
-    caps.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    keys.sort_unstable();
     let mut left = capacity;
-    for &(cap_per_weight, id) in caps.iter() {
+    for &key in keys.iter() {
+        let (cap_per_weight, id) = (key_cap(key), key as u32);
         let t = &mut transfers[id as usize];
         let w = t.weight;
         let share = (left * w / weights).min(cap_per_weight * w);
         left = (left - share).max(0.0);
         weights -= w;
         *t.share_mut(which) = share;
+    }
+}
+
+/// `x.ceil()` for `x >= 0` (or +inf), without the libm call: every f64 from 2^52 up is
+/// an integer already, and below it the truncation fits a u64 exactly.
+fn ceil_nonneg(x: f64) -> f64 {
+    const INTEGRAL_FROM: f64 = 4_503_599_627_370_496.0; // 2^52
+    if x < INTEGRAL_FROM {
+        let t = x as u64 as f64;
+        if t < x {
+            t + 1.0
+        } else {
+            t
+        }
+    } else {
+        x
     }
 }
 
@@ -250,7 +287,9 @@ pub struct Net {
     /// Scratch for refills: nodes whose uplink / downlink to refill, (cap, id) to sort.
     up_nodes: Vec<u32>,
     down_nodes: Vec<u32>,
-    caps: Vec<(f64, u32)>,
+    caps: Vec<u128>,
+    /// Refills so far; a transfer rerated in the current refill carries it in `stamp`.
+    epoch: u32,
     /// Weights of new transfers are drawn uniformly from `1 ± jitter` (0: all equal).
     jitter: f64,
     rng: Option<ChaCha8Rng>,
@@ -632,16 +671,24 @@ impl Net {
                 self.fill(n, false);
             }
         }
+        // Every share is set now, so rerating a transfer twice (it is on a refilled uplink
+        // and a refilled downlink) would change nothing: once is enough.
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // Wrapped: no stamp may look current.
+            self.transfers.iter_mut().for_each(|t| t.stamp = 0);
+            self.epoch = 1;
+        }
         for &n in &up_nodes {
             for i in 0..self.up_active[n as usize].len() {
                 let id = self.up_active[n as usize][i];
-                self.rerate(now, id);
+                self.rerate_once(now, id);
             }
         }
         for &n in &down_nodes {
             for i in 0..self.down_active[n as usize].len() {
                 let id = self.down_active[n as usize][i];
-                self.rerate(now, id);
+                self.rerate_once(now, id);
             }
         }
         self.up_nodes = up_nodes;
@@ -687,7 +734,7 @@ impl Net {
                 // what its senders can actually give.
                 t.share_up.min(t.share_rack_up).min(t.share_rack_down)
             };
-            caps.push((cap / t.weight, id));
+            caps.push(fill_key(cap / t.weight, id));
         }
         let capacity = if up {
             self.up_cap_bytes_per_ns[node as usize]
@@ -703,11 +750,12 @@ impl Net {
     }
 
     /// Records the water level and the unused capacity of `node`'s downlink after a fill
-    /// over `caps` (see `down_level`).
-    fn note_down_level(&mut self, node: u32, caps: &[(f64, u32)], capacity: f64) {
+    /// over `keys` ([`fill_key`]s; see `down_level`).
+    fn note_down_level(&mut self, node: u32, keys: &[u128], capacity: f64) {
         let mut used = 0.0;
         let mut level: f64 = 0.0;
-        for &(_, id) in caps {
+        for &key in keys {
+            let id = key as u32;
             let t = &self.transfers[id as usize];
             used += t.share_down;
             level = level.max(t.share_down / t.weight);
@@ -786,7 +834,7 @@ impl Net {
             } else {
                 nodes.min(t.share_rack_up)
             };
-            caps.push((cap / t.weight, id));
+            caps.push(fill_key(cap / t.weight, id));
         }
         let capacity = if up {
             self.rack_up_cap_bytes_per_ns[rack as usize]
@@ -812,6 +860,15 @@ impl Net {
         }
     }
 
+    /// [`Net::rerate`] unless `id` was rerated since the current refill's fills.
+    fn rerate_once(&mut self, now: Nanos, id: u32) {
+        let t = &mut self.transfers[id as usize];
+        if t.stamp != self.epoch {
+            t.stamp = self.epoch;
+            self.rerate(now, id);
+        }
+    }
+
     fn rerate(&mut self, now: Nanos, id: u32) {
         let t = &self.transfers[id as usize];
         let rate = if self.sharing == Sharing::WaterFill {
@@ -834,7 +891,7 @@ impl Net {
         let (src, dst) = (t.src, t.dst);
         t.rate_bytes_per_ns = rate;
         t.finish_ns = if rate > 0.0 {
-            let left_ns = (t.remaining_bytes / rate).ceil();
+            let left_ns = ceil_nonneg(t.remaining_bytes / rate);
             now.saturating_add(left_ns.min(NEVER as f64 / 2.0) as Nanos)
         } else {
             NEVER

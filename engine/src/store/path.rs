@@ -17,6 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::dir::{Dir, OpenError};
 use super::error::StoreError;
+use crate::base::InfoHash;
 
 /// Prefix of every resume record's name, and the whole name of the record
 /// of versions before one record per torrent (still read, never written).
@@ -25,12 +26,12 @@ pub(crate) const RECORD_PREFIX: &str = ".p2pe.resume";
 /// Name of the resume record of the torrent `info_hash` in its output
 /// directory: `.p2pe.resume.<40 lowercase hex digits>`, one per torrent, so
 /// torrents downloaded into one directory keep their own records.
-pub(crate) fn record_name(info_hash: &[u8; 20]) -> String {
-    format!("{RECORD_PREFIX}.{}", hex::encode(info_hash))
+pub(crate) fn record_name(info_hash: &InfoHash) -> String {
+    format!("{RECORD_PREFIX}.{}", hex::encode(info_hash.0))
 }
 
 /// Name of that record while it is being written (renamed over it).
-pub(crate) fn record_tmp_name(info_hash: &[u8; 20]) -> String {
+pub(crate) fn record_tmp_name(info_hash: &InfoHash) -> String {
     format!("{}.tmp", record_name(info_hash))
 }
 
@@ -155,8 +156,8 @@ mod tests {
             &["a\\b"],
             &["a\0b"],
             &[RECORD_PREFIX],
-            &[&record_name(&[1; 20])],
-            &[&record_tmp_name(&[1; 20])],
+            &[&record_name(&InfoHash([1; 20]))],
+            &[&record_tmp_name(&InfoHash([1; 20]))],
         ] {
             assert!(
                 matches!(

@@ -30,6 +30,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::dir::Dir;
 use super::error::StoreError;
 use super::path::{record_name, record_tmp_name, RECORD_PREFIX};
+use crate::base::InfoHash;
 
 const MAGIC: &[u8; 8] = b"P2PERSM\0";
 const VERSION: u32 = 1;
@@ -39,7 +40,7 @@ const ENTRY_LEN: usize = 12;
 /// What a record must match to be used: the torrent and its geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordKey {
-    pub(crate) info_hash: [u8; 20],
+    pub(crate) info_hash: InfoHash,
     pub(crate) piece_len_bytes: u32,
     pub(crate) total_len_bytes: u64,
     pub(crate) piece_count: u32,
@@ -72,7 +73,7 @@ pub(crate) fn encode(key: &RecordKey, entries: &[(u32, u64)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + entries.len() * ENTRY_LEN + 8);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&key.info_hash);
+    out.extend_from_slice(&key.info_hash.0);
     out.extend_from_slice(&key.piece_len_bytes.to_le_bytes());
     out.extend_from_slice(&key.total_len_bytes.to_le_bytes());
     out.extend_from_slice(&key.piece_count.to_le_bytes());
@@ -115,7 +116,7 @@ pub(crate) fn decode(bytes: &[u8], key: &RecordKey) -> Result<Vec<(u32, u64)>, R
     if xxh3_64(body) != u64::from_le_bytes(*check) {
         return Err(RecordRejected::BadChecksum);
     }
-    if take::<20>(&mut buf)? != key.info_hash {
+    if take::<20>(&mut buf)? != key.info_hash.0 {
         return Err(RecordRejected::OtherInfoHash);
     }
     let piece_len = u32::from_le_bytes(take(&mut buf)?);
@@ -152,7 +153,7 @@ pub(crate) fn decode(bytes: &[u8], key: &RecordKey) -> Result<Vec<(u32, u64)>, R
 /// I/O errors other than "not found".
 pub(crate) fn read(
     dir: &Dir,
-    info_hash: &[u8; 20],
+    info_hash: &InfoHash,
 ) -> Result<Option<Result<Vec<u8>, RecordRejected>>, StoreError> {
     for name in [record_name(info_hash), RECORD_PREFIX.to_owned()] {
         match dir.read_plain(&name) {
@@ -182,7 +183,7 @@ pub(crate) fn read(
 /// [`StoreError::DiskFull`] on ENOSPC, else the classified I/O error.
 pub(crate) fn write_atomic(
     dir: &Dir,
-    info_hash: &[u8; 20],
+    info_hash: &InfoHash,
     bytes: &[u8],
 ) -> Result<(), StoreError> {
     let (tmp_name, name) = (record_tmp_name(info_hash), record_name(info_hash));
@@ -216,7 +217,7 @@ mod tests {
     use proptest::prelude::*;
 
     const KEY: RecordKey = RecordKey {
-        info_hash: [7; 20],
+        info_hash: InfoHash([7; 20]),
         piece_len_bytes: 16384,
         total_len_bytes: 100_000,
         piece_count: 7,
@@ -228,7 +229,7 @@ mod tests {
         let b = encode(&KEY, &entries);
         assert_eq!(decode(&b, &KEY).unwrap(), entries);
         let other = RecordKey {
-            info_hash: [8; 20],
+            info_hash: InfoHash([8; 20]),
             ..KEY
         };
         assert_eq!(decode(&b, &other), Err(RecordRejected::OtherInfoHash));
@@ -260,7 +261,7 @@ mod tests {
         Dir::open(&std::fs::canonicalize(d.path()).unwrap()).unwrap()
     }
 
-    const H: [u8; 20] = KEY.info_hash;
+    const H: InfoHash = KEY.info_hash;
 
     #[test]
     fn atomic_write_replaces() {
@@ -282,16 +283,19 @@ mod tests {
         std::fs::write(d.path().join(RECORD_PREFIX), b"legacy").unwrap();
         assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"legacy".to_vec())));
         write_atomic(&dir, &H, b"mine").unwrap();
-        write_atomic(&dir, &[9; 20], b"other").unwrap();
+        write_atomic(&dir, &InfoHash([9; 20]), b"other").unwrap();
         assert_eq!(read(&dir, &H).unwrap(), Some(Ok(b"mine".to_vec())));
-        assert_eq!(read(&dir, &[9; 20]).unwrap(), Some(Ok(b"other".to_vec())));
+        assert_eq!(
+            read(&dir, &InfoHash([9; 20])).unwrap(),
+            Some(Ok(b"other".to_vec()))
+        );
         assert_eq!(
             std::fs::read(d.path().join(RECORD_PREFIX)).unwrap(),
             b"legacy"
         );
         assert!(d
             .path()
-            .join(format!(".p2pe.resume.{}", hex::encode(H)))
+            .join(format!(".p2pe.resume.{}", hex::encode(H.0)))
             .exists());
     }
 

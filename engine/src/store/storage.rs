@@ -14,6 +14,7 @@ use super::file::MappedFile;
 use super::layout::StorageLayout;
 use super::path::resolve_inside;
 use super::resume::{self, RecordKey, RecordRejected};
+use crate::base::InfoHash;
 use crate::base::{AtomicBitfield, PieceIndex};
 
 /// How [`Storage::open`] treats the output directory.
@@ -99,7 +100,7 @@ pub struct Storage {
     /// `root`, open: every file below it is opened beneath this descriptor.
     pub(crate) dir: Dir,
     pub(crate) layout: StorageLayout,
-    pub(crate) info_hash: [u8; 20],
+    pub(crate) info_hash: InfoHash,
     pub(crate) mode: OpenMode,
     pub(crate) serve_check: ServeCheck,
     pub(crate) files: Vec<MappedFile>,
@@ -142,7 +143,7 @@ impl Storage {
     pub fn open(
         dir: &Path,
         layout: StorageLayout,
-        info_hash: [u8; 20],
+        info_hash: InfoHash,
         mode: OpenMode,
     ) -> Result<(Self, ResumeReport), StoreError> {
         let writable = mode == OpenMode::Create;

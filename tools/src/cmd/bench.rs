@@ -19,7 +19,7 @@ use p2pe_bench::swarm_bench::{
 
 /// Arguments of `p2pe bench`.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     command: BenchCommand,
 }
@@ -62,7 +62,7 @@ Examples:
   p2pe bench swarm --hosts 10 --size 64MiB --rate 100 --origin-rate 20
   p2pe bench swarm --hosts 10 --size 64MiB --rate 100 --origin-rate 400 --slow-fraction 0.25 --slow-rate 20
   p2pe bench swarm --hosts 26 --size 64MiB --rate 100 --racks 3 --rack-uplink 200 --compare libtorrent")]
-pub struct SwarmArgs {
+pub(crate) struct SwarmArgs {
     /// Hosts N: tracker + origin + N-2 leechers (at least 3).
     #[arg(long, default_value_t = 8)]
     hosts: usize,
@@ -137,7 +137,7 @@ pub struct SwarmArgs {
 }
 
 /// Runs `p2pe bench`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Swarm(a) => swarm(a),
         BenchCommand::Linerate(a) => linerate::run(a),

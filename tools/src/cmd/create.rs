@@ -22,7 +22,7 @@ const MIN_PIECE_LEN_BYTES: u32 = 16 * 1024;
 
 /// Arguments of `p2pe create`.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// File or directory to share (a directory becomes a multi-file torrent).
     pub path: PathBuf,
     /// Where to write the .torrent [default: `NAME.torrent` in the current directory].
@@ -113,7 +113,7 @@ fn progress_bar(total_len_bytes: u64) -> ProgressBar {
 /// # Errors
 /// A bad argument, an unreadable or changing input, a symlink loop, a special
 /// file, a non-UTF-8 name, an existing output without `--force`, or a failed write.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let piece_len = parse_piece_len(&args.piece_length)?;
     let started = Instant::now();
     let meta = make_metainfo(
@@ -164,7 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Whether [`make_metainfo`] draws a progress bar on stderr.
-pub enum Progress {
+pub(crate) enum Progress {
     /// A bar while hashing, when stderr is a terminal.
     Bar,
     /// Nothing (callers with their own progress output, e.g. `p2pe swarm`).
@@ -179,7 +179,7 @@ pub enum Progress {
 /// # Errors
 /// An unreadable or changing input, a symlink loop, a special file, a
 /// non-UTF-8 name, or nothing to share (no file data).
-pub fn make_metainfo(
+pub(crate) fn make_metainfo(
     path: &std::path::Path,
     piece_len_bytes: Option<u32>,
     trackers: Vec<Vec<String>>,

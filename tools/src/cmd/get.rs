@@ -23,7 +23,7 @@ use p2pe::node::WebSeedStats;
 
 /// Arguments of `p2pe get`.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// What to download: a .torrent file, an `http(s)://` URL of one, or a
     /// magnet link (`magnet:?xt=urn:btih:…`, BEP 9; quote it in a shell)
     /// whose info dictionary is fetched from its peers (`x.pe`, `--peer`)
@@ -86,7 +86,7 @@ pub struct Args {
 }
 
 /// Runs `p2pe get`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let base = NodeConfig::new();
     let mut peers = resolve(&args.peers, "--peer")?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// Arguments of `p2pe inspect`.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The .torrent to read: a file, or an http:// or https:// URL.
     pub file: PathBuf,
     /// Print one JSON object instead of text.
@@ -132,7 +132,7 @@ fn print_text(report: &Report<'_>) {
 ///
 /// # Errors
 /// See [`super::node_common::load_torrent`]; also a failed JSON encoding.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let meta = super::node_common::load_torrent(&args.file)?;
     let report = report(&meta);
     if args.json {

@@ -1,15 +1,15 @@
 //! One module per subcommand.
 
-pub mod bench;
-pub mod create;
-pub mod get;
-pub mod inspect;
-pub mod node_common;
-pub mod progress_log;
-pub mod seed;
-pub mod seed_many;
-pub mod sim;
-pub mod source;
-pub mod swarm;
-pub mod tracker;
-pub mod web_seed;
+pub(crate) mod bench;
+pub(crate) mod create;
+pub(crate) mod get;
+pub(crate) mod inspect;
+pub(crate) mod node_common;
+pub(crate) mod progress_log;
+pub(crate) mod seed;
+pub(crate) mod seed_many;
+pub(crate) mod sim;
+pub(crate) mod source;
+pub(crate) mod swarm;
+pub(crate) mod tracker;
+pub(crate) mod web_seed;

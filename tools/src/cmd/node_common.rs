@@ -18,7 +18,7 @@ use p2pe::wire::metainfo::Metainfo;
 /// Bound on a `.torrent` read from a file or URL: 256 MiB. A 1 PiB payload
 /// in 16 MiB pieces needs ~1.3 MB of hashes, so this only stops runaway input
 /// (e.g. `/dev/zero`).
-pub const MAX_TORRENT_LEN_BYTES: u64 = 256 * 1024 * 1024;
+pub(crate) const MAX_TORRENT_LEN_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Bound on fetching a `.torrent` by URL, connect to last byte.
 const TORRENT_URL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,7 +31,7 @@ const TORRENT_URL_TIMEOUT: Duration = Duration::from_secs(60);
 /// The file or URL cannot be read (the URL's error names status, TLS or
 /// timeout), holds more than [`MAX_TORRENT_LEN_BYTES`], or is not a valid
 /// metainfo.
-pub fn load_torrent(source: &Path) -> anyhow::Result<Metainfo> {
+pub(crate) fn load_torrent(source: &Path) -> anyhow::Result<Metainfo> {
     let name = source.display();
     let text = source.to_string_lossy();
     let bytes = if is_http_url(&text) {
@@ -53,14 +53,14 @@ pub fn load_torrent(source: &Path) -> anyhow::Result<Metainfo> {
 }
 
 /// Whether `s` starts with `http://` or `https://` (any case).
-pub fn is_http_url(s: &str) -> bool {
+pub(crate) fn is_http_url(s: &str) -> bool {
     let head = s.get(..8).unwrap_or(s).to_ascii_lowercase();
     head.starts_with("http://") || head.starts_with("https://")
 }
 
 /// Parses `--upload-limit` / `--download-limit`: a rate (`400Mbit`, `20MB/s`)
 /// or a size read as per second (`20MB`).
-pub fn parse_limit(text: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_limit(text: &str) -> anyhow::Result<u64> {
     parse_rate_bytes_per_s(text)
         .or_else(|_| parse_size_bytes(text))
         .with_context(|| format!("rate limit {text:?}: expected e.g. 20MB, 20MB/s or 400Mbit"))
@@ -68,7 +68,7 @@ pub fn parse_limit(text: &str) -> anyhow::Result<u64> {
 
 /// Opens (and checks) the storage of `meta` in `dir`, with a spinner on a
 /// terminal.
-pub fn open_storage(
+pub(crate) fn open_storage(
     meta: &Metainfo,
     dir: &Path,
     mode: OpenMode,
@@ -80,7 +80,7 @@ pub fn open_storage(
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
-    let r = Storage::open(dir, layout, meta.info_hash().0, mode);
+    let r = Storage::open(dir, layout, meta.info_hash(), mode);
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
@@ -100,7 +100,7 @@ pub fn open_storage(
 }
 
 /// Set by SIGINT / SIGTERM.
-pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+pub(crate) fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, flag.clone()).context("install signal handler")?;
@@ -109,12 +109,12 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 /// Whether a stop was requested.
-pub fn stopped(flag: &AtomicBool) -> bool {
+pub(crate) fn stopped(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
 }
 
 /// Progress bar on stderr (hidden unless stderr is a terminal).
-pub struct Bar {
+pub(crate) struct Bar {
     pb: Option<ProgressBar>,
     total_bytes: u64,
     piece_count: u32,
@@ -123,7 +123,7 @@ pub struct Bar {
 
 impl Bar {
     /// A bar for `total_bytes` of payload in `piece_count` pieces.
-    pub fn new(total_bytes: u64, piece_count: u32) -> Self {
+    pub(crate) fn new(total_bytes: u64, piece_count: u32) -> Self {
         let pb = std::io::stderr().is_terminal().then(|| {
             let pb = ProgressBar::new(total_bytes);
             pb.set_style(
@@ -143,7 +143,7 @@ impl Bar {
     }
 
     /// Shows `p`.
-    pub fn update(&self, p: &Progress) {
+    pub(crate) fn update(&self, p: &Progress) {
         if let Some(pb) = &self.pb {
             let have = self.total_bytes * u64::from(p.verified_pieces)
                 / u64::from(self.piece_count.max(1));
@@ -157,7 +157,7 @@ impl Bar {
     }
 
     /// Removes the bar; returns the seconds since it was made.
-    pub fn finish(&self) -> f64 {
+    pub(crate) fn finish(&self) -> f64 {
         if let Some(pb) = &self.pb {
             pb.finish_and_clear();
         }
@@ -167,7 +167,7 @@ impl Bar {
 
 /// Discovery options shared by `p2pe seed` and `p2pe get`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct DiscoveryArgs {
+pub(crate) struct DiscoveryArgs {
     /// Announce to this tracker (`http://…/announce` or `udp://host:port`)
     /// instead of the torrent's trackers; repeat for more (one BEP 12 tier).
     #[arg(long = "tracker", value_name = "URL")]
@@ -234,7 +234,7 @@ fn label(text: &str) -> Result<String, String> {
 
 impl DiscoveryArgs {
     /// Applies these options to `config`.
-    pub fn apply(&self, config: &mut p2pe::node::NodeConfig) {
+    pub(crate) fn apply(&self, config: &mut p2pe::node::NodeConfig) {
         if self.no_tracker {
             config.trackers = Some(Vec::new());
         } else if !self.trackers.is_empty() {
@@ -271,7 +271,7 @@ impl DiscoveryArgs {
 ///
 /// # Errors
 /// Writing to stdout fails (closed pipe).
-pub fn print_listening(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_listening(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     if json {
         let event = serde_json::json!({"event": "listening", "addr": addr.to_string()});
@@ -285,7 +285,7 @@ pub fn print_listening(addr: SocketAddr, json: bool) -> anyhow::Result<()> {
 }
 
 /// Prints where the DHT node listens (stderr), if it is on.
-pub fn print_dht_addr(node: &Node) {
+pub(crate) fn print_dht_addr(node: &Node) {
     if let Some(a) = node.dht_addr() {
         tracing::info!("dht listening on {a}");
     }
@@ -295,7 +295,7 @@ pub fn print_dht_addr(node: &Node) {
 ///
 /// Each line is prefixed with the seconds since the first call (the node's
 /// start), so a log shows when a tracker answered or a peer arrived.
-pub fn print_events(node: &Node) {
+pub(crate) fn print_events(node: &Node) {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let start = START.get_or_init(std::time::Instant::now);
     while let Some(line) = node.poll_event() {
@@ -305,7 +305,7 @@ pub fn print_events(node: &Node) {
 
 /// `--metrics` and `--link-rate` of `p2pe seed` and `p2pe get`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct MetricsArgs {
+pub(crate) struct MetricsArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (text format 0.0.4;
     /// see docs/metrics.md). Port 0 picks a free port (logged on stderr).
     #[arg(long, value_name = "ADDR")]
@@ -322,7 +322,7 @@ impl MetricsArgs {
     ///
     /// # Errors
     /// `--link-rate` does not parse, or the address cannot be bound.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         node: &Node,
         meta: &Metainfo,
@@ -341,7 +341,7 @@ impl MetricsArgs {
     ///
     /// # Errors
     /// `--link-rate` does not parse, or the address cannot be bound.
-    pub fn start_set(
+    pub(crate) fn start_set(
         &self,
         set: crate::metrics::node::TorrentSet,
     ) -> anyhow::Result<Option<crate::metrics::MetricsServer>> {

@@ -11,7 +11,7 @@ use indicatif::{HumanBytes, HumanDuration};
 use p2pe::node::Progress;
 
 /// Periodic progress lines; inactive on a terminal (the bar shows it there).
-pub struct ProgressLog {
+pub(crate) struct ProgressLog {
     interval: Duration,
     json: bool,
     total_bytes: u64,
@@ -24,7 +24,7 @@ pub struct ProgressLog {
 impl ProgressLog {
     /// A log of a download of `total_bytes`, one line every `interval`; `None`
     /// when stderr is a terminal.
-    pub fn new(total_bytes: u64, interval: Duration, json: bool) -> Option<Self> {
+    pub(crate) fn new(total_bytes: u64, interval: Duration, json: bool) -> Option<Self> {
         if std::io::stderr().is_terminal() {
             return None;
         }
@@ -44,7 +44,7 @@ impl ProgressLog {
     ///
     /// # Errors
     /// Writing to stdout fails (closed pipe).
-    pub fn tick(&mut self, p: &Progress) -> std::io::Result<()> {
+    pub(crate) fn tick(&mut self, p: &Progress) -> std::io::Result<()> {
         let now = Instant::now();
         if now < self.next_at {
             return Ok(());

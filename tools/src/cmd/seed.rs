@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use p2pe::base::PeerId;
 use p2pe::node::{Node, NodeConfig, PeerTransfer};
 use p2pe::rt::SendStrategy;
 use p2pe::store::OpenMode;
@@ -17,7 +18,7 @@ use super::node_common::{
 
 /// Arguments of `p2pe seed`.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The .torrent file(s) to serve, all on one listen port (the info-hash
     /// of each peer's handshake selects the torrent).
     #[arg(value_name = "TORRENT", required_unless_present = "dir")]
@@ -66,7 +67,7 @@ pub struct Args {
 
 /// Thread-per-core options shared by `p2pe seed` and `p2pe get`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct CoreArgs {
+pub(crate) struct CoreArgs {
     /// Runtime workers (threads, one io_uring each); default: the available
     /// cores, at most 8.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -83,7 +84,7 @@ pub struct CoreArgs {
 
 /// `--send-strategy`: the runtime's [`SendStrategy`].
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SendStrategyArg {
+pub(crate) enum SendStrategyArg {
     /// sendmsg from the file mapping, header and block in one gathered send:
     /// the fastest and cheapest measured.
     #[default]
@@ -98,7 +99,7 @@ pub enum SendStrategyArg {
 
 impl SendStrategyArg {
     /// The runtime's strategy.
-    pub fn strategy(self) -> SendStrategy {
+    pub(crate) fn strategy(self) -> SendStrategy {
         match self {
             SendStrategyArg::Send => SendStrategy::Send,
             SendStrategyArg::Splice => SendStrategy::Splice,
@@ -107,7 +108,7 @@ impl SendStrategyArg {
     }
 
     /// The option value naming it (`send`, `splice`, `send-zc`).
-    pub fn as_arg(self) -> &'static str {
+    pub(crate) fn as_arg(self) -> &'static str {
         match self {
             SendStrategyArg::Send => "send",
             SendStrategyArg::Splice => "splice",
@@ -118,7 +119,7 @@ impl SendStrategyArg {
 
 impl CoreArgs {
     /// Applies these options to `config`.
-    pub fn apply(&self, config: &mut NodeConfig) {
+    pub(crate) fn apply(&self, config: &mut NodeConfig) {
         if let Some(n) = self.workers {
             config.workers = usize::from(n);
         }
@@ -128,7 +129,7 @@ impl CoreArgs {
 }
 
 /// The directory `Storage` opens: the parent of the torrent's `name` entry.
-pub fn data_root(meta: &Metainfo, data: &Path) -> PathBuf {
+pub(crate) fn data_root(meta: &Metainfo, data: &Path) -> PathBuf {
     let name = meta.info().name();
     if data.join(name).exists() {
         return data.to_path_buf();
@@ -147,7 +148,7 @@ pub fn data_root(meta: &Metainfo, data: &Path) -> PathBuf {
 
 /// Where the data of the torrent file `torrent` is: `--path`, else the
 /// directory of the .torrent file.
-pub fn data_dir(path: Option<&Path>, torrent: &Path) -> PathBuf {
+pub(crate) fn data_dir(path: Option<&Path>, torrent: &Path) -> PathBuf {
     match path {
         Some(p) => p.to_path_buf(),
         None => match torrent.parent() {
@@ -158,7 +159,7 @@ pub fn data_dir(path: Option<&Path>, torrent: &Path) -> PathBuf {
 }
 
 /// Runs `p2pe seed`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let [torrent] = args.torrents.as_slice() else {
         return super::seed_many::run(args);
     };
@@ -253,22 +254,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A peer id for JSON: as text when every byte is printable ASCII (most
-/// clients' `-XX1234-` ids), else 40 lowercase hex digits.
-fn peer_id_json(id: Option<[u8; 20]>) -> serde_json::Value {
-    match id {
-        None => serde_json::Value::Null,
-        Some(id) if id.iter().all(|b| (0x20..0x7f).contains(b)) => {
-            String::from_utf8_lossy(&id).into_owned().into()
-        }
-        Some(id) => hex::encode(id).into(),
-    }
+/// A peer id for JSON: its `Display` form, as text when every byte is
+/// printable ASCII (most clients' `-XX1234-` ids), else 40 lowercase hex
+/// digits.
+fn peer_id_json(id: Option<PeerId>) -> serde_json::Value {
+    id.map_or(serde_json::Value::Null, |id| id.to_string().into())
 }
 
 /// The summary's `sources`: one object per peer we received payload from,
 /// `{"addr", "peer_id", "downloaded_bytes", "pieces"}` (see
 /// [`PeerTransfer`] for what counts), ordered by address.
-pub fn sources_json(transfers: &[PeerTransfer]) -> serde_json::Value {
+pub(crate) fn sources_json(transfers: &[PeerTransfer]) -> serde_json::Value {
     transfers
         .iter()
         .filter(|t| t.downloaded_bytes > 0)
@@ -285,7 +281,7 @@ pub fn sources_json(transfers: &[PeerTransfer]) -> serde_json::Value {
 
 /// The summary's `uploaded_to`: one object per peer we sent payload to,
 /// `{"addr", "peer_id", "uploaded_bytes"}`, ordered by address.
-pub fn uploaded_to_json(transfers: &[PeerTransfer]) -> serde_json::Value {
+pub(crate) fn uploaded_to_json(transfers: &[PeerTransfer]) -> serde_json::Value {
     transfers
         .iter()
         .filter(|t| t.uploaded_bytes > 0)
@@ -316,8 +312,8 @@ mod tests {
         let mut raw = *b"-LT2000-............";
         raw[19] = 0xff;
         let ts = [
-            t(1, 10, 0, Some(*b"-PE0001-abcdefghijkl")),
-            t(2, 0, 7, Some(raw)),
+            t(1, 10, 0, Some(PeerId(*b"-PE0001-abcdefghijkl"))),
+            t(2, 0, 7, Some(PeerId(raw))),
             t(3, 0, 0, None),
         ];
         let src = sources_json(&ts);

@@ -18,12 +18,12 @@ use super::node_common::{
 use super::seed::{data_dir, data_root, Args};
 
 /// How often `--dir` is listed for torrents added or removed.
-pub const DIR_POLL: Duration = Duration::from_secs(2);
+pub(crate) const DIR_POLL: Duration = Duration::from_secs(2);
 
 /// Most `*.torrent` files of `--dir` served at once; beyond it, files are
 /// left alone (and one warning says so). Each torrent costs a few threads'
 /// worth of memory at most (announcer, resume flusher) plus its pieces' state.
-pub const MAX_DIR_TORRENTS: usize = 4096;
+pub(crate) const MAX_DIR_TORRENTS: usize = 4096;
 
 /// A torrent file as listed: its length and modification time, so a file
 /// rewritten in place is taken again.
@@ -227,7 +227,7 @@ impl Seeds {
 }
 
 /// Runs `p2pe seed` with several torrents or `--dir`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let stop = stop_flag()?;
     let mut config = NodeConfig {
         listen: Some(args.listen),

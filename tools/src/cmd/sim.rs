@@ -60,7 +60,7 @@ p2pe sim --peers 100 --size 500MB --uplink 40Gbit --racks 4 --oversubscription 4
 Set P2PE_SIM_DEBUG=1 to print the state of peers that did not complete.
 
 Example (the seeds' scenario): p2pe sim --peers 1000 --size 5GB --uplink 40Gbit")]
-pub struct Args {
+pub(crate) struct Args {
     /// Downloading peers N (the origin is extra).
     #[arg(long)]
     peers: u32,
@@ -165,7 +165,7 @@ pub struct Args {
 }
 
 /// Runs `p2pe sim`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let config = config_from(&args)?;
     config.validate()?;
     let report = if std::io::stderr().is_terminal() {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use p2pe::base::PeerId;
 use p2pe::discovery::metadata::{fetch_metadata, FetchConfig};
 use p2pe::node::DhtConfig;
 use p2pe::wire::magnet::MagnetLink;
@@ -19,7 +20,7 @@ use super::node_common::load_torrent;
 
 /// The torrent `p2pe get` downloads.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub(crate) enum Source {
     /// A `.torrent` file or `http(s)://` URL.
     Torrent(PathBuf),
     /// A magnet link: the info dictionary is fetched from peers first.
@@ -28,7 +29,7 @@ pub enum Source {
 
 /// What a magnet fetch needs from the command line.
 #[derive(Debug, Clone)]
-pub struct FetchArgs {
+pub(crate) struct FetchArgs {
     /// `--peer` addresses (the link's `x.pe` peers are added to them).
     pub peers: Vec<SocketAddr>,
     /// `--tracker` tiers, or `None` for the link's `tr` trackers.
@@ -41,7 +42,7 @@ pub struct FetchArgs {
     pub connect_timeout: Duration,
     /// The peer id of the fetch: not the node's (see
     /// [`FetchConfig::peer_id`]).
-    pub peer_id: [u8; 20],
+    pub peer_id: PeerId,
     /// The node's listen port if given (`--listen`), else 0: announced
     /// while fetching.
     pub listen_port: u16,
@@ -52,7 +53,7 @@ pub struct FetchArgs {
 }
 
 /// A loaded torrent and the peers the source itself names.
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The torrent.
     pub meta: Metainfo,
     /// Peers to dial besides `--peer`: a magnet link's `x.pe` and the peers
@@ -68,7 +69,7 @@ impl Source {
     ///
     /// # Errors
     /// A malformed magnet link (the parser's typed error).
-    pub fn parse(text: &str) -> anyhow::Result<Source> {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Source> {
         if MagnetLink::is_magnet(text) {
             // One line with the cause: clap prints only the top of a chain.
             let link =
@@ -89,7 +90,7 @@ impl Source {
     /// that does not resolve, no metadata within the timeout (the error
     /// says what became of the peers), or metadata that is no valid info
     /// dictionary.
-    pub fn load(&self, args: &FetchArgs) -> anyhow::Result<Loaded> {
+    pub(crate) fn load(&self, args: &FetchArgs) -> anyhow::Result<Loaded> {
         match self {
             Source::Torrent(path) => Ok(Loaded {
                 meta: load_torrent(path)?,
@@ -102,7 +103,7 @@ impl Source {
 }
 
 /// Resolves `host:port` peers (the first address of each).
-pub fn resolve(peers: &[String], what: &str) -> anyhow::Result<Vec<SocketAddr>> {
+pub(crate) fn resolve(peers: &[String], what: &str) -> anyhow::Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
     for p in peers {
         let addr = p
@@ -146,6 +147,7 @@ fn load_magnet(link: &MagnetLink, args: &FetchArgs) -> anyhow::Result<Loaded> {
     // The peer id's random tail seeds the tracker client's choices.
     config.seed = args
         .peer_id
+        .0
         .iter()
         .fold(0u64, |h, &b| h.rotate_left(8) ^ u64::from(b));
     tracing::info!(

@@ -19,7 +19,7 @@ first, then same zone (extra announce parameters p2pe_rack= and p2pe_zone=), the
 near-complete peers, then at random.
 
 Example: p2pe tracker --listen 0.0.0.0:6969 --interval 60")]
-pub struct Args {
+pub(crate) struct Args {
     /// Address to bind, for both TCP (HTTP) and UDP; port 0 picks a free port.
     #[arg(long, default_value = "0.0.0.0:6969")]
     pub listen: SocketAddr,
@@ -47,7 +47,7 @@ pub struct Args {
 }
 
 /// Runs the tracker until a termination signal.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.interval > 0, "--interval must be at least 1 second");
     let mut tracker = TrackerConfig::with_interval(Duration::from_secs(args.interval));
     tracker.default_numwant = args.numwant.min(tracker.max_numwant);

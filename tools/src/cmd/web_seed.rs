@@ -8,7 +8,7 @@ use p2pe::wire::metainfo::Metainfo;
 
 /// Web seed options of `p2pe get`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct WebSeedArgs {
+pub(crate) struct WebSeedArgs {
     /// Also fetch from this web seed (BEP 19: an HTTP URL laid out as a
     /// torrent's `url-list` entry), beside the torrent's own; repeat for more.
     #[arg(long = "web-seed", value_name = "URL")]
@@ -28,7 +28,7 @@ pub struct WebSeedArgs {
 impl WebSeedArgs {
     /// The web seed URLs to use: the torrent's (unless `--no-web-seeds`),
     /// then `--web-seed` ones.
-    pub fn urls(&self, meta: &Metainfo) -> Vec<String> {
+    pub(crate) fn urls(&self, meta: &Metainfo) -> Vec<String> {
         let torrent = if self.no_web_seeds {
             &[][..]
         } else {
@@ -46,7 +46,7 @@ impl WebSeedArgs {
     ///
     /// # Errors
     /// `--web-seed-timeout` is not a positive number of seconds.
-    pub fn apply(&self, meta: &Metainfo, config: &mut NodeConfig) -> anyhow::Result<()> {
+    pub(crate) fn apply(&self, meta: &Metainfo, config: &mut NodeConfig) -> anyhow::Result<()> {
         config.web_seeds.urls = self.urls(meta);
         config.web_seeds.connections_per_seed = self.web_seed_connections;
         config.web_seeds.stall_timeout = Duration::try_from_secs_f64(self.web_seed_timeout)
@@ -59,7 +59,7 @@ impl WebSeedArgs {
 
 /// The summary's `web_seeds`: one object per web seed, `{"url",
 /// "downloaded_bytes", "pieces", "failures", "hash_failures", "last_error"}`.
-pub fn web_seeds_json(stats: &[WebSeedStats]) -> serde_json::Value {
+pub(crate) fn web_seeds_json(stats: &[WebSeedStats]) -> serde_json::Value {
     stats
         .iter()
         .map(|s| {
@@ -76,7 +76,7 @@ pub fn web_seeds_json(stats: &[WebSeedStats]) -> serde_json::Value {
 }
 
 /// One line per web seed that failed, for an error message.
-pub fn failures_text(stats: &[WebSeedStats]) -> String {
+pub(crate) fn failures_text(stats: &[WebSeedStats]) -> String {
     stats
         .iter()
         .map(|s| match &s.last_error {

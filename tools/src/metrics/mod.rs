@@ -19,8 +19,8 @@
 //! server crate was not used: the small ones spawn a thread per connection
 //! without a bound.) Metric names and labels: see `docs/metrics.md`.
 
-pub mod node;
-pub mod tracker;
+pub(crate) mod node;
+pub(crate) mod tracker;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,22 +34,22 @@ use prometheus::{Encoder, TextEncoder};
 
 /// Longest request head read (request line and headers): a scrape's is
 /// ~200 bytes; 8 KiB leaves room for proxies' headers.
-pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// Time a client has to send its request head, and again to take the answer
 /// (a few KiB): a scrape over loopback or a LAN takes milliseconds, so a
 /// client slower than this is stuck or hostile.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the thread looks for a connection and at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// How often [`Source::sample`] runs (the live rates' resolution).
-pub const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+pub(crate) const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 
 /// What an endpoint exposes: sampled once per [`SAMPLE_PERIOD`], encoded per
 /// scrape. Runs on the metrics thread only.
-pub trait Source: Send + 'static {
+pub(crate) trait Source: Send + 'static {
     /// Takes a periodic sample (for rates); `now` is the sample's time.
     fn sample(&mut self, now: Instant);
     /// The exposition: Prometheus text format 0.0.4.
@@ -57,7 +57,7 @@ pub trait Source: Send + 'static {
 }
 
 /// A running metrics endpoint; [`MetricsServer::stop`] ends its thread.
-pub struct MetricsServer {
+pub(crate) struct MetricsServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -69,7 +69,7 @@ impl MetricsServer {
     ///
     /// # Errors
     /// The address cannot be bound, or the thread cannot start.
-    pub fn start(listen: SocketAddr, mut source: impl Source) -> anyhow::Result<Self> {
+    pub(crate) fn start(listen: SocketAddr, mut source: impl Source) -> anyhow::Result<Self> {
         let listener =
             TcpListener::bind(listen).with_context(|| format!("--metrics: bind {listen}"))?;
         listener.set_nonblocking(true)?;
@@ -90,13 +90,13 @@ impl MetricsServer {
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Stops the thread (within about [`REQUEST_TIMEOUT`] x 2 if a client is
     /// being served, else [`ACCEPT_POLL`]).
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.halt();
     }
 
@@ -230,7 +230,7 @@ fn parse_request_line(head: &[u8]) -> Request {
 }
 
 /// Encodes `registry` in the text format 0.0.4.
-pub fn encode_registry(registry: &prometheus::Registry) -> String {
+pub(crate) fn encode_registry(registry: &prometheus::Registry) -> String {
     let mut out = Vec::new();
     // Writing into a Vec fails only for inconsistent metrics, which the
     // sources never produce; an empty answer is then the fallback.

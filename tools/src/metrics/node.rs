@@ -17,11 +17,11 @@ use super::{encode_registry, Source};
 
 /// Window the live rates are averaged over: long enough to smooth the
 /// per-piece bursts of a transfer, short enough to show a stall in seconds.
-pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 /// Byte totals sampled over the last [`RATE_WINDOW`], for the live rates.
 #[derive(Debug, Default)]
-pub struct RateWindow {
+pub(crate) struct RateWindow {
     /// (time, uploaded bytes, downloaded bytes), oldest first; bounded by
     /// the window (one sample a second: about six entries).
     samples: VecDeque<(Instant, u64, u64)>,
@@ -30,7 +30,7 @@ pub struct RateWindow {
 impl RateWindow {
     /// Records the totals at `now`, forgetting samples older than the window
     /// (the newest older one is kept as the window's start).
-    pub fn push(&mut self, now: Instant, up_bytes: u64, down_bytes: u64) {
+    pub(crate) fn push(&mut self, now: Instant, up_bytes: u64, down_bytes: u64) {
         self.samples.push_back((now, up_bytes, down_bytes));
         while self.samples.len() > 2
             && self
@@ -44,7 +44,7 @@ impl RateWindow {
 
     /// (upload, download) in bytes per second over the window; zeros until
     /// two samples exist.
-    pub fn rates_bytes_per_s(&self) -> (f64, f64) {
+    pub(crate) fn rates_bytes_per_s(&self) -> (f64, f64) {
         let (Some(&(t0, up0, down0)), Some(&(t1, up1, down1))) =
             (self.samples.front(), self.samples.back())
         else {
@@ -130,14 +130,14 @@ struct Tracked {
 /// The torrents a [`NodeMetrics`] exposes, keyed by info-hash (hex); shared
 /// with the owner of the node or session, which adds and drops them.
 #[derive(Clone, Default)]
-pub struct TorrentSet {
+pub(crate) struct TorrentSet {
     torrents: Arc<Mutex<BTreeMap<String, Tracked>>>,
 }
 
 impl TorrentSet {
     /// Exposes the torrent with info-hash `info_hash_hex` and `size_bytes` of
     /// payload, read from `watch` (replacing an earlier one with that hash).
-    pub fn add(&self, watch: NodeWatch, info_hash_hex: String, size_bytes: u64) {
+    pub(crate) fn add(&self, watch: NodeWatch, info_hash_hex: String, size_bytes: u64) {
         self.lock().insert(
             info_hash_hex,
             Tracked {
@@ -150,7 +150,7 @@ impl TorrentSet {
 
     /// Stops exposing torrent `info_hash_hex`: its series leave the next
     /// scrape (Prometheus marks them stale).
-    pub fn remove(&self, info_hash_hex: &str) {
+    pub(crate) fn remove(&self, info_hash_hex: &str) {
         self.lock().remove(info_hash_hex);
     }
 
@@ -160,7 +160,7 @@ impl TorrentSet {
 }
 
 /// Metrics of one node or session, for [`super::MetricsServer`].
-pub struct NodeMetrics {
+pub(crate) struct NodeMetrics {
     torrents: TorrentSet,
     link_rate_bytes_per_s: Option<u64>,
     registry: Registry,
@@ -170,7 +170,7 @@ pub struct NodeMetrics {
 impl NodeMetrics {
     /// Metrics of the torrents in `torrents`, as many as it holds at each
     /// scrape (none: only the link rate, if given).
-    pub fn with_set(torrents: TorrentSet, link_rate_bytes_per_s: Option<u64>) -> Self {
+    pub(crate) fn with_set(torrents: TorrentSet, link_rate_bytes_per_s: Option<u64>) -> Self {
         let r = Registry::new();
         let t = &["torrent"][..];
         let tk = &["torrent", "kind"][..];

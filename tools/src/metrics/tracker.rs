@@ -8,7 +8,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use super::{encode_registry, Source};
 
 /// Metrics of one tracker, for [`super::MetricsServer`].
-pub struct TrackerMetrics {
+pub(crate) struct TrackerMetrics {
     watch: TrackerWatch,
     registry: Registry,
     announces: IntCounterVec,
@@ -33,7 +33,7 @@ fn raise(c: &IntCounter, total: u64) {
 
 impl TrackerMetrics {
     /// Metrics of the tracker behind `watch`.
-    pub fn new(watch: TrackerWatch) -> Self {
+    pub(crate) fn new(watch: TrackerWatch) -> Self {
         let r = Registry::new();
         let by_protocol = |name: &str, help: &str| {
             register(

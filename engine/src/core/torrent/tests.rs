@@ -56,7 +56,7 @@ pub(super) fn caps(fast: bool, max_request_len_bytes: u32) -> PeerCaps {
 }
 
 impl Pump {
-    pub fn new(nodes: Vec<Torrent>) -> Self {
+    pub(super) fn new(nodes: Vec<Torrent>) -> Self {
         let n = nodes.len();
         Pump {
             nodes,
@@ -80,11 +80,11 @@ impl Pump {
         }
     }
 
-    pub fn seed(&mut self, seed: u64) {
+    pub(super) fn seed(&mut self, seed: u64) {
         self.rng = ChaCha8Rng::seed_from_u64(seed);
     }
 
-    pub fn connect(&mut self, a: usize, b: usize, c: PeerCaps) {
+    pub(super) fn connect(&mut self, a: usize, b: usize, c: PeerCaps) {
         self.links.insert((a.min(b), a.max(b)));
         self.nodes[a].handle_peer_connected(self.now, PeerKey(b as u64), c);
         self.nodes[b].handle_peer_connected(self.now, PeerKey(a as u64), c);
@@ -192,7 +192,7 @@ impl Pump {
     }
 
     /// Runs until `done` holds, or `max_events` events / `max_time` pass; returns `done`.
-    pub fn run_until(
+    pub(super) fn run_until(
         &mut self,
         max_events: usize,
         max_time: Time,

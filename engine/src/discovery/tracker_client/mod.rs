@@ -43,8 +43,9 @@ use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::base::PeerId;
 use crate::core::time::Time;
-use crate::wire::metainfo::{InfoHash, SHA1_LEN_BYTES};
+use crate::wire::metainfo::InfoHash;
 use crate::wire::tracker::{Event, Topology};
 use state::{InFlight, Stage, TrackerState};
 
@@ -128,7 +129,7 @@ pub struct TrackerClient {
     /// BEP 12 tiers of indices into `trackers`, shuffled within each tier.
     tiers: Vec<Vec<usize>>,
     info_hash: InfoHash,
-    peer_id: [u8; SHA1_LEN_BYTES],
+    peer_id: PeerId,
     port: u16,
     key: u32,
     rng: ChaCha8Rng,
@@ -162,7 +163,7 @@ impl TrackerClient {
         config: ClientConfig,
         tiers: &[Vec<String>],
         info_hash: InfoHash,
-        peer_id: [u8; SHA1_LEN_BYTES],
+        peer_id: PeerId,
         port: u16,
         seed: u64,
     ) -> Self {

@@ -17,7 +17,14 @@ fn client(tiers: &[&[&str]], seed: u64) -> TrackerClient {
         .iter()
         .map(|t| t.iter().map(|u| u.to_string()).collect())
         .collect();
-    TrackerClient::new(ClientConfig::default(), &tiers, HASH, [1; 20], 6881, seed)
+    TrackerClient::new(
+        ClientConfig::default(),
+        &tiers,
+        HASH,
+        PeerId([1; 20]),
+        6881,
+        seed,
+    )
 }
 
 fn http_ok(interval_s: u32, min_interval_s: Option<u32>, peers: &[&str]) -> Vec<u8> {

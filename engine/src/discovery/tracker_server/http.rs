@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::io::{answer_http, Shared};
+use super::io::{answer_http, ServerState};
 use crate::rt::{ConnId, Ctx, Handler};
 
 /// Open HTTP connections per server (all workers together). Sized for a
@@ -61,7 +61,7 @@ struct HttpConn {
 
 /// The HTTP side of one runtime worker.
 pub(super) struct HttpHandler {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     conns: HashMap<ConnId, HttpConn>,
     /// This worker's share of [`MAX_CONNS`].
     max_conns: usize,
@@ -76,7 +76,7 @@ enum Next {
 }
 
 impl HttpHandler {
-    pub(super) fn new(shared: Arc<Shared>, workers: usize) -> Self {
+    pub(super) fn new(shared: Arc<ServerState>, workers: usize) -> Self {
         Self {
             shared,
             conns: HashMap::new(),

@@ -53,8 +53,9 @@ pub struct ServerConfig {
     pub http_threads: usize,
 }
 
-/// State shared by all threads.
-pub(super) struct Shared {
+/// The tracker's swarms (sharded), connection ids and counters, shared by its
+/// UDP, HTTP and sweep threads.
+pub(super) struct ServerState {
     shards: [Mutex<Tracker>; SHARDS],
     conn_ids: ConnectionIds,
     epoch: Instant,
@@ -105,7 +106,7 @@ pub struct TrackerStats {
 /// relaxed atomic loads plus one short lock per swarm shard for the gauges.
 #[derive(Clone)]
 pub struct TrackerWatch {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
 }
 
 impl std::fmt::Debug for TrackerWatch {
@@ -136,7 +137,7 @@ impl TrackerWatch {
     }
 }
 
-impl Shared {
+impl ServerState {
     fn now(&self) -> Time {
         Time::from_nanos(u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
@@ -153,7 +154,7 @@ impl Shared {
 /// A running tracker.
 pub struct TrackerServer {
     local_addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     threads: Vec<JoinHandle<()>>,
     http: RuntimeHandle<()>,
 }
@@ -166,7 +167,7 @@ impl TrackerServer {
     pub fn bind(config: ServerConfig) -> io::Result<Self> {
         let mut rng = rand::rng();
         let secret: [u8; 16] = rng.random();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerState {
             shards: std::array::from_fn(|_| {
                 Mutex::new(Tracker::new(
                     shard_config(&config.tracker),
@@ -259,7 +260,7 @@ fn shard_config(config: &TrackerConfig) -> TrackerConfig {
 /// it, try again (a few times).
 fn bind_pair(
     config: &ServerConfig,
-    shared: &Arc<Shared>,
+    shared: &Arc<ServerState>,
 ) -> io::Result<(RuntimeHandle<()>, Vec<UdpSocket>)> {
     let listen = config.listen;
     let workers = config.http_threads.max(1);
@@ -308,7 +309,7 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// ~50 % in `sendto`, 18 % context switches) while a batch stays in L1/L2.
 const UDP_BATCH: usize = 32;
 
-fn udp_loop(shared: &Shared, socket: &UdpSocket) {
+fn udp_loop(shared: &ServerState, socket: &UdpSocket) {
     use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
     use std::io::{IoSlice, IoSliceMut};
     use std::os::fd::AsRawFd;
@@ -387,7 +388,7 @@ fn udp_loop(shared: &Shared, socket: &UdpSocket) {
 /// Answers one datagram into `out`; `false` when nothing should be sent.
 /// `peers` is scratch, reused so an announce allocates nothing.
 fn handle_udp(
-    shared: &Shared,
+    shared: &ServerState,
     packet: &[u8],
     from: SocketAddr,
     peers: &mut Vec<SocketAddr>,
@@ -468,7 +469,7 @@ fn handle_udp(
     true
 }
 
-fn scrape(shared: &Shared, hashes: &[InfoHash]) -> Vec<crate::wire::tracker::ScrapeStats> {
+fn scrape(shared: &ServerState, hashes: &[InfoHash]) -> Vec<crate::wire::tracker::ScrapeStats> {
     hashes
         .iter()
         .map(|h| {
@@ -482,7 +483,11 @@ fn scrape(shared: &Shared, hashes: &[InfoHash]) -> Vec<crate::wire::tracker::Scr
 }
 
 /// Answers an HTTP GET of `url` (path and query) from `source`: (status, body).
-pub(super) fn answer_http(shared: &Shared, url: &str, source: Option<IpAddr>) -> (u16, Vec<u8>) {
+pub(super) fn answer_http(
+    shared: &ServerState,
+    url: &str,
+    source: Option<IpAddr>,
+) -> (u16, Vec<u8>) {
     let (status, body, counter) = answer_http_inner(shared, url, source);
     if let Some(c) = counter {
         bump(c);
@@ -492,7 +497,7 @@ pub(super) fn answer_http(shared: &Shared, url: &str, source: Option<IpAddr>) ->
 
 /// [`answer_http`]'s answer and the counter it adds to (`None`: not found).
 fn answer_http_inner<'a>(
-    shared: &'a Shared,
+    shared: &'a ServerState,
     url: &str,
     source: Option<IpAddr>,
 ) -> (u16, Vec<u8>, Option<&'a AtomicU64>) {
@@ -535,7 +540,7 @@ fn answer_http_inner<'a>(
     }
 }
 
-fn sweep_loop(shared: &Shared) {
+fn sweep_loop(shared: &ServerState) {
     while !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(POLL_PERIOD);
         let now = shared.now();

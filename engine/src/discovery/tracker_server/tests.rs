@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::*;
+use crate::base::PeerId;
 use crate::wire::tracker::Topology;
 
 const HASH: InfoHash = InfoHash([9; 20]);
@@ -15,7 +16,7 @@ fn ip(i: u8) -> IpAddr {
 fn announce(port: u16, left_bytes: u64, rack: Option<&str>, zone: Option<&str>) -> Announce {
     Announce {
         info_hash: HASH,
-        peer_id: [port as u8; 20],
+        peer_id: PeerId([port as u8; 20]),
         port,
         uploaded_bytes: 0,
         downloaded_bytes: 0,

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::base::PeerId;
 use crate::core::address_book::{Admission, EntryId};
 use crate::core::{PeerKey, Time};
 use crate::node::dispatch::Ctx;
@@ -185,7 +186,7 @@ impl NodeHandler {
         &mut self,
         ctx: &mut Ctx,
         conn: ConnId,
-        peer_id: [u8; 20],
+        peer_id: PeerId,
     ) -> bool {
         let new_out = self.conns.get(&conn).is_some_and(PeerConn::outbound);
         let lane_dialled = self.conns.get(&conn).is_some_and(|c| c.lane_dialled);
@@ -269,7 +270,7 @@ impl NodeHandler {
 
     /// `conn` to `peer_id` closed: forget it in the registry unless another
     /// connection has replaced it there; a closed lane (`lane`) frees its place.
-    pub(super) fn forget_peer_id(&self, peer_id: [u8; 20], conn: ConnId, lane: bool) {
+    pub(super) fn forget_peer_id(&self, peer_id: PeerId, conn: ConnId, lane: bool) {
         let mut ids = self
             .shared
             .peer_ids

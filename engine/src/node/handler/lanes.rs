@@ -29,6 +29,7 @@
 //! else closed, as is one with no extended handshake within
 //! `SlotConfig::ext_handshake_wait`.
 
+use crate::base::PeerId;
 use crate::core::{slots, Time};
 use crate::node::dispatch::Ctx;
 use crate::rt::ConnId;
@@ -170,7 +171,7 @@ impl NodeHandler {
     /// Opens one lane to `addr` (the p2pe peer `peer_id`), unless this worker
     /// already has a connection to that peer or a lane dial to that address
     /// under way.
-    pub(super) fn dial_lane(&mut self, ctx: &mut Ctx, addr: SocketAddr, peer_id: [u8; 20]) {
+    pub(super) fn dial_lane(&mut self, ctx: &mut Ctx, addr: SocketAddr, peer_id: PeerId) {
         let busy = self
             .conns
             .values()

@@ -362,7 +362,7 @@ impl NodeHandler {
                 .p2pe_rack
                 .as_deref()
                 .zip(peer_id)
-                .map(|(rack, id)| Locality::labelled(rack, theirs.p2pe_zone.as_deref(), &id));
+                .map(|(rack, id)| Locality::labelled(rack, theirs.p2pe_zone.as_deref(), &id.0));
             self.register(conn, len, theirs.reqq, lanes, locality);
             self.open_lanes(ctx, conn, theirs);
             return true;

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use crate::base::{InfoHash, PeerId};
 use crate::node::tests::{make_torrent, open, wait_complete};
 use crate::node::{Node, NodeConfig};
 use crate::store::OpenMode;
@@ -22,7 +23,7 @@ const PIECE_LEN: u32 = 64 * 1024;
 /// Returns the request it answered and whether the node closed within 10 s.
 fn fake_seeder(
     l: TcpListener,
-    info_hash: [u8; 20],
+    info_hash: InfoHash,
     close_after_answer: bool,
     answer: impl Fn(BlockRequest) -> Vec<u8>,
 ) -> (BlockRequest, bool) {
@@ -30,7 +31,7 @@ fn fake_seeder(
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut hs = [0u8; Handshake::LEN_BYTES];
     s.read_exact(&mut hs).unwrap();
-    let mut ours = Handshake::new(info_hash, [0xee; 20]);
+    let mut ours = Handshake::new(info_hash, PeerId([0xee; 20]));
     ours.set_extended(false);
     let mut out = ours.to_bytes().to_vec();
     Message::HaveAll.encode(&mut out).unwrap();
@@ -82,7 +83,7 @@ fn start_fake(
 ) -> (SocketAddr, std::thread::JoinHandle<(BlockRequest, bool)>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let ih = meta.info_hash().0;
+    let ih = meta.info_hash();
     let t = std::thread::spawn(move || fake_seeder(l, ih, close_after_answer, answer));
     (addr, t)
 }

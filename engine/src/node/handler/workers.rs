@@ -3,7 +3,7 @@
 //!
 //! Every message is an optimisation over shared atomic state or a later retry, so a
 //! full mailbox ([`crate::rt::PostError::Full`]) loses nothing for good: a verified
-//! piece is also in `Shared::have`, which every worker catches up with on its tick
+//! piece is also in `TorrentShared::have`, which every worker catches up with on its tick
 //! ([`NodeHandler::sync_have`]); a choke report is sent again next interval; PEX
 //! repeats addresses.
 //!
@@ -42,12 +42,12 @@ impl NodeHandler {
     /// Tells every other worker that this one verified `piece`.
     pub(super) fn tell_verified(&self, ctx: &mut Ctx, piece: PieceIndex) {
         for w in (0..self.shared.workers).filter(|&w| w != self.worker) {
-            // Full: the worker catches up from `Shared::have` on its tick.
+            // Full: the worker catches up from `TorrentShared::have` on its tick.
             let _ = self.post(ctx, w, Command::PieceVerified(piece));
         }
     }
 
-    /// Marks pieces other workers or the web seeds verified (per `Shared::have`)
+    /// Marks pieces other workers or the web seeds verified (per `TorrentShared::have`)
     /// that our torrent does not have yet: O(pieces / 64), only while behind.
     pub(super) fn sync_have(&mut self) {
         if self.torrent.have().count_ones() >= self.shared.verified_pieces.load(Ordering::Acquire) {

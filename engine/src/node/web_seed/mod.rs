@@ -8,7 +8,7 @@
 //! fetches it meanwhile, and no other fetcher); fetch it with ranged `GET`s
 //! (`http`) straight into storage; verify it like any piece (BLAKE3 where
 //! the torrent carries it, else SHA-1); then mark it had node-wide
-//! (`Shared::piece_verified`) and post it to every worker
+//! (`TorrentShared::piece_verified`) and post it to every worker
 //! (`Command::PieceVerified`), which sends `have` to its peers and
 //! serves it. So a piece a node got over HTTP reaches its neighbours by P2P,
 //! and its availability there is no longer 0: they take it from peers, not
@@ -36,12 +36,13 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::base::PeerId;
 use crate::core::web_seed::{Backoff, PolicyConfig, Share, WebSeedPolicy};
 use crate::core::{PieceIndex, Time};
 use crate::store::{Storage, StoreError};
 
 use super::handler::retry_busy;
-use super::{Command, Shared};
+use super::{Command, TorrentShared};
 use http::{FetchError, Target};
 
 /// Most fetcher threads (concurrent requests) per web seed.
@@ -160,7 +161,7 @@ impl SeedCounters {
 
 /// Sends a command to this torrent's handler on worker `w`, dropping it when
 /// the worker's mailbox is full or the worker exited (a worker catches up
-/// from `Shared::have` on its tick).
+/// from `TorrentShared::have` on its tick).
 pub(crate) type PostCommand = Arc<dyn Fn(usize, Command) + Send + Sync>;
 
 /// The node's policy state, one for all fetcher threads (locked per pick and
@@ -178,13 +179,13 @@ struct Fetcher {
     url: String,
     agent: ureq::Agent,
     storage: Arc<Storage>,
-    shared: Arc<Shared>,
+    shared: Arc<TorrentShared>,
     post: PostCommand,
     state: Arc<Mutex<PolicyState>>,
     stop: Arc<AtomicBool>,
     multi_file: bool,
     /// Our peer id, for our [`Share`] among the connected peers.
-    peer_id: [u8; 20],
+    peer_id: PeerId,
 }
 
 /// The running fetcher threads of a node's web seeds.
@@ -210,9 +211,9 @@ impl WebSeeds {
         config: &WebSeedConfig,
         multi_file: bool,
         expect_peers: bool,
-        peer_id: [u8; 20],
+        peer_id: PeerId,
         storage: Arc<Storage>,
-        shared: Arc<Shared>,
+        shared: Arc<TorrentShared>,
         post: PostCommand,
     ) -> std::io::Result<Option<WebSeeds>> {
         let mut urls = Vec::new();
@@ -305,7 +306,7 @@ impl Drop for WebSeeds {
 }
 
 /// The node's core clock (as the workers read it).
-fn now(shared: &Shared) -> Time {
+fn now(shared: &TorrentShared) -> Time {
     Time::from_nanos(u64::try_from(shared.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
@@ -418,7 +419,7 @@ impl Fetcher {
                 let len = u64::from(self.storage.layout().piece_len(piece.0).unwrap_or(0));
                 if self.shared.piece_verified(piece, len) {
                     for w in 0..self.shared.workers {
-                        // Full or exited: a worker catches up from `Shared::have`
+                        // Full or exited: a worker catches up from `TorrentShared::have`
                         // on its tick.
                         (self.post)(w, Command::PieceVerified(piece));
                     }

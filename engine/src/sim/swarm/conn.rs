@@ -57,7 +57,7 @@ pub(super) struct Dir {
 
 impl Dir {
     /// Drops everything (the connection closed).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.blocks.clear();
         self.ctl_waiting.clear();
         self.sending = None;
@@ -76,7 +76,7 @@ pub(super) struct Conn {
 
 impl Conn {
     /// The direction `node` sends on; `None` if `node` is not an end of this connection.
-    pub fn out_dir(&self, id: u32, node: u32) -> Option<u32> {
+    pub(super) fn out_dir(&self, id: u32, node: u32) -> Option<u32> {
         if node == self.a {
             Some(2 * id)
         } else if node == self.b {

@@ -9,6 +9,7 @@ mod padding;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::base::InfoHash;
 use sha1::{Digest, Sha1};
 
 use super::*;
@@ -21,7 +22,7 @@ pub(super) struct Fixture {
     pub(super) data: Vec<u8>,
 }
 
-pub(super) const HASH_A: [u8; 20] = [0xaa; 20];
+pub(super) const HASH_A: InfoHash = InfoHash([0xaa; 20]);
 
 impl Fixture {
     pub(super) fn new(lens: &[u64], piece_len: u32, seed: u64) -> Self {
@@ -295,7 +296,13 @@ fn record_of_another_torrent_is_ignored() {
         dir.path().join(".p2pe.resume"),
     )
     .unwrap();
-    let (s, report) = Storage::open(dir.path(), fx.layout(), [0xbb; 20], OpenMode::Create).unwrap();
+    let (s, report) = Storage::open(
+        dir.path(),
+        fx.layout(),
+        InfoHash([0xbb; 20]),
+        OpenMode::Create,
+    )
+    .unwrap();
     assert_eq!(
         report.record,
         RecordStatus::Rejected(RecordRejected::OtherInfoHash)
@@ -314,7 +321,7 @@ fn two_torrents_in_one_dir_keep_their_records() {
     for f in &mut b.files {
         f.path_components[0] = "other".into();
     }
-    let hash_b = [0xbb; 20];
+    let hash_b = InfoHash([0xbb; 20]);
     let dir = tempfile::tempdir().unwrap();
     {
         let (s, _) = a.open(dir.path(), OpenMode::Create);

@@ -49,7 +49,7 @@ use std::fmt;
 
 use sha1::{Digest, Sha1};
 
-pub use crate::base::{PieceHashKind, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES};
+pub use crate::base::{InfoHash, PieceHashKind, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES};
 pub use files::{FileEntry, FileSpec, Layout};
 
 /// The p2pe `info` key holding one 32-byte BLAKE3 digest per piece (see the
@@ -61,31 +61,6 @@ pub const BLAKE3_KEY: &str = "p2pe blake3";
 pub const MIN_AUTO_PIECE_LEN_BYTES: u32 = 256 * 1024;
 /// Largest piece length [`auto_piece_len_bytes`] picks: 16 MiB.
 pub const MAX_AUTO_PIECE_LEN_BYTES: u32 = 16 * 1024 * 1024;
-
-/// The info-hash: SHA-1 of the raw bencoded `info` dictionary (BEP 3).
-///
-/// `Display` prints 40 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct InfoHash(pub [u8; SHA1_LEN_BYTES]);
-
-impl InfoHash {
-    /// Hashes raw bencoded `info` bytes.
-    pub fn of_info_bytes(info_bytes: &[u8]) -> Self {
-        Self(Sha1::digest(info_bytes).into())
-    }
-}
-
-impl fmt::Display for InfoHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
-    }
-}
-
-impl fmt::Debug for InfoHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InfoHash({self})")
-    }
-}
 
 /// SHA-1 of one piece's data (BEP 3 `pieces`, 20 bytes per piece).
 ///

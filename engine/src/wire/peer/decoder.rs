@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn not_negotiated() {
-        let ours = Handshake::new([0; 20], [0; 20]);
+        let ours = Handshake::new(crate::base::InfoHash([0; 20]), crate::base::PeerId([0; 20]));
         let mut theirs = ours;
         theirs.set_fast(false);
         let mut dec = Decoder::new(DecoderLimits::new(8));

@@ -3,6 +3,7 @@
 use bytes::BytesMut;
 
 use super::{Decoder, DecoderLimits, WireError};
+use crate::base::{InfoHash, PeerId};
 
 /// BEP 3 protocol string.
 const PSTR: &[u8; 19] = b"BitTorrent protocol";
@@ -14,9 +15,9 @@ pub struct Handshake {
     /// Reserved bytes; extension bits per BEP 6 and BEP 10.
     pub reserved: [u8; 8],
     /// SHA-1 of the bencoded info dictionary (v1).
-    pub info_hash: [u8; 20],
+    pub info_hash: InfoHash,
     /// The sender's peer id.
-    pub peer_id: [u8; 20],
+    pub peer_id: PeerId,
 }
 
 impl Handshake {
@@ -25,7 +26,7 @@ impl Handshake {
 
     /// A handshake advertising both the fast extension (BEP 6) and the
     /// extension protocol (BEP 10), as p2pe always sends.
-    pub fn new(info_hash: [u8; 20], peer_id: [u8; 20]) -> Self {
+    pub fn new(info_hash: InfoHash, peer_id: PeerId) -> Self {
         let mut hs = Self {
             reserved: [0; 8],
             info_hash,
@@ -62,8 +63,8 @@ impl Handshake {
         out[0] = 19;
         out[1..20].copy_from_slice(PSTR);
         out[20..28].copy_from_slice(&self.reserved);
-        out[28..48].copy_from_slice(&self.info_hash);
-        out[48..68].copy_from_slice(&self.peer_id);
+        out[28..48].copy_from_slice(&self.info_hash.0);
+        out[48..68].copy_from_slice(&self.peer_id.0);
         out
     }
 
@@ -89,8 +90,8 @@ impl Handshake {
         let (info_hash, peer_id) = rest.split_at(20);
         Ok(Self {
             reserved: to_array(reserved)?,
-            info_hash: to_array(info_hash)?,
-            peer_id: to_array(peer_id)?,
+            info_hash: InfoHash(to_array(info_hash)?),
+            peer_id: PeerId(to_array(peer_id)?),
         })
     }
 }
@@ -179,7 +180,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Handshake {
-        Handshake::new([0xab; 20], *b"-P2PE01-abcdefghijkl")
+        Handshake::new(InfoHash([0xab; 20]), PeerId(*b"-P2PE01-abcdefghijkl"))
     }
 
     #[test]

@@ -9,6 +9,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
 use super::*;
+use crate::base::{InfoHash, PeerId};
 
 const PIECE_COUNT: u32 = 77;
 const MAX_REQUEST: u32 = 64 * 1024;
@@ -214,7 +215,7 @@ proptest! {
         msgs in vec(message(), 0..4),
         split in 0usize..200,
     ) {
-        let hs = Handshake { reserved, info_hash, peer_id };
+        let hs = Handshake { reserved, info_hash: InfoHash(info_hash), peer_id: PeerId(peer_id) };
         let mut stream = hs.to_bytes().to_vec();
         for m in &msgs {
             m.encode(&mut stream).unwrap();

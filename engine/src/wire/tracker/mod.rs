@@ -24,8 +24,6 @@ pub mod udp;
 #[cfg(test)]
 mod tests;
 
-use crate::wire::metainfo::SHA1_LEN_BYTES;
-
 pub use http::{AnnounceResponse, ScrapeResponse, ScrapeStats};
 pub use query::{Announce, Topology};
 
@@ -55,7 +53,7 @@ pub const MAX_SCRAPE_HASHES: usize = 74;
 pub const MAX_LABEL_BYTES: usize = 64;
 
 /// Length of a peer id in bytes (BEP 3).
-pub const PEER_ID_LEN_BYTES: usize = SHA1_LEN_BYTES;
+pub const PEER_ID_LEN_BYTES: usize = crate::base::PeerId::LEN_BYTES;
 
 /// Why tracker protocol bytes were rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

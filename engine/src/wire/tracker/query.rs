@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use super::{Event, TrackerError, MAX_LABEL_BYTES, MAX_QUERY_BYTES, MAX_SCRAPE_HASHES};
-use crate::wire::metainfo::{InfoHash, SHA1_LEN_BYTES};
+use crate::base::{InfoHash, PeerId, SHA1_LEN_BYTES};
 
 /// Where the announcing node sits in the cluster: p2pe's extra announce
 /// parameters `p2pe_rack` and `p2pe_zone` (not a BEP; other trackers ignore them).
@@ -28,7 +28,7 @@ pub struct Announce {
     /// The torrent.
     pub info_hash: InfoHash,
     /// The announcing peer's id.
-    pub peer_id: [u8; SHA1_LEN_BYTES],
+    pub peer_id: PeerId,
     /// The TCP port the peer listens on for the peer wire.
     pub port: u16,
     /// Bytes uploaded this session.
@@ -138,7 +138,7 @@ impl Announce {
         q.push_str("info_hash=");
         percent_encode(&self.info_hash.0, &mut q);
         q.push_str("&peer_id=");
-        percent_encode(&self.peer_id, &mut q);
+        percent_encode(&self.peer_id.0, &mut q);
         let _ = write!(
             q,
             "&port={}&uploaded={}&downloaded={}&left={}&compact=1&key={:08x}",
@@ -177,7 +177,7 @@ impl Announce {
         let mut port = None;
         let mut a = Announce {
             info_hash: InfoHash([0; SHA1_LEN_BYTES]),
-            peer_id: [0; SHA1_LEN_BYTES],
+            peer_id: PeerId([0; PeerId::LEN_BYTES]),
             port: 0,
             uploaded_bytes: 0,
             downloaded_bytes: 0,
@@ -206,7 +206,7 @@ impl Announce {
             }
         }
         a.info_hash = InfoHash(info_hash.ok_or(TrackerError::MissingField("info_hash"))?);
-        a.peer_id = peer_id.ok_or(TrackerError::MissingField("peer_id"))?;
+        a.peer_id = PeerId(peer_id.ok_or(TrackerError::MissingField("peer_id"))?);
         a.port = port.ok_or(TrackerError::MissingField("port"))?;
         Ok((a, compact))
     }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use super::query::{parse_scrape_query, scrape_query, scrape_url};
 use super::udp::{ConnectionId, PeerFamily, Request, Response, TransactionId};
 use super::*;
-use crate::wire::metainfo::InfoHash;
+use crate::base::{InfoHash, PeerId};
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
@@ -37,7 +37,7 @@ prop_compose! {
         zone in label(),
     ) -> Announce {
         Announce {
-            info_hash: InfoHash(info_hash), peer_id, port, uploaded_bytes,
+            info_hash: InfoHash(info_hash), peer_id: PeerId(peer_id), port, uploaded_bytes,
             downloaded_bytes, left_bytes, event, numwant, key,
             topology: Topology { rack, zone },
         }

@@ -9,9 +9,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::query::{percent_decode, Announce, Topology};
+use super::MAX_SCRAPE_HASHES;
 use super::{AnnounceResponse, Event, ScrapeStats, TrackerError, MAX_LABEL_BYTES, MAX_PEERS};
-use super::{MAX_SCRAPE_HASHES, PEER_ID_LEN_BYTES};
-use crate::wire::metainfo::{InfoHash, SHA1_LEN_BYTES};
+use crate::base::{InfoHash, PeerId, SHA1_LEN_BYTES};
 
 /// The magic first field of a connect request (BEP 15).
 pub const PROTOCOL_ID: u64 = 0x0417_2710_1980;
@@ -164,7 +164,7 @@ impl Request {
                 out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
                 out.extend_from_slice(&transaction_id.0.to_be_bytes());
                 out.extend_from_slice(&a.info_hash.0);
-                out.extend_from_slice(&a.peer_id);
+                out.extend_from_slice(&a.peer_id.0);
                 out.extend_from_slice(&a.downloaded_bytes.to_be_bytes());
                 out.extend_from_slice(&a.left_bytes.to_be_bytes());
                 out.extend_from_slice(&a.uploaded_bytes.to_be_bytes());
@@ -238,7 +238,7 @@ impl Request {
 
 fn decode_announce(r: &mut Reader<'_>) -> Result<Announce, TrackerError> {
     let info_hash = InfoHash(r.array()?);
-    let peer_id: [u8; PEER_ID_LEN_BYTES] = r.array()?;
+    let peer_id = PeerId(r.array()?);
     let downloaded_bytes = r.u64()?;
     let left_bytes = r.u64()?;
     let uploaded_bytes = r.u64()?;

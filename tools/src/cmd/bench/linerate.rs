@@ -39,7 +39,7 @@ Examples:
   p2pe bench linerate --dir /dev/shm --dir /var/tmp     # 2 GiB, tmpfs and disk, 3 reps
   p2pe bench linerate --no-whole --leechers 8 --size 1GiB
   p2pe bench linerate --no-window --clients p2pe,rqbit --size 4GiB --reps 1")]
-pub struct LinerateArgs {
+pub(super) struct LinerateArgs {
     /// File size: bytes, or with a suffix (2GiB, 512MiB).
     #[arg(long, default_value = "2GiB", value_parser = |s: &str| parse_size_bytes(s).map_err(|e| e.to_string()))]
     size: u64,
@@ -86,7 +86,7 @@ pub struct LinerateArgs {
 }
 
 /// Runs `p2pe bench linerate`.
-pub fn run(a: LinerateArgs) -> anyhow::Result<()> {
+pub(super) fn run(a: LinerateArgs) -> anyhow::Result<()> {
     if a.leechers == 0 || a.leechers > 64 {
         bail!("--leechers {}: must be within 1..=64", a.leechers);
     }

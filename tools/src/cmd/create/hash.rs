@@ -26,7 +26,7 @@ const HASH_SLICE_BYTES: usize = 64 * 1024;
 
 /// The digests of every piece, in piece order.
 #[derive(Debug, PartialEq, Eq)]
-pub struct PieceDigests {
+pub(super) struct PieceDigests {
     /// SHA-1 per piece (BEP 3 `pieces`).
     pub sha1: Vec<PieceHash>,
     /// BLAKE3 per piece (p2pe `p2pe blake3`), when asked for.
@@ -64,7 +64,7 @@ fn open_file<'a>(
 ///
 /// # Errors
 /// A file that cannot be opened or read, or that shrank since it was walked.
-pub fn hash_pieces(
+pub(super) fn hash_pieces(
     files: &[SourceFile],
     total_len_bytes: u64,
     piece_len_bytes: u32,

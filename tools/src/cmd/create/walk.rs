@@ -13,7 +13,7 @@ use p2pe::wire::metainfo::{FileSpec, Layout};
 
 /// One input file, placed in the concatenated payload.
 #[derive(Debug, Clone)]
-pub struct SourceFile {
+pub(super) struct SourceFile {
     /// Where to read it.
     pub path: PathBuf,
     /// Path components below the torrent's top directory (empty for a single file).
@@ -26,7 +26,7 @@ pub struct SourceFile {
 
 /// The walked input.
 #[derive(Debug)]
-pub struct Source {
+pub(super) struct Source {
     /// The torrent name: the file's or directory's own name.
     pub name: String,
     /// Files in payload order.
@@ -37,14 +37,14 @@ pub struct Source {
 
 impl Source {
     /// Sum of the file lengths in bytes.
-    pub fn total_len_bytes(&self) -> u64 {
+    pub(super) fn total_len_bytes(&self) -> u64 {
         self.files
             .last()
             .map_or(0, |f| f.offset_bytes + f.len_bytes)
     }
 
     /// The layout for [`p2pe::wire::metainfo::Info::new`].
-    pub fn layout(&self) -> Layout {
+    pub(super) fn layout(&self) -> Layout {
         if self.multi_file {
             Layout::MultiFile(
                 self.files
@@ -76,7 +76,7 @@ fn utf8_name(name: Option<&std::ffi::OsStr>, path: &Path) -> anyhow::Result<Stri
 /// # Errors
 /// Unreadable paths, symlink loops, broken links, special files, non-UTF-8
 /// names, or a total length overflowing 64 bits.
-pub fn walk(root: &Path) -> anyhow::Result<Source> {
+pub(super) fn walk(root: &Path) -> anyhow::Result<Source> {
     let canonical = root
         .canonicalize()
         .with_context(|| format!("{}: cannot open", root.display()))?;

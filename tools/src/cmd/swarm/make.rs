@@ -10,7 +10,7 @@ use crate::cmd::create::Progress;
 
 /// Writes `size_bytes` of pseudo-random bytes (seeded from the clock: content
 /// need not be reproducible, only incompressible) to `path`.
-pub fn random_file(path: &Path, size_bytes: u64) -> anyhow::Result<()> {
+pub(super) fn random_file(path: &Path, size_bytes: u64) -> anyhow::Result<()> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
@@ -20,7 +20,7 @@ pub fn random_file(path: &Path, size_bytes: u64) -> anyhow::Result<()> {
 
 /// Makes the torrent of `path` (a file or a directory), the same way as
 /// `p2pe create` (auto piece length), announcing to `tracker_url`.
-pub fn torrent_of(path: &Path, tracker_url: &str) -> anyhow::Result<Metainfo> {
+pub(super) fn torrent_of(path: &Path, tracker_url: &str) -> anyhow::Result<Metainfo> {
     let trackers = vec![vec![tracker_url.to_string()]];
     crate::cmd::create::make_metainfo(path, None, trackers, false, None, true, Progress::Hidden)
 }

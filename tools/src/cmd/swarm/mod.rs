@@ -25,7 +25,7 @@ const TRACKER_INTERVAL_S: &str = "5";
 
 /// Arguments of `p2pe swarm`.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Number of leechers.
     #[arg(long, default_value_t = 4)]
     pub peers: usize,
@@ -83,7 +83,7 @@ fn work_dir(keep: bool) -> anyhow::Result<WorkDir> {
 }
 
 /// Runs `p2pe swarm`.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if args.peers == 0 {
         bail!("--peers must be at least 1");
     }

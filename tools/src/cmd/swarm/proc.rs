@@ -1,5 +1,7 @@
 //! Child `p2pe` processes of `p2pe swarm`: spawn, read their port, reap with
 //! resource usage, kill by PID.
+// libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 /// A running child with its stdout lines arriving on a channel.
-pub struct Child {
+pub(super) struct Child {
     pub pid: i32,
     lines: Receiver<String>,
     /// Lines read so far after the "listening on" line.
@@ -36,7 +38,7 @@ fn listen_addr_of(line: &str) -> Option<String> {
 impl Child {
     /// Spawns `exe args...` with stderr to `log`, and waits (bounded) for its
     /// "listening on ADDR" line.
-    pub fn spawn(
+    pub(super) fn spawn(
         exe: &Path,
         args: &[String],
         log: &Path,
@@ -93,14 +95,14 @@ impl Child {
     }
 
     /// Collects stdout lines that arrived.
-    pub fn drain_output(&mut self) {
+    pub(super) fn drain_output(&mut self) {
         while let Ok(l) = self.lines.try_recv() {
             self.output.push(l);
         }
     }
 
     /// Reaps the child if it exited (non-blocking); true once reaped.
-    pub fn try_reap(&mut self) -> bool {
+    pub(super) fn try_reap(&mut self) -> bool {
         if self.exit.is_some() {
             return true;
         }
@@ -125,7 +127,7 @@ impl Child {
     }
 
     /// Sends `sig` to the child (by PID, only while not reaped).
-    pub fn signal(&self, sig: i32) {
+    pub(super) fn signal(&self, sig: i32) {
         if self.exit.is_none() {
             // SAFETY: kill(2) on our own unreaped child's PID (cannot be recycled yet).
             unsafe { libc::kill(self.pid, sig) };
@@ -133,7 +135,7 @@ impl Child {
     }
 
     /// SIGTERM, wait up to 10 s, then SIGKILL; always reaps.
-    pub fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         self.signal(libc::SIGTERM);
         let end = Instant::now() + Duration::from_secs(10);
         while !self.try_reap() && Instant::now() < end {
@@ -143,7 +145,7 @@ impl Child {
     }
 
     /// SIGKILL and reap (blocking; a killed process exits promptly).
-    pub fn kill_and_reap(&mut self) {
+    pub(super) fn kill_and_reap(&mut self) {
         if self.try_reap() {
             return;
         }

@@ -1,26 +1,25 @@
-//! The node's DHT threads (BEP 5, Mainline DHT through the `mainline` crate):
+//! A node's DHT threads (BEP 5, Mainline DHT through the `mainline` crate):
 //! one DHT node (one UDP port) per session, shared by all its torrents
-//! ([`build`]); per torrent a thread that looks up peers of its info-hash and
-//! announces our listen port, then hands the peers to the workers like
-//! tracker peers.
+//! (`build`); per torrent a thread that looks up peers of its info-hash and
+//! announces our listen port, then hands the peers to its
+//! `DiscoveryHost` like tracker peers. [`super::metadata`] builds its
+//! look-up node here too.
 //!
 //! Never started for private torrents (BEP 27). The DHT node runs in server
 //! mode (datacenter nodes are reachable, and a closed cluster needs every
 //! node to answer). A round is `get_peers` then `announce_peer`; rounds
 //! repeat every [`DhtConfig::interval`] once an announce was stored and the
-//! node has peers (or is complete), every [`RETRY`] before that.
+//! node has peers (or is complete), every `RETRY` (2 s) before that.
 
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mainline::{Dht, Id};
 
-use super::peer::Source;
-use super::Shared;
-use crate::wire::metainfo::InfoHash;
+use super::host::{DiscoveryHost, Source};
+use crate::base::InfoHash;
 
 /// Delay between rounds while nothing was found or the announce failed.
 const RETRY: Duration = Duration::from_secs(2);
@@ -90,7 +89,7 @@ impl DhtNode {
         config: &DhtConfig,
         info_hash: InfoHash,
         port: u16,
-        shared: Arc<Shared>,
+        host: Arc<dyn DiscoveryHost>,
     ) -> std::io::Result<DhtNode> {
         let local = dht.info().local_addr();
         let id = Id::from_bytes(info_hash.0).map_err(std::io::Error::other)?;
@@ -98,7 +97,7 @@ impl DhtNode {
         let (stop, stop_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("p2pe-dht".into())
-            .spawn(move || run(&dht, id, port, &shared, &stop_rx, interval))?;
+            .spawn(move || run(&dht, id, port, &*host, &stop_rx, interval))?;
         Ok(DhtNode {
             stop,
             thread,
@@ -127,7 +126,7 @@ fn run(
     dht: &Dht,
     id: Id,
     port: u16,
-    shared: &Shared,
+    host: &dyn DiscoveryHost,
     stop: &mpsc::Receiver<()>,
     interval: Duration,
 ) {
@@ -143,20 +142,20 @@ fn run(
             found.extend(batch.into_iter().map(SocketAddr::V4));
         }
         if !found.is_empty() {
-            shared.discovered(found, Source::Dht);
+            host.found_peers(found, Source::Dht);
         }
         let announced = match dht.announce_peer(id, Some(port)) {
             Ok(_) => true,
             Err(e) => {
                 if !warned {
-                    shared.log(format!("dht: announce failed ({e}); retrying"));
+                    host.log(format!("dht: announce failed ({e}); retrying"));
                     warned = true;
                 }
                 false
             }
         };
-        let settled =
-            shared.complete.load(Ordering::Acquire) || shared.peers.load(Ordering::Acquire) > 0;
+        let p = host.progress();
+        let settled = p.complete || p.peers > 0;
         wait = if announced && settled {
             interval
         } else {
