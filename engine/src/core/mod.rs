@@ -72,7 +72,7 @@ pub use choker::{BatchChoker, ChokeCandidate, ChokeDecision};
 pub use claims::AtomicBitfield;
 pub use config::{
     ChokerConfig, ChokerMode, PeerCaps, SeederPolicy, TorrentConfig, BLOCK_LEN_BYTES,
-    DATACENTER_UPLOAD_TRANSFERS, MAX_REQUESTS_PER_PEER,
+    BUSY_REJECT_PENDING, DATACENTER_UPLOAD_TRANSFERS, MAX_REQUESTS_PER_PEER,
 };
 pub use message::{
     Action, Block, DisconnectReason, PeerKey, PeerMessage, PieceIndex, ProtocolError,

@@ -28,8 +28,17 @@
 //! Peers without the fast extension cannot be rejected and are only served in
 //! least-uploaded order. Leechers, and leechers that completed, order their own uploads
 //! the same way (pieces they uploaded least, peers furthest behind, rarest pieces first),
-//! but never reject nor suggest: their upload is not the bottleneck, and rejecting would
-//! only slow down the stragglers.
+//! but never reject for distinct-first nor suggest: their upload is not the bottleneck,
+//! and rejecting would only slow down the stragglers.
+//!
+//! # Busy relay
+//!
+//! A node that was not complete when created rejects (BEP 6) a p2pe peer's request while
+//! `busy_reject_pending` accepted requests already wait behind its upload window: every
+//! neighbour that lacks a fresh piece asks its first holder, and without this they queue
+//! there while the piece's later holders have idle uplinks. The requester skips the piece
+//! at this peer until its next rechoke, or until nothing is in flight from anyone, and
+//! fetches it elsewhere. Other clients are never rejected for this.
 //!
 //! Measured on the in-test pump (origin + 100 leechers, 1250 whole pieces, ~16 random
 //! neighbours each, equal uplinks): origin uploads 1.000-1.001 copies of the file and the
@@ -75,6 +84,9 @@ pub struct TorrentStats {
     pub peers_banned: u32,
     /// BEP 6 rejects sent by the distinct-first seeder policy.
     pub distinct_rejects_sent: u64,
+    /// Requests rejected because our upload queue was full (busy relay, see
+    /// `TorrentConfig::busy_reject_pending`).
+    pub busy_rejects_sent: u64,
     /// Piece copies started (blocks at offset 0 handed to the driver).
     pub piece_uploads_started: u64,
     /// Whether the picker is in endgame.

@@ -31,7 +31,7 @@ pub mod units;
 use std::str::FromStr;
 
 pub use churn::ChurnSpec;
-pub use net::Sharing;
+pub use net::{Sharing, UplinkOrder};
 pub use queue::Nanos;
 pub use racks::RackSpec;
 pub use report::{GroupCompletion, Report};
@@ -158,6 +158,10 @@ pub struct SimConfig {
     /// Link sharing model for `p2p` (the server strategies always use [`net::Sharing::Equal`],
     /// which is exact for them).
     pub sharing: net::Sharing,
+    /// How a node's uplink divides itself between its block transfers (`p2p`, water-fill):
+    /// fair (the default) or in the order its core handed the blocks out
+    /// ([`net::UplinkOrder`]).
+    pub uplink_order: net::UplinkOrder,
     /// Racks (`p2p`; `None`, the default: one flat switch).
     pub racks: Option<RackSpec>,
 }
@@ -184,6 +188,7 @@ impl SimConfig {
             seed: 1,
             max_time_ns: 3_600 * 1_000_000_000,
             sharing: net::Sharing::WaterFill,
+            uplink_order: net::UplinkOrder::Fair,
             pipeline_bytes: None,
             upload_in_flight_bytes: None,
             send_buffer_bytes: 0,

@@ -17,6 +17,12 @@
 //!   (slightly suboptimal) but every share is set by a fill over the link's current transfers,
 //!   so no link is ever oversubscribed.
 //!
+//! Uplink order ([`UplinkOrder`], water-fill only): `Fair` as above; `Fifo` fills each uplink
+//! in the order the transfers' blocks were handed out (strict priority, work-conserving),
+//! each capped at what its receiver's downlink could give it (its share plus the unused
+//! capacity, or the downlink's water level when full), with two uplink-then-downlink fill
+//! rounds per start/end so a receiver's refusal flows on to the sender's next transfers.
+//!
 //! Racks ([`Net::add_rack`], [`Net::place`]): a node placed in a rack reaches nodes outside
 //! it through the rack's shared uplink (to the core) and downlink (from the core); a
 //! transfer between two racks, or between a rack and an unplaced node (the origin), also
@@ -47,6 +53,9 @@ use super::queue::Nanos;
 const NEVER: Nanos = Nanos::MAX;
 /// Rack of a node placed in none (the origin, flat runs).
 const NO_RACK: u32 = u32::MAX;
+/// Uplink-then-downlink fill rounds per start/end with [`UplinkOrder::Fifo`]: the second
+/// round hands what a receiver's downlink refused to the sender's next transfers.
+const FIFO_FILL_ROUNDS: usize = 2;
 
 #[derive(Clone, Debug)]
 struct Transfer {
@@ -77,6 +86,8 @@ struct Transfer {
     weight: f64,
     /// `Net::epoch` of the refill that last rerated it (see [`Net::refill`]).
     stamp: u32,
+    /// Service order on the sender's uplink with [`UplinkOrder::Fifo`] (lower first).
+    rank: u64,
 }
 
 impl Default for Transfer {
@@ -103,6 +114,7 @@ impl Default for Transfer {
             share_rack_down: f64::INFINITY,
             weight: 1.0,
             stamp: 0,
+            rank: 0,
         }
     }
 }
@@ -196,6 +208,52 @@ pub enum Sharing {
     WaterFill,
 }
 
+/// How an uplink divides its capacity between its transfers ([`Sharing::WaterFill`] only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UplinkOrder {
+    /// Max-min fair: every transfer gets an equal share (water-filled), as TCP flows
+    /// written all at once share a NIC.
+    #[default]
+    Fair,
+    /// Strict priority by rank (the order the sender's core handed the blocks out),
+    /// work-conserving: the first transfer gets all its receiver can take, the next what
+    /// is left, and so on. A sender that writes its sockets in hand-out order and tops up
+    /// a later socket only while the earlier ones cannot take more (TCP_NOTSENT_LOWAT)
+    /// behaves so. A block then crosses a hop in about one block time instead of
+    /// `concurrent transfers` block times, while the uplink stays as busy as with `Fair`.
+    Fifo,
+}
+
+impl std::str::FromStr for UplinkOrder {
+    type Err = String;
+
+    /// Parses `fair` or `fifo`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fair" => Ok(Self::Fair),
+            "fifo" => Ok(Self::Fifo),
+            _ => Err(format!(
+                "unknown uplink order {s:?} (expected fair or fifo)"
+            )),
+        }
+    }
+}
+
+/// Where link capacity went unused (debug output of the driver): byte-seconds... in
+/// bytes, of uplink and downlink capacity left idle, split by whether the link had no
+/// transfer at all or had transfers that the far ends (or rack links) limited.
+#[derive(Clone, Debug, Default)]
+pub struct IdleAccount {
+    up_used: Vec<f64>,
+    down_used: Vec<f64>,
+    up_last: Vec<Nanos>,
+    down_last: Vec<Nanos>,
+    /// Idle bytes: `[node 0 (origin), other nodes]` × `[no transfer, limited elsewhere]`.
+    pub up_idle_bytes: [[f64; 2]; 2],
+    /// Same for downlinks.
+    pub down_idle_bytes: [[f64; 2]; 2],
+}
+
 /// A completion timer to put in the event queue: `(time_ns, transfer id, version)`.
 pub type TransferTimer = (Nanos, u32, u32);
 
@@ -216,6 +274,16 @@ pub struct Net {
     transfers: Vec<Transfer>,
     timers: Vec<TransferTimer>,
     sharing: Sharing,
+    uplink_order: UplinkOrder,
+    /// Per node, from the last fill of its downlink: the water level (share per unit of
+    /// weight of the transfers the fair share limited; infinite when none was) and the
+    /// capacity left unused. What a transfer into it could get if its sender gave more.
+    down_level: Vec<f64>,
+    down_spare: Vec<f64>,
+    /// Idle-capacity accounting (debug output), when enabled.
+    idle: Option<IdleAccount>,
+    /// Scratch for priority fills: (rank, cap, id).
+    ranked: Vec<(u64, f64, u32)>,
     /// Scratch for refills: nodes whose uplink / downlink to refill, (cap, id) to sort.
     up_nodes: Vec<u32>,
     down_nodes: Vec<u32>,
@@ -260,11 +328,69 @@ impl Net {
         self.rng = (self.jitter > 0.0).then(|| ChaCha8Rng::seed_from_u64(seed));
     }
 
+    /// Starts accounting idle link capacity ([`Net::idle_account`]); call before adding nodes.
+    pub fn enable_idle_account(&mut self) {
+        self.idle = Some(IdleAccount::default());
+    }
+
+    /// Idle capacity accounted until `now` (if enabled).
+    pub fn idle_account(&mut self, now: Nanos) -> Option<IdleAccount> {
+        for n in 0..self.up_active.len() as u32 {
+            self.touch(now, n, true, 0.0);
+            self.touch(now, n, false, 0.0);
+        }
+        self.idle.clone()
+    }
+
+    /// Integrates `node`'s idle uplink (`up`) or downlink up to `now`, then adds `delta`
+    /// (bytes/ns) to its used rate.
+    fn touch(&mut self, now: Nanos, node: u32, up: bool, delta: f64) {
+        let Some(acc) = self.idle.as_mut() else {
+            return;
+        };
+        let n = node as usize;
+        if acc.up_used.len() <= n {
+            acc.up_used.resize(n + 1, 0.0);
+            acc.down_used.resize(n + 1, 0.0);
+            acc.up_last.resize(n + 1, 0);
+            acc.down_last.resize(n + 1, 0);
+        }
+        let (used, last, cap, busy, bucket) = if up {
+            (
+                &mut acc.up_used[n],
+                &mut acc.up_last[n],
+                self.up_cap_bytes_per_ns[n],
+                !self.up_active[n].is_empty(),
+                &mut acc.up_idle_bytes,
+            )
+        } else {
+            (
+                &mut acc.down_used[n],
+                &mut acc.down_last[n],
+                self.down_cap_bytes_per_ns[n],
+                !self.down_active[n].is_empty(),
+                &mut acc.down_idle_bytes,
+            )
+        };
+        let dt = now.saturating_sub(*last) as f64;
+        bucket[usize::from(n != 0)][usize::from(busy)] += (cap - *used).max(0.0) * dt;
+        *last = now;
+        *used += delta;
+    }
+
+    /// How uplinks divide their capacity ([`UplinkOrder`]; used with
+    /// [`Sharing::WaterFill`] only).
+    pub fn set_uplink_order(&mut self, order: UplinkOrder) {
+        self.uplink_order = order;
+    }
+
     /// Adds a node with the given capacities (bytes per second); returns its index.
     pub fn add_node(&mut self, up_bytes_per_s: u64, down_bytes_per_s: u64) -> u32 {
         self.up_cap_bytes_per_ns.push(up_bytes_per_s as f64 / 1e9);
         self.down_cap_bytes_per_ns
             .push(down_bytes_per_s as f64 / 1e9);
+        self.down_level.push(f64::INFINITY);
+        self.down_spare.push(down_bytes_per_s as f64 / 1e9);
         self.up_active.push(Vec::new());
         self.down_active.push(Vec::new());
         self.rack_of.push(NO_RACK);
@@ -320,6 +446,15 @@ impl Net {
     /// # Panics
     /// If `id` is already active or a node index is unknown (driver bugs, not input errors).
     pub fn start(&mut self, now: Nanos, id: u32, src: u32, dst: u32, bytes: u64) {
+        self.start_ranked(now, id, src, dst, bytes, 0);
+    }
+
+    /// [`Net::start`] with the transfer's `rank` on its sender's uplink: with
+    /// [`UplinkOrder::Fifo`] lower ranks are served first (equal ranks by id).
+    ///
+    /// # Panics
+    /// As [`Net::start`].
+    pub fn start_ranked(&mut self, now: Nanos, id: u32, src: u32, dst: u32, bytes: u64, rank: u64) {
         let idx = id as usize;
         if self.transfers.len() <= idx {
             self.transfers.resize(idx + 1, Transfer::default());
@@ -366,8 +501,11 @@ impl Net {
             pos_rack_down,
             version: old_version.wrapping_add(1),
             weight,
+            rank,
             ..Transfer::default()
         };
+        self.touch(now, src, true, 0.0);
+        self.touch(now, dst, false, 0.0);
         self.up_active[src as usize].push(id);
         self.down_active[dst as usize].push(id);
         self.reshare_racks(now, rack_up, rack_down);
@@ -420,8 +558,11 @@ impl Net {
         t.active = false;
         t.version = t.version.wrapping_add(1);
         let (src, dst, pos_up, pos_down) = (t.src, t.dst, t.pos_up, t.pos_down);
+        let rate = t.rate_bytes_per_ns;
         let (rack_up, pos_rack_up) = (t.rack_up, t.pos_rack_up);
         let (rack_down, pos_rack_down) = (t.rack_down, t.pos_rack_down);
+        self.touch(now, src, true, -rate);
+        self.touch(now, dst, false, -rate);
         if let Some(list) = self.rack_up_active.get_mut(rack_up as usize) {
             list.swap_remove(pos_rack_up as usize);
             if let Some(&moved) = list.get(pos_rack_up as usize) {
@@ -518,11 +659,17 @@ impl Net {
         up_nodes.dedup();
         down_nodes.sort_unstable();
         down_nodes.dedup();
-        for &n in &up_nodes {
-            self.fill(n, true);
-        }
-        for &n in &down_nodes {
-            self.fill(n, false);
+        let rounds = match self.uplink_order {
+            UplinkOrder::Fair => 1,
+            UplinkOrder::Fifo => FIFO_FILL_ROUNDS,
+        };
+        for _ in 0..rounds {
+            for &n in &up_nodes {
+                self.fill(n, true);
+            }
+            for &n in &down_nodes {
+                self.fill(n, false);
+            }
         }
         // Every share is set now, so rerating a transfer twice (it is on a refilled uplink
         // and a refilled downlink) would change nothing: once is enough.
@@ -552,6 +699,9 @@ impl Net {
     /// the far end's share (equal, or by weight with jitter). With weights, a transfer's fair
     /// share of what is left is proportional to its weight (weighted max-min).
     fn fill(&mut self, node: u32, up: bool) {
+        if up && self.uplink_order == UplinkOrder::Fifo {
+            return self.fill_up_ranked(node);
+        }
         let mut caps = std::mem::take(&mut self.caps);
         caps.clear();
         let list = if up {
@@ -593,7 +743,63 @@ impl Net {
         };
         let which = if up { Share::Up } else { Share::Down };
         water_fill(&mut self.transfers, &mut caps, weights, capacity, which);
+        if !up {
+            self.note_down_level(node, &caps, capacity);
+        }
         self.caps = caps;
+    }
+
+    /// Records the water level and the unused capacity of `node`'s downlink after a fill
+    /// over `caps` (see `down_level`).
+    fn note_down_level(&mut self, node: u32, caps: &[u128], capacity: f64) {
+        let mut used = 0.0;
+        let mut level: f64 = 0.0;
+        for &key in caps {
+            // A fill key's low 32 bits are the transfer id (see `fill_key`).
+            let t = &self.transfers[key as u32 as usize];
+            used += t.share_down;
+            level = level.max(t.share_down / t.weight);
+        }
+        let spare = (capacity - used).max(0.0);
+        let n = node as usize;
+        self.down_spare[n] = spare;
+        self.down_level[n] = if spare > capacity * 1e-9 {
+            f64::INFINITY
+        } else {
+            level
+        };
+    }
+
+    /// [`UplinkOrder::Fifo`]: fills `node`'s uplink in rank order, each transfer taking
+    /// what its receiver can take (its current downlink share plus the downlink's unused
+    /// capacity, or at least the downlink's water level when it is full) and the rack
+    /// links allow, until the uplink is used up.
+    fn fill_up_ranked(&mut self, node: u32) {
+        let mut ranked = std::mem::take(&mut self.ranked);
+        ranked.clear();
+        for &id in &self.up_active[node as usize] {
+            let t = &self.transfers[id as usize];
+            let d = t.dst as usize;
+            let spare = self.down_spare[d];
+            let receiver = if self.down_level[d].is_infinite() {
+                t.share_down + spare
+            } else {
+                (self.down_level[d] * t.weight).max(t.share_down)
+            };
+            let cap = receiver
+                .min(self.down_cap_bytes_per_ns[d])
+                .min(t.share_rack_up)
+                .min(t.share_rack_down);
+            ranked.push((t.rank, cap, id));
+        }
+        ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+        let mut left = self.up_cap_bytes_per_ns[node as usize];
+        for &(_, cap, id) in &ranked {
+            let share = cap.min(left).max(0.0);
+            left -= share;
+            self.transfers[id as usize].share_up = share;
+        }
+        self.ranked = ranked;
     }
 
     /// Water-fills the uplink (`up`) or downlink of `rack` over the transfers crossing it,
@@ -681,6 +887,8 @@ impl Net {
         };
         let t = &mut self.transfers[id as usize];
         advance(t, now);
+        let delta = rate - t.rate_bytes_per_ns;
+        let (src, dst) = (t.src, t.dst);
         t.rate_bytes_per_ns = rate;
         t.finish_ns = if rate > 0.0 {
             let left_ns = ceil_nonneg(t.remaining_bytes / rate);
@@ -692,6 +900,10 @@ impl Net {
             t.version = t.version.wrapping_add(1);
             t.sched_ns = t.finish_ns;
             self.timers.push((t.finish_ns, id, t.version));
+        }
+        if self.idle.is_some() {
+            self.touch(now, src, true, delta);
+            self.touch(now, dst, false, delta);
         }
     }
 }

@@ -113,6 +113,12 @@ pub(crate) struct Args {
     /// split equally; a transfer gets the smaller share).
     #[arg(long, default_value = "water-fill")]
     sharing: p2pe::sim::Sharing,
+    /// How a node's uplink divides itself between its block transfers (p2p, water-fill):
+    /// fair (max-min, like TCP flows written at once) or fifo (in the order the core
+    /// handed the blocks out, work-conserving: a later block gets what the earlier ones'
+    /// receivers cannot take).
+    #[arg(long, default_value = "fair")]
+    uplink_order: p2pe::sim::UplinkOrder,
     /// Anti-snubbing timeout of the core [default: the datacenter profile's].
     #[arg(long, value_parser = duration)]
     snub_timeout: Option<u64>,
@@ -251,6 +257,7 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.seed = args.seed;
     config.max_time_ns = args.max_time;
     config.sharing = args.sharing;
+    config.uplink_order = args.uplink_order;
     config.sharing_jitter = args.sharing_jitter;
     config.snub_timeout_ns = args.snub_timeout;
     config.debug_stuck = std::env::var_os("P2PE_SIM_DEBUG").is_some();

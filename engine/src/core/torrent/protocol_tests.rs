@@ -538,3 +538,60 @@ fn a_peer_may_queue_max_requests_per_peer_and_no_more() {
     let first_reject = rejected.expect("a request past the cap is rejected");
     assert_eq!(first_reject - 1 - sent, MAX_REQUESTS_PER_PEER);
 }
+
+#[test]
+fn a_busy_relay_rejects_p2pe_requests_beyond_its_queue() {
+    // A node that was not complete when created, its window (one piece) handed out and
+    // `busy_reject_pending` (2) requests queued, rejects further p2pe requests (BEP 6) so
+    // they go to another holder; other clients' requests are still queued. The origin
+    // (complete when created) never rejects for being busy.
+    for origin in [false, true] {
+        let mut c = config(8, 2 * BLOCK);
+        c.upload_in_flight_bytes = u64::from(2 * BLOCK);
+        c.busy_reject_pending = 2;
+        let have = if origin {
+            Bitfield::full(8)
+        } else {
+            super::tests::partial(8, |i| i < 7)
+        };
+        let mut t = Torrent::new(c, have, 3);
+        let keys: Vec<PeerKey> = (1..=6).map(PeerKey).collect();
+        for (i, &k) in keys.iter().enumerate() {
+            let mut pc = caps(true, 2 * BLOCK);
+            pc.distinct_first = i != 5;
+            t.handle_peer_connected(Time::ZERO, k, pc);
+            t.handle_message(Time::ZERO, k, PeerMessage::HaveNone)
+                .unwrap();
+            t.handle_message(Time::ZERO, k, PeerMessage::Interested)
+                .unwrap();
+        }
+        drain(&mut t);
+        for (i, &k) in keys.iter().enumerate() {
+            t.handle_message(
+                Time::ZERO,
+                k,
+                PeerMessage::Request(block(i as u32, 0, 2 * BLOCK)),
+            )
+            .unwrap();
+        }
+        let acts = drain(&mut t);
+        let rejected: Vec<PeerKey> = keys
+            .iter()
+            .enumerate()
+            .filter(|&(i, &k)| {
+                acts.contains(&Action::Send {
+                    peer: k,
+                    msg: PeerMessage::Reject(block(i as u32, 0, 2 * BLOCK)),
+                })
+            })
+            .map(|(_, &k)| k)
+            .collect();
+        let want = if origin {
+            vec![]
+        } else {
+            vec![PeerKey(4), PeerKey(5)]
+        };
+        assert_eq!(rejected, want, "origin {origin}: {acts:?}");
+        assert_eq!(t.stats().busy_rejects_sent, want.len() as u64);
+    }
+}

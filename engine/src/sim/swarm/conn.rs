@@ -34,8 +34,8 @@ pub(super) enum Item {
 /// One direction of a connection.
 #[derive(Debug, Default)]
 pub(super) struct Dir {
-    /// Blocks waiting for the link.
-    pub blocks: VecDeque<(Block, bool)>,
+    /// Blocks waiting for the link: (block, corrupt, rank on the sender's uplink).
+    pub blocks: VecDeque<(Block, bool, u64)>,
     /// Control messages waiting for blocks ahead of them: `(blocks that must have left
     /// first, message)`, in send order.
     pub ctl_waiting: VecDeque<(u64, PeerMessage)>,

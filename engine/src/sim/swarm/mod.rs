@@ -126,6 +126,9 @@ pub(super) struct Swarm<'c> {
     timer_node: Option<u32>,
     /// Payload bytes sent between peers of different racks.
     cross_rack_bytes: f64,
+    /// Blocks handed out by any core so far: a block's rank on its sender's uplink
+    /// ([`crate::sim::net::UplinkOrder::Fifo`]).
+    handed_blocks: u64,
 }
 
 /// Runs the `p2p` strategy.
@@ -165,6 +168,10 @@ impl<'c> Swarm<'c> {
             net: {
                 let mut net = Net::new(config.sharing);
                 net.set_jitter(config.sharing_jitter, config.seed ^ 0x6a69_7474_6572);
+                net.set_uplink_order(config.uplink_order);
+                if config.debug_stuck {
+                    net.enable_idle_account();
+                }
                 net
             },
             queue: EventQueue::default(),
@@ -185,6 +192,7 @@ impl<'c> Swarm<'c> {
             counters: Counters::default(),
             timer_node: None,
             cross_rack_bytes: 0.0,
+            handed_blocks: 0,
         }
     }
 
@@ -202,6 +210,7 @@ impl<'c> Swarm<'c> {
             .map(|r| Locality::new(format!("rack{r}").as_bytes(), &id.to_be_bytes()));
         let mut torrent_config = self.torrent_config.clone();
         torrent_config.locality = locality;
+
         let have = if seeded {
             Bitfield::full(self.piece_count)
         } else {
@@ -281,6 +290,23 @@ impl<'c> Swarm<'c> {
                     events: self.queue.popped(),
                 });
             }
+        }
+        if let Some(acc) = self.net.idle_account(now) {
+            let cap = |bytes_per_s: f64| bytes_per_s * now as f64 / 1e9;
+            let o = cap(self.config.seeder_uplink_bytes_per_s as f64);
+            let p = cap(self.config.sum_peer_uplinks_bytes_per_s());
+            let pct = |x: f64, c: f64| 100.0 * x / c.max(1.0);
+            eprintln!(
+                "idle capacity until {:.4} s (% of capacity): origin up: none {:.1} limited {:.1}; \
+                 peers up: none {:.1} limited {:.1}; peers down: none {:.1} limited {:.1}",
+                now as f64 / 1e9,
+                pct(acc.up_idle_bytes[0][0], o),
+                pct(acc.up_idle_bytes[0][1], o),
+                pct(acc.up_idle_bytes[1][0], p),
+                pct(acc.up_idle_bytes[1][1], p),
+                pct(acc.down_idle_bytes[1][0], p),
+                pct(acc.down_idle_bytes[1][1], p),
+            );
         }
     }
 

@@ -134,8 +134,10 @@ impl Swarm<'_> {
         let Some(dir) = self.out_dir(node, peer) else {
             return;
         };
+        self.handed_blocks += 1;
+        let rank = self.handed_blocks;
         let d = &mut self.dirs[dir as usize];
-        d.blocks.push_back((block, liar));
+        d.blocks.push_back((block, liar, rank));
         d.queued_bytes += u64::from(block.len_bytes);
         d.unreported.push_back((d.queued_bytes, block));
         self.report_buffered(now, dir);
@@ -197,13 +199,13 @@ impl Swarm<'_> {
         if d.sending.is_some() {
             return;
         }
-        let Some((block, corrupt)) = d.blocks.pop_front() else {
+        let Some((block, corrupt, rank)) = d.blocks.pop_front() else {
             return;
         };
         d.sending = Some((block, corrupt));
         d.started += 1;
         self.net
-            .start(now, dir, src, dst, u64::from(block.len_bytes));
+            .start_ranked(now, dir, src, dst, u64::from(block.len_bytes), rank);
     }
 
     fn put_in_flight(&mut self, now: Nanos, dir: u32, item: Item) {
