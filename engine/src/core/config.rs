@@ -244,13 +244,6 @@ impl TorrentConfig {
     }
 }
 
-/// Accepted requests a relaying node queues beyond its upload window before it rejects
-/// further ones ([`TorrentConfig::busy_reject_pending`]). Sized by measurement
-/// (`p2pe sim --peers 100 --size 500MB --uplink 40Gbit`, seed 1): 2, 4 and 8 gave
-/// ratios 1.097, 1.096 and 1.100 (none: 1.166); 4 leaves a few requests to choose from
-/// when the window frees.
-pub const BUSY_REJECT_PENDING: usize = 4;
-
 /// Requests we queue from one peer before rejecting more (BEP 6) or dropping them, and
 /// the BEP 10 `reqq` we advertise: 2,000, libtorrent's `max_allowed_in_request_queue`.
 ///
@@ -259,6 +252,13 @@ pub const BUSY_REJECT_PENDING: usize = 4;
 /// requests about once a second, so a `reqq` of 250 held it to 4.1 MB/s per p2pe peer
 /// (perf/interop-clients.md). Bound: at most this many queued requests per peer.
 pub const MAX_REQUESTS_PER_PEER: u32 = 2_000;
+
+/// Accepted requests a relaying node queues beyond its upload window before it rejects
+/// further ones ([`TorrentConfig::busy_reject_pending`]). Sized by measurement
+/// (`p2pe sim --peers 100 --size 500MB --uplink 40Gbit`, seed 1): 2, 4 and 8 gave
+/// ratios 1.097, 1.096 and 1.100 (none: 1.166); 4 leaves a few requests to choose from
+/// when the window frees.
+pub const BUSY_REJECT_PENDING: usize = 4;
 
 /// Concurrent uploads (pipelines in the upload window) of the datacenter profile.
 ///

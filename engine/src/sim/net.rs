@@ -84,10 +84,10 @@ struct Transfer {
     share_rack_down: f64,
     /// Weight in the water-fill (1 unless the net has jitter).
     weight: f64,
-    /// Service order on the sender's uplink with [`UplinkOrder::Fifo`] (lower first).
-    rank: u64,
     /// `Net::epoch` of the refill that last rerated it (see [`Net::refill`]).
     stamp: u32,
+    /// Service order on the sender's uplink with [`UplinkOrder::Fifo`] (lower first).
+    rank: u64,
 }
 
 impl Default for Transfer {
@@ -113,8 +113,8 @@ impl Default for Transfer {
             share_rack_up: f64::INFINITY,
             share_rack_down: f64::INFINITY,
             weight: 1.0,
-            rank: 0,
             stamp: 0,
+            rank: 0,
         }
     }
 }
@@ -750,13 +750,13 @@ impl Net {
     }
 
     /// Records the water level and the unused capacity of `node`'s downlink after a fill
-    /// over `keys` ([`fill_key`]s; see `down_level`).
-    fn note_down_level(&mut self, node: u32, keys: &[u128], capacity: f64) {
+    /// over `caps` (see `down_level`).
+    fn note_down_level(&mut self, node: u32, caps: &[u128], capacity: f64) {
         let mut used = 0.0;
         let mut level: f64 = 0.0;
-        for &key in keys {
-            let id = key as u32;
-            let t = &self.transfers[id as usize];
+        for &key in caps {
+            // A fill key's low 32 bits are the transfer id (see `fill_key`).
+            let t = &self.transfers[key as u32 as usize];
             used += t.share_down;
             level = level.max(t.share_down / t.weight);
         }

@@ -498,6 +498,48 @@ fn a_distinct_first_origin_rejects_only_peers_that_take_it() {
 }
 
 #[test]
+fn a_peer_may_queue_max_requests_per_peer_and_no_more() {
+    // 128 pieces of 32 blocks: more distinct blocks than the cap.
+    let mut t = Torrent::new(config(128, 32 * BLOCK), Bitfield::full(128), 9);
+    assert_eq!(t.config().max_requests_per_peer, MAX_REQUESTS_PER_PEER);
+    t.handle_peer_connected(Time::ZERO, P, caps(true, BLOCK));
+    t.handle_message(Time::ZERO, P, PeerMessage::Interested)
+        .unwrap();
+    assert!(drain(&mut t).contains(&Action::Send {
+        peer: P,
+        msg: PeerMessage::Unchoke
+    }));
+    let (mut sent, mut requested) = (0u32, 0u32);
+    let mut rejected = None;
+    'pieces: for piece in 0..127 {
+        for i in 0..32 {
+            let b = block(piece, i * BLOCK, BLOCK);
+            t.handle_message(Time::ZERO, P, PeerMessage::Request(b))
+                .unwrap();
+            requested += 1;
+            for a in drain(&mut t) {
+                match a {
+                    Action::SendBlock { .. } => sent += 1,
+                    Action::Send {
+                        msg: PeerMessage::Reject(r),
+                        ..
+                    } => {
+                        assert_eq!(r, b);
+                        rejected = Some(requested);
+                        break 'pieces;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    // The queue (requests not yet handed out as blocks) held exactly the cap, our BEP 10
+    // `reqq`, when the first reject came.
+    let first_reject = rejected.expect("a request past the cap is rejected");
+    assert_eq!(first_reject - 1 - sent, MAX_REQUESTS_PER_PEER);
+}
+
+#[test]
 fn a_busy_relay_rejects_p2pe_requests_beyond_its_queue() {
     // A node that was not complete when created, its window (one piece) handed out and
     // `busy_reject_pending` (2) requests queued, rejects further p2pe requests (BEP 6) so
@@ -552,46 +594,4 @@ fn a_busy_relay_rejects_p2pe_requests_beyond_its_queue() {
         assert_eq!(rejected, want, "origin {origin}: {acts:?}");
         assert_eq!(t.stats().busy_rejects_sent, want.len() as u64);
     }
-}
-
-#[test]
-fn a_peer_may_queue_max_requests_per_peer_and_no_more() {
-    // 128 pieces of 32 blocks: more distinct blocks than the cap.
-    let mut t = Torrent::new(config(128, 32 * BLOCK), Bitfield::full(128), 9);
-    assert_eq!(t.config().max_requests_per_peer, MAX_REQUESTS_PER_PEER);
-    t.handle_peer_connected(Time::ZERO, P, caps(true, BLOCK));
-    t.handle_message(Time::ZERO, P, PeerMessage::Interested)
-        .unwrap();
-    assert!(drain(&mut t).contains(&Action::Send {
-        peer: P,
-        msg: PeerMessage::Unchoke
-    }));
-    let (mut sent, mut requested) = (0u32, 0u32);
-    let mut rejected = None;
-    'pieces: for piece in 0..127 {
-        for i in 0..32 {
-            let b = block(piece, i * BLOCK, BLOCK);
-            t.handle_message(Time::ZERO, P, PeerMessage::Request(b))
-                .unwrap();
-            requested += 1;
-            for a in drain(&mut t) {
-                match a {
-                    Action::SendBlock { .. } => sent += 1,
-                    Action::Send {
-                        msg: PeerMessage::Reject(r),
-                        ..
-                    } => {
-                        assert_eq!(r, b);
-                        rejected = Some(requested);
-                        break 'pieces;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    // The queue (requests not yet handed out as blocks) held exactly the cap, our BEP 10
-    // `reqq`, when the first reject came.
-    let first_reject = rejected.expect("a request past the cap is rejected");
-    assert_eq!(first_reject - 1 - sent, MAX_REQUESTS_PER_PEER);
 }
