@@ -26,6 +26,7 @@ pub mod racks;
 pub mod report;
 mod server;
 mod swarm;
+mod timeline;
 pub mod units;
 
 use std::str::FromStr;

@@ -175,11 +175,25 @@ fn water_fill(
         let (cap_per_weight, id) = (key_cap(key), key as u32);
         let t = &mut transfers[id as usize];
         let w = t.weight;
-        let share = (left * w / weights).min(cap_per_weight * w);
+        let (fair, cap) = (left * w, cap_per_weight * w);
+        let share = if cap_below(cap, fair, weights) {
+            cap
+        } else {
+            (fair / weights).min(cap)
+        };
         left = (left - share).max(0.0);
         weights -= w;
         *t.share_mut(which) = share;
     }
+}
+
+/// Whether `cap < fair / weights` holds with a margin (all finite, `weights > 0`), so that
+/// `(fair / weights).min(cap)` is `cap` without dividing: the product is compared with a
+/// relative margin of 1e-9, far above the 2^-53 rounding of each operation, and only
+/// when it is a normal number (subnormals round with a larger relative error).
+fn cap_below(cap: f64, fair: f64, weights: f64) -> bool {
+    let product = cap * weights;
+    product >= f64::MIN_POSITIVE && product.is_finite() && product * (1.0 + 1e-9) < fair
 }
 
 /// `x.ceil()` for `x >= 0` (or +inf), without the libm call: every f64 from 2^52 up is
@@ -262,6 +276,10 @@ pub type TransferTimer = (Nanos, u32, u32);
 pub struct Net {
     up_cap_bytes_per_ns: Vec<f64>,
     down_cap_bytes_per_ns: Vec<f64>,
+    /// Per node: `down_cap · (1 / transfers on its downlink)`, the equal downlink share an
+    /// unweighted uplink fill caps each transfer at; kept up to date on every start and
+    /// end so that a fill reads one number per transfer.
+    down_equal_bytes_per_ns: Vec<f64>,
     up_active: Vec<Vec<u32>>,
     down_active: Vec<Vec<u32>>,
     /// Rack of each node (`NO_RACK`: none).
@@ -391,6 +409,7 @@ impl Net {
             .push(down_bytes_per_s as f64 / 1e9);
         self.down_level.push(f64::INFINITY);
         self.down_spare.push(down_bytes_per_s as f64 / 1e9);
+        self.down_equal_bytes_per_ns.push(f64::INFINITY);
         self.up_active.push(Vec::new());
         self.down_active.push(Vec::new());
         self.rack_of.push(NO_RACK);
@@ -508,6 +527,7 @@ impl Net {
         self.touch(now, dst, false, 0.0);
         self.up_active[src as usize].push(id);
         self.down_active[dst as usize].push(id);
+        self.update_down_equal(dst);
         self.reshare_racks(now, rack_up, rack_down);
         self.reshare(now, src, dst);
     }
@@ -585,8 +605,17 @@ impl Net {
         if let Some(&moved) = downs.get(pos_down as usize) {
             self.transfers[moved as usize].pos_down = pos_down;
         }
+        self.update_down_equal(dst);
         self.reshare_racks(now, rack_up, rack_down);
         self.reshare(now, src, dst);
+    }
+
+    /// Recomputes `down_equal_bytes_per_ns[node]` after its downlink gained or lost a
+    /// transfer (the same expression the fill used to evaluate in place).
+    fn update_down_equal(&mut self, node: u32) {
+        let n = node as usize;
+        let share = 1.0 / self.down_active[n].len() as f64;
+        self.down_equal_bytes_per_ns[n] = self.down_cap_bytes_per_ns[n] * share;
     }
 
     /// Recomputes the rates of the transfers on the rack links `rack_up` / `rack_down`
@@ -716,19 +745,16 @@ impl Net {
             weights += t.weight;
             let cap = if up {
                 let d = t.dst as usize;
-                let downs = &self.down_active[d];
-                let share = if weighted {
-                    let sum: f64 = downs
+                let equal = if weighted {
+                    let sum: f64 = self.down_active[d]
                         .iter()
                         .map(|&o| self.transfers[o as usize].weight)
                         .sum();
-                    t.weight / sum
+                    self.down_cap_bytes_per_ns[d] * (t.weight / sum)
                 } else {
-                    1.0 / downs.len() as f64
+                    self.down_equal_bytes_per_ns[d]
                 };
-                (self.down_cap_bytes_per_ns[d] * share)
-                    .min(t.share_rack_up)
-                    .min(t.share_rack_down)
+                equal.min(t.share_rack_up).min(t.share_rack_down)
             } else {
                 // The sender's water-filled share (refilled just before): a downlink takes
                 // what its senders can actually give.

@@ -152,12 +152,14 @@ pub struct Report {
     pub peers_frozen: u32,
     /// When the origin left, if it did.
     pub origin_left_s: Option<f64>,
-    /// Width of one bin of the timelines below, in seconds (`D_p2p / 10`).
+    /// Width of one bin of the timelines below, in seconds (`D_p2p / 10`; for the server
+    /// strategies a twentieth of the run when that is longer).
     pub timeline_bin_s: f64,
     /// Per bin: bytes uploaded by everyone ÷ (bin × (u_s + Σu_i)), i.e. how busy all uplinks
-    /// together were (`p2p` only; a block counts in the bin where its last byte left).
+    /// together were (`replicas:K` adds the replicas' uplinks to the capacity). Each
+    /// transfer's bytes are spread evenly over its time on the link.
     pub upload_timeline: Vec<f64>,
-    /// Per bin: bytes the origin uploaded ÷ (bin × u_s) (`p2p` only).
+    /// Per bin: bytes the origin uploaded ÷ (bin × u_s).
     pub origin_timeline: Vec<f64>,
 }
 

@@ -7,9 +7,14 @@
 //! `replicas:K`: the origin sends `F` to each of `K` replica servers (uplink and downlink `u_s`);
 //! once a replica has the whole file (store and forward) it serves the peers `p` with
 //! `(p - 1) mod K = r` the same way.
+//!
+//! Their uplink-use timeline has bins of `D_p2p / 10` as the swarm's, or of a twentieth of
+//! the run when that is longer (`D_cs` is up to `N` times `D_p2p`: 10,000 bins otherwise).
+//! Its capacity counts the replicas' uplinks with the origin's and the peers'.
 
 use super::net::Net;
 use super::queue::{EventQueue, Nanos};
+use super::timeline::Timeline;
 use super::{Outcome, Progress, Report, SimConfig, Strategy};
 
 enum Event {
@@ -53,16 +58,23 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
         }
     }
     let mut completions: Vec<(Nanos, bool)> = Vec::with_capacity(n as usize);
+    // Per destination: when its transfer started and from whom; then `(start, end, from
+    // origin)` of each finished transfer, binned at the end (see the module docs).
+    let mut started: Vec<(Nanos, bool)> = vec![(0, true); (first_replica + replicas) as usize];
+    let mut sent: Vec<(Nanos, Nanos, bool)> = Vec::new();
     while let Some((now, event)) = queue_pop(&mut net, &mut queue) {
         match event {
             Event::Done { id, version } => {
                 if net.on_timer(now, id, version) {
+                    let (start, from_origin) = started[id as usize];
+                    sent.push((start, now, from_origin));
                     queue.push(now + config.latency_ns, Event::Arrived { id });
                 }
             }
             Event::Arrived { id } if id >= first_replica => {
                 let r = id - first_replica;
                 for peer in (1..=n).filter(|p| (p - 1) % replicas == r) {
+                    started[peer as usize] = (now, false);
                     net.start(now, peer, id, peer, f);
                 }
             }
@@ -78,7 +90,15 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
         }
     }
     let copies_from_origin = if replicas == 0 { n } else { replicas };
-    Outcome {
+    let end_ns = sent.iter().map(|s| s.1).max().unwrap_or(0);
+    let mut timeline = Timeline::new(((config.d_p2p_s() * 1e8) as Nanos).max(end_ns / 20));
+    for (start, end, from_origin) in sent {
+        timeline.add(start, end, f as f64, from_origin);
+    }
+    let origin_up = config.seeder_uplink_bytes_per_s as f64;
+    let all_up = origin_up * f64::from(1 + replicas) + config.sum_peer_uplinks_bytes_per_s();
+    let timeline = timeline.fractions(all_up, origin_up);
+    let mut report = Outcome {
         incomplete_peers: n - completions.len() as u32,
         completions,
         slow_expected: config.slow_peer_count(),
@@ -87,7 +107,11 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
         cross_rack_bytes: 0.0,
         events: queue.popped(),
     }
-    .into_report(config)
+    .into_report(config);
+    report.timeline_bin_s = timeline.bin_s;
+    report.upload_timeline = timeline.all;
+    report.origin_timeline = timeline.origin;
+    report
 }
 
 /// Moves the net's new timers into the queue, then pops the next event.

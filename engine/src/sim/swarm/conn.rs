@@ -39,8 +39,9 @@ pub(super) struct Dir {
     /// Control messages waiting for blocks ahead of them: `(blocks that must have left
     /// first, message)`, in send order.
     pub ctl_waiting: VecDeque<(u64, PeerMessage)>,
-    /// The block being sent (its transfer is active in the net).
+    /// The block being sent (its transfer is active in the net), and since when.
     pub sending: Option<(Block, bool)>,
+    pub sending_since_ns: u64,
     /// Blocks started / fully sent on this direction since it opened.
     pub started: u64,
     pub done: u64,

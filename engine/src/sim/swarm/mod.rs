@@ -31,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::core::{Bitfield, Locality, PeerCaps, Time, Torrent, TorrentConfig};
 use crate::sim::net::Net;
 use crate::sim::queue::{EventQueue, Nanos};
+use crate::sim::timeline::Timeline;
 use crate::sim::{Outcome, Progress, Report, SimConfig};
 use conn::{Conn, Dir};
 
@@ -114,10 +115,8 @@ pub(super) struct Swarm<'c> {
     /// Expected nodes not yet complete (joiners included from the start).
     remaining: u32,
     dirty: Vec<u32>,
-    /// Timeline bin width (`D_p2p / 10`), and bytes uploaded per bin: everyone, the origin.
-    bin_ns: Nanos,
-    up_bins: Vec<f64>,
-    origin_bins: Vec<f64>,
+    /// Bytes uploaded per bin of `D_p2p / 10`: everyone, the origin.
+    timeline: Timeline,
     /// Items in flight on any direction: `(arrival time, direction)`, in send order (all
     /// connections have the same latency, so this is also arrival order).
     wire: VecDeque<(Nanos, u32)>,
@@ -186,9 +185,7 @@ impl<'c> Swarm<'c> {
             remaining: 0,
             dirty: Vec::new(),
             wire: VecDeque::new(),
-            bin_ns: ((config.d_p2p_s() * 1e8) as Nanos).max(1),
-            up_bins: Vec::new(),
-            origin_bins: Vec::new(),
+            timeline: Timeline::new(((config.d_p2p_s() * 1e8) as Nanos).max(1)),
             counters: Counters::default(),
             timer_node: None,
             cross_rack_bytes: 0.0,
@@ -350,7 +347,7 @@ impl<'c> Swarm<'c> {
                 continue;
             };
             let mb = |b: f64| b / (1u64 << 20) as f64;
-            let bin_s = self.bin_ns as f64 / 1e9;
+            let bin_s = self.timeline.bin_ns() as f64 / 1e9;
             let rates: Vec<String> = n
                 .down_bins
                 .iter()
@@ -468,12 +465,12 @@ impl<'c> Swarm<'c> {
         report.peers_joined = c.peers_joined;
         report.peers_frozen = c.peers_frozen;
         report.origin_left_s = c.origin_left_ns.map(|ns| ns as f64 / 1e9);
-        let bin_s = self.bin_ns as f64 / 1e9;
-        let origin_cap = self.config.seeder_uplink_bytes_per_s as f64 * bin_s;
-        let all_cap = origin_cap + self.config.sum_peer_uplinks_bytes_per_s() * bin_s;
-        report.timeline_bin_s = bin_s;
-        report.upload_timeline = self.up_bins.iter().map(|b| b / all_cap).collect();
-        report.origin_timeline = self.origin_bins.iter().map(|b| b / origin_cap).collect();
+        let origin_up = self.config.seeder_uplink_bytes_per_s as f64;
+        let all_up = origin_up + self.config.sum_peer_uplinks_bytes_per_s();
+        let timeline = self.timeline.fractions(all_up, origin_up);
+        report.timeline_bin_s = timeline.bin_s;
+        report.upload_timeline = timeline.all;
+        report.origin_timeline = timeline.origin;
         report
     }
 }

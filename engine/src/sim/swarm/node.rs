@@ -203,6 +203,7 @@ impl Swarm<'_> {
             return;
         };
         d.sending = Some((block, corrupt));
+        d.sending_since_ns = now;
         d.started += 1;
         self.net
             .start_ranked(now, dir, src, dst, u64::from(block.len_bytes), rank);
@@ -239,15 +240,8 @@ impl Swarm<'_> {
             self.put_in_flight(now, dir, Item::Ctl(msg));
         }
         let bytes = f64::from(block.len_bytes);
-        let bin = (now / self.bin_ns) as usize;
-        if self.up_bins.len() <= bin {
-            self.up_bins.resize(bin + 1, 0.0);
-            self.origin_bins.resize(bin + 1, 0.0);
-        }
-        self.up_bins[bin] += bytes;
-        if src == 0 {
-            self.origin_bins[bin] += bytes;
-        }
+        let since = self.dirs[dir as usize].sending_since_ns;
+        self.timeline.add(since, now, bytes, src == 0);
         self.nodes[src as usize].up_bytes += bytes;
         self.report_buffered(now, dir);
         self.kick(now, dir);
@@ -286,7 +280,7 @@ impl Swarm<'_> {
                     .as_ref()
                     .is_some_and(|t| t.wants_block(key, &block));
                 if wanted && self.config.debug_stuck {
-                    let bin = (now / self.bin_ns) as usize;
+                    let bin = (now / self.timeline.bin_ns()) as usize;
                     let bins = &mut self.nodes[dst as usize].down_bins;
                     if bins.len() <= bin {
                         bins.resize(bin + 1, 0.0);
