@@ -11,7 +11,7 @@ use crate::core::{Action, Block, PeerKey, PeerMessage, PieceIndex, ProtocolError
 use crate::core::{SeederPolicy, Time, TorrentConfig};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// Pending requests examined when choosing what to upload next; bounds the cost per
@@ -20,11 +20,73 @@ const CHOOSE_WINDOW: usize = 64;
 /// Times in a row the oldest pending request may be passed over for a better one.
 const MAX_FRONT_SKIPS: u32 = 16;
 
+/// Requests accepted and not yet handed to the driver, oldest first, with a set beside
+/// the queue so that a duplicate request is found without scanning every peer's queue
+/// (up to `max_requests_per_peer` per peer). Both always hold the same entries.
+#[derive(Debug, Default)]
+struct PendingRequests {
+    order: VecDeque<(PeerKey, Block)>,
+    members: HashSet<(PeerKey, Block)>,
+}
+
+impl PendingRequests {
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn iter(&self) -> std::collections::vec_deque::Iter<'_, (PeerKey, Block)> {
+        self.order.iter()
+    }
+
+    fn contains(&self, e: &(PeerKey, Block)) -> bool {
+        self.members.contains(e)
+    }
+
+    fn push_back(&mut self, e: (PeerKey, Block)) {
+        if self.members.insert(e) {
+            self.order.push_back(e);
+        }
+    }
+
+    /// Removes and returns the entry at queue position `i`.
+    fn remove(&mut self, i: usize) -> Option<(PeerKey, Block)> {
+        let e = self.order.remove(i)?;
+        self.members.remove(&e);
+        Some(e)
+    }
+
+    /// Removes `e` wherever it is in the queue; whether it was there.
+    fn remove_entry(&mut self, e: &(PeerKey, Block)) -> bool {
+        if !self.members.remove(e) {
+            return false;
+        }
+        if let Some(i) = self.order.iter().position(|x| x == e) {
+            self.order.remove(i);
+        }
+        true
+    }
+
+    /// Removes every request of `key`; returns its blocks, oldest first.
+    fn take_peer(&mut self, key: PeerKey) -> Vec<Block> {
+        let mut taken = Vec::new();
+        self.order.retain(|&(k, b)| {
+            if k == key {
+                taken.push(b);
+            }
+            k != key
+        });
+        for &b in &taken {
+            self.members.remove(&(key, b));
+        }
+        taken
+    }
+}
+
 /// Upload queue and per-piece upload history.
 #[derive(Debug)]
 pub(super) struct UploadState {
     /// Requests accepted and not yet handed to the driver, oldest first.
-    pending: VecDeque<(PeerKey, Block)>,
+    pending: PendingRequests,
     /// SendBlock bytes handed to the driver and not yet reported sent, per peer and in
     /// the node window ([`super::upload_budget`]).
     budget: UploadBudget,
@@ -47,7 +109,7 @@ impl UploadState {
             order.swap(i, rng.random_range(0..=i));
         }
         UploadState {
-            pending: VecDeque::new(),
+            pending: PendingRequests::default(),
             budget: UploadBudget::default(),
             origin,
             front_skips: 0,
@@ -61,7 +123,7 @@ impl UploadState {
     }
 
     pub(super) fn remove_peer(&mut self, key: PeerKey) {
-        self.pending.retain(|(k, _)| *k != key);
+        self.pending.take_peer(key);
         self.budget.remove(key);
     }
 
@@ -210,10 +272,9 @@ impl Torrent {
     }
 
     pub(super) fn on_cancel(&mut self, key: PeerKey, b: Block) {
-        let Some(i) = self.uploads.pending.iter().position(|e| *e == (key, b)) else {
+        if !self.uploads.pending.remove_entry(&(key, b)) {
             return; // already sent, or never queued: nothing to do
-        };
-        self.uploads.pending.remove(i);
+        }
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.queued_requests = peer.queued_requests.saturating_sub(1);
             if peer.caps.fast_extension {
@@ -373,18 +434,14 @@ impl Torrent {
             peer.queued_requests = 0;
             let fast = peer.caps.fast_extension;
             self.send(key, PeerMessage::Choke);
-            let mut kept = VecDeque::with_capacity(self.uploads.pending.len());
-            for (k, b) in std::mem::take(&mut self.uploads.pending) {
-                if k != key {
-                    kept.push_back((k, b));
-                } else if fast {
+            for b in self.uploads.pending.take_peer(key) {
+                if fast {
                     self.actions.push_back(Action::Send {
                         peer: key,
                         msg: PeerMessage::Reject(b),
                     });
                 }
             }
-            self.uploads.pending = kept;
         } else {
             peer.requests_while_choked = 0;
             self.send(key, PeerMessage::Unchoke);
