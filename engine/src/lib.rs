@@ -7,11 +7,14 @@
 //! - [`core`]: sans-IO swarm state machines: peer state, piece picker, choker,
 //!   torrent. No sockets, no clock, no threads, no randomness of their own.
 //! - [`sim`]: seeded deterministic discrete-event swarm simulator driving [`core`].
-//! - [`store`]: piece storage (memory-mapped files, resume record).
+//! - [`store`]: piece storage (the only memory mappings of the data files,
+//!   resume record); the sole maker of the runtime's send regions, of
+//!   verified pieces only.
 //! - [`node`]: a running node: runtime + wire + core + store for one torrent.
 //! - [`discovery`]: sans-IO tracker client, the node's tracker and DHT (BEP 5)
 //!   threads beside it, and the embedded tracker server (BEP 3, 12, 15).
-//! - [`rt`]: io_uring thread-per-core runtime moving the bytes (I/O `unsafe`).
+//! - [`rt`]: io_uring thread-per-core runtime moving the bytes (I/O `unsafe`);
+//!   maps no file, sends [`rt::Region`]s, which only `unsafe` code can make.
 //!
 //! Guard rails: `unsafe` is forbidden everywhere but [`rt`] and [`store`]
 //! (memory maps; the workspace denies it in `Cargo.toml`'s
@@ -35,7 +38,8 @@ pub mod node;
 pub mod rt;
 #[forbid(unsafe_code)]
 pub mod sim;
-// The mapping's unsafe: mmap of the torrent's files (each block has a `// SAFETY:`).
+// The mapping's unsafe: mmap of the torrent's files, and the send regions made of
+// verified pieces (each block has a `// SAFETY:`).
 #[allow(unsafe_code)]
 pub mod store;
 #[forbid(unsafe_code)]

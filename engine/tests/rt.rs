@@ -1,14 +1,20 @@
 //! Loopback tests of the io_uring runtime `p2pe::rt`: echo, bulk transfer per
 //! send strategy, peer closing mid-transfer, control messages and timers,
 //! shutdown. Every wait is bounded; nothing sleeps for a fixed time.
+//!
+//! Bulk transfers send regions of a seed-mode `p2pe::store::Storage`, the only
+//! maker of send regions in the engine (regions of verified pieces only).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use p2pe::rt::{self, ConnId, Ctx, Handler, Region, RuntimeConfig, SendStrategy, SourceFile};
+use p2pe::base::{InfoHash, PieceHashes};
+use p2pe::rt::{self, ConnId, Ctx, Handler, RuntimeConfig, SendStrategy};
+use p2pe::store::{FileSpec, OpenMode, Storage, StorageLayout};
+use sha1::{Digest, Sha1};
 
 /// Upper bound of every wait in these tests.
 const BOUND: Duration = Duration::from_secs(60);
@@ -127,10 +133,15 @@ fn echo_random_sizes_is_byte_exact_and_in_order() {
     server.shutdown().unwrap();
 }
 
-/// Serves `src` on every inbound connection as BEP 3 `piece` messages
-/// (13-byte header + block), keeping at most 4 MiB queued.
+/// Piece length of the served storage: blocks are clipped at piece ends (a
+/// region never spans two pieces), so most large regions stay whole.
+const PIECE_BYTES: u64 = 4 << 20;
+
+/// Serves `storage` on every inbound connection as BEP 3 `piece` messages
+/// (13-byte header + block, one region per file the block spans), keeping at
+/// most 4 MiB queued.
 struct Seeder {
-    src: Arc<SourceFile>,
+    storage: Arc<Storage>,
     block_bytes: u64,
     next: u64,
     closed: mpsc::Sender<Option<io::ErrorKind>>,
@@ -138,21 +149,29 @@ struct Seeder {
 
 impl Seeder {
     fn fill(&mut self, ctx: &mut Ctx<()>, conn: ConnId) {
-        while self.next < self.src.len_bytes() && ctx.queued_bytes(conn) < 4 << 20 {
+        let total = self.storage.layout().total_len_bytes();
+        while self.next < total && ctx.queued_bytes(conn) < 4 << 20 {
+            let (piece, offset) = (self.next / PIECE_BYTES, self.next % PIECE_BYTES);
             // One region in eight is large, to exercise chunking.
             let len = if (self.next / self.block_bytes) % 8 == 7 {
                 self.block_bytes * 40
             } else {
                 self.block_bytes
             }
-            .min(self.src.len_bytes() - self.next);
+            .min(total - self.next)
+            .min(PIECE_BYTES - offset);
             let mut h = Vec::with_capacity(13);
             h.extend_from_slice(&(9 + len as u32).to_be_bytes());
             h.push(7);
             h.extend_from_slice(&0u32.to_be_bytes());
             h.extend_from_slice(&(self.next as u32).to_be_bytes());
-            let region = Region::new(self.src.clone(), self.next, len).unwrap();
-            ctx.send_region(conn, &h, region);
+            let regions = self
+                .storage
+                .servable_regions(piece as u32, offset as u32, len as u32)
+                .unwrap();
+            for (i, region) in regions.into_iter().enumerate() {
+                ctx.send_region(conn, if i == 0 { &h } else { &[] }, region);
+            }
             self.next += len;
         }
     }
@@ -178,11 +197,31 @@ impl Handler for Seeder {
     }
 }
 
-fn temp_source(len: usize) -> (Arc<SourceFile>, Vec<u8>) {
+/// A seed-mode storage of `len` pseudo-random bytes in two files (the
+/// boundary at an odd offset, so some blocks span both), every piece verified
+/// at open; with its directory and its bytes.
+fn temp_source(len: usize) -> (Arc<Storage>, tempfile::TempDir, Vec<u8>) {
     let data = Prng(len as u64).bytes(len);
-    let mut f = tempfile::tempfile().unwrap();
-    f.write_all(&data).unwrap();
-    (Arc::new(SourceFile::from_file(f).unwrap()), data)
+    let dir = tempfile::tempdir().unwrap();
+    let first = len / 3 + 1;
+    let mut files = Vec::new();
+    for (name, bytes) in [("a", &data[..first]), ("b", &data[first..])] {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        files.push(FileSpec {
+            path_components: vec![name.to_string()],
+            len_bytes: bytes.len() as u64,
+            padding: false,
+        });
+    }
+    let hashes = data
+        .chunks(PIECE_BYTES as usize)
+        .map(|c| Sha1::digest(c).into())
+        .collect();
+    let layout = StorageLayout::new(files, PIECE_BYTES as u32, PieceHashes::Sha1(hashes)).unwrap();
+    let (storage, report) =
+        Storage::open(dir.path(), layout, InfoHash([7; 20]), OpenMode::Seed).unwrap();
+    assert_eq!(report.verified(), storage.piece_count());
+    (Arc::new(storage), dir, data)
 }
 
 /// Reads `piece` messages until `len` payload bytes arrived; returns the
@@ -206,10 +245,10 @@ fn receive_pieces(addr: SocketAddr, len: usize) -> Vec<u8> {
 }
 
 fn bulk(strategy: SendStrategy, len: usize, block_bytes: u64) {
-    let (src, data) = temp_source(len);
+    let (storage, _dir, data) = temp_source(len);
     let (tx, rx) = mpsc::channel();
     let server = rt::run(config(2, true, strategy), |_| Seeder {
-        src: src.clone(),
+        storage: storage.clone(),
         block_bytes,
         next: 0,
         closed: tx.clone(),
@@ -248,10 +287,10 @@ fn peer_closing_mid_transfer_yields_on_close() {
         SendStrategy::Splice,
         SendStrategy::SendZc,
     ] {
-        let (src, _) = temp_source(32 << 20);
+        let (storage, _dir, _) = temp_source(32 << 20);
         let (tx, rx) = mpsc::channel();
         let server = rt::run(config(2, true, strategy), |_| Seeder {
-            src: src.clone(),
+            storage: storage.clone(),
             block_bytes: 16 * 1024,
             next: 0,
             closed: tx.clone(),

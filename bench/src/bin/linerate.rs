@@ -1,8 +1,12 @@
 //! Send-path line-rate benchmark of `p2pe::rt`.
 //!
-//! Creates a file (2 GiB by default) in /tmp, warms the page cache, then for
+//! Creates a file (2 GiB by default) in /tmp, warms the page cache, opens it
+//! as a one-file seed-mode `p2pe::store::Storage` (4 MiB pieces, BLAKE3
+//! digests computed while warming; the store's own verification at open
+//! faults its mapping in), then for
 //! each [`SendStrategy`] serves the whole file as BEP 3 `piece` messages
-//! (13-byte header + block, `--block-bytes`) over one TCP connection on
+//! (13-byte header + block, `--block-bytes`, from the store's
+//! `servable_regions`) over one TCP connection on
 //! 127.0.0.1 to a client process (this binary re-executed with `--client`)
 //! that receives and discards. Reports Gbit/s and CPU seconds per GiB for each
 //! side, and iperf3 (`-l 1M -t 5`) measured in the same run as the TCP
@@ -22,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use p2pe::rt::{self, ConnId, Ctx, Handler, Region, RuntimeConfig, SendStrategy, SourceFile};
+use p2pe::base::{InfoHash, PieceDigest, PieceHashKind, PieceHashes};
+use p2pe::rt::{self, ConnId, Ctx, Handler, RuntimeConfig, SendStrategy};
+use p2pe::store::{FileSpec, OpenMode, ServeCheck, Storage, StorageLayout};
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -54,6 +60,9 @@ struct Args {
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
+/// Piece length of the served storage; a block never spans two pieces (the
+/// default 16 KiB blocks divide it).
+const PIECE_BYTES: u64 = 4 << 20;
 /// Bytes kept queued per connection by the seeder: deep enough that the
 /// runtime always has a full gather (64 iovecs) or splice chunk ready.
 const WINDOW_BYTES: u64 = 8 << 20;
@@ -89,7 +98,7 @@ fn client(addr: SocketAddr, bytes: u64) -> anyhow::Result<()> {
 
 /// Serves the whole file as `piece` messages to each inbound connection.
 struct Seeder {
-    src: Arc<SourceFile>,
+    storage: Arc<Storage>,
     block_bytes: u64,
     next: u64,
     closed: mpsc::Sender<()>,
@@ -97,17 +106,26 @@ struct Seeder {
 
 impl Seeder {
     fn fill(&mut self, ctx: &mut Ctx<()>, conn: ConnId) {
-        while self.next < self.src.len_bytes() && ctx.queued_bytes(conn) < WINDOW_BYTES {
-            let len = self.block_bytes.min(self.src.len_bytes() - self.next);
+        let total = self.storage.layout().total_len_bytes();
+        while self.next < total && ctx.queued_bytes(conn) < WINDOW_BYTES {
+            let (piece, offset) = (self.next / PIECE_BYTES, self.next % PIECE_BYTES);
+            let len = self
+                .block_bytes
+                .min(total - self.next)
+                .min(PIECE_BYTES - offset);
             let mut h = [0u8; 13];
             h[0..4].copy_from_slice(&(9 + len as u32).to_be_bytes());
             h[4] = 7;
-            let piece = (self.next / (1 << 20)) as u32;
-            h[5..9].copy_from_slice(&piece.to_be_bytes());
-            h[9..13].copy_from_slice(&((self.next % (1 << 20)) as u32).to_be_bytes());
-            match Region::new(self.src.clone(), self.next, len) {
-                Ok(r) => ctx.send_region(conn, &h, r),
-                Err(_) => return,
+            h[5..9].copy_from_slice(&(piece as u32).to_be_bytes());
+            h[9..13].copy_from_slice(&(offset as u32).to_be_bytes());
+            let Ok(regions) =
+                self.storage
+                    .servable_regions(piece as u32, offset as u32, len as u32)
+            else {
+                return;
+            };
+            for (i, region) in regions.into_iter().enumerate() {
+                ctx.send_region(conn, if i == 0 { &h } else { &[] }, region);
             }
             self.next += len;
         }
@@ -144,7 +162,7 @@ struct Sample {
 
 fn run_strategy(
     args: &Args,
-    src: &Arc<SourceFile>,
+    storage: &Arc<Storage>,
     strategy: SendStrategy,
 ) -> anyhow::Result<Sample> {
     let (tx, rx) = mpsc::channel();
@@ -155,16 +173,19 @@ fn run_strategy(
         pin_cores: false,
         ..RuntimeConfig::default()
     };
-    let (src2, block) = (src.clone(), args.block_bytes);
+    let (storage2, block) = (storage.clone(), args.block_bytes);
     let server = rt::run(config, move |_| Seeder {
-        src: src2.clone(),
+        storage: storage2.clone(),
         block_bytes: block,
         next: 0,
         closed: tx.clone(),
     })?;
     let addr = server.local_addr().context("no listen address")?;
-    let blocks = src.len_bytes().div_ceil(args.block_bytes);
-    let wire_bytes = src.len_bytes() + 13 * blocks;
+    let len_bytes = storage.layout().total_len_bytes();
+    let blocks: u64 = (0..storage.piece_count())
+        .map(|p| u64::from(storage.layout().piece_len(p).unwrap_or(0)).div_ceil(args.block_bytes))
+        .sum();
+    let wire_bytes = len_bytes + 13 * blocks;
     let cpu0 = cpu_seconds();
     let out = Command::new(std::env::current_exe()?)
         .args([
@@ -187,9 +208,9 @@ fn run_strategy(
     let (Some(Ok(elapsed)), Some(Ok(client_cpu))) = (it.next(), it.next()) else {
         bail!("bad client output {text:?}");
     };
-    let gib = src.len_bytes() as f64 / GIB;
+    let gib = len_bytes as f64 / GIB;
     Ok(Sample {
-        gbit_s: src.len_bytes() as f64 * 8.0 / elapsed / 1e9,
+        gbit_s: len_bytes as f64 * 8.0 / elapsed / 1e9,
         server_cpu_s_per_gib: server_cpu / gib,
         client_cpu_s_per_gib: client_cpu / gib,
     })
@@ -243,8 +264,9 @@ fn iperf(secs: u32) -> anyhow::Result<Sample> {
 }
 
 /// Creates (or resizes) the file with pseudo-random bytes and reads it once
-/// so it sits in the page cache.
-fn prepare(path: &Path, len: u64) -> anyhow::Result<()> {
+/// so it sits in the page cache, returning the BLAKE3 digest of each
+/// [`PIECE_BYTES`] piece.
+fn prepare(path: &Path, len: u64) -> anyhow::Result<Vec<[u8; 32]>> {
     let ok = std::fs::metadata(path)
         .map(|m| m.len() == len)
         .unwrap_or(false);
@@ -267,9 +289,53 @@ fn prepare(path: &Path, len: u64) -> anyhow::Result<()> {
         f.sync_all()?;
     }
     let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 8 << 20];
-    while f.read(&mut buf)? > 0 {}
-    Ok(())
+    let mut buf = vec![0u8; PIECE_BYTES as usize];
+    let mut digests = Vec::new();
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        match PieceDigest::of(PieceHashKind::Blake3, &buf[..n]) {
+            PieceDigest::Blake3(d) => digests.push(d),
+            PieceDigest::Sha1(_) => bail!("BLAKE3 asked, SHA-1 made"),
+        }
+    }
+    Ok(digests)
+}
+
+/// Opens `path` as a one-file seed-mode storage with `digests`, every piece
+/// verified (the store hashes it through its mapping, which faults the
+/// mapping in so no strategy pays the first touch).
+fn open_storage(path: &Path, len: u64, digests: Vec<[u8; 32]>) -> anyhow::Result<Storage> {
+    let dir = path.parent().context("file has no directory")?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("file name is not UTF-8")?;
+    let spec = FileSpec {
+        path_components: vec![name.to_string()],
+        len_bytes: len,
+        padding: false,
+    };
+    let layout = StorageLayout::new(vec![spec], PIECE_BYTES as u32, PieceHashes::Blake3(digests))?;
+    let (mut storage, report) = Storage::open(dir, layout, InfoHash([0x11; 20]), OpenMode::Seed)?;
+    if report.verified() != storage.piece_count() {
+        bail!(
+            "{} of {} pieces verified",
+            report.verified(),
+            storage.piece_count()
+        );
+    }
+    // The runtime is measured, not the store's per-read fstat.
+    storage.set_serve_check(ServeCheck::Periodic);
+    Ok(storage)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -292,16 +358,9 @@ fn main() -> anyhow::Result<()> {
         return client(addr, args.bytes);
     }
     let len = (args.size_gib * GIB) as u64;
-    prepare(&args.file, len)?;
-    let src = Arc::new(SourceFile::open(&args.file)?);
-    // Fault the mapping in once, so no strategy pays the first touch.
-    let touched: u64 = src
-        .as_bytes()
-        .iter()
-        .step_by(4096)
-        .map(|&b| u64::from(b))
-        .sum();
-    eprintln!("mapping warm ({touched})");
+    let digests = prepare(&args.file, len)?;
+    let storage = Arc::new(open_storage(&args.file, len, digests)?);
+    eprintln!("storage open, {} pieces verified", storage.verified_count());
     let strategies: Vec<SendStrategy> = args
         .strategies
         .split(',')
@@ -314,7 +373,7 @@ fn main() -> anyhow::Result<()> {
     rows.push(("iperf3 -l 1M".into(), Vec::new()));
     for rep in 0..args.reps {
         for (i, &s) in strategies.iter().enumerate() {
-            let sample = run_strategy(&args, &src, s)?;
+            let sample = run_strategy(&args, &storage, s)?;
             eprintln!("rep {rep} {s:?}: {sample:?}");
             rows[i].1.push(sample);
         }

@@ -14,7 +14,7 @@ use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
 use crate::node::dispatch::Ctx;
-use crate::rt::{ConnId, Handler, PostError, SourceFile};
+use crate::rt::{ConnId, Handler, PostError};
 use crate::store::{Storage, StoreError};
 use crate::wire::peer::metadata::UT_METADATA;
 use crate::wire::peer::{ExtendedHandshake, Handshake, P2peExt, MAX_LANES};
@@ -58,9 +58,9 @@ pub(crate) struct NodeHandler {
     /// handlers on other workers are addressed with it.
     torrent_id: TorrentId,
     pub(super) torrent: Torrent,
+    /// The torrent's pieces; blocks are sent from its mappings
+    /// ([`Storage::servable_regions`]: verified pieces only).
     pub(super) storage: Arc<Storage>,
-    /// One mapping per torrent file for the send path (`None`: empty file).
-    pub(super) sources: Vec<Option<Arc<SourceFile>>>,
     pub(super) epoch: Instant,
     pub(super) ours: Handshake,
     pub(super) our_ext: ExtendedHandshake,
@@ -99,45 +99,11 @@ pub(crate) struct NodeHandler {
 }
 
 impl NodeHandler {
-    /// One mapping per torrent file for the send path (`None`: empty file),
-    /// made once per node and shared by its workers. A BEP 47 padding file is
-    /// served from the storage's in-memory zeros (it is not on disk).
-    ///
-    /// # Errors
-    /// A data file cannot be opened or mapped.
-    pub(crate) fn open_sources(storage: &Storage) -> io::Result<Vec<Option<Arc<SourceFile>>>> {
-        let mut sources = Vec::new();
-        for (i, spec) in storage.layout().files().enumerate() {
-            if spec.len_bytes == 0 {
-                sources.push(None);
-                continue;
-            }
-            if let Some(zeros) = storage.padding_file(i) {
-                let src = SourceFile::from_file(zeros.try_clone()?)?;
-                sources.push(Some(Arc::new(src)));
-                continue;
-            }
-            let path = spec
-                .path_components
-                .iter()
-                .fold(storage.root().to_path_buf(), |p, c| p.join(c));
-            // The storage's own descriptor: opened beneath the output directory.
-            let file = storage.file_handle(i);
-            sources.push(Some(Arc::new(
-                file.and_then(SourceFile::from_file).map_err(|e| {
-                    io::Error::new(e.kind(), format!("map {}: {e}", path.display()))
-                })?,
-            )));
-        }
-        Ok(sources)
-    }
-
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         mut config: TorrentConfig,
         info_hash: InfoHash,
         storage: Arc<Storage>,
-        sources: Vec<Option<Arc<SourceFile>>>,
         nc: &NodeConfig,
         shared: Arc<TorrentShared>,
         (torrent_id, worker): (TorrentId, usize),
@@ -202,7 +168,6 @@ impl NodeHandler {
             torrent_id,
             torrent,
             storage,
-            sources,
             epoch: shared.epoch,
             ours: Handshake::new(info_hash, nc.peer_id),
             our_ext,

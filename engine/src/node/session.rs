@@ -264,7 +264,6 @@ impl Session {
         let port = self.local_addr().map_or(0, |a| a.port());
         shared.listen_port.store(port, Ordering::Release);
         let tc = torrent_config(meta, &nc, &storage, &shared);
-        let sources = NodeHandler::open_sources(&storage)?;
         let ih = meta.info_hash();
         let info_bytes: Arc<[u8]> = Arc::from(meta.info_bytes());
         let (ack, acked) = mpsc::channel::<()>();
@@ -273,7 +272,6 @@ impl Session {
                 tc.clone(),
                 ih,
                 storage.clone(),
-                sources.clone(),
                 &nc,
                 shared.clone(),
                 (id, w),

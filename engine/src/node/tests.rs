@@ -352,12 +352,10 @@ fn ut_pex_and_ut_metadata_are_advertised_only_for_public_torrents() {
         let info = meta.info();
         let tc = crate::core::TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
         let storage = open(&meta, &src, OpenMode::Seed);
-        let sources = super::handler::NodeHandler::open_sources(&storage).unwrap();
         let h = super::handler::NodeHandler::new(
             tc,
             meta.info_hash(),
             storage,
-            sources,
             &NodeConfig::new(),
             Arc::new(super::TorrentShared::new(info.piece_count(), 1)),
             (super::TorrentId(0), 0),
@@ -380,7 +378,6 @@ fn rack_and_zone_labels_go_into_the_extended_handshake() {
     let info = meta.info();
     let tc = crate::core::TorrentConfig::new(info.total_len_bytes(), info.piece_len_bytes());
     let storage = open(&meta, tmp.path(), OpenMode::Seed);
-    let sources = super::handler::NodeHandler::open_sources(&storage).unwrap();
     let mut nc = NodeConfig::new();
     nc.tracker.topology.rack = Some("r3".into());
     nc.tracker.topology.zone = Some("z1".into());
@@ -388,7 +385,6 @@ fn rack_and_zone_labels_go_into_the_extended_handshake() {
         tc,
         meta.info_hash(),
         storage,
-        sources,
         &nc,
         Arc::new(super::TorrentShared::new(info.piece_count(), 1)),
         (super::TorrentId(0), 0),

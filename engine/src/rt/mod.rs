@@ -25,7 +25,9 @@
 //! - Each [`ConnId`] gets exactly one [`Handler::on_open`] (unless its connect
 //!   fails) and exactly one [`Handler::on_close`].
 //! - All `unsafe` of the engine's I/O lives in this module; each block says why
-//!   it is sound.
+//!   it is sound. The runtime maps no file: a [`Region`] points into a mapping
+//!   owned by its maker (in the engine, `store`, the only owner of the data
+//!   files' mappings, which makes regions of verified pieces alone).
 //!
 //! # Send strategies
 //!
@@ -49,19 +51,18 @@
 mod conn;
 mod ctx;
 mod handle;
+mod region;
 mod send;
 mod sys;
 mod worker;
 
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use ctx::{Ctx, PostError};
 pub use handle::{run, Poster, RuntimeHandle};
+pub use region::Region;
 
 /// How file regions queued with [`Ctx::send_region`] are moved to the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -128,96 +129,6 @@ impl Default for RuntimeConfig {
 pub struct ConnId {
     pub(crate) slot: u32,
     pub(crate) gen: u32,
-}
-
-/// A read-only file together with its memory mapping: the source of
-/// [`Region`]s. The mapping serves `Send`/`SendZc`, the descriptor `Splice`.
-///
-/// The file must not be truncated while mapped (reads past the new end would
-/// fault).
-#[derive(Debug)]
-pub struct SourceFile {
-    file: File,
-    map: memmap2::Mmap,
-    len_bytes: u64,
-}
-
-impl SourceFile {
-    /// Opens `path` read-only and maps it.
-    ///
-    /// # Errors
-    /// Any error of `open(2)`, `fstat(2)` or `mmap(2)`.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        Self::from_file(File::open(path)?)
-    }
-
-    /// Maps an already opened file (read access needed).
-    ///
-    /// # Errors
-    /// Any error of `fstat(2)` or `mmap(2)`.
-    pub fn from_file(file: File) -> io::Result<Self> {
-        let len_bytes = file.metadata()?.len();
-        let map = sys::map_readonly(&file)?;
-        Ok(SourceFile {
-            file,
-            map,
-            len_bytes,
-        })
-    }
-
-    /// Length of the file in bytes at the time it was mapped.
-    pub fn len_bytes(&self) -> u64 {
-        self.len_bytes
-    }
-
-    /// Whether the file is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len_bytes == 0
-    }
-
-    /// The mapped contents (e.g. to hash a piece, or to pre-fault the
-    /// mapping so sends do not take page faults).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.map
-    }
-}
-
-/// A byte range of a [`SourceFile`], sent without a user-space copy.
-#[derive(Debug, Clone)]
-pub struct Region {
-    src: Arc<SourceFile>,
-    offset_bytes: u64,
-    len_bytes: u64,
-}
-
-impl Region {
-    /// The `len_bytes` bytes of `src` starting at `offset_bytes`.
-    ///
-    /// # Errors
-    /// `InvalidInput` if the range does not lie within the file.
-    pub fn new(src: Arc<SourceFile>, offset_bytes: u64, len_bytes: u64) -> io::Result<Self> {
-        match offset_bytes.checked_add(len_bytes) {
-            Some(end) if end <= src.len_bytes => Ok(Region {
-                src,
-                offset_bytes,
-                len_bytes,
-            }),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "region lies outside the file",
-            )),
-        }
-    }
-
-    /// Length of the region in bytes.
-    pub fn len_bytes(&self) -> u64 {
-        self.len_bytes
-    }
-
-    /// Whether the region is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len_bytes == 0
-    }
 }
 
 /// The protocol side of a worker: one instance per worker, created by the

@@ -25,7 +25,7 @@ const MAX_CHAIN_OPS: usize = 128;
 /// Fills `c`'s iovec array from the front of its queue: at most
 /// [`MAX_IOVECS`] entries and `chunk` bytes, stopping before the first region
 /// if `bytes_only`. Returns the number of iovecs.
-fn gather(c: &mut Conn, chunk: u64, bytes_only: bool) -> io::Result<usize> {
+fn gather(c: &mut Conn, chunk: u64, bytes_only: bool) -> usize {
     let mut n = 0;
     let mut total = 0u64;
     for seg in c.queue.iter() {
@@ -33,28 +33,26 @@ fn gather(c: &mut Conn, chunk: u64, bytes_only: bool) -> io::Result<usize> {
             break;
         }
         let want = seg.remaining().min(chunk - total);
-        let slice: &[u8] = match seg {
-            Segment::Bytes { buf, pos } => buf.get(*pos..*pos + want as usize).unwrap_or(&[]),
-            Segment::Region { .. } if bytes_only => break,
-            Segment::Region { region, pos } => {
-                let start = region.offset_bytes + pos;
-                let range = usize::try_from(start).ok().and_then(|s| {
-                    let e = s.checked_add(want as usize)?;
-                    region.src.map.get(s..e)
-                });
-                range.ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "region outside the mapping")
-                })?
+        // Fits: `want` is at most `chunk`, a `usize`.
+        let want_len = usize::try_from(want).unwrap_or(usize::MAX);
+        let (base, len) = match seg {
+            Segment::Bytes { buf, pos } => {
+                let slice = buf.get(*pos..*pos + want_len).unwrap_or(&[]);
+                (slice.as_ptr(), slice.len())
             }
+            Segment::Region { .. } if bytes_only => break,
+            // `want` is at most what remains of the region, so the range lies
+            // within it (the region's maker vouches for the mapping).
+            Segment::Region { region, pos } => (region.addr(*pos), want_len),
         };
         c.scratch.iov[n] = libc::iovec {
-            iov_base: slice.as_ptr() as *mut libc::c_void,
-            iov_len: slice.len(),
+            iov_base: base as *mut libc::c_void,
+            iov_len: len,
         };
         n += 1;
-        total += slice.len() as u64;
+        total += len as u64;
     }
-    Ok(n)
+    n
 }
 
 /// The operations of the next splice chain on `c` (which holds a pipe):
@@ -96,14 +94,14 @@ fn splice_plan(c: &Conn, id: ConnId) -> io::Result<Vec<(u8, u32, squeue::Entry)>
                 )
             }
             Segment::Region { region, pos } => {
-                let start = region.offset_bytes + pos;
+                let start = region.file_offset_bytes + pos;
                 let lead = start % page;
                 let fits = u64::from(slots) * page - lead;
                 let n = (region.len_bytes - pos).min(fits) as u32;
                 slots -= (lead + u64::from(n)).div_ceil(page) as u32;
                 let off = i64::try_from(start)
                     .map_err(|_| io::Error::other("file offset overflows i64"))?;
-                let file = types::Fd(region.src.file.as_raw_fd());
+                let file = types::Fd(region.fd);
                 (
                     op::SPLICE_IN,
                     n,
@@ -171,7 +169,7 @@ impl<H: Handler> Worker<H> {
         let Some(c) = self.ctx.conns.get_mut(id) else {
             return Ok(());
         };
-        let n = gather(c, chunk, bytes_only)?;
+        let n = gather(c, chunk, bytes_only);
         let s = &mut *c.scratch;
         s.msg.msg_name = std::ptr::null_mut();
         s.msg.msg_namelen = 0;
@@ -190,10 +188,10 @@ impl<H: Handler> Worker<H> {
         c.inflight = InFlight::Gather;
         c.ops += 1;
         // SAFETY: the msghdr and iovecs live in the slot's boxed scratch; the
-        // iovecs point into queued segments (heap buffers and Arc'd mappings)
-        // that stay in the queue until this operation completes, and for
-        // zero-copy until its notification (`zc_hold`). The slot is freed
-        // only when `ops` is back at zero.
+        // iovecs point into queued segments (heap buffers, and mappings kept
+        // alive by their regions' owners) that stay in the queue until this
+        // operation completes, and for zero-copy until its notification
+        // (`zc_hold`). The slot is freed only when `ops` is back at zero.
         unsafe { self.push(entry.user_data(user_data(id.slot, id.gen, op::SEND))) }
     }
 
@@ -270,11 +268,11 @@ impl<H: Handler> Worker<H> {
         c.inflight = InFlight::Splice;
         c.ops += plan.len() as u32;
         for (_, _, e) in plan {
-            // SAFETY: the descriptors (socket, pipe, Arc'd source file) and
-            // the header buffers (queued segments, consumed only on their own
-            // completion) stay owned by the slot until the chain's completions
-            // have been reaped; the slot is freed only when `ops` is back at
-            // zero.
+            // SAFETY: the descriptors (socket, pipe, the region's file, kept
+            // open by the region's owner) and the header buffers (queued
+            // segments, consumed only on their own completion) stay owned by
+            // the slot until the chain's completions have been reaped; the
+            // slot is freed only when `ops` is back at zero.
             unsafe { self.push(e)? };
         }
         Ok(())

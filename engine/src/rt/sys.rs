@@ -1,4 +1,4 @@
-//! Thin system-call helpers: eventfd, pipes, mappings, raw descriptors.
+//! Thin system-call helpers: eventfd, pipes, raw descriptors.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -81,14 +81,6 @@ pub(crate) fn pipe() -> io::Result<Pipe> {
         slots: (size_bytes / page_bytes).max(1),
         page_bytes,
     })
-}
-
-/// Read-only shared mapping of the whole file.
-pub(crate) fn map_readonly(file: &File) -> io::Result<memmap2::Mmap> {
-    // SAFETY: the mapping is only read (by the kernel when sending); the
-    // caller's contract (`SourceFile`) is that the file is not truncated
-    // while mapped.
-    unsafe { memmap2::Mmap::map(file) }
 }
 
 /// Takes ownership of a descriptor returned by an accept completion.

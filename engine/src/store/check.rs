@@ -280,14 +280,15 @@ impl Storage {
     }
 
     /// Serve-path gate: the piece is verified and, as far as we can tell,
-    /// its bytes are still the ones that were verified (the same check
-    /// [`Self::read_block`] and [`Self::block_slices`] make). For a send path
-    /// that serves the bytes through its own file handles.
+    /// its bytes are still the ones that were verified: the check
+    /// [`Self::read_block`], [`Self::block_slices`] and
+    /// [`Self::servable_regions`] make before handing out any byte (not
+    /// public: serving goes through them, so no caller can forget it).
     ///
     /// # Errors
     /// [`StoreError::NotVerified`], [`StoreError::PieceLost`], a file resized
     /// or changed under us, [`StoreError::PieceOutOfRange`].
-    pub fn ensure_servable(&self, piece: u32) -> Result<(), StoreError> {
+    pub(crate) fn ensure_servable(&self, piece: u32) -> Result<(), StoreError> {
         if !self.verified.get(PieceIndex(piece)) {
             return Err(if self.lost.get(PieceIndex(piece)) {
                 StoreError::PieceLost { piece }

@@ -3,8 +3,9 @@
 //! All raw access to mapped bytes lives in this file. The aliasing rules it
 //! relies on are the module invariants of [`crate::store`]: bytes of a piece
 //! are written only by the thread holding that piece's claim and only while
-//! the piece is neither verified nor lost; `&[u8]` views are created only of
-//! verified pieces, or of a piece whose claim the caller holds.
+//! the piece is neither verified nor lost; `&[u8]` views and the runtime's
+//! send [`Region`]s are created only of verified pieces (views also of a
+//! piece whose claim the caller holds).
 //!
 //! Writes go through the file descriptor, not the mapping (same page cache,
 //! so the mapping sees them): a store into a mapped page of a preallocated
@@ -12,10 +13,15 @@
 //! the copy, which cost a leecher ~27 % of its CPU in a profile of
 //! `p2pe get`; `pwrite` of whole pages skips both (see `perf/recv-path.md`).
 
-use crate::base::PieceIndex;
+use std::any::Any;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
+
+use crate::base::PieceIndex;
+use crate::rt::Region;
 
 use super::arrival::Part;
 use super::error::StoreError;
@@ -134,6 +140,56 @@ impl Storage {
             // pieces are never written again by this storage.
             .map(|seg| unsafe { self.segment_slice(&seg) })
             .collect()
+    }
+
+    /// The runtime's send regions of bytes `offset_bytes..offset_bytes +
+    /// len_bytes` of piece `piece`, one per file the range touches (usually
+    /// one, two across a file boundary), for a zero-copy send
+    /// ([`crate::rt::Ctx::send_region`]). The only way to get a [`Region`] of
+    /// the torrent's data: it is made here, of a verified piece alone (same
+    /// checks as [`Self::read_block`]), and points into this storage's own
+    /// mapping, which it keeps alive while queued.
+    ///
+    /// # Errors
+    /// As [`Self::read_block`]: [`StoreError::PieceOutOfRange`],
+    /// [`StoreError::RangeOutOfPiece`], [`StoreError::NotVerified`],
+    /// [`StoreError::PieceLost`], [`StoreError::ChangedOnDisk`],
+    /// [`StoreError::Io`] from `fstat`.
+    pub fn servable_regions(
+        &self,
+        piece: u32,
+        offset_bytes: u32,
+        len_bytes: u32,
+    ) -> Result<SmallVec<[Region; 2]>, StoreError> {
+        let segments = self.layout.segments(piece, offset_bytes, len_bytes)?;
+        self.ensure_servable(piece)?;
+        segments.map(|seg| self.region(&seg)).collect()
+    }
+
+    /// The send region of `seg`, a segment of a piece the caller found
+    /// servable.
+    fn region(&self, seg: &Segment) -> Result<Region, StoreError> {
+        let (ptr, _) = self.segment_ptr(seg)?;
+        let f = self.files.get(seg.file_index).ok_or_else(|| {
+            StoreError::InvalidLayout("segment of a file not in the storage".into())
+        })?;
+        let owner: Arc<dyn Any + Send + Sync> = f.clone();
+        // SAFETY: `ptr` starts `seg` inside `f`'s mapping (bounds-checked by
+        // `segment_ptr`), a shared mapping of `f.file` from offset 0, so it
+        // holds bytes `seg.file_offset_bytes..+len` of that descriptor; the
+        // region holds `f`, which owns both the mapping and the descriptor;
+        // the piece is verified (`servable_regions` checked it), and verified
+        // (or since lost) pieces are never written through this storage again
+        // (module invariants).
+        Ok(unsafe {
+            Region::from_raw_parts(
+                owner,
+                ptr,
+                f.file.as_raw_fd(),
+                seg.file_offset_bytes,
+                u64::from(seg.len_bytes),
+            )
+        })
     }
 
     /// Copy `data` into piece `piece` at `offset_bytes` (a received block),

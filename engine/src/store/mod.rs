@@ -3,7 +3,9 @@
 //! - [`StorageLayout`] maps pieces (BEP 3) onto the torrent's files, across
 //!   file boundaries; zero-length files are legal and never mapped.
 //! - [`Storage`] owns one preallocated, memory-mapped file per non-empty
-//!   torrent file below one output directory. BEP 47 padding files are never
+//!   torrent file below one output directory: the only mapping of the data
+//!   in the process (the runtime maps nothing; it sends from this one through
+//!   [`Storage::servable_regions`]). BEP 47 padding files are never
 //!   created nor required on disk: each is an anonymous in-memory file of
 //!   zeros (never written), so hashing and serving read zeros there. Serving and hashing read from
 //!   the mappings; writes go through `pwrite(2)` into the same page cache
@@ -20,11 +22,16 @@
 //!   are read back once for both.
 //!
 //! Invariants, per piece (all kept in atomic bitmaps, so `Storage: Sync`):
-//! - A piece is served ([`Storage::read_block`], [`Storage::block_slices`])
-//!   only while *verified*: its piece hash matched. Nothing else is ever served.
+//! - A piece is served ([`Storage::read_block`], [`Storage::block_slices`],
+//!   [`Storage::servable_regions`]) only while *verified*: its piece hash
+//!   matched. Nothing else is ever served. The runtime's send regions
+//!   ([`crate::rt::Region`]) need `unsafe` to make, which every module but
+//!   `rt` and `store` forbids, so a region of an unverified piece cannot be
+//!   made outside this module.
 //! - A verified piece is never written through the storage again. Together
-//!   with the rule above, bytes that are handed out as `&[u8]` are never
-//!   written by this process while the view lives.
+//!   with the rule above, bytes that are handed out as `&[u8]` or as a send
+//!   region are never written by this process while the view or region
+//!   lives.
 //! - Writing and verifying take a per-piece *claim*: at most one thread at a
 //!   time writes or verifies a given piece (the runtime's claim bitmap makes
 //!   that true by construction; a violation is a [`StoreError::PieceBusy`], not

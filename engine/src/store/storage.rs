@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::arrival::Arrivals;
 use super::dir::Dir;
@@ -103,7 +103,10 @@ pub struct Storage {
     pub(crate) info_hash: InfoHash,
     pub(crate) mode: OpenMode,
     pub(crate) serve_check: ServeCheck,
-    pub(crate) files: Vec<MappedFile>,
+    /// The only mappings of the torrent's files in the process; shared with
+    /// the runtime's send regions (`Storage::servable_regions`), which keep a
+    /// file mapped while they are queued.
+    pub(crate) files: Vec<Arc<MappedFile>>,
     /// Piece hash (SHA-1 or BLAKE3) matched; only these are served.
     pub(crate) verified: AtomicBitfield,
     /// A thread is writing or verifying the piece.
@@ -194,34 +197,9 @@ impl Storage {
         &self.root
     }
 
-    /// A new handle on the data file `file_index` (layout order) as opened at
-    /// [`Storage::open`], beneath the output directory: a send path that maps
-    /// the files itself uses these instead of re-resolving the paths (which a
-    /// symlink swapped in since could redirect).
-    ///
-    /// # Errors
-    /// `InvalidInput` for an index out of range; errors of `dup(2)`.
-    pub fn file_handle(&self, file_index: usize) -> std::io::Result<fs::File> {
-        self.files
-            .get(file_index)
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?
-            .file
-            .try_clone()
-    }
-
     /// Number of pieces.
     pub fn piece_count(&self) -> u32 {
         self.layout.piece_count()
-    }
-
-    /// The in-memory file of zeros standing for BEP 47 padding file
-    /// `file_index` (nothing of it is on disk), for a send path that serves
-    /// from its own file handles; `None` for other files.
-    pub fn padding_file(&self, file_index: usize) -> Option<&fs::File> {
-        self.files
-            .get(file_index)
-            .filter(|f| f.padding)
-            .map(|f| &f.file)
     }
 
     /// How the pieces verified since open were hashed: on arrival or read back.
@@ -422,7 +400,7 @@ fn open_files(
     root: &Dir,
     layout: &StorageLayout,
     writable: bool,
-) -> Result<Vec<MappedFile>, StoreError> {
+) -> Result<Vec<Arc<MappedFile>>, StoreError> {
     let mut files = Vec::with_capacity(layout.file_count());
     let mut seen = HashSet::new();
     for spec in layout.files() {
@@ -432,7 +410,11 @@ fn open_files(
                 .path_components
                 .iter()
                 .fold(root.path().to_path_buf(), |p, c| p.join(c));
-            files.push(MappedFile::padding(label, spec.len_bytes, writable)?);
+            files.push(Arc::new(MappedFile::padding(
+                label,
+                spec.len_bytes,
+                writable,
+            )?));
             continue;
         }
         let path = resolve_inside(root, &spec.path_components, writable)?;
@@ -449,7 +431,7 @@ fn open_files(
                 f.path.display()
             )));
         }
-        files.push(f);
+        files.push(Arc::new(f));
     }
     Ok(files)
 }

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::Ordering;
 
+use smallvec::SmallVec;
+
 use crate::core::{Block, PeerKey, PeerMessage};
 use crate::node::dispatch::Ctx;
 use crate::rt::{ConnId, Region};
@@ -103,21 +105,18 @@ impl NodeHandler {
         }
     }
 
-    /// The file regions of a verified block, `None` if it cannot be served.
-    fn regions(&self, piece: u32, offset_bytes: u32, len_bytes: u32) -> Option<Vec<Region>> {
-        // The piece is verified and its files unchanged (store rules).
-        self.storage.ensure_servable(piece).ok()?;
-        let segments = self
-            .storage
-            .layout()
-            .segments(piece, offset_bytes, len_bytes)
-            .ok()?;
-        segments
-            .map(|seg| {
-                let src = self.sources.get(seg.file_index)?.clone()?;
-                Region::new(src, seg.file_offset_bytes, u64::from(seg.len_bytes)).ok()
-            })
-            .collect()
+    /// The file regions of a verified block, `None` if it cannot be served:
+    /// the store makes regions of verified pieces only (and re-checks that
+    /// their files are unchanged, store rules).
+    fn regions(
+        &self,
+        piece: u32,
+        offset_bytes: u32,
+        len_bytes: u32,
+    ) -> Option<SmallVec<[Region; 2]>> {
+        self.storage
+            .servable_regions(piece, offset_bytes, len_bytes)
+            .ok()
     }
 
     /// The runtime handed bytes of `conn` to the kernel: report the blocks

@@ -215,7 +215,7 @@ fn permission_denied_child() {
 }
 
 /// Overwrite `bytes` at `offset` of `path` and move its mtime, as an editor would.
-fn modify(path: &Path, offset: u64, bytes: &[u8]) {
+pub(super) fn modify(path: &Path, offset: u64, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(bytes, offset).unwrap();

@@ -5,6 +5,7 @@
 mod arrival;
 mod faults;
 mod padding;
+mod regions;
 
 use std::path::Path;
 use std::sync::Arc;
