@@ -194,6 +194,10 @@ pub struct NodeConfig {
     /// Web seeds to fetch from beside the peers (BEP 19; default none: the
     /// caller passes the torrent's `url-list` here).
     pub web_seeds: WebSeedConfig,
+    /// The `torrent` field of this torrent's log events (`tracing` INFO
+    /// events: tracker answers, peers learned, disconnects, bans), for a
+    /// process serving several torrents (default `None`: no such field).
+    pub log_label: Option<String>,
 }
 
 /// Most workers [`default_workers`] picks: beyond 8 cores one torrent's
@@ -234,6 +238,7 @@ impl NodeConfig {
             pin_cores: false,
             send_strategy: SendStrategy::default(),
             web_seeds: WebSeedConfig::default(),
+            log_label: None,
         }
     }
 }
@@ -501,11 +506,6 @@ impl Node {
         NodeWatch {
             shared: self.shared.clone(),
         }
-    }
-
-    /// The next log line (tracker warnings, peers learned), oldest first.
-    pub fn poll_event(&self) -> Option<String> {
-        self.session.poll_event(self.id)
     }
 
     /// Takes the fatal storage error that stopped the node, if any.
