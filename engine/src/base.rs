@@ -17,10 +17,12 @@ pub struct BlockOffset(pub u32);
 pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
 
 mod atomic_bitfield;
+mod file_spec;
 mod ids;
 mod piece_hash;
 
 pub use atomic_bitfield::AtomicBitfield;
+pub use file_spec::FileSpec;
 pub use ids::{InfoHash, PeerId};
 
 pub use piece_hash::{
