@@ -117,7 +117,7 @@ use crate::base::PeerId;
 use crate::core::{ChokerConfig, ChokerMode, Locality, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
 use crate::rt::SendStrategy;
-use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
+use crate::store::{Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
 pub use crate::discovery::announcer::TRACKER_STOP_BOUND;
@@ -280,15 +280,7 @@ pub enum NodeError {
 /// store adds).
 pub fn storage_layout(meta: &Metainfo) -> Result<StorageLayout, StoreError> {
     let info = meta.info();
-    let files = info
-        .files()
-        .iter()
-        .map(|f| FileSpec {
-            path_components: f.path_components().to_vec(),
-            len_bytes: f.len_bytes(),
-            padding: f.is_padding(),
-        })
-        .collect();
+    let files = info.files().iter().map(|f| f.spec().clone()).collect();
     StorageLayout::new(files, info.piece_len_bytes(), info.verify_hashes())
 }
 
