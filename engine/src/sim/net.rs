@@ -266,6 +266,10 @@ pub struct IdleAccount {
     pub up_idle_bytes: [[f64; 2]; 2],
     /// Same for downlinks.
     pub down_idle_bytes: [[f64; 2]; 2],
+    /// Width of the bins of `origin_up_idle_bins` (0: no bins).
+    pub bin_ns: Nanos,
+    /// The origin's (node 0's) idle uplink bytes per bin: `[no transfer, limited]`.
+    pub origin_up_idle_bins: Vec<[f64; 2]>,
 }
 
 /// A completion timer to put in the event queue: `(time_ns, transfer id, version)`.
@@ -347,8 +351,11 @@ impl Net {
     }
 
     /// Starts accounting idle link capacity ([`Net::idle_account`]); call before adding nodes.
-    pub fn enable_idle_account(&mut self) {
-        self.idle = Some(IdleAccount::default());
+    pub fn enable_idle_account(&mut self, bin_ns: Nanos) {
+        self.idle = Some(IdleAccount {
+            bin_ns,
+            ..IdleAccount::default()
+        });
     }
 
     /// Idle capacity accounted until `now` (if enabled).
@@ -391,7 +398,20 @@ impl Net {
             )
         };
         let dt = now.saturating_sub(*last) as f64;
-        bucket[usize::from(n != 0)][usize::from(busy)] += (cap - *used).max(0.0) * dt;
+        let idle_rate = (cap - *used).max(0.0);
+        bucket[usize::from(n != 0)][usize::from(busy)] += idle_rate * dt;
+        if n == 0 && up && acc.bin_ns > 0 && idle_rate > 0.0 {
+            let mut t = *last;
+            while t < now {
+                let bin = (t / acc.bin_ns) as usize;
+                let end = ((bin as Nanos + 1) * acc.bin_ns).min(now);
+                if acc.origin_up_idle_bins.len() <= bin {
+                    acc.origin_up_idle_bins.resize(bin + 1, [0.0; 2]);
+                }
+                acc.origin_up_idle_bins[bin][usize::from(busy)] += idle_rate * (end - t) as f64;
+                t = end;
+            }
+        }
         *last = now;
         *used += delta;
     }
