@@ -266,6 +266,10 @@ pub struct IdleAccount {
     pub up_idle_bytes: [[f64; 2]; 2],
     /// Same for downlinks.
     pub down_idle_bytes: [[f64; 2]; 2],
+    /// Width of the bins of `origin_up_idle_bins` (0: no bins).
+    pub bin_ns: u64,
+    /// The origin's (node 0's) idle uplink bytes per bin: `[no transfer, limited]`.
+    pub origin_up_idle_bins: Vec<[f64; 2]>,
 }
 
 /// A completion timer to put in the event queue: `(time, transfer id, version)`.
@@ -347,8 +351,11 @@ impl Net {
     }
 
     /// Starts accounting idle link capacity ([`Net::idle_account`]); call before adding nodes.
-    pub fn enable_idle_account(&mut self) {
-        self.idle = Some(IdleAccount::default());
+    pub fn enable_idle_account(&mut self, bin_ns: u64) {
+        self.idle = Some(IdleAccount {
+            bin_ns,
+            ..IdleAccount::default()
+        });
     }
 
     /// Idle capacity accounted until `now` (if enabled).
@@ -390,8 +397,22 @@ impl Net {
                 &mut acc.down_idle_bytes,
             )
         };
-        let dt = now.as_nanos().saturating_sub(last.as_nanos()) as f64;
-        bucket[usize::from(n != 0)][usize::from(busy)] += (cap - *used).max(0.0) * dt;
+        let (now_ns, last_ns) = (now.as_nanos(), last.as_nanos());
+        let dt = now_ns.saturating_sub(last_ns) as f64;
+        let idle_rate = (cap - *used).max(0.0);
+        bucket[usize::from(n != 0)][usize::from(busy)] += idle_rate * dt;
+        if n == 0 && up && acc.bin_ns > 0 && idle_rate > 0.0 {
+            let mut t = last_ns;
+            while t < now_ns {
+                let bin = (t / acc.bin_ns) as usize;
+                let end = ((bin as u64 + 1) * acc.bin_ns).min(now_ns);
+                if acc.origin_up_idle_bins.len() <= bin {
+                    acc.origin_up_idle_bins.resize(bin + 1, [0.0; 2]);
+                }
+                acc.origin_up_idle_bins[bin][usize::from(busy)] += idle_rate * (end - t) as f64;
+                t = end;
+            }
+        }
         *last = now;
         *used += delta;
     }

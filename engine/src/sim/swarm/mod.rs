@@ -22,6 +22,7 @@
 mod conn;
 mod membership;
 mod node;
+mod origin_trace;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -35,6 +36,7 @@ use crate::sim::queue::EventQueue;
 use crate::sim::timeline::Timeline;
 use crate::sim::{Outcome, Progress, Report, SimConfig};
 use conn::{Conn, Dir};
+use origin_trace::OriginTrace;
 
 /// Piece state at a node (see module docs).
 const MISSING: u8 = 0;
@@ -129,6 +131,8 @@ pub(super) struct Swarm<'c> {
     /// Blocks handed out by any core so far: a block's rank on its sender's uplink
     /// ([`crate::sim::net::UplinkOrder::Fifo`]).
     handed_blocks: u64,
+    /// The origin's uploads, for the debug output (`debug_stuck` only).
+    origin_trace: OriginTrace,
 }
 
 /// Runs the `p2p` strategy.
@@ -170,7 +174,7 @@ impl<'c> Swarm<'c> {
                 net.set_jitter(config.sharing_jitter, config.seed ^ 0x6a69_7474_6572);
                 net.set_uplink_order(config.uplink_order);
                 if config.debug_stuck {
-                    net.enable_idle_account();
+                    net.enable_idle_account(((config.d_p2p_s() * 1e8) as u64).max(1));
                 }
                 net
             },
@@ -191,6 +195,7 @@ impl<'c> Swarm<'c> {
             timer_node: None,
             cross_rack_bytes: 0.0,
             handed_blocks: 0,
+            origin_trace: OriginTrace::new(piece_count),
         }
     }
 
@@ -309,6 +314,16 @@ impl<'c> Swarm<'c> {
                 pct(acc.up_idle_bytes[1][1], p),
                 pct(acc.down_idle_bytes[1][0], p),
                 pct(acc.down_idle_bytes[1][1], p),
+            );
+            let bin_cap = self.config.seeder_uplink_bytes_per_s as f64 * acc.bin_ns as f64 / 1e9;
+            let bins: Vec<String> = acc
+                .origin_up_idle_bins
+                .iter()
+                .map(|b| format!("{:.1}/{:.1}", pct(b[0], bin_cap), pct(b[1], bin_cap)))
+                .collect();
+            eprintln!(
+                "origin idle uplink per bin (% none/limited): {}",
+                bins.join(" ")
             );
         }
     }
@@ -451,6 +466,18 @@ impl<'c> Swarm<'c> {
         if self.config.debug_stuck {
             self.debug_nodes();
             self.debug_incomplete();
+            let rejects = self.nodes[0]
+                .torrent
+                .as_ref()
+                .map_or(0, |t| t.stats().distinct_rejects_sent);
+            eprintln!(
+                "{}; distinct rejects sent {rejects}",
+                self.origin_trace.summary(
+                    self.config.size_bytes as f64,
+                    self.config.seeder_uplink_bytes_per_s as f64,
+                    self.config.d_p2p_s(),
+                )
+            );
         }
         let outcome = Outcome {
             incomplete_peers: expected - completions.len() as u32,

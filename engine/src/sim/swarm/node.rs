@@ -134,6 +134,14 @@ impl Swarm<'_> {
         let Some(dir) = self.out_dir(node, peer) else {
             return;
         };
+        if node == 0 && self.config.debug_stuck {
+            let held = self
+                .holders
+                .get(block.piece.0 as usize)
+                .is_some_and(|&h| h > 0);
+            self.origin_trace
+                .on_handed(block.piece.0, block.offset.0, held);
+        }
         self.handed_blocks += 1;
         let rank = self.handed_blocks;
         let d = &mut self.dirs[dir as usize];
@@ -175,6 +183,12 @@ impl Swarm<'_> {
             return None;
         }
         conn.out_dir(id, node)
+    }
+
+    /// The node at the other end of `node`'s connection `key`.
+    fn sender_of(&self, node: u32, key: PeerKey) -> Option<u32> {
+        let conn = self.conns.get(usize::try_from(key.0).ok()?)?;
+        Some(if conn.a == node { conn.b } else { conn.a })
     }
 
     /// `(sender, receiver)` of direction `dir`.
@@ -243,6 +257,11 @@ impl Swarm<'_> {
         let since = self.dirs[dir as usize].sending_since;
         self.timeline.add(since, now, bytes, src == 0);
         self.nodes[src as usize].up_bytes += bytes;
+        if src == 0 && self.config.debug_stuck {
+            let up = self.nodes[0].up_bytes;
+            self.origin_trace
+                .on_sent(now, block.piece.0, block.offset.0, up);
+        }
         self.report_buffered(now, dir);
         self.kick(now, dir);
     }
@@ -278,6 +297,9 @@ impl Swarm<'_> {
                     .torrent
                     .as_ref()
                     .is_some_and(|t| t.wants_block(key, &block));
+                if !wanted && self.config.debug_stuck && self.sender_of(dst, key) == Some(0) {
+                    self.origin_trace.on_unwanted(f64::from(block.len_bytes));
+                }
                 if wanted && self.config.debug_stuck {
                     let bin = (now.as_nanos() / self.timeline.bin_ns()) as usize;
                     let bins = &mut self.nodes[dst as usize].down_bins;
