@@ -5,7 +5,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use p2pe::wire::peer::{
-    piece_header, BlockOffset, BlockRequest, Decoder, DecoderLimits, Message, PieceIndex,
+    piece_header, Block, BlockOffset, Decoder, DecoderLimits, Message, PieceIndex,
 };
 
 const PIECE_COUNT: u32 = 4096;
@@ -43,11 +43,11 @@ fn decode_piece(c: &mut Criterion) {
 fn encode_piece_header(c: &mut Criterion) {
     c.bench_function("wire/encode_piece_header", |b| {
         b.iter(|| {
-            piece_header(
-                black_box(PieceIndex(12)),
-                black_box(BlockOffset(1 << 14)),
-                black_box(1 << 14),
-            )
+            piece_header(black_box(&Block {
+                piece: PieceIndex(12),
+                offset: BlockOffset(1 << 14),
+                len_bytes: 1 << 14,
+            }))
         })
     });
 }
@@ -58,19 +58,19 @@ fn mixed_stream() -> (Vec<u8>, u64) {
     let mut out = Vec::new();
     let mut count = 0;
     for i in 0..64u32 {
-        let req = BlockRequest {
-            index: PieceIndex(i % PIECE_COUNT),
-            begin: BlockOffset((i % 16) << 14),
+        let req = Block {
+            piece: PieceIndex(i % PIECE_COUNT),
+            offset: BlockOffset((i % 16) << 14),
             len_bytes: 1 << 14,
         };
         let msg = match i % 16 {
             0 => Message::Piece {
-                index: req.index,
-                begin: req.begin,
+                index: req.piece,
+                begin: req.offset,
                 data: Bytes::from(vec![1; 1 << 14]),
             },
             1..=9 => Message::Request(req),
-            10..=13 => Message::Have { index: req.index },
+            10..=13 => Message::Have { index: req.piece },
             14 => Message::Cancel(req),
             _ => Message::KeepAlive,
         };

@@ -12,7 +12,7 @@ fn small(seed: u64) -> SimConfig {
     c.block_len_bytes = 256 << 10;
     c.connections = 8;
     c.seed = seed;
-    c.max_time_ns = 120 * 1_000_000_000;
+    c.max_time = std::time::Duration::from_secs(120);
     c
 }
 

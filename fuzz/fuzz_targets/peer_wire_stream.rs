@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(Decoded::Message(_))) => assert!(open.is_none()),
                 Ok(Some(Decoded::PieceStart(h))) => {
                     assert!(open.is_none(), "piece inside a piece");
-                    assert!(h.index.0 < piece_count);
+                    assert!(h.piece.0 < piece_count);
                     open = Some((h.len_bytes, 0));
                 }
                 Ok(Some(Decoded::PiecePayload(p))) => {

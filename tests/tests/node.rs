@@ -553,12 +553,20 @@ fn rate_limited_seed_and_get_still_complete_byte_exact() {
 }
 
 /// `--rack`: B's rack-mate A already has every piece, so B takes (nearly) everything from
-/// A and not from the seed, a peer of another rack (docs/topology.md). B may import at
-/// most a pipeline from the seed before A's bitfield arrives (nothing in flight yet:
-/// relaxed); everything else is requested from A. One worker each, so every core sees
-/// both connections.
+/// A and not from S2, a seed of another rack (docs/topology.md). One worker each, so every
+/// core sees all its connections.
+///
+/// Ordered by events, not by time: B dials only A; S2 dials B once B has verified a piece,
+/// which it can only have taken from A after A's bitfield arrived. From then on every piece
+/// has a rack-mate source, so B imports nothing from S2 (when both are dialled at once, B
+/// may take pieces from the remote seed until A's bitfield arrives: on a loaded machine
+/// that was most of the file). A and S2 upload at most `UPLOAD_LIMIT` (about 10 s for
+/// the file from A alone), so B is still busy when S2 connects and an unlabelled B would
+/// take about half of the rest from S2; the test checks that S2 was connected while B
+/// still lacked pieces, so that the bound is tested and not vacuous.
 #[test]
 fn rack_mates_take_pieces_from_each_other_not_from_another_rack() {
+    const UPLOAD_LIMIT: &str = "128kB";
     let tmp = tempfile::tempdir().unwrap();
     let (torrent, files) = multi_file(tmp.path(), "payload");
     let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
@@ -570,47 +578,113 @@ fn rack_mates_take_pieces_from_each_other_not_from_another_rack() {
             .arg(&torrent)
             .arg("-o")
             .arg(&a_out)
-            .args(["--listen", "127.0.0.1:0", "--seed-after", "--workers", "1"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--seed-after",
+                "--workers",
+                "1",
+                "--json",
+            ])
+            .args(["--upload-limit", UPLOAD_LIMIT])
             .args(["--rack", "r1", "--peer", &seed_addr.to_string()]),
     );
     let a_addr = a.listen_addr();
-    wait_copy(&a_out, "payload", &files, "A");
-    let mut b = Proc::spawn(
+    // The summary: A's node holds every piece verified (not just written).
+    a.line("A's summary", |l| summary_in(l).map(drop), drop);
+    let b_log = tmp.path().join("b.stderr");
+    let mut b = Proc::spawn_with(
         Command::new(p2pe_bin())
             .arg("get")
             .arg(&torrent)
             .arg("-o")
             .arg(tmp.path().join("b"))
             .args(["--listen", "127.0.0.1:0", "--json", "--workers", "1"])
+            .args(["--progress-interval", "0.1"])
             .args(["--rack", "r1", "--connect-timeout", "60"])
-            .args([
-                "--peer",
-                &seed_addr.to_string(),
-                "--peer",
-                &a_addr.to_string(),
-            ]),
+            .args(["--peer", &a_addr.to_string()]),
+        std::fs::File::create(&b_log).unwrap().into(),
+    );
+    let b_addr = b.listen_addr();
+    let progress = |l: &str| -> Option<(u64, u64, u64)> {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["event"] == "progress").then_some(())?;
+        let field = |k: &str| v[k].as_u64();
+        Some((
+            field("verified_pieces")?,
+            field("piece_count")?,
+            field("peers")?,
+        ))
+    };
+    let (verified, count, _) = b.line(
+        "B's first verified piece",
+        |l| progress(l).filter(|p| p.0 >= 1),
+        drop,
+    );
+    assert!(
+        verified < count,
+        "B finished before S2 started (lower UPLOAD_LIMIT)"
+    );
+    // S2: a seed of rack r0 (its own copy) that dials B.
+    let s2_dir = tmp.path().join("s2");
+    write_payload(&s2_dir, "payload");
+    let mut s2 = Proc::spawn(
+        Command::new(p2pe_bin())
+            .arg("get")
+            .arg(&torrent)
+            .arg("-o")
+            .arg(&s2_dir)
+            .args(["--listen", "127.0.0.1:0", "--seed-after", "--workers", "1"])
+            .args(["--upload-limit", UPLOAD_LIMIT])
+            .args(["--rack", "r0", "--peer", &b_addr.to_string()]),
+    );
+    let (verified, count, _) = b.line(
+        "a progress line of B with S2 connected",
+        |l| {
+            let done = || summary_in(l).map(|_| (1, 1, 0));
+            progress(l).filter(|p| p.2 >= 2).or_else(done)
+        },
+        drop,
+    );
+    let log = || std::fs::read_to_string(&b_log).unwrap_or_default();
+    assert!(
+        verified < count,
+        "S2 connected only after B had every piece (lower UPLOAD_LIMIT); B's log:\n{}",
+        log()
     );
     let (ok, lines) = b.wait(BOUND);
     let summary = last_json(&lines);
-    assert!(ok, "p2pe get failed: {summary}");
+    assert!(ok, "p2pe get failed: {summary}; B's log:\n{}", log());
     assert_copy(&tmp.path().join("b"), "payload", &files);
-    let from = |addr: SocketAddr| -> u64 {
+    // Every byte not from A came from a peer of another rack (S2, or S learnt by PEX).
+    let from = |rack_mate: bool| -> u64 {
         summary["sources"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|s| s["addr"] == addr.to_string())
+            .filter(|s| (s["addr"] == a_addr.to_string()) == rack_mate)
             .filter_map(|s| s["downloaded_bytes"].as_u64())
             .sum()
     };
-    let (from_seed, from_a) = (from(seed_addr), from(a_addr));
+    let (from_seed, from_a) = (from(false), from(true));
     assert!(from_a + from_seed >= total, "{summary}");
     assert!(
         from_seed <= total / 4,
-        "seed {from_seed} of {total} bytes: {summary}"
+        "another rack sent {from_seed} of {total} bytes: {summary}; B's log:\n{}",
+        log()
     );
     assert!(
         terminate(&mut a),
         "get --seed-after did not exit 0 on SIGTERM"
     );
+    assert!(
+        terminate(&mut s2),
+        "get --seed-after did not exit 0 on SIGTERM"
+    );
+}
+
+/// The final summary of `p2pe get --json` (the object without `event`).
+fn summary_in(line: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v.get("event").is_none() && v.get("sources").is_some()).then_some(v)
 }

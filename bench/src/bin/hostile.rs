@@ -241,12 +241,9 @@ fn one_get(
     if done.is_none() {
         let p = get.progress();
         eprintln!(
-            "stalled at {}/{} pieces, {} peers; the get's log:",
+            "stalled at {}/{} pieces, {} peers (the node's events: RUST_LOG=p2pe=info)",
             p.verified_pieces, p.piece_count, p.peers
         );
-        while let Some(e) = get.poll_event() {
-            eprintln!("  {e}");
-        }
         if let Some(e) = get.take_error() {
             eprintln!("  fatal: {e:?}");
         }
@@ -402,6 +399,14 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The nodes' events (peers, disconnects, bans) on stderr with RUST_LOG=p2pe=info.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let tmp = std::env::temp_dir().join(format!("p2pe-hostile-{}", std::process::id()));
     let src = tmp.join("src");
     let piece_len = args.piece_kib * 1024;

@@ -244,8 +244,8 @@ fn receive(
                 while let Some(d) = dec.decode_from(&mut input)? {
                     match d {
                         Decoded::PieceStart(h) => {
-                            at = u64::from(h.index.0) * PIECE_LEN_BYTES + u64::from(h.begin.0);
-                            if variant == "populate" && h.begin.0 == 0 {
+                            at = u64::from(h.piece.0) * PIECE_LEN_BYTES + u64::from(h.offset.0);
+                            if variant == "populate" && h.offset.0 == 0 {
                                 let piece = dest.slice(at, PIECE_LEN_BYTES as usize)?;
                                 // SAFETY: advice on our own mapped range.
                                 let rc = unsafe {

@@ -4,25 +4,11 @@ use super::bitfield::BitfieldError;
 use super::Bitfield;
 use thiserror::Error;
 
-pub use crate::base::PieceIndex;
+pub use crate::base::{Block, BlockOffset, PieceIndex};
 
 /// Driver-chosen handle of one peer connection; unique among live connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct PeerKey(pub u64);
-
-/// A byte range of one piece, as named by BEP 3 `request`, `piece` and `cancel`.
-///
-/// `offset_bytes + len_bytes` never exceeds the piece's length for blocks the core emits;
-/// blocks from the wire are validated before use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Block {
-    /// Piece the block belongs to.
-    pub piece: PieceIndex,
-    /// Offset of the block's first byte within the piece, in bytes.
-    pub offset_bytes: u32,
-    /// Length in bytes: 16 KiB normally; up to the piece length between p2pe peers.
-    pub len_bytes: u32,
-}
 
 /// Control messages of the peer wire protocol (BEP 3, BEP 6) exchanged with the core.
 ///

@@ -75,7 +75,7 @@ pub use config::{
     BUSY_REJECT_PENDING, DATACENTER_UPLOAD_TRANSFERS, MAX_REQUESTS_PER_PEER,
 };
 pub use message::{
-    Action, Block, DisconnectReason, PeerKey, PeerMessage, PieceIndex, ProtocolError,
+    Action, Block, BlockOffset, DisconnectReason, PeerKey, PeerMessage, PieceIndex, ProtocolError,
 };
 pub use rack::Locality;
 pub use time::Time;

@@ -41,7 +41,9 @@
 use super::availability::Availability;
 use super::config::BLOCK_LEN_BYTES;
 use super::rack::ImportFilter;
-use super::{AtomicBitfield, Bitfield, Block, PeerKey, PieceIndex, Time, TorrentConfig};
+use super::{
+    AtomicBitfield, Bitfield, Block, BlockOffset, PeerKey, PieceIndex, Time, TorrentConfig,
+};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -690,15 +692,15 @@ fn chunk_block(piece: PieceIndex, piece_len: u32, first: usize, run: usize) -> B
     let end = ((first + run) as u64 * u64::from(BLOCK_LEN_BYTES)).min(u64::from(piece_len)) as u32;
     Block {
         piece,
-        offset_bytes,
+        offset: BlockOffset(offset_bytes),
         len_bytes: end - offset_bytes,
     }
 }
 
 /// Chunk indices `[lo, hi)` covered by a block the picker issued.
 fn chunk_range(b: &Block) -> (usize, usize) {
-    let lo = (b.offset_bytes / BLOCK_LEN_BYTES) as usize;
-    let end = u64::from(b.offset_bytes) + u64::from(b.len_bytes);
+    let lo = (b.offset.0 / BLOCK_LEN_BYTES) as usize;
+    let end = b.end_bytes();
     let hi = end.div_ceil(u64::from(BLOCK_LEN_BYTES)) as usize;
     (lo, hi)
 }

@@ -1,9 +1,12 @@
-//! Conversion between wire [`Message`]s and core [`PeerMessage`]s.
+//! Conversion between wire [`Message`]s and core [`PeerMessage`]s. Both carry the
+//! same [`Block`] and [`PieceIndex`](crate::base::PieceIndex) payloads; what
+//! differs is the bitfield (bytes on the wire, a checked [`Bitfield`] in the
+//! core) and the messages only one side has (`piece`, `port`, `extended`).
 
 use bytes::Bytes;
 
 use crate::core::{Bitfield, BitfieldError, Block, PeerMessage};
-use crate::wire::peer::{BlockOffset, BlockRequest, Message};
+use crate::wire::peer::Message;
 
 /// What a received wire message means to the node.
 #[derive(Debug)]
@@ -35,9 +38,9 @@ pub(crate) fn inbound(msg: Message, piece_count: u32) -> Result<Inbound, Bitfiel
             &bytes,
             piece_count,
         )?)),
-        Message::Request(r) => core(PeerMessage::Request(block_of(r))),
-        Message::Cancel(r) => core(PeerMessage::Cancel(block_of(r))),
-        Message::Reject(r) => core(PeerMessage::Reject(block_of(r))),
+        Message::Request(b) => core(PeerMessage::Request(b)),
+        Message::Cancel(b) => core(PeerMessage::Cancel(b)),
+        Message::Reject(b) => core(PeerMessage::Reject(b)),
         Message::Suggest { index } => core(PeerMessage::Suggest(index)),
         Message::AllowedFast { index } => core(PeerMessage::AllowedFast(index)),
         Message::HaveAll => core(PeerMessage::HaveAll),
@@ -47,7 +50,7 @@ pub(crate) fn inbound(msg: Message, piece_count: u32) -> Result<Inbound, Bitfiel
             let len_bytes = u32::try_from(data.len()).unwrap_or(u32::MAX);
             let block = Block {
                 piece: index,
-                offset_bytes: begin.0,
+                offset: begin,
                 len_bytes,
             };
             Ok(Inbound::Piece(block, data))
@@ -56,52 +59,36 @@ pub(crate) fn inbound(msg: Message, piece_count: u32) -> Result<Inbound, Bitfiel
     }
 }
 
-fn block_of(r: BlockRequest) -> Block {
-    Block {
-        piece: r.index,
-        offset_bytes: r.begin.0,
-        len_bytes: r.len_bytes,
-    }
-}
-
-fn request_of(b: Block) -> BlockRequest {
-    BlockRequest {
-        index: b.piece,
-        begin: BlockOffset(b.offset_bytes),
-        len_bytes: b.len_bytes,
-    }
-}
-
 /// The wire form of a core message.
 pub(crate) fn outbound(msg: &PeerMessage) -> Message {
-    match msg {
+    match *msg {
         PeerMessage::KeepAlive => Message::KeepAlive,
         PeerMessage::Choke => Message::Choke,
         PeerMessage::Unchoke => Message::Unchoke,
         PeerMessage::Interested => Message::Interested,
         PeerMessage::NotInterested => Message::NotInterested,
-        PeerMessage::Have(p) => Message::Have { index: *p },
-        PeerMessage::Bitfield(b) => Message::Bitfield(Bytes::from(b.to_bytes())),
+        PeerMessage::Have(index) => Message::Have { index },
+        PeerMessage::Bitfield(ref b) => Message::Bitfield(Bytes::from(b.to_bytes())),
         PeerMessage::HaveAll => Message::HaveAll,
         PeerMessage::HaveNone => Message::HaveNone,
-        PeerMessage::Request(b) => Message::Request(request_of(*b)),
-        PeerMessage::Cancel(b) => Message::Cancel(request_of(*b)),
-        PeerMessage::Reject(b) => Message::Reject(request_of(*b)),
-        PeerMessage::AllowedFast(p) => Message::AllowedFast { index: *p },
-        PeerMessage::Suggest(p) => Message::Suggest { index: *p },
+        PeerMessage::Request(b) => Message::Request(b),
+        PeerMessage::Cancel(b) => Message::Cancel(b),
+        PeerMessage::Reject(b) => Message::Reject(b),
+        PeerMessage::AllowedFast(index) => Message::AllowedFast { index },
+        PeerMessage::Suggest(index) => Message::Suggest { index },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::base::PieceIndex;
+    use crate::base::{BlockOffset, PieceIndex};
 
     #[test]
     fn control_messages_round_trip() {
         let b = Block {
             piece: PieceIndex(3),
-            offset_bytes: 16384,
+            offset: BlockOffset(16384),
             len_bytes: 16384,
         };
         let mut bf = Bitfield::new(10);

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::base::{InfoHash, PeerId};
-use crate::wire::peer::{BlockOffset, BlockRequest, Handshake, Message, PieceIndex};
+use crate::wire::peer::{Block, BlockOffset, Handshake, Message, PieceIndex};
 
 /// Bound on a fake peer's blocking reads and writes.
 const IO_BOUND: Duration = Duration::from_secs(10);
@@ -79,9 +79,9 @@ impl FakePeer {
         let mut buf = Vec::new();
         for piece in 0..pieces {
             for off in (0..piece_len_bytes).step_by(16 * 1024) {
-                let r = Message::Request(BlockRequest {
-                    index: PieceIndex(piece),
-                    begin: BlockOffset(off),
+                let r = Message::Request(Block {
+                    piece: PieceIndex(piece),
+                    offset: BlockOffset(off),
                     len_bytes: 16 * 1024,
                 });
                 if r.encode(&mut buf).is_err() {
@@ -169,17 +169,17 @@ impl FakePeer {
                     let word = |i: usize| {
                         u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]])
                     };
-                    let req = BlockRequest {
-                        index: PieceIndex(word(1)),
-                        begin: BlockOffset(word(5)),
+                    let req = Block {
+                        piece: PieceIndex(word(1)),
+                        offset: BlockOffset(word(5)),
                         len_bytes: word(9),
                     };
-                    let answer = if reject_first && req.begin.0 == 0 {
+                    let answer = if reject_first && req.offset.0 == 0 {
                         Message::Reject(req)
                     } else {
                         Message::Piece {
-                            index: req.index,
-                            begin: req.begin,
+                            index: req.piece,
+                            begin: req.offset,
                             data: vec![0xa5; req.len_bytes as usize].into(),
                         }
                     };

@@ -261,9 +261,6 @@ fn a_liar_among_whole_piece_requests_on_two_workers_does_not_stall_the_get() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let p = get.progress();
-        while let Some(e) = get.poll_event() {
-            eprintln!("run {run}: {e}");
-        }
         assert!(
             p.complete,
             "run {run}: {}/{} pieces",
@@ -297,10 +294,6 @@ fn liar_is_caught_and_banned(meta: &Metainfo, src: &Path, dir: &Path) {
         Some(1),
     );
     wait_complete(&[&get], HONEST_BOUND);
-    let mut events = Vec::new();
-    while let Some(e) = get.poll_event() {
-        events.push(e);
-    }
     let p = get.shutdown().unwrap();
     assert_eq!(p.verified_pieces, p.piece_count);
     assert_eq!(
@@ -308,11 +301,10 @@ fn liar_is_caught_and_banned(meta: &Metainfo, src: &Path, dir: &Path) {
         std::fs::read(src.join("t/f0")).unwrap(),
         "0 corrupt bytes"
     );
-    let banned = format!("{}: disconnected (Banned)", liar.addr);
-    assert!(
-        events.iter().any(|e| e.contains(&banned)),
-        "the liar was not banned: {events:?}"
-    );
+    // Two peers, and only the garbler sent a piece that failed its check: the
+    // one ban is the garbler's (the honest seed's bytes all verify).
+    assert_eq!(p.peers_banned, 1, "the garbler was banned once: {p:?}");
+    assert!(liar.accepted.load(std::sync::atomic::Ordering::Acquire) >= 1);
     seed.shutdown().unwrap();
 }
 

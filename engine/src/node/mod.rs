@@ -117,7 +117,7 @@ use crate::base::PeerId;
 use crate::core::{ChokerConfig, ChokerMode, Locality, PieceIndex, TorrentConfig};
 use crate::discovery::tracker_client::ClientConfig;
 use crate::rt::SendStrategy;
-use crate::store::{FileSpec, Storage, StorageLayout, StoreError};
+use crate::store::{Storage, StorageLayout, StoreError};
 use crate::wire::metainfo::Metainfo;
 
 pub use crate::discovery::announcer::TRACKER_STOP_BOUND;
@@ -194,6 +194,10 @@ pub struct NodeConfig {
     /// Web seeds to fetch from beside the peers (BEP 19; default none: the
     /// caller passes the torrent's `url-list` here).
     pub web_seeds: WebSeedConfig,
+    /// The `torrent` field of this torrent's log events (`tracing` INFO
+    /// events: tracker answers, peers learned, disconnects, bans), for a
+    /// process serving several torrents (default `None`: no such field).
+    pub log_label: Option<String>,
 }
 
 /// Most workers [`default_workers`] picks: beyond 8 cores one torrent's
@@ -234,6 +238,7 @@ impl NodeConfig {
             pin_cores: false,
             send_strategy: SendStrategy::default(),
             web_seeds: WebSeedConfig::default(),
+            log_label: None,
         }
     }
 }
@@ -275,15 +280,7 @@ pub enum NodeError {
 /// store adds).
 pub fn storage_layout(meta: &Metainfo) -> Result<StorageLayout, StoreError> {
     let info = meta.info();
-    let files = info
-        .files()
-        .iter()
-        .map(|f| FileSpec {
-            path_components: f.path_components().to_vec(),
-            len_bytes: f.len_bytes(),
-            padding: f.is_padding(),
-        })
-        .collect();
+    let files = info.files().iter().map(|f| f.spec().clone()).collect();
     StorageLayout::new(files, info.piece_len_bytes(), info.verify_hashes())
 }
 
@@ -501,11 +498,6 @@ impl Node {
         NodeWatch {
             shared: self.shared.clone(),
         }
-    }
-
-    /// The next log line (tracker warnings, peers learned), oldest first.
-    pub fn poll_event(&self) -> Option<String> {
-        self.session.poll_event(self.id)
     }
 
     /// Takes the fatal storage error that stopped the node, if any.

@@ -259,6 +259,9 @@ impl Session {
         nc.workers = self.workers;
         let mut shared = TorrentShared::new(info.piece_count(), self.workers);
         shared.epoch = self.epoch;
+        if let Some(label) = &config.log_label {
+            let _ = shared.log_label.set(Arc::from(label.as_str()));
+        }
         let _ = shared.limits.set(self.limits.clone());
         let shared = Arc::new(shared);
         let port = self.local_addr().map_or(0, |a| a.port());
@@ -497,17 +500,6 @@ impl Session {
     pub fn transfers(&self, id: TorrentId) -> Result<Transfers, NodeError> {
         Ok(Transfers {
             shared: self.hosted(id)?.shared.clone(),
-        })
-    }
-
-    /// Torrent `id`'s next log line, oldest first (`None`: none, or no such torrent).
-    pub fn poll_event(&self, id: TorrentId) -> Option<String> {
-        self.torrents.get(&id).and_then(|h| {
-            h.shared
-                .events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop_front()
         })
     }
 

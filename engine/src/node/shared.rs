@@ -7,7 +7,7 @@
 //! lines and for the fatal error.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -23,9 +23,6 @@ use crate::store::StoreError;
 use crate::wire::pex::PexFlags;
 
 use super::peer::Source;
-
-/// Most log lines kept for [`super::Node::poll_event`]; older ones are dropped.
-const MAX_EVENTS: usize = 256;
 
 /// Most addresses waiting in one worker's discovered queue.
 const MAX_DISCOVERED: usize = 4096;
@@ -144,8 +141,9 @@ pub(crate) struct TorrentShared {
     )>,
     /// Per worker: listen addresses of its registered peers, for everyone's PEX.
     pex_lists: Vec<Mutex<Vec<(SocketAddr, PexFlags)>>>,
-    /// Log lines for the owner ([`super::Node::poll_event`]), oldest first.
-    pub(crate) events: Mutex<VecDeque<String>>,
+    /// The `torrent` field of this torrent's log events, when the session
+    /// serves several ([`super::NodeConfig::log_label`], set once at add).
+    pub(crate) log_label: std::sync::OnceLock<Arc<str>>,
     pub(crate) fatal: Mutex<Option<StoreError>>,
     /// Per-peer payload totals (see [`super::transfers`]).
     pub(crate) transfers: super::transfers::TransferBook,
@@ -190,20 +188,24 @@ impl TorrentShared {
             inbound_per_ip: Mutex::new(HashMap::new()),
             limits: std::sync::OnceLock::new(),
             pex_lists: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
-            events: Mutex::new(VecDeque::new()),
+            log_label: std::sync::OnceLock::new(),
             fatal: Mutex::new(None),
             transfers: Default::default(),
             web_seeds: std::sync::OnceLock::new(),
         }
     }
 
-    /// Queues a log line for the owner, dropping the oldest beyond [`MAX_EVENTS`].
+    /// Emits one INFO event of this torrent through `tracing` (tracker
+    /// answers, peers learned, disconnects), with `at_s`, the seconds since
+    /// the session started, and `torrent`, its log label if one is set.
     pub(crate) fn log(&self, line: String) {
-        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        if q.len() >= MAX_EVENTS {
-            q.pop_front();
+        let at_s = self.epoch.elapsed().as_secs_f64();
+        match self.log_label.get() {
+            Some(label) => {
+                tracing::info!(torrent = %label, at_s = %format_args!("{at_s:.3}"), "{line}")
+            }
+            None => tracing::info!(at_s = %format_args!("{at_s:.3}"), "{line}"),
         }
-        q.push_back(line);
     }
 
     /// Hands addresses a discovery thread found to the workers that dial them.

@@ -16,7 +16,8 @@
 //! waits until another peer has that piece (otherwise completion would be impossible, and the
 //! run would measure the churn generator rather than the swarm).
 
-use super::queue::Nanos;
+use std::time::Duration;
+
 use super::units::parse_duration_ns;
 use super::SimError;
 
@@ -32,8 +33,8 @@ pub struct ChurnSpec {
     pub freeze_fraction: f64,
     /// Whether the origin leaves once the swarm holds a full copy.
     pub origin_leaves: bool,
-    /// Length of the churn window in nanoseconds; `None` means `D_p2p`.
-    pub window_ns: Option<Nanos>,
+    /// Length of the churn window; `None` means `D_p2p`.
+    pub window: Option<Duration>,
 }
 
 impl ChurnSpec {
@@ -70,7 +71,7 @@ impl ChurnSpec {
                 "origin-leave" if value.is_empty() => out.origin_leaves = true,
                 "window" => {
                     let ns = parse_duration_ns(value).map_err(|e| bad(part, &e.to_string()))?;
-                    out.window_ns = Some(ns);
+                    out.window = Some(Duration::from_nanos(ns));
                 }
                 _ => {
                     return Err(bad(
@@ -99,7 +100,7 @@ mod tests {
                 join_fraction: 0.2,
                 freeze_fraction: 0.125,
                 origin_leaves: true,
-                window_ns: Some(2_000_000_000),
+                window: Some(Duration::from_secs(2)),
             }
         );
         assert!(ChurnSpec::parse("").unwrap().is_none());

@@ -30,10 +30,12 @@ mod timeline;
 pub mod units;
 
 use std::str::FromStr;
+use std::time::Duration;
+
+use crate::core::Time;
 
 pub use churn::ChurnSpec;
 pub use net::{Sharing, UplinkOrder};
-pub use queue::Nanos;
 pub use racks::RackSpec;
 pub use report::{GroupCompletion, Report};
 
@@ -121,7 +123,7 @@ pub struct SimConfig {
     /// `downlink_bytes_per_s` (default: none).
     pub slow_peers: SlowPeers,
     /// One-way latency of every connection.
-    pub latency_ns: Nanos,
+    pub latency: Duration,
     /// Connections each peer opens to random other peers (`p2p`; the average degree is about
     /// twice this, plus the origin).
     pub connections: u32,
@@ -134,7 +136,7 @@ pub struct SimConfig {
     /// RNG seed.
     pub seed: u64,
     /// Give up after this much simulated time (a stuck swarm reports incomplete peers).
-    pub max_time_ns: Nanos,
+    pub max_time: Duration,
     /// Override of the core's `TorrentConfig::pipeline_bytes` (requests in flight per peer).
     pub pipeline_bytes: Option<u64>,
     /// Override of the core's `TorrentConfig::upload_in_flight_bytes` (blocks handed to the
@@ -148,7 +150,7 @@ pub struct SimConfig {
     pub send_buffer_bytes: u64,
     /// Override of the core's `ChokerConfig::snub_timeout` (a peer that holds our requests
     /// and sent no block for this long is snubbed and its requests re-issued elsewhere).
-    pub snub_timeout_ns: Option<Nanos>,
+    pub snub_timeout: Option<Duration>,
     /// Unequal link sharing (`p2p`, water-fill): each block transfer gets a weight drawn from
     /// `1 ± sharing_jitter` (0..=1; 0, the default: fair sharing); see
     /// [`net::Net::set_jitter`]. A stand-in for TCP flows that share a bottleneck unevenly.
@@ -181,20 +183,20 @@ impl SimConfig {
             seeder_uplink_bytes_per_s: uplink_bytes_per_s,
             downlink_bytes_per_s: uplink_bytes_per_s,
             slow_peers: SlowPeers::default(),
-            latency_ns: 200_000,
+            latency: Duration::from_micros(200),
             connections: 25,
             strategy: Strategy::P2p,
             churn: ChurnSpec::default(),
             liars: 0,
             seed: 1,
-            max_time_ns: 3_600 * 1_000_000_000,
+            max_time: Duration::from_secs(3_600),
             sharing: net::Sharing::WaterFill,
             uplink_order: net::UplinkOrder::Fair,
             pipeline_bytes: None,
             upload_in_flight_bytes: None,
             send_buffer_bytes: 0,
             sharing_jitter: 0.0,
-            snub_timeout_ns: None,
+            snub_timeout: None,
             debug_stuck: false,
             racks: None,
         }
@@ -340,8 +342,8 @@ pub fn default_piece_len_bytes(size_bytes: u64) -> u32 {
 /// Progress of a running simulation, for a progress display.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {
-    /// Simulated time reached.
-    pub now_ns: Nanos,
+    /// Simulated time reached (the run starts at [`Time::ZERO`]).
+    pub now: Time,
     /// Peers done.
     pub completed_peers: u32,
     /// Peers expected to finish.
@@ -379,10 +381,10 @@ pub fn run_with_progress(
     Ok(report)
 }
 
-/// Builds a report from per-peer completion times (ns) and totals.
+/// Builds a report from per-peer completion times and totals.
 pub(crate) struct Outcome {
     /// Completion time of each expected peer that completed, and whether it is a slow peer.
-    pub completions: Vec<(Nanos, bool)>,
+    pub completions: Vec<(Time, bool)>,
     pub incomplete_peers: u32,
     /// Slow peers expected to complete (completed or not).
     pub slow_expected: u32,
@@ -394,11 +396,11 @@ pub(crate) struct Outcome {
 }
 
 /// Ascending completion times in seconds of the peers with `slow == which`.
-fn sorted_secs(completions: &[(Nanos, bool)], which: Option<bool>) -> Vec<f64> {
+fn sorted_secs(completions: &[(Time, bool)], which: Option<bool>) -> Vec<f64> {
     let mut secs: Vec<f64> = completions
         .iter()
         .filter(|(_, slow)| which.is_none_or(|w| w == *slow))
-        .map(|&(ns, _)| ns as f64 / 1e9)
+        .map(|&(t, _)| t.as_secs_f64())
         .collect();
     secs.sort_by(f64::total_cmp);
     secs

@@ -42,15 +42,15 @@
 //! Invariants: a transfer id is in `up_active[src]` and `down_active[dst]` exactly while it is
 //! active, at positions `pos_up` / `pos_down`; likewise in `rack_up_active[rack(src)]` /
 //! `rack_down_active[rack(dst)]` (positions `pos_rack_up` / `pos_rack_down`) exactly while
-//! active and crossing that rack's boundary; `remaining_bytes` is exact as of `last_ns`.
+//! active and crossing that rack's boundary; `remaining_bytes` is exact as of `last`.
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::queue::Nanos;
+use crate::core::Time;
 
 /// Sentinel for "no timer pending" / "never finishes".
-const NEVER: Nanos = Nanos::MAX;
+const NEVER: Time = Time::MAX;
 /// Rack of a node placed in none (the origin, flat runs).
 const NO_RACK: u32 = u32::MAX;
 /// Uplink-then-downlink fill rounds per start/end with [`UplinkOrder::Fifo`]: the second
@@ -64,9 +64,9 @@ struct Transfer {
     dst: u32,
     remaining_bytes: f64,
     rate_bytes_per_ns: f64,
-    last_ns: Nanos,
-    finish_ns: Nanos,
-    sched_ns: Nanos,
+    last: Time,
+    finish: Time,
+    sched: Time,
     version: u32,
     pos_up: u32,
     pos_down: u32,
@@ -98,9 +98,9 @@ impl Default for Transfer {
             dst: 0,
             remaining_bytes: 0.0,
             rate_bytes_per_ns: 0.0,
-            last_ns: 0,
-            finish_ns: NEVER,
-            sched_ns: NEVER,
+            last: Time::ZERO,
+            finish: NEVER,
+            sched: NEVER,
             version: 0,
             pos_up: 0,
             pos_down: 0,
@@ -260,16 +260,20 @@ impl std::str::FromStr for UplinkOrder {
 pub struct IdleAccount {
     up_used: Vec<f64>,
     down_used: Vec<f64>,
-    up_last: Vec<Nanos>,
-    down_last: Vec<Nanos>,
+    up_last: Vec<Time>,
+    down_last: Vec<Time>,
     /// Idle bytes: `[node 0 (origin), other nodes]` × `[no transfer, limited elsewhere]`.
     pub up_idle_bytes: [[f64; 2]; 2],
     /// Same for downlinks.
     pub down_idle_bytes: [[f64; 2]; 2],
+    /// Width of the bins of `origin_up_idle_bins` (0: no bins).
+    pub bin_ns: u64,
+    /// The origin's (node 0's) idle uplink bytes per bin: `[no transfer, limited]`.
+    pub origin_up_idle_bins: Vec<[f64; 2]>,
 }
 
-/// A completion timer to put in the event queue: `(time_ns, transfer id, version)`.
-pub type TransferTimer = (Nanos, u32, u32);
+/// A completion timer to put in the event queue: `(time, transfer id, version)`.
+pub type TransferTimer = (Time, u32, u32);
 
 /// Nodes with link capacities, and the transfers between them.
 #[derive(Default)]
@@ -347,12 +351,15 @@ impl Net {
     }
 
     /// Starts accounting idle link capacity ([`Net::idle_account`]); call before adding nodes.
-    pub fn enable_idle_account(&mut self) {
-        self.idle = Some(IdleAccount::default());
+    pub fn enable_idle_account(&mut self, bin_ns: u64) {
+        self.idle = Some(IdleAccount {
+            bin_ns,
+            ..IdleAccount::default()
+        });
     }
 
     /// Idle capacity accounted until `now` (if enabled).
-    pub fn idle_account(&mut self, now: Nanos) -> Option<IdleAccount> {
+    pub fn idle_account(&mut self, now: Time) -> Option<IdleAccount> {
         for n in 0..self.up_active.len() as u32 {
             self.touch(now, n, true, 0.0);
             self.touch(now, n, false, 0.0);
@@ -362,7 +369,7 @@ impl Net {
 
     /// Integrates `node`'s idle uplink (`up`) or downlink up to `now`, then adds `delta`
     /// (bytes/ns) to its used rate.
-    fn touch(&mut self, now: Nanos, node: u32, up: bool, delta: f64) {
+    fn touch(&mut self, now: Time, node: u32, up: bool, delta: f64) {
         let Some(acc) = self.idle.as_mut() else {
             return;
         };
@@ -370,8 +377,8 @@ impl Net {
         if acc.up_used.len() <= n {
             acc.up_used.resize(n + 1, 0.0);
             acc.down_used.resize(n + 1, 0.0);
-            acc.up_last.resize(n + 1, 0);
-            acc.down_last.resize(n + 1, 0);
+            acc.up_last.resize(n + 1, Time::ZERO);
+            acc.down_last.resize(n + 1, Time::ZERO);
         }
         let (used, last, cap, busy, bucket) = if up {
             (
@@ -390,8 +397,22 @@ impl Net {
                 &mut acc.down_idle_bytes,
             )
         };
-        let dt = now.saturating_sub(*last) as f64;
-        bucket[usize::from(n != 0)][usize::from(busy)] += (cap - *used).max(0.0) * dt;
+        let (now_ns, last_ns) = (now.as_nanos(), last.as_nanos());
+        let dt = now_ns.saturating_sub(last_ns) as f64;
+        let idle_rate = (cap - *used).max(0.0);
+        bucket[usize::from(n != 0)][usize::from(busy)] += idle_rate * dt;
+        if n == 0 && up && acc.bin_ns > 0 && idle_rate > 0.0 {
+            let mut t = last_ns;
+            while t < now_ns {
+                let bin = (t / acc.bin_ns) as usize;
+                let end = ((bin as u64 + 1) * acc.bin_ns).min(now_ns);
+                if acc.origin_up_idle_bins.len() <= bin {
+                    acc.origin_up_idle_bins.resize(bin + 1, [0.0; 2]);
+                }
+                acc.origin_up_idle_bins[bin][usize::from(busy)] += idle_rate * (end - t) as f64;
+                t = end;
+            }
+        }
         *last = now;
         *used += delta;
     }
@@ -464,7 +485,7 @@ impl Net {
     ///
     /// # Panics
     /// If `id` is already active or a node index is unknown (driver bugs, not input errors).
-    pub fn start(&mut self, now: Nanos, id: u32, src: u32, dst: u32, bytes: u64) {
+    pub fn start(&mut self, now: Time, id: u32, src: u32, dst: u32, bytes: u64) {
         self.start_ranked(now, id, src, dst, bytes, 0);
     }
 
@@ -473,7 +494,7 @@ impl Net {
     ///
     /// # Panics
     /// As [`Net::start`].
-    pub fn start_ranked(&mut self, now: Nanos, id: u32, src: u32, dst: u32, bytes: u64, rank: u64) {
+    pub fn start_ranked(&mut self, now: Time, id: u32, src: u32, dst: u32, bytes: u64, rank: u64) {
         let idx = id as usize;
         if self.transfers.len() <= idx {
             self.transfers.resize(idx + 1, Transfer::default());
@@ -511,7 +532,7 @@ impl Net {
             dst,
             // At least one byte so that a zero-length transfer still takes an event.
             remaining_bytes: bytes.max(1) as f64,
-            last_ns: now,
+            last: now,
             pos_up,
             pos_down,
             rack_up,
@@ -534,19 +555,19 @@ impl Net {
 
     /// Handles a completion timer. Returns `true` when transfer `id` has completed (it is then
     /// removed and its neighbours' rates updated), `false` for a stale or early timer.
-    pub fn on_timer(&mut self, now: Nanos, id: u32, version: u32) -> bool {
+    pub fn on_timer(&mut self, now: Time, id: u32, version: u32) -> bool {
         let Some(t) = self.transfers.get_mut(id as usize) else {
             return false;
         };
         if !t.active || t.version != version {
             return false;
         }
-        t.sched_ns = NEVER;
-        if t.finish_ns > now {
+        t.sched = NEVER;
+        if t.finish > now {
             // The rate dropped since this timer was set: re-arm at the current finish.
-            if t.finish_ns != NEVER {
-                t.sched_ns = t.finish_ns;
-                self.timers.push((t.finish_ns, id, t.version));
+            if t.finish != NEVER {
+                t.sched = t.finish;
+                self.timers.push((t.finish, id, t.version));
             }
             return false;
         }
@@ -555,7 +576,7 @@ impl Net {
     }
 
     /// Cancels transfer `id` if active (a connection closed); returns the bytes not yet sent.
-    pub fn cancel(&mut self, now: Nanos, id: u32) -> Option<u64> {
+    pub fn cancel(&mut self, now: Time, id: u32) -> Option<u64> {
         let t = self.transfers.get_mut(id as usize)?;
         if !t.active {
             return None;
@@ -573,7 +594,7 @@ impl Net {
         }
     }
 
-    fn remove(&mut self, now: Nanos, id: u32) {
+    fn remove(&mut self, now: Time, id: u32) {
         let t = &mut self.transfers[id as usize];
         t.active = false;
         t.version = t.version.wrapping_add(1);
@@ -620,7 +641,7 @@ impl Net {
 
     /// Recomputes the rates of the transfers on the rack links `rack_up` / `rack_down`
     /// (`NO_RACK`: none) after a start or end on them.
-    fn reshare_racks(&mut self, now: Nanos, rack_up: u32, rack_down: u32) {
+    fn reshare_racks(&mut self, now: Time, rack_up: u32, rack_down: u32) {
         if self.sharing == Sharing::WaterFill {
             if rack_up != NO_RACK {
                 self.fill_rack(rack_up, true);
@@ -651,7 +672,7 @@ impl Net {
     }
 
     /// Recomputes the rates affected by a start or end of a transfer `src` → `dst`.
-    fn reshare(&mut self, now: Nanos, src: u32, dst: u32) {
+    fn reshare(&mut self, now: Time, src: u32, dst: u32) {
         if self.sharing == Sharing::WaterFill {
             return self.refill(now, src, dst);
         }
@@ -667,7 +688,7 @@ impl Net {
         }
     }
 
-    fn refill(&mut self, now: Nanos, src: u32, dst: u32) {
+    fn refill(&mut self, now: Time, src: u32, dst: u32) {
         let mut up_nodes = std::mem::take(&mut self.up_nodes);
         let mut down_nodes = std::mem::take(&mut self.down_nodes);
         up_nodes.clear();
@@ -887,7 +908,7 @@ impl Net {
     }
 
     /// [`Net::rerate`] unless `id` was rerated since the current refill's fills.
-    fn rerate_once(&mut self, now: Nanos, id: u32) {
+    fn rerate_once(&mut self, now: Time, id: u32) {
         let t = &mut self.transfers[id as usize];
         if t.stamp != self.epoch {
             t.stamp = self.epoch;
@@ -895,7 +916,7 @@ impl Net {
         }
     }
 
-    fn rerate(&mut self, now: Nanos, id: u32) {
+    fn rerate(&mut self, now: Time, id: u32) {
         let t = &self.transfers[id as usize];
         let rate = if self.sharing == Sharing::WaterFill {
             t.share_up
@@ -916,16 +937,17 @@ impl Net {
         let delta = rate - t.rate_bytes_per_ns;
         let (src, dst) = (t.src, t.dst);
         t.rate_bytes_per_ns = rate;
-        t.finish_ns = if rate > 0.0 {
+        t.finish = if rate > 0.0 {
             let left_ns = ceil_nonneg(t.remaining_bytes / rate);
-            now.saturating_add(left_ns.min(NEVER as f64 / 2.0) as Nanos)
+            let left_ns = left_ns.min(NEVER.as_nanos() as f64 / 2.0) as u64;
+            Time::from_nanos(now.as_nanos().saturating_add(left_ns))
         } else {
             NEVER
         };
-        if t.finish_ns < t.sched_ns {
+        if t.finish < t.sched {
             t.version = t.version.wrapping_add(1);
-            t.sched_ns = t.finish_ns;
-            self.timers.push((t.finish_ns, id, t.version));
+            t.sched = t.finish;
+            self.timers.push((t.finish, id, t.version));
         }
         if self.idle.is_some() {
             self.touch(now, src, true, delta);
@@ -935,10 +957,10 @@ impl Net {
 }
 
 /// Brings `remaining_bytes` up to date at `now`.
-fn advance(t: &mut Transfer, now: Nanos) {
-    let elapsed_ns = now.saturating_sub(t.last_ns) as f64;
+fn advance(t: &mut Transfer, now: Time) {
+    let elapsed_ns = now.as_nanos().saturating_sub(t.last.as_nanos()) as f64;
     t.remaining_bytes = (t.remaining_bytes - t.rate_bytes_per_ns * elapsed_ns).max(0.0);
-    t.last_ns = now;
+    t.last = now;
 }
 
 #[cfg(test)]
@@ -947,12 +969,12 @@ mod tests {
     use crate::sim::queue::EventQueue;
 
     /// Runs the net until no transfer is active; returns (id, completion time) in order.
-    fn run(net: &mut Net, q: &mut EventQueue<(u32, u32)>) -> Vec<(u32, Nanos)> {
+    fn run(net: &mut Net, q: &mut EventQueue<(u32, u32)>) -> Vec<(u32, u64)> {
         let mut done = Vec::new();
         net.drain_timers(|(t, id, v)| q.push(t, (id, v)));
         while let Some((now, (id, v))) = q.pop() {
             if net.on_timer(now, id, v) {
-                done.push((id, now));
+                done.push((id, now.as_nanos()));
             }
             net.drain_timers(|(t, id, v)| q.push(t, (id, v)));
         }
@@ -965,7 +987,7 @@ mod tests {
         let a = net.add_node(1_000_000_000, 1_000_000_000);
         let b = net.add_node(1_000_000_000, 1_000_000_000);
         let mut q = EventQueue::default();
-        net.start(0, 0, a, b, 1_000_000);
+        net.start(Time::ZERO, 0, a, b, 1_000_000);
         assert_eq!(run(&mut net, &mut q), vec![(0, 1_000_000)]);
     }
 
@@ -976,8 +998,8 @@ mod tests {
         let p1 = net.add_node(0, 10_000_000_000);
         let p2 = net.add_node(0, 10_000_000_000);
         let mut q = EventQueue::default();
-        net.start(0, 0, s, p1, 1_000_000);
-        net.start(0, 1, s, p2, 2_000_000);
+        net.start(Time::ZERO, 0, s, p1, 1_000_000);
+        net.start(Time::ZERO, 1, s, p2, 2_000_000);
         // Both at 0.5 B/ns: id 0 done at 2 ms; then id 1 alone at 1 B/ns for its last 1 MB.
         assert_eq!(run(&mut net, &mut q), vec![(0, 2_000_000), (1, 3_000_000)]);
     }
@@ -995,10 +1017,10 @@ mod tests {
             let a = net.add_node(0, 1_000_000_000);
             let b = net.add_node(0, 1_000_000_000);
             let mut q = EventQueue::default();
-            net.start(0, 0, s2, a, 100_000_000);
-            net.start(0, 1, s3, a, 100_000_000);
-            net.start(0, 2, s, a, 100_000_000);
-            net.start(0, 3, s, b, 2_000_000);
+            net.start(Time::ZERO, 0, s2, a, 100_000_000);
+            net.start(Time::ZERO, 1, s3, a, 100_000_000);
+            net.start(Time::ZERO, 2, s, a, 100_000_000);
+            net.start(Time::ZERO, 3, s, b, 2_000_000);
             let done = run(&mut net, &mut q);
             rates.push(done.iter().find(|d| d.0 == 3).map(|d| d.1));
         }
@@ -1012,9 +1034,9 @@ mod tests {
         let s2 = net.add_node(1_000_000_000, 0);
         let d = net.add_node(0, 1_000_000_000);
         let mut q = EventQueue::default();
-        net.start(0, 0, s1, d, 1_000_000);
-        net.start(0, 1, s2, d, 1_000_000);
-        assert_eq!(net.cancel(1_000_000, 1), Some(500_000));
+        net.start(Time::ZERO, 0, s1, d, 1_000_000);
+        net.start(Time::ZERO, 1, s2, d, 1_000_000);
+        assert_eq!(net.cancel(Time::from_nanos(1_000_000), 1), Some(500_000));
         assert!(!net.is_active(1));
         // id 0 got 500 kB by 1 ms, then the full downlink: done at 1.5 ms.
         assert_eq!(run(&mut net, &mut q), vec![(0, 1_500_000)]);
@@ -1041,10 +1063,10 @@ mod tests {
             }
             assert_eq!((net.rack(origin), net.rack(nodes[5])), (None, Some(r1)));
             let mut q = EventQueue::default();
-            net.start(0, 0, nodes[0], nodes[4], 1_000_000);
-            net.start(0, 1, nodes[1], nodes[5], 1_000_000);
-            net.start(0, 2, nodes[2], nodes[3], 10_000_000);
-            net.start(0, 3, origin, nodes[0], 1_000_000);
+            net.start(Time::ZERO, 0, nodes[0], nodes[4], 1_000_000);
+            net.start(Time::ZERO, 1, nodes[1], nodes[5], 1_000_000);
+            net.start(Time::ZERO, 2, nodes[2], nodes[3], 10_000_000);
+            net.start(Time::ZERO, 3, origin, nodes[0], 1_000_000);
             let done = run(&mut net, &mut q);
             let at = |id: u32| done.iter().find(|d| d.0 == id).map(|d| d.1);
             assert_eq!(at(0), Some(2_000_000), "{sharing:?} {done:?}");
@@ -1065,11 +1087,11 @@ mod tests {
         let a = net.add_node(0, 10_000_000_000);
         let b = net.add_node(0, 10_000_000_000);
         let mut q = EventQueue::default();
-        net.start(0, 0, s, a, 1_000_000);
-        net.start(0, 1, s, b, 1_000_000);
+        net.start(Time::ZERO, 0, s, a, 1_000_000);
+        net.start(Time::ZERO, 1, s, b, 1_000_000);
         net.transfers[0].weight = 0.5;
         net.transfers[1].weight = 1.5;
-        net.refill(0, s, a);
+        net.refill(Time::ZERO, s, a);
         let done = run(&mut net, &mut q);
         assert_eq!(done.len(), 2);
         assert_eq!(done[0].0, 1);
@@ -1077,7 +1099,7 @@ mod tests {
         assert!(done[1].1.abs_diff(2_000_000) <= 2, "{done:?}");
         // Drawn weights stay within 1 ± jitter; without jitter they are all 1.
         for id in 2..50 {
-            net.start(0, id, s, a, 1);
+            net.start(Time::ZERO, id, s, a, 1);
             let w = net.transfers[id as usize].weight;
             assert!((0.4..=1.6).contains(&w), "{w}");
         }
@@ -1085,7 +1107,7 @@ mod tests {
         fair.set_jitter(0.0, 7);
         let s = fair.add_node(1, 0);
         let a = fair.add_node(0, 1);
-        fair.start(0, 0, s, a, 1);
+        fair.start(Time::ZERO, 0, s, a, 1);
         assert_eq!(fair.transfers[0].weight, 1.0);
     }
 }

@@ -8,18 +8,19 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-/// Simulated time in nanoseconds since the start of the run.
-pub type Nanos = u64;
+use crate::core::Time;
 
+/// An event at simulated `time` (the core's [`Time`], from [`Time::ZERO`] at the start of
+/// the run).
 struct Entry<E> {
-    time_ns: Nanos,
+    time: Time,
     seq: u64,
     event: E,
 }
 
 impl<E> PartialEq for Entry<E> {
     fn eq(&self, other: &Self) -> bool {
-        self.time_ns == other.time_ns && self.seq == other.seq
+        self.time == other.time && self.seq == other.seq
     }
 }
 impl<E> Eq for Entry<E> {}
@@ -31,7 +32,7 @@ impl<E> PartialOrd for Entry<E> {
 impl<E> Ord for Entry<E> {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap, we want the earliest first.
-        (other.time_ns, other.seq).cmp(&(self.time_ns, self.seq))
+        (other.time, other.seq).cmp(&(self.time, self.seq))
     }
 }
 
@@ -53,27 +54,23 @@ impl<E> Default for EventQueue<E> {
 }
 
 impl<E> EventQueue<E> {
-    /// Schedules `event` at `time_ns`.
-    pub fn push(&mut self, time_ns: Nanos, event: E) {
+    /// Schedules `event` at `time`.
+    pub fn push(&mut self, time: Time, event: E) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Entry {
-            time_ns,
-            seq,
-            event,
-        });
+        self.heap.push(Entry { time, seq, event });
     }
 
     /// Removes and returns the earliest event.
-    pub fn pop(&mut self) -> Option<(Nanos, E)> {
+    pub fn pop(&mut self) -> Option<(Time, E)> {
         let entry = self.heap.pop()?;
         self.popped += 1;
-        Some((entry.time_ns, entry.event))
+        Some((entry.time, entry.event))
     }
 
     /// Time of the earliest event, if any.
-    pub fn peek_time(&self) -> Option<Nanos> {
-        self.heap.peek().map(|e| e.time_ns)
+    pub fn peek_time(&self) -> Option<Time> {
+        self.heap.peek().map(|e| e.time)
     }
 
     /// Counts an event handled outside the heap (see `popped`).
@@ -104,12 +101,12 @@ mod tests {
     #[test]
     fn pops_in_time_then_insertion_order() {
         let mut q = EventQueue::default();
-        q.push(5, 'a');
-        q.push(1, 'b');
-        q.push(5, 'c');
-        q.push(0, 'd');
-        q.push(1, 'e');
-        let order: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        for (ns, e) in [(5, 'a'), (1, 'b'), (5, 'c'), (0, 'd'), (1, 'e')] {
+            q.push(Time::from_nanos(ns), e);
+        }
+        let order: Vec<_> = std::iter::from_fn(|| q.pop())
+            .map(|(t, e)| (t.as_nanos(), e))
+            .collect();
         assert_eq!(
             order,
             vec![(0, 'd'), (1, 'b'), (1, 'e'), (5, 'a'), (5, 'c')]

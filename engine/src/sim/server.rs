@@ -12,10 +12,13 @@
 //! the run when that is longer (`D_cs` is up to `N` times `D_p2p`: 10,000 bins otherwise).
 //! Its capacity counts the replicas' uplinks with the origin's and the peers'.
 
+use std::time::Duration;
+
 use super::net::Net;
-use super::queue::{EventQueue, Nanos};
+use super::queue::EventQueue;
 use super::timeline::Timeline;
 use super::{Outcome, Progress, Report, SimConfig, Strategy};
+use crate::core::Time;
 
 enum Event {
     /// Completion timer of the transfer to node `id` (the transfer id is its destination).
@@ -50,25 +53,26 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
     let mut queue = EventQueue::default();
     if replicas == 0 {
         for peer in 1..=n {
-            net.start(0, peer, origin, peer, f);
+            net.start(Time::ZERO, peer, origin, peer, f);
         }
     } else {
         for r in first_replica..first_replica + replicas {
-            net.start(0, r, origin, r, f);
+            net.start(Time::ZERO, r, origin, r, f);
         }
     }
-    let mut completions: Vec<(Nanos, bool)> = Vec::with_capacity(n as usize);
+    let mut completions: Vec<(Time, bool)> = Vec::with_capacity(n as usize);
     // Per destination: when its transfer started and from whom; then `(start, end, from
     // origin)` of each finished transfer, binned at the end (see the module docs).
-    let mut started: Vec<(Nanos, bool)> = vec![(0, true); (first_replica + replicas) as usize];
-    let mut sent: Vec<(Nanos, Nanos, bool)> = Vec::new();
+    let mut started: Vec<(Time, bool)> =
+        vec![(Time::ZERO, true); (first_replica + replicas) as usize];
+    let mut sent: Vec<(Time, Time, bool)> = Vec::new();
     while let Some((now, event)) = queue_pop(&mut net, &mut queue) {
         match event {
             Event::Done { id, version } => {
                 if net.on_timer(now, id, version) {
                     let (start, from_origin) = started[id as usize];
                     sent.push((start, now, from_origin));
-                    queue.push(now + config.latency_ns, Event::Arrived { id });
+                    queue.push(now + config.latency, Event::Arrived { id });
                 }
             }
             Event::Arrived { id } if id >= first_replica => {
@@ -82,7 +86,7 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
         }
         if queue.popped().is_multiple_of(1 << 16) {
             progress(Progress {
-                now_ns: now,
+                now,
                 completed_peers: completions.len() as u32,
                 expected_peers: n,
                 events: queue.popped(),
@@ -90,8 +94,14 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
         }
     }
     let copies_from_origin = if replicas == 0 { n } else { replicas };
-    let end_ns = sent.iter().map(|s| s.1).max().unwrap_or(0);
-    let mut timeline = Timeline::new(((config.d_p2p_s() * 1e8) as Nanos).max(end_ns / 20));
+    let end_ns = sent
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(Time::ZERO)
+        .as_nanos();
+    let bin_ns = ((config.d_p2p_s() * 1e8) as u64).max(end_ns / 20);
+    let mut timeline = Timeline::new(Duration::from_nanos(bin_ns));
     for (start, end, from_origin) in sent {
         timeline.add(start, end, f as f64, from_origin);
     }
@@ -115,7 +125,7 @@ pub(super) fn run(config: &SimConfig, progress: &mut dyn FnMut(Progress)) -> Rep
 }
 
 /// Moves the net's new timers into the queue, then pops the next event.
-fn queue_pop(net: &mut Net, queue: &mut EventQueue<Event>) -> Option<(Nanos, Event)> {
+fn queue_pop(net: &mut Net, queue: &mut EventQueue<Event>) -> Option<(Time, Event)> {
     net.drain_timers(|(t, id, version)| queue.push(t, Event::Done { id, version }));
     queue.pop()
 }

@@ -7,35 +7,38 @@
 //! even spread is exact for a transfer whose rate never changed and an approximation
 //! otherwise; it only affects the report, never the run.
 
-use super::queue::Nanos;
+use std::time::Duration;
 
-/// Bytes uploaded per bin of `bin_ns`.
+use crate::core::Time;
+
+/// Bytes uploaded per bin of `bin_ns` nanoseconds.
 #[derive(Clone, Debug)]
 pub(super) struct Timeline {
-    bin_ns: Nanos,
+    bin_ns: u64,
     all: Vec<f64>,
     origin: Vec<f64>,
 }
 
 impl Timeline {
-    /// An empty timeline with bins of `bin_ns` (at least 1).
-    pub(super) fn new(bin_ns: Nanos) -> Self {
+    /// An empty timeline with bins of `bin` (at least 1 ns; bins beyond ~584 years clamp).
+    pub(super) fn new(bin: Duration) -> Self {
         Self {
-            bin_ns: bin_ns.max(1),
+            bin_ns: u64::try_from(bin.as_nanos()).unwrap_or(u64::MAX).max(1),
             all: Vec::new(),
             origin: Vec::new(),
         }
     }
 
     /// Width of one bin in nanoseconds.
-    pub(super) fn bin_ns(&self) -> Nanos {
+    pub(super) fn bin_ns(&self) -> u64 {
         self.bin_ns
     }
 
-    /// `bytes` left their sender evenly over `start_ns..end_ns` (all in `end_ns`'s bin when
-    /// the interval is empty); `from_origin` counts them in the origin's timeline too.
-    pub(super) fn add(&mut self, start_ns: Nanos, end_ns: Nanos, bytes: f64, from_origin: bool) {
-        let start_ns = start_ns.min(end_ns);
+    /// `bytes` left their sender evenly over `start..end` (all in `end`'s bin when the
+    /// interval is empty); `from_origin` counts them in the origin's timeline too.
+    pub(super) fn add(&mut self, start: Time, end: Time, bytes: f64, from_origin: bool) {
+        let end_ns = end.as_nanos();
+        let start_ns = start.as_nanos().min(end_ns);
         // The bin holding the last byte's nanosecond (`end_ns` itself is past it).
         let last = (end_ns.saturating_sub(u64::from(end_ns > start_ns)) / self.bin_ns) as usize;
         if self.all.len() <= last {
@@ -48,8 +51,8 @@ impl Timeline {
             let share = if span == 0.0 {
                 bytes
             } else {
-                let lo = start_ns.max(bin as Nanos * self.bin_ns);
-                let hi = end_ns.min((bin as Nanos + 1) * self.bin_ns);
+                let lo = start_ns.max(bin as u64 * self.bin_ns);
+                let hi = end_ns.min((bin as u64 + 1) * self.bin_ns);
                 bytes * hi.saturating_sub(lo) as f64 / span
             };
             self.all[bin] += share;
@@ -85,11 +88,12 @@ mod tests {
 
     #[test]
     fn bytes_are_spread_over_the_transfer() {
-        let mut t = Timeline::new(10);
+        let ns = Time::from_nanos;
+        let mut t = Timeline::new(Duration::from_nanos(10));
         // 30 bytes over 5..35: 5 in bin 0, 10 in bins 1 and 2, 5 in bin 3.
-        t.add(5, 35, 30.0, true);
+        t.add(ns(5), ns(35), 30.0, true);
         // An instant transfer lands in its bin.
-        t.add(12, 12, 4.0, false);
+        t.add(ns(12), ns(12), 4.0, false);
         assert_eq!(t.all, vec![5.0, 14.0, 10.0, 5.0]);
         assert_eq!(t.origin, vec![5.0, 10.0, 10.0, 5.0]);
         let u = t.fractions(1e9, 2e9);

@@ -13,21 +13,7 @@ use std::collections::BTreeSet;
 
 use super::error::StoreError;
 use super::path::validate_components;
-use crate::base::{PieceDigest, PieceHashes};
-
-/// One file of a torrent, as the metainfo lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSpec {
-    /// Path components below the output directory (BEP 3 `path` list, or the
-    /// single-file `name`).
-    pub path_components: Vec<String>,
-    /// Length in bytes (0 is legal).
-    pub len_bytes: u64,
-    /// A BEP 47 padding file: zeros that are part of the pieces but never
-    /// written to disk nor required there (see [`super::Storage`]). Exempt from
-    /// the path uniqueness checks (libtorrent names them `.pad/<len>`).
-    pub padding: bool,
-}
+use crate::base::{FileSpec, PieceDigest, PieceHashes};
 
 /// A file with its position in the torrent's byte stream.
 #[derive(Debug, Clone)]

@@ -59,9 +59,10 @@ mod path;
 mod resume;
 mod storage;
 
+pub use crate::base::FileSpec;
 pub use check::FileCheckReport;
 pub use error::StoreError;
-pub use layout::{FileSpec, Segment, Segments, StorageLayout};
+pub use layout::{Segment, Segments, StorageLayout};
 pub use resume::RecordRejected;
 pub use storage::{OpenMode, RecordStatus, ResumeReport, ServeCheck, Storage, VerifyCounts};
 

@@ -12,8 +12,8 @@ use p2pe::node::{Node, NodeConfig, PeerTransfer, Progress};
 use p2pe::store::{OpenMode, Storage};
 
 use super::node_common::{
-    open_storage, parse_limit, print_dht_addr, print_events, print_listening, stop_flag, stopped,
-    Bar, DiscoveryArgs, MetricsArgs,
+    open_storage, parse_limit, print_dht_addr, print_listening, stop_flag, stopped, Bar,
+    DiscoveryArgs, MetricsArgs,
 };
 use super::progress_log::ProgressLog;
 use super::seed::{sources_json, uploaded_to_json, CoreArgs};
@@ -171,7 +171,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             let _ = node.shutdown();
             return Err(anyhow::Error::new(e).context("download stopped"));
         }
-        print_events(&node);
         let p = node.progress();
         if completed_at.is_none() {
             bar.update(&p);

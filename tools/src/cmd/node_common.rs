@@ -291,18 +291,6 @@ pub(crate) fn print_dht_addr(node: &Node) {
     }
 }
 
-/// Prints the node's pending log lines (tracker warnings, peers learned) on stderr.
-///
-/// Each line is prefixed with the seconds since the first call (the node's
-/// start), so a log shows when a tracker answered or a peer arrived.
-pub(crate) fn print_events(node: &Node) {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(std::time::Instant::now);
-    while let Some(line) = node.poll_event() {
-        tracing::info!("[{:7.3}s] {line}", start.elapsed().as_secs_f64());
-    }
-}
-
 /// `--metrics` and `--link-rate` of `p2pe seed` and `p2pe get`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct MetricsArgs {

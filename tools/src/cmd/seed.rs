@@ -12,8 +12,8 @@ use p2pe::store::OpenMode;
 use p2pe::wire::metainfo::Metainfo;
 
 use super::node_common::{
-    load_torrent, open_storage, parse_limit, print_dht_addr, print_events, print_listening,
-    stop_flag, stopped, DiscoveryArgs, MetricsArgs,
+    load_torrent, open_storage, parse_limit, print_dht_addr, print_listening, stop_flag, stopped,
+    DiscoveryArgs, MetricsArgs,
 };
 
 /// Arguments of `p2pe seed`.
@@ -206,7 +206,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let mut seen_peer = false;
     while !stopped(&stop) {
         std::thread::sleep(Duration::from_millis(100));
-        print_events(&node);
         if let Some(e) = node.take_error() {
             let _ = node.shutdown();
             return Err(anyhow::Error::new(e).context("seeding stopped"));

@@ -106,7 +106,11 @@ impl Seeds {
                 storage.piece_count()
             );
         }
-        let id = self.session.add(&meta, storage, &self.config)?;
+        let config = NodeConfig {
+            log_label: Some(label.clone()),
+            ..self.config.clone()
+        };
+        let id = self.session.add(&meta, storage, &config)?;
         if !self.dht_logged {
             if let Some(a) = self.session.dht_addr(id) {
                 tracing::info!("dht listening on {a}");
@@ -200,9 +204,6 @@ impl Seeds {
     fn poll(&mut self) {
         let mut failed = Vec::new();
         for (path, s) in &self.served {
-            while let Some(line) = self.session.poll_event(s.id) {
-                tracing::info!("{}: {line}", s.label);
-            }
             if let Some(e) = self.session.take_error(s.id) {
                 tracing::error!("{}: storage failed: {e:#}", s.label);
                 failed.push(path.clone());

@@ -1,6 +1,7 @@
 //! `p2pe sim`: run the seeded swarm simulator and compare with the D_cs / D_p2p bounds.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::Context;
 use p2pe::sim::units::{
@@ -16,8 +17,10 @@ fn size(s: &str) -> Result<u64, String> {
 fn rate(s: &str) -> Result<u64, String> {
     parse_rate_bytes_per_s(s).map_err(|e| e.to_string())
 }
-fn duration(s: &str) -> Result<u64, String> {
-    parse_duration_ns(s).map_err(|e| e.to_string())
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration_ns(s)
+        .map(Duration::from_nanos)
+        .map_err(|e| e.to_string())
 }
 
 /// Arguments of `p2pe sim`.
@@ -93,7 +96,7 @@ pub(crate) struct Args {
     block_length: Option<u64>,
     /// One-way latency of every connection.
     #[arg(long, value_parser = duration, default_value = "200us")]
-    latency: u64,
+    latency: Duration,
     /// Connections each peer opens to random other peers (p2p; the origin connects to all).
     #[arg(long, default_value_t = 25)]
     connections: u32,
@@ -121,7 +124,7 @@ pub(crate) struct Args {
     uplink_order: p2pe::sim::UplinkOrder,
     /// Anti-snubbing timeout of the core [default: the datacenter profile's].
     #[arg(long, value_parser = duration)]
-    snub_timeout: Option<u64>,
+    snub_timeout: Option<Duration>,
     /// Unequal sharing (p2p, water-fill): each block transfer gets a weight drawn from
     /// 1 ± J (0..=1), a stand-in for TCP flows sharing a bottleneck unevenly. 0: fair.
     #[arg(long, default_value_t = 0.0)]
@@ -139,7 +142,7 @@ pub(crate) struct Args {
     send_buffer: u64,
     /// Stop after this much simulated time (peers not done are reported incomplete).
     #[arg(long, value_parser = duration, default_value = "3600s")]
-    max_time: u64,
+    max_time: Duration,
     /// Racks R (p2p): peers behind shared top-of-rack links; see below.
     #[arg(long)]
     racks: Option<u32>,
@@ -181,7 +184,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             bar.set_position(u64::from(p.completed_peers));
             bar.set_message(format!(
                 "sim time {:.3} s, {} events",
-                p.now_ns as f64 / 1e9,
+                p.now.as_secs_f64(),
                 p.events
             ));
         };
@@ -249,17 +252,17 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     } else if args.slow_downlink.is_some() {
         anyhow::bail!("--slow-downlink needs --slow-uplink");
     }
-    config.latency_ns = args.latency;
+    config.latency = args.latency;
     config.connections = args.connections;
     config.strategy = args.strategy;
     config.churn = args.churn.clone().unwrap_or_default();
     config.liars = args.liars;
     config.seed = args.seed;
-    config.max_time_ns = args.max_time;
+    config.max_time = args.max_time;
     config.sharing = args.sharing;
     config.uplink_order = args.uplink_order;
     config.sharing_jitter = args.sharing_jitter;
-    config.snub_timeout_ns = args.snub_timeout;
+    config.snub_timeout = args.snub_timeout;
     config.debug_stuck = std::env::var_os("P2PE_SIM_DEBUG").is_some();
     config.pipeline_bytes = args.pipeline;
     config.upload_in_flight_bytes = args.upload_window;
@@ -289,7 +292,7 @@ fn print_text(config: &SimConfig, r: &Report) {
         format_rate_bits(config.uplink_bytes_per_s as f64),
         format_rate_bits(config.downlink_bytes_per_s as f64),
         format_rate_bits(config.seeder_uplink_bytes_per_s as f64),
-        config.latency_ns / 1000
+        config.latency.as_micros()
     );
     let slow = config.slow_peers;
     if r.slow_peers > 0 {

@@ -128,14 +128,14 @@ fn rarest_first_then_affinity() {
         first.piece.0 >= 8,
         "rarest pieces are 8 and 9, got {first:?}"
     );
-    assert_eq!((first.offset_bytes, first.len_bytes), (0, B));
+    assert_eq!((first.offset.0, first.len_bytes), (0, B));
     // Another peer having that piece continues it before opening a new one.
     let next = p.pick(&ctx(2, &a, B), &mut rng).unwrap();
-    assert_eq!((next.piece, next.offset_bytes), (first.piece, B));
+    assert_eq!((next.piece, next.offset.0), (first.piece, B));
     // A whole-piece peer takes the remaining run of the open piece in one request.
     let rest = p.pick(&ctx(3, &a, 4 * B), &mut rng).unwrap();
     assert_eq!(
-        (rest.piece, rest.offset_bytes, rest.len_bytes),
+        (rest.piece, rest.offset.0, rest.len_bytes),
         (first.piece, 2 * B, 2 * B)
     );
     p.check_invariants([&a, &b2, &c3].into_iter(), &Bitfield::new(10));

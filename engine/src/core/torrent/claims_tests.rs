@@ -4,6 +4,7 @@
 
 use super::tests::{caps, config};
 use super::*;
+use crate::base::BlockOffset;
 use crate::core::{AtomicBitfield, BLOCK_LEN_BYTES as BLOCK};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -140,7 +141,7 @@ fn verified_elsewhere_becomes_had_and_is_announced() {
     drain(&mut b);
     let r = Block {
         piece: req.piece,
-        offset_bytes: 0,
+        offset: BlockOffset(0),
         len_bytes: BLOCK,
     };
     b.handle_message(Time::ZERO, lacking, PeerMessage::Request(r))
@@ -211,7 +212,7 @@ fn endgame_starts_when_the_rest_is_claimed_elsewhere() {
     // idle peers start shadows of B's pieces (node-wide endgame), one each.
     let whole = Block {
         piece: PieceIndex(0),
-        offset_bytes: 0,
+        offset: BlockOffset(0),
         len_bytes: 2 * BLOCK,
     };
     a.handle_block_received(Time::ZERO, SEED, whole).unwrap();

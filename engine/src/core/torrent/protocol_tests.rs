@@ -3,6 +3,7 @@
 
 use super::tests::{caps, config};
 use super::*;
+use crate::base::BlockOffset;
 use crate::core::{ChokerConfig, BLOCK_LEN_BYTES as BLOCK, MAX_REQUESTS_PER_PEER};
 use proptest::prelude::*;
 use std::time::Duration;
@@ -43,7 +44,7 @@ fn expect_violation(t: &mut Torrent, r: Result<(), ProtocolError>, want: Protoco
 fn block(piece: u32, offset: u32, len: u32) -> Block {
     Block {
         piece: PieceIndex(piece),
-        offset_bytes: offset,
+        offset: BlockOffset(offset),
         len_bytes: len,
     }
 }
@@ -473,7 +474,7 @@ fn a_distinct_first_origin_rejects_only_peers_that_take_it() {
         std::iter::from_fn(|| t.poll_action()).for_each(drop);
         let whole = Block {
             piece: PieceIndex(0),
-            offset_bytes: 0,
+            offset: BlockOffset(0),
             len_bytes: 2 * BLOCK,
         };
         t.handle_message(Time::ZERO, a, PeerMessage::Request(whole))

@@ -3,6 +3,7 @@
 
 use super::tests::{caps, config, partial};
 use super::*;
+use crate::base::BlockOffset;
 use crate::core::rack::weight;
 use crate::core::{Locality, BLOCK_LEN_BYTES as BLOCK};
 
@@ -89,7 +90,7 @@ fn remote_peers_supply_only_the_pieces_we_import_and_the_rack_lacks() {
     for p in remote_asked {
         let block = Block {
             piece: p,
-            offset_bytes: 0,
+            offset: BlockOffset(0),
             len_bytes: t.config().piece_len(p),
         };
         t.handle_block_received(Time::ZERO, REMOTE, block).unwrap();
@@ -167,7 +168,7 @@ fn a_silent_rack_mate_stops_hiding_its_pieces() {
         for p in std::mem::take(&mut outstanding) {
             let block = Block {
                 piece: p,
-                offset_bytes: 0,
+                offset: BlockOffset(0),
                 len_bytes: t.config().piece_len(p),
             };
             t.handle_block_received(now, REMOTE, block).unwrap();

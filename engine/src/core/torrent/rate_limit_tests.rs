@@ -5,6 +5,7 @@
 
 use super::tests::{caps, config};
 use super::*;
+use crate::base::BlockOffset;
 use crate::core::rate_limit::SharedBucket;
 use std::time::Duration;
 
@@ -93,7 +94,7 @@ fn an_upload_limit_hands_out_blocks_at_its_rate_and_keeps_the_rest_queued() {
     for p in 0..10 {
         let b = Block {
             piece: PieceIndex(p),
-            offset_bytes: 0,
+            offset: BlockOffset(0),
             len_bytes: PIECE,
         };
         t.handle_message(Time::ZERO, PEER, PeerMessage::Request(b))

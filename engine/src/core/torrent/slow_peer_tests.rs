@@ -10,6 +10,7 @@
 
 use super::tests::{caps, config};
 use super::*;
+use crate::base::BlockOffset;
 use crate::core::choker::{MAX_SNUB_DEADLINE, NEVER_DELIVERED_DEADLINE};
 use std::time::Duration;
 
@@ -209,7 +210,7 @@ fn serve_fast_and_slow(config: TorrentConfig) -> (u64, usize) {
     let mut request = |t: &mut Torrent, now_ms: u64, k: PeerKey, asked: &mut Vec<_>| {
         let b = Block {
             piece: PieceIndex(next_piece),
-            offset_bytes: 0,
+            offset: BlockOffset(0),
             len_bytes: PIECE,
         };
         next_piece += 1;

@@ -42,11 +42,11 @@ fn run(t: &mut Torrent) -> Vec<Action> {
                     peer,
                     msg: PeerMessage::Request(b),
                 } => {
-                    if peer == LIAR && b.offset_bytes == 0 {
+                    if peer == LIAR && b.offset.0 == 0 {
                         let _ = t.handle_message(Time::ZERO, LIAR, PeerMessage::Reject(b));
                         continue;
                     }
-                    let c = b.offset_bytes / BLOCK;
+                    let c = b.offset.0 / BLOCK;
                     if t.wants_block(peer, &b) {
                         let d = if peer == LIAR {
                             bad(b.piece.0, c)
@@ -185,7 +185,7 @@ fn a_parole_piece_is_not_stuck_on_a_pinned_peer_that_stopped_asking() {
     next.extend(requests(&mut t, HONEST));
     assert!(
         next.iter()
-            .any(|b| b.piece == PieceIndex(0) && b.offset_bytes == 0),
+            .any(|b| b.piece == PieceIndex(0) && b.offset.0 == 0),
         "block 0 of the parole piece asked of nobody: {next:?}"
     );
     t.check_invariants();

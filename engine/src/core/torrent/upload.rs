@@ -172,10 +172,7 @@ impl Torrent {
             return Ok(());
         };
         let max_len = peer.caps.max_request_len_bytes.max(BLOCK_LEN_BYTES);
-        if b.len_bytes == 0
-            || b.len_bytes > max_len
-            || u64::from(b.offset_bytes) + u64::from(b.len_bytes) > piece_len
-        {
+        if b.len_bytes == 0 || b.len_bytes > max_len || b.end_bytes() > piece_len {
             return Err(ProtocolError::BadBlock(b));
         }
         if !self.have.get(b.piece) {
@@ -333,7 +330,7 @@ impl Torrent {
                 peer.last_sent_at = now;
             }
             // The round may have moved on since the request was queued.
-            if b.offset_bytes == 0 && self.try_distinct_reject(key, b) {
+            if b.offset.0 == 0 && self.try_distinct_reject(key, b) {
                 continue;
             }
             let len = u64::from(b.len_bytes);
@@ -345,7 +342,7 @@ impl Torrent {
                 peer: key,
                 block: b,
             });
-            if b.offset_bytes == 0 {
+            if b.offset.0 == 0 {
                 self.uploads.record_copy(b.piece, key);
                 self.stats.piece_uploads_started += 1;
                 self.suggest_to(key, 1);

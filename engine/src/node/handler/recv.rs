@@ -26,7 +26,7 @@ use crate::rt::ConnId;
 use crate::store::StoreError;
 use crate::wire::peer::{
     negotiated_lanes, negotiated_max_request_len, Decoded, DecoderLimits, ExtendedMessage,
-    HandshakeDecoder, Message, PieceHeader, BLOCK_LEN_BYTES,
+    HandshakeDecoder, Message, BLOCK_LEN_BYTES,
 };
 
 use super::super::convert::{self, Inbound};
@@ -214,14 +214,9 @@ impl NodeHandler {
         }
     }
 
-    /// A `piece` header arrived: choose where its payload goes.
-    fn on_piece_start(&mut self, conn: ConnId, h: PieceHeader) {
+    /// A `piece` header arrived, carrying `block`: choose where its payload goes.
+    fn on_piece_start(&mut self, conn: ConnId, block: Block) {
         self.register(conn, BLOCK_LEN_BYTES, None, 1, None);
-        let block = Block {
-            piece: h.index,
-            offset_bytes: h.begin.0,
-            len_bytes: h.len_bytes,
-        };
         let Some(key) = self.conns.get(&conn).map(|pc| pc.key) else {
             return;
         };
@@ -229,7 +224,7 @@ impl NodeHandler {
             Sink::Discard
         } else if self.streamed_elsewhere(conn, &block) {
             // Bounded by the negotiated request length the decoder enforces.
-            Sink::Buffer(Vec::with_capacity(h.len_bytes as usize))
+            Sink::Buffer(Vec::with_capacity(block.len_bytes as usize))
         } else {
             Sink::Store
         };
@@ -252,14 +247,8 @@ impl NodeHandler {
     /// the wrong one).
     fn streamed_elsewhere(&self, conn: ConnId, block: &Block) -> bool {
         let overlaps = |b: &Block| {
-            let (lo, hi) = (
-                u64::from(block.offset_bytes),
-                u64::from(block.offset_bytes) + u64::from(block.len_bytes),
-            );
-            let (blo, bhi) = (
-                u64::from(b.offset_bytes),
-                u64::from(b.offset_bytes) + u64::from(b.len_bytes),
-            );
+            let (lo, hi) = (u64::from(block.offset.0), block.end_bytes());
+            let (blo, bhi) = (u64::from(b.offset.0), b.end_bytes());
             b.piece == block.piece && blo < hi && lo < bhi
         };
         self.conns.iter().any(|(c, pc)| {
@@ -280,7 +269,7 @@ impl NodeHandler {
         let Some(inc) = pc.incoming.as_mut() else {
             return;
         };
-        let at = inc.block.offset_bytes.saturating_add(inc.received_bytes);
+        let at = inc.block.offset.0.saturating_add(inc.received_bytes);
         // The decoder hands out at most the announced payload length (a u32).
         inc.received_bytes = inc.received_bytes.saturating_add(chunk.len() as u32);
         let block = inc.block;
@@ -314,7 +303,7 @@ impl NodeHandler {
 
     /// The last payload byte of a `piece` message arrived: store a buffered
     /// duplicate if still wanted, then tell the core. False closes `conn`.
-    fn on_piece_end(&mut self, ctx: &mut Ctx, conn: ConnId, h: PieceHeader) -> bool {
+    fn on_piece_end(&mut self, ctx: &mut Ctx, conn: ConnId, block: Block) -> bool {
         let Some(pc) = self.conns.get_mut(&conn) else {
             return false;
         };
@@ -322,16 +311,13 @@ impl NodeHandler {
         let Some(inc) = pc.incoming.take() else {
             return false;
         };
-        if inc.block.piece.0 != h.index.0
-            || inc.block.offset_bytes != h.begin.0
-            || inc.received_bytes != h.len_bytes
-        {
+        if inc.block != block || inc.received_bytes != block.len_bytes {
             return false; // cannot happen: the decoder's framing is exact
         }
         let stored = match &inc.sink {
             Sink::Store => true,
             Sink::Buffer(data) if self.torrent.wants_block(key, &inc.block) => {
-                self.write_payload(inc.block.piece, inc.block.offset_bytes, data)
+                self.write_payload(inc.block.piece, inc.block.offset.0, data)
             }
             Sink::Buffer(_) | Sink::Discard => false,
         };
@@ -396,7 +382,7 @@ impl NodeHandler {
                 // Only from `next_message`; the streaming decoder hands
                 // payloads to `on_piece_payload` instead.
                 let stored = self.torrent.wants_block(key, &block)
-                    && self.write_payload(block.piece, block.offset_bytes, &data);
+                    && self.write_payload(block.piece, block.offset.0, &data);
                 if let Some(pc) = self.conns.get_mut(&conn) {
                     let (piece, len) = (block.piece, block.len_bytes);
                     Self::count_piece_received(&mut self.piece_sources, pc, piece, len, stored);

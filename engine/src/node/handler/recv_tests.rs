@@ -12,7 +12,7 @@ use crate::node::{Node, NodeConfig};
 use crate::store::OpenMode;
 use crate::wire::metainfo::Metainfo;
 use crate::wire::peer::{
-    BlockOffset, BlockRequest, Decoder, DecoderLimits, Handshake, Message, PieceIndex,
+    Block, BlockOffset, Decoder, DecoderLimits, Handshake, Message, PieceIndex,
 };
 
 const PIECE_LEN: u32 = 64 * 1024;
@@ -25,8 +25,8 @@ fn fake_seeder(
     l: TcpListener,
     info_hash: InfoHash,
     close_after_answer: bool,
-    answer: impl Fn(BlockRequest) -> Vec<u8>,
-) -> (BlockRequest, bool) {
+    answer: impl Fn(Block) -> Vec<u8>,
+) -> (Block, bool) {
     let (mut s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut hs = [0u8; Handshake::LEN_BYTES];
@@ -79,8 +79,8 @@ fn piece_msg(index: u32, begin: u32, data: Vec<u8>) -> Vec<u8> {
 fn start_fake(
     meta: &Metainfo,
     close_after_answer: bool,
-    answer: impl Fn(BlockRequest) -> Vec<u8> + Send + 'static,
-) -> (SocketAddr, std::thread::JoinHandle<(BlockRequest, bool)>) {
+    answer: impl Fn(Block) -> Vec<u8> + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<(Block, bool)>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let ih = meta.info_hash();
@@ -105,7 +105,7 @@ fn lying_and_truncating_peers_do_not_corrupt_storage() {
 
     // A liar answers with a block it was not asked for (shifted by one byte).
     let (liar, t) = start_fake(&meta, false, |r| {
-        piece_msg(r.index.0, r.begin.0 + 1, vec![0xaa; r.len_bytes as usize])
+        piece_msg(r.piece.0, r.offset.0 + 1, vec![0xaa; r.len_bytes as usize])
     });
     node.connect(liar).unwrap();
     let (req, closed) = t.join().unwrap();
@@ -113,7 +113,7 @@ fn lying_and_truncating_peers_do_not_corrupt_storage() {
         closed,
         "the node keeps a peer that sent an unrequested block"
     );
-    let at = (req.index.0 * PIECE_LEN + req.begin.0) as usize;
+    let at = (req.piece.0 * PIECE_LEN + req.offset.0) as usize;
     let on_disk = std::fs::read(&file).unwrap();
     // The shifted block reaches one byte past the requested one (if the file has it).
     let end = (at + req.len_bytes as usize + 1).min(on_disk.len());
@@ -122,13 +122,13 @@ fn lying_and_truncating_peers_do_not_corrupt_storage() {
 
     // A truncator sends half of a requested block (garbage), then hangs up.
     let (trunc, t) = start_fake(&meta, true, |r| {
-        let mut m = piece_msg(r.index.0, r.begin.0, vec![0xbb; r.len_bytes as usize]);
+        let mut m = piece_msg(r.piece.0, r.offset.0, vec![0xbb; r.len_bytes as usize]);
         m.truncate(13 + r.len_bytes as usize / 2);
         m
     });
     node.connect(trunc).unwrap();
     let (req, _) = t.join().unwrap();
-    assert!(!node.storage().is_verified(req.index.0));
+    assert!(!node.storage().is_verified(req.piece.0));
 
     // A real seeder completes the download; every byte is the source's.
     let seed = Node::start(

@@ -7,7 +7,7 @@ use smallvec::SmallVec;
 use crate::core::{Block, PeerKey, PeerMessage};
 use crate::node::dispatch::Ctx;
 use crate::rt::{ConnId, Region};
-use crate::wire::peer::{piece_header, BlockOffset};
+use crate::wire::peer::piece_header;
 
 use super::super::convert;
 use super::super::peer::Outgoing;
@@ -71,9 +71,9 @@ impl NodeHandler {
     /// Queues the `piece` message for `block`: header plus the block's file
     /// regions (one per file it spans), without copying the data.
     fn send_block(&mut self, ctx: &mut Ctx, conn: ConnId, block: Block) {
-        let (p, off, len) = (block.piece.0, block.offset_bytes, block.len_bytes);
-        let regions = self.regions(p, off, len);
-        let header = piece_header(block.piece, BlockOffset(off), len);
+        let len = block.len_bytes;
+        let regions = self.regions(block.piece.0, block.offset.0, len);
+        let header = piece_header(&block);
         let (Some(regions), Ok(header)) = (regions, header) else {
             // Not servable (the core only asks for verified pieces, so the
             // data changed on disk): report it done so the upload slot frees,

@@ -18,7 +18,7 @@
 //! bytes failing the hash) gives its piece's claim back (the piece may come
 //! from anyone), is left alone for an exponential, bounded back-off
 //! ([`crate::core::web_seed::Backoff`]), and is reported: one log line per
-//! failure ([`super::Node::poll_event`]) and its counters
+//! failure (a `tracing` INFO event of the node) and its counters
 //! ([`WebSeedStats`]).
 //!
 //! Bounds: at most [`crate::wire::metainfo::MAX_WEB_SEEDS`] web seeds, at most

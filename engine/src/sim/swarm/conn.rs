@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 
-use crate::core::{Block, PeerMessage};
+use crate::core::{Block, PeerMessage, Time};
 
 /// Something travelling over one direction of a connection.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ pub(super) struct Dir {
     pub ctl_waiting: VecDeque<(u64, PeerMessage)>,
     /// The block being sent (its transfer is active in the net), and since when.
     pub sending: Option<(Block, bool)>,
-    pub sending_since_ns: u64,
+    pub sending_since: Time,
     /// Blocks started / fully sent on this direction since it opened.
     pub started: u64,
     pub done: u64,

@@ -2,11 +2,11 @@
 //! (leaving, joining, freezing).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use rand::RngExt;
 
 use crate::core::{PeerCaps, PeerKey, Time};
-use crate::sim::queue::Nanos;
 
 use super::conn::{Conn, Dir};
 use super::{Event, Swarm, VERIFIED};
@@ -48,8 +48,10 @@ impl Swarm<'_> {
             .min(order.len() - c.liars as usize - leavers);
         let window_ns = c
             .churn
-            .window_ns
-            .unwrap_or((c.d_p2p_s() * 1e9) as Nanos)
+            .window
+            .map_or((c.d_p2p_s() * 1e9) as u64, |w| {
+                u64::try_from(w.as_nanos()).unwrap_or(u64::MAX)
+            })
             .max(1);
         for (i, &id) in order.iter().enumerate() {
             if i < c.liars as usize {
@@ -58,11 +60,11 @@ impl Swarm<'_> {
                 n.expected = false;
             } else if i < c.liars as usize + leavers {
                 self.nodes[id as usize].expected = false;
-                let at = self.rng.random_range(0..window_ns);
+                let at = Time::from_nanos(self.rng.random_range(0..window_ns));
                 self.queue.push(at, Event::Leave { node: id });
             } else if i < c.liars as usize + leavers + freezers {
                 self.nodes[id as usize].expected = false;
-                let at = self.rng.random_range(0..window_ns);
+                let at = Time::from_nanos(self.rng.random_range(0..window_ns));
                 self.queue.push(at, Event::Freeze { node: id });
             }
         }
@@ -70,7 +72,7 @@ impl Swarm<'_> {
         for _ in 0..joiners {
             let id = self.add_node(c.uplink_bytes_per_s, c.downlink_bytes_per_s, false);
             self.nodes[id as usize].expected = true;
-            let at = self.rng.random_range(0..window_ns);
+            let at = Time::from_nanos(self.rng.random_range(0..window_ns));
             self.queue.push(at, Event::Join { node: id });
         }
         self.remaining = self.nodes.iter().filter(|n| n.expected).count() as u32;
@@ -80,7 +82,7 @@ impl Swarm<'_> {
     fn connect_initial(&mut self) {
         let peers = self.config.peers;
         for p in 1..=peers {
-            self.connect(0, 0, p);
+            self.connect(Time::ZERO, 0, p);
         }
         if let Some(spec) = self.config.racks.filter(|s| !s.oblivious) {
             return self.connect_by_rack(spec.cross_connections);
@@ -97,7 +99,7 @@ impl Swarm<'_> {
                     continue;
                 }
                 picked += 1;
-                self.connect(0, p, q);
+                self.connect(Time::ZERO, p, q);
             }
         }
     }
@@ -135,13 +137,13 @@ impl Swarm<'_> {
                 continue;
             }
             picked += 1;
-            self.connect(0, p, q);
+            self.connect(Time::ZERO, p, q);
         }
     }
 
     /// Opens a connection between `a` and `b` (both present); both cores learn of it, each
     /// with the other's locality (rack-aware runs).
-    pub(super) fn connect(&mut self, now: Nanos, a: u32, b: u32) {
+    pub(super) fn connect(&mut self, now: Time, a: u32, b: u32) {
         let id = self.conns.len() as u32;
         self.conns.push(Conn { a, b, open: true });
         self.dirs.push(Dir::default());
@@ -154,14 +156,14 @@ impl Swarm<'_> {
             let n = &mut self.nodes[node as usize];
             n.conns.push(id);
             if let Some(t) = n.torrent.as_mut() {
-                t.handle_peer_connected(Time::from_nanos(now), PeerKey(u64::from(id)), caps);
+                t.handle_peer_connected(now, PeerKey(u64::from(id)), caps);
             }
             self.dirty.push(node);
         }
     }
 
     /// Closes connection `id` at both ends (idempotent).
-    pub(super) fn close_conn(&mut self, now: Nanos, id: u32) {
+    pub(super) fn close_conn(&mut self, now: Time, id: u32) {
         let Some(conn) = self.conns.get_mut(id as usize) else {
             return;
         };
@@ -177,14 +179,14 @@ impl Swarm<'_> {
         for node in [a, b] {
             let n = &mut self.nodes[node as usize];
             if let Some(t) = n.torrent.as_mut() {
-                t.handle_peer_disconnected(Time::from_nanos(now), PeerKey(u64::from(id)));
+                t.handle_peer_disconnected(now, PeerKey(u64::from(id)));
                 self.dirty.push(node);
             }
         }
     }
 
     /// A late peer arrives: connects to the origin (if still there) and random present peers.
-    pub(super) fn join(&mut self, now: Nanos, node: u32) {
+    pub(super) fn join(&mut self, now: Time, node: u32) {
         let picked = match self.config.racks.filter(|s| !s.oblivious) {
             Some(spec) => {
                 let rack = self.config.rack_of(node);
@@ -234,7 +236,7 @@ impl Swarm<'_> {
     ///
     /// A peer holding the only honest copy of a piece after the origin left waits (retries
     /// later) so that the swarm can still complete; see [`crate::sim::churn`].
-    pub(super) fn leave(&mut self, now: Nanos, node: u32) {
+    pub(super) fn leave(&mut self, now: Time, node: u32) {
         if !self.nodes[node as usize].present {
             return;
         }
@@ -242,7 +244,7 @@ impl Swarm<'_> {
             return;
         }
         if node == 0 {
-            self.counters.origin_left_ns = Some(now);
+            self.counters.origin_left_at = Some(now);
         } else {
             self.counters.peers_left += 1;
             if let Some(pos) = self.present_peers.iter().position(|&p| p == node) {
@@ -262,7 +264,7 @@ impl Swarm<'_> {
     /// sending nothing and receives nothing (see [`crate::sim::churn`]); its connections
     /// stay open and its neighbours are not told. Like a leaver, it waits while it holds
     /// the only honest copy of a piece after the origin left.
-    pub(super) fn freeze(&mut self, now: Nanos, node: u32) {
+    pub(super) fn freeze(&mut self, now: Time, node: u32) {
         let n = &self.nodes[node as usize];
         if node == 0 || !n.present || n.frozen {
             return;
@@ -277,7 +279,7 @@ impl Swarm<'_> {
     /// Takes `node`'s pieces out of the honest holders' counts as it leaves or freezes;
     /// false (and `retry` is scheduled) if it holds the only honest copy of a piece after
     /// the origin left.
-    fn withdraw_pieces(&mut self, now: Nanos, node: u32, retry: Event) -> bool {
+    fn withdraw_pieces(&mut self, now: Time, node: u32, retry: Event) -> bool {
         if node == 0 || self.nodes[node as usize].liar {
             return true;
         }
@@ -289,8 +291,8 @@ impl Swarm<'_> {
                 .zip(&self.holders)
                 .any(|(&s, &h)| s == VERIFIED && h == 1);
             if sole {
-                let retry_ns = (self.config.d_p2p_s() * 1e7) as Nanos;
-                self.queue.push(now + retry_ns.max(1_000), retry);
+                let retry_ns = ((self.config.d_p2p_s() * 1e7) as u64).max(1_000);
+                self.queue.push(now + Duration::from_nanos(retry_ns), retry);
                 return false;
             }
         }
@@ -306,11 +308,11 @@ impl Swarm<'_> {
     }
 
     /// With `origin-leave`, schedules the origin's departure once every piece is covered.
-    pub(super) fn maybe_origin_leaves(&mut self, now: Nanos) {
+    pub(super) fn maybe_origin_leaves(&mut self, now: Time) {
         if self.config.churn.origin_leaves
             && self.covered == self.piece_count
             && self.nodes[0].present
-            && self.counters.origin_left_ns.is_none()
+            && self.counters.origin_left_at.is_none()
         {
             self.queue.push(now, Event::Leave { node: 0 });
         }

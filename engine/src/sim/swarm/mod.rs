@@ -22,25 +22,28 @@
 mod conn;
 mod membership;
 mod node;
+mod origin_trace;
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::core::{Bitfield, Locality, PeerCaps, Time, Torrent, TorrentConfig};
 use crate::sim::net::Net;
-use crate::sim::queue::{EventQueue, Nanos};
+use crate::sim::queue::EventQueue;
 use crate::sim::timeline::Timeline;
 use crate::sim::{Outcome, Progress, Report, SimConfig};
 use conn::{Conn, Dir};
+use origin_trace::OriginTrace;
 
 /// Piece state at a node (see module docs).
 const MISSING: u8 = 0;
 const POISONED: u8 = 1;
 const VERIFIED: u8 = 2;
 
-const NEVER: Nanos = Nanos::MAX;
+const NEVER: Time = Time::MAX;
 
 #[derive(Debug)]
 enum Event {
@@ -65,8 +68,8 @@ struct Node {
     frozen: bool,
     /// Counted in the completion statistics (honest, not a designated leaver).
     expected: bool,
-    completed_ns: Option<Nanos>,
-    timer_at: Nanos,
+    completed_at: Option<Time>,
+    timer_at: Time,
     timer_version: u32,
     conns: Vec<u32>,
     up_bytes: f64,
@@ -90,7 +93,7 @@ struct Counters {
     peers_left: u32,
     peers_joined: u32,
     peers_frozen: u32,
-    origin_left_ns: Option<Nanos>,
+    origin_left_at: Option<Time>,
 }
 
 pub(super) struct Swarm<'c> {
@@ -119,7 +122,7 @@ pub(super) struct Swarm<'c> {
     timeline: Timeline,
     /// Items in flight on any direction: `(arrival time, direction)`, in send order (all
     /// connections have the same latency, so this is also arrival order).
-    wire: VecDeque<(Nanos, u32)>,
+    wire: VecDeque<(Time, u32)>,
     counters: Counters,
     /// The node whose timer is being handled (its actions are drained in the same flush).
     timer_node: Option<u32>,
@@ -128,6 +131,8 @@ pub(super) struct Swarm<'c> {
     /// Blocks handed out by any core so far: a block's rank on its sender's uplink
     /// ([`crate::sim::net::UplinkOrder::Fifo`]).
     handed_blocks: u64,
+    /// The origin's uploads, for the debug output (`debug_stuck` only).
+    origin_trace: OriginTrace,
 }
 
 /// Runs the `p2p` strategy.
@@ -148,8 +153,8 @@ impl<'c> Swarm<'c> {
         if let Some(bytes) = config.upload_in_flight_bytes {
             torrent_config.upload_in_flight_bytes = bytes;
         }
-        if let Some(ns) = config.snub_timeout_ns {
-            torrent_config.choker.snub_timeout = std::time::Duration::from_nanos(ns);
+        if let Some(timeout) = config.snub_timeout {
+            torrent_config.choker.snub_timeout = timeout;
         }
         let piece_count = torrent_config.piece_count;
         Self {
@@ -169,7 +174,7 @@ impl<'c> Swarm<'c> {
                 net.set_jitter(config.sharing_jitter, config.seed ^ 0x6a69_7474_6572);
                 net.set_uplink_order(config.uplink_order);
                 if config.debug_stuck {
-                    net.enable_idle_account();
+                    net.enable_idle_account(((config.d_p2p_s() * 1e8) as u64).max(1));
                 }
                 net
             },
@@ -185,11 +190,12 @@ impl<'c> Swarm<'c> {
             remaining: 0,
             dirty: Vec::new(),
             wire: VecDeque::new(),
-            timeline: Timeline::new(((config.d_p2p_s() * 1e8) as Nanos).max(1)),
+            timeline: Timeline::new(Duration::from_nanos((config.d_p2p_s() * 1e8) as u64)),
             counters: Counters::default(),
             timer_node: None,
             cross_rack_bytes: 0.0,
             handed_blocks: 0,
+            origin_trace: OriginTrace::new(piece_count),
         }
     }
 
@@ -228,7 +234,7 @@ impl<'c> Swarm<'c> {
             liar: false,
             frozen: false,
             expected: false,
-            completed_ns: None,
+            completed_at: None,
             timer_at: NEVER,
             timer_version: 0,
             conns: Vec::new(),
@@ -242,7 +248,8 @@ impl<'c> Swarm<'c> {
     }
 
     fn run_loop(&mut self, progress: &mut dyn FnMut(Progress)) {
-        let mut now = 0;
+        let mut now = Time::ZERO;
+        let max_time = Time::ZERO + self.config.max_time;
         self.flush(now);
         while self.remaining > 0 {
             self.net.drain_timers(|(t, id, version)| {
@@ -250,7 +257,7 @@ impl<'c> Swarm<'c> {
             });
             // Arrivals first on ties: they were sent before anything now in the heap was due.
             if let Some(&(t, dir)) = self.wire.front() {
-                if self.queue.peek_time().is_none_or(|h| t <= h) && t <= self.config.max_time_ns {
+                if self.queue.peek_time().is_none_or(|h| t <= h) && t <= max_time {
                     self.wire.pop_front();
                     self.queue.count_external();
                     now = t;
@@ -261,13 +268,17 @@ impl<'c> Swarm<'c> {
             }
             let Some((t, event)) = self.queue.pop() else {
                 if self.config.debug_stuck {
-                    eprintln!("queue empty at {now}");
+                    eprintln!("queue empty at {}", now.as_nanos());
                 }
                 break;
             };
-            if t > self.config.max_time_ns {
+            if t > max_time {
                 if self.config.debug_stuck {
-                    eprintln!("max time at {now}: next {t} {event:?}");
+                    eprintln!(
+                        "max time at {}: next {} {event:?}",
+                        now.as_nanos(),
+                        t.as_nanos()
+                    );
                 }
                 break;
             }
@@ -277,11 +288,11 @@ impl<'c> Swarm<'c> {
             self.timer_node = None;
             if self.queue.popped().is_multiple_of(1 << 16) {
                 progress(Progress {
-                    now_ns: now,
+                    now,
                     completed_peers: self
                         .nodes
                         .iter()
-                        .filter(|n| n.expected && n.completed_ns.is_some())
+                        .filter(|n| n.expected && n.completed_at.is_some())
                         .count() as u32,
                     expected_peers: self.nodes.iter().filter(|n| n.expected).count() as u32,
                     events: self.queue.popped(),
@@ -289,14 +300,14 @@ impl<'c> Swarm<'c> {
             }
         }
         if let Some(acc) = self.net.idle_account(now) {
-            let cap = |bytes_per_s: f64| bytes_per_s * now as f64 / 1e9;
+            let cap = |bytes_per_s: f64| bytes_per_s * now.as_nanos() as f64 / 1e9;
             let o = cap(self.config.seeder_uplink_bytes_per_s as f64);
             let p = cap(self.config.sum_peer_uplinks_bytes_per_s());
             let pct = |x: f64, c: f64| 100.0 * x / c.max(1.0);
             eprintln!(
                 "idle capacity until {:.4} s (% of capacity): origin up: none {:.1} limited {:.1}; \
                  peers up: none {:.1} limited {:.1}; peers down: none {:.1} limited {:.1}",
-                now as f64 / 1e9,
+                now.as_secs_f64(),
                 pct(acc.up_idle_bytes[0][0], o),
                 pct(acc.up_idle_bytes[0][1], o),
                 pct(acc.up_idle_bytes[1][0], p),
@@ -304,10 +315,20 @@ impl<'c> Swarm<'c> {
                 pct(acc.down_idle_bytes[1][0], p),
                 pct(acc.down_idle_bytes[1][1], p),
             );
+            let bin_cap = self.config.seeder_uplink_bytes_per_s as f64 * acc.bin_ns as f64 / 1e9;
+            let bins: Vec<String> = acc
+                .origin_up_idle_bins
+                .iter()
+                .map(|b| format!("{:.1}/{:.1}", pct(b[0], bin_cap), pct(b[1], bin_cap)))
+                .collect();
+            eprintln!(
+                "origin idle uplink per bin (% none/limited): {}",
+                bins.join(" ")
+            );
         }
     }
 
-    fn handle_event(&mut self, now: Nanos, event: Event) {
+    fn handle_event(&mut self, now: Time, event: Event) {
         match event {
             Event::Transfer { id, version } => {
                 if self.net.on_timer(now, id, version) {
@@ -321,7 +342,7 @@ impl<'c> Swarm<'c> {
                 }
                 n.timer_at = NEVER;
                 if let Some(t) = n.torrent.as_mut() {
-                    t.handle_timeout(Time::from_nanos(now));
+                    t.handle_timeout(now);
                 }
                 self.timer_node = Some(node);
                 self.dirty.push(node);
@@ -333,7 +354,7 @@ impl<'c> Swarm<'c> {
     }
 
     /// Drains the actions of every node touched since the last flush.
-    fn flush(&mut self, now: Nanos) {
+    fn flush(&mut self, now: Time) {
         while let Some(node) = self.dirty.pop() {
             self.drain(now, node);
         }
@@ -361,8 +382,8 @@ impl<'c> Swarm<'c> {
                 } else {
                     ""
                 },
-                n.completed_ns
-                    .map_or("-".to_string(), |t| format!("{:.3} s", t as f64 / 1e9)),
+                n.completed_at
+                    .map_or("-".to_string(), |t| format!("{:.3} s", t.as_secs_f64())),
                 mb(n.up_bytes),
                 mb(stats.downloaded_bytes as f64),
                 mb(stats.wasted_bytes as f64),
@@ -377,7 +398,7 @@ impl<'c> Swarm<'c> {
     /// Prints the state of each expected node that did not complete (stderr).
     fn debug_incomplete(&self) {
         for (i, n) in self.nodes.iter().enumerate() {
-            if !n.expected || n.completed_ns.is_some() {
+            if !n.expected || n.completed_at.is_some() {
                 continue;
             }
             let open: Vec<(u32, u32)> = n
@@ -431,12 +452,12 @@ impl<'c> Swarm<'c> {
 
     fn report(&self) -> Report {
         let slow = |i: usize| self.config.is_slow_peer(i as u32);
-        let completions: Vec<(Nanos, bool)> = self
+        let completions: Vec<(Time, bool)> = self
             .nodes
             .iter()
             .enumerate()
             .filter(|(_, n)| n.expected)
-            .filter_map(|(i, n)| n.completed_ns.map(|t| (t, slow(i))))
+            .filter_map(|(i, n)| n.completed_at.map(|t| (t, slow(i))))
             .collect();
         let slow_expected = (self.nodes.iter().enumerate())
             .filter(|&(i, n)| n.expected && slow(i))
@@ -445,6 +466,18 @@ impl<'c> Swarm<'c> {
         if self.config.debug_stuck {
             self.debug_nodes();
             self.debug_incomplete();
+            let rejects = self.nodes[0]
+                .torrent
+                .as_ref()
+                .map_or(0, |t| t.stats().distinct_rejects_sent);
+            eprintln!(
+                "{}; distinct rejects sent {rejects}",
+                self.origin_trace.summary(
+                    self.config.size_bytes as f64,
+                    self.config.seeder_uplink_bytes_per_s as f64,
+                    self.config.d_p2p_s(),
+                )
+            );
         }
         let outcome = Outcome {
             incomplete_peers: expected - completions.len() as u32,
@@ -464,7 +497,7 @@ impl<'c> Swarm<'c> {
         report.peers_left = c.peers_left;
         report.peers_joined = c.peers_joined;
         report.peers_frozen = c.peers_frozen;
-        report.origin_left_s = c.origin_left_ns.map(|ns| ns as f64 / 1e9);
+        report.origin_left_s = c.origin_left_at.map(Time::as_secs_f64);
         let origin_up = self.config.seeder_uplink_bytes_per_s as f64;
         let all_up = origin_up + self.config.sum_peer_uplinks_bytes_per_s();
         let timeline = self.timeline.fractions(all_up, origin_up);

@@ -1,14 +1,14 @@
 //! Driving one node's core: draining actions, sending and delivering items, timers.
 
 use crate::core::{Action, Block, DisconnectReason, PeerKey, PeerMessage, PieceIndex, Time};
-use crate::sim::queue::Nanos;
+use std::time::Duration;
 
 use super::conn::Item;
 use super::{Event, Swarm, MISSING, POISONED, VERIFIED};
 
 impl Swarm<'_> {
     /// Drains `node`'s actions, then re-arms its timer and notes completion.
-    pub(super) fn drain(&mut self, now: Nanos, node: u32) {
+    pub(super) fn drain(&mut self, now: Time, node: u32) {
         if self.nodes[node as usize].frozen {
             // A frozen process acts on nothing: its core's actions wait forever.
             return;
@@ -36,13 +36,13 @@ impl Swarm<'_> {
         self.check_complete(now, node);
     }
 
-    fn refresh_timer(&mut self, now: Nanos, node: u32) {
+    fn refresh_timer(&mut self, now: Time, node: u32) {
         let n = &mut self.nodes[node as usize];
         let Some(at) = n.torrent.as_ref().and_then(|t| t.poll_timeout()) else {
             return;
         };
         // Never at or before `now`: a core that keeps asking for "now" must not stall time.
-        let at = at.as_nanos().max(now + 1);
+        let at = at.max(now + Duration::from_nanos(1));
         if at < n.timer_at {
             n.timer_at = at;
             n.timer_version = n.timer_version.wrapping_add(1);
@@ -51,12 +51,12 @@ impl Swarm<'_> {
         }
     }
 
-    fn check_complete(&mut self, now: Nanos, node: u32) {
+    fn check_complete(&mut self, now: Time, node: u32) {
         let n = &mut self.nodes[node as usize];
-        if n.completed_ns.is_some() || !n.torrent.as_ref().is_some_and(|t| t.is_complete()) {
+        if n.completed_at.is_some() || !n.torrent.as_ref().is_some_and(|t| t.is_complete()) {
             return;
         }
-        n.completed_ns = Some(now);
+        n.completed_at = Some(now);
         if n.expected {
             self.remaining -= 1;
         }
@@ -77,7 +77,7 @@ impl Swarm<'_> {
             .get_mut(node as usize * self.piece_count as usize + piece.0 as usize)
     }
 
-    fn verify(&mut self, now: Nanos, node: u32, piece: PieceIndex) {
+    fn verify(&mut self, now: Time, node: u32, piece: PieceIndex) {
         let honest = !self.nodes[node as usize].liar;
         let Some(state) = self.piece_state(node, piece) else {
             self.counters.integrity_violations += 1;
@@ -98,11 +98,11 @@ impl Swarm<'_> {
             }
         }
         if let Some(t) = self.nodes[node as usize].torrent.as_mut() {
-            t.handle_piece_verified(Time::from_nanos(now), piece, valid);
+            t.handle_piece_verified(now, piece, valid);
         }
     }
 
-    fn send_ctl(&mut self, now: Nanos, node: u32, peer: PeerKey, msg: PeerMessage) {
+    fn send_ctl(&mut self, now: Time, node: u32, peer: PeerKey, msg: PeerMessage) {
         if matches!(msg, PeerMessage::Cancel(_)) {
             let from_timer = self.timer_node == Some(node);
             let n = &mut self.nodes[node as usize];
@@ -122,7 +122,7 @@ impl Swarm<'_> {
         }
     }
 
-    fn send_block(&mut self, now: Nanos, node: u32, peer: PeerKey, block: Block) {
+    fn send_block(&mut self, now: Time, node: u32, peer: PeerKey, block: Block) {
         let liar = self.nodes[node as usize].liar;
         let has_it = self
             .piece_state(node, block.piece)
@@ -134,6 +134,14 @@ impl Swarm<'_> {
         let Some(dir) = self.out_dir(node, peer) else {
             return;
         };
+        if node == 0 && self.config.debug_stuck {
+            let held = self
+                .holders
+                .get(block.piece.0 as usize)
+                .is_some_and(|&h| h > 0);
+            self.origin_trace
+                .on_handed(block.piece.0, block.offset.0, held);
+        }
         self.handed_blocks += 1;
         let rank = self.handed_blocks;
         let d = &mut self.dirs[dir as usize];
@@ -146,7 +154,7 @@ impl Swarm<'_> {
 
     /// Reports to the sender's core the blocks of `dir` that fit in the send buffer (see
     /// [`super::conn`]).
-    fn report_buffered(&mut self, now: Nanos, dir: u32) {
+    fn report_buffered(&mut self, now: Time, dir: u32) {
         let (src, _) = self.ends(dir);
         let buffer = self.config.send_buffer_bytes;
         let key = PeerKey(u64::from(dir / 2));
@@ -161,7 +169,7 @@ impl Swarm<'_> {
             d.unreported.pop_front();
             d.reported += 1;
             if let Some(t) = self.nodes[src as usize].torrent.as_mut() {
-                t.handle_block_sent(Time::from_nanos(now), key, block);
+                t.handle_block_sent(now, key, block);
                 self.dirty.push(src);
             }
         }
@@ -177,6 +185,12 @@ impl Swarm<'_> {
         conn.out_dir(id, node)
     }
 
+    /// The node at the other end of `node`'s connection `key`.
+    fn sender_of(&self, node: u32, key: PeerKey) -> Option<u32> {
+        let conn = self.conns.get(usize::try_from(key.0).ok()?)?;
+        Some(if conn.a == node { conn.b } else { conn.a })
+    }
+
     /// `(sender, receiver)` of direction `dir`.
     fn ends(&self, dir: u32) -> (u32, u32) {
         let conn = &self.conns[(dir / 2) as usize];
@@ -190,7 +204,7 @@ impl Swarm<'_> {
     /// Starts the next block on `dir` if the link is idle and neither end is frozen (a
     /// frozen sender writes nothing more; a frozen receiver's window is closed, so the
     /// sender's queue to it stalls).
-    fn kick(&mut self, now: Nanos, dir: u32) {
+    fn kick(&mut self, now: Time, dir: u32) {
         let (src, dst) = self.ends(dir);
         if self.nodes[src as usize].frozen || self.nodes[dst as usize].frozen {
             return;
@@ -203,19 +217,19 @@ impl Swarm<'_> {
             return;
         };
         d.sending = Some((block, corrupt));
-        d.sending_since_ns = now;
+        d.sending_since = now;
         d.started += 1;
         self.net
             .start_ranked(now, dir, src, dst, u64::from(block.len_bytes), rank);
     }
 
-    fn put_in_flight(&mut self, now: Nanos, dir: u32, item: Item) {
+    fn put_in_flight(&mut self, now: Time, dir: u32, item: Item) {
         self.dirs[dir as usize].in_flight.push_back(item);
-        self.wire.push_back((now + self.config.latency_ns, dir));
+        self.wire.push_back((now + self.config.latency, dir));
     }
 
     /// The block on direction `dir` left the sender completely.
-    pub(super) fn on_block_sent(&mut self, now: Nanos, dir: u32) {
+    pub(super) fn on_block_sent(&mut self, now: Time, dir: u32) {
         let Some((block, corrupt)) = self.dirs[dir as usize].sending.take() else {
             return;
         };
@@ -240,15 +254,20 @@ impl Swarm<'_> {
             self.put_in_flight(now, dir, Item::Ctl(msg));
         }
         let bytes = f64::from(block.len_bytes);
-        let since = self.dirs[dir as usize].sending_since_ns;
+        let since = self.dirs[dir as usize].sending_since;
         self.timeline.add(since, now, bytes, src == 0);
         self.nodes[src as usize].up_bytes += bytes;
+        if src == 0 && self.config.debug_stuck {
+            let up = self.nodes[0].up_bytes;
+            self.origin_trace
+                .on_sent(now, block.piece.0, block.offset.0, up);
+        }
         self.report_buffered(now, dir);
         self.kick(now, dir);
     }
 
     /// Delivers the oldest item in flight on `dir` (its arrival time is `now`).
-    pub(super) fn on_arrive(&mut self, now: Nanos, dir: u32) {
+    pub(super) fn on_arrive(&mut self, now: Time, dir: u32) {
         let conn_id = dir / 2;
         if !self.conns[conn_id as usize].open {
             return;
@@ -265,11 +284,10 @@ impl Swarm<'_> {
         self.dirty.push(dst);
     }
 
-    fn deliver(&mut self, now: Nanos, dst: u32, key: PeerKey, item: Item) {
-        let time = Time::from_nanos(now);
+    fn deliver(&mut self, now: Time, dst: u32, key: PeerKey, item: Item) {
         let result = match item {
             Item::Ctl(msg) => match self.nodes[dst as usize].torrent.as_mut() {
-                Some(t) => t.handle_message(time, key, msg),
+                Some(t) => t.handle_message(now, key, msg),
                 None => Ok(()),
             },
             Item::Block { block, corrupt } => {
@@ -279,8 +297,11 @@ impl Swarm<'_> {
                     .torrent
                     .as_ref()
                     .is_some_and(|t| t.wants_block(key, &block));
+                if !wanted && self.config.debug_stuck && self.sender_of(dst, key) == Some(0) {
+                    self.origin_trace.on_unwanted(f64::from(block.len_bytes));
+                }
                 if wanted && self.config.debug_stuck {
-                    let bin = (now / self.timeline.bin_ns()) as usize;
+                    let bin = (now.as_nanos() / self.timeline.bin_ns()) as usize;
                     let bins = &mut self.nodes[dst as usize].down_bins;
                     if bins.len() <= bin {
                         bins.resize(bin + 1, 0.0);
@@ -295,7 +316,7 @@ impl Swarm<'_> {
                     }
                 }
                 match self.nodes[dst as usize].torrent.as_mut() {
-                    Some(t) => t.handle_block_received(time, key, block),
+                    Some(t) => t.handle_block_received(now, key, block),
                     None => Ok(()),
                 }
             }

@@ -1,6 +1,7 @@
 //! The file table: path validation and each file's offset in the payload (BEP 3).
 
 use super::MetainfoError;
+use crate::base::FileSpec;
 
 /// How the payload is laid out, as given to [`super::Info::new`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,38 +15,32 @@ pub enum Layout {
     MultiFile(Vec<FileSpec>),
 }
 
-/// One file of a multi-file torrent as written in `info.files`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSpec {
-    /// Path below the torrent's top directory, one component per element.
-    pub path_components: Vec<String>,
-    /// The file's length in bytes.
-    pub len_bytes: u64,
-    /// A BEP 47 padding file (`attr` holds `p`): zeros that align the next
-    /// file to a piece boundary, never written to disk.
-    pub padding: bool,
-}
-
-/// One file of the validated file table.
+/// One file of the validated file table: its [`FileSpec`] with the path below the
+/// download directory, and its offset in the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
-    path_components: Vec<String>,
+    spec: FileSpec,
     offset_bytes: u64,
-    len_bytes: u64,
-    padding: bool,
 }
 
 impl FileEntry {
+    /// The file as the store takes it ([`crate::store::StorageLayout::new`]): path
+    /// relative to the download directory, `[name]` for a single-file torrent,
+    /// `[name, dir.., file]` for multi-file.
+    pub fn spec(&self) -> &FileSpec {
+        &self.spec
+    }
+
     /// Path relative to the download directory: `[name]` for a single-file
     /// torrent, `[name, dir.., file]` for multi-file. Every component is safe
     /// (see the module docs of [`super`]).
     pub fn path_components(&self) -> &[String] {
-        &self.path_components
+        &self.spec.path_components
     }
 
     /// The path joined with `/`, for display.
     pub fn path(&self) -> String {
-        self.path_components.join("/")
+        self.spec.path_components.join("/")
     }
 
     /// Offset of the file's first byte in the concatenated payload, in bytes.
@@ -55,14 +50,14 @@ impl FileEntry {
 
     /// The file's length in bytes (may be 0).
     pub fn len_bytes(&self) -> u64 {
-        self.len_bytes
+        self.spec.len_bytes
     }
 
     /// Whether this is a BEP 47 padding file: all zeros, part of the piece
     /// data but not to be written to disk. Padding paths are exempt from the
     /// uniqueness check (libtorrent names them `.pad/<len>`, so they repeat).
     pub fn is_padding(&self) -> bool {
-        self.padding
+        self.spec.padding
     }
 }
 
@@ -107,10 +102,12 @@ pub(super) fn file_table(
     let specs = match layout {
         Layout::SingleFile { len_bytes } => {
             let entry = FileEntry {
-                path_components: vec![name.to_owned()],
+                spec: FileSpec {
+                    path_components: vec![name.to_owned()],
+                    len_bytes,
+                    padding: false,
+                },
                 offset_bytes: 0,
-                len_bytes,
-                padding: false,
             };
             if len_bytes == 0 {
                 return Err(MetainfoError::Empty);
@@ -132,10 +129,12 @@ pub(super) fn file_table(
             path_components.push(component);
         }
         files.push(FileEntry {
-            path_components,
+            spec: FileSpec {
+                path_components,
+                len_bytes: spec.len_bytes,
+                padding: spec.padding,
+            },
             offset_bytes,
-            len_bytes: spec.len_bytes,
-            padding: spec.padding,
         });
         offset_bytes = offset_bytes
             .checked_add(spec.len_bytes)
@@ -156,7 +155,7 @@ pub(super) fn file_table(
 fn check_unique(files: &[FileEntry]) -> Result<(), MetainfoError> {
     let mut paths: Vec<&[String]> = files
         .iter()
-        .filter(|f| !f.padding)
+        .filter(|f| !f.spec.padding)
         .map(|f| f.path_components())
         .collect();
     paths.sort_unstable();

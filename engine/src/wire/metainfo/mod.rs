@@ -49,8 +49,10 @@ use std::fmt;
 
 use sha1::{Digest, Sha1};
 
-pub use crate::base::{InfoHash, PieceHashKind, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES};
-pub use files::{FileEntry, FileSpec, Layout};
+pub use crate::base::{
+    FileSpec, InfoHash, PieceHashKind, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES,
+};
+pub use files::{FileEntry, Layout};
 
 /// The p2pe `info` key holding one 32-byte BLAKE3 digest per piece (see the
 /// [module docs](self#the-p2pe-blake3-key)). It sorts between `name` and

@@ -3,7 +3,7 @@
 use bytes::{Buf, Bytes};
 
 use super::{
-    BlockOffset, BlockRequest, ExtendedHandshake, ExtendedMessage, Message, MessageId, PieceIndex,
+    Block, BlockOffset, ExtendedHandshake, ExtendedMessage, Message, MessageId, PieceIndex,
     WireError,
 };
 
@@ -58,9 +58,9 @@ impl Body {
         }
     }
 
-    fn block_request(&mut self, rules: BodyRules) -> Result<BlockRequest, WireError> {
-        let index = self.index(rules)?;
-        let begin = BlockOffset(self.u32()?);
+    fn block(&mut self, rules: BodyRules) -> Result<Block, WireError> {
+        let piece = self.index(rules)?;
+        let offset = BlockOffset(self.u32()?);
         let len_bytes = self.u32()?;
         if len_bytes > rules.max_request_len_bytes {
             return Err(WireError::RequestTooLarge {
@@ -68,9 +68,9 @@ impl Body {
                 max_bytes: rules.max_request_len_bytes,
             });
         }
-        Ok(BlockRequest {
-            index,
-            begin,
+        Ok(Block {
+            piece,
+            offset,
             len_bytes,
         })
     }
@@ -105,9 +105,9 @@ pub(super) fn parse_body(
         MessageId::AllowedFast => Message::AllowedFast {
             index: b.index(rules)?,
         },
-        MessageId::Request => Message::Request(b.block_request(rules)?),
-        MessageId::Cancel => Message::Cancel(b.block_request(rules)?),
-        MessageId::Reject => Message::Reject(b.block_request(rules)?),
+        MessageId::Request => Message::Request(b.block(rules)?),
+        MessageId::Cancel => Message::Cancel(b.block(rules)?),
+        MessageId::Reject => Message::Reject(b.block(rules)?),
         MessageId::Port => Message::Port { port: b.u16()? },
         MessageId::Bitfield => {
             check_spare_bits(&b.bytes, rules.piece_count)?;

@@ -3,8 +3,7 @@
 use bytes::{Buf, BytesMut};
 
 use super::body::{parse_body, BodyRules};
-use super::stream::PieceHeader;
-use super::{Handshake, Message, MessageId, WireError, BLOCK_LEN_BYTES};
+use super::{Block, Handshake, Message, MessageId, WireError, BLOCK_LEN_BYTES};
 
 /// Default frame limit in bytes: 128 KiB. Comfortably above a 16 KiB block
 /// plus its 9-byte header and a BEP 9 metadata piece (16 KiB plus a small
@@ -59,7 +58,7 @@ pub struct Decoder {
     extended: bool,
     /// Streaming ([`Decoder::decode_from`]): inside a `piece` payload, its
     /// header and the payload bytes still to come.
-    pub(super) piece: Option<(PieceHeader, u32)>,
+    pub(super) piece: Option<(Block, u32)>,
 }
 
 impl Decoder {

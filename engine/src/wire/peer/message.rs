@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{BlockOffset, ExtendedHandshake, PieceIndex, WireError};
+use super::{Block, BlockOffset, ExtendedHandshake, PieceIndex, WireError};
 
 /// Message id byte (BEP 3 §peer messages, BEP 6, BEP 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,18 +76,6 @@ impl MessageId {
     }
 }
 
-/// A block: `len_bytes` bytes at `begin` in piece `index` (BEP 3 `request`,
-/// `cancel`; BEP 6 `reject request`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BlockRequest {
-    /// Piece holding the block.
-    pub index: PieceIndex,
-    /// Offset of the block within the piece, in bytes.
-    pub begin: BlockOffset,
-    /// Block length in bytes: at most 16 KiB, or the p2pe negotiated maximum.
-    pub len_bytes: u32,
-}
-
 /// Payload of a BEP 10 `extended` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExtendedMessage {
@@ -123,8 +111,8 @@ pub enum Message {
     /// BEP 3 `bitfield`: `ceil(piece_count / 8)` bytes, piece 0 in the high
     /// bit of byte 0, spare bits zero.
     Bitfield(Bytes),
-    /// BEP 3 `request`.
-    Request(BlockRequest),
+    /// BEP 3 `request`: `len_bytes` at most 16 KiB, or the p2pe negotiated maximum.
+    Request(Block),
     /// BEP 3 `piece`: block `data` at `begin` in piece `index`.
     Piece {
         /// The piece.
@@ -135,7 +123,7 @@ pub enum Message {
         data: Bytes,
     },
     /// BEP 3 `cancel`.
-    Cancel(BlockRequest),
+    Cancel(Block),
     /// BEP 5 `port`: the sender's DHT port.
     Port {
         /// UDP port.
@@ -151,7 +139,7 @@ pub enum Message {
     /// BEP 6 `have none`.
     HaveNone,
     /// BEP 6 `reject request`.
-    Reject(BlockRequest),
+    Reject(Block),
     /// BEP 6 `allowed fast`.
     AllowedFast {
         /// Piece the receiver may request while choked.
@@ -161,27 +149,24 @@ pub enum Message {
     Extended(ExtendedMessage),
 }
 
-/// The 13-byte header of a `piece` message carrying `len_bytes` of block
-/// data: length prefix, id 7, `index`, `begin` (BEP 3). The send path
-/// writes it followed by the block straight from storage, in one gathered
-/// send.
+/// The 13-byte header of a `piece` message carrying `block` (its
+/// `len_bytes` of data follow): length prefix, id 7, `index`, `begin`
+/// (BEP 3). The send path writes it followed by the block straight from
+/// storage, in one gathered send.
 ///
 /// # Errors
 ///
 /// [`WireError::PayloadTooLong`] if `len_bytes + 9` overflows `u32`.
-pub fn piece_header(
-    index: PieceIndex,
-    begin: BlockOffset,
-    len_bytes: u32,
-) -> Result<[u8; 13], WireError> {
+pub fn piece_header(block: &Block) -> Result<[u8; 13], WireError> {
+    let len_bytes = block.len_bytes;
     let frame_len = len_bytes.checked_add(9).ok_or(WireError::PayloadTooLong {
         len_bytes: len_bytes as usize,
     })?;
     let mut h = [0u8; 13];
     h[0..4].copy_from_slice(&frame_len.to_be_bytes());
     h[4] = MessageId::Piece as u8;
-    h[5..9].copy_from_slice(&index.0.to_be_bytes());
-    h[9..13].copy_from_slice(&begin.0.to_be_bytes());
+    h[5..9].copy_from_slice(&block.piece.0.to_be_bytes());
+    h[9..13].copy_from_slice(&block.offset.0.to_be_bytes());
     Ok(h)
 }
 
@@ -216,7 +201,12 @@ impl Message {
                 let len = u32::try_from(data.len()).map_err(|_| WireError::PayloadTooLong {
                     len_bytes: data.len(),
                 })?;
-                out.extend_from_slice(&piece_header(*index, *begin, len)?);
+                let block = Block {
+                    piece: *index,
+                    offset: *begin,
+                    len_bytes: len,
+                };
+                out.extend_from_slice(&piece_header(&block)?);
                 out.extend_from_slice(data);
             }
             Self::Port { port } => {
@@ -288,12 +278,12 @@ fn with_index(out: &mut Vec<u8>, id: MessageId, index: PieceIndex) {
     out.extend_from_slice(&index.0.to_be_bytes());
 }
 
-fn block(out: &mut Vec<u8>, id: MessageId, r: &BlockRequest) {
+fn block(out: &mut Vec<u8>, id: MessageId, b: &Block) {
     out.extend_from_slice(&13u32.to_be_bytes());
     out.push(id as u8);
-    out.extend_from_slice(&r.index.0.to_be_bytes());
-    out.extend_from_slice(&r.begin.0.to_be_bytes());
-    out.extend_from_slice(&r.len_bytes.to_be_bytes());
+    out.extend_from_slice(&b.piece.0.to_be_bytes());
+    out.extend_from_slice(&b.offset.0.to_be_bytes());
+    out.extend_from_slice(&b.len_bytes.to_be_bytes());
 }
 
 fn extended(out: &mut Vec<u8>, ext_id: u8, payload: &[u8]) -> Result<(), WireError> {
@@ -310,13 +300,23 @@ mod tests {
 
     #[test]
     fn piece_header_layout() {
-        let h = piece_header(PieceIndex(1), BlockOffset(0x4000), 0x4000).unwrap();
+        let h = piece_header(&Block {
+            piece: PieceIndex(1),
+            offset: BlockOffset(0x4000),
+            len_bytes: 0x4000,
+        })
+        .unwrap();
         assert_eq!(h, [0, 0, 0x40, 9, 7, 0, 0, 0, 1, 0, 0, 0x40, 0]);
     }
 
     #[test]
     fn piece_header_overflow_is_err() {
-        let e = piece_header(PieceIndex(0), BlockOffset(0), u32::MAX).unwrap_err();
+        let e = piece_header(&Block {
+            piece: PieceIndex(0),
+            offset: BlockOffset(0),
+            len_bytes: u32::MAX,
+        })
+        .unwrap_err();
         assert!(matches!(e, WireError::PayloadTooLong { .. }));
     }
 

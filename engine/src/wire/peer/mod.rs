@@ -65,7 +65,7 @@ pub use extended::{
     P2PE_EXTENSION_NAME,
 };
 pub use handshake::{Handshake, HandshakeDecoder};
-pub use message::{piece_header, BlockRequest, ExtendedMessage, Message, MessageId};
-pub use stream::{Decoded, PieceHeader};
+pub use message::{piece_header, ExtendedMessage, Message, MessageId};
+pub use stream::Decoded;
 
-pub use crate::base::{BlockOffset, PieceIndex, BLOCK_LEN_BYTES};
+pub use crate::base::{Block, BlockOffset, PieceIndex, BLOCK_LEN_BYTES};

@@ -13,38 +13,29 @@ use std::borrow::Cow;
 use bytes::Buf;
 
 use super::decoder::{Decoder, PIECE_HEADER_LEN_BYTES};
-use super::{BlockOffset, Message, MessageId, PieceIndex, WireError};
+use super::{Block, BlockOffset, Message, MessageId, PieceIndex, WireError};
 
 /// Bytes of a `piece` message before its payload: length prefix, id, index,
 /// begin (BEP 3).
 const PIECE_PREFIX_LEN_BYTES: usize = 4 + PIECE_HEADER_LEN_BYTES as usize;
-
-/// The header of a `piece` message whose payload is being streamed (BEP 3):
-/// validated against the decoder's limits (index below the piece count,
-/// `len_bytes` at most the maximum request length).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PieceHeader {
-    /// Piece holding the block.
-    pub index: PieceIndex,
-    /// Offset of the block in the piece, bytes.
-    pub begin: BlockOffset,
-    /// Payload length in bytes.
-    pub len_bytes: u32,
-}
 
 /// One step of [`Decoder::decode_from`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded<'a> {
     /// A complete message other than `piece`.
     Message(Message),
-    /// A `piece` message begins; exactly `len_bytes` of payload follow as
-    /// [`Decoded::PiecePayload`] chunks, then [`Decoded::PieceEnd`].
-    PieceStart(PieceHeader),
+    /// A `piece` message begins, carrying this block (its header: BEP 3
+    /// `index`, `begin`, and the payload length as `len_bytes`), validated
+    /// against the decoder's limits: the piece below the piece count,
+    /// `len_bytes` at most the maximum request length. Exactly `len_bytes` of
+    /// payload follow as [`Decoded::PiecePayload`] chunks, then
+    /// [`Decoded::PieceEnd`].
+    PieceStart(Block),
     /// The next bytes of the current `piece` payload, in order: a slice of the
     /// caller's input (owned only for bytes buffered by [`Decoder::extend`]).
     PiecePayload(Cow<'a, [u8]>),
     /// The current `piece` payload is complete.
-    PieceEnd(PieceHeader),
+    PieceEnd(Block),
 }
 
 impl Decoder {
@@ -126,7 +117,7 @@ impl Decoder {
     /// Inside a `piece` payload: the next chunk, or its end.
     fn payload_step<'a>(
         &mut self,
-        header: PieceHeader,
+        header: Block,
         left: u32,
         input: &mut &'a [u8],
     ) -> Option<Decoded<'a>> {
@@ -178,9 +169,9 @@ impl Decoder {
             });
         }
         self.buf.advance(PIECE_PREFIX_LEN_BYTES);
-        let header = PieceHeader {
-            index: PieceIndex(index),
-            begin: BlockOffset(begin),
+        let header = Block {
+            piece: PieceIndex(index),
+            offset: BlockOffset(begin),
             // `check_header` made sure `len >= 9`.
             len_bytes: len.saturating_sub(PIECE_HEADER_LEN_BYTES),
         };
@@ -224,9 +215,9 @@ mod tests {
         let mut dec = Decoder::new(DecoderLimits::new(4));
         let frame = piece_frame(3, 16, &[7u8; 100]);
         let mut input = &frame[..];
-        let h = PieceHeader {
-            index: PieceIndex(3),
-            begin: BlockOffset(16),
+        let h = Block {
+            piece: PieceIndex(3),
+            offset: BlockOffset(16),
             len_bytes: 100,
         };
         assert_eq!(

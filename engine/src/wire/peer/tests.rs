@@ -18,10 +18,10 @@ fn index() -> impl Strategy<Value = PieceIndex> {
     (0..PIECE_COUNT).prop_map(PieceIndex)
 }
 
-fn block_request() -> impl Strategy<Value = BlockRequest> {
-    (index(), any::<u32>(), 0..=MAX_REQUEST).prop_map(|(index, begin, len_bytes)| BlockRequest {
-        index,
-        begin: BlockOffset(begin),
+fn block() -> impl Strategy<Value = Block> {
+    (index(), any::<u32>(), 0..=MAX_REQUEST).prop_map(|(piece, begin, len_bytes)| Block {
+        piece,
+        offset: BlockOffset(begin),
         len_bytes,
     })
 }
@@ -83,9 +83,9 @@ fn message() -> impl Strategy<Value = Message> {
         index().prop_map(|index| Message::Suggest { index }),
         index().prop_map(|index| Message::AllowedFast { index }),
         bitfield().prop_map(Message::Bitfield),
-        block_request().prop_map(Message::Request),
-        block_request().prop_map(Message::Cancel),
-        block_request().prop_map(Message::Reject),
+        block().prop_map(Message::Request),
+        block().prop_map(Message::Cancel),
+        block().prop_map(Message::Reject),
         (index(), any::<u32>(), vec(any::<u8>(), 0..2048)).prop_map(|(index, begin, data)| {
             Message::Piece {
                 index,
@@ -149,8 +149,8 @@ fn stream_chunked(
                 Decoded::PieceEnd(h) => {
                     assert_eq!(payload.len(), h.len_bytes as usize);
                     out.push(Message::Piece {
-                        index: h.index,
-                        begin: h.begin,
+                        index: h.piece,
+                        begin: h.offset,
                         data: Bytes::from(std::mem::take(&mut payload)),
                     });
                 }
@@ -255,7 +255,8 @@ proptest! {
         let msg = Message::Piece { index: PieceIndex(index), begin: BlockOffset(begin), data: Bytes::from(data.clone()) };
         let mut out = Vec::new();
         msg.encode(&mut out).unwrap();
-        let header = piece_header(PieceIndex(index), BlockOffset(begin), data.len() as u32).unwrap();
+        let block = Block { piece: PieceIndex(index), offset: BlockOffset(begin), len_bytes: data.len() as u32 };
+        let header = piece_header(&block).unwrap();
         prop_assert_eq!(&out[..13], &header[..]);
         prop_assert_eq!(&out[13..], &data[..]);
     }
