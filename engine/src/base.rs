@@ -47,10 +47,12 @@ mod atomic_bitfield;
 mod file_spec;
 mod ids;
 mod piece_hash;
+mod time;
 
 pub use atomic_bitfield::AtomicBitfield;
 pub use file_spec::FileSpec;
 pub use ids::{InfoHash, PeerId};
+pub use time::Time;
 
 pub use piece_hash::{
     PieceDigest, PieceHashKind, PieceHasher, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES,

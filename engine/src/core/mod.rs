@@ -61,7 +61,10 @@ pub mod rack;
 pub mod rate_limit;
 mod request_queue;
 pub mod slots;
-pub mod time;
+/// The sans-IO instant: [`crate::base::Time`], one type for every layer, also found here.
+pub mod time {
+    pub use crate::base::Time;
+}
 mod torrent;
 pub mod upload_history;
 pub mod web_seed;

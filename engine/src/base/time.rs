@@ -1,4 +1,5 @@
-//! Time as the sans-IO core sees it: an opaque monotonic instant passed in by the driver.
+//! Time as the sans-IO layers see it (core, the simulator): an opaque monotonic instant
+//! passed in by the driver.
 //!
 //! The core never reads a clock. The driver (the io_uring node, the simulator, a unit
 //! test) chooses an epoch and passes [`Time`] values measured from it; the simulator
