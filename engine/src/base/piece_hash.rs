@@ -71,6 +71,15 @@ impl PieceDigest {
         }
     }
 
+    /// The first 8 bytes of the digest as a little-endian `u64`: the word the
+    /// resume record (`store::resume`) keeps for a piece of a BLAKE3 torrent
+    /// instead of a separate xxh3-64 (BLAKE3 is already computed on arrival).
+    pub fn prefix_u64(&self) -> u64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.as_bytes()[..8]);
+        u64::from_le_bytes(word)
+    }
+
     /// The function this digest was made with.
     pub fn kind(&self) -> PieceHashKind {
         match self {

@@ -1,5 +1,6 @@
-//! Hashing on arrival: a piece's digest, and the xxh3-64 of its resume-record
-//! entry, computed from the bytes as [`Storage::write_block`] writes them,
+//! Hashing on arrival: a piece's digest, and the word of its resume-record
+//! entry (xxh3-64 for a SHA-1 torrent; for a BLAKE3 torrent the digest's
+//! first 8 bytes, so no second hash runs on the hot path), computed from the bytes as [`Storage::write_block`] writes them,
 //! while they are hot in the caller's receive buffer, instead of reading the
 //! piece back from the page cache when it is verified.
 //!
@@ -44,7 +45,9 @@ pub(crate) enum Part<'a> {
 /// The hash state of one piece being written in order.
 struct Arrival {
     digest: PieceHasher,
-    xxh3: Box<Xxh3>,
+    /// The resume-record hash of a SHA-1 torrent; `None` for BLAKE3, whose
+    /// record word is the digest's prefix ([`PieceDigest::prefix_u64`]).
+    xxh3: Option<Box<Xxh3>>,
     next_offset_bytes: u32,
 }
 
@@ -113,7 +116,7 @@ impl Arrivals {
             }
             *slot = Some(Box::new(Arrival {
                 digest: PieceHasher::new(self.kind),
-                xxh3: Box::new(Xxh3::new()),
+                xxh3: (self.kind == PieceHashKind::Sha1).then(|| Box::new(Xxh3::new())),
                 next_offset_bytes: 0,
             }));
         }
@@ -124,17 +127,21 @@ impl Arrivals {
             match *part {
                 Part::Bytes(bytes) => {
                     a.digest.update(bytes);
-                    a.xxh3.update(bytes);
+                    if let Some(x) = a.xxh3.as_mut() {
+                        x.update(bytes);
+                    }
                     // A block is at most a piece (a u32) long.
                     a.next_offset_bytes = a.next_offset_bytes.saturating_add(bytes.len() as u32);
                 }
                 Part::Zeros(len) => {
                     a.digest.update_zeros(u64::from(len));
-                    let mut left = len as usize;
-                    while left > 0 {
-                        let n = left.min(ZEROS.len());
-                        a.xxh3.update(&ZEROS[..n]);
-                        left -= n;
+                    if let Some(x) = a.xxh3.as_mut() {
+                        let mut left = len as usize;
+                        while left > 0 {
+                            let n = left.min(ZEROS.len());
+                            x.update(&ZEROS[..n]);
+                            left -= n;
+                        }
                     }
                     a.next_offset_bytes = a.next_offset_bytes.saturating_add(len);
                 }
@@ -152,7 +159,8 @@ impl Arrivals {
     }
 
     /// Takes `piece`'s state (the caller holds the claim and verifies it
-    /// now); its digest and xxh3-64 if it covers all `piece_len_bytes`.
+    /// now); its digest and record word (xxh3-64, or the BLAKE3 digest's
+    /// prefix) if it covers all `piece_len_bytes`.
     pub(crate) fn take_complete(
         &self,
         piece: u32,
@@ -160,7 +168,17 @@ impl Arrivals {
     ) -> Option<(PieceDigest, u64)> {
         let a = self.slot(piece)?.take()?;
         self.live.fetch_sub(1, Ordering::AcqRel);
-        (a.next_offset_bytes == piece_len_bytes).then(|| (a.digest.finalize(), a.xxh3.digest()))
+        let Arrival {
+            digest,
+            xxh3,
+            next_offset_bytes,
+        } = *a;
+        if next_offset_bytes != piece_len_bytes {
+            return None;
+        }
+        let digest = digest.finalize();
+        let word = xxh3.map_or_else(|| digest.prefix_u64(), |x| x.digest());
+        Some((digest, word))
     }
 
     /// States held now (at most [`MAX_LIVE`]).

@@ -1,5 +1,6 @@
 //! Verification: piece hash (SHA-1 or BLAKE3, [`crate::base::PieceHashes`])
-//! and xxh3 of pieces, on arrival (`store::arrival`) or read from the
+//! and the resume-record word of pieces (xxh3-64 for SHA-1 torrents, the
+//! BLAKE3 digest's first 8 bytes for BLAKE3 torrents), on arrival (`store::arrival`) or read from the
 //! mappings; the check of existing data at open; detection of files changed
 //! behind our back.
 
@@ -9,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::base::{PieceDigest, PieceHasher};
+use crate::base::{PieceDigest, PieceHashKind, PieceHasher};
 
 use super::error::StoreError;
 use super::storage::{OpenMode, RecordStatus, ResumeReport, ServeCheck, Storage};
@@ -50,8 +51,13 @@ enum FileState {
 }
 
 impl Storage {
-    /// The piece hash (when `want_digest`; SHA-1 or BLAKE3, as the layout
-    /// holds) and xxh3-64 of piece `piece`, in one pass over the mapping.
+    /// The piece hash (SHA-1 or BLAKE3, as the layout holds) and the
+    /// resume-record word of piece `piece`, in one pass over the mapping.
+    /// For a SHA-1 torrent the word is the xxh3-64 of the bytes and the
+    /// SHA-1 is computed only when `want_digest`; for a BLAKE3 torrent the
+    /// digest is always computed and the word is its prefix
+    /// ([`PieceDigest::prefix_u64`]): BLAKE3 is fast enough that a second
+    /// hash would cost more than it saves.
     ///
     /// # Safety
     /// The caller holds the piece's claim or the piece is verified (no writer).
@@ -60,8 +66,9 @@ impl Storage {
         piece: u32,
         want_digest: bool,
     ) -> Result<(Option<PieceDigest>, u64), StoreError> {
-        let mut digest = want_digest.then(|| self.layout.piece_hashes().hasher());
-        let mut xxh3 = Xxh3::new();
+        let blake3 = self.layout.piece_hashes().kind() == PieceHashKind::Blake3;
+        let mut digest = (want_digest || blake3).then(|| self.layout.piece_hashes().hasher());
+        let mut xxh3 = (!blake3).then(Xxh3::new);
         for seg in self.layout.piece_segments(piece)? {
             // SAFETY: forwarded from this function's contract.
             let bytes = unsafe { self.segment_slice(&seg)? };
@@ -69,10 +76,18 @@ impl Storage {
                 if let Some(h) = digest.as_mut() {
                     h.update(chunk);
                 }
-                xxh3.update(chunk);
+                if let Some(x) = xxh3.as_mut() {
+                    x.update(chunk);
+                }
             }
         }
-        Ok((digest.map(PieceHasher::finalize), xxh3.digest()))
+        let digest = digest.map(PieceHasher::finalize);
+        let word = match (&xxh3, &digest) {
+            (Some(x), _) => x.digest(),
+            (None, Some(d)) => d.prefix_u64(),
+            (None, None) => 0,
+        };
+        Ok((digest, word))
     }
 
     /// Whether every byte of piece `piece` is zero.
@@ -245,9 +260,16 @@ impl Storage {
         let _claim = self.claim(piece)?;
         if let Some(recorded) = record {
             // SAFETY: we hold the claim.
-            let (_, xxh3) = unsafe { self.hash_piece(piece, false)? };
-            if xxh3 == recorded {
-                self.set_verified(piece, xxh3, false);
+            let (digest, word) = unsafe { self.hash_piece(piece, false)? };
+            // A BLAKE3 torrent's pass computed the piece hash itself: check
+            // that, a full verification at BLAKE3's speed (a record written
+            // by an older p2pe, with xxh3 words, is then still usable).
+            let fast = match digest {
+                Some(d) => d == expected,
+                None => word == recorded,
+            };
+            if fast {
+                self.set_verified(piece, word, false);
                 return Ok(Initial::Fast);
             }
         }

@@ -1,5 +1,9 @@
-//! The resume record: which pieces were verified, each with the xxh3-64 of its
-//! bytes, so a restart re-checks a multi-GB copy at memory speed.
+//! The resume record: which pieces were verified, each with a 64-bit word of
+//! its bytes, so a restart re-checks a multi-GB copy at memory speed. For a
+//! SHA-1 torrent the word is the xxh3-64 of the piece; for a torrent with
+//! BLAKE3 piece hashes it is the first 8 bytes of the piece's BLAKE3 (the
+//! restart check then recomputes BLAKE3 and compares it with the torrent's,
+//! a full verification, and no second hash runs while downloading).
 //!
 //! Format (version 1, all integers little-endian):
 //!
@@ -11,7 +15,7 @@
 //! total_len  8  u64 total length in bytes
 //! pieces     4  u32 piece count
 //! entries    4  u32 n
-//! n × 12        (u32 piece index, u64 xxh3-64 of the piece bytes)
+//! n × 12        (u32 piece index, u64 word: xxh3-64 or BLAKE3 prefix, see above)
 //! check      8  u64 xxh3-64 of every byte above
 //! ```
 //!

@@ -59,7 +59,9 @@ pub enum RecordStatus {
 /// counted in exactly one of the four counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResumeReport {
-    /// Pieces whose bytes matched the resume record's xxh3 (no piece hash needed).
+    /// Pieces in the resume record whose bytes still match: the record's xxh3
+    /// for a SHA-1 torrent (no SHA-1 needed), the piece's BLAKE3 itself for a
+    /// BLAKE3 torrent (see `store::resume`).
     pub fast_verified: u32,
     /// Pieces verified by their piece hash, SHA-1 or BLAKE3 (see
     /// [`crate::base::PieceHashes`]): not in the record, or the record disagreed.

@@ -48,6 +48,38 @@ fn in_order_pieces_verify_on_arrival_with_sha1_and_blake3() {
     }
 }
 
+/// A BLAKE3 torrent's record holds the digests' prefixes (no xxh3 on the hot
+/// path); its reopen checks the pieces with BLAKE3, so a byte changed behind
+/// our back is caught though the record still lists the piece.
+#[test]
+fn blake3_record_reopen_checks_with_blake3_and_catches_a_changed_byte() {
+    let fx = multi();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _) = open_blake3(&fx, dir.path());
+        for p in 0..fx.piece_count() {
+            fx.write_piece(&s, p, 4096);
+            assert!(s.verify_piece(p).unwrap());
+        }
+        s.flush_resume().unwrap();
+    }
+    let record = std::fs::read(dir.path().join(crate::store::path::record_name(&HASH_A))).unwrap();
+    let prefix = blake3::hash(fx.piece(0)).as_bytes()[..8].to_vec();
+    assert!(
+        record.windows(8).any(|w| w == prefix.as_slice()),
+        "the record carries piece 0's BLAKE3 prefix"
+    );
+    // Corrupt byte 12298 (piece 3; f4 starts at 8500) behind our back.
+    let f4 = dir.path().join("dir/f4");
+    let mut bytes = std::fs::read(&f4).unwrap();
+    bytes[12298 - 8500] ^= 1;
+    std::fs::write(&f4, bytes).unwrap();
+    let (s, report) = open_blake3(&fx, dir.path());
+    assert_eq!(report.fast_verified, fx.piece_count() - 1, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert!(!s.is_verified(3));
+}
+
 #[test]
 fn out_of_order_pieces_are_read_back_once() {
     let fx = multi();
