@@ -104,6 +104,10 @@ pub struct Config {
     pub window: bool,
     /// K of `iperf3 -P K`: the get's workers.
     pub iperf_streams: usize,
+    /// Make the torrent with SHA-1 `pieces` only (`p2pe create --no-blake3`),
+    /// as another tool would: p2pe then verifies with SHA-1 (issue 12's
+    /// "≤ 0.9 CPU-s/GiB with a SHA-1-only torrent").
+    pub sha1_only: bool,
 }
 
 /// The served file and its torrent.
@@ -125,6 +129,9 @@ pub struct Outcome {
     pub headline: Option<Headline>,
     /// The transfer-window medians (`None` if not run).
     pub window: Option<Summary>,
+    /// The torrent's piece hashes: `"blake3+sha1"` (`p2pe create`'s
+    /// default) or `"sha1"` ([`Config::sha1_only`]).
+    pub piece_hashes: &'static str,
 }
 
 /// Runs the benchmark, calling `on_line` with a progress line after each
@@ -228,6 +235,11 @@ pub fn run(config: &Config, on_line: &mut dyn FnMut(&str)) -> Result<Outcome, Li
         machine: host::Machine::detect(),
         headline,
         window: config.window.then(|| Summary::of(config, window_reps)),
+        piece_hashes: if config.sha1_only {
+            "sha1"
+        } else {
+            "blake3+sha1"
+        },
     })
 }
 
@@ -251,9 +263,11 @@ fn prepare(config: &Config) -> Result<Payload, LinerateError> {
     std::fs::create_dir_all(&data_dir).map_err(io_err("create the data directory"))?;
     let data = data_dir.join(format!("linerate-{}.bin", config.size_bytes));
     let fresh = std::fs::metadata(&data).map_or(true, |m| m.len() != config.size_bytes);
-    let torrent = config
-        .work_dir
-        .join(format!("linerate-{}.torrent", config.size_bytes));
+    let torrent = config.work_dir.join(format!(
+        "linerate-{}{}.torrent",
+        config.size_bytes,
+        if config.sha1_only { "-sha1" } else { "" }
+    ));
     if fresh {
         eprintln!(
             "p2pe bench linerate: writing {} bytes to {}",
@@ -269,6 +283,7 @@ fn prepare(config: &Config) -> Result<Payload, LinerateError> {
             .arg("-o")
             .arg(&torrent)
             .arg("--force")
+            .args(config.sha1_only.then_some("--no-blake3"))
             .stdin(Stdio::null())
             .output()
             .map_err(io_err("run p2pe create"))?;

@@ -38,7 +38,8 @@ Medians of --reps; appends to --record with machine, kernel, commit and filesyst
 Examples:
   p2pe bench linerate --dir /dev/shm --dir /var/tmp     # 2 GiB, tmpfs and disk, 3 reps
   p2pe bench linerate --no-whole --leechers 8 --size 1GiB
-  p2pe bench linerate --no-window --clients p2pe,rqbit --size 4GiB --reps 1")]
+  p2pe bench linerate --no-window --clients p2pe,rqbit --size 4GiB --reps 1
+  p2pe bench linerate --no-blake3 --dir /dev/shm     # a SHA-1-only torrent, as other tools make")]
 pub(super) struct LinerateArgs {
     /// File size: bytes, or with a suffix (2GiB, 512MiB).
     #[arg(long, default_value = "2GiB", value_parser = |s: &str| parse_size_bytes(s).map_err(|e| e.to_string()))]
@@ -83,6 +84,11 @@ pub(super) struct LinerateArgs {
     /// Skip the transfer-window measurement (the second table).
     #[arg(long)]
     no_window: bool,
+    /// Make the torrent with SHA-1 `pieces` only (`p2pe create --no-blake3`),
+    /// as another tool would, so every client verifies with SHA-1; the
+    /// record's commit column says "SHA-1 only".
+    #[arg(long)]
+    no_blake3: bool,
 }
 
 /// Runs `p2pe bench linerate`.
@@ -133,6 +139,7 @@ pub(super) fn run(a: LinerateArgs) -> anyhow::Result<()> {
         whole: !a.no_whole,
         window: !a.no_window,
         iperf_streams: p2pe::node::default_workers(),
+        sha1_only: a.no_blake3,
     };
     let json = a.json;
     let outcome = match node_linerate::run(&config, &mut |line| {
@@ -143,7 +150,10 @@ pub(super) fn run(a: LinerateArgs) -> anyhow::Result<()> {
         Err(LinerateError::Interrupted) => bail!("interrupted; children killed"),
         other => other?,
     };
-    let (when, commit, load) = (utc_now(), git_commit(), load_avg());
+    let (when, mut commit, load) = (utc_now(), git_commit(), load_avg());
+    if a.no_blake3 {
+        commit.push_str(", SHA-1 only");
+    }
     print_outcome(&outcome, json, &when, &commit, &load)?;
     if !a.no_record {
         record(&a.record, &outcome, &when, &commit, &load)
