@@ -1,7 +1,7 @@
 //! Multi-node tests on the in-test pump: bans, endgame, random swarms (property test)
 //! and the distinct-piece seeder policy.
-// Two tests print how long the pump took: a measurement of the test, not core input.
-#![allow(clippy::disallowed_methods)]
+// Sweeps and scale runs that only print live in `p2pe sim` (same core, every
+// knob a flag), not here: a test here asserts.
 
 use super::tests::{caps, config, partial, Pump, LIMIT};
 use super::*;
@@ -109,16 +109,6 @@ proptest! {
 /// Origin + `leechers` full mesh, whole-piece requests, uplinks of equal rate; returns
 /// (origin piece uploads / piece count, completion time / lower bound).
 fn distinct_run(policy: SeederPolicy, leechers: usize, pieces: u32, seed: u64) -> (f64, f64) {
-    distinct_run_with(policy, leechers, pieces, seed, |_| {})
-}
-
-fn distinct_run_with(
-    policy: SeederPolicy,
-    leechers: usize,
-    pieces: u32,
-    seed: u64,
-    tweak: impl Fn(&mut TorrentConfig),
-) -> (f64, f64) {
     let piece_len = 4 * BLOCK;
     let mut c = TorrentConfig::new(u64::from(pieces) * u64::from(piece_len), piece_len);
     c.choker = ChokerConfig::datacenter();
@@ -126,7 +116,6 @@ fn distinct_run_with(
     // As for 4 MiB pieces (the 256 KiB floor of the defaults would be 4 pieces here).
     c.pipeline_bytes = u64::from(piece_len);
     c.upload_in_flight_bytes = u64::from(piece_len);
-    tweak(&mut c);
     let mut ts = vec![Torrent::new(c.clone(), Bitfield::full(pieces), seed)];
     ts.extend(
         (0..leechers).map(|i| Torrent::new(c.clone(), Bitfield::new(pieces), seed + 1 + i as u64)),
@@ -200,125 +189,5 @@ fn distinct_first_origin_uploads_about_one_copy() {
     assert!(
         distinct < 1.5,
         "distinct-first origin uploaded {distinct} copies"
-    );
-}
-
-/// Knob sweep for the distinct-first policy (run with `--ignored --nocapture`).
-#[test]
-#[ignore]
-fn tune_distinct_first() {
-    let piece = u64::from(4 * BLOCK);
-    type Tweak = Box<dyn Fn(&mut TorrentConfig)>;
-    let variants: Vec<(&str, Tweak)> = vec![
-        ("default", Box::new(|_| {})),
-        ("slots 12", Box::new(|c| c.choker.unchoke_slots = 12)),
-        ("slots 4", Box::new(|c| c.choker.unchoke_slots = 4)),
-        ("endgame off", Box::new(|c| c.endgame_max_requesters = 1)),
-        (
-            "pipeline 2",
-            Box::new(move |c| c.pipeline_bytes = 2 * piece),
-        ),
-        (
-            "upload window 2",
-            Box::new(move |c| c.upload_in_flight_bytes = 2 * piece),
-        ),
-        ("random first 0", Box::new(|c| c.random_first_pieces = 0)),
-    ];
-    for (name, tweak) in &variants {
-        let mut copies = 0.0;
-        let mut time = 0.0;
-        for seed in 0..6 {
-            let (c, t) = distinct_run_with(SeederPolicy::DistinctFirst, 30, 600, seed, tweak);
-            copies += c / 6.0;
-            time += t / 6.0;
-        }
-        println!("TUNE {name:>16}: origin copies {copies:.3}, time {time:.3} x bound");
-    }
-}
-
-/// Scale smoke test of per-event costs (run with `--ignored --nocapture`): an origin and
-/// 100 leechers of 1250 whole pieces, each leecher linked to ~30 others.
-#[test]
-#[ignore]
-fn scale_smoke() {
-    for seed in 0..3 {
-        scale_run(seed);
-    }
-}
-
-fn scale_run(seed: u64) {
-    use rand::{RngExt, SeedableRng};
-    let (leechers, pieces, piece_len) = (100usize, 1250u32, 4 * BLOCK);
-    let mut c = TorrentConfig::new(u64::from(pieces) * u64::from(piece_len), piece_len);
-    c.choker = ChokerConfig::datacenter();
-    c.pipeline_bytes = u64::from(piece_len);
-    c.upload_in_flight_bytes = u64::from(piece_len);
-    let mut ts = vec![Torrent::new(c.clone(), Bitfield::full(pieces), seed)];
-    ts.extend(
-        (0..leechers)
-            .map(|i| Torrent::new(c.clone(), Bitfield::new(pieces), seed * 1000 + 1 + i as u64)),
-    );
-    let mut pump = Pump::new(ts);
-    pump.check = false;
-    pump.seed(seed);
-    pump.latency = Duration::from_micros(50);
-    pump.jitter = Duration::from_micros(20);
-    pump.uplink_bytes_per_s = Some(1e9);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut linked = std::collections::BTreeSet::new();
-    for a in 1..=leechers {
-        pump.connect(0, a, caps(true, piece_len));
-        while linked.iter().filter(|(x, y)| *x == a || *y == a).count() < 15 {
-            let b = rng.random_range(1..=leechers);
-            if b != a && linked.insert((a.min(b), a.max(b))) {
-                pump.connect(a, b, caps(true, piece_len));
-            }
-        }
-    }
-    let started = std::time::Instant::now();
-    assert!(pump.run_until(500_000_000, LIMIT, |p| p
-        .nodes
-        .iter()
-        .all(|n| n.is_complete())));
-    let f = f64::from(pieces) * f64::from(piece_len);
-    let n = leechers as f64;
-    let bound = (f / 1e9).max(n * f / (1e9 * (n + 1.0)));
-    println!(
-        "SCALE wall {:?}, swarm time {:.3} x bound, origin copies {:.3}",
-        started.elapsed(),
-        pump.now.as_secs_f64() / bound,
-        pump.nodes[0].stats().uploaded_bytes as f64 / f
-    );
-}
-
-/// Cost check for 16 KiB blocks of 4 MiB pieces (run with `--ignored --nocapture`).
-#[test]
-#[ignore]
-fn small_blocks_smoke() {
-    let piece_len = 4 << 20;
-    let pieces = 64;
-    let c = TorrentConfig::new(u64::from(pieces) * u64::from(piece_len), piece_len);
-    let ts = vec![
-        Torrent::new(c.clone(), Bitfield::full(pieces), 1),
-        Torrent::new(c.clone(), Bitfield::new(pieces), 2),
-        Torrent::new(c, Bitfield::new(pieces), 3),
-    ];
-    let mut pump = Pump::new(ts);
-    pump.check = false;
-    pump.latency = Duration::from_micros(100);
-    pump.uplink_bytes_per_s = Some(1e9);
-    pump.connect(0, 1, caps(true, BLOCK));
-    pump.connect(0, 2, caps(false, BLOCK));
-    pump.connect(1, 2, caps(true, BLOCK));
-    let started = std::time::Instant::now();
-    assert!(pump.run_until(50_000_000, LIMIT, |p| p
-        .nodes
-        .iter()
-        .all(|n| n.is_complete())));
-    println!(
-        "SMALL wall {:?} for {} blocks, swarm time {:?}",
-        started.elapsed(),
-        2 * pieces * (piece_len / BLOCK),
-        pump.now
     );
 }
