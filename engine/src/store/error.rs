@@ -51,7 +51,8 @@ pub enum StoreError {
         /// Length of this piece in bytes.
         piece_len_bytes: u32,
     },
-    /// Preallocation failed with ENOSPC: the file system cannot hold the torrent.
+    /// ENOSPC: preallocation failed, the file system has too little room for
+    /// a new file (tmpfs), or a write into a sparse file found it full.
     #[error("disk full: {path} needs {needed_bytes} more bytes")]
     DiskFull {
         /// The file (or resume record) that could not be allocated.
