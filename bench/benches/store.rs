@@ -4,12 +4,21 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use p2pe::base::PieceHashes;
+use p2pe::base::{Block, BlockOffset, PieceHashes, PieceIndex};
 use p2pe::store::{FileSpec, OpenMode, ServeCheck, Storage, StorageLayout};
 use sha1::{Digest, Sha1};
 
 const PIECE_BYTES: usize = 4 << 20;
 const BLOCK_BYTES: usize = 16 << 10;
+
+/// The block of `len_bytes` bytes at `offset` of piece `piece`.
+fn blk(piece: u32, offset: u32, len_bytes: u32) -> Block {
+    Block {
+        piece: PieceIndex(piece),
+        offset: BlockOffset(offset),
+        len_bytes,
+    }
+}
 
 /// A two-piece torrent: piece 0 written and verified, piece 1 left unverified.
 fn storage(dir: &std::path::Path) -> Storage {
@@ -35,13 +44,16 @@ fn storage(dir: &std::path::Path) -> Storage {
         StorageLayout::new(files, PIECE_BYTES as u32, PieceHashes::Sha1(hashes)).expect("layout");
     let (s, _) =
         Storage::open(dir, layout, p2pe::base::InfoHash([1; 20]), OpenMode::Create).expect("open");
-    s.write_block(0, 0, &data[..PIECE_BYTES]).expect("write");
-    assert!(s.verify_piece(0).expect("verify"));
+    s.write_block(PieceIndex(0), BlockOffset(0), &data[..PIECE_BYTES])
+        .expect("write");
+    assert!(s.verify_piece(PieceIndex(0)).expect("verify"));
     s
 }
 
 fn hashing(c: &mut Criterion, s: &Storage) {
-    let piece = s.block_slices(0, 0, PIECE_BYTES as u32).expect("slices");
+    let piece = s
+        .block_slices(blk(0, 0, PIECE_BYTES as u32))
+        .expect("slices");
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Bytes(PIECE_BYTES as u64));
     g.bench_function("sha1_piece/4MiB", |b| {
@@ -70,7 +82,7 @@ fn hashing(c: &mut Criterion, s: &Storage) {
     // Piece 1 holds zeros, not its content: every call hashes (SHA-1 + xxh3,
     // one pass) and fails, the full cost of `verify_piece`.
     g.bench_function("verify_piece/4MiB", |b| {
-        b.iter(|| black_box(s.verify_piece(1).expect("verify")))
+        b.iter(|| black_box(s.verify_piece(PieceIndex(1)).expect("verify")))
     });
     g.finish();
 }
@@ -85,14 +97,14 @@ fn blocks(c: &mut Criterion, s: &mut Storage) {
     g.bench_function("write_block/16KiB", |b| {
         b.iter(|| {
             i = (i + 1) % blocks_per_piece;
-            s.write_block(1, i * BLOCK_BYTES as u32, &block)
+            s.write_block(PieceIndex(1), BlockOffset(i * BLOCK_BYTES as u32), &block)
                 .expect("write")
         })
     });
     g.bench_function("read_block/16KiB", |b| {
         b.iter(|| {
             i = (i + 1) % blocks_per_piece;
-            s.read_block(0, i * BLOCK_BYTES as u32, &mut buf)
+            s.read_block(PieceIndex(0), BlockOffset(i * BLOCK_BYTES as u32), &mut buf)
                 .expect("read");
             black_box(&buf);
         })
@@ -101,7 +113,7 @@ fn blocks(c: &mut Criterion, s: &mut Storage) {
         b.iter(|| {
             i = (i + 1) % blocks_per_piece;
             black_box(
-                s.block_slices(0, i * BLOCK_BYTES as u32, BLOCK_BYTES as u32)
+                s.block_slices(blk(0, i * BLOCK_BYTES as u32, BLOCK_BYTES as u32))
                     .expect("slices"),
             );
         })
@@ -110,7 +122,7 @@ fn blocks(c: &mut Criterion, s: &mut Storage) {
     g.bench_function("read_block_periodic_check/16KiB", |b| {
         b.iter(|| {
             i = (i + 1) % blocks_per_piece;
-            s.read_block(0, i * BLOCK_BYTES as u32, &mut buf)
+            s.read_block(PieceIndex(0), BlockOffset(i * BLOCK_BYTES as u32), &mut buf)
                 .expect("read");
             black_box(&buf);
         })

@@ -5,7 +5,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use p2pe::wire::peer::{
-    piece_header, Block, BlockOffset, Decoder, DecoderLimits, Message, PieceIndex,
+    piece_header, Block, BlockOffset, Decoder, DecoderLimits, Message, PeerMessage, PieceIndex,
 };
 
 const PIECE_COUNT: u32 = 4096;
@@ -69,10 +69,10 @@ fn mixed_stream() -> (Vec<u8>, u64) {
                 begin: req.offset,
                 data: Bytes::from(vec![1; 1 << 14]),
             },
-            1..=9 => Message::Request(req),
-            10..=13 => Message::Have { index: req.piece },
-            14 => Message::Cancel(req),
-            _ => Message::KeepAlive,
+            1..=9 => PeerMessage::Request(req).into(),
+            10..=13 => PeerMessage::Have(req.piece).into(),
+            14 => PeerMessage::Cancel(req).into(),
+            _ => PeerMessage::KeepAlive.into(),
         };
         msg.encode(&mut out).expect("encode");
         count += 1;

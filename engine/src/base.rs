@@ -11,6 +11,20 @@ pub struct PieceIndex(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct BlockOffset(pub u32);
 
+impl std::fmt::Display for PieceIndex {
+    /// The index as a decimal number (`7`), as BEP 3 messages and logs name a piece.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for BlockOffset {
+    /// The offset in bytes as a decimal number.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A byte range of one piece: `len_bytes` bytes at `offset` in piece `piece`. What a BEP 3
 /// `request` and `cancel`, a BEP 6 `reject request` and the header of a BEP 3 `piece`
 /// message (`index`, `begin`, payload length) name; also the core's request unit.
@@ -44,14 +58,18 @@ impl Block {
 pub const BLOCK_LEN_BYTES: u32 = 16 * 1024;
 
 mod atomic_bitfield;
+mod bitfield;
 mod file_spec;
 mod ids;
+mod peer_message;
 mod piece_hash;
 mod time;
 
 pub use atomic_bitfield::AtomicBitfield;
+pub use bitfield::{Bitfield, BitfieldError};
 pub use file_spec::FileSpec;
 pub use ids::{InfoHash, PeerId};
+pub use peer_message::PeerMessage;
 pub use time::Time;
 
 pub use piece_hash::{

@@ -2,7 +2,8 @@
 //!
 //! Layout (see `STYLE.md`):
 //! - [`base`]: the protocol types every layer shares (piece index, block offset,
-//!   block, file spec, info-hash, peer id, block length, the sans-IO instant `Time`).
+//!   block, file spec, info-hash, peer id, block length, the sans-IO instant `Time`,
+//!   the bitfield, the peer-wire control messages).
 //! - [`wire`]: bencode, metainfo (BEP 3) and peer-wire (BEP 3/6/10) codecs; no I/O.
 //! - [`core`]: sans-IO swarm state machines: peer state, piece picker, choker,
 //!   torrent. No sockets, no clock, no threads, no randomness of their own.

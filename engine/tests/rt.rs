@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use p2pe::base::{InfoHash, PieceHashes};
+use p2pe::base::{Block, BlockOffset, InfoHash, PieceHashes, PieceIndex};
 use p2pe::rt::{self, ConnId, Ctx, Handler, RuntimeConfig, SendStrategy};
 use p2pe::store::{FileSpec, OpenMode, Storage, StorageLayout};
 use sha1::{Digest, Sha1};
@@ -165,10 +165,12 @@ impl Seeder {
             h.push(7);
             h.extend_from_slice(&0u32.to_be_bytes());
             h.extend_from_slice(&(self.next as u32).to_be_bytes());
-            let regions = self
-                .storage
-                .servable_regions(piece as u32, offset as u32, len as u32)
-                .unwrap();
+            let block = Block {
+                piece: PieceIndex(piece as u32),
+                offset: BlockOffset(offset as u32),
+                len_bytes: len as u32,
+            };
+            let regions = self.storage.servable_regions(block).unwrap();
             for (i, region) in regions.into_iter().enumerate() {
                 ctx.send_region(conn, if i == 0 { &h } else { &[] }, region);
             }

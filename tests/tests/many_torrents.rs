@@ -16,7 +16,7 @@ use p2pe::base::{InfoHash, PeerId};
 use p2pe::node::{storage_layout, Node, NodeConfig};
 use p2pe::store::{OpenMode, Storage};
 use p2pe::wire::metainfo::{Info, Layout, Metainfo, PieceHash};
-use p2pe::wire::peer::{Decoder, DecoderLimits, Handshake, Message};
+use p2pe::wire::peer::{Decoder, DecoderLimits, Handshake, Message, PeerMessage};
 use p2pe_tests::{data, p2pe_bin, tracker_seeders, Proc};
 
 const TORRENTS: usize = 50;
@@ -65,12 +65,8 @@ fn has_all(addr: SocketAddr, info_hash: InfoHash) -> Option<bool> {
     let end = Instant::now() + BOUND;
     while Instant::now() < end {
         match dec.next_message() {
-            Ok(Some(Message::HaveAll)) => return Some(true),
-            Ok(Some(Message::Bitfield(b))) => {
-                return Some(
-                    (0..pieces).all(|i| b.get(i / 8).is_some_and(|x| x & (0x80 >> (i % 8)) != 0)),
-                )
-            }
+            Ok(Some(Message::Control(PeerMessage::HaveAll))) => return Some(true),
+            Ok(Some(Message::Control(PeerMessage::Bitfield(b)))) => return Some(b.is_full()),
             Ok(Some(_)) => continue,
             Ok(None) => {}
             Err(_) => return Some(false),

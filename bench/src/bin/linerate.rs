@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use p2pe::base::{InfoHash, PieceDigest, PieceHashKind, PieceHashes};
+use p2pe::base::{
+    Block, BlockOffset, InfoHash, PieceDigest, PieceHashKind, PieceHashes, PieceIndex,
+};
 use p2pe::rt::{self, ConnId, Ctx, Handler, RuntimeConfig, SendStrategy};
 use p2pe::store::{FileSpec, OpenMode, ServeCheck, Storage, StorageLayout};
 
@@ -118,10 +120,12 @@ impl Seeder {
             h[4] = 7;
             h[5..9].copy_from_slice(&(piece as u32).to_be_bytes());
             h[9..13].copy_from_slice(&(offset as u32).to_be_bytes());
-            let Ok(regions) =
-                self.storage
-                    .servable_regions(piece as u32, offset as u32, len as u32)
-            else {
+            let block = Block {
+                piece: PieceIndex(piece as u32),
+                offset: BlockOffset(offset as u32),
+                len_bytes: len as u32,
+            };
+            let Ok(regions) = self.storage.servable_regions(block) else {
                 return;
             };
             for (i, region) in regions.into_iter().enumerate() {
@@ -183,7 +187,8 @@ fn run_strategy(
     let addr = server.local_addr().context("no listen address")?;
     let len_bytes = storage.layout().total_len_bytes();
     let blocks: u64 = (0..storage.piece_count())
-        .map(|p| u64::from(storage.layout().piece_len(p).unwrap_or(0)).div_ceil(args.block_bytes))
+        .map(|p| storage.layout().piece_len(PieceIndex(p)).unwrap_or(0))
+        .map(|len| u64::from(len).div_ceil(args.block_bytes))
         .sum();
     let wire_bytes = len_bytes + 13 * blocks;
     let cpu0 = cpu_seconds();

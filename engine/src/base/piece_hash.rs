@@ -11,6 +11,8 @@ use std::fmt;
 
 use sha1::{Digest, Sha1};
 
+use super::PieceIndex;
+
 /// Length of a SHA-1 digest in bytes: one BEP 3 piece hash, one info-hash.
 pub const SHA1_LEN_BYTES: usize = 20;
 
@@ -238,8 +240,8 @@ impl PieceHashes {
     }
 
     /// The expected digest of piece `piece`; `None` past the end.
-    pub fn get(&self, piece: u32) -> Option<PieceDigest> {
-        let i = usize::try_from(piece).ok()?;
+    pub fn get(&self, piece: PieceIndex) -> Option<PieceDigest> {
+        let i = usize::try_from(piece.0).ok()?;
         match self {
             Self::Sha1(h) => h.get(i).copied().map(PieceDigest::Sha1),
             Self::Blake3(h) => h.get(i).copied().map(PieceDigest::Blake3),
@@ -302,9 +304,12 @@ mod tests {
     #[test]
     fn digests_of_two_kinds_never_match() {
         let hashes = PieceHashes::Blake3(vec![[0; 32]]);
-        assert_eq!(hashes.get(0), Some(PieceDigest::Blake3([0; 32])));
-        assert_ne!(hashes.get(0), Some(PieceDigest::Sha1([0; 20])));
-        assert_eq!(hashes.get(1), None);
+        assert_eq!(
+            hashes.get(PieceIndex(0)),
+            Some(PieceDigest::Blake3([0; 32]))
+        );
+        assert_ne!(hashes.get(PieceIndex(0)), Some(PieceDigest::Sha1([0; 20])));
+        assert_eq!(hashes.get(PieceIndex(1)), None);
         assert_eq!(hashes.hasher().kind(), PieceHashKind::Blake3);
     }
 }

@@ -1,52 +1,14 @@
-//! Identifiers, peer-wire control messages and the actions the core asks its driver to take.
+//! Identifiers, the actions the core asks its driver to take, and protocol errors; the
+//! control messages it exchanges are [`PeerMessage`], a base type the wire codec shares.
 
-use super::bitfield::BitfieldError;
-use super::Bitfield;
+use crate::base::BitfieldError;
 use thiserror::Error;
 
-pub use crate::base::{Block, BlockOffset, PieceIndex};
+pub use crate::base::{Block, BlockOffset, PeerMessage, PieceIndex};
 
 /// Driver-chosen handle of one peer connection; unique among live connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct PeerKey(pub u64);
-
-/// Control messages of the peer wire protocol (BEP 3, BEP 6) exchanged with the core.
-///
-/// The `piece` message is not here: its arrival is [`super::Torrent::handle_block_received`]
-/// and its sending is [`Action::SendBlock`]. Handshake and extension messages (BEP 10) are
-/// the driver's business; their outcome reaches the core as [`super::PeerCaps`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerMessage {
-    /// BEP 3 keep-alive (zero-length message).
-    KeepAlive,
-    /// BEP 3 `choke`: the sender will not serve requests.
-    Choke,
-    /// BEP 3 `unchoke`: the sender will serve requests.
-    Unchoke,
-    /// BEP 3 `interested`: the sender wants pieces the receiver has.
-    Interested,
-    /// BEP 3 `not interested`.
-    NotInterested,
-    /// BEP 3 `have`: the sender has verified this piece.
-    Have(PieceIndex),
-    /// BEP 3 `bitfield`: the first message after the handshake; a later one (aria2 sends
-    /// them) replaces the peer's whole piece set, as libtorrent takes it.
-    Bitfield(Bitfield),
-    /// BEP 6 `have all`: replaces the bitfield of a seeder.
-    HaveAll,
-    /// BEP 6 `have none`: replaces an empty bitfield.
-    HaveNone,
-    /// BEP 3 `request` of a block.
-    Request(Block),
-    /// BEP 3 `cancel` of an earlier request.
-    Cancel(Block),
-    /// BEP 6 `reject request`: the request will not be served.
-    Reject(Block),
-    /// BEP 6 `allowed fast`: this piece may be requested while choked.
-    AllowedFast(PieceIndex),
-    /// BEP 6 `suggest piece`: a hint to download this piece (from the sender).
-    Suggest(PieceIndex),
-}
 
 /// Why the core asks the driver to close a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]

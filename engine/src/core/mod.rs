@@ -29,10 +29,11 @@
 //! - Never more unchoked peers than `unchoke_slots + 1` (optimistic).
 //!
 //! Modules: [`time`] (instants), [`address_book`] (peer addresses to dial: sources,
-//! bounds, back-off, aging), [`bitfield`] (piece sets, BEP 3 wire form), [`claims`]
+//! bounds, back-off, aging), [`claims`]
 //! (piece claims shared by the torrents of one multi-worker node), [`availability`]
 //! (availability counts they share for rarest-first), `message`
-//! (identifiers, control messages, actions, errors), [`slots`] (connection timeouts,
+//! (identifiers, actions, errors; the piece sets ([`Bitfield`]) and control messages
+//! ([`PeerMessage`]) are base types the wire codec shares), [`slots`] (connection timeouts,
 //! per-IP caps and slot reclaiming), [`pex`] (when each peer is due its BEP 11
 //! message and what it was told), [`rate_limit`] (payload rate limits shared by a
 //! node's torrents), `config` (tunables), `peer`
@@ -47,7 +48,6 @@
 
 pub mod address_book;
 pub mod availability;
-pub mod bitfield;
 mod choker;
 pub mod claims;
 mod config;
@@ -69,8 +69,8 @@ mod torrent;
 pub mod upload_history;
 pub mod web_seed;
 
+pub use crate::base::{Bitfield, BitfieldError};
 pub use availability::Availability;
-pub use bitfield::{Bitfield, BitfieldError};
 pub use choker::{BatchChoker, ChokeCandidate, ChokeDecision};
 pub use claims::AtomicBitfield;
 pub use config::{

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::base::{InfoHash, PeerId};
-use crate::wire::peer::{Block, BlockOffset, Handshake, Message, PieceIndex};
+use crate::wire::peer::{Block, BlockOffset, Handshake, Message, PeerMessage, PieceIndex};
 
 /// Bound on a fake peer's blocking reads and writes.
 const IO_BOUND: Duration = Duration::from_secs(10);
@@ -58,7 +58,7 @@ impl FakePeer {
             stream: sock.into(),
         };
         p.handshake(info_hash, id)?;
-        p.send(&Message::Interested).ok()?;
+        p.send(&PeerMessage::Interested.into()).ok()?;
         let end = Instant::now() + IO_BOUND;
         while Instant::now() < end {
             let mut len = [0u8; 4];
@@ -79,14 +79,12 @@ impl FakePeer {
         let mut buf = Vec::new();
         for piece in 0..pieces {
             for off in (0..piece_len_bytes).step_by(16 * 1024) {
-                let r = Message::Request(Block {
+                let r = PeerMessage::Request(Block {
                     piece: PieceIndex(piece),
                     offset: BlockOffset(off),
                     len_bytes: 16 * 1024,
                 });
-                if r.encode(&mut buf).is_err() {
-                    return false;
-                }
+                crate::wire::peer::encode_control(&r, &mut buf);
             }
         }
         self.stream.write_all(&buf).is_ok()
@@ -135,8 +133,8 @@ impl FakePeer {
 
     /// Sends `have all` and `unchoke`: a seeder that lets us ask.
     pub fn pose_as_seeder(&mut self) -> std::io::Result<()> {
-        self.send(&Message::HaveAll)?;
-        self.send(&Message::Unchoke)
+        self.send(&PeerMessage::HaveAll.into())?;
+        self.send(&PeerMessage::Unchoke.into())
     }
 
     /// Answers requests as [`Script::Liar`] (`reject_first`: block 0 of each
@@ -175,7 +173,7 @@ impl FakePeer {
                         len_bytes: word(9),
                     };
                     let answer = if reject_first && req.offset.0 == 0 {
-                        Message::Reject(req)
+                        Message::Control(PeerMessage::Reject(req))
                     } else {
                         Message::Piece {
                             index: req.piece,

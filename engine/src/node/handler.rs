@@ -92,9 +92,9 @@ pub(crate) struct NodeHandler {
     /// Which peer each piece in progress came from ([`super::transfers`]).
     pub(super) piece_sources: PieceSources,
     /// Buffers of shadow pieces ([`shadow`]), by piece index.
-    pub(super) shadow_bufs: HashMap<u32, Vec<u8>>,
+    pub(super) shadow_bufs: HashMap<PieceIndex, Vec<u8>>,
     /// Shadow pieces that hashed right and wait to be committed to storage.
-    pub(super) shadow_commits: BTreeSet<u32>,
+    pub(super) shadow_commits: BTreeSet<PieceIndex>,
     done: bool,
 }
 
@@ -252,7 +252,7 @@ impl NodeHandler {
             self.verify_shadow(ctx, piece);
             return;
         }
-        let valid = match retry_busy(|| self.storage.verify_piece(piece.0)) {
+        let valid = match retry_busy(|| self.storage.verify_piece(piece)) {
             Ok(v) => v,
             Err(StoreError::PieceLost { .. }) => false,
             Err(e) => {
@@ -264,7 +264,7 @@ impl NodeHandler {
             // Smart ban: per-block digests show which peer sent a wrong block.
             if let Ok(d) = self
                 .storage
-                .block_digests(piece.0, crate::core::BLOCK_LEN_BYTES)
+                .block_digests(piece, crate::core::BLOCK_LEN_BYTES)
             {
                 self.torrent.handle_block_digests(piece, d);
             }

@@ -12,7 +12,7 @@ use super::tests::{assert_same_files, make_torrent, open, wait_complete};
 use super::{Node, NodeConfig};
 use crate::base::PeerId;
 use crate::store::OpenMode;
-use crate::wire::peer::{Handshake, Message};
+use crate::wire::peer::{Handshake, Message, PeerMessage};
 
 #[test]
 fn both_workers_of_a_two_worker_get_verify_a_share() {
@@ -162,7 +162,9 @@ fn second_connection_kept(ext: &[u8]) -> bool {
     let end = Instant::now() + Duration::from_secs(5);
     let kept = loop {
         match dec.next_message() {
-            Ok(Some(Message::HaveAll | Message::Bitfield(_))) => break true,
+            Ok(Some(Message::Control(PeerMessage::HaveAll | PeerMessage::Bitfield(_)))) => {
+                break true
+            }
             Ok(Some(_)) => continue,
             Ok(None) => {}
             Err(e) => panic!("seed sent garbage: {e}"),

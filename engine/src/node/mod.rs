@@ -99,7 +99,6 @@
 //! some back; a block is reported sent to the core once the runtime has handed
 //! all its bytes to the kernel.
 
-mod convert;
 mod dispatch;
 mod handler;
 mod peer;

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::base::{PieceDigest, PieceHashKind, PieceHasher};
+use crate::base::{BlockOffset, PieceDigest, PieceHashKind, PieceHasher, PieceIndex};
 
 /// Most pieces hashed on arrival at once. A node has at most a few hundred
 /// pieces in flight (its peers' request queues); 256 covers that with
@@ -83,16 +83,17 @@ impl Arrivals {
         }
     }
 
-    fn slot(&self, piece: u32) -> Option<std::sync::MutexGuard<'_, Option<Box<Arrival>>>> {
+    fn slot(&self, piece: PieceIndex) -> Option<std::sync::MutexGuard<'_, Option<Box<Arrival>>>> {
         self.slots
-            .get(piece as usize)
+            .get(piece.0 as usize)
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// `parts` were written at `offset_bytes` of `piece` (the caller holds
-    /// the piece's claim): feed them to the piece's state, start one at
-    /// offset 0, or drop a state the write makes stale.
-    pub(crate) fn on_written(&self, piece: u32, offset_bytes: u32, parts: &[Part<'_>]) {
+    /// `parts` were written at `offset` of `piece` (the caller holds the
+    /// piece's claim): feed them to the piece's state, start one at offset 0,
+    /// or drop a state the write makes stale.
+    pub(crate) fn on_written(&self, piece: PieceIndex, offset: BlockOffset, parts: &[Part<'_>]) {
+        let offset_bytes = offset.0;
         let Some(mut slot) = self.slot(piece) else {
             return;
         };
@@ -150,7 +151,7 @@ impl Arrivals {
     }
 
     /// A write of `piece` failed part way (its bytes are unknown): drop its state.
-    pub(crate) fn forget(&self, piece: u32) {
+    pub(crate) fn forget(&self, piece: PieceIndex) {
         if let Some(mut slot) = self.slot(piece) {
             if slot.take().is_some() {
                 self.live.fetch_sub(1, Ordering::AcqRel);
@@ -163,7 +164,7 @@ impl Arrivals {
     /// prefix) if it covers all `piece_len_bytes`.
     pub(crate) fn take_complete(
         &self,
-        piece: u32,
+        piece: PieceIndex,
         piece_len_bytes: u32,
     ) -> Option<(PieceDigest, u64)> {
         let a = self.slot(piece)?.take()?;

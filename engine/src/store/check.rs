@@ -63,7 +63,7 @@ impl Storage {
     /// The caller holds the piece's claim or the piece is verified (no writer).
     unsafe fn hash_piece(
         &self,
-        piece: u32,
+        piece: PieceIndex,
         want_digest: bool,
     ) -> Result<(Option<PieceDigest>, u64), StoreError> {
         let blake3 = self.layout.piece_hashes().kind() == PieceHashKind::Blake3;
@@ -94,7 +94,7 @@ impl Storage {
     ///
     /// # Safety
     /// As [`Self::hash_piece`].
-    unsafe fn piece_is_zero(&self, piece: u32) -> Result<bool, StoreError> {
+    unsafe fn piece_is_zero(&self, piece: PieceIndex) -> Result<bool, StoreError> {
         for seg in self.layout.piece_segments(piece)? {
             // SAFETY: forwarded from this function's contract.
             let bytes = unsafe { self.segment_slice(&seg)? };
@@ -122,13 +122,13 @@ impl Storage {
     /// # Errors
     /// [`StoreError::PieceOutOfRange`], [`StoreError::PieceLost`],
     /// [`StoreError::PieceBusy`] (another thread writes or verifies it).
-    pub fn verify_piece(&self, piece: u32) -> Result<bool, StoreError> {
+    pub fn verify_piece(&self, piece: PieceIndex) -> Result<bool, StoreError> {
         let expected = self.layout.piece_hash(piece)?;
-        if self.lost.get(PieceIndex(piece)) {
+        if self.lost.get(piece) {
             return Err(StoreError::PieceLost { piece });
         }
         let _claim = self.claim(piece)?;
-        if self.verified.get(PieceIndex(piece)) {
+        if self.verified.get(piece) {
             return Ok(true);
         }
         let len = self.layout.piece_len(piece)?;
@@ -149,19 +149,19 @@ impl Storage {
         Ok(true)
     }
 
-    fn set_verified(&self, piece: u32, xxh3: u64, dirty: bool) {
-        if let Some(h) = self.xxh3.get(piece as usize) {
+    fn set_verified(&self, piece: PieceIndex, xxh3: u64, dirty: bool) {
+        if let Some(h) = self.xxh3.get(piece.0 as usize) {
             h.store(xxh3, Ordering::Release);
         }
         if dirty {
-            self.dirty.try_set(PieceIndex(piece));
+            self.dirty.try_set(piece);
         }
-        self.verified.try_set(PieceIndex(piece));
+        self.verified.try_set(piece);
     }
 
     /// A piece was verified: files with no pending piece left start having
     /// their mtime and ctime watched (from now on only others move them).
-    fn on_piece_done(&self, piece: u32) {
+    fn on_piece_done(&self, piece: PieceIndex) {
         let Ok(segments) = self.layout.piece_segments(piece) else {
             return;
         };
@@ -226,7 +226,7 @@ impl Storage {
         let nominal = self.layout.piece_len_bytes();
         let last = self
             .layout
-            .piece_len(self.piece_count().saturating_sub(1))
+            .piece_len(PieceIndex(self.piece_count().saturating_sub(1)))
             .unwrap_or(nominal);
         [nominal, last].map(|len| {
             let mut h = self.layout.piece_hashes().hasher();
@@ -242,8 +242,8 @@ impl Storage {
         zero_hashes: &[(u32, PieceDigest); 2],
     ) -> Result<[u32; 4], StoreError> {
         let mut counts = [0u32; 4];
-        for piece in pieces {
-            let record = record_hashes.get(piece as usize).copied().flatten();
+        for piece in pieces.map(PieceIndex) {
+            let record = record_hashes.get(piece.0 as usize).copied().flatten();
             let outcome = self.check_one(piece, record, zero_hashes)?;
             counts[outcome as usize] += 1;
         }
@@ -252,7 +252,7 @@ impl Storage {
 
     fn check_one(
         &self,
-        piece: u32,
+        piece: PieceIndex,
         record: Option<u64>,
         zero_hashes: &[(u32, PieceDigest); 2],
     ) -> Result<Initial, StoreError> {
@@ -294,7 +294,7 @@ impl Storage {
 
     /// Whether every byte of `piece` lies in files that held no data before
     /// this open (so the piece is all zeros without looking).
-    fn piece_in_fresh_files(&self, piece: u32) -> Result<bool, StoreError> {
+    fn piece_in_fresh_files(&self, piece: PieceIndex) -> Result<bool, StoreError> {
         Ok(self
             .layout
             .piece_segments(piece)?
@@ -310,9 +310,9 @@ impl Storage {
     /// # Errors
     /// [`StoreError::NotVerified`], [`StoreError::PieceLost`], a file resized
     /// or changed under us, [`StoreError::PieceOutOfRange`].
-    pub(crate) fn ensure_servable(&self, piece: u32) -> Result<(), StoreError> {
-        if !self.verified.get(PieceIndex(piece)) {
-            return Err(if self.lost.get(PieceIndex(piece)) {
+    pub(crate) fn ensure_servable(&self, piece: PieceIndex) -> Result<(), StoreError> {
+        if !self.verified.get(piece) {
+            return Err(if self.lost.get(piece) {
                 StoreError::PieceLost { piece }
             } else {
                 StoreError::NotVerified { piece }
@@ -325,10 +325,10 @@ impl Storage {
                 }
             }
         }
-        if self.recheck.get(PieceIndex(piece)) {
+        if self.recheck.get(piece) {
             self.recheck_piece(piece)?;
         }
-        if !self.verified.get(PieceIndex(piece)) {
+        if !self.verified.get(piece) {
             // Dropped by a concurrent check.
             return Err(StoreError::PieceLost { piece });
         }
@@ -384,8 +384,8 @@ impl Storage {
             return Ok(FileState::Unchanged);
         }
         for p in self.layout.pieces_of_file(file_index) {
-            if self.verified.get(PieceIndex(p)) {
-                self.recheck.try_set(PieceIndex(p));
+            if self.verified.get(p) {
+                self.recheck.try_set(p);
             }
         }
         *stamp = now;
@@ -393,15 +393,15 @@ impl Storage {
     }
 
     /// Hash a verified piece again; drop it if it no longer matches.
-    fn recheck_piece(&self, piece: u32) -> Result<(), StoreError> {
+    fn recheck_piece(&self, piece: PieceIndex) -> Result<(), StoreError> {
         let expected = self.layout.piece_hash(piece)?;
         // SAFETY: the piece is verified or lost; both are never written.
         let (digest, xxh3) = unsafe { self.hash_piece(piece, true)? };
         if digest == Some(expected) {
-            if let Some(h) = self.xxh3.get(piece as usize) {
+            if let Some(h) = self.xxh3.get(piece.0 as usize) {
                 h.store(xxh3, Ordering::Release);
             }
-            self.recheck.clear(PieceIndex(piece));
+            self.recheck.clear(piece);
             return Ok(());
         }
         self.drop_piece(piece);
@@ -415,16 +415,16 @@ impl Storage {
 
     /// Mark `piece` lost. `lost` is set before `verified` is cleared, so a
     /// writer that sees it unverified also sees it lost (see `write_block`).
-    fn drop_piece(&self, piece: u32) {
-        self.lost.try_set(PieceIndex(piece));
+    fn drop_piece(&self, piece: PieceIndex) {
+        self.lost.try_set(piece);
         // Never written again: its hash-on-arrival state would only hold a slot.
         self.arrivals.forget(piece);
-        self.recheck.clear(PieceIndex(piece));
-        self.dirty.clear(PieceIndex(piece));
-        self.verified.clear(PieceIndex(piece));
+        self.recheck.clear(piece);
+        self.dirty.clear(piece);
+        self.verified.clear(piece);
     }
 
-    fn changed(&self, file_index: usize, piece: u32) -> StoreError {
+    fn changed(&self, file_index: usize, piece: PieceIndex) -> StoreError {
         StoreError::ChangedOnDisk {
             path: self
                 .files

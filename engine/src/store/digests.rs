@@ -6,6 +6,7 @@
 use sha1::{Digest, Sha1};
 
 use super::{Storage, StoreError};
+use crate::base::PieceIndex;
 
 impl Storage {
     /// SHA-1 of each `block_len_bytes` block of piece `piece` (the last one may
@@ -21,7 +22,7 @@ impl Storage {
     /// Never; `block_len_bytes` 0 is treated as 1.
     pub fn block_digests(
         &self,
-        piece: u32,
+        piece: PieceIndex,
         block_len_bytes: u32,
     ) -> Result<Vec<[u8; 20]>, StoreError> {
         let block = block_len_bytes.max(1) as usize;

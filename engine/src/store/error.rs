@@ -3,6 +3,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::base::{BlockOffset, PieceIndex};
+
 /// Everything that can go wrong in [`crate::store`].
 ///
 /// Errors about the disk name the path and the operation; errors about a
@@ -35,17 +37,17 @@ pub enum StoreError {
     #[error("piece {piece} out of range (piece count {piece_count})")]
     PieceOutOfRange {
         /// The requested piece.
-        piece: u32,
+        piece: PieceIndex,
         /// Number of pieces in the torrent.
         piece_count: u32,
     },
     /// A block range that does not fit inside its piece.
-    #[error("block {offset_bytes}+{len_bytes} outside piece {piece} of {piece_len_bytes} bytes")]
+    #[error("block {offset}+{len_bytes} outside piece {piece} of {piece_len_bytes} bytes")]
     RangeOutOfPiece {
         /// The piece.
-        piece: u32,
-        /// Offset of the block inside the piece, in bytes.
-        offset_bytes: u32,
+        piece: PieceIndex,
+        /// Offset of the block inside the piece.
+        offset: BlockOffset,
         /// Length of the block in bytes.
         len_bytes: u64,
         /// Length of this piece in bytes.
@@ -108,25 +110,25 @@ pub enum StoreError {
     #[error("piece {piece} is not verified")]
     NotVerified {
         /// The piece.
-        piece: u32,
+        piece: PieceIndex,
     },
     /// A write to a piece that is already verified.
     #[error("piece {piece} is already verified")]
     AlreadyVerified {
         /// The piece.
-        piece: u32,
+        piece: PieceIndex,
     },
     /// Another thread is writing or verifying this piece (the one-writer contract was broken).
     #[error("piece {piece} is being written or verified by another thread")]
     PieceBusy {
         /// The piece.
-        piece: u32,
+        piece: PieceIndex,
     },
     /// The piece was dropped after its file changed on disk; reopen the storage to fetch it again.
     #[error("piece {piece} was dropped after its data changed on disk; reopen to recover it")]
     PieceLost {
         /// The piece.
-        piece: u32,
+        piece: PieceIndex,
     },
     /// A seeded file changed on disk and this piece no longer matches its SHA-1; it was dropped.
     #[error("{path} changed on disk: piece {piece} no longer matches its hash and was dropped")]
@@ -134,7 +136,7 @@ pub enum StoreError {
         /// A file the piece lies in (the first that changed).
         path: PathBuf,
         /// The dropped piece.
-        piece: u32,
+        piece: PieceIndex,
     },
     /// A write in [`crate::store::OpenMode::Seed`] (files are mapped read-only).
     #[error("storage is open read-only (seed mode)")]

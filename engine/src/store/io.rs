@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::base::PieceIndex;
+use crate::base::{Block, BlockOffset, PieceIndex};
 use crate::rt::Region;
 
 use super::arrival::Part;
@@ -31,12 +31,12 @@ use super::storage::{OpenMode, Storage};
 /// A held per-piece claim; released on drop.
 pub(crate) struct Claim<'a> {
     storage: &'a Storage,
-    piece: u32,
+    piece: PieceIndex,
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.storage.claims.clear(PieceIndex(self.piece));
+        self.storage.claims.clear(self.piece);
     }
 }
 
@@ -45,8 +45,8 @@ impl Storage {
     ///
     /// # Errors
     /// [`StoreError::PieceBusy`] when another thread holds it.
-    pub(crate) fn claim(&self, piece: u32) -> Result<Claim<'_>, StoreError> {
-        if !self.claims.try_set(PieceIndex(piece)) {
+    pub(crate) fn claim(&self, piece: PieceIndex) -> Result<Claim<'_>, StoreError> {
+        if !self.claims.try_set(piece) {
             return Err(StoreError::PieceBusy { piece });
         }
         Ok(Claim {
@@ -91,9 +91,9 @@ impl Storage {
         Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
 
-    /// Copy bytes `offset_bytes..offset_bytes + buf.len()` of piece `piece`
-    /// into `buf`. Only verified pieces are served; a piece whose file changed
-    /// on disk is re-verified first.
+    /// Copy the `buf.len()` bytes at `offset` of piece `piece` into `buf` (a
+    /// block of at most `u32::MAX` bytes). Only verified pieces are served; a
+    /// piece whose file changed on disk is re-verified first.
     ///
     /// # Errors
     /// [`StoreError::PieceOutOfRange`], [`StoreError::RangeOutOfPiece`] (bad
@@ -102,16 +102,12 @@ impl Storage {
     /// dropped), [`StoreError::Io`] from `fstat`.
     pub fn read_block(
         &self,
-        piece: u32,
-        offset_bytes: u32,
+        piece: PieceIndex,
+        offset: BlockOffset,
         buf: &mut [u8],
     ) -> Result<(), StoreError> {
         let mut pos = 0;
-        for s in self.block_slices(
-            piece,
-            offset_bytes,
-            buf_len(piece, offset_bytes, buf.len())?,
-        )? {
+        for s in self.block_slices(block_of(piece, offset, buf.len())?)? {
             let dst = buf.get_mut(pos..pos + s.len()).ok_or_else(|| {
                 StoreError::InvalidLayout("segments longer than the block".into())
             })?;
@@ -121,20 +117,15 @@ impl Storage {
         Ok(())
     }
 
-    /// Zero-copy views of bytes `offset_bytes..offset_bytes + len_bytes` of
-    /// piece `piece`, one per file the range touches (usually one, two across a
-    /// file boundary), for a vectored send. Same checks as [`Self::read_block`].
+    /// Zero-copy views of the bytes of `block`, one per file the block
+    /// touches (usually one, two across a file boundary), for a vectored send.
+    /// Same checks as [`Self::read_block`].
     ///
     /// # Errors
     /// As [`Self::read_block`].
-    pub fn block_slices(
-        &self,
-        piece: u32,
-        offset_bytes: u32,
-        len_bytes: u32,
-    ) -> Result<SmallVec<[&[u8]; 2]>, StoreError> {
-        let segments = self.layout.segments(piece, offset_bytes, len_bytes)?;
-        self.ensure_servable(piece)?;
+    pub fn block_slices(&self, block: Block) -> Result<SmallVec<[&[u8]; 2]>, StoreError> {
+        let segments = self.layout.segments(block)?;
+        self.ensure_servable(block.piece)?;
         segments
             // SAFETY: the piece is verified (`ensure_servable`), and verified
             // pieces are never written again by this storage.
@@ -142,9 +133,9 @@ impl Storage {
             .collect()
     }
 
-    /// The runtime's send regions of bytes `offset_bytes..offset_bytes +
-    /// len_bytes` of piece `piece`, one per file the range touches (usually
-    /// one, two across a file boundary), for a zero-copy send
+    /// The runtime's send regions of the bytes of `block`, one per file the
+    /// block touches (usually one, two across a file boundary), for a zero-copy
+    /// send
     /// ([`crate::rt::Ctx::send_region`]). The only way to get a [`Region`] of
     /// the torrent's data: it is made here, of a verified piece alone (same
     /// checks as [`Self::read_block`]), and points into this storage's own
@@ -155,14 +146,9 @@ impl Storage {
     /// [`StoreError::RangeOutOfPiece`], [`StoreError::NotVerified`],
     /// [`StoreError::PieceLost`], [`StoreError::ChangedOnDisk`],
     /// [`StoreError::Io`] from `fstat`.
-    pub fn servable_regions(
-        &self,
-        piece: u32,
-        offset_bytes: u32,
-        len_bytes: u32,
-    ) -> Result<SmallVec<[Region; 2]>, StoreError> {
-        let segments = self.layout.segments(piece, offset_bytes, len_bytes)?;
-        self.ensure_servable(piece)?;
+    pub fn servable_regions(&self, block: Block) -> Result<SmallVec<[Region; 2]>, StoreError> {
+        let segments = self.layout.segments(block)?;
+        self.ensure_servable(block.piece)?;
         segments.map(|seg| self.region(&seg)).collect()
     }
 
@@ -192,7 +178,7 @@ impl Storage {
         })
     }
 
-    /// Copy `data` into piece `piece` at `offset_bytes` (a received block),
+    /// Copy `data` into piece `piece` at `offset` (a received block),
     /// feeding the piece's hash on arrival when the write continues it in
     /// order (see `store::arrival`): `data` is hashed while the caller's
     /// buffer is hot, so [`Self::verify_piece`] need not read the piece back.
@@ -208,30 +194,29 @@ impl Storage {
     /// [`StoreError::PieceLost`]; [`StoreError::PieceBusy`].
     pub fn write_block(
         &self,
-        piece: u32,
-        offset_bytes: u32,
+        piece: PieceIndex,
+        offset: BlockOffset,
         data: &[u8],
     ) -> Result<(), StoreError> {
         if self.mode == OpenMode::Seed {
             return Err(StoreError::ReadOnly);
         }
-        let len_bytes = buf_len(piece, offset_bytes, data.len())?;
-        let segments = self.layout.segments(piece, offset_bytes, len_bytes)?;
+        let segments = self.layout.segments(block_of(piece, offset, data.len())?)?;
         let _claim = self.claim(piece)?;
         // Checked under the claim: `verified` is set only under the claim, and
         // `lost` is set before `verified` is cleared (Release/Acquire), so a
         // piece seen unverified here is either never-verified or seen lost.
-        if self.verified.get(PieceIndex(piece)) {
+        if self.verified.get(piece) {
             return Err(StoreError::AlreadyVerified { piece });
         }
-        if self.lost.get(PieceIndex(piece)) {
+        if self.lost.get(piece) {
             return Err(StoreError::PieceLost { piece });
         }
         // What storage holds after the write, for the hash on arrival.
         let mut parts: SmallVec<[Part<'_>; 2]> = SmallVec::new();
         let written = self.write_segments(segments, data, &mut parts);
         match written {
-            Ok(()) => self.arrivals.on_written(piece, offset_bytes, &parts),
+            Ok(()) => self.arrivals.on_written(piece, offset, &parts),
             // Some bytes may have landed: the piece's arrival state is stale.
             Err(_) => self.arrivals.forget(piece),
         }
@@ -285,12 +270,18 @@ impl Storage {
     }
 }
 
-/// A block length as `u32`, or the range error a too-long buffer deserves.
-fn buf_len(piece: u32, offset_bytes: u32, len: usize) -> Result<u32, StoreError> {
-    u32::try_from(len).map_err(|_| StoreError::RangeOutOfPiece {
+/// The block of a `len`-byte buffer at `offset` of `piece`, or the range
+/// error a buffer longer than any block (`u32::MAX` bytes) deserves.
+fn block_of(piece: PieceIndex, offset: BlockOffset, len: usize) -> Result<Block, StoreError> {
+    let len_bytes = u32::try_from(len).map_err(|_| StoreError::RangeOutOfPiece {
         piece,
-        offset_bytes,
+        offset,
         len_bytes: len as u64,
         piece_len_bytes: 0,
+    })?;
+    Ok(Block {
+        piece,
+        offset,
+        len_bytes,
     })
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use super::error::StoreError;
 use super::path::validate_components;
-use crate::base::{FileSpec, PieceDigest, PieceHashes};
+use crate::base::{Block, BlockOffset, FileSpec, PieceDigest, PieceHashes, PieceIndex};
 
 /// A file with its position in the torrent's byte stream.
 #[derive(Debug, Clone)]
@@ -118,9 +118,9 @@ impl StorageLayout {
     ///
     /// # Errors
     /// [`StoreError::PieceOutOfRange`].
-    pub fn piece_len(&self, piece: u32) -> Result<u32, StoreError> {
+    pub fn piece_len(&self, piece: PieceIndex) -> Result<u32, StoreError> {
         self.check_piece(piece)?;
-        let start = u64::from(piece) * u64::from(self.piece_len_bytes);
+        let start = u64::from(piece.0) * u64::from(self.piece_len_bytes);
         let len = (self.total_len_bytes - start).min(u64::from(self.piece_len_bytes));
         // Fits: at most piece_len_bytes.
         Ok(len as u32)
@@ -130,7 +130,7 @@ impl StorageLayout {
     ///
     /// # Errors
     /// [`StoreError::PieceOutOfRange`].
-    pub fn piece_hash(&self, piece: u32) -> Result<PieceDigest, StoreError> {
+    pub fn piece_hash(&self, piece: PieceIndex) -> Result<PieceDigest, StoreError> {
         self.piece_hashes
             .get(piece)
             .ok_or(StoreError::PieceOutOfRange {
@@ -155,28 +155,29 @@ impl StorageLayout {
         self.files.len()
     }
 
-    /// File segments covering bytes `offset_bytes..offset_bytes + len_bytes`
-    /// of piece `piece`, in stream order. Zero-length files never appear.
+    /// File segments covering the bytes of `block` (`block.len_bytes` bytes
+    /// at `block.offset` of `block.piece`), in stream order. Zero-length files
+    /// never appear.
     ///
     /// # Errors
     /// [`StoreError::PieceOutOfRange`]; [`StoreError::RangeOutOfPiece`] when
-    /// the range does not fit inside the piece.
-    pub fn segments(
-        &self,
-        piece: u32,
-        offset_bytes: u32,
-        len_bytes: u32,
-    ) -> Result<Segments<'_>, StoreError> {
+    /// the block does not fit inside its piece.
+    pub fn segments(&self, block: Block) -> Result<Segments<'_>, StoreError> {
+        let Block {
+            piece,
+            offset,
+            len_bytes,
+        } = block;
         let piece_len_bytes = self.piece_len(piece)?;
-        if u64::from(offset_bytes) + u64::from(len_bytes) > u64::from(piece_len_bytes) {
+        if block.end_bytes() > u64::from(piece_len_bytes) {
             return Err(StoreError::RangeOutOfPiece {
                 piece,
-                offset_bytes,
+                offset,
                 len_bytes: u64::from(len_bytes),
                 piece_len_bytes,
             });
         }
-        let start = u64::from(piece) * u64::from(self.piece_len_bytes) + u64::from(offset_bytes);
+        let start = u64::from(piece.0) * u64::from(self.piece_len_bytes) + u64::from(offset.0);
         // First file whose end lies past `start` (ends are non-decreasing).
         let file_index = self.files.partition_point(|f| f.end_bytes() <= start);
         Ok(Segments {
@@ -191,28 +192,35 @@ impl StorageLayout {
     ///
     /// # Errors
     /// [`StoreError::PieceOutOfRange`].
-    pub fn piece_segments(&self, piece: u32) -> Result<Segments<'_>, StoreError> {
-        self.segments(piece, 0, self.piece_len(piece)?)
+    pub fn piece_segments(&self, piece: PieceIndex) -> Result<Segments<'_>, StoreError> {
+        self.segments(Block {
+            piece,
+            offset: BlockOffset(0),
+            len_bytes: self.piece_len(piece)?,
+        })
     }
 
-    /// Pieces that hold bytes of file `file_index` (empty for zero-length files
-    /// and out-of-range indices).
-    pub fn pieces_of_file(&self, file_index: usize) -> std::ops::Range<u32> {
-        let Some(f) = self.files.get(file_index) else {
-            return 0..0;
+    /// Pieces that hold bytes of file `file_index`, in increasing order (none
+    /// for zero-length files and out-of-range indices).
+    pub fn pieces_of_file(
+        &self,
+        file_index: usize,
+    ) -> impl DoubleEndedIterator<Item = PieceIndex> + ExactSizeIterator + Clone {
+        let range = match self.files.get(file_index) {
+            Some(f) if f.spec.len_bytes > 0 => {
+                let pl = u64::from(self.piece_len_bytes);
+                // Both fit u32: below ceil(total / piece_len), checked in `new`.
+                let first = (f.offset_bytes / pl) as u32;
+                let last = ((f.end_bytes() - 1) / pl) as u32;
+                first..last + 1
+            }
+            _ => 0..0,
         };
-        if f.spec.len_bytes == 0 {
-            return 0..0;
-        }
-        let pl = u64::from(self.piece_len_bytes);
-        // Both fit u32: below ceil(total / piece_len), checked in `new`.
-        let first = (f.offset_bytes / pl) as u32;
-        let last = ((f.end_bytes() - 1) / pl) as u32;
-        first..last + 1
+        range.map(PieceIndex)
     }
 
-    fn check_piece(&self, piece: u32) -> Result<(), StoreError> {
-        if piece < self.piece_count() {
+    fn check_piece(&self, piece: PieceIndex) -> Result<(), StoreError> {
+        if piece.0 < self.piece_count() {
             Ok(())
         } else {
             Err(StoreError::PieceOutOfRange {
@@ -286,6 +294,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn block(piece: u32, offset: u32, len_bytes: u32) -> Block {
+        Block {
+            piece: PieceIndex(piece),
+            offset: BlockOffset(offset),
+            len_bytes,
+        }
+    }
+
+    fn pieces_of_file(l: &StorageLayout, file_index: usize) -> Vec<u32> {
+        l.pieces_of_file(file_index).map(|p| p.0).collect()
+    }
+
     pub(crate) fn layout(lens: &[u64], piece_len_bytes: u32) -> StorageLayout {
         let files = lens
             .iter()
@@ -314,36 +334,37 @@ mod tests {
         // Files: 3, 0, 2, 0, 4, 7 bytes; pieces of 8 bytes.
         let l = layout(&[3, 0, 2, 0, 4, 7], 8);
         assert_eq!(l.piece_count(), 2);
-        assert_eq!(l.piece_len(1).unwrap(), 8);
-        let p0: Vec<_> = l.piece_segments(0).unwrap().collect();
+        assert_eq!(l.piece_len(PieceIndex(1)).unwrap(), 8);
+        let p0: Vec<_> = l.piece_segments(PieceIndex(0)).unwrap().collect();
         assert_eq!(p0, vec![seg(0, 0, 3), seg(2, 0, 2), seg(4, 0, 3)]);
-        let p1: Vec<_> = l.piece_segments(1).unwrap().collect();
+        let p1: Vec<_> = l.piece_segments(PieceIndex(1)).unwrap().collect();
         assert_eq!(p1, vec![seg(4, 3, 1), seg(5, 0, 7)]);
-        let b: Vec<_> = l.segments(0, 2, 4).unwrap().collect();
+        let b: Vec<_> = l.segments(block(0, 2, 4)).unwrap().collect();
         assert_eq!(b, vec![seg(0, 2, 1), seg(2, 0, 2), seg(4, 0, 1)]);
-        assert_eq!(l.pieces_of_file(1), 0..0);
-        assert_eq!(l.pieces_of_file(4), 0..2);
-        assert_eq!(l.pieces_of_file(5), 1..2);
+        assert_eq!(pieces_of_file(&l, 1), Vec::<u32>::new());
+        assert_eq!(pieces_of_file(&l, 4), vec![0, 1]);
+        assert_eq!(pieces_of_file(&l, 5), vec![1]);
+        assert_eq!(pieces_of_file(&l, 6), Vec::<u32>::new());
     }
 
     #[test]
     fn short_last_piece_and_range_errors() {
         let l = layout(&[10], 4);
         assert_eq!(l.piece_count(), 3);
-        assert_eq!(l.piece_len(2).unwrap(), 2);
+        assert_eq!(l.piece_len(PieceIndex(2)).unwrap(), 2);
         assert!(matches!(
-            l.segments(2, 1, 2),
+            l.segments(block(2, 1, 2)),
             Err(StoreError::RangeOutOfPiece { .. })
         ));
         assert!(matches!(
-            l.segments(3, 0, 1),
+            l.segments(block(3, 0, 1)),
             Err(StoreError::PieceOutOfRange { .. })
         ));
         assert!(matches!(
-            l.segments(0, u32::MAX, 2),
+            l.segments(block(0, u32::MAX, 2)),
             Err(StoreError::RangeOutOfPiece { .. })
         ));
-        assert_eq!(l.segments(0, 4, 0).unwrap().count(), 0);
+        assert_eq!(l.segments(block(0, 4, 0)).unwrap().count(), 0);
     }
 
     #[test]
@@ -397,13 +418,13 @@ mod tests {
             prop_assume!(total > 0);
             let l = layout(&lens, piece_len);
             let piece = pick.0 % l.piece_count();
-            let plen = l.piece_len(piece).unwrap();
+            let plen = l.piece_len(PieceIndex(piece)).unwrap();
             let off = pick.1 % (plen + 1);
             let len = pick.2 % (plen - off + 1);
             let mut pos = u64::from(piece) * u64::from(piece_len) + u64::from(off);
             let mut sum = 0u64;
             let mut last_file = None;
-            for s in l.segments(piece, off, len).unwrap() {
+            for s in l.segments(block(piece, off, len)).unwrap() {
                 prop_assert!(s.len_bytes > 0);
                 let f = &l.files[s.file_index];
                 // In order, contiguous, inside the file.

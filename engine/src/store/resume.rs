@@ -34,7 +34,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::dir::Dir;
 use super::error::StoreError;
 use super::path::{record_name, record_tmp_name, RECORD_PREFIX};
-use crate::base::InfoHash;
+use crate::base::{InfoHash, PieceIndex};
 
 const MAGIC: &[u8; 8] = b"P2PERSM\0";
 const VERSION: u32 = 1;
@@ -73,7 +73,7 @@ pub enum RecordRejected {
 }
 
 /// Encode a record for `key` with `(piece, xxh3)` entries.
-pub(crate) fn encode(key: &RecordKey, entries: &[(u32, u64)]) -> Vec<u8> {
+pub(crate) fn encode(key: &RecordKey, entries: &[(PieceIndex, u64)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + entries.len() * ENTRY_LEN + 8);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -84,7 +84,7 @@ pub(crate) fn encode(key: &RecordKey, entries: &[(u32, u64)]) -> Vec<u8> {
     // Entry count fits u32: at most one per piece.
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (piece, hash) in entries {
-        out.extend_from_slice(&piece.to_le_bytes());
+        out.extend_from_slice(&piece.0.to_le_bytes());
         out.extend_from_slice(&hash.to_le_bytes());
     }
     let check = xxh3_64(&out);
@@ -105,7 +105,10 @@ fn take<const N: usize>(buf: &mut &[u8]) -> Result<[u8; N], RecordRejected> {
 ///
 /// # Errors
 /// The [`RecordRejected`] reason; never panics on any input.
-pub(crate) fn decode(bytes: &[u8], key: &RecordKey) -> Result<Vec<(u32, u64)>, RecordRejected> {
+pub(crate) fn decode(
+    bytes: &[u8],
+    key: &RecordKey,
+) -> Result<Vec<(PieceIndex, u64)>, RecordRejected> {
     let (body, check) = bytes
         .split_last_chunk::<8>()
         .ok_or(RecordRejected::Truncated)?;
@@ -142,7 +145,7 @@ pub(crate) fn decode(bytes: &[u8], key: &RecordKey) -> Result<Vec<(u32, u64)>, R
         if piece >= piece_count {
             return Err(RecordRejected::PieceOutOfRange);
         }
-        entries.push((piece, hash));
+        entries.push((PieceIndex(piece), hash));
     }
     Ok(entries)
 }
@@ -229,7 +232,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejections() {
-        let entries = vec![(0, 11), (6, u64::MAX)];
+        let entries = vec![(PieceIndex(0), 11), (PieceIndex(6), u64::MAX)];
         let b = encode(&KEY, &entries);
         assert_eq!(decode(&b, &KEY).unwrap(), entries);
         let other = RecordKey {
@@ -254,7 +257,7 @@ mod tests {
         let mut flipped = b.clone();
         flipped[HEADER_LEN + 3] ^= 1;
         assert_eq!(decode(&flipped, &KEY), Err(RecordRejected::BadChecksum));
-        let bad_piece = encode(&KEY, &[(7, 1)]);
+        let bad_piece = encode(&KEY, &[(PieceIndex(7), 1)]);
         assert_eq!(
             decode(&bad_piece, &KEY),
             Err(RecordRejected::PieceOutOfRange)
@@ -335,6 +338,7 @@ mod tests {
 
         #[test]
         fn round_trips(entries in proptest::collection::vec((0u32..7, any::<u64>()), 0..20)) {
+            let entries: Vec<_> = entries.into_iter().map(|(p, h)| (PieceIndex(p), h)).collect();
             prop_assert_eq!(decode(&encode(&KEY, &entries), &KEY).unwrap(), entries);
         }
     }

@@ -213,13 +213,13 @@ impl Storage {
     }
 
     /// Whether piece `piece` is verified (servable). `false` out of range.
-    pub fn is_verified(&self, piece: u32) -> bool {
-        self.verified.get(PieceIndex(piece))
+    pub fn is_verified(&self, piece: PieceIndex) -> bool {
+        self.verified.get(piece)
     }
 
     /// Whether piece `piece` was dropped after a change on disk.
-    pub fn is_lost(&self, piece: u32) -> bool {
-        self.lost.get(PieceIndex(piece))
+    pub fn is_lost(&self, piece: PieceIndex) -> bool {
+        self.lost.get(piece)
     }
 
     /// One flag per piece: verified (BEP 3 bitfield order).
@@ -285,25 +285,25 @@ impl Storage {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let snapshot = self.verified.to_vec();
         let mut entries = Vec::new();
-        for (piece, verified) in (0u32..).zip(snapshot) {
+        for (piece, verified) in (0u32..).map(PieceIndex).zip(snapshot) {
             if !verified {
                 continue;
             }
             if !wait {
-                if self.dirty.get(PieceIndex(piece)) {
+                if self.dirty.get(piece) {
                     // Best effort: the piece is left out of the record either way.
                     let _ = self.writeback_piece(piece);
                     continue;
                 }
-            } else if self.dirty.clear(PieceIndex(piece)) {
+            } else if self.dirty.clear(piece) {
                 if let Err(e) = self.msync_piece(piece) {
-                    self.dirty.try_set(PieceIndex(piece));
+                    self.dirty.try_set(piece);
                     return Err(e);
                 }
             }
             let xxh3 = self
                 .xxh3
-                .get(piece as usize)
+                .get(piece.0 as usize)
                 .map(|h| h.load(Ordering::Acquire));
             entries.push((piece, xxh3.unwrap_or(0)));
         }
@@ -315,7 +315,7 @@ impl Storage {
     }
 
     /// Starts the writeback of `piece`'s bytes without waiting (`msync(MS_ASYNC)`).
-    fn writeback_piece(&self, piece: u32) -> Result<(), StoreError> {
+    fn writeback_piece(&self, piece: PieceIndex) -> Result<(), StoreError> {
         if self.mode == OpenMode::Seed {
             return Ok(());
         }
@@ -331,7 +331,7 @@ impl Storage {
         Ok(())
     }
 
-    fn msync_piece(&self, piece: u32) -> Result<(), StoreError> {
+    fn msync_piece(&self, piece: PieceIndex) -> Result<(), StoreError> {
         if self.mode == OpenMode::Seed {
             return Ok(()); // read-only mappings are never dirty
         }
@@ -368,7 +368,7 @@ impl Storage {
         match resume::decode(&bytes, &self.record_key()) {
             Ok(entries) => {
                 for (piece, h) in &entries {
-                    if let Some(slot) = hashes.get_mut(*piece as usize) {
+                    if let Some(slot) = hashes.get_mut(piece.0 as usize) {
                         *slot = Some(*h);
                     }
                 }
@@ -386,7 +386,7 @@ impl Storage {
             let pending = self
                 .layout
                 .pieces_of_file(i)
-                .filter(|&p| !self.verified.get(PieceIndex(p)))
+                .filter(|&p| !self.verified.get(p))
                 .count();
             f.pending.store(
                 u32::try_from(pending).unwrap_or(u32::MAX),

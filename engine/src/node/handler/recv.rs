@@ -20,7 +20,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::core::{slots, Block, Locality, PeerCaps, PieceIndex, Time};
+use crate::core::{slots, Block, BlockOffset, Locality, PeerCaps, PieceIndex, Time};
 use crate::node::dispatch::Ctx;
 use crate::rt::ConnId;
 use crate::store::StoreError;
@@ -29,7 +29,6 @@ use crate::wire::peer::{
     HandshakeDecoder, Message, BLOCK_LEN_BYTES,
 };
 
-use super::super::convert::{self, Inbound};
 use super::super::peer::{Incoming, Phase, Sink};
 use super::{NodeHandler, METADATA_EXT_ID, PEX_EXT_ID};
 
@@ -269,7 +268,7 @@ impl NodeHandler {
         let Some(inc) = pc.incoming.as_mut() else {
             return;
         };
-        let at = inc.block.offset.0.saturating_add(inc.received_bytes);
+        let at = BlockOffset(inc.block.offset.0.saturating_add(inc.received_bytes));
         // The decoder hands out at most the announced payload length (a u32).
         inc.received_bytes = inc.received_bytes.saturating_add(chunk.len() as u32);
         let block = inc.block;
@@ -317,7 +316,7 @@ impl NodeHandler {
         let stored = match &inc.sink {
             Sink::Store => true,
             Sink::Buffer(data) if self.torrent.wants_block(key, &inc.block) => {
-                self.write_payload(inc.block.piece, inc.block.offset.0, data)
+                self.write_payload(inc.block.piece, inc.block.offset, data)
             }
             Sink::Buffer(_) | Sink::Discard => false,
         };
@@ -361,11 +360,8 @@ impl NodeHandler {
                 return self.on_metadata(ctx, conn, payload);
             }
         }
-        let inbound = match convert::inbound(msg, self.piece_count) {
-            Ok(i) => i,
-            Err(_) => return false,
-        };
-        if matches!(inbound, Inbound::Ignore) {
+        // BEP 5 `port` and the other extension messages are nothing for the core.
+        if matches!(msg, Message::Port { .. } | Message::Extended(_)) {
             return true;
         }
         self.register(conn, BLOCK_LEN_BYTES, None, 1, None);
@@ -373,23 +369,30 @@ impl NodeHandler {
             return false;
         };
         let now = self.now();
-        match inbound {
-            Inbound::Core(m) => {
+        match msg {
+            // The decoder checked it against the torrent: the core takes it as it is.
+            Message::Control(m) => {
                 // On Err the core already queued the disconnect.
                 let _ = self.torrent.handle_message(now, key, m);
             }
-            Inbound::Piece(block, data) => {
+            Message::Piece { index, begin, data } => {
                 // Only from `next_message`; the streaming decoder hands
-                // payloads to `on_piece_payload` instead.
+                // payloads to `on_piece_payload` instead. The decoder bounds a
+                // block by the negotiated request length (a u32).
+                let block = Block {
+                    piece: index,
+                    offset: begin,
+                    len_bytes: u32::try_from(data.len()).unwrap_or(u32::MAX),
+                };
                 let stored = self.torrent.wants_block(key, &block)
-                    && self.write_payload(block.piece, block.offset.0, &data);
+                    && self.write_payload(block.piece, block.offset, &data);
                 if let Some(pc) = self.conns.get_mut(&conn) {
                     let (piece, len) = (block.piece, block.len_bytes);
                     Self::count_piece_received(&mut self.piece_sources, pc, piece, len, stored);
                 }
                 let _ = self.torrent.handle_block_received(now, key, block);
             }
-            Inbound::Ignore => {}
+            Message::Port { .. } | Message::Extended(_) => {}
         }
         // Actions are run per message, so a VerifyPiece sees its block written
         // and a Disconnect stops decoding this connection.
@@ -398,15 +401,15 @@ impl NodeHandler {
     }
 
     /// Writes payload the core wants (a whole block, or a chunk of one
-    /// streamed in) at `offset_bytes` of `piece`; true if it was stored.
+    /// streamed in) at `offset` of `piece`; true if it was stored.
     /// A shadow piece's payload goes to its buffer, never to shared storage
     /// (see `shadow`). Writes to a piece verified meanwhile (an endgame
     /// duplicate) or lost are dropped; any other disk error stops the node.
-    fn write_payload(&mut self, piece: PieceIndex, offset_bytes: u32, data: &[u8]) -> bool {
+    fn write_payload(&mut self, piece: PieceIndex, offset: BlockOffset, data: &[u8]) -> bool {
         if self.torrent.is_shadow(piece) {
-            return self.store_shadow(piece, offset_bytes, data);
+            return self.store_shadow(piece, offset, data);
         }
-        match super::retry_busy(|| self.storage.write_block(piece.0, offset_bytes, data)) {
+        match super::retry_busy(|| self.storage.write_block(piece, offset, data)) {
             Ok(()) => true,
             Err(StoreError::AlreadyVerified { .. } | StoreError::PieceLost { .. }) => false,
             Err(e) => {

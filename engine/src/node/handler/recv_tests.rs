@@ -12,7 +12,8 @@ use crate::node::{Node, NodeConfig};
 use crate::store::OpenMode;
 use crate::wire::metainfo::Metainfo;
 use crate::wire::peer::{
-    Block, BlockOffset, Decoder, DecoderLimits, Handshake, Message, PieceIndex,
+    encode_control, Block, BlockOffset, Decoder, DecoderLimits, Handshake, Message, PeerMessage,
+    PieceIndex,
 };
 
 const PIECE_LEN: u32 = 64 * 1024;
@@ -34,14 +35,14 @@ fn fake_seeder(
     let mut ours = Handshake::new(info_hash, PeerId([0xee; 20]));
     ours.set_extended(false);
     let mut out = ours.to_bytes().to_vec();
-    Message::HaveAll.encode(&mut out).unwrap();
-    Message::Unchoke.encode(&mut out).unwrap();
+    encode_control(&PeerMessage::HaveAll, &mut out);
+    encode_control(&PeerMessage::Unchoke, &mut out);
     s.write_all(&out).unwrap();
     let mut dec = Decoder::new(DecoderLimits::new(1024));
     let mut buf = [0u8; 4096];
     let req = loop {
         match dec.next_message().unwrap() {
-            Some(Message::Request(r)) => break r,
+            Some(Message::Control(PeerMessage::Request(r))) => break r,
             Some(_) => continue,
             None => {}
         }
@@ -128,7 +129,7 @@ fn lying_and_truncating_peers_do_not_corrupt_storage() {
     });
     node.connect(trunc).unwrap();
     let (req, _) = t.join().unwrap();
-    assert!(!node.storage().is_verified(req.piece.0));
+    assert!(!node.storage().is_verified(req.piece));
 
     // A real seeder completes the download; every byte is the source's.
     let seed = Node::start(

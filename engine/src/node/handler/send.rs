@@ -7,9 +7,8 @@ use smallvec::SmallVec;
 use crate::core::{Block, PeerKey, PeerMessage};
 use crate::node::dispatch::Ctx;
 use crate::rt::{ConnId, Region};
-use crate::wire::peer::piece_header;
+use crate::wire::peer::{encode_control, piece_header};
 
-use super::super::convert;
 use super::super::peer::Outgoing;
 use super::NodeHandler;
 
@@ -36,9 +35,7 @@ impl NodeHandler {
 
     fn send_msg(&mut self, ctx: &mut Ctx, conn: ConnId, msg: &PeerMessage) {
         let mut buf = Vec::new();
-        if convert::outbound(msg).encode(&mut buf).is_err() {
-            return; // only oversized payloads fail; the core never makes them
-        }
+        encode_control(msg, &mut buf);
         if let Some(pc) = self.conns.get_mut(&conn) {
             pc.queued_total_bytes += buf.len() as u64;
             if let PeerMessage::Request(b) = msg {
@@ -72,7 +69,7 @@ impl NodeHandler {
     /// regions (one per file it spans), without copying the data.
     fn send_block(&mut self, ctx: &mut Ctx, conn: ConnId, block: Block) {
         let len = block.len_bytes;
-        let regions = self.regions(block.piece.0, block.offset.0, len);
+        let regions = self.regions(block);
         let header = piece_header(&block);
         let (Some(regions), Ok(header)) = (regions, header) else {
             // Not servable (the core only asks for verified pieces, so the
@@ -108,15 +105,8 @@ impl NodeHandler {
     /// The file regions of a verified block, `None` if it cannot be served:
     /// the store makes regions of verified pieces only (and re-checks that
     /// their files are unchanged, store rules).
-    fn regions(
-        &self,
-        piece: u32,
-        offset_bytes: u32,
-        len_bytes: u32,
-    ) -> Option<SmallVec<[Region; 2]>> {
-        self.storage
-            .servable_regions(piece, offset_bytes, len_bytes)
-            .ok()
+    fn regions(&self, block: Block) -> Option<SmallVec<[Region; 2]>> {
+        self.storage.servable_regions(block).ok()
     }
 
     /// The runtime handed bytes of `conn` to the kernel: report the blocks

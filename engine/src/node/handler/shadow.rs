@@ -12,7 +12,7 @@
 use sha1::{Digest, Sha1};
 
 use crate::base::PieceDigest;
-use crate::core::{PieceIndex, BLOCK_LEN_BYTES};
+use crate::core::{BlockOffset, PieceIndex, BLOCK_LEN_BYTES};
 use crate::node::dispatch::Ctx;
 use crate::store::StoreError;
 
@@ -39,30 +39,29 @@ impl NodeHandler {
     pub(super) fn store_shadow(
         &mut self,
         piece: PieceIndex,
-        offset_bytes: u32,
+        offset: BlockOffset,
         data: &[u8],
     ) -> bool {
         let len = self.torrent.config().piece_len(piece) as usize;
-        if !self.shadow_bufs.contains_key(&piece.0) {
-            let full = |bufs: &std::collections::HashMap<u32, Vec<u8>>| {
+        if !self.shadow_bufs.contains_key(&piece) {
+            let full = |bufs: &std::collections::HashMap<PieceIndex, Vec<u8>>| {
                 let used: usize = bufs.values().map(Vec::len).sum();
                 bufs.len() >= MAX_SHADOW_BUFFERS
                     || (used > 0 && used + len > MAX_SHADOW_BUFFER_BYTES)
             };
             if full(&self.shadow_bufs) {
                 let torrent = &self.torrent;
-                self.shadow_bufs
-                    .retain(|p, _| torrent.is_shadow(PieceIndex(*p)));
+                self.shadow_bufs.retain(|p, _| torrent.is_shadow(*p));
             }
             if full(&self.shadow_bufs) {
                 return false;
             }
-            self.shadow_bufs.insert(piece.0, vec![0; len]);
+            self.shadow_bufs.insert(piece, vec![0; len]);
         }
-        let Some(buf) = self.shadow_bufs.get_mut(&piece.0) else {
+        let Some(buf) = self.shadow_bufs.get_mut(&piece) else {
             return false;
         };
-        let start = offset_bytes as usize;
+        let start = offset.0 as usize;
         match buf.get_mut(start..start + data.len()) {
             Some(dst) => {
                 dst.copy_from_slice(data);
@@ -76,40 +75,39 @@ impl NodeHandler {
     /// right (now, or on a later tick), report it wrong with its block digests
     /// otherwise.
     pub(super) fn verify_shadow(&mut self, ctx: &mut Ctx, piece: PieceIndex) {
-        let Some(buf) = self.shadow_bufs.get(&piece.0) else {
+        let Some(buf) = self.shadow_bufs.get(&piece) else {
             // Nothing buffered (bound reached): a failed copy, blaming nobody.
             let now = self.now();
             self.torrent.handle_piece_verified(now, piece, false);
             return;
         };
         let hashes = self.storage.layout().piece_hashes();
-        let expected = hashes.get(piece.0);
+        let expected = hashes.get(piece);
         if Some(PieceDigest::of(hashes.kind(), buf)) != expected {
             let digests = buf
                 .chunks(BLOCK_LEN_BYTES as usize)
                 .map(|c| Sha1::digest(c).into())
                 .collect();
-            self.shadow_bufs.remove(&piece.0);
+            self.shadow_bufs.remove(&piece);
             self.torrent.handle_block_digests(piece, digests);
             let now = self.now();
             self.torrent.handle_piece_verified(now, piece, false);
             return;
         }
-        self.shadow_commits.insert(piece.0);
+        self.shadow_commits.insert(piece);
         self.commit_shadows(ctx);
     }
 
     /// Commits verified shadow buffers to storage; those whose piece the owner
     /// is busy with stay for the next tick.
     pub(super) fn commit_shadows(&mut self, ctx: &mut Ctx) {
-        let pending: Vec<u32> = self.shadow_commits.iter().copied().collect();
-        for p in pending {
-            let piece = PieceIndex(p);
-            let Some(buf) = self.shadow_bufs.get(&p) else {
-                self.shadow_commits.remove(&p);
+        let pending: Vec<PieceIndex> = self.shadow_commits.iter().copied().collect();
+        for piece in pending {
+            let Some(buf) = self.shadow_bufs.get(&piece) else {
+                self.shadow_commits.remove(&piece);
                 continue;
             };
-            match self.commit(p, buf) {
+            match self.commit(piece, buf) {
                 Ok(()) => {}
                 Err(StoreError::PieceBusy { .. }) => continue,
                 Err(e) => {
@@ -117,19 +115,19 @@ impl NodeHandler {
                     return;
                 }
             }
-            self.shadow_commits.remove(&p);
-            self.shadow_bufs.remove(&p);
+            self.shadow_commits.remove(&piece);
+            self.shadow_bufs.remove(&piece);
             self.on_verified(ctx, piece, true);
         }
     }
 
     /// Writes `data` as piece `piece` and verifies it; `Ok` once the piece is
     /// verified in storage (by us or, meanwhile, by its owner).
-    fn commit(&self, piece: u32, data: &[u8]) -> Result<(), StoreError> {
+    fn commit(&self, piece: PieceIndex, data: &[u8]) -> Result<(), StoreError> {
         for _ in 0..COMMIT_ATTEMPTS {
             for (i, block) in data.chunks(BLOCK_LEN_BYTES as usize).enumerate() {
-                let off = (i as u32) * BLOCK_LEN_BYTES;
-                match self.storage.write_block(piece, off, block) {
+                let offset = BlockOffset((i as u32) * BLOCK_LEN_BYTES);
+                match self.storage.write_block(piece, offset, block) {
                     Ok(()) => {}
                     Err(StoreError::AlreadyVerified { .. }) => return Ok(()),
                     Err(e) => return Err(e),

@@ -125,8 +125,8 @@ impl NodeHandler {
             }
             Command::PieceVerified(piece) => {
                 self.torrent.handle_piece_verified_elsewhere(now, piece);
-                self.shadow_bufs.remove(&piece.0);
-                self.shadow_commits.remove(&piece.0);
+                self.shadow_bufs.remove(&piece);
+                self.shadow_commits.remove(&piece);
             }
             Command::ClosePeer(conn, peer_id) => {
                 let ours = self.conns.get(&conn).map(|pc| pc.peer_id);

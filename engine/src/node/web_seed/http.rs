@@ -22,7 +22,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::core::PieceIndex;
+use crate::core::{BlockOffset, PieceIndex};
 use crate::store::{Storage, StoreError};
 use crate::wire::web_seed::file_url;
 
@@ -109,7 +109,7 @@ pub(crate) fn fetch_piece(
 ) -> Result<(), FetchError> {
     let layout = t.storage.layout();
     let segments: Vec<_> = layout
-        .piece_segments(piece.0)
+        .piece_segments(piece)
         .map_err(FetchError::Store)?
         .collect();
     let files: Vec<_> = layout.files().collect();
@@ -122,7 +122,7 @@ pub(crate) fn fetch_piece(
             let mut left = seg.len_bytes;
             while left > 0 {
                 let n = left.min(ZEROS.len() as u32);
-                write(t, piece, offset_bytes, &ZEROS[..n as usize])?;
+                write(t, piece, BlockOffset(offset_bytes), &ZEROS[..n as usize])?;
                 offset_bytes += n;
                 left -= n;
             }
@@ -136,7 +136,7 @@ pub(crate) fn fetch_piece(
             seg.file_offset_bytes,
             seg.len_bytes,
             |data| {
-                write(t, piece, offset_bytes, data)?;
+                write(t, piece, BlockOffset(offset_bytes), data)?;
                 offset_bytes += data.len() as u32;
                 Ok(())
             },
@@ -146,14 +146,14 @@ pub(crate) fn fetch_piece(
     Ok(())
 }
 
-/// Writes `data` at `offset_bytes` of `piece` (waiting out a shadow commit).
+/// Writes `data` at `offset` of `piece` (waiting out a shadow commit).
 fn write(
     t: &Target<'_>,
     piece: PieceIndex,
-    offset_bytes: u32,
+    offset: BlockOffset,
     data: &[u8],
 ) -> Result<(), FetchError> {
-    match retry_busy(|| t.storage.write_block(piece.0, offset_bytes, data)) {
+    match retry_busy(|| t.storage.write_block(piece, offset, data)) {
         Ok(()) => Ok(()),
         Err(StoreError::AlreadyVerified { .. }) => Err(FetchError::AlreadyVerified),
         Err(e) => Err(FetchError::Store(e)),

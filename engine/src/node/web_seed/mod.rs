@@ -365,7 +365,7 @@ impl Fetcher {
         ) {
             Some(p) => {
                 if let Some(bucket) = &limit {
-                    let len = self.storage.layout().piece_len(p.0).unwrap_or(0);
+                    let len = self.storage.layout().piece_len(p).unwrap_or(0);
                     bucket.take(now, u64::from(len));
                 }
                 Step::Fetch(p)
@@ -392,7 +392,7 @@ impl Fetcher {
         };
         let fetched = http::fetch_piece(&self.agent, &self.url, piece, &target);
         let outcome = match fetched {
-            Ok(()) => match retry_busy(|| self.storage.verify_piece(piece.0)) {
+            Ok(()) => match retry_busy(|| self.storage.verify_piece(piece)) {
                 Ok(true) => Ok(()),
                 Ok(false) | Err(StoreError::PieceLost { .. }) => {
                     c.hash_failures.fetch_add(1, Ordering::Relaxed);
@@ -416,7 +416,7 @@ impl Fetcher {
             Ok(()) => {
                 c.pieces.fetch_add(1, Ordering::Relaxed);
                 self.with_backoff(|b, _| b.handle_success());
-                let len = u64::from(self.storage.layout().piece_len(piece.0).unwrap_or(0));
+                let len = u64::from(self.storage.layout().piece_len(piece).unwrap_or(0));
                 if self.shared.piece_verified(piece, len) {
                     for w in 0..self.shared.workers {
                         // Full or exited: a worker catches up from `TorrentShared::have`

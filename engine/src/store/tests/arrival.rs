@@ -30,7 +30,10 @@ fn in_order_pieces_verify_on_arrival_with_sha1_and_blake3() {
         for p in 0..fx.piece_count() {
             // Uneven chunks, as a streamed `piece` payload arrives.
             fx.write_piece(&s, p, 1000);
-            assert!(s.verify_piece(p).unwrap(), "piece {p} blake3 {blake3}");
+            assert!(
+                s.verify_piece(PieceIndex(p)).unwrap(),
+                "piece {p} blake3 {blake3}"
+            );
         }
         assert!(s.is_complete());
         assert_eq!(s.verify_counts(), counts(fx.piece_count().into(), 0));
@@ -88,15 +91,20 @@ fn out_of_order_pieces_are_read_back_once() {
     // Piece 0 back to front; piece 1 from the middle; piece 2 in order but its
     // middle block sent again (a truncated block re-sent by another peer).
     let p0 = fx.piece(0);
-    s.write_block(0, 2048, &p0[2048..]).unwrap();
-    s.write_block(0, 0, &p0[..2048]).unwrap();
+    s.write_block(PieceIndex(0), BlockOffset(2048), &p0[2048..])
+        .unwrap();
+    s.write_block(PieceIndex(0), BlockOffset(0), &p0[..2048])
+        .unwrap();
     let p1 = fx.piece(1);
-    s.write_block(1, 1024, &p1[1024..]).unwrap();
-    s.write_block(1, 0, &p1[..1024]).unwrap();
+    s.write_block(PieceIndex(1), BlockOffset(1024), &p1[1024..])
+        .unwrap();
+    s.write_block(PieceIndex(1), BlockOffset(0), &p1[..1024])
+        .unwrap();
     fx.write_piece(&s, 2, 1024);
-    s.write_block(2, 1024, &fx.piece(2)[1024..2048]).unwrap();
+    s.write_block(PieceIndex(2), BlockOffset(1024), &fx.piece(2)[1024..2048])
+        .unwrap();
     for p in 0..3 {
-        assert!(s.verify_piece(p).unwrap(), "piece {p}");
+        assert!(s.verify_piece(PieceIndex(p)).unwrap(), "piece {p}");
     }
     assert_eq!(s.verify_counts(), counts(0, 3));
     s.flush_resume().unwrap();
@@ -113,19 +121,23 @@ fn a_wrong_block_fails_on_both_paths_and_a_rewrite_fixes_it() {
     let mut bad = fx.piece(3).to_vec();
     bad[100] ^= 1;
     // In order: the digest computed on arrival is wrong.
-    s.write_block(3, 0, &bad).unwrap();
-    assert!(!s.verify_piece(3).unwrap());
+    s.write_block(PieceIndex(3), BlockOffset(0), &bad).unwrap();
+    assert!(!s.verify_piece(PieceIndex(3)).unwrap());
     assert_eq!(s.verify_counts(), counts(0, 0), "a failure is not a verify");
     // Rewriting the whole piece in order verifies it on arrival.
     fx.write_piece(&s, 3, 4096);
-    assert!(s.verify_piece(3).unwrap());
+    assert!(s.verify_piece(PieceIndex(3)).unwrap());
     // Out of order: the bad byte lands after an in-order run; read back, caught.
-    s.write_block(4, 0, &fx.piece(4)[..2000]).unwrap();
-    s.write_block(4, 2000, &fx.piece(4)[2000..]).unwrap();
-    s.write_block(4, 100, &[fx.piece(4)[100] ^ 1]).unwrap();
-    assert!(!s.verify_piece(4).unwrap());
-    s.write_block(4, 100, &fx.piece(4)[100..101]).unwrap();
-    assert!(s.verify_piece(4).unwrap());
+    s.write_block(PieceIndex(4), BlockOffset(0), &fx.piece(4)[..2000])
+        .unwrap();
+    s.write_block(PieceIndex(4), BlockOffset(2000), &fx.piece(4)[2000..])
+        .unwrap();
+    s.write_block(PieceIndex(4), BlockOffset(100), &[fx.piece(4)[100] ^ 1])
+        .unwrap();
+    assert!(!s.verify_piece(PieceIndex(4)).unwrap());
+    s.write_block(PieceIndex(4), BlockOffset(100), &fx.piece(4)[100..101])
+        .unwrap();
+    assert!(s.verify_piece(PieceIndex(4)).unwrap());
     assert_eq!(s.verify_counts(), counts(1, 1));
 }
 
@@ -159,12 +171,14 @@ fn arrival_states_are_bounded_and_freed() {
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = open_blake3(&fx, dir.path());
     for p in 0..fx.piece_count() {
-        s.write_block(p, 0, &fx.piece(p)[..32]).unwrap();
+        s.write_block(PieceIndex(p), BlockOffset(0), &fx.piece(p)[..32])
+            .unwrap();
     }
     assert_eq!(s.arrivals.live(), MAX_LIVE);
     for p in 0..fx.piece_count() {
-        s.write_block(p, 32, &fx.piece(p)[32..]).unwrap();
-        assert!(s.verify_piece(p).unwrap());
+        s.write_block(PieceIndex(p), BlockOffset(32), &fx.piece(p)[32..])
+            .unwrap();
+        assert!(s.verify_piece(PieceIndex(p)).unwrap());
     }
     assert_eq!(s.verify_counts(), counts(MAX_LIVE as u64, 8));
     assert_eq!(s.arrivals.live(), 0);
@@ -172,8 +186,10 @@ fn arrival_states_are_bounded_and_freed() {
     let fx = multi();
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = open_blake3(&fx, dir.path());
-    s.write_block(0, 0, &fx.piece(0)[..10]).unwrap();
+    s.write_block(PieceIndex(0), BlockOffset(0), &fx.piece(0)[..10])
+        .unwrap();
     assert_eq!(s.arrivals.live(), 1);
-    s.write_block(0, 500, &fx.piece(0)[500..510]).unwrap();
+    s.write_block(PieceIndex(0), BlockOffset(500), &fx.piece(0)[500..510])
+        .unwrap();
     assert_eq!(s.arrivals.live(), 0);
 }

@@ -134,7 +134,7 @@ fn disk_full_on_flush_keeps_verified_pieces() {
     let (s, _) = fx.open(fs.path(), OpenMode::Create);
     for p in 0..fx.piece_count() {
         fx.write_piece(&s, p, 16384);
-        assert!(s.verify_piece(p).unwrap());
+        assert!(s.verify_piece(PieceIndex(p)).unwrap());
     }
     // Fill the file system to the last byte.
     let filler = std::fs::File::create(fs.path().join("filler")).unwrap();
@@ -157,7 +157,8 @@ fn disk_full_on_flush_keeps_verified_pieces() {
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
     assert!(s.is_complete(), "verified pieces survive a failed flush");
     let mut buf = vec![0; 100];
-    s.read_block(1, 0, &mut buf).unwrap();
+    s.read_block(PieceIndex(1), BlockOffset(0), &mut buf)
+        .unwrap();
     assert_eq!(buf, fx.piece(1)[..100]);
     drop(filler);
     std::fs::remove_file(fs.path().join("filler")).unwrap();
@@ -190,7 +191,10 @@ fn read_only_filesystem_is_reported() {
         "{err}"
     );
     assert!(s.is_complete());
-    assert_eq!(s.block_slices(0, 0, 8).unwrap().concat(), fx.piece(0)[..8]);
+    assert_eq!(
+        s.block_slices(blk(0, 0, 8)).unwrap().concat(),
+        fx.piece(0)[..8]
+    );
 }
 
 const CHILD_ENV: &str = "P2PE_STORE_EACCES_DIR";
@@ -275,27 +279,34 @@ fn seeded_file_modified_is_reverified_and_dropped() {
     fx.write_files(dir.path());
     let (s, _) = fx.open(dir.path(), OpenMode::Seed);
     let mut buf = vec![0; 64];
-    s.read_block(3, 0, &mut buf).unwrap();
+    s.read_block(PieceIndex(3), BlockOffset(0), &mut buf)
+        .unwrap();
     // Piece 3 is bytes 12288..16384, inside f4 (8500..20500).
     modify(&dir.path().join("dir/f4"), 12298 - 8500, &[!fx.data[12298]]);
-    let err = s.read_block(3, 0, &mut buf).unwrap_err();
+    let err = s
+        .read_block(PieceIndex(3), BlockOffset(0), &mut buf)
+        .unwrap_err();
     assert!(
-        matches!(&err, StoreError::ChangedOnDisk { piece: 3, path } if path.ends_with("dir/f4")),
+        matches!(&err, StoreError::ChangedOnDisk { piece: PieceIndex(3), path } if path.ends_with("dir/f4")),
         "{err}"
     );
-    assert!(!s.is_verified(3) && s.is_lost(3));
+    assert!(!s.is_verified(PieceIndex(3)) && s.is_lost(PieceIndex(3)));
     assert!(matches!(
-        s.read_block(3, 0, &mut buf),
-        Err(StoreError::PieceLost { piece: 3 })
+        s.read_block(PieceIndex(3), BlockOffset(0), &mut buf),
+        Err(StoreError::PieceLost {
+            piece: PieceIndex(3)
+        })
     ));
     assert!(matches!(
-        s.verify_piece(3),
+        s.verify_piece(PieceIndex(3)),
         Err(StoreError::PieceLost { .. })
     ));
     // Untouched pieces of the same file are re-verified and served.
-    s.read_block(2, 0, &mut buf).unwrap();
+    s.read_block(PieceIndex(2), BlockOffset(0), &mut buf)
+        .unwrap();
     assert_eq!(buf, fx.piece(2)[..64]);
-    s.read_block(4, 0, &mut buf).unwrap();
+    s.read_block(PieceIndex(4), BlockOffset(0), &mut buf)
+        .unwrap();
     assert_eq!(s.verified_count(), fx.piece_count() - 1);
     // The record no longer lists the dropped piece.
     s.set_write_resume(true);
@@ -320,7 +331,8 @@ fn change_with_mtime_restored_is_caught_by_ctime() {
     s.set_write_resume(true);
     s.flush_resume().unwrap();
     let mut buf = vec![0; 64];
-    s.read_block(3, 0, &mut buf).unwrap();
+    s.read_block(PieceIndex(3), BlockOffset(0), &mut buf)
+        .unwrap();
     // The ctime comes from the kernel's coarse clock: wait (bounded) until it
     // has moved past f4's, so the change below moves f4's ctime.
     let before = std::fs::metadata(&f4).unwrap();
@@ -342,17 +354,25 @@ fn change_with_mtime_restored_is_caught_by_ctime() {
     drop(file);
     let after = std::fs::metadata(&f4).unwrap();
     assert_eq!(after.modified().unwrap(), before.modified().unwrap());
-    let err = s.read_block(3, 0, &mut buf).unwrap_err();
+    let err = s
+        .read_block(PieceIndex(3), BlockOffset(0), &mut buf)
+        .unwrap_err();
     assert!(
-        matches!(err, StoreError::ChangedOnDisk { piece: 3, .. }),
+        matches!(
+            err,
+            StoreError::ChangedOnDisk {
+                piece: PieceIndex(3),
+                ..
+            }
+        ),
         "{err}"
     );
-    assert!(!s.is_verified(3));
+    assert!(!s.is_verified(PieceIndex(3)));
     drop(s);
     // A restart does not trust the record for it either.
     let (s, report) = fx.open(dir.path(), OpenMode::Seed);
     assert_eq!(report.failed, 1, "{report:?}");
-    assert!(!s.is_verified(3));
+    assert!(!s.is_verified(PieceIndex(3)));
 }
 
 #[test]
@@ -364,11 +384,20 @@ fn partial_seed_still_watches_mtime() {
     modify(&dir.path().join("dir/f4"), 12298 - 8500, &[!fx.data[12298]]);
     let (s, report) = fx.open(dir.path(), OpenMode::Seed);
     assert_eq!(report.failed, 1);
-    s.read_block(4, 0, &mut [0; 8]).unwrap();
+    s.read_block(PieceIndex(4), BlockOffset(0), &mut [0; 8])
+        .unwrap();
     modify(&dir.path().join("dir/f4"), 16384 - 8500, &[!fx.data[16384]]);
-    let err = s.read_block(4, 0, &mut [0; 8]).unwrap_err();
+    let err = s
+        .read_block(PieceIndex(4), BlockOffset(0), &mut [0; 8])
+        .unwrap_err();
     assert!(
-        matches!(err, StoreError::ChangedOnDisk { piece: 4, .. }),
+        matches!(
+            err,
+            StoreError::ChangedOnDisk {
+                piece: PieceIndex(4),
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -386,10 +415,13 @@ fn periodic_check_marks_pieces_for_reverification() {
     assert_eq!(report.recheck_pieces, 2, "pieces 0 and 1 touch f0");
     assert_eq!(report.dropped_pieces, 0);
     assert!(matches!(
-        s.block_slices(0, 0, 4),
-        Err(StoreError::ChangedOnDisk { piece: 0, .. })
+        s.block_slices(blk(0, 0, 4)),
+        Err(StoreError::ChangedOnDisk {
+            piece: PieceIndex(0),
+            ..
+        })
     ));
-    s.block_slices(1, 0, 4).unwrap();
+    s.block_slices(blk(1, 0, 4)).unwrap();
     assert_eq!(s.check_files().unwrap(), FileCheckReport::default());
 }
 
@@ -405,19 +437,30 @@ fn truncated_seeded_file_drops_its_pieces_without_faulting() {
         .unwrap()
         .set_len(100)
         .unwrap();
-    let err = s.read_block(3, 0, &mut [0; 8]).unwrap_err();
+    let err = s
+        .read_block(PieceIndex(3), BlockOffset(0), &mut [0; 8])
+        .unwrap_err();
     assert!(
-        matches!(err, StoreError::ChangedOnDisk { piece: 3, .. }),
+        matches!(
+            err,
+            StoreError::ChangedOnDisk {
+                piece: PieceIndex(3),
+                ..
+            }
+        ),
         "{err}"
     );
     for p in [2, 3, 4] {
-        assert!(s.is_lost(p), "piece {p} lies in f4");
+        assert!(s.is_lost(PieceIndex(p)), "piece {p} lies in f4");
     }
     assert!(matches!(
-        s.read_block(2, 0, &mut [0; 8]),
-        Err(StoreError::PieceLost { piece: 2 })
+        s.read_block(PieceIndex(2), BlockOffset(0), &mut [0; 8]),
+        Err(StoreError::PieceLost {
+            piece: PieceIndex(2)
+        })
     ));
-    s.read_block(0, 0, &mut [0; 8]).unwrap();
+    s.read_block(PieceIndex(0), BlockOffset(0), &mut [0; 8])
+        .unwrap();
 }
 
 #[test]
@@ -427,8 +470,9 @@ fn own_writes_do_not_trigger_rechecks() {
     let (s, _) = fx.open(dir.path(), OpenMode::Create);
     for p in 0..fx.piece_count() {
         fx.write_piece(&s, p, 512);
-        assert!(s.verify_piece(p).unwrap());
-        s.read_block(p, 0, &mut [0; 8]).unwrap();
+        assert!(s.verify_piece(PieceIndex(p)).unwrap());
+        s.read_block(PieceIndex(p), BlockOffset(0), &mut [0; 8])
+            .unwrap();
         assert_eq!(s.check_files().unwrap().recheck_pieces, 0);
     }
     assert_eq!(s.check_files().unwrap(), FileCheckReport::default());
@@ -488,12 +532,13 @@ fn killed_child() {
     let (s, _) = fx.open(Path::new(&dir), OpenMode::Create);
     for p in 0..3 {
         fx.write_piece(&s, p, 1024);
-        assert!(s.verify_piece(p).unwrap());
+        assert!(s.verify_piece(PieceIndex(p)).unwrap());
         if p == 1 {
             s.flush_resume().unwrap();
         }
     }
-    s.write_block(3, 0, &fx.piece(3)[..2048]).unwrap();
+    s.write_block(PieceIndex(3), BlockOffset(0), &fx.piece(3)[..2048])
+        .unwrap();
     println!("P2PE_CHILD_READY");
     // Wait to be killed (stdin stays open and silent).
     let mut line = String::new();

@@ -10,11 +10,10 @@ mod regions;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::base::InfoHash;
+use crate::base::{Block, BlockOffset, InfoHash, PieceHashes, PieceIndex};
 use sha1::{Digest, Sha1};
 
 use super::*;
-use crate::base::PieceHashes;
 
 /// A torrent fixture: file lengths, piece length, the content and its hashes.
 pub(super) struct Fixture {
@@ -97,7 +96,8 @@ impl Fixture {
     /// Write piece `piece` in blocks of `block` bytes.
     pub(super) fn write_piece(&self, s: &Storage, piece: u32, block: usize) {
         for (i, b) in self.piece(piece).chunks(block).enumerate() {
-            s.write_block(piece, (i * block) as u32, b).unwrap();
+            s.write_block(PieceIndex(piece), BlockOffset((i * block) as u32), b)
+                .unwrap();
         }
     }
 
@@ -118,6 +118,15 @@ impl Fixture {
             std::fs::write(&p, &self.data[off..off + len]).unwrap();
             off += len;
         }
+    }
+}
+
+/// The block of `len_bytes` bytes at `offset` of piece `piece`.
+pub(super) fn blk(piece: u32, offset: u32, len_bytes: u32) -> Block {
+    Block {
+        piece: PieceIndex(piece),
+        offset: BlockOffset(offset),
+        len_bytes,
     }
 }
 
@@ -146,20 +155,21 @@ fn write_all_verify_complete_and_serve() {
     }
     for p in 0..fx.piece_count() {
         assert!(matches!(
-            s.read_block(p, 0, &mut [0; 4]),
+            s.read_block(PieceIndex(p), BlockOffset(0), &mut [0; 4]),
             Err(StoreError::NotVerified { .. })
         ));
         fx.write_piece(&s, p, 1000);
-        assert!(s.verify_piece(p).unwrap());
+        assert!(s.verify_piece(PieceIndex(p)).unwrap());
     }
     assert!(s.is_complete());
     for p in 0..fx.piece_count() {
         let mut buf = vec![0; fx.piece(p).len()];
-        s.read_block(p, 0, &mut buf).unwrap();
+        s.read_block(PieceIndex(p), BlockOffset(0), &mut buf)
+            .unwrap();
         assert_eq!(buf, fx.piece(p));
     }
     // Piece 1 = bytes 4096..8192: f0[4096..5000], f2, f3[0..1192].
-    let slices = s.block_slices(1, 0, 4096).unwrap();
+    let slices = s.block_slices(blk(1, 0, 4096)).unwrap();
     assert_eq!(
         slices.iter().map(|s| s.len()).collect::<Vec<_>>(),
         vec![904, 2000, 1192]
@@ -167,15 +177,17 @@ fn write_all_verify_complete_and_serve() {
     assert_eq!(slices.concat(), fx.piece(1));
     drop(slices);
     assert!(matches!(
-        s.write_block(0, 0, b"x"),
-        Err(StoreError::AlreadyVerified { piece: 0 })
+        s.write_block(PieceIndex(0), BlockOffset(0), b"x"),
+        Err(StoreError::AlreadyVerified {
+            piece: PieceIndex(0)
+        })
     ));
     assert!(matches!(
-        s.read_block(1, 4000, &mut [0; 100]),
+        s.read_block(PieceIndex(1), BlockOffset(4000), &mut [0; 100]),
         Err(StoreError::RangeOutOfPiece { .. })
     ));
     assert!(matches!(
-        s.read_block(99, 0, &mut [0; 1]),
+        s.read_block(PieceIndex(99), BlockOffset(0), &mut [0; 1]),
         Err(StoreError::PieceOutOfRange { .. })
     ));
     // The bytes on disk are the content.
@@ -191,16 +203,19 @@ fn corrupt_byte_fails_verification_and_is_not_marked() {
     let (s, _) = fx.open(dir.path(), OpenMode::Create);
     let mut bad = fx.piece(2).to_vec();
     bad[1234] ^= 0x40;
-    s.write_block(2, 0, &bad).unwrap();
-    assert!(!s.verify_piece(2).unwrap());
-    assert!(!s.is_verified(2));
+    s.write_block(PieceIndex(2), BlockOffset(0), &bad).unwrap();
+    assert!(!s.verify_piece(PieceIndex(2)).unwrap());
+    assert!(!s.is_verified(PieceIndex(2)));
     assert!(matches!(
-        s.block_slices(2, 0, 16),
-        Err(StoreError::NotVerified { piece: 2 })
+        s.block_slices(blk(2, 0, 16)),
+        Err(StoreError::NotVerified {
+            piece: PieceIndex(2)
+        })
     ));
     // Still writable: re-download fixes it.
-    s.write_block(2, 1234, &fx.piece(2)[1234..1235]).unwrap();
-    assert!(s.verify_piece(2).unwrap());
+    s.write_block(PieceIndex(2), BlockOffset(1234), &fx.piece(2)[1234..1235])
+        .unwrap();
+    assert!(s.verify_piece(PieceIndex(2)).unwrap());
     assert_eq!(s.verified_count(), 1);
 }
 
@@ -214,7 +229,7 @@ fn resume_fast_path_after_flush_and_sha1_for_unrecorded() {
         let (s, _) = fx.open(dir.path(), OpenMode::Create);
         for &p in &half {
             fx.write_piece(&s, p, 4096);
-            assert!(s.verify_piece(p).unwrap());
+            assert!(s.verify_piece(PieceIndex(p)).unwrap());
         }
         s.flush_resume().unwrap();
     }
@@ -230,12 +245,13 @@ fn resume_fast_path_after_flush_and_sha1_for_unrecorded() {
     assert_eq!(report.missing, n - half.len() as u32);
     assert_eq!(report.failed, 0);
     for p in 0..n {
-        assert_eq!(s.is_verified(p), p % 2 == 0, "piece {p}");
+        assert_eq!(s.is_verified(PieceIndex(p)), p % 2 == 0, "piece {p}");
     }
     // "Killed" process: piece 1 verified but never flushed, piece 3 half written.
     fx.write_piece(&s, 1, 4096);
-    assert!(s.verify_piece(1).unwrap());
-    s.write_block(3, 0, &fx.piece(3)[..100]).unwrap();
+    assert!(s.verify_piece(PieceIndex(1)).unwrap());
+    s.write_block(PieceIndex(3), BlockOffset(0), &fx.piece(3)[..100])
+        .unwrap();
     drop(s);
     let (s, report) = fx.open(dir.path(), OpenMode::Create);
     assert_eq!(report.fast_verified, half.len() as u32);
@@ -245,7 +261,7 @@ fn resume_fast_path_after_flush_and_sha1_for_unrecorded() {
     );
     assert_eq!(report.failed, 1, "the piece in flight");
     assert_eq!(report.missing, n - half.len() as u32 - 2);
-    assert!(s.is_verified(1) && !s.is_verified(3));
+    assert!(s.is_verified(PieceIndex(1)) && !s.is_verified(PieceIndex(3)));
 }
 
 #[test]
@@ -259,11 +275,11 @@ fn the_exit_flush_lists_only_durable_pieces_and_the_rest_are_hashed_again() {
     {
         let (s, _) = fx.open(dir.path(), OpenMode::Create);
         fx.write_piece(&s, 0, 4096);
-        assert!(s.verify_piece(0).unwrap());
+        assert!(s.verify_piece(PieceIndex(0)).unwrap());
         s.flush_resume().unwrap();
         for p in 1..n {
             fx.write_piece(&s, p, 4096);
-            assert!(s.verify_piece(p).unwrap());
+            assert!(s.verify_piece(PieceIndex(p)).unwrap());
         }
         s.flush_resume_nowait().unwrap();
     }
@@ -272,7 +288,7 @@ fn the_exit_flush_lists_only_durable_pieces_and_the_rest_are_hashed_again() {
     assert_eq!(report.fast_verified, 1);
     assert_eq!(report.hash_verified, n - 1, "not listed: checked by hash");
     assert_eq!(report.failed, 0);
-    assert!((0..n).all(|p| s.is_verified(p)));
+    assert!((0..n).all(|p| s.is_verified(PieceIndex(p))));
     // With the waiting flush every piece is listed.
     s.flush_resume().unwrap();
     drop(s);
@@ -288,7 +304,7 @@ fn record_of_another_torrent_is_ignored() {
     {
         let (s, _) = fx.open(dir.path(), OpenMode::Create);
         fx.write_piece(&s, 0, 4096);
-        s.verify_piece(0).unwrap();
+        s.verify_piece(PieceIndex(0)).unwrap();
         s.flush_resume().unwrap();
     }
     // Under the legacy single name, which any torrent reads.
@@ -309,7 +325,7 @@ fn record_of_another_torrent_is_ignored() {
         RecordStatus::Rejected(RecordRejected::OtherInfoHash)
     );
     assert_eq!((report.fast_verified, report.hash_verified), (0, 1));
-    assert!(s.is_verified(0));
+    assert!(s.is_verified(PieceIndex(0)));
 }
 
 /// Issue 15 item 7: two torrents downloaded into one directory keep one
@@ -328,13 +344,13 @@ fn two_torrents_in_one_dir_keep_their_records() {
         let (s, _) = a.open(dir.path(), OpenMode::Create);
         for p in 0..a.piece_count() {
             a.write_piece(&s, p, 4096);
-            assert!(s.verify_piece(p).unwrap());
+            assert!(s.verify_piece(PieceIndex(p)).unwrap());
         }
         s.flush_resume().unwrap();
         let (t, _) = Storage::open(dir.path(), b.layout(), hash_b, OpenMode::Create).unwrap();
         for p in 0..b.piece_count() {
             b.write_piece(&t, p, 4096);
-            assert!(t.verify_piece(p).unwrap());
+            assert!(t.verify_piece(PieceIndex(p)).unwrap());
         }
         t.flush_resume().unwrap();
     }
@@ -354,7 +370,7 @@ fn garbage_or_truncated_record_is_ignored() {
     {
         let (s, _) = fx.open(dir.path(), OpenMode::Create);
         fx.write_piece(&s, 4, 4096);
-        s.verify_piece(4).unwrap();
+        s.verify_piece(PieceIndex(4)).unwrap();
         s.flush_resume().unwrap();
     }
     let record = dir.path().join(super::path::record_name(&HASH_A));
@@ -371,7 +387,7 @@ fn garbage_or_truncated_record_is_ignored() {
         let (s, report) = fx.open(dir.path(), OpenMode::Create);
         assert_eq!(report.record, RecordStatus::Rejected(why));
         assert_eq!((report.fast_verified, report.hash_verified), (0, 1));
-        assert!(s.is_verified(4));
+        assert!(s.is_verified(PieceIndex(4)));
     }
 }
 
@@ -383,7 +399,7 @@ fn record_disagreeing_with_data_falls_back_to_sha1() {
         let (s, _) = fx.open(dir.path(), OpenMode::Create);
         for p in 0..fx.piece_count() {
             fx.write_piece(&s, p, 4096);
-            s.verify_piece(p).unwrap();
+            s.verify_piece(PieceIndex(p)).unwrap();
         }
         s.flush_resume().unwrap();
     }
@@ -395,7 +411,7 @@ fn record_disagreeing_with_data_falls_back_to_sha1() {
     let (s, report) = fx.open(dir.path(), OpenMode::Create);
     assert_eq!(report.fast_verified, fx.piece_count() - 1);
     assert_eq!(report.failed, 1);
-    assert!(!s.is_verified(3));
+    assert!(!s.is_verified(PieceIndex(3)));
 }
 
 #[test]
@@ -465,10 +481,10 @@ fn distinct_pieces_written_from_distinct_threads() {
             std::thread::spawn(move || {
                 for p in (t..fx.piece_count()).step_by(4) {
                     fx.write_piece(&s, p, 256);
-                    assert!(s.verify_piece(p).unwrap());
+                    assert!(s.verify_piece(PieceIndex(p)).unwrap());
                     // Serve what we have while others write.
                     assert_eq!(
-                        &*s.block_slices(p, 0, 16).unwrap().concat(),
+                        &*s.block_slices(blk(p, 0, 16)).unwrap().concat(),
                         &fx.piece(p)[..16]
                     );
                 }
@@ -486,18 +502,22 @@ fn second_writer_of_a_piece_is_refused() {
     let fx = multi();
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = fx.open(dir.path(), OpenMode::Create);
-    let claim = s.claim(3).unwrap();
+    let claim = s.claim(PieceIndex(3)).unwrap();
     assert!(matches!(
-        s.write_block(3, 0, b"x"),
-        Err(StoreError::PieceBusy { piece: 3 })
+        s.write_block(PieceIndex(3), BlockOffset(0), b"x"),
+        Err(StoreError::PieceBusy {
+            piece: PieceIndex(3)
+        })
     ));
     assert!(matches!(
-        s.verify_piece(3),
-        Err(StoreError::PieceBusy { piece: 3 })
+        s.verify_piece(PieceIndex(3)),
+        Err(StoreError::PieceBusy {
+            piece: PieceIndex(3)
+        })
     ));
-    s.write_block(2, 0, b"x").unwrap();
+    s.write_block(PieceIndex(2), BlockOffset(0), b"x").unwrap();
     drop(claim);
-    s.write_block(3, 0, b"x").unwrap();
+    s.write_block(PieceIndex(3), BlockOffset(0), b"x").unwrap();
 }
 
 #[test]
@@ -509,7 +529,7 @@ fn seed_mode_verifies_existing_files_read_only() {
     assert_eq!(report.hash_verified, fx.piece_count());
     assert!(s.is_complete());
     assert!(matches!(
-        s.write_block(0, 0, b"x"),
+        s.write_block(PieceIndex(0), BlockOffset(0), b"x"),
         Err(StoreError::ReadOnly)
     ));
     // A seed writes nothing into its directory unless asked (issue 11).

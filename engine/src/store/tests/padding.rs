@@ -33,18 +33,20 @@ fn padding_is_never_written_and_never_required() {
     // All-zero piece 2 (padding only) is verified at once, the rest is missing.
     assert_eq!(report.verified(), 1);
     for piece in 0..fx.piece_count() {
-        if !s.is_verified(piece) {
+        if !s.is_verified(PieceIndex(piece)) {
             // A peer may send anything in the padding: it is dropped.
             let mut bytes = fx.piece(piece).to_vec();
             if piece == 1 {
                 bytes[4095] = 0xff;
             }
-            s.write_block(piece, 0, &bytes).unwrap();
-            assert!(s.verify_piece(piece).unwrap(), "piece {piece}");
+            s.write_block(PieceIndex(piece), BlockOffset(0), &bytes)
+                .unwrap();
+            assert!(s.verify_piece(PieceIndex(piece)).unwrap(), "piece {piece}");
         }
     }
     let mut buf = vec![1u8; 4096];
-    s.read_block(1, 0, &mut buf).unwrap();
+    s.read_block(PieceIndex(1), BlockOffset(0), &mut buf)
+        .unwrap();
     assert_eq!(buf, fx.piece(1));
     s.flush_resume().unwrap();
     drop(s);
@@ -66,7 +68,8 @@ fn padding_is_never_written_and_never_required() {
     assert_eq!(report.verified(), fx.piece_count());
     no_pad_dir(origin.path());
     let mut buf = vec![1u8; 4096];
-    s.read_block(2, 0, &mut buf).unwrap();
+    s.read_block(PieceIndex(2), BlockOffset(0), &mut buf)
+        .unwrap();
     assert!(buf.iter().all(|&b| b == 0));
 }
 

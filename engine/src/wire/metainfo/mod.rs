@@ -49,6 +49,8 @@ use std::fmt;
 
 use sha1::{Digest, Sha1};
 
+use crate::base::PieceIndex;
+
 pub use crate::base::{
     FileSpec, InfoHash, PieceHashKind, PieceHashes, BLAKE3_LEN_BYTES, SHA1_LEN_BYTES,
 };
@@ -292,8 +294,8 @@ impl Info {
     }
 
     /// Length of piece `piece` in bytes (the last one may be shorter); `None` past the end.
-    pub fn piece_len_bytes_of(&self, piece: u32) -> Option<u32> {
-        let start = u64::from(piece).checked_mul(u64::from(self.piece_len_bytes))?;
+    pub fn piece_len_bytes_of(&self, piece: PieceIndex) -> Option<u32> {
+        let start = u64::from(piece.0).checked_mul(u64::from(self.piece_len_bytes))?;
         if start >= self.total_len_bytes {
             return None;
         }
@@ -302,8 +304,8 @@ impl Info {
     }
 
     /// The SHA-1 of piece `piece`; `None` past the end.
-    pub fn piece_hash(&self, piece: u32) -> Option<&PieceHash> {
-        self.piece_hashes.get(usize::try_from(piece).ok()?)
+    pub fn piece_hash(&self, piece: PieceIndex) -> Option<&PieceHash> {
+        self.piece_hashes.get(usize::try_from(piece.0).ok()?)
     }
 
     /// All piece hashes, in piece order.

@@ -63,9 +63,9 @@ fn single_file_parses_and_hashes_raw_info() {
         (i.name(), i.total_len_bytes(), i.piece_count()),
         ("a.bin", 5, 2)
     );
-    assert_eq!(i.piece_len_bytes_of(0), Some(4));
-    assert_eq!(i.piece_len_bytes_of(1), Some(1));
-    assert_eq!(i.piece_len_bytes_of(2), None);
+    assert_eq!(i.piece_len_bytes_of(PieceIndex(0)), Some(4));
+    assert_eq!(i.piece_len_bytes_of(PieceIndex(1)), Some(1));
+    assert_eq!(i.piece_len_bytes_of(PieceIndex(2)), None);
     assert_eq!(i.files()[0].path_components(), ["a.bin"]);
     assert!(!i.is_multi_file() && !i.is_private());
 }

@@ -3,9 +3,10 @@
 use bytes::{Buf, Bytes};
 
 use super::{
-    Block, BlockOffset, ExtendedHandshake, ExtendedMessage, Message, MessageId, PieceIndex,
-    WireError,
+    Bitfield, Block, BlockOffset, ExtendedHandshake, ExtendedMessage, Message, MessageId,
+    PeerMessage, PieceIndex, WireError,
 };
+use crate::base::BitfieldError;
 
 /// What a body is checked against.
 #[derive(Debug, Clone, Copy)]
@@ -89,64 +90,54 @@ pub(super) fn parse_body(
         id: id as u8,
         frame_len_bytes,
     };
-    Ok(match id {
-        MessageId::Choke => Message::Choke,
-        MessageId::Unchoke => Message::Unchoke,
-        MessageId::Interested => Message::Interested,
-        MessageId::NotInterested => Message::NotInterested,
-        MessageId::HaveAll => Message::HaveAll,
-        MessageId::HaveNone => Message::HaveNone,
-        MessageId::Have => Message::Have {
-            index: b.index(rules)?,
-        },
-        MessageId::Suggest => Message::Suggest {
-            index: b.index(rules)?,
-        },
-        MessageId::AllowedFast => Message::AllowedFast {
-            index: b.index(rules)?,
-        },
-        MessageId::Request => Message::Request(b.block(rules)?),
-        MessageId::Cancel => Message::Cancel(b.block(rules)?),
-        MessageId::Reject => Message::Reject(b.block(rules)?),
-        MessageId::Port => Message::Port { port: b.u16()? },
-        MessageId::Bitfield => {
-            check_spare_bits(&b.bytes, rules.piece_count)?;
-            Message::Bitfield(b.bytes)
-        }
+    let control = |m: PeerMessage| -> Result<Message, WireError> { Ok(Message::Control(m)) };
+    match id {
+        MessageId::Choke => control(PeerMessage::Choke),
+        MessageId::Unchoke => control(PeerMessage::Unchoke),
+        MessageId::Interested => control(PeerMessage::Interested),
+        MessageId::NotInterested => control(PeerMessage::NotInterested),
+        MessageId::HaveAll => control(PeerMessage::HaveAll),
+        MessageId::HaveNone => control(PeerMessage::HaveNone),
+        MessageId::Have => control(PeerMessage::Have(b.index(rules)?)),
+        MessageId::Suggest => control(PeerMessage::Suggest(b.index(rules)?)),
+        MessageId::AllowedFast => control(PeerMessage::AllowedFast(b.index(rules)?)),
+        MessageId::Request => control(PeerMessage::Request(b.block(rules)?)),
+        MessageId::Cancel => control(PeerMessage::Cancel(b.block(rules)?)),
+        MessageId::Reject => control(PeerMessage::Reject(b.block(rules)?)),
+        MessageId::Bitfield => control(PeerMessage::Bitfield(bitfield(&b.bytes, rules)?)),
+        MessageId::Port => Ok(Message::Port { port: b.u16()? }),
         MessageId::Piece => {
             let index = b.index(rules)?;
             let begin = BlockOffset(b.u32()?);
-            Message::Piece {
+            Ok(Message::Piece {
                 index,
                 begin,
                 data: b.bytes,
-            }
+            })
         }
         MessageId::Extended => {
             let ext_id = b.u8()?;
-            Message::Extended(if ext_id == 0 {
+            Ok(Message::Extended(if ext_id == 0 {
                 ExtendedMessage::Handshake(ExtendedHandshake::from_bencode(&b.bytes)?)
             } else {
                 ExtendedMessage::Other {
                     id: ext_id,
                     payload: b.bytes,
                 }
-            })
+            }))
         }
-    })
+    }
 }
 
-/// BEP 3: spare bits at the end of the bitfield must be zero.
-fn check_spare_bits(bits: &[u8], piece_count: u32) -> Result<(), WireError> {
-    let used_in_last = piece_count % 8;
-    match bits.last() {
-        Some(&last) if used_in_last != 0 && last & (0xff >> used_in_last) != 0 => {
-            Err(WireError::BadBitfield {
-                reason: "spare bits set",
-            })
-        }
-        _ => Ok(()),
-    }
+/// The BEP 3 bitfield of `bits`: exactly `ceil(piece_count / 8)` bytes (the
+/// header check saw to that), piece 0 in the high bit, spare bits zero.
+fn bitfield(bits: &[u8], rules: BodyRules) -> Result<Bitfield, WireError> {
+    Bitfield::from_bytes(bits, rules.piece_count).map_err(|e| WireError::BadBitfield {
+        reason: match e {
+            BitfieldError::Length { .. } => "wrong length for the piece count",
+            BitfieldError::SpareBits => "spare bits set",
+        },
+    })
 }
 
 #[cfg(test)]
@@ -180,9 +171,19 @@ mod tests {
 
     #[test]
     fn spare_bits() {
-        assert!(check_spare_bits(&[0xff], 8).is_ok());
-        assert!(check_spare_bits(&[0xfe], 7).is_ok());
-        assert!(check_spare_bits(&[0xff], 7).is_err());
-        assert!(check_spare_bits(&[], 0).is_ok());
+        let rules = |piece_count| BodyRules {
+            piece_count,
+            max_request_len_bytes: 16384,
+        };
+        assert_eq!(bitfield(&[0xff], rules(8)).unwrap().count_ones(), 8);
+        assert_eq!(bitfield(&[0xfe], rules(7)).unwrap().count_ones(), 7);
+        assert_eq!(
+            bitfield(&[0xff], rules(7)),
+            Err(WireError::BadBitfield {
+                reason: "spare bits set"
+            })
+        );
+        assert!(bitfield(&[], rules(0)).unwrap().is_empty());
+        assert!(bitfield(&[0, 0], rules(8)).is_err());
     }
 }

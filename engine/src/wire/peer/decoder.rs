@@ -3,7 +3,7 @@
 use bytes::{Buf, BytesMut};
 
 use super::body::{parse_body, BodyRules};
-use super::{Block, Handshake, Message, MessageId, WireError, BLOCK_LEN_BYTES};
+use super::{Block, Handshake, Message, MessageId, PeerMessage, WireError, BLOCK_LEN_BYTES};
 
 /// Default frame limit in bytes: 128 KiB. Comfortably above a 16 KiB block
 /// plus its 9-byte header and a BEP 9 metadata piece (16 KiB plus a small
@@ -146,7 +146,7 @@ impl Decoder {
         };
         if len == 0 {
             self.buf.advance(4);
-            return Ok(Some(Message::KeepAlive));
+            return Ok(Some(Message::Control(PeerMessage::KeepAlive)));
         }
         let Some(&id_byte) = self.buf.get(4) else {
             return Ok(None);
@@ -246,7 +246,6 @@ impl Decoder {
 mod tests {
     use super::*;
     use crate::wire::peer::PieceIndex;
-    use bytes::Bytes;
 
     fn decode_all(limits: DecoderLimits, bytes: &[u8]) -> Result<Vec<Message>, WireError> {
         let mut dec = Decoder::new(limits);
@@ -365,10 +364,11 @@ mod tests {
             WireError::BadBitfield { .. }
         ));
         let ok = decode_all(l, &[0, 0, 0, 3, 5, 0xff, 0xc0]).unwrap();
-        assert_eq!(
-            ok,
-            vec![Message::Bitfield(Bytes::from_static(&[0xff, 0xc0]))]
-        );
+        let mut all = crate::base::Bitfield::new(10);
+        for p in 0..10 {
+            all.set(PieceIndex(p));
+        }
+        assert_eq!(ok, vec![Message::Control(PeerMessage::Bitfield(all))]);
     }
 
     #[test]
@@ -385,7 +385,10 @@ mod tests {
         let mut dec = Decoder::new(l);
         dec.set_max_request_len(1 << 20);
         dec.extend(&req);
-        assert!(matches!(dec.next_message(), Ok(Some(Message::Request(_)))));
+        assert!(matches!(
+            dec.next_message(),
+            Ok(Some(Message::Control(PeerMessage::Request(_))))
+        ));
         // A piece header announcing a 16 KiB + 1 block is rejected at once.
         let hdr = [0, 0, 0x40, 10, 7];
         assert_eq!(
@@ -424,7 +427,10 @@ mod tests {
         theirs.set_fast(true);
         dec.set_negotiated(&ours, &theirs);
         dec.extend(&[0, 0, 0, 1, 14, 0, 0, 0, 2, 20, 1]);
-        assert_eq!(dec.next_message(), Ok(Some(Message::HaveAll)));
+        assert_eq!(
+            dec.next_message(),
+            Ok(Some(Message::Control(PeerMessage::HaveAll)))
+        );
         assert_eq!(dec.next_message(), Err(WireError::NotNegotiated { id: 20 }));
     }
 
@@ -438,9 +444,7 @@ mod tests {
         dec.extend(&[3]);
         assert_eq!(
             dec.next_message(),
-            Ok(Some(Message::Have {
-                index: PieceIndex(3)
-            }))
+            Ok(Some(Message::Control(PeerMessage::Have(PieceIndex(3)))))
         );
         assert_eq!(dec.buffered_len_bytes(), 0);
     }

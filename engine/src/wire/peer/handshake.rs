@@ -233,7 +233,9 @@ mod tests {
         let mut msgs = dec.into_decoder(DecoderLimits::new(8));
         assert_eq!(
             msgs.next_message().unwrap(),
-            Some(super::super::Message::Unchoke)
+            Some(super::super::Message::Control(
+                super::super::PeerMessage::Unchoke
+            ))
         );
     }
 }

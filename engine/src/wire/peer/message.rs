@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{Block, BlockOffset, ExtendedHandshake, PieceIndex, WireError};
+use super::{Block, BlockOffset, ExtendedHandshake, PeerMessage, PieceIndex, WireError};
 
 /// Message id byte (BEP 3 §peer messages, BEP 6, BEP 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,29 +90,15 @@ pub enum ExtendedMessage {
     },
 }
 
-/// One peer wire message (BEP 3, BEP 6, BEP 10).
+/// One peer wire message (BEP 3, BEP 5, BEP 6, BEP 10).
+///
+/// The control messages are the base type [`PeerMessage`], which the core takes and
+/// emits as they are; the rest are the wire's alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// Zero-length frame.
-    KeepAlive,
-    /// BEP 3 `choke`.
-    Choke,
-    /// BEP 3 `unchoke`.
-    Unchoke,
-    /// BEP 3 `interested`.
-    Interested,
-    /// BEP 3 `not interested`.
-    NotInterested,
-    /// BEP 3 `have`: the sender now has piece `index`.
-    Have {
-        /// The piece.
-        index: PieceIndex,
-    },
-    /// BEP 3 `bitfield`: `ceil(piece_count / 8)` bytes, piece 0 in the high
-    /// bit of byte 0, spare bits zero.
-    Bitfield(Bytes),
-    /// BEP 3 `request`: `len_bytes` at most 16 KiB, or the p2pe negotiated maximum.
-    Request(Block),
+    /// A control message (BEP 3, BEP 6; keep-alive included), checked by the decoder
+    /// against the torrent (see [`PeerMessage`]).
+    Control(PeerMessage),
     /// BEP 3 `piece`: block `data` at `begin` in piece `index`.
     Piece {
         /// The piece.
@@ -122,31 +108,19 @@ pub enum Message {
         /// The block; a slice of the decoder's receive buffer (no copy).
         data: Bytes,
     },
-    /// BEP 3 `cancel`.
-    Cancel(Block),
     /// BEP 5 `port`: the sender's DHT port.
     Port {
         /// UDP port.
         port: u16,
     },
-    /// BEP 6 `suggest piece`.
-    Suggest {
-        /// The suggested piece.
-        index: PieceIndex,
-    },
-    /// BEP 6 `have all`.
-    HaveAll,
-    /// BEP 6 `have none`.
-    HaveNone,
-    /// BEP 6 `reject request`.
-    Reject(Block),
-    /// BEP 6 `allowed fast`.
-    AllowedFast {
-        /// Piece the receiver may request while choked.
-        index: PieceIndex,
-    },
     /// BEP 10 `extended`.
     Extended(ExtendedMessage),
+}
+
+impl From<PeerMessage> for Message {
+    fn from(msg: PeerMessage) -> Self {
+        Self::Control(msg)
+    }
 }
 
 /// The 13-byte header of a `piece` message carrying `block` (its
@@ -179,24 +153,7 @@ impl Message {
     /// - [`WireError::Encode`] if bencoding an extended handshake fails.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
         match self {
-            Self::KeepAlive => out.extend_from_slice(&0u32.to_be_bytes()),
-            Self::Choke => simple(out, MessageId::Choke),
-            Self::Unchoke => simple(out, MessageId::Unchoke),
-            Self::Interested => simple(out, MessageId::Interested),
-            Self::NotInterested => simple(out, MessageId::NotInterested),
-            Self::HaveAll => simple(out, MessageId::HaveAll),
-            Self::HaveNone => simple(out, MessageId::HaveNone),
-            Self::Have { index } => with_index(out, MessageId::Have, *index),
-            Self::Suggest { index } => with_index(out, MessageId::Suggest, *index),
-            Self::AllowedFast { index } => with_index(out, MessageId::AllowedFast, *index),
-            Self::Request(r) => block(out, MessageId::Request, r),
-            Self::Cancel(r) => block(out, MessageId::Cancel, r),
-            Self::Reject(r) => block(out, MessageId::Reject, r),
-            Self::Bitfield(bits) => {
-                prefix(out, bits.len(), 1)?;
-                out.push(MessageId::Bitfield as u8);
-                out.extend_from_slice(bits);
-            }
+            Self::Control(msg) => encode_control(msg, out),
             Self::Piece { index, begin, data } => {
                 let len = u32::try_from(data.len()).map_err(|_| WireError::PayloadTooLong {
                     len_bytes: data.len(),
@@ -228,22 +185,9 @@ impl Message {
     /// The id byte this message is sent with; `None` for keep-alive.
     pub fn id(&self) -> Option<MessageId> {
         Some(match self {
-            Self::KeepAlive => return None,
-            Self::Choke => MessageId::Choke,
-            Self::Unchoke => MessageId::Unchoke,
-            Self::Interested => MessageId::Interested,
-            Self::NotInterested => MessageId::NotInterested,
-            Self::Have { .. } => MessageId::Have,
-            Self::Bitfield(_) => MessageId::Bitfield,
-            Self::Request(_) => MessageId::Request,
+            Self::Control(msg) => return control_id(msg),
             Self::Piece { .. } => MessageId::Piece,
-            Self::Cancel(_) => MessageId::Cancel,
             Self::Port { .. } => MessageId::Port,
-            Self::Suggest { .. } => MessageId::Suggest,
-            Self::HaveAll => MessageId::HaveAll,
-            Self::HaveNone => MessageId::HaveNone,
-            Self::Reject(_) => MessageId::Reject,
-            Self::AllowedFast { .. } => MessageId::AllowedFast,
             Self::Extended(_) => MessageId::Extended,
         })
     }
@@ -253,6 +197,54 @@ impl Message {
     pub fn requires_fast(&self) -> bool {
         self.id().is_some_and(MessageId::requires_fast)
     }
+}
+
+/// Appends control message `msg`, 4-byte length prefix included, to `out` (BEP 3,
+/// BEP 6 layouts). Infallible: every control message fits a frame (a bitfield of
+/// `u32::MAX` pieces is 512 MiB).
+pub fn encode_control(msg: &PeerMessage, out: &mut Vec<u8>) {
+    match msg {
+        PeerMessage::KeepAlive => out.extend_from_slice(&0u32.to_be_bytes()),
+        PeerMessage::Choke => simple(out, MessageId::Choke),
+        PeerMessage::Unchoke => simple(out, MessageId::Unchoke),
+        PeerMessage::Interested => simple(out, MessageId::Interested),
+        PeerMessage::NotInterested => simple(out, MessageId::NotInterested),
+        PeerMessage::HaveAll => simple(out, MessageId::HaveAll),
+        PeerMessage::HaveNone => simple(out, MessageId::HaveNone),
+        PeerMessage::Have(index) => with_index(out, MessageId::Have, *index),
+        PeerMessage::Suggest(index) => with_index(out, MessageId::Suggest, *index),
+        PeerMessage::AllowedFast(index) => with_index(out, MessageId::AllowedFast, *index),
+        PeerMessage::Request(r) => block(out, MessageId::Request, r),
+        PeerMessage::Cancel(r) => block(out, MessageId::Cancel, r),
+        PeerMessage::Reject(r) => block(out, MessageId::Reject, r),
+        PeerMessage::Bitfield(bits) => {
+            let bytes = bits.to_bytes();
+            // At most ceil(u32::MAX / 8) + 1: fits a u32.
+            out.extend_from_slice(&(bytes.len() as u32 + 1).to_be_bytes());
+            out.push(MessageId::Bitfield as u8);
+            out.extend_from_slice(&bytes);
+        }
+    }
+}
+
+/// The id byte control message `msg` is sent with; `None` for keep-alive.
+fn control_id(msg: &PeerMessage) -> Option<MessageId> {
+    Some(match msg {
+        PeerMessage::KeepAlive => return None,
+        PeerMessage::Choke => MessageId::Choke,
+        PeerMessage::Unchoke => MessageId::Unchoke,
+        PeerMessage::Interested => MessageId::Interested,
+        PeerMessage::NotInterested => MessageId::NotInterested,
+        PeerMessage::Have(_) => MessageId::Have,
+        PeerMessage::Bitfield(_) => MessageId::Bitfield,
+        PeerMessage::Request(_) => MessageId::Request,
+        PeerMessage::Cancel(_) => MessageId::Cancel,
+        PeerMessage::Suggest(_) => MessageId::Suggest,
+        PeerMessage::HaveAll => MessageId::HaveAll,
+        PeerMessage::HaveNone => MessageId::HaveNone,
+        PeerMessage::Reject(_) => MessageId::Reject,
+        PeerMessage::AllowedFast(_) => MessageId::AllowedFast,
+    })
 }
 
 /// Writes the length prefix for a frame of `header_len + payload_len` bytes.
@@ -323,13 +315,11 @@ mod tests {
     #[test]
     fn encodes_bep3_layouts() {
         let mut out = Vec::new();
-        Message::KeepAlive.encode(&mut out).unwrap();
-        Message::Interested.encode(&mut out).unwrap();
-        Message::Have {
-            index: PieceIndex(258),
-        }
-        .encode(&mut out)
-        .unwrap();
+        encode_control(&PeerMessage::KeepAlive, &mut out);
+        Message::Control(PeerMessage::Interested)
+            .encode(&mut out)
+            .unwrap();
+        encode_control(&PeerMessage::Have(PieceIndex(258)), &mut out);
         Message::Port { port: 6881 }.encode(&mut out).unwrap();
         let expected = [
             0, 0, 0, 0, //
@@ -338,6 +328,18 @@ mod tests {
             0, 0, 0, 3, 9, 0x1a, 0xe1,
         ];
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn encodes_a_bitfield_high_bit_first() {
+        let mut bits = crate::base::Bitfield::new(10);
+        bits.set(PieceIndex(0));
+        bits.set(PieceIndex(9));
+        let msg = Message::from(PeerMessage::Bitfield(bits));
+        assert_eq!(msg.id(), Some(MessageId::Bitfield));
+        let mut out = Vec::new();
+        msg.encode(&mut out).unwrap();
+        assert_eq!(out, [0, 0, 0, 3, 5, 0x80, 0x40]);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! A connection starts with a 68-byte [`Handshake`], decoded by
 //! [`HandshakeDecoder`]; its leftover bytes then move into a [`Decoder`]
 //! built from the torrent's [`DecoderLimits`], which yields [`Message`]s
-//! from any split of the byte stream. Encoding appends to a caller-supplied
-//! `Vec<u8>` ([`Message::encode`]); the send path for blocks uses
+//! from any split of the byte stream. The control messages are the base type
+//! [`PeerMessage`] (`Message::Control`), shared with the core, so the node passes
+//! them through without a mapping. Encoding appends to a caller-supplied
+//! `Vec<u8>` ([`Message::encode`], [`encode_control`]); the send path for blocks uses
 //! [`piece_header`] so header and block data (straight from storage) go out
 //! in one gathered send.
 //!
@@ -65,7 +67,7 @@ pub use extended::{
     P2PE_EXTENSION_NAME,
 };
 pub use handshake::{Handshake, HandshakeDecoder};
-pub use message::{piece_header, ExtendedMessage, Message, MessageId};
+pub use message::{encode_control, piece_header, ExtendedMessage, Message, MessageId};
 pub use stream::Decoded;
 
-pub use crate::base::{Block, BlockOffset, PieceIndex, BLOCK_LEN_BYTES};
+pub use crate::base::{Bitfield, Block, BlockOffset, PeerMessage, PieceIndex, BLOCK_LEN_BYTES};

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use bytes::Buf;
 
 use super::decoder::{Decoder, PIECE_HEADER_LEN_BYTES};
-use super::{Block, BlockOffset, Message, MessageId, PieceIndex, WireError};
+use super::{Block, BlockOffset, Message, MessageId, PeerMessage, PieceIndex, WireError};
 
 /// Bytes of a `piece` message before its payload: length prefix, id, index,
 /// begin (BEP 3).
@@ -65,7 +65,9 @@ impl Decoder {
         };
         if len == 0 {
             self.buf.advance(4);
-            return Ok(Some(Decoded::Message(Message::KeepAlive)));
+            return Ok(Some(Decoded::Message(Message::Control(
+                PeerMessage::KeepAlive,
+            ))));
         }
         if !self.fill(input, 5) {
             return Ok(None);

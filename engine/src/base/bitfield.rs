@@ -1,4 +1,6 @@
-//! Fixed-length set of pieces, as carried by the BEP 3 `bitfield` message.
+//! Fixed-length set of pieces, as carried by the BEP 3 `bitfield` message: the
+//! peer-wire decoder builds it from the message's bytes (so a bad bitfield is a wire
+//! error), the core keeps each peer's pieces in it, and the encoder writes it back.
 //!
 //! Invariant: bits at positions `>= len` are always zero, so whole-word operations
 //! (`count_ones`, `and_not_count`) need no masking.
