@@ -62,7 +62,7 @@ fn blake3_record_reopen_checks_with_blake3_and_catches_a_changed_byte() {
         let (s, _) = open_blake3(&fx, dir.path());
         for p in 0..fx.piece_count() {
             fx.write_piece(&s, p, 4096);
-            assert!(s.verify_piece(p).unwrap());
+            assert!(s.verify_piece(PieceIndex(p)).unwrap());
         }
         s.flush_resume().unwrap();
     }
@@ -80,7 +80,7 @@ fn blake3_record_reopen_checks_with_blake3_and_catches_a_changed_byte() {
     let (s, report) = open_blake3(&fx, dir.path());
     assert_eq!(report.fast_verified, fx.piece_count() - 1, "{report:?}");
     assert_eq!(report.failed, 1, "{report:?}");
-    assert!(!s.is_verified(3));
+    assert!(!s.is_verified(PieceIndex(3)));
 }
 
 #[test]

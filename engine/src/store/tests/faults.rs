@@ -97,7 +97,7 @@ fn new_tmpfs_file_is_sparse_and_a_later_full_disk_is_a_clear_error() {
     assert_eq!(meta.len(), 600_000);
     assert_eq!(meta.blocks(), 0, "no page allocated before the first write");
     fx.write_piece(&s, 0, 16384);
-    assert!(s.verify_piece(0).unwrap());
+    assert!(s.verify_piece(PieceIndex(0)).unwrap());
     // Someone else takes the rest of the file system.
     let filler = std::fs::File::create(fs.path().join("filler")).unwrap();
     let mut len = 1 << 20;
@@ -116,10 +116,13 @@ fn new_tmpfs_file_is_sparse_and_a_later_full_disk_is_a_clear_error() {
         }
     }
     let last = fx.piece_count() - 1;
-    let err = s.write_block(last, 0, fx.piece(last)).unwrap_err();
+    let err = s
+        .write_block(PieceIndex(last), BlockOffset(0), fx.piece(last))
+        .unwrap_err();
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
     let mut buf = vec![0; 100];
-    s.read_block(0, 0, &mut buf).unwrap();
+    s.read_block(PieceIndex(0), BlockOffset(0), &mut buf)
+        .unwrap();
     assert_eq!(
         buf,
         fx.piece(0)[..100],
