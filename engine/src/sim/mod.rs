@@ -167,7 +167,18 @@ pub struct SimConfig {
     pub uplink_order: net::UplinkOrder,
     /// Racks (`p2p`; `None`, the default: one flat switch).
     pub racks: Option<RackSpec>,
+    /// Longest wait of a far-end link refill (`p2p`, water-fill, fair uplinks; see
+    /// [`net::Net::set_far_refill_delay`]): `None` (the default) for
+    /// [`SimConfig::auto_far_refill_delay`]; `Some(Duration::ZERO)` for immediate refills,
+    /// the exact and O(degree²)-per-transfer model.
+    pub far_refill_delay: Option<Duration>,
 }
+
+/// The automatic far-end refill delay is a block's time on a regular peer's whole uplink
+/// divided by this. A block shares its uplink with ~16 others, so a far end's share is
+/// stale for at most ~1/(16·this) of a block transfer.
+/// Sized by measurement (`perf/sim.md`, "Deferred far-end refills").
+pub const FAR_REFILL_BLOCK_DIVISOR: u64 = 8;
 
 impl SimConfig {
     /// A config with the defaults `p2pe sim` uses, for `peers` peers, a file of `size_bytes`
@@ -199,7 +210,18 @@ impl SimConfig {
             snub_timeout: None,
             debug_stuck: false,
             racks: None,
+            far_refill_delay: None,
         }
+    }
+
+    /// The far-end refill delay used when [`SimConfig::far_refill_delay`] is `None`: one
+    /// block's time on a regular peer's uplink over [`FAR_REFILL_BLOCK_DIVISOR`], at least
+    /// 1 ns (e.g. 2 MiB at 40 Gbit/s: 52 us; 256 KiB at 100 Mbit/s: 2.6 ms).
+    pub fn auto_far_refill_delay(&self) -> Duration {
+        let block_ns = u128::from(self.block_len_bytes) * 1_000_000_000
+            / u128::from(self.uplink_bytes_per_s.max(1));
+        let ns = (block_ns / u128::from(FAR_REFILL_BLOCK_DIVISOR)).max(1);
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 
     /// Number of pieces.
@@ -484,6 +506,21 @@ mod tests {
         assert!("replicas:0".parse::<Strategy>().is_err());
         assert!("replicas:".parse::<Strategy>().is_err());
         assert!("mesh".parse::<Strategy>().is_err());
+    }
+
+    #[test]
+    fn auto_far_refill_delay_is_an_eighth_of_a_block_on_the_uplink() {
+        // 2 MiB at 40 Gbit/s (5 GB/s): 419,430 ns per block.
+        let mut c = SimConfig::new(10, 500_000_000, 5_000_000_000);
+        c.piece_len_bytes = 2 << 20;
+        c.block_len_bytes = 2 << 20;
+        assert_eq!(c.auto_far_refill_delay(), Duration::from_nanos(52_428));
+        // 16 KiB blocks at 1 Tbit/s: under a nanosecond, kept at 1 ns.
+        c.block_len_bytes = 16 << 10;
+        c.uplink_bytes_per_s = 125_000_000_000;
+        assert_eq!(c.auto_far_refill_delay(), Duration::from_nanos(16));
+        c.block_len_bytes = 1;
+        assert_eq!(c.auto_far_refill_delay(), Duration::from_nanos(1));
     }
 
     #[test]

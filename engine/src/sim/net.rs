@@ -17,6 +17,19 @@
 //!   (slightly suboptimal) but every share is set by a fill over the link's current transfers,
 //!   so no link is ever oversubscribed.
 //!
+//! Far-end refills ([`Net::set_far_refill_delay`], water-fill with `Fair` uplinks): with a
+//! delay `Δ > 0` a start/end at `(src, dst)` refills only the uplink of `src` and the
+//! downlink of `dst` at once (and rerates their transfers); the far ends it would refill
+//! (the uplinks of the other senders into `dst`, the downlinks of the other receivers from
+//! `src`, and `dst`'s downlink again after those uplinks) are marked stale and refilled
+//! together, uplinks then downlinks, by one sync at most `Δ` later, which coalesces every
+//! change to a link in between into one fill. A stale share was set by a fill over the
+//! link's transfers, so it can only leave capacity idle (never oversubscribe a link), for
+//! at most `Δ` per change. A transfer whose rate a refill leaves unchanged keeps its finish
+//! time untouched. With `Δ = 0` (the default) every refill is immediate: the exact
+//! model above, bit for bit. Why: at 1,000-10,000 peers the far-end refills are ~2/3 of a
+//! run's CPU (`perf/sim.md`, "Simulator at fleet size").
+//!
 //! Uplink order ([`UplinkOrder`], water-fill only): `Fair` as above; `Fifo` fills each uplink
 //! in the order the transfers' blocks were handed out (strict priority, work-conserving),
 //! each capped at what its receiver's downlink could give it (its share plus the unused
@@ -56,6 +69,9 @@ const NO_RACK: u32 = u32::MAX;
 /// Uplink-then-downlink fill rounds per start/end with [`UplinkOrder::Fifo`]: the second
 /// round hands what a receiver's downlink refused to the sender's next transfers.
 const FIFO_FILL_ROUNDS: usize = 2;
+/// Transfer id of the far-end sync timer (see [`Net::set_far_refill_delay`]); a driver's
+/// ids are dense from 0, far below it.
+const SYNC_ID: u32 = u32::MAX;
 
 #[derive(Clone, Debug)]
 struct Transfer {
@@ -315,6 +331,18 @@ pub struct Net {
     /// Weights of new transfers are drawn uniformly from `1 ± jitter` (0: all equal).
     jitter: f64,
     rng: Option<ChaCha8Rng>,
+    /// Longest wait of a far-end refill, ns (0: immediate, the exact model).
+    far_delay_ns: u64,
+    /// Per node: its uplink / downlink waits for the next sync; and the nodes marked so
+    /// since the last sync (pushed when the flag is set; a node whose link was refilled
+    /// at once in between, flag cleared, may be pushed again: the sync goes by the flags).
+    up_stale: Vec<bool>,
+    down_stale: Vec<bool>,
+    stale_up: Vec<u32>,
+    stale_down: Vec<u32>,
+    /// Whether a sync is pending, and its timer's version.
+    sync_pending: bool,
+    sync_version: u32,
 }
 
 impl std::str::FromStr for Sharing {
@@ -339,6 +367,13 @@ impl Net {
             sharing,
             ..Self::default()
         }
+    }
+
+    /// Defers far-end refills by at most `delay` (see the module docs; [`Sharing::WaterFill`]
+    /// with [`UplinkOrder::Fair`] only, otherwise refills stay immediate). `Duration::ZERO`:
+    /// immediate, the exact model.
+    pub fn set_far_refill_delay(&mut self, delay: std::time::Duration) {
+        self.far_delay_ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX / 4);
     }
 
     /// Unequal sharing, a crude stand-in for TCP flows that do not share a bottleneck
@@ -434,6 +469,8 @@ impl Net {
         self.up_active.push(Vec::new());
         self.down_active.push(Vec::new());
         self.rack_of.push(NO_RACK);
+        self.up_stale.push(false);
+        self.down_stale.push(false);
         (self.up_active.len() - 1) as u32
     }
 
@@ -556,6 +593,12 @@ impl Net {
     /// Handles a completion timer. Returns `true` when transfer `id` has completed (it is then
     /// removed and its neighbours' rates updated), `false` for a stale or early timer.
     pub fn on_timer(&mut self, now: Time, id: u32, version: u32) -> bool {
+        if id == SYNC_ID {
+            if version == self.sync_version && self.sync_pending {
+                self.sync(now);
+            }
+            return false;
+        }
         let Some(t) = self.transfers.get_mut(id as usize) else {
             return false;
         };
@@ -688,7 +731,27 @@ impl Net {
         }
     }
 
+    /// Whether far-end refills are deferred (see [`Net::set_far_refill_delay`]).
+    fn deferred(&self) -> bool {
+        self.far_delay_ns > 0
+            && self.sharing == Sharing::WaterFill
+            && self.uplink_order == UplinkOrder::Fair
+    }
+
+    /// Starts a new refill's rerates: a transfer rerated from now on carries the new epoch.
+    fn next_epoch(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // Wrapped: no stamp may look current.
+            self.transfers.iter_mut().for_each(|t| t.stamp = 0);
+            self.epoch = 1;
+        }
+    }
+
     fn refill(&mut self, now: Time, src: u32, dst: u32) {
+        if self.deferred() {
+            return self.refill_near(now, src, dst);
+        }
         let mut up_nodes = std::mem::take(&mut self.up_nodes);
         let mut down_nodes = std::mem::take(&mut self.down_nodes);
         up_nodes.clear();
@@ -723,12 +786,7 @@ impl Net {
         }
         // Every share is set now, so rerating a transfer twice (it is on a refilled uplink
         // and a refilled downlink) would change nothing: once is enough.
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            // Wrapped: no stamp may look current.
-            self.transfers.iter_mut().for_each(|t| t.stamp = 0);
-            self.epoch = 1;
-        }
+        self.next_epoch();
         for &n in &up_nodes {
             for i in 0..self.up_active[n as usize].len() {
                 let id = self.up_active[n as usize][i];
@@ -743,6 +801,106 @@ impl Net {
         }
         self.up_nodes = up_nodes;
         self.down_nodes = down_nodes;
+    }
+
+    /// The deferred refill of a start/end at `(src, dst)` (see the module docs): refills the
+    /// uplink of `src` and the downlink of `dst` now, rerates their transfers, and marks the
+    /// far ends stale for the next sync (scheduled at most `far_delay_ns` from now).
+    fn refill_near(&mut self, now: Time, src: u32, dst: u32) {
+        self.fill(src, true);
+        self.fill(dst, false);
+        // The fill of `src`'s uplink read current inputs only (its receivers' equal shares).
+        self.up_stale[src as usize] = false;
+        self.next_epoch();
+        for i in 0..self.up_active[src as usize].len() {
+            let id = self.up_active[src as usize][i];
+            self.rerate_once(now, id);
+        }
+        for i in 0..self.down_active[dst as usize].len() {
+            let id = self.down_active[dst as usize][i];
+            self.rerate_once(now, id);
+        }
+        let mut far_senders = false;
+        for i in 0..self.down_active[dst as usize].len() {
+            let s = self.transfers[self.down_active[dst as usize][i] as usize].src;
+            if s != src {
+                far_senders = true;
+                self.mark_stale(now, s, true);
+            }
+        }
+        if far_senders {
+            // Its fill read those senders' shares, which the sync changes.
+            self.mark_stale(now, dst, false);
+        } else {
+            // Its fill read only `src`'s share, just set.
+            self.down_stale[dst as usize] = false;
+        }
+        for i in 0..self.up_active[src as usize].len() {
+            let d = self.transfers[self.up_active[src as usize][i] as usize].dst;
+            if d != dst {
+                self.mark_stale(now, d, false);
+            }
+        }
+    }
+
+    /// Marks `node`'s uplink (`up`) or downlink for the next sync, scheduling one if none is
+    /// pending.
+    fn mark_stale(&mut self, now: Time, node: u32, up: bool) {
+        let (flag, list) = if up {
+            (&mut self.up_stale[node as usize], &mut self.stale_up)
+        } else {
+            (&mut self.down_stale[node as usize], &mut self.stale_down)
+        };
+        if *flag {
+            return;
+        }
+        *flag = true;
+        list.push(node);
+        if !self.sync_pending {
+            self.sync_pending = true;
+            self.sync_version = self.sync_version.wrapping_add(1);
+            let at = Time::from_nanos(now.as_nanos().saturating_add(self.far_delay_ns));
+            self.timers.push((at, SYNC_ID, self.sync_version));
+        }
+    }
+
+    /// Refills every stale link, uplinks then downlinks (the order of an immediate refill),
+    /// and rerates their transfers once each.
+    fn sync(&mut self, now: Time) {
+        self.sync_pending = false;
+        let stale_up = std::mem::take(&mut self.stale_up);
+        let stale_down = std::mem::take(&mut self.stale_down);
+        for &n in &stale_up {
+            if self.up_stale[n as usize] {
+                self.fill(n, true);
+            }
+        }
+        for &n in &stale_down {
+            if self.down_stale[n as usize] {
+                self.fill(n, false);
+            }
+        }
+        self.next_epoch();
+        for &n in &stale_up {
+            if std::mem::take(&mut self.up_stale[n as usize]) {
+                for i in 0..self.up_active[n as usize].len() {
+                    let id = self.up_active[n as usize][i];
+                    self.rerate_once(now, id);
+                }
+            }
+        }
+        for &n in &stale_down {
+            if std::mem::take(&mut self.down_stale[n as usize]) {
+                for i in 0..self.down_active[n as usize].len() {
+                    let id = self.down_active[n as usize][i];
+                    self.rerate_once(now, id);
+                }
+            }
+        }
+        self.stale_up = stale_up;
+        self.stale_up.clear();
+        self.stale_down = stale_down;
+        self.stale_down.clear();
     }
 
     /// Water-fills the uplink (`up`) or downlink of `node` over its transfers, each capped at
@@ -917,6 +1075,7 @@ impl Net {
     }
 
     fn rerate(&mut self, now: Time, id: u32) {
+        let deferred = self.deferred();
         let t = &self.transfers[id as usize];
         let rate = if self.sharing == Sharing::WaterFill {
             t.share_up
@@ -933,6 +1092,12 @@ impl Net {
                 .min(self.rack_equal_share(t.rack_down, false))
         };
         let t = &mut self.transfers[id as usize];
+        if deferred && rate == t.rate_bytes_per_ns {
+            // Deferred model: an unchanged rate keeps its finish time; advancing the bytes
+            // now or at the next change is the same sum (only the rounding differs, which
+            // the exact model keeps bit for bit, hence not there).
+            return;
+        }
         advance(t, now);
         let delta = rate - t.rate_bytes_per_ns;
         let (src, dst) = (t.src, t.dst);
@@ -1025,6 +1190,84 @@ mod tests {
             rates.push(done.iter().find(|d| d.0 == 3).map(|d| d.1));
         }
         assert_eq!(rates, vec![Some(4_000_000), Some(3_000_000)]);
+    }
+
+    #[test]
+    fn deferred_far_refill_reaches_the_immediate_shares_after_the_sync() {
+        // As `water_fill_uses_the_whole_uplink`: b's transfer gets 2/3 B/ns once the far
+        // ends are refilled, 1 us (the delay) after the starts at t = 0, so it ends within
+        // a few ns of 3 ms; until the sync it runs at a share no larger (idle, never over).
+        let mut net = Net::new(Sharing::WaterFill);
+        net.set_far_refill_delay(std::time::Duration::from_micros(1));
+        let s = net.add_node(1_000_000_000, 0);
+        let s2 = net.add_node(1_000_000_000, 0);
+        let s3 = net.add_node(1_000_000_000, 0);
+        let a = net.add_node(0, 1_000_000_000);
+        let b = net.add_node(0, 1_000_000_000);
+        let mut q = EventQueue::default();
+        net.start(Time::ZERO, 0, s2, a, 100_000_000);
+        net.start(Time::ZERO, 1, s3, a, 100_000_000);
+        net.start(Time::ZERO, 2, s, a, 100_000_000);
+        net.start(Time::ZERO, 3, s, b, 2_000_000);
+        assert!(net.sync_pending);
+        let done = run(&mut net, &mut q);
+        let at = done.iter().find(|d| d.0 == 3).map(|d| d.1);
+        assert!(
+            at.is_some_and(|t| t.abs_diff(3_000_000) <= 1_000),
+            "{done:?}"
+        );
+        assert!(!net.sync_pending, "the sync ran");
+    }
+
+    #[test]
+    fn deferred_far_refill_never_oversubscribes_a_link() {
+        // Random starts and completions on 12 nodes with 1 GB/s links; after every event the
+        // rates on each uplink and downlink sum to at most its capacity, and every transfer
+        // completes.
+        for seed in 0..8u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut net = Net::new(Sharing::WaterFill);
+            net.set_far_refill_delay(std::time::Duration::from_micros(50));
+            let nodes: Vec<u32> = (0..12)
+                .map(|_| net.add_node(1_000_000_000, 1_000_000_000))
+                .collect();
+            let mut q: EventQueue<(u32, u32)> = EventQueue::default();
+            let check = |net: &Net| {
+                for n in 0..nodes.len() {
+                    for (list, cap) in [
+                        (&net.up_active[n], net.up_cap_bytes_per_ns[n]),
+                        (&net.down_active[n], net.down_cap_bytes_per_ns[n]),
+                    ] {
+                        let sum: f64 = list
+                            .iter()
+                            .map(|&id| net.transfers[id as usize].rate_bytes_per_ns)
+                            .sum();
+                        assert!(sum <= cap * (1.0 + 1e-9), "seed {seed}: {sum} > {cap}");
+                    }
+                }
+            };
+            let (mut next_id, mut done) = (0u32, 0u32);
+            let mut now = Time::ZERO;
+            for _ in 0..200 {
+                let (src, dst) = (rng.random_range(0..12usize), rng.random_range(0..12usize));
+                if src != dst {
+                    let bytes = rng.random_range(1_000..200_000u64);
+                    net.start(now, next_id, nodes[src], nodes[dst], bytes);
+                    next_id += 1;
+                    check(&net);
+                }
+                net.drain_timers(|(t, id, v)| q.push(t, (id, v)));
+                now += std::time::Duration::from_micros(rng.random_range(0..40u64));
+                while q.peek_time().is_some_and(|t| t <= now) {
+                    let Some((t, (id, v))) = q.pop() else { break };
+                    done += u32::from(net.on_timer(t, id, v));
+                    check(&net);
+                    net.drain_timers(|(t, id, v)| q.push(t, (id, v)));
+                }
+            }
+            done += run(&mut net, &mut q).len() as u32;
+            assert_eq!(done, next_id, "seed {seed}");
+        }
     }
 
     #[test]

@@ -17,6 +17,16 @@ fn size(s: &str) -> Result<u64, String> {
 fn rate(s: &str) -> Result<u64, String> {
     parse_rate_bytes_per_s(s).map_err(|e| e.to_string())
 }
+/// `--far-refill-delay`: `auto` (`None`) or a duration (`0`: immediate).
+#[derive(Clone, Copy, Debug)]
+struct FarRefillDelay(Option<Duration>);
+
+fn far_refill_delay(s: &str) -> Result<FarRefillDelay, String> {
+    if s == "auto" {
+        return Ok(FarRefillDelay(None));
+    }
+    duration(s).map(|d| FarRefillDelay(Some(d)))
+}
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration_ns(s)
         .map(Duration::from_nanos)
@@ -140,6 +150,13 @@ pub(crate) struct Args {
     /// (the p2pe node). 0: a block counts as sent at its last byte.
     #[arg(long, value_parser = size, default_value = "0")]
     send_buffer: u64,
+    /// Longest wait of a far-end link refill (p2p, water-fill, fair uplinks): a block
+    /// transfer's start or end refills its own two links at once and the links at their
+    /// far ends at most this much later, all stale links in one pass. auto: a block's
+    /// time on a peer's uplink / 8; 0: every refill at once (the exact model, O(degree²)
+    /// per transfer; slow at 1,000+ peers).
+    #[arg(long, value_parser = far_refill_delay, default_value = "auto")]
+    far_refill_delay: FarRefillDelay,
     /// Stop after this much simulated time (peers not done are reported incomplete).
     #[arg(long, value_parser = duration, default_value = "3600s")]
     max_time: Duration,
@@ -262,6 +279,7 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.sharing = args.sharing;
     config.uplink_order = args.uplink_order;
     config.sharing_jitter = args.sharing_jitter;
+    config.far_refill_delay = args.far_refill_delay.0;
     config.snub_timeout = args.snub_timeout;
     config.debug_stuck = std::env::var_os("P2PE_SIM_DEBUG").is_some();
     config.pipeline_bytes = args.pipeline;

@@ -173,6 +173,11 @@ impl<'c> Swarm<'c> {
                 let mut net = Net::new(config.sharing);
                 net.set_jitter(config.sharing_jitter, config.seed ^ 0x6a69_7474_6572);
                 net.set_uplink_order(config.uplink_order);
+                net.set_far_refill_delay(
+                    config
+                        .far_refill_delay
+                        .unwrap_or_else(|| config.auto_far_refill_delay()),
+                );
                 if config.debug_stuck {
                     net.enable_idle_account(((config.d_p2p_s() * 1e8) as u64).max(1));
                 }
