@@ -230,12 +230,14 @@ fn p2p_with_socket_buffers_completes() {
         check_sound(&c, &r);
         assert_eq!(r.completed_peers, c.peers, "seed {seed}: {r:?}");
     }
-    // The model changes the run (blocks count as sent earlier).
+    // The model changes the run (blocks count as sent earlier). The whole report is
+    // compared: the event counts alone can coincide (seed 1 with stall checks: 25,297
+    // events both ways, ratios 2.35 and 2.67).
     let mut c = small(1);
     let a = run(&c).without_wall_time();
     c.send_buffer_bytes = 1 << 20;
     let b = run(&c).without_wall_time();
-    assert_ne!(a.events, b.events);
+    assert_ne!(a, b);
 }
 
 #[test]
