@@ -5,6 +5,12 @@ use p2pe::sim::{self, ChurnSpec, Report, SimConfig, Strategy};
 
 const SEEDS: u64 = 20;
 
+/// The fleet-speed frozen-peer swarm (40 Gbit/s links): peers, file size, churn, seeds.
+const FLEET_PEERS: u32 = 60;
+const FLEET_SIZE_BYTES: u64 = 32 << 20;
+const FLEET_FREEZE: &str = "freeze=0.1";
+const FLEET_SEEDS: u64 = 10;
+
 /// 30 peers, 8 MiB in 256 KiB pieces, 1 Gbit/s links, 200 µs latency.
 fn small(seed: u64) -> SimConfig {
     let mut c = SimConfig::new(30, 8 << 20, 125_000_000);
@@ -139,6 +145,31 @@ fn frozen_peers_do_not_stall_the_others() {
     }
 }
 
+/// At fleet speed a frozen peer holding a request for a piece another peer still lacks
+/// must not make that peer wait for anti-snubbing (2 s floor, while the swarm takes tens of
+/// ms): its requests stall within tens of ms and are requested from responsive peers
+/// (`core::torrent::stall`). Before that, seed 9 here had one peer finish at 61 s, the
+/// median at 0.013 s (its last piece held by two frozen peers; `p2pe sim --peers 100 --size
+/// 200MB --uplink 40Gbit --churn freeze=0.05`: 3.0 s vs 0.05 s). Simulated times only:
+/// every peer that finished within a small multiple of the median (measured: at most 2x).
+#[test]
+fn frozen_peers_hold_up_nobody_at_fleet_speed() {
+    for seed in 0..FLEET_SEEDS {
+        let mut c = SimConfig::new(FLEET_PEERS, FLEET_SIZE_BYTES, 5_000_000_000);
+        c.seed = seed;
+        c.max_time = std::time::Duration::from_secs(60);
+        c.churn = ChurnSpec::parse(FLEET_FREEZE).unwrap();
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert!(
+            r.max_s <= 3.0 * r.median_s,
+            "seed {seed}: the last peer finished at {} s, the median at {} s: {r:?}",
+            r.max_s,
+            r.median_s
+        );
+    }
+}
+
 #[test]
 fn frozen_peers_with_other_churn_still_complete() {
     for seed in 0..SEEDS {
@@ -199,12 +230,14 @@ fn p2p_with_socket_buffers_completes() {
         check_sound(&c, &r);
         assert_eq!(r.completed_peers, c.peers, "seed {seed}: {r:?}");
     }
-    // The model changes the run (blocks count as sent earlier).
+    // The model changes the run (blocks count as sent earlier). The whole report is
+    // compared: the event counts alone can coincide (seed 1 with stall checks: 25,297
+    // events both ways, ratios 2.35 and 2.67).
     let mut c = small(1);
     let a = run(&c).without_wall_time();
     c.send_buffer_bytes = 1 << 20;
     let b = run(&c).without_wall_time();
-    assert_ne!(a.events, b.events);
+    assert_ne!(a, b);
 }
 
 #[test]

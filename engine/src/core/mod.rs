@@ -25,7 +25,9 @@
 //! # Invariants (property-tested)
 //! - Availability counts equal the sum of connected peers' bitfields.
 //! - Outside endgame a block is requested from at most one peer; in endgame from at
-//!   most `endgame_max_requesters`, and the others are cancelled when it arrives.
+//!   most `endgame_max_requesters` besides peers whose requests stalled (`torrent::stall`:
+//!   silent past a deadline sized on the measured waits, at least 20 ms), at most twice
+//!   that in all, and the others are cancelled when it arrives.
 //! - Never more unchoked peers than `unchoke_slots + 1` (optimistic).
 //!
 //! Modules: [`time`] (instants), [`address_book`] (peer addresses to dial: sources,

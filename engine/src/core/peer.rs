@@ -7,6 +7,7 @@
 
 use super::{Bitfield, Block, PeerCaps, PieceIndex, Time};
 use std::collections::VecDeque;
+use std::time::Duration;
 
 /// How many recently cancelled requests are remembered, so a block or reject that crossed
 /// our `cancel` on the wire is tolerated rather than treated as unrequested.
@@ -70,6 +71,43 @@ impl RateMeter {
     }
 }
 
+/// How long peers make us wait for a delivery while they owe us one: a smoothed mean and
+/// mean deviation of the samples, as TCP estimates its round trip (RFC 6298 §2: gains 1/8
+/// and 1/4, the first sample sets the mean and half of it the deviation).
+/// [`DeliveryWait::timeout_s`] is mean + 4 deviations, as RFC 6298's RTO and libtorrent's
+/// request timeout. Used for stalled requests (`torrent::stall`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DeliveryWait {
+    mean_s: f64,
+    dev_s: f64,
+    samples: u32,
+}
+
+impl DeliveryWait {
+    /// Adds one wait.
+    pub(crate) fn sample(&mut self, wait: Duration) {
+        let s = wait.as_secs_f64();
+        if self.samples == 0 {
+            self.mean_s = s;
+            self.dev_s = s / 2.0;
+        } else {
+            self.dev_s = 0.75 * self.dev_s + 0.25 * (self.mean_s - s).abs();
+            self.mean_s = 0.875 * self.mean_s + 0.125 * s;
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// Samples so far (saturating).
+    pub(crate) fn samples(&self) -> u32 {
+        self.samples
+    }
+
+    /// Mean + 4 mean deviations, in seconds; `None` with fewer than `min_samples`.
+    pub(crate) fn timeout_s(&self, min_samples: u32) -> Option<f64> {
+        (self.samples >= min_samples.max(1)).then_some(self.mean_s + 4.0 * self.dev_s)
+    }
+}
+
 /// Everything the torrent knows about one connected peer.
 #[derive(Debug)]
 pub(crate) struct PeerState {
@@ -96,6 +134,14 @@ pub(crate) struct PeerState {
     /// unchoked us, or held none of our requests at a check (for anti-snubbing).
     pub last_progress_at: Time,
     pub snubbed: bool,
+    /// Since when it owes us a delivery (meaningful while `inflight` is not empty): its
+    /// last block or payload progress, or the request that found `inflight` empty
+    /// (stalled requests, `torrent::stall`).
+    pub owed_since: Time,
+    /// When it last delivered a block or payload progress; `None` if it never did.
+    pub delivered_at: Option<Time>,
+    /// How long it made us wait for its deliveries.
+    pub wait: DeliveryWait,
     /// It sent us a message (any, keep-alive included) since it was last snubbed. A
     /// snubbed peer's one probe request may start (claim) a fresh piece only then, so a
     /// frozen peer never re-claims a piece while it stays silent (issue 11).
@@ -133,6 +179,9 @@ impl PeerState {
             cancelled: VecDeque::new(),
             last_progress_at: now,
             snubbed: false,
+            owed_since: now,
+            delivered_at: None,
+            wait: DeliveryWait::default(),
             heard_since_snub: false,
             queued_requests: 0,
             requests_while_choked: 0,
@@ -230,6 +279,20 @@ mod tests {
         m.update(Time::ZERO + Duration::from_secs(2));
         assert!((m.rate_bytes_per_s() - 2000.0).abs() < 1e-9);
         assert_eq!(m.total_bytes, 4000);
+    }
+
+    #[test]
+    fn delivery_wait_follows_rfc_6298() {
+        let mut w = DeliveryWait::default();
+        assert_eq!(w.timeout_s(1), None);
+        w.sample(Duration::from_millis(8));
+        // First sample: mean 8 ms, deviation 4 ms.
+        assert!((w.timeout_s(1).unwrap() - 0.024).abs() < 1e-12);
+        assert_eq!(w.timeout_s(2), None);
+        w.sample(Duration::from_millis(16));
+        // deviation 3/4 * 4 + 1/4 * 8 = 5 ms, mean 7/8 * 8 + 1/8 * 16 = 9 ms.
+        assert!((w.timeout_s(2).unwrap() - 0.029).abs() < 1e-12);
+        assert_eq!(w.samples(), 2);
     }
 
     #[test]

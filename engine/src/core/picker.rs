@@ -4,7 +4,9 @@
 //! unrequested blocks, oldest first (whole-piece affinity); pieces the peer suggested
 //! (BEP 6); a random piece until `random_first_pieces` are complete; else rarest-first with
 //! random tie-breaking; and, once every missing block is requested, strict endgame (a block
-//! requested from up to `endgame_max_requesters` peers, the rest cancelled on arrival).
+//! requested from up to `endgame_max_requesters` peers, the rest cancelled on arrival;
+//! requesters whose requests stalled, `torrent::stall`, do not count, and blocks only they
+//! are fetching are duplicated first).
 //!
 //! Blocks are tracked at a 16 KiB grain ("chunks"); a request covers a run of contiguous
 //! chunks up to the peer's `max_request_len_bytes`, so whole-piece requests (p2pe peers)
@@ -21,7 +23,8 @@
 //!   `untouched`) or *partial* (in `partial`), never both; a piece we have is neither.
 //! - A chunk is exactly one of free (0 requesters), requested (1..=endgame_max requesters,
 //!   counted by the piece's `requests` covering it) or received.
-//! - Outside endgame a chunk has at most one requester.
+//! - Outside endgame a chunk has at most one requester; in endgame at most
+//!   `2 × endgame_max_requesters` (up to `endgame_max_requesters` besides stalled ones).
 //! - `free_chunks` is the number of free chunks over all needed pieces; endgame is
 //!   `free_chunks == 0` with pieces still missing.
 //! - With shared claims ([`TorrentConfig::claims`]), every partial piece is claimed: a
@@ -46,6 +49,7 @@ use super::{
 };
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 mod blocks;
@@ -146,6 +150,10 @@ pub(crate) struct PickContext<'a> {
     /// Rack-aware: the peer is remote and only these pieces may come from it
     /// ([`super::rack`]). `None`: any piece it has.
     pub import: Option<ImportFilter<'a>>,
+    /// Peers whose requests have stalled (`torrent::stall`): in endgame their requests do
+    /// not count toward `endgame_max_requesters`, and blocks only they are fetching are
+    /// picked first.
+    pub stalled: &'a BTreeSet<PeerKey>,
 }
 
 impl PickContext<'_> {
@@ -623,59 +631,89 @@ impl Picker {
     }
 
     /// Endgame: re-request a run of unreceived chunks this peer has not requested yet and
-    /// that fewer than `endgame_max_requesters` peers are fetching.
+    /// that fewer than `endgame_max_requesters` peers are fetching, not counting stalled
+    /// ones (`ctx.stalled`); at most twice that many in all. Chunks only stalled peers are
+    /// fetching come first.
     fn pick_endgame(&mut self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<Block> {
         let n = self.partial_list.len();
         if n == 0 {
             return None;
         }
         let start = rng.random_range(0..n);
-        let max_req = self.endgame_max_requesters;
-        for k in 0..n {
-            let piece = self.partial_list[(start + k) % n];
-            if !ctx.usable(piece) {
-                continue;
+        let passes: &[bool] = if ctx.stalled.is_empty() {
+            &[false]
+        } else {
+            &[true, false]
+        };
+        for &starved_only in passes {
+            for k in 0..n {
+                let piece = self.partial_list[(start + k) % n];
+                if let Some(b) = self.endgame_run(piece, ctx, starved_only) {
+                    self.endgame_entered = true;
+                    return Some(b);
+                }
             }
-            let piece_len = self.piece_len(piece);
-            let max_chunks = max_run_chunks(ctx.max_request_len_bytes, piece_len);
-            let Some(pp) = self
-                .partial
-                .get_mut(piece.0 as usize)
-                .and_then(|p| p.as_mut())
-            else {
-                continue;
-            };
-            if pp.verifying || pp.active_pin().is_some_and(|k| k != ctx.peer) {
-                continue;
-            }
-            let mine: Vec<Block> = pp
-                .requests
-                .iter()
-                .filter(|r| r.0 == ctx.peer)
-                .map(|r| r.1)
-                .collect();
-            let eligible = |i: usize, c: u8| c < max_req && !mine.iter().any(|b| covers(b, i));
-            let Some(first) = pp
-                .chunks
-                .iter()
-                .enumerate()
-                .position(|(i, &c)| eligible(i, c))
-            else {
-                continue;
-            };
-            let run = (first..pp.chunks.len())
-                .take(max_chunks)
-                .take_while(|&i| eligible(i, pp.chunks[i]))
-                .count();
-            for c in &mut pp.chunks[first..first + run] {
-                *c += 1;
-            }
-            let block = chunk_block(piece, piece_len, first, run);
-            pp.requests.push((ctx.peer, block));
-            self.endgame_entered = true;
-            return Some(block);
         }
         None
+    }
+
+    /// [`Picker::pick_endgame`] in one piece: the first eligible run of `piece`
+    /// (`starved_only`: of chunks no live peer is fetching), recorded as requested.
+    fn endgame_run(
+        &mut self,
+        piece: PieceIndex,
+        ctx: &PickContext<'_>,
+        starved_only: bool,
+    ) -> Option<Block> {
+        if !ctx.usable(piece) {
+            return None;
+        }
+        let max_req = self.endgame_max_requesters;
+        // Bound on requesters of one chunk, stalled ones included.
+        let cap = max_req.saturating_mul(2).min(RECEIVED - 1);
+        let piece_len = self.piece_len(piece);
+        let max_chunks = max_run_chunks(ctx.max_request_len_bytes, piece_len);
+        let pp = self.partial.get_mut(piece.0 as usize)?.as_mut()?;
+        if pp.verifying || pp.active_pin().is_some_and(|k| k != ctx.peer) {
+            return None;
+        }
+        let mine: Vec<Block> = pp
+            .requests
+            .iter()
+            .filter(|r| r.0 == ctx.peer)
+            .map(|r| r.1)
+            .collect();
+        let stalled: Vec<Block> = if ctx.stalled.is_empty() {
+            Vec::new()
+        } else {
+            pp.requests
+                .iter()
+                .filter(|r| ctx.stalled.contains(&r.0))
+                .map(|r| r.1)
+                .collect()
+        };
+        let eligible = |i: usize, c: u8| {
+            let live = c.saturating_sub(stalled.iter().filter(|b| covers(b, i)).count() as u8);
+            c < cap
+                && live < max_req
+                && (!starved_only || live == 0)
+                && !mine.iter().any(|b| covers(b, i))
+        };
+        let first = pp
+            .chunks
+            .iter()
+            .enumerate()
+            .position(|(i, &c)| eligible(i, c))?;
+        let run = (first..pp.chunks.len())
+            .take(max_chunks)
+            .take_while(|&i| eligible(i, pp.chunks[i]))
+            .count();
+        for c in &mut pp.chunks[first..first + run] {
+            *c += 1;
+        }
+        let block = chunk_block(piece, piece_len, first, run);
+        pp.requests.push((ctx.peer, block));
+        Some(block)
     }
 }
 

@@ -48,11 +48,12 @@
 mod download;
 mod external_choke;
 mod smart_ban;
+mod stall;
 mod upload;
 mod upload_budget;
 
 use super::choker::Choker;
-use super::peer::PeerState;
+use super::peer::{DeliveryWait, PeerState};
 use super::picker::Picker;
 use super::rack::RackView;
 use super::rate_limit;
@@ -60,7 +61,7 @@ use super::{Action, Bitfield, Block, DisconnectReason, PeerCaps, PeerKey, PeerMe
 use super::{ChokeCandidate, ChokerMode, PieceIndex, ProtocolError, Time, TorrentConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Counters for drivers, the simulator and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -120,6 +121,13 @@ pub struct Torrent {
     upload_throttled: bool,
     /// Rack-aware requests ([`super::rack`]); `None` without [`TorrentConfig::locality`].
     rack: Option<RackView>,
+    /// How long peers made us wait for deliveries, over all peers ([`stall`]).
+    wait: DeliveryWait,
+    /// Peers that owe us a delivery past their stall deadline ([`stall`]); connected
+    /// peers only.
+    stalled: BTreeSet<PeerKey>,
+    /// When to look for stalled peers next ([`stall`]); `None`: no deadline pending.
+    next_stall_check: Option<Time>,
 }
 
 impl Torrent {
@@ -167,6 +175,9 @@ impl Torrent {
             download_throttled: false,
             upload_throttled: false,
             rack,
+            wait: DeliveryWait::default(),
+            stalled: BTreeSet::new(),
+            next_stall_check: None,
         }
     }
 
@@ -275,6 +286,7 @@ impl Torrent {
         if let Some(p) = self.peers.get_mut(&peer) {
             if p.inflight.contains(block) {
                 p.last_progress_at = p.last_progress_at.max(now);
+                self.on_delivery(now, peer, false);
             }
         }
     }
@@ -302,10 +314,15 @@ impl Torrent {
     }
 
     /// Runs timers due at `now`: rechoke (or, in [`ChokerMode::External`], the rate
-    /// report), optimistic rotation, anti-snubbing, keep-alive.
+    /// report), optimistic rotation, anti-snubbing, keep-alive, and the stall deadlines
+    /// of peers that owe us blocks (see `torrent::stall`: their requests stop counting,
+    /// and are requested from responsive peers too, long before anti-snubbing).
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = self.now.max(now);
         self.resume_throttled(now);
+        if self.next_stall_check.is_some_and(|t| now >= t) {
+            self.check_stalled_requests(now);
+        }
         if now >= self.choker.next_rechoke() {
             match self.config.choker_mode {
                 ChokerMode::Local => self.rechoke(now),
@@ -325,9 +342,14 @@ impl Torrent {
     }
 
     /// When [`Torrent::handle_timeout`] should next be called: the next rechoke, or
-    /// sooner when a rate limit that stopped us allows again.
+    /// sooner when a rate limit that stopped us allows again or a peer that owes us a
+    /// block reaches its stall deadline (at least `STALL_FLOOR`, 20 ms, after its last
+    /// delivery or our request).
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut at = self.choker.next_rechoke();
+        if let Some(t) = self.next_stall_check {
+            at = at.min(t);
+        }
         let limits = [
             (self.download_throttled, &self.config.download_limit),
             (self.upload_throttled, &self.config.upload_limit),
@@ -420,6 +442,7 @@ impl Torrent {
         let Some(peer) = self.peers.remove(&key) else {
             return false;
         };
+        self.stalled.remove(&key);
         for p in peer.have.iter_ones() {
             self.picker.dec(p);
         }
@@ -474,6 +497,10 @@ impl Torrent {
             let mates = self.peers.iter().filter(|(k, _)| rack.is_mate(**k));
             rack.check_invariants(mates.map(|(_, p)| &p.have));
         }
+        assert!(
+            self.stalled.iter().all(|k| self.peers.contains_key(k)),
+            "stalled peer not connected"
+        );
         let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
         assert!(
             unchoked <= self.config.choker.unchoke_slots.saturating_add(1),
@@ -507,6 +534,8 @@ mod request_queue_tests;
 mod slow_peer_tests;
 #[cfg(test)]
 mod smart_ban_tests;
+#[cfg(test)]
+mod stall_tests;
 #[cfg(test)]
 mod swarm_tests;
 #[cfg(test)]

@@ -69,6 +69,8 @@ impl Picker {
                         if !self.endgame_entered {
                             assert!(c <= 1, "{p:?} chunk {i} requested twice outside endgame");
                         }
+                        let cap = self.endgame_max_requesters.saturating_mul(2);
+                        assert!(c <= cap, "{p:?} chunk {i}: {c} requesters");
                     }
                 }
                 let f = pp.chunks.iter().filter(|&&c| c == 0).count() as u32;
@@ -107,8 +109,11 @@ fn ctx<'a>(peer: u64, have: &'a Bitfield, len: u32) -> PickContext<'a> {
         shadow_ok: true,
         fresh_ok: true,
         import: None,
+        stalled: &NO_STALLED,
     }
 }
+
+static NO_STALLED: std::collections::BTreeSet<PeerKey> = std::collections::BTreeSet::new();
 
 fn add(p: &mut Picker, b: &Bitfield) {
     b.iter_ones().for_each(|i| p.inc(i));

@@ -242,6 +242,7 @@ impl Torrent {
         peer.last_progress_at = now;
         peer.snubbed = false;
         self.rack_resume(key);
+        self.on_delivery(now, key, true);
         self.stats.downloaded_bytes += len;
         let out = self.picker.on_block(key, block);
         if out.duplicate {
@@ -264,9 +265,9 @@ impl Torrent {
         for (other, _) in out.cancels {
             self.fill_requests(other);
         }
-        let idle = |t: &Self| t.peers.values().all(|p| p.inflight.is_empty());
-        if self.peers.get(&key).is_some_and(|p| p.inflight.is_empty()) && idle(self) {
-            // Nothing is coming from anyone: peers that rejected pieces are asked again.
+        if self.peers.get(&key).is_some_and(|p| p.inflight.is_empty()) && self.nothing_coming() {
+            // Nothing is coming from anyone (but stalled peers): peers that rejected
+            // pieces are asked again.
             self.fill_all_requests();
         }
         Ok(())
@@ -358,10 +359,10 @@ impl Torrent {
     /// Tops up our requests to `key` to its [`queue_limit`] (one request while snubbed).
     ///
     /// Pieces the peer rejected are skipped, unless nothing at all is in flight from any
-    /// peer: then they are asked again rather than leaving the downlink idle (a
-    /// distinct-first seeder serves a repeated request).
+    /// peer but stalled ones ([`super::stall`]): then they are asked again rather than
+    /// leaving the downlink idle (a distinct-first seeder serves a repeated request).
     pub(super) fn fill_requests(&mut self, key: PeerKey) {
-        if self.request_loop(key) && self.peers.values().all(|p| p.inflight.is_empty()) {
+        if self.request_loop(key) && self.nothing_coming() {
             if let Some(peer) = self.peers.get_mut(&key) {
                 peer.rejected.clear();
             }
@@ -384,7 +385,9 @@ impl Torrent {
         self.picker.resync_availability(self.now);
         // Nothing in flight from anyone: a remote peer may supply any piece the rack
         // lacks, so a missing importer delays a piece instead of stalling the rack.
-        let relaxed = self.rack.is_some() && self.peers.values().all(|p| p.inflight.is_empty());
+        let relaxed = self.rack.is_some() && self.nothing_coming();
+        // A stalled peer gets no endgame duplicates nor shadows ([`super::stall`]).
+        let stalled = self.is_stalled(key);
         let Some(peer) = self.peers.get_mut(&key) else {
             return false;
         };
@@ -407,6 +410,7 @@ impl Torrent {
             .as_ref()
             .filter(|r| !r.is_mate(key))
             .map(|r| r.import_filter(&peer.suggested, relaxed));
+        let mut first_request = false;
         while peer.inflight.len() < limit.requests && peer.inflight_bytes < limit_bytes {
             // A request the download limit holds back is not issued at all, so it is
             // never in flight (no snub timer runs on it).
@@ -424,10 +428,14 @@ impl Torrent {
                 rejected: &peer.rejected,
                 allowed_only: peer.peer_choking.then_some(&peer.allowed_fast[..]),
                 random_first,
-                endgame_ok: !peer.snubbed,
-                shadow_ok: peer.caps.node_endgame && !peer.snubbed && peer.inflight.is_empty(),
+                endgame_ok: !peer.snubbed && !stalled,
+                shadow_ok: peer.caps.node_endgame
+                    && !peer.snubbed
+                    && !stalled
+                    && peer.inflight.is_empty(),
                 fresh_ok: !peer.snubbed || peer.heard_since_snub,
                 import,
+                stalled: &self.stalled,
             };
             let Some(b) = self.picker.pick(&ctx, &mut self.rng) else {
                 break;
@@ -435,6 +443,7 @@ impl Torrent {
             if let Some(bucket) = &self.config.download_limit {
                 bucket.take(now, u64::from(b.len_bytes));
             }
+            first_request |= peer.inflight.is_empty();
             peer.inflight.push(b);
             peer.inflight_bytes += u64::from(b.len_bytes);
             self.actions.push_back(Action::Send {
@@ -442,7 +451,11 @@ impl Torrent {
                 msg: PeerMessage::Request(b),
             });
         }
-        peer.inflight.is_empty() && !peer.rejected.is_empty()
+        let rejected_only = peer.inflight.is_empty() && !peer.rejected.is_empty();
+        if first_request {
+            self.on_first_request(now, key);
+        }
+        rejected_only
     }
 
     /// Tops up every peer (after blocks were freed): O(peers) picks.
