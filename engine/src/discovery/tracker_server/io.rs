@@ -31,7 +31,7 @@ use crate::wire::metainfo::InfoHash;
 use crate::wire::tracker::http::failure_to_bencode;
 use crate::wire::tracker::query::parse_scrape_query;
 use crate::wire::tracker::udp::{PeerFamily, Request, Response, MAX_PACKET_BYTES};
-use crate::wire::tracker::{Announce, AnnounceResponse, ScrapeResponse};
+use crate::wire::tracker::{Announce, ScrapeResponse};
 
 /// How often blocked threads wake to check the stop flag.
 pub const POLL_PERIOD: Duration = Duration::from_millis(200);
@@ -320,7 +320,7 @@ fn udp_loop(shared: &ServerState, socket: &UdpSocket) {
     let mut recv_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     let mut send_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
     let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
-    let mut peers: Vec<SocketAddr> = Vec::new();
+    let mut peers: Vec<u8> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         got.clear();
         {
@@ -354,11 +354,13 @@ fn udp_loop(shared: &ServerState, socket: &UdpSocket) {
             }
         }
         let mut answers: SmallVec<[(usize, SockaddrStorage); UDP_BATCH]> = SmallVec::new();
+        // One clock read per batch: its datagrams arrived together.
+        let now = shared.now();
         for (i, &(len, from)) in got.iter().enumerate() {
             let out = &mut outs[i];
             out.clear();
             let packet = bufs[i].get(..len).unwrap_or_default();
-            if handle_udp(shared, packet, from, &mut peers, out) {
+            if handle_udp(shared, now, packet, from, &mut peers, out) {
                 answers.push((i, SockaddrStorage::from(from)));
             }
         }
@@ -385,16 +387,17 @@ fn udp_loop(shared: &ServerState, socket: &UdpSocket) {
     }
 }
 
-/// Answers one datagram into `out`; `false` when nothing should be sent.
-/// `peers` is scratch, reused so an announce allocates nothing.
+/// Answers one datagram, received at `now`, into `out`; `false` when nothing
+/// should be sent. `peers` is scratch (the compact entries of an announce's
+/// hand-out), reused so an announce allocates nothing.
 fn handle_udp(
     shared: &ServerState,
+    now: Time,
     packet: &[u8],
     from: SocketAddr,
-    peers: &mut Vec<SocketAddr>,
+    peers: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> bool {
-    let now = shared.now();
     let family = if from.is_ipv4() {
         PeerFamily::V4
     } else {
@@ -432,25 +435,21 @@ fn handle_udp(
         }) => {
             bump(&shared.counters.announces_udp);
             peers.clear();
-            let outcome =
-                shared
-                    .shard(&announce.info_hash)
-                    .announce_into(now, from.ip(), &announce, peers);
-            let response = Response::Announce {
+            let outcome = shared.shard(&announce.info_hash).announce_compact(
+                now,
+                from.ip(),
+                &announce,
+                family,
+                peers,
+            );
+            Response::encode_announce_compact(
                 transaction_id,
-                response: AnnounceResponse {
-                    interval_s: u32::try_from(shared.interval.as_secs()).unwrap_or(u32::MAX),
-                    min_interval_s: None,
-                    complete: Some(outcome.stats.complete),
-                    incomplete: Some(outcome.stats.incomplete),
-                    warning_message: None,
-                    peers: std::mem::take(peers),
-                },
-            };
-            response.encode(family, out);
-            if let Response::Announce { response, .. } = response {
-                *peers = response.peers; // the scratch comes back
-            }
+                u32::try_from(shared.interval.as_secs()).unwrap_or(u32::MAX),
+                outcome.stats.incomplete,
+                outcome.stats.complete,
+                peers,
+                out,
+            );
             return true;
         }
         Ok(Request::Scrape {

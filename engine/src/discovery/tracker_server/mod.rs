@@ -63,6 +63,7 @@ pub use conn_id::ConnectionIds;
 
 use crate::core::time::Time;
 use crate::wire::metainfo::InfoHash;
+use crate::wire::tracker::udp::PeerFamily;
 use crate::wire::tracker::{Announce, AnnounceResponse, Event, ScrapeStats};
 use swarm::Swarm;
 
@@ -132,6 +133,13 @@ pub struct AnnounceOutcome {
     pub warning: Option<&'static str>,
 }
 
+/// Where an announce's hand-out goes: addresses (HTTP, tests) or a BEP 15
+/// answer's compact entries.
+enum Peers<'a, 'b> {
+    Addrs(&'a mut Vec<SocketAddr>),
+    Compact(&'a mut swarm::CompactPeers<'b>),
+}
+
 /// Least time between two sweeps forced by the `max_swarms` cap.
 const FORCED_SWEEP_GAP: Duration = Duration::from_secs(1);
 
@@ -186,6 +194,33 @@ impl Tracker {
         announce: &Announce,
         peers: &mut Vec<SocketAddr>,
     ) -> AnnounceOutcome {
+        self.announce_to(now, source, announce, Peers::Addrs(peers))
+    }
+
+    /// [`Tracker::announce_into`] for a BEP 15 answer: the peers of `family`
+    /// handed out are appended to `out` in compact form (4-byte IPv4 or 16-byte
+    /// IPv6 address, then the port, network byte order), straight from the
+    /// swarm's lists; the other family's peers take their place in the
+    /// hand-out but are left out, as BEP 15 answers carry one family.
+    pub fn announce_compact(
+        &mut self,
+        now: Time,
+        source: IpAddr,
+        announce: &Announce,
+        family: PeerFamily,
+        out: &mut Vec<u8>,
+    ) -> AnnounceOutcome {
+        let mut peers = swarm::CompactPeers::new(out, family == PeerFamily::V6);
+        self.announce_to(now, source, announce, Peers::Compact(&mut peers))
+    }
+
+    fn announce_to(
+        &mut self,
+        now: Time,
+        source: IpAddr,
+        announce: &Announce,
+        peers: Peers<'_, '_>,
+    ) -> AnnounceOutcome {
         let addr = SocketAddr::new(source, announce.port);
         let stopped = announce.event == Event::Stopped;
         if !stopped {
@@ -223,7 +258,13 @@ impl Tracker {
                 .min(self.config.max_numwant);
             if want > 0 && swarm.len() > 1 {
                 let salt: u64 = self.rng.random();
-                swarm.select(addr, announce, want as usize, salt, &mut self.places, peers);
+                let (want, places) = (want as usize, &mut self.places);
+                match peers {
+                    Peers::Addrs(out) => swarm.select(addr, announce, want, salt, places, out),
+                    Peers::Compact(out) => {
+                        swarm.select_compact(addr, announce, want, salt, places, out)
+                    }
+                }
             }
         }
         let stats = swarm.stats();

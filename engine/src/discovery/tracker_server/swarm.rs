@@ -118,6 +118,10 @@ trait Packed: Copy + std::fmt::Debug {
     fn pack(addr: PeerAddr, group: u16) -> Self;
     fn addr(&self) -> PeerAddr;
     fn group(&self) -> u16;
+    /// Whether this entry is the peer at `a` (without unpacking it).
+    fn is(&self, a: &PeerAddr) -> bool;
+    /// Hands this peer out into `out`.
+    fn take_into<O: HandOut>(&self, out: &mut O);
 }
 
 /// An IPv4 peer in a hot list (8 bytes).
@@ -149,6 +153,12 @@ impl Packed for Hot4 {
     fn group(&self) -> u16 {
         self.group
     }
+    fn is(&self, a: &PeerAddr) -> bool {
+        !a.v6 && a.port == self.port && a.ip[..4] == self.ip
+    }
+    fn take_into<O: HandOut>(&self, out: &mut O) {
+        out.push_v4(self.ip, self.port);
+    }
 }
 
 /// An IPv6 peer in a hot list (20 bytes).
@@ -176,6 +186,114 @@ impl Packed for Hot6 {
     }
     fn group(&self) -> u16 {
         self.group
+    }
+    fn is(&self, a: &PeerAddr) -> bool {
+        a.v6 && a.port == self.port && a.ip == self.ip
+    }
+    fn take_into<O: HandOut>(&self, out: &mut O) {
+        out.push_v6(self.ip, self.port);
+    }
+}
+
+/// Where a hand-out goes ([`Swarm::select`], [`Swarm::select_compact`]): the
+/// peers taken, in order. Every peer taken counts in `len`, whatever the sink
+/// keeps of it.
+trait HandOut {
+    /// Peers taken so far.
+    fn len(&self) -> usize;
+    /// Takes the IPv4 peer `ip:port`.
+    fn push_v4(&mut self, ip: [u8; 4], port: u16);
+    /// Takes the IPv6 peer `[ip]:port`.
+    fn push_v6(&mut self, ip: [u8; 16], port: u16);
+    /// Whether the IPv4 peer `ip:port` was taken already.
+    fn contains_v4(&self, ip: [u8; 4], port: u16) -> bool;
+}
+
+/// Hands the peer at `a` out into `out`.
+fn take_addr<O: HandOut>(a: &PeerAddr, out: &mut O) {
+    if a.v6 {
+        out.push_v6(a.ip, a.port);
+    } else {
+        let [b0, b1, b2, b3, ..] = a.ip;
+        out.push_v4([b0, b1, b2, b3], a.port);
+    }
+}
+
+impl HandOut for Vec<SocketAddr> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn push_v4(&mut self, ip: [u8; 4], port: u16) {
+        Vec::push(self, SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port));
+    }
+    fn push_v6(&mut self, ip: [u8; 16], port: u16) {
+        Vec::push(self, SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port));
+    }
+    fn contains_v4(&self, ip: [u8; 4], port: u16) -> bool {
+        let a = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port);
+        self.contains(&a)
+    }
+}
+
+/// A hand-out written straight into a BEP 15 announce answer: the compact
+/// form (4-byte IPv4 address or 16-byte IPv6 address, then the port, network
+/// byte order) of the peers of the announcer's family, appended to `out`; the
+/// other family's peers count as taken but are not written, as BEP 15 answers
+/// carry one family (so the answer is the one [`Swarm::select`]'s peers give,
+/// without building a `SocketAddr` per peer).
+#[derive(Debug)]
+pub(super) struct CompactPeers<'a> {
+    out: &'a mut Vec<u8>,
+    /// Where the entries start in `out`.
+    start: usize,
+    v6: bool,
+    taken: usize,
+    /// IPv4 peers taken by an IPv6 announcer (not written; for `contains_v4`).
+    other_v4: SmallVec<[([u8; 4], u16); 8]>,
+}
+
+impl<'a> CompactPeers<'a> {
+    /// Appends the entries of family `v6` (IPv6 when true) to `out`.
+    pub(super) fn new(out: &'a mut Vec<u8>, v6: bool) -> Self {
+        Self {
+            start: out.len(),
+            out,
+            v6,
+            taken: 0,
+            other_v4: SmallVec::new(),
+        }
+    }
+}
+
+impl HandOut for CompactPeers<'_> {
+    fn len(&self) -> usize {
+        self.taken
+    }
+    fn push_v4(&mut self, ip: [u8; 4], port: u16) {
+        self.taken += 1;
+        if self.v6 {
+            self.other_v4.push((ip, port));
+        } else {
+            self.out.extend_from_slice(&ip);
+            self.out.extend_from_slice(&port.to_be_bytes());
+        }
+    }
+    fn push_v6(&mut self, ip: [u8; 16], port: u16) {
+        self.taken += 1;
+        if self.v6 {
+            self.out.extend_from_slice(&ip);
+            self.out.extend_from_slice(&port.to_be_bytes());
+        }
+    }
+    fn contains_v4(&self, ip: [u8; 4], port: u16) -> bool {
+        if self.v6 {
+            return self.other_v4.contains(&(ip, port));
+        }
+        let [p0, p1] = port.to_be_bytes();
+        let entry = [ip[0], ip[1], ip[2], ip[3], p0, p1];
+        self.out
+            .get(self.start..)
+            .is_some_and(|e| e.chunks_exact(6).any(|c| c == entry))
     }
 }
 
@@ -318,7 +436,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// Appends to `out`, until it holds `want` peers, the peers of the
-/// concatenation of `parts` that `keep` maps to an address, reading
+/// concatenation of `parts` that `take` hands out into it, reading
 /// consecutively (wrapping) from a random start.
 ///
 /// Lists are unordered (arrival order shuffled by swap-removes), so a run at a
@@ -326,12 +444,12 @@ fn mix(mut x: u64) -> u64 {
 /// cache miss per line with the prefetcher streaming, where random picks
 /// missed on every peer (most swarms are cold in cache: perf/tracker.md).
 /// Cost O(`want` + elements `keep` refuses), not O(total).
-fn take_tier<T>(
+fn take_tier<T, O: HandOut>(
     parts: &[&[T]],
     want: usize,
     salt: u64,
-    mut keep: impl FnMut(&T) -> Option<SocketAddr>,
-    out: &mut Vec<SocketAddr>,
+    mut take: impl FnMut(&T, &mut O),
+    out: &mut O,
 ) {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     if total == 0 || out.len() >= want {
@@ -357,11 +475,9 @@ fn take_tier<T>(
         .chain(head.iter().flat_map(|p| p.iter()))
         .chain(before);
     for item in run {
-        if let Some(addr) = keep(item) {
-            out.push(addr);
-            if out.len() >= want {
-                return;
-            }
+        take(item, out);
+        if out.len() >= want {
+            return;
         }
     }
 }
@@ -394,24 +510,31 @@ fn nth_in<H: Packed>(l: &Lists<H>, i: &mut usize) -> Option<(PeerAddr, Cold)> {
 /// Appends the peers of `l` in `tier` that are not `me` and are "the rest"
 /// by `places`, until `out` holds `want`, as one run from a random start
 /// (see [`take_tier`]); with `dedup`, skips peers already in `out`.
-fn take_rest<H: Packed>(
+/// With `dedup` (asked for IPv4 lists only) a peer already in `out` is
+/// skipped; a list holds each peer once, so peers taken in this same run need
+/// no check.
+fn take_rest<H: Packed, O: HandOut>(
     l: &Lists<H>,
     tier: &[Class],
     want: usize,
     salt: u64,
     (me, places, dedup): (PeerAddr, &[u8], bool),
-    out: &mut Vec<SocketAddr>,
+    out: &mut O,
 ) {
     let parts: SmallVec<[&[H]; 2]> = tier.iter().map(|&c| l.hot[c as usize].as_slice()).collect();
-    let mut taken: SmallVec<[SocketAddr; 64]> = SmallVec::new();
-    if dedup {
-        taken.extend(out.iter().copied());
-    }
-    let rest = |h: &H| {
+    let rest = |h: &H, out: &mut O| {
         let far = places.get(usize::from(h.group())).is_none_or(|&gp| gp == 2);
-        let addr = h.addr();
-        let sock = SocketAddr::from(addr);
-        (addr != me && far && !(dedup && taken.contains(&sock))).then_some(sock)
+        if h.is(&me) || !far {
+            return;
+        }
+        if dedup {
+            let a = h.addr();
+            let [b0, b1, b2, b3, ..] = a.ip;
+            if !a.v6 && out.contains_v4([b0, b1, b2, b3], a.port) {
+                return;
+            }
+        }
+        h.take_into(out);
     };
     take_tier(&parts, want, salt, rest, out);
 }
@@ -688,6 +811,32 @@ impl Swarm {
         places: &mut Vec<u8>,
         out: &mut Vec<SocketAddr>,
     ) {
+        self.select_into(me, announce, want, salt, places, out);
+    }
+
+    /// [`Self::select`] written in BEP 15 compact form (see [`CompactPeers`]):
+    /// the same peers for the same `salt`, those of the other family left out.
+    pub(super) fn select_compact(
+        &self,
+        me: SocketAddr,
+        announce: &Announce,
+        want: usize,
+        salt: u64,
+        places: &mut Vec<u8>,
+        out: &mut CompactPeers<'_>,
+    ) {
+        self.select_into(me, announce, want, salt, places, out);
+    }
+
+    fn select_into<O: HandOut>(
+        &self,
+        me: SocketAddr,
+        announce: &Announce,
+        want: usize,
+        salt: u64,
+        places: &mut Vec<u8>,
+        out: &mut O,
+    ) {
         let (topology, me_left_bytes) = (&announce.topology, announce.left_bytes);
         let me = PeerAddr::from(me);
         let want = out.len() + want;
@@ -723,7 +872,11 @@ impl Swarm {
                     .flat_map(|(g, _)| tier.iter().map(|&c| g.lists[c as usize].as_slice()))
                     .collect();
                 salt = mix(salt);
-                let keep = |a: &PeerAddr| (*a != me).then(|| SocketAddr::from(*a));
+                let keep = |a: &PeerAddr, out: &mut O| {
+                    if *a != me {
+                        take_addr(a, out);
+                    }
+                };
                 take_tier(&parts, want, salt, keep, out);
                 if out.len() >= want {
                     return;

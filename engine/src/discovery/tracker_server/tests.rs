@@ -248,7 +248,33 @@ fn index_keeps_policy_over_random_updates_and_removals() {
                 continue;
             }
             check_hand_out(swarm, &a, me, &resp.peers);
+            check_compact(swarm, &a, me, rng.random());
         }
+    }
+}
+
+/// The BEP 15 compact hand-out is [`Swarm::select`]'s for the same draw, the
+/// peers of the answer's family in compact form, for either family.
+fn check_compact(swarm: &Swarm, a: &Announce, me: SocketAddr, salt: u64) {
+    let want = a.numwant.unwrap_or(50) as usize;
+    let mut places = Vec::new();
+    let mut addrs = Vec::new();
+    swarm.select(me, a, want, salt, &mut places, &mut addrs);
+    for v6 in [false, true] {
+        let mut expected = Vec::new();
+        for p in &addrs {
+            match p.ip() {
+                IpAddr::V4(ip) if !v6 => expected.extend_from_slice(&ip.octets()),
+                IpAddr::V6(ip) if v6 => expected.extend_from_slice(&ip.octets()),
+                _ => continue,
+            }
+            expected.extend_from_slice(&p.port().to_be_bytes());
+        }
+        let mut bytes = vec![0xee; 3]; // entries are appended after what is there
+        let mut compact = swarm::CompactPeers::new(&mut bytes, v6);
+        swarm.select_compact(me, a, want, salt, &mut places, &mut compact);
+        assert_eq!(bytes[..3], [0xee; 3]);
+        assert_eq!(bytes[3..], expected[..], "v6 {v6}, {} peers", addrs.len());
     }
 }
 

@@ -155,6 +155,39 @@ proptest! {
     }
 
     #[test]
+    fn compact_announce_answer_is_the_encoded_one(
+        tid in any::<u32>(), v6 in any::<bool>(),
+        interval_s in any::<u32>(), seeders in any::<u32>(), leechers in any::<u32>(),
+        peers in proptest::collection::vec(peer(false), 0..10),
+        peers6 in proptest::collection::vec(peer(true), 0..10),
+    ) {
+        let transaction_id = TransactionId(tid);
+        let family = if v6 { PeerFamily::V6 } else { PeerFamily::V4 };
+        let mut compact = Vec::new();
+        for p in if v6 { &peers6 } else { &peers } {
+            match p.ip() {
+                IpAddr::V4(ip) => compact.extend_from_slice(&ip.octets()),
+                IpAddr::V6(ip) => compact.extend_from_slice(&ip.octets()),
+            }
+            compact.extend_from_slice(&p.port().to_be_bytes());
+        }
+        let mut direct = Vec::new();
+        Response::encode_announce_compact(
+            transaction_id, interval_s, leechers, seeders, &compact, &mut direct,
+        );
+        // Both families' peers given: encode keeps the answer's family only.
+        let mut all = peers.clone();
+        all.extend_from_slice(&peers6);
+        let resp = Response::Announce { transaction_id, response: AnnounceResponse {
+            interval_s, min_interval_s: None, complete: Some(seeders),
+            incomplete: Some(leechers), warning_message: None, peers: all,
+        }};
+        let mut encoded = Vec::new();
+        resp.encode(family, &mut encoded);
+        prop_assert_eq!(direct, encoded);
+    }
+
+    #[test]
     fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = AnnounceResponse::from_bencode(&bytes);
         let _ = ScrapeResponse::from_bencode(&bytes);

@@ -371,6 +371,28 @@ impl Response {
         }
     }
 
+    /// Appends a BEP 15 announce answer (action 1) whose peers are already in
+    /// compact form: `compact_peers` holds 6-byte (IPv4) or 18-byte (IPv6)
+    /// entries of one family, the address then the port, network byte order.
+    /// The same bytes as [`Response::encode`] of a [`Response::Announce`] with
+    /// those peers, `interval_s`, and `incomplete` leechers and `complete`
+    /// seeders; for a tracker that builds the entries straight from its lists.
+    pub fn encode_announce_compact(
+        transaction_id: TransactionId,
+        interval_s: u32,
+        incomplete: u32,
+        complete: u32,
+        compact_peers: &[u8],
+        out: &mut Vec<u8>,
+    ) {
+        out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
+        out.extend_from_slice(&transaction_id.0.to_be_bytes());
+        out.extend_from_slice(&interval_s.to_be_bytes());
+        out.extend_from_slice(&incomplete.to_be_bytes());
+        out.extend_from_slice(&complete.to_be_bytes());
+        out.extend_from_slice(compact_peers);
+    }
+
     /// Decodes a datagram received by the client; announce peers are read as
     /// `family` (that of the socket), at most [`MAX_PEERS`].
     ///
