@@ -53,8 +53,7 @@ pub enum StoreError {
         /// Length of this piece in bytes.
         piece_len_bytes: u32,
     },
-    /// ENOSPC: preallocation failed, the file system has too little room for
-    /// a new file (tmpfs), or a write into a sparse file found it full.
+    /// Preallocation failed with ENOSPC: the file system cannot hold the torrent.
     #[error("disk full: {path} needs {needed_bytes} more bytes")]
     DiskFull {
         /// The file (or resume record) that could not be allocated.

@@ -79,8 +79,7 @@ impl MappedFile {
     /// [`StoreError::PathEscapes`] (its resolution leaves `dir`),
     /// [`StoreError::FileMissing`] (read-only open of a missing file),
     /// [`StoreError::FileSizeMismatch`] (existing file of another size: we
-    /// never truncate), [`StoreError::DiskFull`] (ENOSPC while preallocating, or too little
-    /// room on tmpfs, see `preallocate`),
+    /// never truncate), [`StoreError::DiskFull`] (ENOSPC while preallocating),
     /// [`StoreError::PermissionDenied`], [`StoreError::ReadOnlyFilesystem`],
     /// [`StoreError::Io`].
     pub(crate) fn open(
@@ -198,73 +197,27 @@ fn memfd(path: &Path, len_bytes: u64) -> Result<File, StoreError> {
 
 /// Reserve all `len_bytes` with `posix_fallocate`, so ENOSPC surfaces now, as
 /// a clear error, and not later as SIGBUS on a write into a sparse mapping.
-///
-/// Except for a file this open created (`actual == 0`) on tmpfs: there
-/// `posix_fallocate` allocates *and zero-fills* every page (~0.3 CPU-s/GiB,
-/// more than the rest of a loopback get; `perf/node-linerate.md`), pages the
-/// download then overwrites. Such a file is only extended (sparse) after
-/// `fstatvfs` says the file system has room for it ([`StoreError::DiskFull`]
-/// otherwise, as with `posix_fallocate`); every write into it is a `pwrite`
-/// (`store::io`), which allocates its pages and reports a later ENOSPC (the
-/// space taken by someone else meanwhile) as [`StoreError::DiskFull`], never
-/// a SIGBUS; and its pieces are never read before they are written (the file
-/// is `fresh`: `MappedFile::fresh`). An existing file keeps
-/// `posix_fallocate`, which fills its holes, so a restart never faults on one.
 fn preallocate(file: &File, path: &Path, len_bytes: u64, actual: u64) -> Result<(), StoreError> {
     let len = libc::off_t::try_from(len_bytes).map_err(|_| StoreError::FileSizeMismatch {
         path: path.to_path_buf(),
         expected_bytes: len_bytes,
         actual_bytes: actual,
     })?;
-    let disk_full = || StoreError::DiskFull {
-        path: path.to_path_buf(),
-        needed_bytes: len_bytes - actual,
-    };
-    if actual == 0 && on_tmpfs(file) {
-        if let Some(free) = free_bytes(file) {
-            if free < len_bytes {
-                return Err(disk_full());
-            }
-        }
-        return file
-            .set_len(len_bytes)
-            .map_err(|e| StoreError::io(path, "extend", e));
-    }
     // SAFETY: plain syscall on a descriptor we own; no memory is passed.
     // posix_fallocate returns the error number instead of setting errno.
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     match rc {
         0 => Ok(()),
-        libc::ENOSPC | libc::EFBIG => Err(disk_full()),
+        libc::ENOSPC | libc::EFBIG => Err(StoreError::DiskFull {
+            path: path.to_path_buf(),
+            needed_bytes: len_bytes - actual,
+        }),
         errno => Err(StoreError::io(
             path,
             "preallocate",
             std::io::Error::from_raw_os_error(errno),
         )),
     }
-}
-
-/// Whether `file` lives on tmpfs (`fstatfs` magic `TMPFS_MAGIC`, statfs(2)).
-fn on_tmpfs(file: &File) -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: `st` is a valid, writable statfs buffer; the descriptor is ours.
-    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
-    // SAFETY: fstatfs filled it (rc == 0); zeroed memory is a valid statfs anyway.
-    rc == 0 && unsafe { st.assume_init() }.f_type == libc::TMPFS_MAGIC
-}
-
-/// Bytes an unprivileged writer may still allocate on `file`'s file system
-/// (`fstatvfs`: `f_bavail × f_frsize`), `None` if unknown.
-fn free_bytes(file: &File) -> Option<u64> {
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: as in `on_tmpfs`.
-    let rc = unsafe { libc::fstatvfs(file.as_raw_fd(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: filled by fstatvfs (rc == 0).
-    let st = unsafe { st.assume_init() };
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn map_file(

@@ -254,15 +254,7 @@ impl Storage {
             // invariants); the kernel copies `head` into the page cache.
             f.file
                 .write_all_at(head, seg.file_offset_bytes)
-                .map_err(|e| match e.raw_os_error() {
-                    // A sparse tmpfs file (`store::file::preallocate`) allocates
-                    // here: the space was taken since the open.
-                    Some(libc::ENOSPC) => StoreError::DiskFull {
-                        path: f.path.clone(),
-                        needed_bytes: head.len() as u64,
-                    },
-                    _ => StoreError::io(&f.path, "write", e),
-                })?;
+                .map_err(|e| StoreError::io(&f.path, "write", e))?;
             parts.push(Part::Bytes(head));
             src = rest;
         }

@@ -83,53 +83,6 @@ fn disk_full_is_reported_at_open() {
     }
 }
 
-/// A new file on tmpfs is extended, not `posix_fallocate`d (which would
-/// zero-fill every page the download then overwrites); when the space is
-/// taken by someone else after the open, the write that finds it full is a
-/// clear `DiskFull`, never a SIGBUS, and the verified pieces stay.
-#[test]
-fn new_tmpfs_file_is_sparse_and_a_later_full_disk_is_a_clear_error() {
-    use std::os::unix::fs::MetadataExt;
-    let fs = Tmpfs::mount("size=1m", 0);
-    let fx = Fixture::new(&[600_000], 16384, 11);
-    let (s, _) = fx.open(fs.path(), OpenMode::Create);
-    let meta = std::fs::metadata(fs.path().join("dir/f0")).unwrap();
-    assert_eq!(meta.len(), 600_000);
-    assert_eq!(meta.blocks(), 0, "no page allocated before the first write");
-    fx.write_piece(&s, 0, 16384);
-    assert!(s.verify_piece(PieceIndex(0)).unwrap());
-    // Someone else takes the rest of the file system.
-    let filler = std::fs::File::create(fs.path().join("filler")).unwrap();
-    let mut len = 1 << 20;
-    while len >= 4096 {
-        let cur = filler.metadata().unwrap().len();
-        // SAFETY: plain syscall on a descriptor we own.
-        let rc = unsafe {
-            libc::posix_fallocate(
-                std::os::fd::AsRawFd::as_raw_fd(&filler),
-                0,
-                (cur + len) as i64,
-            )
-        };
-        if rc != 0 {
-            len /= 2;
-        }
-    }
-    let last = fx.piece_count() - 1;
-    let err = s
-        .write_block(PieceIndex(last), BlockOffset(0), fx.piece(last))
-        .unwrap_err();
-    assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
-    let mut buf = vec![0; 100];
-    s.read_block(PieceIndex(0), BlockOffset(0), &mut buf)
-        .unwrap();
-    assert_eq!(
-        buf,
-        fx.piece(0)[..100],
-        "the verified piece is still served"
-    );
-}
-
 #[test]
 fn disk_full_on_flush_keeps_verified_pieces() {
     let fs = Tmpfs::mount("size=1m", 0);
