@@ -21,8 +21,23 @@
 //! - `discard`: `read` into the buffer and drop it (the TCP ceiling of this
 //!   receiver).
 //!
+//! The io_uring variants (issue 12 item 3; one ring, the receiving thread
+//! submits and reaps like a runtime worker, streaming decode as `copy`):
+//!
+//! - `uring-pwrite`: one `RECV` SQE at a time into the buffer, `pwrite(2)`
+//!   payload slices from the thread (the node's path today);
+//! - `uring-write`: `RECV` into one of two buffers, payload slices stored by
+//!   io_uring `WRITE` SQEs submitted with the next `RECV` into the other
+//!   buffer; a buffer is received into again only once its writes completed;
+//! - `uring-fixed`: as `uring-pwrite`, but a `READ_FIXED` of the socket into a
+//!   registered buffer (no per-call buffer import);
+//! - `uring-pbuf`: one multishot `RECV` with a provided-buffer ring of 16 ×
+//!   256 KiB buffers (the runtime's recv buffer size) (one SQE for the whole stream), `pwrite` of each
+//!   completion's payload slices, then the buffer goes back to the ring.
+//!
 //! Reports Gbit/s of payload (first byte to last byte stored), receiver and
-//! sender thread CPU seconds per GiB (`RUSAGE_THREAD`) and checks every
+//! sender thread CPU seconds per GiB (`RUSAGE_THREAD`), the process's CPU but the
+//! sender's (the receiver plus any io_uring worker threads) and checks every
 //! stored byte afterwards. Variants alternate within each repetition;
 //! medians of `--reps`.
 //!
@@ -51,7 +66,8 @@ struct Args {
     /// Block sizes (payload bytes per `piece` message), comma-separated.
     #[arg(long, default_value = "16384,1048576")]
     block_bytes: String,
-    /// Variants, comma-separated: decoder,copy,pwrite,direct,hybrid,populate,discard.
+    /// Variants, comma-separated: decoder,copy,pwrite,direct,hybrid,populate,discard,
+    /// uring-pwrite,uring-write,uring-fixed,uring-pbuf.
     #[arg(
         long,
         default_value = "decoder,copy,pwrite,direct,hybrid,populate,discard"
@@ -80,6 +96,17 @@ fn thread_cpu_s() -> f64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable rusage.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// User + system CPU seconds of the whole process (all threads, io_uring workers
+/// included).
+fn process_cpu_s() -> f64 {
+    // SAFETY: an all-zero rusage is valid; getrusage only writes it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
@@ -301,8 +328,8 @@ fn recv_direct(
     Ok(got)
 }
 
-/// One run: Gbit/s, receiver and sender CPU s/GiB.
-fn run(args: &Args, src: &[u8], variant: &str, block: u64) -> anyhow::Result<[f64; 3]> {
+/// One run: Gbit/s, receiver thread, sender thread and process-but-sender CPU s/GiB.
+fn run(args: &Args, src: &[u8], variant: &str, block: u64) -> anyhow::Result<[f64; 4]> {
     let total = (args.size_gib * GIB) as u64 / PIECE_LEN_BYTES * PIECE_LEN_BYTES;
     let mut dest = Dest::create(&args.file, total as usize)?;
     let l = TcpListener::bind("127.0.0.1:0")?;
@@ -315,13 +342,21 @@ fn run(args: &Args, src: &[u8], variant: &str, block: u64) -> anyhow::Result<[f6
         });
         let (s, _) = l.accept()?;
         let cpu0 = thread_cpu_s();
+        let proc0 = process_cpu_s();
         let t0 = Instant::now();
-        let stored = receive(s, &mut dest, variant, args.recv_buf_bytes)?;
+        let stored = if variant.starts_with("uring-") {
+            uring::receive(s, &dest.file, variant, args.recv_buf_bytes)?
+        } else {
+            receive(s, &mut dest, variant, args.recv_buf_bytes)?
+        };
         let secs = t0.elapsed().as_secs_f64();
         let cpu = thread_cpu_s() - cpu0;
         let sender = tx
             .join()
             .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        // Everything but the sender: the receiving thread and any io_uring worker
+        // threads it used (`uring-write` may punt writes to them).
+        let receiver_all = process_cpu_s() - proc0 - sender;
         let expected = if variant == "discard" {
             total + 13 * total.div_ceil(block)
         } else {
@@ -330,7 +365,7 @@ fn run(args: &Args, src: &[u8], variant: &str, block: u64) -> anyhow::Result<[f6
         if stored != expected {
             bail!("{variant}: stored {stored} of {total} bytes");
         }
-        Ok(((secs, cpu), sender))
+        Ok(((secs, cpu, receiver_all), sender))
     })?;
     if variant != "discard" {
         check(&mut dest, src, total).with_context(|| format!("{variant} block {block}"))?;
@@ -338,8 +373,13 @@ fn run(args: &Args, src: &[u8], variant: &str, block: u64) -> anyhow::Result<[f6
     drop(dest);
     std::fs::remove_file(&args.file)?;
     let gib = total as f64 / GIB;
-    let ((secs, cpu), _) = (r, ());
-    Ok([total as f64 * 8.0 / secs / 1e9, cpu / gib, sender_cpu / gib])
+    let (secs, cpu, receiver_all) = r;
+    Ok([
+        total as f64 * 8.0 / secs / 1e9,
+        cpu / gib,
+        sender_cpu / gib,
+        receiver_all / gib,
+    ])
 }
 
 /// Every stored byte equals the source.
@@ -374,7 +414,17 @@ fn main() -> anyhow::Result<()> {
     let variants: Vec<&str> = args.variants.split(',').map(str::trim).collect();
     for v in &variants {
         if ![
-            "decoder", "copy", "pwrite", "direct", "hybrid", "populate", "discard",
+            "decoder",
+            "copy",
+            "pwrite",
+            "direct",
+            "hybrid",
+            "populate",
+            "discard",
+            "uring-pwrite",
+            "uring-write",
+            "uring-fixed",
+            "uring-pbuf",
         ]
         .contains(v)
         {
@@ -390,8 +440,8 @@ fn main() -> anyhow::Result<()> {
             for (i, v) in variants.iter().enumerate() {
                 let s = run(&args, &src, v, block)?;
                 eprintln!(
-                    "rep {rep} block {block} {v}: {:.2} Gbit/s, recv {:.3} send {:.3} CPU s/GiB",
-                    s[0], s[1], s[2]
+                    "rep {rep} block {block} {v}: {:.2} Gbit/s, recv {:.3} (with io workers {:.3}) send {:.3} CPU s/GiB",
+                    s[0], s[1], s[3], s[2]
                 );
                 samples[i].push(s);
             }
@@ -400,12 +450,344 @@ fn main() -> anyhow::Result<()> {
             "\nblock {block} bytes, {} GiB, {} reps (medians):\n",
             args.size_gib, args.reps
         );
-        println!("| path | Gbit/s | receiver CPU s/GiB | sender CPU s/GiB |");
-        println!("|---|---:|---:|---:|");
+        println!(
+            "| path | Gbit/s | receiver thread CPU s/GiB | receiver + io_uring workers CPU s/GiB | sender CPU s/GiB |"
+        );
+        println!("|---|---:|---:|---:|---:|");
         for (v, s) in variants.iter().zip(&samples) {
             let col = |k: usize| median(s.iter().map(|x| x[k]).collect());
-            println!("| {v} | {:.2} | {:.3} | {:.3} |", col(0), col(1), col(2));
+            println!(
+                "| {v} | {:.2} | {:.3} | {:.3} | {:.3} |",
+                col(0),
+                col(1),
+                col(3),
+                col(2)
+            );
         }
     }
     Ok(())
+}
+
+/// The io_uring receive variants (see the module docs).
+mod uring {
+    use std::fs::File;
+    use std::net::TcpStream;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+
+    use anyhow::{bail, Context as _};
+    use io_uring::{cqueue, opcode, types, IoUring};
+    use p2pe::wire::peer::{Decoded, Decoder, DecoderLimits};
+
+    use super::PIECE_LEN_BYTES;
+
+    /// `user_data` of write completions (the low bit says which buffer).
+    const WRITE_TAG: u64 = 1 << 32;
+    /// Provided buffers of `uring-pbuf`: count and bytes each.
+    const PBUF_COUNT: u16 = 16;
+    const PBUF_BYTES: usize = 256 * 1024;
+    /// The provided-buffer group id.
+    const PBUF_GROUP: u16 = 7;
+
+    /// A payload slice to store: file offset and bytes (pointing into a receive buffer).
+    type Span = (u64, *const u8, usize);
+
+    /// Decodes `data` and returns the payload spans, in order.
+    fn decode(
+        dec: &mut Decoder,
+        at: &mut u64,
+        mut data: &[u8],
+        out: &mut Vec<Span>,
+    ) -> anyhow::Result<()> {
+        while let Some(d) = dec.decode_from(&mut data)? {
+            match d {
+                Decoded::PieceStart(h) => {
+                    *at = u64::from(h.piece.0) * PIECE_LEN_BYTES + u64::from(h.offset.0);
+                }
+                Decoded::PiecePayload(c) => {
+                    out.push((*at, c.as_ptr(), c.len()));
+                    *at += c.len() as u64;
+                }
+                Decoded::PieceEnd(_) | Decoded::Message(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `pwrite`s the spans from this thread; returns the bytes stored.
+    fn pwrite_spans(file: &File, spans: &[Span]) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for &(off, ptr, len) in spans {
+            // SAFETY: the span points into a receive buffer that is alive and not
+            // written to until this returns.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+            file.write_all_at(bytes, off)?;
+            n += len as u64;
+        }
+        Ok(n)
+    }
+
+    /// Receives the whole stream by `variant`; returns payload bytes stored.
+    pub(super) fn receive(
+        s: TcpStream,
+        file: &File,
+        variant: &str,
+        buf_bytes: usize,
+    ) -> anyhow::Result<u64> {
+        let mut ring = IoUring::new(256).context("io_uring setup")?;
+        let mut dec = Decoder::new(DecoderLimits::new(u32::MAX));
+        dec.set_max_request_len(PIECE_LEN_BYTES as u32);
+        let sock = types::Fd(s.as_raw_fd());
+        match variant {
+            "uring-pwrite" | "uring-fixed" => {
+                simple(&mut ring, sock, file, &mut dec, variant, buf_bytes)
+            }
+            "uring-write" => with_writes(&mut ring, sock, file, &mut dec, buf_bytes),
+            "uring-pbuf" => provided(&mut ring, sock, file, &mut dec),
+            _ => bail!("unknown io_uring variant {variant}"),
+        }
+    }
+
+    /// Submits `e`, waits for its completion (none other is in flight) and returns its result.
+    fn one(ring: &mut IoUring, e: io_uring::squeue::Entry) -> anyhow::Result<i32> {
+        // SAFETY: the entry's buffers outlive the wait below, which reaps its completion.
+        unsafe { ring.submission().push(&e) }.map_err(|_| anyhow::anyhow!("SQ full"))?;
+        ring.submit_and_wait(1)?;
+        let cqe = ring.completion().next().context("no completion")?;
+        Ok(cqe.result())
+    }
+
+    fn simple(
+        ring: &mut IoUring,
+        sock: types::Fd,
+        file: &File,
+        dec: &mut Decoder,
+        variant: &str,
+        buf_bytes: usize,
+    ) -> anyhow::Result<u64> {
+        let mut buf = vec![0u8; buf_bytes];
+        let fixed = variant == "uring-fixed";
+        if fixed {
+            let iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: `buf` outlives its registration: it is unregistered below, before
+            // `buf` drops.
+            unsafe { ring.submitter().register_buffers(&[iov]) }?;
+        }
+        let (mut stored, mut at, mut spans) = (0u64, 0u64, Vec::new());
+        let out = loop {
+            let e = if fixed {
+                opcode::ReadFixed::new(sock, buf.as_mut_ptr(), buf.len() as u32, 0)
+                    .offset(u64::MAX)
+                    .build()
+            } else {
+                opcode::Recv::new(sock, buf.as_mut_ptr(), buf.len() as u32).build()
+            };
+            let n = one(ring, e)?;
+            if n < 0 {
+                break Err(std::io::Error::from_raw_os_error(-n).into());
+            }
+            if n == 0 {
+                break Ok(stored);
+            }
+            spans.clear();
+            decode(dec, &mut at, &buf[..n as usize], &mut spans)?;
+            stored += pwrite_spans(file, &spans)?;
+        };
+        if fixed {
+            ring.submitter().unregister_buffers()?;
+        }
+        out
+    }
+
+    fn with_writes(
+        ring: &mut IoUring,
+        sock: types::Fd,
+        file: &File,
+        dec: &mut Decoder,
+        buf_bytes: usize,
+    ) -> anyhow::Result<u64> {
+        let mut bufs = [vec![0u8; buf_bytes], vec![0u8; buf_bytes]];
+        let mut pending = [0usize; 2];
+        let fd = types::Fd(file.as_raw_fd());
+        let (mut stored, mut at, mut spans) = (0u64, 0u64, Vec::new());
+        let mut cur = 0usize;
+        let mut recv_in_flight = false;
+        let mut got: Option<i32> = None;
+        loop {
+            if !recv_in_flight && got.is_none() && pending[cur] == 0 {
+                let b = &mut bufs[cur];
+                let e = opcode::Recv::new(sock, b.as_mut_ptr(), b.len() as u32)
+                    .build()
+                    .user_data(cur as u64);
+                // SAFETY: `bufs[cur]` is not touched until this recv completes.
+                unsafe { ring.submission().push(&e) }.map_err(|_| anyhow::anyhow!("SQ full"))?;
+                recv_in_flight = true;
+            }
+            if let Some(n) = got.take() {
+                if n < 0 {
+                    bail!(std::io::Error::from_raw_os_error(-n));
+                }
+                if n == 0 {
+                    // Drain the writes still in flight.
+                    while pending.iter().sum::<usize>() > 0 {
+                        ring.submit_and_wait(1)?;
+                        reap_writes(ring, &mut pending, &mut stored, &mut got)?;
+                    }
+                    return Ok(stored);
+                }
+                let filled = 1 - cur;
+                spans.clear();
+                decode(dec, &mut at, &bufs[filled][..n as usize], &mut spans)?;
+                for &(off, ptr, len) in &spans {
+                    let e = opcode::Write::new(fd, ptr, len as u32)
+                        .offset(off)
+                        .build()
+                        .user_data(WRITE_TAG | filled as u64 | ((len as u64) << 33));
+                    // SAFETY: `bufs[filled]` is not received into again while its writes
+                    // are pending (`pending`).
+                    while unsafe { ring.submission().push(&e) }.is_err() {
+                        ring.submit()?;
+                        reap_writes(ring, &mut pending, &mut stored, &mut got)?;
+                    }
+                    pending[filled] += 1;
+                }
+                continue;
+            }
+            ring.submit_and_wait(1)?;
+            let was_recv = reap_writes(ring, &mut pending, &mut stored, &mut got)?;
+            if was_recv {
+                recv_in_flight = false;
+                cur = 1 - cur;
+            }
+        }
+    }
+
+    /// Reaps completions: writes lower `pending` (a short write is an error); a recv's
+    /// result goes to `got`. Returns whether a recv completed.
+    fn reap_writes(
+        ring: &mut IoUring,
+        pending: &mut [usize; 2],
+        stored: &mut u64,
+        got: &mut Option<i32>,
+    ) -> anyhow::Result<bool> {
+        let mut recv = false;
+        for cqe in ring.completion() {
+            let ud = cqe.user_data();
+            if ud & WRITE_TAG != 0 {
+                let len = ud >> 33;
+                if cqe.result() < 0 || cqe.result() as u64 != len {
+                    bail!("io_uring write: result {} of {len} bytes", cqe.result());
+                }
+                pending[(ud & 1) as usize] -= 1;
+                *stored += len;
+            } else {
+                *got = Some(cqe.result());
+                recv = true;
+            }
+        }
+        Ok(recv)
+    }
+
+    fn provided(
+        ring: &mut IoUring,
+        sock: types::Fd,
+        file: &File,
+        dec: &mut Decoder,
+    ) -> anyhow::Result<u64> {
+        // The ring of buffer descriptors must be page-aligned: a fresh anonymous mapping.
+        let entries = usize::from(PBUF_COUNT);
+        let ring_bytes = entries * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: an anonymous private mapping; checked below, unmapped at the end.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            bail!("mmap: {}", std::io::Error::last_os_error());
+        }
+        let base = base.cast::<types::BufRingEntry>();
+        let mut data = vec![0u8; entries * PBUF_BYTES];
+        let data_base = data.as_mut_ptr();
+        // SAFETY: the ring memory stays mapped until after unregistering below.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(base as u64, PBUF_COUNT, PBUF_GROUP, 0)
+        }?;
+        // SAFETY: `tail` points into the first entry's reserved field (the ring's tail).
+        let tail = unsafe { types::BufRingEntry::tail(base) }.cast_mut();
+        let mut t: u16 = 0;
+        let give = |bid: u16, t: &mut u16| {
+            let i = usize::from(*t) & (entries - 1);
+            // SAFETY: `i` < entries, inside the mapping; the kernel reads entries only
+            // up to the tail published below.
+            let e = unsafe { &mut *base.add(i) };
+            e.set_addr(data_base as u64 + u64::from(bid) * PBUF_BYTES as u64);
+            e.set_len(PBUF_BYTES as u32);
+            e.set_bid(bid);
+            *t = t.wrapping_add(1);
+            // SAFETY: the tail is a u16 in our mapping; a release store publishes the entry.
+            unsafe { std::sync::atomic::AtomicU16::from_ptr(tail) }
+                .store(*t, std::sync::atomic::Ordering::Release);
+        };
+        for bid in 0..PBUF_COUNT {
+            give(bid, &mut t);
+        }
+        let (mut stored, mut at, mut spans) = (0u64, 0u64, Vec::new());
+        let out = 'outer: loop {
+            let e = opcode::RecvMulti::new(sock, PBUF_GROUP).build();
+            // SAFETY: the provided buffers outlive the request (unregistered below).
+            unsafe { ring.submission().push(&e) }.map_err(|_| anyhow::anyhow!("SQ full"))?;
+            loop {
+                ring.submit_and_wait(1)?;
+                let cqes: Vec<(i32, u32)> =
+                    ring.completion().map(|c| (c.result(), c.flags())).collect();
+                let mut rearm = false;
+                for (res, flags) in cqes {
+                    if res == -libc::ENOBUFS {
+                        rearm = true;
+                        continue;
+                    }
+                    if res < 0 {
+                        break 'outer Err(std::io::Error::from_raw_os_error(-res).into());
+                    }
+                    if res == 0 {
+                        break 'outer Ok(stored);
+                    }
+                    let bid = cqueue::buffer_select(flags).context("no buffer id")?;
+                    // SAFETY: the kernel filled `res` bytes of buffer `bid`, which is ours
+                    // until given back below.
+                    let bytes = unsafe {
+                        std::slice::from_raw_parts(
+                            data_base.add(usize::from(bid) * PBUF_BYTES),
+                            res as usize,
+                        )
+                    };
+                    spans.clear();
+                    decode(dec, &mut at, bytes, &mut spans)?;
+                    stored += pwrite_spans(file, &spans)?;
+                    give(bid, &mut t);
+                    if !cqueue::more(flags) {
+                        rearm = true;
+                    }
+                }
+                if rearm {
+                    continue 'outer;
+                }
+            }
+        };
+        ring.submitter().unregister_buf_ring(PBUF_GROUP)?;
+        // SAFETY: unregistered above; nothing refers to the ring memory any more.
+        unsafe { libc::munmap(base.cast(), ring_bytes) };
+        drop(data);
+        out
+    }
 }
