@@ -376,10 +376,10 @@ fn tracker_swarm(seed: u64) -> SimConfig {
 fn tracker_discovery_completes_near_the_connected_run() {
     // The same swarm found through the tracker and the core's dial policy instead of
     // connected at start: everyone completes, within 2.5x of the connected run's ratio
-    // (measured 1.67-1.92x on these seeds). It is slower because every peer announces
-    // and dials at the same instant and the policy counts a peer's own dials in flight
-    // against its bound: about half the first dials are refused and back off past the
-    // end of the run, so late announcers keep few connections (perf/sim.md).
+    // (measured 1.67-1.92x on these seeds). It is slower because the run (~0.3 s) ends
+    // before any PEX round (2 s), re-announce or redial (0.4 s): early announcers fill
+    // up with dials from later ones and refuse the rest, and the last announcers, whom
+    // no answer names yet, keep only the dials that found room (perf/sim.md).
     for seed in 0..4 {
         let c = tracker_swarm(seed);
         let r = run(&c);
