@@ -31,7 +31,8 @@
 //! - Never more unchoked peers than `unchoke_slots + 1` (optimistic).
 //!
 //! Modules: [`time`] (instants), [`address_book`] (peer addresses to dial: sources,
-//! bounds, back-off, aging), [`claims`]
+//! bounds, back-off, aging), [`dialer`] (which of them to dial now: the connection
+//! bound, one connection per peer id; shared by the node and the simulator), [`claims`]
 //! (piece claims shared by the torrents of one multi-worker node), [`availability`]
 //! (availability counts they share for rarest-first), `message`
 //! (identifiers, actions, errors; the piece sets ([`Bitfield`]) and control messages
@@ -53,6 +54,7 @@ pub mod availability;
 mod choker;
 pub mod claims;
 mod config;
+pub mod dialer;
 pub mod inbound_handshakes;
 mod message;
 pub mod metadata;

@@ -23,6 +23,11 @@ pub const MAX_ADDED_PER_MESSAGE: usize = 50;
 /// BEP 11's interval toward clients other than p2pe: one message a minute.
 pub const BEP11_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The interval between p2pe nodes in the datacenter profile: a fleet on one fabric
+/// learns its peers within seconds (the messages are a few hundred bytes). The node
+/// and the simulator's tracker discovery both use it.
+pub const DATACENTER_INTERVAL: Duration = Duration::from_secs(2);
+
 /// One peer's PEX schedule.
 #[derive(Debug, Clone)]
 pub struct PexSchedule {

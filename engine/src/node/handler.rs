@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::base::InfoHash;
-use crate::core::address_book::{AddressBook, BookConfig};
+use crate::core::address_book::BookConfig;
+use crate::core::dialer::{DialConfig, Dialer};
 use crate::core::slots::SlotConfig;
 use crate::core::TorrentConfig;
 use crate::core::{Action, Bitfield, DisconnectReason, PeerKey, PieceIndex, Time, Torrent};
@@ -73,10 +74,9 @@ pub(crate) struct NodeHandler {
     pub(super) conns: HashMap<ConnId, PeerConn>,
     pub(super) keys: BTreeMap<PeerKey, ConnId>,
     next_key: u64,
-    /// Addresses to dial: sources, bounds, back-off, aging
-    /// ([`crate::core::address_book`]); `PeerConn::dial` is an entry id.
-    pub(super) book: AddressBook,
-    pub(super) max_peers: usize,
+    /// Addresses to dial and the dial policy: sources, bounds, back-off, aging, the
+    /// `max_peers` bound ([`crate::core::dialer`]); `PeerConn::dial` is an entry id.
+    pub(super) dialer: Dialer,
     /// Timeouts, per-IP cap and slot reclaiming ([`crate::core::slots`]).
     pub(super) slot_config: SlotConfig,
     /// PEX interval between p2pe nodes (`None`: PEX off, e.g. private torrent).
@@ -177,8 +177,13 @@ impl NodeHandler {
             conns: HashMap::new(),
             keys: BTreeMap::new(),
             next_key: 1,
-            book: AddressBook::new(BookConfig::default()),
-            max_peers: nc.max_peers.max(1),
+            dialer: Dialer::new(
+                DialConfig {
+                    max_peers: nc.max_peers.max(1),
+                    ..DialConfig::default()
+                },
+                BookConfig::default(),
+            ),
             slot_config: nc.slots,
             pex_interval,
             shared,
@@ -397,7 +402,7 @@ impl NodeHandler {
         if let Some(t) = self.torrent.poll_timeout() {
             after = after.min(t.saturating_duration_since(now));
         }
-        if let Some(at) = self.book.poll_timeout() {
+        if let Some(at) = self.dialer.poll_timeout() {
             after = after.min(at.saturating_duration_since(now));
         }
         ctx.set_timer(after);

@@ -132,12 +132,12 @@ pub const PEX_INTERVAL: Duration = crate::core::pex::BEP11_INTERVAL;
 
 /// Peer exchange interval of the datacenter profile: a fleet on one fabric
 /// learns its peers within seconds (the messages are a few hundred bytes).
-pub const PEX_INTERVAL_DATACENTER: Duration = Duration::from_secs(2);
+pub const PEX_INTERVAL_DATACENTER: Duration = crate::core::pex::DATACENTER_INTERVAL;
 
 /// Default bound on connections (inbound and outbound): enough for the
 /// choker's unchoke slots many times over, small enough that discovery in a
 /// fleet of thousands does not open thousands of sockets per node.
-pub const MAX_PEERS: usize = 60;
+pub const MAX_PEERS: usize = crate::core::dialer::DEFAULT_MAX_PEERS;
 
 /// Configuration of a [`Node`].
 #[derive(Debug, Clone)]

@@ -8,8 +8,11 @@
 //! - `client-server`: the origin uploads the whole file to every peer at once, sharing its uplink;
 //! - `replicas:K`: the origin first copies the file to `K` replica servers (uplink as the origin's),
 //!   each of which then serves `N/K` peers the same way;
-//! - `p2p`: every node runs a [`crate::core`] swarm state machine; the simulator plays the
-//!   tracker (each peer connects to the origin and to random others).
+//! - `p2p`: every node runs a [`crate::core`] swarm state machine. Discovery
+//!   ([`Discovery`]): by default the simulator plays the tracker (each peer starts connected
+//!   to the origin and to random others); with [`Discovery::Tracker`] peers announce to a
+//!   simulated tracker, dial through the core's dial policy ([`crate::core::dialer`]),
+//!   exchange PEX and redial after churn, as p2pe nodes do.
 //!
 //! Node numbering: node 0 is the origin, nodes `1..=N` are the peers, further nodes are replica
 //! servers or late joiners.
@@ -76,6 +79,70 @@ impl FromStr for Strategy {
     }
 }
 
+/// How the peers of a `p2p` run find each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Discovery {
+    /// Every peer starts connected to the origin and to `connections` random others;
+    /// late joiners connect the same way (the simulator as the tracker).
+    #[default]
+    Connected,
+    /// Peers announce to a tracker and dial what it and PEX tell them, bounded by
+    /// `max_peers`, with the node's back-off (see `swarm::discovery`).
+    Tracker,
+}
+
+impl std::fmt::Display for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connected => "connected",
+            Self::Tracker => "tracker",
+        })
+    }
+}
+
+impl FromStr for Discovery {
+    type Err = SimError;
+
+    /// Parses `connected` or `tracker`.
+    fn from_str(s: &str) -> Result<Self, SimError> {
+        match s {
+            "connected" => Ok(Self::Connected),
+            "tracker" => Ok(Self::Tracker),
+            _ => Err(SimError::InvalidConfig(format!(
+                "unknown discovery {s:?} (expected connected or tracker)"
+            ))),
+        }
+    }
+}
+
+/// Tunables of [`Discovery::Tracker`] (ignored otherwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Most connections of a peer, inbound and outbound (the node's `max_peers`); the
+    /// origin accepts every peer.
+    pub max_peers: u32,
+    /// Most peers in one tracker answer (`numwant`).
+    pub numwant: u32,
+    /// Interval of regular announces; a peer with fewer than a quarter of `max_peers`
+    /// connections announces again after half of it (the tracker's `min interval`).
+    pub announce_interval: Duration,
+    /// Interval of `ut_pex` messages between peers (BEP 11; the node's datacenter one).
+    pub pex_interval: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    /// The node's defaults: 60 connections, 50 peers per answer, announces every 30 s,
+    /// PEX every 2 s.
+    fn default() -> Self {
+        DiscoveryConfig {
+            max_peers: crate::core::dialer::DEFAULT_MAX_PEERS as u32,
+            numwant: 50,
+            announce_interval: Duration::from_secs(30),
+            pex_interval: crate::core::pex::DATACENTER_INTERVAL,
+        }
+    }
+}
+
 /// Why a simulation could not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SimError {
@@ -131,6 +198,10 @@ pub struct SimConfig {
     pub strategy: Strategy,
     /// Peers leaving and joining (`p2p` only).
     pub churn: ChurnSpec,
+    /// How peers find each other (`p2p` only; default: connected at start).
+    pub discovery: Discovery,
+    /// Tunables of tracker discovery.
+    pub discovery_config: DiscoveryConfig,
     /// Peers that send corrupt data (`p2p` only).
     pub liars: u32,
     /// RNG seed.
@@ -198,6 +269,8 @@ impl SimConfig {
             connections: 25,
             strategy: Strategy::P2p,
             churn: ChurnSpec::default(),
+            discovery: Discovery::Connected,
+            discovery_config: DiscoveryConfig::default(),
             liars: 0,
             seed: 1,
             max_time: Duration::from_secs(3_600),
@@ -340,6 +413,19 @@ impl SimConfig {
         }
         if self.strategy != Strategy::P2p && (!self.churn.is_none() || self.liars > 0) {
             return bad("churn and liars need --strategy p2p");
+        }
+        if self.discovery == Discovery::Tracker {
+            if self.strategy != Strategy::P2p || self.racks.is_some() {
+                return bad("tracker discovery needs --strategy p2p and no racks");
+            }
+            let joiners = (self.churn.join_fraction * f64::from(self.peers)).round();
+            if f64::from(self.peers) + joiners >= f64::from(swarm::MAX_TRACKER_NODES) {
+                return bad("tracker discovery supports fewer than 131,072 nodes");
+            }
+            let d = &self.discovery_config;
+            if d.max_peers == 0 || d.announce_interval.is_zero() || d.pex_interval.is_zero() {
+                return bad("max peers and discovery intervals must be positive");
+            }
         }
         if let Strategy::Replicas(k) = self.strategy {
             if k > self.peers {
@@ -487,6 +573,16 @@ impl Outcome {
             peers_joined: 0,
             peers_frozen: 0,
             origin_left_s: None,
+            discovery: config.discovery.to_string(),
+            dials: 0,
+            connections_made: 0,
+            failed_dials: 0,
+            refused_dials: 0,
+            joiner_connections: 0,
+            peak_peer_connections: 0,
+            pex_learned: 0,
+            tracker_learned: 0,
+            announces: 0,
             timeline_bin_s: 0.0,
             upload_timeline: Vec::new(),
             origin_timeline: Vec::new(),

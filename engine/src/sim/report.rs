@@ -152,6 +152,27 @@ pub struct Report {
     pub peers_frozen: u32,
     /// When the origin left, if it did.
     pub origin_left_s: Option<f64>,
+    /// How peers found each other: `connected` (at start) or `tracker`.
+    pub discovery: String,
+    /// Dials the peers' dial policies handed out (tracker discovery; 0 otherwise).
+    pub dials: u64,
+    /// Of those, the ones that opened a connection.
+    pub connections_made: u64,
+    /// Of those, the ones that failed because the peer had left or frozen, each followed
+    /// by a back-off or, after the book's `max_failures`, retirement.
+    pub failed_dials: u64,
+    /// Of those, the ones the peer refused at its `max_peers` bound (backed off alike).
+    pub refused_dials: u64,
+    /// Connections made between a late joiner and another peer (not the origin).
+    pub joiner_connections: u64,
+    /// Most connections any peer (not the origin) had open at once.
+    pub peak_peer_connections: u32,
+    /// Addresses peers first learned from a `ut_pex` message.
+    pub pex_learned: u64,
+    /// Addresses peers first learned from a tracker answer.
+    pub tracker_learned: u64,
+    /// Tracker announces.
+    pub announces: u64,
     /// Width of one bin of the timelines below, in seconds (`D_p2p / 10`; for the server
     /// strategies a twentieth of the run when that is longer).
     pub timeline_bin_s: f64,

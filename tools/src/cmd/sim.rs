@@ -8,7 +8,8 @@ use p2pe::sim::units::{
     format_bytes, format_rate_bits, parse_duration_ns, parse_rate_bytes_per_s, parse_size_bytes,
 };
 use p2pe::sim::{
-    ChurnSpec, GroupCompletion, Progress, RackSpec, Report, SimConfig, SlowPeers, Strategy,
+    ChurnSpec, Discovery, DiscoveryConfig, GroupCompletion, Progress, RackSpec, Report, SimConfig,
+    SlowPeers, Strategy,
 };
 
 fn size(s: &str) -> Result<u64, String> {
@@ -70,6 +71,15 @@ racks in copies of F (at least R-1 when the origin sends one copy). E.g. \
 p2pe sim --peers 100 --size 500MB --uplink 40Gbit --racks 4 --oversubscription 4 \
 --compare-oblivious
 
+Discovery (p2p, no racks): --discovery connected (default) starts every peer connected to \
+the origin and --connections random others. --discovery tracker runs the node's discovery: \
+each peer is given the origin, announces to a tracker that answers with up to --numwant \
+random peers, dials through the core's dial policy (at most --max-peers connections, \
+back-off, retirement after failed dials), exchanges PEX every --pex-interval and redials \
+after churn. The report adds dials, connections made, failed dials and the addresses \
+learned from the tracker and from PEX. E.g. \
+p2pe sim --peers 300 --size 500MB --uplink 40Gbit --discovery tracker
+
 Set P2PE_SIM_DEBUG=1 to print the state of peers that did not complete.
 
 Example (the seeds' scenario): p2pe sim --peers 1000 --size 5GB --uplink 40Gbit")]
@@ -116,6 +126,21 @@ pub(crate) struct Args {
     /// Peers leaving and joining; see below.
     #[arg(long, value_parser = |s: &str| ChurnSpec::parse(s).map_err(|e| e.to_string()))]
     churn: Option<ChurnSpec>,
+    /// How peers find each other (p2p): connected (at start) or tracker; see below.
+    #[arg(long, default_value = "connected")]
+    discovery: Discovery,
+    /// Most connections per peer with --discovery tracker (the node's max_peers).
+    #[arg(long, default_value_t = DiscoveryConfig::default().max_peers)]
+    max_peers: u32,
+    /// Most peers per tracker answer with --discovery tracker.
+    #[arg(long, default_value_t = DiscoveryConfig::default().numwant)]
+    numwant: u32,
+    /// Regular announce interval with --discovery tracker.
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    announce_interval: Duration,
+    /// PEX interval between peers with --discovery tracker (the node's datacenter one).
+    #[arg(long, value_parser = duration, default_value = "2s")]
+    pex_interval: Duration,
     /// Peers that send corrupt data (p2p).
     #[arg(long, default_value_t = 0)]
     liars: u32,
@@ -273,6 +298,13 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.connections = args.connections;
     config.strategy = args.strategy;
     config.churn = args.churn.clone().unwrap_or_default();
+    config.discovery = args.discovery;
+    config.discovery_config = DiscoveryConfig {
+        max_peers: args.max_peers,
+        numwant: args.numwant,
+        announce_interval: args.announce_interval,
+        pex_interval: args.pex_interval,
+    };
     config.liars = args.liars;
     config.seed = args.seed;
     config.max_time = args.max_time;
@@ -384,6 +416,24 @@ fn print_text(config: &SimConfig, r: &Report) {
         println!(
             "churn: {} left, {} joined, {} frozen, origin {origin}",
             r.peers_left, r.peers_joined, r.peers_frozen
+        );
+    }
+    if config.discovery == Discovery::Tracker {
+        let d = &config.discovery_config;
+        println!(
+            "discovery: tracker (max {} peers, numwant {}); {} dials: {} connections made, \
+             {} failed (peer gone), {} refused (peer full); peak {} connections per peer; \
+             addresses learned from the tracker {}, from PEX {}; {} announces",
+            d.max_peers,
+            d.numwant,
+            r.dials,
+            r.connections_made,
+            r.failed_dials,
+            r.refused_dials,
+            r.peak_peer_connections,
+            r.tracker_learned,
+            r.pex_learned,
+            r.announces
         );
     }
     if !r.upload_timeline.is_empty() {

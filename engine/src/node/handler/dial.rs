@@ -1,7 +1,8 @@
-//! Outbound connections: driving the address book of peers to dial
-//! ([`crate::core::address_book`]: configured, from trackers, DHT and PEX, with its
-//! bounds, preference, back-off and aging), the connection bound, and one
-//! connection per peer.
+//! Outbound connections: driving the core's dial policy ([`crate::core::dialer`]:
+//! the address book of peers to dial, configured, from trackers, DHT and PEX, with
+//! its bounds, preference, back-off and aging; the connection bound; which of two
+//! connections to one peer id stays). This module opens sockets and keeps the
+//! node-wide registry of peer ids; the core decides.
 //!
 //! Invariants: every address has at most one book entry; peers from trackers, the
 //! DHT and PEX are dialled only while fewer than `max_peers` connections are open
@@ -18,10 +19,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::base::PeerId;
 use crate::core::address_book::{Admission, EntryId};
+use crate::core::dialer::{duplicate, Keep};
 use crate::core::{PeerKey, Time};
 use crate::node::dispatch::Ctx;
 use crate::rt::ConnId;
@@ -31,8 +32,6 @@ use super::super::shared::{dial_owner, PeerEntry, PeerSlot};
 use super::super::Command;
 use super::NodeHandler;
 
-/// How long a due dial waits when the connection bound is reached.
-const FULL_RECHECK: Duration = Duration::from_secs(1);
 /// BEP 11: at most 50 `added` peers per `ut_pex` message; the rest are ignored (as
 /// libtorrent does).
 pub(super) const MAX_PEX_ADDED_PER_MESSAGE: usize = 50;
@@ -47,7 +46,7 @@ impl NodeHandler {
     ) {
         let key = PeerKey(self.next_key());
         let mut pc = PeerConn::new(key, dial, remote, self.now());
-        if let Some(e) = dial.and_then(|i| self.book.get(i)) {
+        if let Some(e) = dial.and_then(|i| self.dialer.entry(i)) {
             pc.listen_addr = Some(e.addr);
         }
         let hs = self.ours.to_bytes().to_vec();
@@ -73,29 +72,10 @@ impl NodeHandler {
             let _ = self.post(ctx, owner, Command::AddPeer(addr, source));
             return false;
         }
-        if source != Source::Configured
-            && self.book.find(addr).is_none()
-            && (self.is_self(addr) || self.conns.values().any(|c| c.listen_addr == Some(addr)))
-        {
-            return false;
-        }
-        match self.book.admit(addr, source) {
-            Admission::New(i) => {
-                if source == Source::Configured || self.below_bound() {
-                    self.dial(ctx, i);
-                } else {
-                    self.book.defer(i, self.now() + FULL_RECHECK);
-                }
-                true
-            }
-            Admission::Revived(i) => {
-                if !self.book.get(i).is_some_and(|e| e.connected) {
-                    self.dial(ctx, i);
-                }
-                false
-            }
-            Admission::Known | Admission::Refused => false,
-        }
+        let known = self.is_self(addr) || self.conns.values().any(|c| c.listen_addr == Some(addr));
+        let admission = self.dialer.handle_addr(addr, source, known);
+        self.dial_ready(ctx);
+        matches!(admission, Admission::New(_))
     }
 
     /// Dials the peers the tracker and DHT threads found.
@@ -124,27 +104,29 @@ impl NodeHandler {
     /// Forgets aged-out entries, then redials every due entry (preferred sources
     /// first), discovered ones only below the bound.
     pub(super) fn dial_due(&mut self, ctx: &mut Ctx, now: Time) {
-        self.book.handle_timeout(now);
-        for i in self.book.due(now) {
-            let configured = self
-                .book
-                .get(i)
-                .is_some_and(|e| e.source == Source::Configured);
-            if configured || self.below_bound() {
-                self.dial(ctx, i);
-            } else {
-                self.book.defer(i, now + FULL_RECHECK);
-            }
+        self.dialer.handle_timeout(now);
+        self.dial_ready(ctx);
+    }
+
+    /// Dials what the policy says, with the node's (all workers') connection count.
+    fn dial_ready(&mut self, ctx: &mut Ctx) {
+        let now = self.now();
+        loop {
+            let open = self.shared.open_conns.load(Ordering::Acquire);
+            let Some((i, _)) = self.dialer.poll_dial(now, open) else {
+                break;
+            };
+            self.dial(ctx, i);
         }
     }
 
     pub(super) fn dial(&mut self, ctx: &mut Ctx, i: EntryId) {
-        let Some(addr) = self.book.get(i).map(|e| e.addr) else {
+        let Some(addr) = self.dialer.entry(i).map(|e| e.addr) else {
             return;
         };
         match ctx.connect(addr) {
             Ok(conn) => {
-                self.book.on_dialled(i);
+                self.dialer.on_dialled(i);
                 self.new_conn(ctx, conn, Some(i), addr);
             }
             Err(_) => self.schedule_redial(i),
@@ -156,13 +138,13 @@ impl NodeHandler {
     pub(super) fn schedule_redial(&mut self, i: EntryId) {
         let redial = !self.torrent.is_complete();
         let now = self.now();
-        self.book.on_closed(now, i, redial);
+        self.dialer.on_closed(now, i, redial);
     }
 
     /// A dial's connection completed its handshake: reset its back-off.
     pub(super) fn dial_succeeded(&mut self, dial: Option<EntryId>) {
         if let Some(i) = dial {
-            self.book.on_handshake(i);
+            self.dialer.on_handshake(i);
         }
     }
 
@@ -170,13 +152,8 @@ impl NodeHandler {
     pub(super) fn retire_dial(&mut self, dial: Option<EntryId>) {
         if let Some(i) = dial {
             let now = self.now();
-            self.book.retire(now, i);
+            self.dialer.retire(now, i);
         }
-    }
-
-    /// Whether the node (all workers) has fewer than `max_peers` connections.
-    fn below_bound(&self) -> bool {
-        self.shared.open_conns.load(Ordering::Acquire) < self.max_peers
     }
 
     /// `conn` completed its handshake with `peer_id`. If another open
@@ -230,10 +207,7 @@ impl NodeHandler {
                 return true;
             }
             let other = entry.slot;
-            let drop_new = new_out == other.outbound
-                // Keep the connection dialled by the smaller peer id.
-                || new_out != (self.ours.peer_id < peer_id);
-            if drop_new {
+            if duplicate(self.ours.peer_id, peer_id, new_out, other.outbound) == Keep::Existing {
                 drop(ids);
                 self.drop_conn(ctx, conn, Some(other));
                 return false;

@@ -60,7 +60,10 @@ impl NodeHandler {
     /// Whether the node has a slot for a new inbound peer, reclaiming one from
     /// the oldest idle connection of this worker when it is full.
     fn admit_slot(&mut self, ctx: &mut Ctx, peer: SocketAddr) -> bool {
-        if self.shared.open_conns.load(Ordering::Acquire) < self.max_peers {
+        if self
+            .dialer
+            .below_bound(self.shared.open_conns.load(Ordering::Acquire))
+        {
             return true;
         }
         self.refresh_interest();

@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 
+use crate::core::address_book::EntryId;
 use crate::core::{Block, PeerMessage, Time};
 
 /// Something travelling over one direction of a connection.
@@ -73,6 +74,8 @@ pub(super) struct Conn {
     pub a: u32,
     pub b: u32,
     pub open: bool,
+    /// The node that dialled it and its address-book entry (tracker discovery).
+    pub dialler: Option<(u32, EntryId)>,
 }
 
 impl Conn {

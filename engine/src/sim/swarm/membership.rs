@@ -1,5 +1,5 @@
-//! Who is in the swarm: initial setup (the simulator as tracker), connections, churn
-//! (leaving, joining, freezing).
+//! Who is in the swarm: initial setup (the simulator as tracker, or tracker discovery),
+//! connections, churn (leaving, joining, freezing).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -76,7 +76,25 @@ impl Swarm<'_> {
             self.queue.push(at, Event::Join { node: id });
         }
         self.remaining = self.nodes.iter().filter(|n| n.expected).count() as u32;
-        self.connect_initial();
+        if self.tracker_mode() {
+            self.join_initial();
+        } else {
+            self.connect_initial();
+        }
+    }
+
+    /// Tracker discovery: the origin and the initial peers join at the start, the peers
+    /// in random order (the order their announces reach the tracker).
+    fn join_initial(&mut self) {
+        self.tracker_join(Time::ZERO, 0);
+        let mut order: Vec<u32> = (1..=self.config.peers).collect();
+        for i in (1..order.len()).rev() {
+            let j = self.tracker_rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        for p in order {
+            self.tracker_join(Time::ZERO, p);
+        }
     }
 
     fn connect_initial(&mut self) {
@@ -142,10 +160,15 @@ impl Swarm<'_> {
     }
 
     /// Opens a connection between `a` and `b` (both present); both cores learn of it, each
-    /// with the other's locality (rack-aware runs).
-    pub(super) fn connect(&mut self, now: Time, a: u32, b: u32) {
+    /// with the other's locality (rack-aware runs). Returns its id.
+    pub(super) fn connect(&mut self, now: Time, a: u32, b: u32) -> u32 {
         let id = self.conns.len() as u32;
-        self.conns.push(Conn { a, b, open: true });
+        self.conns.push(Conn {
+            a,
+            b,
+            open: true,
+            dialler: None,
+        });
         self.dirs.push(Dir::default());
         self.dirs.push(Dir::default());
         for (node, other) in [(a, b), (b, a)] {
@@ -155,15 +178,29 @@ impl Swarm<'_> {
             };
             let n = &mut self.nodes[node as usize];
             n.conns.push(id);
+            n.open += 1;
+            if node != 0 {
+                self.peak_peer_connections = self.peak_peer_connections.max(n.open);
+            }
             if let Some(t) = n.torrent.as_mut() {
                 t.handle_peer_connected(now, PeerKey(u64::from(id)), caps);
             }
             self.dirty.push(node);
         }
+        if self.tracker_mode() {
+            self.disc_on_connect(now, id, a, b);
+        }
+        id
     }
 
     /// Closes connection `id` at both ends (idempotent).
     pub(super) fn close_conn(&mut self, now: Time, id: u32) {
+        self.close_conn_with(now, id, false);
+    }
+
+    /// Closes connection `id` at both ends (idempotent); with tracker discovery its
+    /// dialler redials it later, or never with `retire`.
+    pub(super) fn close_conn_with(&mut self, now: Time, id: u32, retire: bool) {
         let Some(conn) = self.conns.get_mut(id as usize) else {
             return;
         };
@@ -178,15 +215,26 @@ impl Swarm<'_> {
         }
         for node in [a, b] {
             let n = &mut self.nodes[node as usize];
+            n.open = n.open.saturating_sub(1);
+            n.conns.retain(|&c| c != id);
             if let Some(t) = n.torrent.as_mut() {
                 t.handle_peer_disconnected(now, PeerKey(u64::from(id)));
                 self.dirty.push(node);
             }
         }
+        if self.tracker_mode() {
+            self.disc_on_close(now, id, retire);
+        }
     }
 
     /// A late peer arrives: connects to the origin (if still there) and random present peers.
     pub(super) fn join(&mut self, now: Time, node: u32) {
+        if self.tracker_mode() {
+            self.nodes[node as usize].present = true;
+            self.present_peers.push(node);
+            self.counters.peers_joined += 1;
+            return self.tracker_join(now, node);
+        }
         let picked = match self.config.racks.filter(|s| !s.oblivious) {
             Some(spec) => {
                 let rack = self.config.rack_of(node);
@@ -252,10 +300,12 @@ impl Swarm<'_> {
             }
         }
         self.nodes[node as usize].present = false;
+        self.tracker_leave(node);
         let conns = std::mem::take(&mut self.nodes[node as usize].conns);
         for &id in &conns {
             self.close_conn(now, id);
         }
+        self.drop_disc(node);
         // Free the core's memory: a departed node never returns.
         self.nodes[node as usize].torrent = None;
     }

@@ -11,8 +11,10 @@
 //! it verified, and that a complete node verified every piece; any breach is counted in
 //! `integrity_violations` (tests require 0).
 //!
-//! The simulator plays the tracker: every peer connects to the origin and to `connections`
-//! random others; late joiners get `connections` random present peers. With rack-aware
+//! By default the simulator plays the tracker: every peer connects to the origin and to
+//! `connections` random others; late joiners get `connections` random present peers. With
+//! tracker discovery ([`crate::sim::Discovery::Tracker`], module `discovery`) peers find
+//! each other through the core's dial policy, a simulated tracker and PEX instead. With rack-aware
 //! racks ([`crate::sim::RackSpec`]) it hands out by rack, as the embedded tracker does:
 //! `connections` random peers of the peer's own rack and `cross_connections` of other
 //! racks; each peer's core gets a [`Locality`] (rack label `rack<r>`, identity its node
@@ -20,22 +22,27 @@
 //! the BEP 10 handshake. Rack-oblivious runs do neither.
 
 mod conn;
+mod discovery;
 mod membership;
 mod node;
 mod origin_trace;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::core::address_book::EntryId;
 use crate::core::{Bitfield, Locality, PeerCaps, Time, Torrent, TorrentConfig};
 use crate::sim::net::Net;
 use crate::sim::queue::EventQueue;
 use crate::sim::timeline::Timeline;
 use crate::sim::{Outcome, Progress, Report, SimConfig};
 use conn::{Conn, Dir};
+pub(crate) use discovery::MAX_TRACKER_NODES;
+use discovery::{Disc, DiscCounters};
 use origin_trace::OriginTrace;
 
 /// Piece state at a node (see module docs).
@@ -57,6 +64,19 @@ enum Event {
     Leave { node: u32 },
     /// A peer freezes: it sends and reads nothing more; its connections stay open.
     Freeze { node: u32 },
+    /// The tracker's answer to a node's announce arrives (tracker discovery).
+    Announce { node: u32 },
+    /// A dial from `from` of its book entry `entry` reaches `to`.
+    Dial { from: u32, to: u32, entry: EntryId },
+    /// A `ut_pex` message (at most 50 addresses) from `from` arrives at `to`.
+    Pex {
+        from: u32,
+        to: u32,
+        conn: u32,
+        added: Vec<SocketAddr>,
+    },
+    /// A node's discovery timer (dials due, PEX, announce).
+    DiscTimer { node: u32, version: u32 },
 }
 
 struct Node {
@@ -72,6 +92,10 @@ struct Node {
     timer_at: Time,
     timer_version: u32,
     conns: Vec<u32>,
+    /// Open connections.
+    open: u32,
+    /// Dial policy, PEX and announces (tracker discovery).
+    disc: Option<Box<Disc>>,
     up_bytes: f64,
     /// `cancel` messages this node sent (requests it gave up on), and of those, the ones
     /// sent from its timer (anti-snubbing); debug output.
@@ -133,6 +157,14 @@ pub(super) struct Swarm<'c> {
     handed_blocks: u64,
     /// The origin's uploads, for the debug output (`debug_stuck` only).
     origin_trace: OriginTrace,
+    /// Peers the tracker lists (tracker discovery).
+    tracker: Vec<u32>,
+    /// The tracker's random choices (apart from `rng`, so that churn draws the same
+    /// schedule with either discovery).
+    tracker_rng: ChaCha8Rng,
+    disc_counters: DiscCounters,
+    /// Most connections any peer (not the origin) had open at once.
+    peak_peer_connections: u32,
 }
 
 /// Runs the `p2p` strategy.
@@ -201,6 +233,10 @@ impl<'c> Swarm<'c> {
             cross_rack_bytes: 0.0,
             handed_blocks: 0,
             origin_trace: OriginTrace::new(piece_count),
+            tracker: Vec::new(),
+            tracker_rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x0074_7261_636b_6572),
+            disc_counters: DiscCounters::default(),
+            peak_peer_connections: 0,
         }
     }
 
@@ -243,6 +279,8 @@ impl<'c> Swarm<'c> {
             timer_at: NEVER,
             timer_version: 0,
             conns: Vec::new(),
+            open: 0,
+            disc: None,
             up_bytes: 0.0,
             cancels_sent: 0,
             timer_cancels_sent: 0,
@@ -355,6 +393,15 @@ impl<'c> Swarm<'c> {
             Event::Join { node } => self.join(now, node),
             Event::Leave { node } => self.leave(now, node),
             Event::Freeze { node } => self.freeze(now, node),
+            Event::Announce { node } => self.on_announce(now, node),
+            Event::Dial { from, to, entry } => self.on_dial(now, from, to, entry),
+            Event::Pex {
+                from,
+                to,
+                conn,
+                added,
+            } => self.on_pex(now, from, to, conn, &added),
+            Event::DiscTimer { node, version } => self.on_disc_timer(now, node, version),
         }
     }
 
@@ -503,6 +550,16 @@ impl<'c> Swarm<'c> {
         report.peers_joined = c.peers_joined;
         report.peers_frozen = c.peers_frozen;
         report.origin_left_s = c.origin_left_at.map(Time::as_secs_f64);
+        let d = &self.disc_counters;
+        report.dials = d.dials;
+        report.connections_made = d.connections_made;
+        report.failed_dials = d.failed_dials;
+        report.refused_dials = d.refused_dials;
+        report.joiner_connections = d.joiner_connections;
+        report.peak_peer_connections = self.peak_peer_connections;
+        report.pex_learned = d.pex_learned;
+        report.tracker_learned = d.tracker_learned;
+        report.announces = d.announces;
         let origin_up = self.config.seeder_uplink_bytes_per_s as f64;
         let all_up = origin_up + self.config.sum_peer_uplinks_bytes_per_s();
         let timeline = self.timeline.fractions(all_up, origin_up);

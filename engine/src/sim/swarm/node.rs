@@ -28,7 +28,16 @@ impl Swarm<'_> {
                     if reason == DisconnectReason::Banned {
                         self.counters.bans += 1;
                     }
-                    self.close_conn(now, peer.0 as u32);
+                    // As the node: a dial its own core dropped (ban, both seeders) is
+                    // never redialled; after a protocol error it is.
+                    let id = peer.0 as u32;
+                    let retire = !matches!(reason, DisconnectReason::ProtocolViolation(_))
+                        && self
+                            .conns
+                            .get(id as usize)
+                            .and_then(|c| c.dialler)
+                            .is_some_and(|(n, _)| n == node);
+                    self.close_conn_with(now, id, retire);
                 }
             }
         }
