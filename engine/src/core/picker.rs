@@ -54,6 +54,7 @@ use std::sync::Arc;
 
 mod blocks;
 mod buckets;
+mod rarest;
 
 const RECEIVED: u8 = u8::MAX;
 const NOT_IN_BUCKET: u32 = u32::MAX;
@@ -61,9 +62,6 @@ const NOT_IN_BUCKET: u32 = u32::MAX;
 /// above any node's connection count, and it bounds the bucket list whatever a shared
 /// count says.
 const MAX_BUCKET_KEY: u32 = u16::MAX as u32;
-/// Candidates examined by the rarest-first bucket walk before falling back to a scan of
-/// the peer's bitfield; sized so the walk wins when the peer has most pieces.
-const WALK_BUDGET: usize = 64;
 /// Attempts to claim a fresh piece per pick: a claim only fails when another torrent
 /// claimed the piece between our check and our test-and-set, after which the piece is
 /// skipped, so a few attempts suffice.
@@ -182,6 +180,9 @@ pub(crate) struct Picker {
     /// Per piece: the count its bucket is keyed by (see the module invariants).
     availability: Vec<u32>,
     buckets: Vec<Vec<PieceIndex>>,
+    /// Bit `k` set exactly when `buckets[k]` is not empty: the rarest-first walk skips
+    /// empty buckets a word at a time (at 1,000 peers most of the ~50 keys are empty).
+    nonempty: Vec<u64>,
     pos: Vec<u32>,
     untouched: Bitfield,
     partial: Vec<Option<Box<PartialPiece>>>,
@@ -212,6 +213,7 @@ impl Picker {
             piece_count: n,
             availability: vec![0; n as usize],
             buckets: vec![Vec::new()],
+            nonempty: vec![0],
             pos: vec![NOT_IN_BUCKET; n as usize],
             untouched: Bitfield::new(n),
             partial: (0..n).map(|_| None).collect(),
@@ -480,103 +482,6 @@ impl Picker {
         None
     }
 
-    /// Rarest untouched piece the peer has, ties broken at random.
-    fn rarest_untouched(&self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
-        if self.none_untouched_usable(ctx) {
-            return self.rarest_walk_draws(rng);
-        }
-        let mut budget = WALK_BUDGET;
-        for bucket in self.buckets.iter().skip(1) {
-            if bucket.is_empty() {
-                continue;
-            }
-            let start = rng.random_range(0..bucket.len());
-            // `start..len` then `0..start`: the rotation, without a division per step.
-            let (tail, head) = bucket.split_at(start);
-            for &p in head.iter().chain(tail) {
-                if ctx.usable(p) && self.claimable(p) {
-                    return Some(p);
-                }
-                budget -= 1;
-                if budget == 0 {
-                    return self.rarest_by_scan(ctx, rng);
-                }
-            }
-        }
-        None
-    }
-
-    /// Whether the peer certainly has no untouched piece for us: `untouched & have` is
-    /// empty word by word (O(pieces / 64)). Only answered without shared claims and
-    /// without a rack import filter (whose word form leaves out its suggestions);
-    /// otherwise false (unknown).
-    fn none_untouched_usable(&self, ctx: &PickContext<'_>) -> bool {
-        if self.claims.is_some() || ctx.import.is_some() {
-            return false;
-        }
-        let have = ctx.peer_have.words();
-        self.untouched
-            .words()
-            .iter()
-            .zip(have)
-            .all(|(&u, &h)| u & h == 0)
-    }
-
-    /// What [`Picker::rarest_untouched`]'s walk does when no piece in any bucket is
-    /// usable: the same random draws (one per non-empty bucket reached within
-    /// [`WALK_BUDGET`]), without looking at the pieces, and no pick. The fallback scan it
-    /// would reach draws nothing without candidates. Keeps a run replayable: the same
-    /// inputs consume the same random numbers whichever path answers.
-    fn rarest_walk_draws(&self, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
-        let mut budget = WALK_BUDGET;
-        for bucket in self.buckets.iter().skip(1) {
-            if bucket.is_empty() {
-                continue;
-            }
-            let _ = rng.random_range(0..bucket.len());
-            if bucket.len() >= budget {
-                return None;
-            }
-            budget -= bucket.len();
-        }
-        None
-    }
-
-    /// Fallback: scan (peer bitfield & untouched) word by word, keep the rarest
-    /// (reservoir sampling among ties). O(pieces / 64 + candidates).
-    fn rarest_by_scan(&self, ctx: &PickContext<'_>, rng: &mut ChaCha8Rng) -> Option<PieceIndex> {
-        let mut best: Option<(u32, PieceIndex)> = None;
-        let mut ties = 0u32;
-        for (wi, &u) in self.untouched.words().iter().enumerate() {
-            let mut w = u & ctx.have_word(wi);
-            if let Some(c) = &self.claims {
-                w &= !c.load_word(wi);
-            }
-            while w != 0 {
-                let p = PieceIndex(wi as u32 * 64 + w.trailing_zeros());
-                w &= w - 1;
-                if ctx.rejected.contains(&p) {
-                    continue;
-                }
-                let a = self.availability(p);
-                match best {
-                    Some((ba, _)) if a > ba => {}
-                    Some((ba, _)) if a == ba => {
-                        ties += 1;
-                        if rng.random_range(0..ties) == 0 {
-                            best = Some((a, p));
-                        }
-                    }
-                    _ => {
-                        best = Some((a, p));
-                        ties = 1;
-                    }
-                }
-            }
-        }
-        best.map(|(_, p)| p)
-    }
-
     /// Whether `piece` is a single-source piece pinned to a peer other than `peer`.
     fn pinned_to_other(&self, piece: PieceIndex, peer: PeerKey) -> bool {
         self.partial
@@ -677,27 +582,39 @@ impl Picker {
         if pp.verifying || pp.active_pin().is_some_and(|k| k != ctx.peer) {
             return None;
         }
-        let mine: Vec<Block> = pp
-            .requests
+        // Without stalled requesters a chunk is eligible only below `max_req` requesters:
+        // when none is (every chunk fully requested or received), nothing is.
+        if ctx.stalled.is_empty() && pp.chunks.iter().copied().min().unwrap_or(RECEIVED) >= max_req
+        {
+            return None;
+        }
+        // This runs for every partial piece on every endgame pick (a peer with room after
+        // every reject tops up through here): no allocation unless some requester is
+        // stalled, and a piece this peer already requested whole is passed over at once.
+        let requests = &pp.requests;
+        let chunk_count = pp.chunks.len();
+        let mine_covers = |i: usize| requests.iter().any(|r| r.0 == ctx.peer && covers(&r.1, i));
+        if requests
             .iter()
-            .filter(|r| r.0 == ctx.peer)
-            .map(|r| r.1)
-            .collect();
+            .any(|r| r.0 == ctx.peer && matches!(chunk_range(&r.1), (0, hi) if hi >= chunk_count))
+        {
+            return None;
+        }
         let stalled: Vec<Block> = if ctx.stalled.is_empty() {
             Vec::new()
         } else {
-            pp.requests
+            requests
                 .iter()
                 .filter(|r| ctx.stalled.contains(&r.0))
                 .map(|r| r.1)
                 .collect()
         };
         let eligible = |i: usize, c: u8| {
+            if c >= cap {
+                return false;
+            }
             let live = c.saturating_sub(stalled.iter().filter(|b| covers(b, i)).count() as u8);
-            c < cap
-                && live < max_req
-                && (!starved_only || live == 0)
-                && !mine.iter().any(|b| covers(b, i))
+            live < max_req && (!starved_only || live == 0) && !mine_covers(i)
         };
         let first = pp
             .chunks

@@ -75,9 +75,11 @@ impl Picker {
         let a = avail as usize;
         if self.buckets.len() <= a {
             self.buckets.resize_with(a + 1, Vec::new);
+            self.nonempty.resize(self.buckets.len().div_ceil(64), 0);
         }
         self.pos[piece.0 as usize] = self.buckets[a].len() as u32;
         self.buckets[a].push(piece);
+        self.nonempty[a / 64] |= 1 << (a % 64);
     }
 
     pub(super) fn remove_from_bucket(&mut self, piece: PieceIndex, avail: u32) {
@@ -87,6 +89,25 @@ impl Picker {
         if let Some(&moved) = bucket.get(at) {
             self.pos[moved.0 as usize] = at as u32;
         }
+        if bucket.is_empty() {
+            let a = avail as usize;
+            self.nonempty[a / 64] &= !(1 << (a % 64));
+        }
         self.pos[piece.0 as usize] = NOT_IN_BUCKET;
+    }
+
+    /// Keys of the non-empty buckets above 0, in increasing order (the walk's order).
+    pub(super) fn nonempty_buckets(&self) -> impl Iterator<Item = usize> + '_ {
+        let words = self.nonempty.iter().enumerate();
+        words.flat_map(|(wi, &word)| {
+            let mut w = if wi == 0 { word & !1 } else { word };
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let k = wi * 64 + w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    k
+                })
+            })
+        })
     }
 }

@@ -31,6 +31,13 @@ impl Picker {
                 "availability != sum of peer bitfields"
             );
         }
+        for (k, bucket) in self.buckets.iter().enumerate() {
+            let bit = self
+                .nonempty
+                .get(k / 64)
+                .is_some_and(|w| w >> (k % 64) & 1 == 1);
+            assert_eq!(bit, !bucket.is_empty(), "bucket {k}: non-empty bit");
+        }
         let mut free = 0u64;
         for i in 0..self.piece_count {
             let p = PieceIndex(i);

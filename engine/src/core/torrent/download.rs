@@ -3,11 +3,11 @@
 use super::Torrent;
 use crate::core::choker::snub_deadline;
 use crate::core::config::BLOCK_LEN_BYTES;
-use crate::core::peer::remember;
+use crate::core::peer::{remember, PeerState};
 use crate::core::picker::PickContext;
 use crate::core::request_queue::queue_limit;
 use crate::core::{Action, Bitfield, Block, DisconnectReason, PeerKey, PeerMessage};
-use crate::core::{PieceIndex, ProtocolError, Time};
+use crate::core::{PieceIndex, ProtocolError, Time, TorrentConfig};
 
 impl Torrent {
     pub(super) fn check_piece(&self, piece: PieceIndex) -> Result<(), ProtocolError> {
@@ -374,15 +374,17 @@ impl Torrent {
     /// in flight to this peer though it rejected pieces we could otherwise ask for.
     fn request_loop(&mut self, key: PeerKey) -> bool {
         let random_first = self.have.count_ones() < self.config.random_first_pieces;
-        let pipeline = self.config.pipeline_bytes;
-        let max_requests = self.config.max_request_queue;
         let Some(peer) = self.peers.get(&key) else {
             return false;
         };
-        if !peer.am_interested || (peer.peer_choking && peer.allowed_fast.is_empty()) {
+        if !may_request(peer) {
             return false;
         }
         self.picker.resync_availability(self.now);
+        if !has_room(&self.config, peer) {
+            // The loop below would not run: what it would return, without the rest.
+            return peer.inflight.is_empty() && !peer.rejected.is_empty();
+        }
         // Nothing in flight from anyone: a remote peer may supply any piece the rack
         // lacks, so a missing importer delays a piece instead of stalling the rack.
         let relaxed = self.rack.is_some() && self.nothing_coming();
@@ -391,16 +393,7 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return false;
         };
-        let rate = peer.download.rate_bytes_per_s();
-        let caps = peer.caps;
-        let limit = queue_limit(
-            caps.max_request_len_bytes,
-            rate,
-            caps.reqq,
-            pipeline,
-            max_requests,
-        );
-        let limit_bytes = if peer.snubbed { 1 } else { limit.bytes };
+        let (limit_requests, limit_bytes) = request_bounds(&self.config, peer);
         let now = self.now;
         // Rack-aware: a remote peer only supplies pieces this node imports for its rack.
         // Endgame duplicates from remote peers stay filtered too: allowing them cost
@@ -411,7 +404,7 @@ impl Torrent {
             .filter(|r| !r.is_mate(key))
             .map(|r| r.import_filter(&peer.suggested, relaxed));
         let mut first_request = false;
-        while peer.inflight.len() < limit.requests && peer.inflight_bytes < limit_bytes {
+        while peer.inflight.len() < limit_requests && peer.inflight_bytes < limit_bytes {
             // A request the download limit holds back is not issued at all, so it is
             // never in flight (no snub timer runs on it).
             if let Some(bucket) = &self.config.download_limit {
@@ -459,8 +452,24 @@ impl Torrent {
     }
 
     /// Tops up every peer (after blocks were freed): O(peers) picks.
+    ///
+    /// Only peers a top-up can act on are visited: for the others (not interested,
+    /// choked, or a full queue with requests in flight) [`Torrent::request_loop`] returns
+    /// at once, so passing them over changes nothing but the lookups (every reject calls
+    /// this). The availability resync the first of them would have run is run first.
     pub(super) fn fill_all_requests(&mut self) {
-        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let mut any_engaged = false;
+        let mut keys = Vec::with_capacity(self.peers.len());
+        for (&key, p) in &self.peers {
+            let engaged = may_request(p);
+            any_engaged |= engaged;
+            if engaged && (p.inflight.is_empty() || has_room(&self.config, p)) {
+                keys.push(key);
+            }
+        }
+        if any_engaged {
+            self.picker.resync_availability(self.now);
+        }
         for key in keys {
             self.fill_requests(key);
         }
@@ -523,4 +532,30 @@ impl Torrent {
             self.fill_all_requests();
         }
     }
+}
+
+/// Whether we may request from `peer` at all: interested in it, and unchoked by it or
+/// allowed some fast piece (BEP 6).
+fn may_request(peer: &PeerState) -> bool {
+    peer.am_interested && !(peer.peer_choking && peer.allowed_fast.is_empty())
+}
+
+/// Our request queue toward `peer`: at most this many requests and bytes in flight
+/// ([`queue_limit`]); one byte, so one request, while it snubs us.
+fn request_bounds(config: &TorrentConfig, peer: &PeerState) -> (usize, u64) {
+    let caps = peer.caps;
+    let limit = queue_limit(
+        caps.max_request_len_bytes,
+        peer.download.rate_bytes_per_s(),
+        caps.reqq,
+        config.pipeline_bytes,
+        config.max_request_queue,
+    );
+    (limit.requests, if peer.snubbed { 1 } else { limit.bytes })
+}
+
+/// Whether our request queue toward `peer` has room for another request.
+fn has_room(config: &TorrentConfig, peer: &PeerState) -> bool {
+    let (requests, bytes) = request_bounds(config, peer);
+    peer.inflight.len() < requests && peer.inflight_bytes < bytes
 }
