@@ -447,3 +447,64 @@ fn tracker_discovery_redials_after_churn_and_finds_joiners() {
     assert!(pex > 0, "nothing learned over PEX");
     assert!(joiners >= 12 * 3, "joiners found too few peers: {joiners}");
 }
+
+#[test]
+fn tracker_discovery_times_out_dials_to_frozen_peers() {
+    // A frozen peer's kernel still accepts: the dial holds the dialler's slot until the
+    // slot policy's handshake timeout (shortened here so it falls inside the ~1.5 s
+    // run), then backs off like any failed dial; the honest peers all complete.
+    let mut timed_out = 0;
+    for seed in 0..3 {
+        let mut c = tracker_swarm(seed);
+        c.size_bytes = 16 << 20;
+        c.uplink_bytes_per_s = 12_500_000;
+        c.seeder_uplink_bytes_per_s = 12_500_000;
+        c.downlink_bytes_per_s = 12_500_000;
+        c.discovery_config.pex_interval = std::time::Duration::from_millis(250);
+        c.discovery_config.slots.handshake_timeout = std::time::Duration::from_millis(100);
+        c.churn = ChurnSpec::parse("freeze=0.2").unwrap();
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.peers_frozen, 12, "seed {seed}");
+        assert_eq!(r.completed_peers, 48, "seed {seed}: {r:?}");
+        assert!(r.timed_out_dials <= r.failed_dials, "seed {seed}: {r:?}");
+        let neighbours = u64::from(c.discovery_config.max_peers + 1);
+        assert!(
+            r.failed_dials <= 3 * u64::from(r.peers_frozen) * neighbours,
+            "seed {seed}: {r:?}"
+        );
+        timed_out += r.timed_out_dials;
+        assert_eq!(
+            run(&c).without_wall_time(),
+            r.without_wall_time(),
+            "seed {seed}: replay differs"
+        );
+    }
+    assert!(timed_out > 0, "no dial ever reached a frozen peer");
+}
+
+#[test]
+fn a_full_peer_gives_an_idle_connection_s_slot_to_a_new_dial() {
+    // With a bound of 6 connections, dials reach full peers. With no grace period a
+    // connection that has neither moved payload nor shown interest yet is idle, and a
+    // full peer closes its oldest such connection for the newcomer (the node's inbound
+    // rule, core::slots); with a grace longer than the run nothing is ever reclaimed.
+    let (mut reclaimed, mut refused) = (0, 0);
+    for seed in 0..3 {
+        let mut c = tracker_swarm(seed);
+        c.discovery_config.max_peers = 6;
+        c.discovery_config.slots.reclaim_grace = std::time::Duration::ZERO;
+        let r = run(&c);
+        check_sound(&c, &r);
+        assert_eq!(r.completed_peers, 60, "seed {seed}: {r:?}");
+        assert!(r.peak_peer_connections <= 7, "seed {seed}: {r:?}");
+        reclaimed += r.reclaimed_slots;
+        c.discovery_config.slots.reclaim_grace = std::time::Duration::from_secs(3600);
+        let never = run(&c);
+        check_sound(&c, &never);
+        assert_eq!(never.reclaimed_slots, 0, "seed {seed}: {never:?}");
+        refused += never.refused_dials;
+    }
+    assert!(reclaimed > 0, "no full peer ever gave up an idle slot");
+    assert!(refused > 0, "no dial ever found a peer full");
+}

@@ -37,6 +37,18 @@ use crate::base::PeerId;
 /// it without every node knowing every other (the node's `MAX_PEERS`).
 pub const DEFAULT_MAX_PEERS: usize = 60;
 
+/// The early re-announce policy, shared by the node's tracker thread
+/// (`discovery::announcer`) and the simulator's tracker discovery: a leecher with
+/// `open` connections (inbound, outbound and dials in progress) asks its trackers for
+/// more peers before the announce interval is over when it holds fewer than a quarter
+/// of `max_peers` (rounded up; at least one, so a node with none always asks). The
+/// driver still waits out the tracker's `min interval` (BEP 3 tracker answer; the
+/// simulator's is half the interval) between two announces; a seeder never asks
+/// early, since leechers come to it.
+pub fn wants_more_peers(open: usize, max_peers: usize, complete: bool) -> bool {
+    !complete && open < max_peers.max(1).div_ceil(4)
+}
+
 /// Tunables of the dial policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DialConfig {

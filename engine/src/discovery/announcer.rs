@@ -4,7 +4,9 @@
 //! Each loop it copies the torrent's progress (`uploaded`, `downloaded`,
 //! `left`, from [`DiscoveryHost::progress`]) into the client, turns
 //! completion into a `completed` announce, asks for peers early while the
-//! node has none, and hands the peers the trackers return to the host
+//! node is short of them ([`wants_more_peers`], the policy the simulator runs
+//! too: an incomplete node below a quarter of its `max_peers`; the client
+//! still waits out the tracker's `min interval`), and hands the peers the trackers return to the host
 //! ([`DiscoveryHost::found_peers`]; the node's workers dial them on their
 //! next timer tick, at most 100 ms later). Warnings go to the host's log. A
 //! dead tracker never stops the node: the client backs off and retries while
@@ -19,6 +21,7 @@ use super::host::{DiscoveryHost, Source};
 use super::tracker_client::{ClientConfig, TrackerClient};
 use super::tracker_io::TrackerDriver;
 use crate::base::{InfoHash, PeerId};
+use crate::core::dialer::wants_more_peers;
 
 /// How long `Announcer::stop` (at [`crate::node::Node::shutdown`]) waits for the trackers to take the `stopped`
 /// announce (a tracker that does not answer in time is left alone).
@@ -35,6 +38,8 @@ pub(crate) struct Params {
     pub(crate) port: u16,
     pub(crate) client: ClientConfig,
     pub(crate) seed: u64,
+    /// The node's connection bound ([`crate::node::NodeConfig::max_peers`]).
+    pub(crate) max_peers: usize,
     pub(crate) host: Arc<dyn DiscoveryHost>,
 }
 
@@ -78,7 +83,7 @@ fn run(p: Params, stop: &mpsc::Receiver<()>) {
     let mut was_complete = host.progress().complete;
     let mut announces_ok = 0;
     loop {
-        update_progress(&mut driver, host, &mut was_complete);
+        update_progress(&mut driver, host, p.max_peers, &mut was_complete);
         driver.step(POLL);
         forward(&mut driver, host, &mut announces_ok);
         match stop.try_recv() {
@@ -86,7 +91,7 @@ fn run(p: Params, stop: &mpsc::Receiver<()>) {
             _ => break,
         }
     }
-    update_progress(&mut driver, host, &mut was_complete);
+    update_progress(&mut driver, host, p.max_peers, &mut was_complete);
     let now = driver.now();
     driver.client_mut().handle_stopped(now);
     let end = Instant::now() + TRACKER_STOP_BOUND;
@@ -102,8 +107,13 @@ fn run(p: Params, stop: &mpsc::Receiver<()>) {
 }
 
 /// Copies the torrent's counters into the client; completion becomes a
-/// `completed` announce; a leecher without peers asks for some early.
-fn update_progress(driver: &mut TrackerDriver, host: &dyn DiscoveryHost, was_complete: &mut bool) {
+/// `completed` announce; a leecher short of peers asks for some early.
+fn update_progress(
+    driver: &mut TrackerDriver,
+    host: &dyn DiscoveryHost,
+    max_peers: usize,
+    was_complete: &mut bool,
+) {
     let now = driver.now();
     let p = host.progress();
     let complete = p.complete;
@@ -113,7 +123,7 @@ fn update_progress(driver: &mut TrackerDriver, host: &dyn DiscoveryHost, was_com
         c.handle_completed(now);
     }
     *was_complete = complete;
-    if !complete && p.peers == 0 {
+    if wants_more_peers(p.peers as usize, max_peers, complete) {
         // Bounded by the tracker's `min interval` inside the client.
         c.handle_want_peers(now);
     }

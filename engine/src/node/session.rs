@@ -350,6 +350,7 @@ impl Session {
                 port,
                 client: config.tracker.clone(),
                 seed: config.rng_seed ^ 0x0074_7261_636b_6572,
+                max_peers: config.max_peers,
                 host: shared.clone(),
             })?);
         }

@@ -128,17 +128,23 @@ pub struct DiscoveryConfig {
     pub announce_interval: Duration,
     /// Interval of `ut_pex` messages between peers (BEP 11; the node's datacenter one).
     pub pex_interval: Duration,
+    /// The node's connection-slot policy ([`crate::core::slots`]): a dial to a frozen
+    /// peer (the kernel accepts, no handshake comes) holds its slot until
+    /// `handshake_timeout`; a dial to a full peer takes the slot of its oldest idle
+    /// connection older than `reclaim_grace`, or is refused if none is idle.
+    pub slots: crate::core::slots::SlotConfig,
 }
 
 impl Default for DiscoveryConfig {
     /// The node's defaults: 60 connections, 50 peers per answer, announces every 30 s,
-    /// PEX every 2 s.
+    /// PEX every 2 s, the node's slot policy (10 s handshake timeout, 2 s reclaim grace).
     fn default() -> Self {
         DiscoveryConfig {
             max_peers: crate::core::dialer::DEFAULT_MAX_PEERS as u32,
             numwant: 50,
             announce_interval: Duration::from_secs(30),
             pex_interval: crate::core::pex::DATACENTER_INTERVAL,
+            slots: crate::core::slots::SlotConfig::default(),
         }
     }
 }
@@ -578,6 +584,8 @@ impl Outcome {
             connections_made: 0,
             failed_dials: 0,
             refused_dials: 0,
+            timed_out_dials: 0,
+            reclaimed_slots: 0,
             joiner_connections: 0,
             peak_peer_connections: 0,
             pex_learned: 0,

@@ -163,6 +163,12 @@ pub struct Report {
     pub failed_dials: u64,
     /// Of those, the ones the peer refused at its `max_peers` bound (backed off alike).
     pub refused_dials: u64,
+    /// Of the failed dials, those to a frozen peer: the connection opened, no handshake
+    /// came, and the dialler closed it after the slot policy's `handshake_timeout`.
+    pub timed_out_dials: u64,
+    /// Dials that reached a peer at its bound and took the slot of its oldest idle
+    /// connection ([`crate::core::slots::reclaim_victim`]) instead of being refused.
+    pub reclaimed_slots: u64,
     /// Connections made between a late joiner and another peer (not the origin).
     pub joiner_connections: u64,
     /// Most connections any peer (not the origin) had open at once.

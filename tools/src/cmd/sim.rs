@@ -75,9 +75,12 @@ Discovery (p2p, no racks): --discovery connected (default) starts every peer con
 the origin and --connections random others. --discovery tracker runs the node's discovery: \
 each peer is given the origin, announces to a tracker that answers with up to --numwant \
 random peers, dials through the core's dial policy (at most --max-peers connections, \
-back-off, retirement after failed dials), exchanges PEX every --pex-interval and redials \
-after churn. The report adds dials, connections made, failed dials and the addresses \
-learned from the tracker and from PEX. E.g. \
+back-off, retirement after failed dials), re-announces early when short of peers (the \
+node's policy), exchanges PEX every --pex-interval and redials after churn; a dial to a \
+frozen peer holds its slot for the node's 10 s handshake timeout, and a full peer gives \
+the slot of its oldest idle connection to a new dial (the node's slot policy). The report \
+adds dials, connections made, failed, timed-out and refused dials, reclaimed slots and \
+the addresses learned from the tracker and from PEX. E.g. \
 p2pe sim --peers 300 --size 500MB --uplink 40Gbit --discovery tracker
 
 Set P2PE_SIM_DEBUG=1 to print the state of peers that did not complete.
@@ -304,6 +307,7 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
         numwant: args.numwant,
         announce_interval: args.announce_interval,
         pex_interval: args.pex_interval,
+        ..DiscoveryConfig::default()
     };
     config.liars = args.liars;
     config.seed = args.seed;
@@ -422,14 +426,17 @@ fn print_text(config: &SimConfig, r: &Report) {
         let d = &config.discovery_config;
         println!(
             "discovery: tracker (max {} peers, numwant {}); {} dials: {} connections made, \
-             {} failed (peer gone), {} refused (peer full); peak {} connections per peer; \
+             {} failed (peer gone; {} of them timed out on a frozen peer), {} refused (peer \
+             full; {} more let in on an idle connection's slot); peak {} connections per peer; \
              addresses learned from the tracker {}, from PEX {}; {} announces",
             d.max_peers,
             d.numwant,
             r.dials,
             r.connections_made,
             r.failed_dials,
+            r.timed_out_dials,
             r.refused_dials,
+            r.reclaimed_slots,
             r.peak_peer_connections,
             r.tracker_learned,
             r.pex_learned,

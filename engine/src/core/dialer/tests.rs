@@ -150,3 +150,18 @@ fn duplicates_resolve_alike_at_both_ends() {
     assert_eq!(duplicate(small, big, true, true), Keep::Existing);
     assert_eq!(duplicate(small, big, false, false), Keep::Existing);
 }
+
+#[test]
+fn a_leecher_asks_early_below_a_quarter_of_its_bound_a_seeder_never() {
+    // 60 peers: a quarter is 15.
+    assert!(wants_more_peers(0, 60, false));
+    assert!(wants_more_peers(14, 60, false));
+    assert!(!wants_more_peers(15, 60, false));
+    assert!(!wants_more_peers(0, 60, true));
+    // A bound under 4 still asks at zero connections only.
+    assert!(wants_more_peers(0, 1, false));
+    assert!(!wants_more_peers(1, 1, false));
+    assert!(!wants_more_peers(1, 3, false));
+    // A zero bound counts as one.
+    assert!(wants_more_peers(0, 0, false));
+}

@@ -76,6 +76,8 @@ pub(super) struct Conn {
     pub open: bool,
     /// The node that dialled it and its address-book entry (tracker discovery).
     pub dialler: Option<(u32, EntryId)>,
+    /// When it opened (the slot policy's age of a connection).
+    pub opened_at: Time,
 }
 
 impl Conn {

@@ -10,14 +10,17 @@
 //!   back-off while incomplete. The origin accepts every peer (it is sized for the fleet,
 //!   as in the connected-at-start runs) and never announces or dials.
 //! - A peer announces when it joins, every `announce_interval`, and after half of that
-//!   when it has fewer than a quarter of `max_peers` connections. The answer comes one
+//!   while incomplete with fewer than a quarter of `max_peers` connections
+//!   ([`crate::core::dialer::wants_more_peers`], the node's policy). The answer comes one
 //!   round trip later: up to `numwant` random announced peers, itself excluded. A leaver
 //!   sends `stopped` (the tracker forgets it); a frozen peer stays listed.
 //! - A dial reaches its peer one latency after it leaves and opens the connection there
 //!   and then (both cores learn of it at once, as after the handshakes). It fails if the
-//!   peer left or froze (no handshake ever comes: the node would time it out) or has
-//!   `max_peers` connections (the node refuses; it would first try to reclaim an idle
-//!   slot, not modelled); the dialler's book then backs off or retires the entry. A dial
+//!   peer left (refused at once) or froze (the connection opens, no handshake ever
+//!   comes: it holds the dialler's slot until the node's handshake timeout,
+//!   [`crate::core::slots`]), or when the peer has `max_peers` connections and none of
+//!   them is idle (otherwise, as in the node, its oldest idle connection is closed to
+//!   make room); the dialler's book then backs off or retires the entry. A dial
 //!   to a peer already connected resolves with [`crate::core::dialer::duplicate`].
 //! - Dials in progress count toward the dialler's bound, as the node counts a socket from
 //!   `connect`. A closed connection's dialler redials it with back-off while incomplete;
@@ -36,9 +39,10 @@ use rand::RngExt;
 
 use crate::base::PeerId;
 use crate::core::address_book::{Admission, BookConfig, EntryId, Source};
-use crate::core::dialer::{duplicate, DialConfig, Dialer, Keep};
+use crate::core::dialer::{duplicate, wants_more_peers, DialConfig, Dialer, Keep};
 use crate::core::pex::{PexSchedule, MAX_ADDED_PER_MESSAGE};
-use crate::core::Time;
+use crate::core::slots::{self, ConnActivity};
+use crate::core::{PeerKey, Time};
 use crate::sim::Discovery;
 
 use super::{Event, Swarm, NEVER};
@@ -96,6 +100,8 @@ pub(super) struct DiscCounters {
     pub connections_made: u64,
     pub failed_dials: u64,
     pub refused_dials: u64,
+    pub timed_out_dials: u64,
+    pub reclaimed_slots: u64,
     pub joiner_connections: u64,
     pub pex_learned: u64,
     pub tracker_learned: u64,
@@ -229,8 +235,27 @@ impl Swarm<'_> {
         }
         let max_peers = self.config.discovery_config.max_peers as usize;
         let t = &self.nodes[to as usize];
-        let gone = !t.present || t.frozen || t.disc.is_none();
-        let full = to != 0 && self.open_of(to) >= max_peers;
+        if t.present && t.frozen {
+            // The kernel accepts, no handshake comes: the dial holds its slot until
+            // the slot policy's handshake timeout closes it.
+            if let Some(d) = self.disc_mut(from) {
+                d.dialling += 1;
+            }
+            let timeout = self.config.discovery_config.slots.handshake_timeout;
+            self.queue
+                .push(now + timeout, Event::DialTimeout { from, entry });
+            return;
+        }
+        let gone = !t.present || t.disc.is_none();
+        let mut full = !gone && to != 0 && self.open_of(to) >= max_peers;
+        if full {
+            // The node's inbound rule: the oldest idle connection gives its slot up.
+            if let Some(victim) = self.reclaim_victim(now, to) {
+                self.disc_counters.reclaimed_slots += 1;
+                self.close_conn_with(now, victim, false);
+                full = false;
+            }
+        }
         if gone || full {
             if gone {
                 self.disc_counters.failed_dials += 1;
@@ -277,6 +302,51 @@ impl Swarm<'_> {
         self.arm_disc(now, to);
     }
 
+    /// `from`'s dial of `entry` reached a frozen peer and timed out without a handshake.
+    pub(super) fn on_dial_timeout(&mut self, now: Time, from: u32, entry: EntryId) {
+        if self.nodes[from as usize].frozen {
+            return;
+        }
+        let Some(d) = self.disc_mut(from) else {
+            return; // the dialler left
+        };
+        d.dialling = d.dialling.saturating_sub(1);
+        self.disc_counters.failed_dials += 1;
+        self.disc_counters.timed_out_dials += 1;
+        self.dial_failed(now, from, entry);
+    }
+
+    /// The connection of `node` whose slot a new inbound peer may take: the oldest idle
+    /// one by the node's slot policy ([`slots::reclaim_victim`]; the simulator models
+    /// neither silence nor half-open handshakes, so idle means no payload either way and
+    /// no interest either way, past the grace period).
+    fn reclaim_victim(&self, now: Time, node: u32) -> Option<u32> {
+        let n = &self.nodes[node as usize];
+        let torrent = n.torrent.as_ref()?;
+        let activities: Vec<(u32, ConnActivity)> = n
+            .conns
+            .iter()
+            .filter_map(|&id| {
+                let c = &self.conns[id as usize];
+                let out = c.out_dir(id, node).filter(|_| c.open)?;
+                let inbound = out ^ 1;
+                Some((
+                    id,
+                    ConnActivity {
+                        opened_at: c.opened_at,
+                        handshake_at: Some(c.opened_at),
+                        last_recv_at: now,
+                        down_payload_bytes: self.dirs[inbound as usize].sent_bytes,
+                        up_payload_bytes: self.dirs[out as usize].sent_bytes,
+                        interested: torrent.is_engaged(PeerKey(u64::from(id))),
+                    },
+                ))
+            })
+            .collect();
+        let config = &self.config.discovery_config.slots;
+        slots::reclaim_victim(config, now, activities.iter().map(|(k, a)| (*k, a)))
+    }
+
     /// `from`'s dial of `entry` failed: back off or retire, maybe announce again.
     fn dial_failed(&mut self, now: Time, from: u32, entry: EntryId) {
         let redial = !self.is_complete(from);
@@ -300,14 +370,16 @@ impl Swarm<'_> {
         self.arm_disc(now, node);
     }
 
-    /// With few connections, the next announce comes after the tracker's `min
-    /// interval` (half the interval) rather than the whole interval.
+    /// With few connections ([`wants_more_peers`], the node's policy too), the next
+    /// announce comes after the tracker's `min interval` (half the interval) rather
+    /// than the whole interval.
     fn starving_check(&mut self, now: Time, node: u32) {
         if node == 0 {
             return;
         }
         let c = self.config.discovery_config;
-        let starving = self.open_of(node) < (c.max_peers as usize).div_ceil(4);
+        let complete = self.is_complete(node);
+        let starving = wants_more_peers(self.open_of(node), c.max_peers as usize, complete);
         if let Some(d) = self.disc_mut(node).filter(|_| starving) {
             if d.next_announce != NEVER {
                 let soon = (d.last_announce + c.announce_interval / 2).max(now);

@@ -168,6 +168,7 @@ impl Swarm<'_> {
             b,
             open: true,
             dialler: None,
+            opened_at: now,
         });
         self.dirs.push(Dir::default());
         self.dirs.push(Dir::default());

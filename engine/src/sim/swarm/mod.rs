@@ -68,6 +68,9 @@ enum Event {
     Announce { node: u32 },
     /// A dial from `from` of its book entry `entry` reaches `to`.
     Dial { from: u32, to: u32, entry: EntryId },
+    /// `from`'s dial of `entry` reached a frozen peer and got no handshake: the slot
+    /// policy's `handshake_timeout` closes it.
+    DialTimeout { from: u32, entry: EntryId },
     /// A `ut_pex` message (at most 50 addresses) from `from` arrives at `to`.
     Pex {
         from: u32,
@@ -395,6 +398,7 @@ impl<'c> Swarm<'c> {
             Event::Freeze { node } => self.freeze(now, node),
             Event::Announce { node } => self.on_announce(now, node),
             Event::Dial { from, to, entry } => self.on_dial(now, from, to, entry),
+            Event::DialTimeout { from, entry } => self.on_dial_timeout(now, from, entry),
             Event::Pex {
                 from,
                 to,
@@ -555,6 +559,8 @@ impl<'c> Swarm<'c> {
         report.connections_made = d.connections_made;
         report.failed_dials = d.failed_dials;
         report.refused_dials = d.refused_dials;
+        report.timed_out_dials = d.timed_out_dials;
+        report.reclaimed_slots = d.reclaimed_slots;
         report.joiner_connections = d.joiner_connections;
         report.peak_peer_connections = self.peak_peer_connections;
         report.pex_learned = d.pex_learned;
