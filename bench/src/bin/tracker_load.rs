@@ -13,10 +13,22 @@
 //! `--sockets` TCP connections per thread, one request in flight on each;
 //! HTTP/1.1 keep-alive, reconnecting whenever the tracker closes.
 //!
+//! With `--idle-conns N`, N HTTP/1.1 keep-alive connections are opened first
+//! (each sends one announce and reads its answer, then stays silent) and held
+//! through the flood; at the end each of them sends one more announce on the
+//! same socket, and the JSON reports how many were still open and answered
+//! (`idle_open`, `idle_answered_after`). The process raises its soft
+//! `RLIMIT_NOFILE` to the hard limit and fails if N does not fit under it.
+//!
+//! Every run reports the flood's answer latency (send to answer, per request)
+//! as `latency_p50_ms`, `latency_p99_ms` and `latency_max_ms`, and marks the
+//! flood's start and end on stderr (`flood: start`, `flood: end`).
+//!
 //! Run: `cargo run --release -p p2pe-bench --bin tracker_load -- --target 127.0.0.1:6969`
 // libc calls (rusage, signals, statfs, poll, mmap): the workspace denies unsafe_code.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -58,6 +70,10 @@ struct Args {
     /// Write the info-hashes (hex, one a line) to this file and exit (opentracker whitelist).
     #[arg(long)]
     write_whitelist: Option<std::path::PathBuf>,
+    /// HTTP keep-alive connections opened before the flood and held idle through it
+    /// (at most 60,000).
+    #[arg(long, default_value_t = 0)]
+    idle_conns: usize,
 }
 
 fn info_hash(i: u32) -> InfoHash {
@@ -75,12 +91,22 @@ impl Rng {
     }
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Counts {
     sent: u64,
     responses: u64,
     errors: u64,
     stalls: u64,
+    /// Send-to-answer latency of each answered request, in microseconds.
+    latencies_us: Vec<u32>,
+}
+
+impl Counts {
+    fn answered(&mut self, sent_at: Instant) {
+        let us = sent_at.elapsed().as_micros();
+        self.latencies_us
+            .push(u32::try_from(us).unwrap_or(u32::MAX));
+    }
 }
 
 /// A random announce (see the module docs) and a random transaction id.
@@ -104,13 +130,14 @@ fn random_announce(rng: &mut Rng, hashes: &[InfoHash], numwant: u32) -> (Announc
     (announce, r as u32)
 }
 
+/// Encodes a random announce into `out`; returns its transaction id.
 fn announce_packet(
     rng: &mut Rng,
     hashes: &[InfoHash],
     cid: ConnectionId,
     numwant: u32,
     out: &mut Vec<u8>,
-) {
+) -> u32 {
     let (announce, tid) = random_announce(rng, hashes, numwant);
     out.clear();
     Request::Announce {
@@ -119,6 +146,7 @@ fn announce_packet(
         announce,
     }
     .encode(out);
+    tid
 }
 
 /// Most bytes buffered of one HTTP answer (a compact answer of 50 peers is
@@ -129,6 +157,8 @@ const MAX_HTTP_ANSWER_BYTES: usize = 64 * 1024;
 struct HttpConn {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// When the request in flight was sent.
+    sent_at: Instant,
 }
 
 fn http_send(
@@ -143,6 +173,7 @@ fn http_send(
         announce.to_query()
     );
     // Small enough for an empty socket buffer: one write, while non-blocking.
+    conn.sent_at = Instant::now();
     conn.stream.write_all(req.as_bytes())
 }
 
@@ -153,6 +184,7 @@ fn http_connect(target: SocketAddr) -> anyhow::Result<HttpConn> {
     Ok(HttpConn {
         stream,
         buf: Vec::with_capacity(1024),
+        sent_at: Instant::now(),
     })
 }
 
@@ -232,6 +264,7 @@ fn run_http_thread(
             if let Some((end, ok, _)) = answer {
                 if ok {
                     counts.responses += 1;
+                    counts.answered(c.sent_at);
                 } else {
                     counts.errors += 1;
                 }
@@ -291,20 +324,26 @@ fn run_thread(
     let mut counts = Counts::default();
     let mut out = Vec::with_capacity(128);
     let mut buf = vec![0u8; 65_536];
+    // Send time of each request in flight, by transaction id (bounded: a refill
+    // after a stall clears it, so it holds at most two windows per socket).
+    let mut in_flight: HashMap<u32, Instant> = HashMap::new();
     let prime = |sockets: &[(UdpSocket, ConnectionId)],
                  rng: &mut Rng,
                  out: &mut Vec<u8>,
-                 counts: &mut Counts| {
+                 counts: &mut Counts,
+                 in_flight: &mut HashMap<u32, Instant>| {
+        in_flight.clear();
         for (s, cid) in sockets {
             for _ in 0..args.window.max(1) {
-                announce_packet(rng, &hashes, *cid, args.numwant, out);
+                let tid = announce_packet(rng, &hashes, *cid, args.numwant, out);
                 if s.send_to(out, target).is_ok() {
                     counts.sent += 1;
+                    in_flight.insert(tid, Instant::now());
                 }
             }
         }
     };
-    prime(&sockets, &mut rng, &mut out, &mut counts);
+    prime(&sockets, &mut rng, &mut out, &mut counts, &mut in_flight);
     let mut fds: Vec<libc::pollfd> = sockets
         .iter()
         .map(|(s, _)| libc::pollfd {
@@ -318,7 +357,7 @@ fn run_thread(
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
         if ready == 0 {
             counts.stalls += 1; // everything in flight was lost: refill the windows
-            prime(&sockets, &mut rng, &mut out, &mut counts);
+            prime(&sockets, &mut rng, &mut out, &mut counts, &mut in_flight);
             continue;
         }
         for ((s, cid), fd) in sockets.iter().zip(&fds) {
@@ -327,12 +366,18 @@ fn run_thread(
             }
             while let Ok((n, _)) = s.recv_from(&mut buf) {
                 match Response::decode(&buf[..n], PeerFamily::V4) {
-                    Ok(Response::Announce { .. }) => counts.responses += 1,
+                    Ok(Response::Announce { transaction_id, .. }) => {
+                        counts.responses += 1;
+                        if let Some(at) = in_flight.remove(&transaction_id.0) {
+                            counts.answered(at);
+                        }
+                    }
                     _ => counts.errors += 1,
                 }
-                announce_packet(&mut rng, &hashes, *cid, args.numwant, &mut out);
+                let tid = announce_packet(&mut rng, &hashes, *cid, args.numwant, &mut out);
                 if s.send_to(&out, target).is_ok() {
                     counts.sent += 1;
+                    in_flight.insert(tid, Instant::now());
                 }
             }
         }
@@ -355,6 +400,9 @@ fn main() -> anyhow::Result<()> {
         bail!("--target must be a loopback address (this is a load generator)");
     }
     let duration = Duration::from_secs(args.duration.clamp(1, 60));
+    let mut idle = open_idle(&args, target)?;
+    // Markers on stderr, so a script can take the tracker's CPU over the flood alone.
+    eprintln!("flood: start");
     let start = Instant::now();
     let until = start + duration;
     let totals = std::thread::scope(|scope| {
@@ -380,17 +428,140 @@ fn main() -> anyhow::Result<()> {
             total.responses += c.responses;
             total.errors += c.errors;
             total.stalls += c.stalls;
+            total.latencies_us.extend_from_slice(&c.latencies_us);
         }
         anyhow::Ok(total)
     })?;
     let secs = start.elapsed().as_secs_f64();
+    eprintln!("flood: end");
+    let (idle_open, idle_answered) = recheck_idle(&args, &mut idle);
+    let mut lat = totals.latencies_us;
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() - 1) as f64 * p).round() as usize;
+        f64::from(lat[i]) / 1000.0
+    };
     println!(
-        "{{\"target\":\"{target}\",\"seconds\":{secs:.2},\"sent\":{},\"responses\":{},\"errors\":{},\"stalls\":{},\"responses_per_s\":{:.0}}}",
+        "{{\"target\":\"{target}\",\"seconds\":{secs:.2},\"sent\":{},\"responses\":{},\"errors\":{},\"stalls\":{},\"responses_per_s\":{:.0},\"latency_p50_ms\":{:.3},\"latency_p99_ms\":{:.3},\"latency_max_ms\":{:.3},\"idle_conns\":{},\"idle_open\":{idle_open},\"idle_answered_after\":{idle_answered}}}",
         totals.sent,
         totals.responses,
         totals.errors,
         totals.stalls,
-        totals.responses as f64 / secs
+        totals.responses as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        args.idle_conns,
     );
     Ok(())
+}
+
+/// Longest wait for the idle connections' first and last answers.
+const IDLE_ANSWER_BOUND: Duration = Duration::from_secs(30);
+
+/// Opens `--idle-conns` keep-alive connections, each with one answered announce.
+fn open_idle(args: &Args, target: SocketAddr) -> anyhow::Result<Vec<HttpConn>> {
+    let n = args.idle_conns.min(60_000);
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = p2pe::rt::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+    let need = n as u64 + 64 * args.threads.max(1) as u64 + 64;
+    if limit < need {
+        bail!("--idle-conns {n} needs about {need} descriptors; the limit is {limit} (raise it with ulimit -n / prlimit)");
+    }
+    let hashes: Vec<InfoHash> = (0..args.torrents.max(1)).map(info_hash).collect();
+    let mut rng = Rng(0x1D1E_C0DE);
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = http_connect(target).with_context(|| format!("idle connection {i}"))?;
+        http_send(&mut c, &mut rng, &hashes, args.numwant)?;
+        conns.push(c);
+    }
+    let answered = await_answers(&mut conns, IDLE_ANSWER_BOUND);
+    if answered < n {
+        bail!("only {answered} of {n} idle connections got their first answer within {IDLE_ANSWER_BOUND:?}");
+    }
+    Ok(conns)
+}
+
+/// Waits (at most `bound`) for one answer on each connection; returns how many
+/// got one and are still open after it.
+fn await_answers(conns: &mut [HttpConn], bound: Duration) -> usize {
+    let until = Instant::now() + bound;
+    let mut done = vec![false; conns.len()];
+    let mut answered = 0;
+    let mut chunk = vec![0u8; 16 * 1024];
+    while answered < conns.len() && Instant::now() < until {
+        let mut fds: Vec<libc::pollfd> = conns
+            .iter()
+            .zip(&done)
+            .map(|(c, &d)| libc::pollfd {
+                fd: if d { -1 } else { c.stream.as_raw_fd() },
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd of the given length.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if ready <= 0 {
+            continue;
+        }
+        for ((c, fd), d) in conns.iter_mut().zip(&fds).zip(done.iter_mut()) {
+            if fd.revents == 0 || *d {
+                continue;
+            }
+            let mut eof = false;
+            loop {
+                match c.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            match http_answer(&c.buf, eof) {
+                Some((end, ok, close)) => {
+                    c.buf.drain(..end);
+                    *d = true;
+                    if ok && !close && !eof {
+                        answered += 1;
+                    }
+                }
+                None if eof || c.buf.len() > MAX_HTTP_ANSWER_BYTES => *d = true,
+                None => {}
+            }
+        }
+    }
+    answered
+}
+
+/// After the flood: how many idle connections the tracker still holds open, and
+/// how many of them answer one more announce on the same socket.
+fn recheck_idle(args: &Args, conns: &mut [HttpConn]) -> (usize, usize) {
+    if conns.is_empty() {
+        return (0, 0);
+    }
+    let mut probe = [0u8; 1];
+    let open = conns
+        .iter()
+        .filter(|c| {
+            matches!((&c.stream).read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    let hashes: Vec<InfoHash> = (0..args.torrents.max(1)).map(info_hash).collect();
+    let mut rng = Rng(0x0A6A_1A57);
+    for c in conns.iter_mut() {
+        let _ = http_send(c, &mut rng, &hashes, args.numwant);
+    }
+    (open, await_answers(conns, IDLE_ANSWER_BOUND))
 }

@@ -64,6 +64,30 @@ pub use ctx::{Ctx, PostError};
 pub use handle::{run, Poster, RuntimeHandle};
 pub use region::Region;
 
+/// Raises this process's soft `RLIMIT_NOFILE` (open descriptors) to its hard limit, so
+/// that a server holding many sockets (the tracker's keep-alive connections, a seed's
+/// peers) is not stopped by a low default soft limit (often 1,024). Returns the soft
+/// limit now in force (`u64::MAX`: unlimited).
+///
+/// # Errors
+/// The `setrlimit(2)` error, if the kernel refuses the raise (the limit is then
+/// unchanged).
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current == now.maximum {
+        return Ok(now.current.unwrap_or(u64::MAX));
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: now.maximum,
+            maximum: now.maximum,
+        },
+    )?;
+    Ok(now.maximum.unwrap_or(u64::MAX))
+}
+
 /// How file regions queued with [`Ctx::send_region`] are moved to the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SendStrategy {

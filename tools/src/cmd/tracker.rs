@@ -33,7 +33,7 @@ pub(crate) struct Args {
     #[arg(long)]
     pub udp_threads: Option<usize>,
     /// HTTP worker threads (io_uring runtime workers; keep-alive connections,
-    /// at most 4,096 open, closed after 30 s without a request).
+    /// at most 16,384 open, closed after 30 s without a request).
     #[arg(long, default_value_t = 2)]
     pub http_threads: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics (text format 0.0.4;
@@ -51,6 +51,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.interval > 0, "--interval must be at least 1 second");
     let mut tracker = TrackerConfig::with_interval(Duration::from_secs(args.interval));
     tracker.default_numwant = args.numwant.min(tracker.max_numwant);
+    // Every keep-alive connection is a descriptor: lift a low soft limit.
+    let need = p2pe::discovery::tracker_server::io::MAX_CONNS as u64 + 256;
+    match p2pe::rt::raise_nofile_limit() {
+        Ok(n) if n < need => tracing::warn!(
+            "open-file limit {n} is below the {need} descriptors the HTTP endpoint may hold; \
+             raise the hard limit (ulimit -Hn, LimitNOFILE=) for more connections"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let server = TrackerServer::bind(ServerConfig {
         listen: args.listen,

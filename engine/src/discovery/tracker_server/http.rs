@@ -27,10 +27,18 @@ use super::io::{answer_http, ServerState};
 use crate::rt::{ConnId, Ctx, Handler};
 
 /// Open HTTP connections per server (all workers together). Sized for a
-/// cluster whose nodes announce every interval and keep their connection
-/// open: 4,096 × (4 KiB receive buffer + at most 8 KiB of request) ≈ 48 MiB
-/// at worst, and well under a default 65,536-descriptor limit.
-pub const MAX_CONNS: usize = 4096;
+/// fleet of 10,000 nodes that announce every interval and keep their
+/// connection open, with room to spare. Memory bound (anonymous memory, the
+/// process's `RssAnon`): per connection the runtime's receive buffer
+/// ([`RECV_BUF_BYTES`], 4 KiB), its slot and this endpoint's state (about
+/// 0.3 KiB), and at most [`MAX_REQUEST_BYTES`] of a request being received:
+/// 16,384 × 12.3 KiB ≈ **200 MiB at worst** (a partial request on every
+/// connection), 16,384 × 4.5 KiB ≈ 72 MiB for idle keep-alive connections
+/// (measured: perf/tracker.md). Kernel socket buffers come on top and are not
+/// `RssAnon`. Each connection is a descriptor: `p2pe tracker` raises its soft
+/// `RLIMIT_NOFILE` to the hard limit at start and warns when that is below
+/// this bound.
+pub const MAX_CONNS: usize = 16_384;
 /// Longest request head (request line and headers) in bytes; an announce
 /// with its 20-byte percent-encoded ids is well under 1 KiB.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
