@@ -48,7 +48,7 @@ for i in $(seq 1000); do
   fi
   sleep 0.1
 done
-wait $LOAD
+wait $LOAD || { echo "tracker_load failed:" >&2; cat /tmp/tib/load.err >&2; exit 1; }
 [ -n "$ENDED" ] || read -r _ _ _ _ _ _ _ _ _ _ _ _ _ U1 S1 _ < /proc/$PID/stat
 kill -TERM $PID; wait $PID 2>/dev/null || true
 trap - EXIT

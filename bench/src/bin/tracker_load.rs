@@ -563,5 +563,30 @@ fn recheck_idle(args: &Args, conns: &mut [HttpConn]) -> (usize, usize) {
     for c in conns.iter_mut() {
         let _ = http_send(c, &mut rng, &hashes, args.numwant);
     }
-    (open, await_answers(conns, IDLE_ANSWER_BOUND))
+    let answered = await_answers(conns, IDLE_ANSWER_BOUND);
+    for c in conns.iter() {
+        abort_on_close(&c.stream);
+    }
+    (open, answered)
+}
+
+/// Makes the close of `stream` a reset (`SO_LINGER` 0), so that thousands of
+/// idle connections leave no `TIME_WAIT` entries behind to exhaust the ephemeral
+/// ports of the next run.
+fn abort_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid `struct linger` of the size passed, and the
+    // descriptor is open for the duration of the call.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }

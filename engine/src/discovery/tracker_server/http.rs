@@ -29,12 +29,12 @@ use crate::rt::{ConnId, Ctx, Handler};
 /// Open HTTP connections per server (all workers together). Sized for a
 /// fleet of 10,000 nodes that announce every interval and keep their
 /// connection open, with room to spare. Memory bound (anonymous memory, the
-/// process's `RssAnon`): per connection the runtime's receive buffer
-/// ([`RECV_BUF_BYTES`], 4 KiB), its slot and this endpoint's state (about
-/// 0.3 KiB), and at most [`MAX_REQUEST_BYTES`] of a request being received:
-/// 16,384 × 12.3 KiB ≈ **200 MiB at worst** (a partial request on every
-/// connection), 16,384 × 4.5 KiB ≈ 72 MiB for idle keep-alive connections
-/// (measured: perf/tracker.md). Kernel socket buffers come on top and are not
+/// process's `RssAnon`): an idle keep-alive connection costs about 7.5 KiB
+/// (measured at 10,000: the runtime's 4 KiB receive buffer ([`RECV_BUF_BYTES`]),
+/// its slot, this endpoint's state and the allocator's share; perf/tracker.md),
+/// and one receiving a request at most [`MAX_REQUEST_BYTES`] more: 16,384 ×
+/// 7.5 KiB ≈ 120 MiB idle, 16,384 × 15.5 KiB ≈ **250 MiB at worst**, on top of
+/// the swarms' own bound (`TrackerConfig`). Kernel socket buffers are not
 /// `RssAnon`. Each connection is a descriptor: `p2pe tracker` raises its soft
 /// `RLIMIT_NOFILE` to the hard limit at start and warns when that is below
 /// this bound.
