@@ -188,6 +188,19 @@ fn http_connect(target: SocketAddr) -> anyhow::Result<HttpConn> {
     })
 }
 
+/// Appends what `c`'s (non-blocking) socket has to its buffer; returns whether the
+/// server closed it (end of stream or an error).
+fn read_available(c: &mut HttpConn, chunk: &mut [u8]) -> bool {
+    loop {
+        match c.stream.read(chunk) {
+            Ok(0) => return true,
+            Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 /// A complete answer at the start of `buf`: (its length, whether it is a
 /// peer list, whether the server closes after it). `eof`: the server closed,
 /// so an answer without `Content-Length` ends here.
@@ -245,21 +258,7 @@ fn run_http_thread(
             if fd.revents == 0 {
                 continue;
             }
-            let mut eof = false;
-            loop {
-                match c.stream.read(&mut chunk) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        eof = true;
-                        break;
-                    }
-                }
-            }
+            let eof = read_available(c, &mut chunk);
             let answer = http_answer(&c.buf, eof);
             if let Some((end, ok, _)) = answer {
                 if ok {
@@ -514,21 +513,7 @@ fn await_answers(conns: &mut [HttpConn], bound: Duration) -> usize {
             if fd.revents == 0 || *d {
                 continue;
             }
-            let mut eof = false;
-            loop {
-                match c.stream.read(&mut chunk) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        eof = true;
-                        break;
-                    }
-                }
-            }
+            let eof = read_available(c, &mut chunk);
             match http_answer(&c.buf, eof) {
                 Some((end, ok, close)) => {
                     c.buf.drain(..end);
