@@ -30,7 +30,7 @@ use crate::rt::{ConnId, Ctx, Handler};
 /// fleet of 10,000 nodes that announce every interval and keep their
 /// connection open, with room to spare. Memory bound (anonymous memory, the
 /// process's `RssAnon`): an idle keep-alive connection costs about 7.5 KiB
-/// (measured at 10,000: the runtime's 4 KiB receive buffer ([`RECV_BUF_BYTES`]),
+/// (measured at 10,000: the runtime's 4 KiB receive buffer (`RECV_BUF_BYTES`),
 /// its slot, this endpoint's state and the allocator's share; perf/tracker.md),
 /// and one receiving a request at most [`MAX_REQUEST_BYTES`] more: 16,384 ×
 /// 7.5 KiB ≈ 120 MiB idle, 16,384 × 15.5 KiB ≈ **250 MiB at worst**, on top of
