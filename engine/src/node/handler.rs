@@ -221,6 +221,7 @@ impl NodeHandler {
                 self.add_peer(ctx, addr, Source::Configured);
             }
             Command::Start => {}
+            Command::Discovered => self.take_discovered(ctx),
             Command::DialLane(addr, peer_id) => self.dial_lane(ctx, addr, peer_id),
             other => self.on_worker_message(ctx, other),
         }

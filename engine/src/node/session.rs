@@ -338,6 +338,12 @@ impl Session {
     ) -> Result<(), NodeError> {
         let shared = &hosted.shared;
         hosted.flusher = Some(spawn_flusher(hosted.storage.clone(), shared.clone())?);
+        // Peers a tracker or the DHT returns are dialled at once, not at the
+        // workers' next timer tick.
+        let poster = self.runtime.poster();
+        let _ = shared.wake.set(super::shared::Wake(Box::new(move |w| {
+            let _ = poster.post(w, SessionMsg::Torrent(id, Command::Discovered));
+        })));
         let tiers = config
             .trackers
             .clone()

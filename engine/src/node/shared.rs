@@ -149,6 +149,18 @@ pub(crate) struct TorrentShared {
     pub(crate) transfers: super::transfers::TransferBook,
     /// Per web seed counters (BEP 19; see [`super::web_seed`]), set once at start.
     pub(crate) web_seeds: std::sync::OnceLock<Vec<super::web_seed::SeedCounters>>,
+    /// Wakes worker `w` to dial what [`TorrentShared::discovered`] queued for it,
+    /// instead of at its next timer tick (up to 100 ms later); set once at start.
+    pub(crate) wake: std::sync::OnceLock<Wake>,
+}
+
+/// How the discovery threads wake a worker (a post to its control channel).
+pub(crate) struct Wake(pub(crate) Box<dyn Fn(usize) + Send + Sync>);
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
 }
 
 impl TorrentShared {
@@ -192,6 +204,7 @@ impl TorrentShared {
             fatal: Mutex::new(None),
             transfers: Default::default(),
             web_seeds: std::sync::OnceLock::new(),
+            wake: std::sync::OnceLock::new(),
         }
     }
 
@@ -216,13 +229,18 @@ impl TorrentShared {
                 v.push(a);
             }
         }
-        for (q, found) in self.discovered.iter().zip(by_worker) {
+        for (w, (q, found)) in self.discovered.iter().zip(by_worker).enumerate() {
             if found.is_empty() {
                 continue;
             }
-            let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
-            let room = MAX_DISCOVERED.saturating_sub(q.len());
-            q.extend(found.into_iter().map(|a| (a, source)).take(room));
+            {
+                let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+                let room = MAX_DISCOVERED.saturating_sub(q.len());
+                q.extend(found.into_iter().map(|a| (a, source)).take(room));
+            }
+            if let Some(wake) = self.wake.get() {
+                (wake.0)(w);
+            }
         }
     }
 
@@ -301,6 +319,10 @@ impl DiscoveryHost for TorrentShared {
 pub(crate) enum Command {
     /// Connect to this peer (and keep reconnecting while incomplete).
     Connect(SocketAddr),
+    /// The tracker or DHT thread queued addresses for this worker: dial them now
+    /// (the timer tick picks them up too, should this message be lost to a full
+    /// control channel).
+    Discovered,
     /// Start the worker's timer tick (it then re-arms itself): the tick
     /// picks up tracker peers, redials and sends PEX.
     Start,

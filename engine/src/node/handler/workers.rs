@@ -137,7 +137,7 @@ impl NodeHandler {
             Command::ChokeReport(worker, report) => self.on_choke_report(ctx, worker, report),
             Command::ChokeDecision(d) => self.torrent.handle_choke_decision(now, &d),
             Command::DialLane(addr, peer_id) => self.dial_lane(ctx, addr, peer_id),
-            Command::Connect(_) | Command::Start => {}
+            Command::Connect(_) | Command::Start | Command::Discovered => {}
         }
     }
 }
