@@ -414,6 +414,18 @@ fn tracker_discovery_completes_near_the_connected_run() {
     }
 }
 
+/// [`tracker_swarm`] with 16 MiB over 100 Mbit/s links and PEX every 0.25 s: a ~1.5 s run
+/// in which back-offs and PEX rounds happen.
+fn slow_tracker_swarm(seed: u64) -> SimConfig {
+    let mut c = tracker_swarm(seed);
+    c.size_bytes = 16 << 20;
+    c.uplink_bytes_per_s = 12_500_000;
+    c.seeder_uplink_bytes_per_s = 12_500_000;
+    c.downlink_bytes_per_s = 12_500_000;
+    c.discovery_config.pex_interval = std::time::Duration::from_millis(250);
+    c
+}
+
 #[test]
 fn tracker_discovery_redials_after_churn_and_finds_joiners() {
     // 100 Mbit/s links: the run lasts ~1.5 s, so back-offs (0.4 s, 0.8 s) and PEX rounds
@@ -421,12 +433,7 @@ fn tracker_discovery_redials_after_churn_and_finds_joiners() {
     // back off and retire them; joiners are dialled from the tracker's answers and PEX.
     let (mut failed, mut pex, mut joiners) = (0, 0, 0);
     for seed in 0..3 {
-        let mut c = tracker_swarm(seed);
-        c.size_bytes = 16 << 20;
-        c.uplink_bytes_per_s = 12_500_000;
-        c.seeder_uplink_bytes_per_s = 12_500_000;
-        c.downlink_bytes_per_s = 12_500_000;
-        c.discovery_config.pex_interval = std::time::Duration::from_millis(250);
+        let mut c = slow_tracker_swarm(seed);
         c.churn = ChurnSpec::parse("leave=0.2,join=0.2").unwrap();
         let r = run(&c);
         check_sound(&c, &r);
@@ -455,12 +462,7 @@ fn tracker_discovery_times_out_dials_to_frozen_peers() {
     // run), then backs off like any failed dial; the honest peers all complete.
     let mut timed_out = 0;
     for seed in 0..3 {
-        let mut c = tracker_swarm(seed);
-        c.size_bytes = 16 << 20;
-        c.uplink_bytes_per_s = 12_500_000;
-        c.seeder_uplink_bytes_per_s = 12_500_000;
-        c.downlink_bytes_per_s = 12_500_000;
-        c.discovery_config.pex_interval = std::time::Duration::from_millis(250);
+        let mut c = slow_tracker_swarm(seed);
         c.discovery_config.slots.handshake_timeout = std::time::Duration::from_millis(100);
         c.churn = ChurnSpec::parse("freeze=0.2").unwrap();
         let r = run(&c);
