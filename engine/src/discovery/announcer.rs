@@ -6,9 +6,10 @@
 //! completion into a `completed` announce, asks for peers early while the
 //! node is short of them ([`wants_more_peers`], the policy the simulator runs
 //! too: an incomplete node below a quarter of its `max_peers`; the client
-//! still waits out the tracker's `min interval`), and hands the peers the trackers return to the host
-//! ([`DiscoveryHost::found_peers`]; the node's workers dial them on their
-//! next timer tick, at most 100 ms later). Warnings go to the host's log. A
+//! still waits out the tracker's `min interval`), and hands the peers the
+//! trackers return to the host ([`DiscoveryHost::found_peers`]; the node
+//! wakes the worker that owns each address, which dials it at once, and the
+//! workers' timer tick picks up any the wake-up missed). Warnings go to the host's log. A
 //! dead tracker never stops the node: the client backs off and retries while
 //! known peers keep transferring.
 
