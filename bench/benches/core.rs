@@ -25,6 +25,7 @@ const CAPS: PeerCaps = PeerCaps {
     distinct_first: true,
     locality: None,
     node_endgame: true,
+    relay_part_bytes: 0,
 };
 
 /// A leecher torrent of `PIECES` pieces, counting availability in `shared` if given.

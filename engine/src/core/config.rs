@@ -176,9 +176,30 @@ pub struct TorrentConfig {
     /// limited so that each piece enters the rack about once ([`super::rack`]). `None`
     /// (the default): rack-oblivious.
     pub locality: Option<Locality>,
+    /// Relay part length in bytes (issue 13 item 1): toward a peer that negotiated the
+    /// same length ([`PeerCaps::relay_part_bytes`]), a piece is sent as parts of this
+    /// length, each verified by the receiver on arrival ([`super::Action::VerifyPart`]);
+    /// a node announces (`have`) a piece to such peers once its first part is verified
+    /// and forwards each verified part at once (cut-through), so a hop costs one part's
+    /// time instead of one piece's. `0` (the default): off, pieces relay whole. A power of
+    /// two of at least [`BLOCK_LEN_BYTES`] and at least `piece_len_bytes / 64`; see
+    /// [`TorrentConfig::relay_part_len`].
+    pub relay_part_bytes: u32,
 }
 
 impl TorrentConfig {
+    /// The relay part length in effect: `relay_part_bytes` when it is a power of two of at
+    /// least 16 KiB, below the piece length and at least 1/64 of it (parts are tracked in
+    /// a 64-bit mask per piece); `None` otherwise (off).
+    pub fn relay_part_len(&self) -> Option<u32> {
+        let r = self.relay_part_bytes;
+        (r.is_power_of_two()
+            && r >= BLOCK_LEN_BYTES
+            && r < self.piece_len_bytes
+            && u64::from(r) * 64 >= u64::from(self.piece_len_bytes))
+        .then_some(r)
+    }
+
     /// Configuration for a torrent of `total_len_bytes` in pieces of `piece_len_bytes`,
     /// BitTorrent choker defaults, a pipeline of one piece (at least 256 KiB) per peer and
     /// an upload window of one pipeline per unchoke slot (regular + optimistic).
@@ -218,6 +239,7 @@ impl TorrentConfig {
             download_limit: None,
             upload_limit: None,
             locality: None,
+            relay_part_bytes: 0,
         }
     }
 
@@ -313,6 +335,11 @@ pub struct PeerCaps {
     /// tracker that handed it out): with our own [`TorrentConfig::locality`] it makes the
     /// peer a rack-mate or a remote peer ([`super::rack`]). `None`: unknown, remote.
     pub locality: Option<Locality>,
+    /// The relay part length the peer negotiated (p2pe BEP 10 extension), `0` if none:
+    /// when it equals our [`TorrentConfig::relay_part_len`], pieces go to it part by
+    /// part, it may announce and serve pieces of which it verified only a prefix of
+    /// parts, and its parts are verified on arrival.
+    pub relay_part_bytes: u32,
 }
 
 impl Default for PeerCaps {
@@ -325,6 +352,7 @@ impl Default for PeerCaps {
             distinct_first: false,
             node_endgame: true,
             locality: None,
+            relay_part_bytes: 0,
         }
     }
 }

@@ -45,6 +45,15 @@ pub enum Action {
         /// Piece to hash.
         piece: PieceIndex,
     },
+    /// A relay part of `piece` (see [`super::TorrentConfig::relay_part_bytes`]) arrived
+    /// whole: hash it against the piece's part hashes, then report the outcome with
+    /// [`super::Torrent::handle_part_verified`]. Only emitted for peers that negotiated
+    /// relay parts.
+    VerifyPart {
+        /// The part as a block of its piece: offset a multiple of the part length, length the part
+        /// length (shorter only at the end of the piece).
+        part: Block,
+    },
     /// Close the connection to `peer`; the core has already forgotten it, so the driver
     /// need not call [`super::Torrent::handle_peer_disconnected`] (doing so is harmless).
     Disconnect {

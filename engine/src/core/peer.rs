@@ -208,6 +208,43 @@ impl PeerState {
         }
     }
 
+    /// Whether `part` is the head of an in-flight request (same piece and offset, shorter):
+    /// what a relay peer sends first when answering it part by part.
+    pub(crate) fn inflight_starts(&self, part: &Block) -> bool {
+        self.inflight.iter().any(|b| starts(b, part))
+    }
+
+    /// A relay peer answered the head `part` of an in-flight request: the request now
+    /// stands for the rest. False if no request starts with `part`.
+    pub(crate) fn take_inflight_head(&mut self, part: &Block) -> bool {
+        let Some(b) = self.inflight.iter_mut().find(|b| starts(b, part)) else {
+            return false;
+        };
+        b.offset.0 += part.len_bytes;
+        b.len_bytes -= part.len_bytes;
+        self.inflight_bytes -= u64::from(part.len_bytes);
+        true
+    }
+
+    /// Removes and returns the in-flight request that lies inside `b` (the rest of `b` after
+    /// a relay peer's first parts), if any.
+    pub(crate) fn take_inflight_within(&mut self, b: &Block) -> Option<Block> {
+        let i = self.inflight.iter().position(|x| {
+            x.piece == b.piece && b.offset.0 <= x.offset.0 && x.end_bytes() <= b.end_bytes()
+        })?;
+        let x = self.inflight.remove(i);
+        self.inflight_bytes -= u64::from(x.len_bytes);
+        Some(x)
+    }
+
+    /// Whether `part` lies inside a request we cancelled (a relay peer's parts that were
+    /// on the way when our cancel left).
+    pub(crate) fn cancelled_covers(&self, part: &Block) -> bool {
+        self.cancelled.iter().any(|b| {
+            b.piece == part.piece && b.offset.0 <= part.offset.0 && part.end_bytes() <= b.end_bytes()
+        })
+    }
+
     /// Moves an in-flight request to the cancelled memory.
     pub(crate) fn forget_inflight(&mut self, block: Block) {
         if self.take_inflight(&block) {
@@ -304,4 +341,9 @@ mod tests {
         assert_eq!(l.len(), HINT_MEMORY);
         assert_eq!(l[0], PieceIndex(5));
     }
+}
+
+/// Whether `part` is the head of `b`: same piece and offset, strictly shorter.
+fn starts(b: &Block, part: &Block) -> bool {
+    b.piece == part.piece && b.offset == part.offset && part.len_bytes < b.len_bytes
 }

@@ -47,6 +47,7 @@
 
 mod download;
 mod external_choke;
+mod relay;
 mod smart_ban;
 mod stall;
 mod upload;
@@ -128,6 +129,9 @@ pub struct Torrent {
     stalled: BTreeSet<PeerKey>,
     /// When to look for stalled peers next ([`stall`]); `None`: no deadline pending.
     next_stall_check: Option<Time>,
+    /// Relay parts: verified parts of pieces in progress, early announcements, requests
+    /// waiting for parts ([`relay`]).
+    relay: relay::RelayState,
 }
 
 impl Torrent {
@@ -178,6 +182,7 @@ impl Torrent {
             wait: DeliveryWait::default(),
             stalled: BTreeSet::new(),
             next_stall_check: None,
+            relay: relay::RelayState::default(),
         }
     }
 
@@ -268,9 +273,10 @@ impl Torrent {
     /// late endgame duplicate never overwrites data awaiting its hash check. (Either way
     /// they then call [`Torrent::handle_block_received`].)
     pub fn wants_block(&self, peer: PeerKey, block: &Block) -> bool {
+        let relay = self.relay_part_for(peer).is_some();
         self.peers
             .get(&peer)
-            .is_some_and(|p| p.inflight.contains(block))
+            .is_some_and(|p| p.inflight.contains(block) || relay && p.inflight_starts(block))
             && self.picker.wants(block)
     }
 
@@ -283,8 +289,9 @@ impl Torrent {
     /// slow link. Ignored unless `block` is in flight from `peer`.
     pub fn handle_block_progress(&mut self, now: Time, peer: PeerKey, block: &Block) {
         self.now = self.now.max(now);
+        let relay = self.relay_part_for(peer).is_some();
         if let Some(p) = self.peers.get_mut(&peer) {
-            if p.inflight.contains(block) {
+            if p.inflight.contains(block) || relay && p.inflight_starts(block) {
                 p.last_progress_at = p.last_progress_at.max(now);
                 self.on_delivery(now, peer, false);
             }
@@ -302,6 +309,16 @@ impl Torrent {
     pub fn handle_piece_verified(&mut self, now: Time, piece: PieceIndex, valid: bool) {
         self.now = self.now.max(now);
         self.on_verified(now, piece, valid);
+    }
+
+    /// The hash check of a relay part requested by [`Action::VerifyPart`] finished. A
+    /// valid part may be forwarded to relay peers at once (and the piece is announced to
+    /// them when it is the first); an invalid one is only never forwarded: the piece's
+    /// own check ([`Action::VerifyPiece`]) then fails and finds the sender. Stale, late or
+    /// malformed reports are ignored.
+    pub fn handle_part_verified(&mut self, now: Time, part: Block, valid: bool) {
+        self.now = self.now.max(now);
+        self.on_part_verified(now, part, valid);
     }
 
     /// Another torrent of the same node (another runtime worker, sharing
@@ -454,6 +471,7 @@ impl Torrent {
             self.picker.cancel_request(key, *b);
         }
         self.uploads.remove_peer(key);
+        self.relay.remove_peer(key);
         self.choker.remove_peer(key);
         self.pump_uploads(now);
         if !peer.am_choking {
@@ -506,6 +524,8 @@ impl Torrent {
             unchoked <= self.config.choker.unchoke_slots.saturating_add(1),
             "{unchoked} unchoked > slots + 1"
         );
+        self.relay
+            .check_invariants(&self.have, |k| self.peers.contains_key(&k));
         for (k, p) in &self.peers {
             let bytes: u64 = p.inflight.iter().map(|b| u64::from(b.len_bytes)).sum();
             assert_eq!(bytes, p.inflight_bytes, "{k:?} inflight bytes");
@@ -528,6 +548,8 @@ mod protocol_tests;
 mod rack_tests;
 #[cfg(test)]
 mod rate_limit_tests;
+#[cfg(test)]
+mod relay_tests;
 #[cfg(test)]
 mod request_queue_tests;
 #[cfg(test)]

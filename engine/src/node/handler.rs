@@ -248,6 +248,12 @@ impl NodeHandler {
                     self.enqueue(ctx, peer, super::peer::Outgoing::Block(block))
                 }
                 Action::VerifyPiece { piece } => self.verify(ctx, piece),
+                // The node negotiates no relay parts yet (it has no part hashes), so the
+                // core never asks; were it to, an unverified part is never forwarded.
+                Action::VerifyPart { part } => {
+                    let now = self.now();
+                    self.torrent.handle_part_verified(now, part, false);
+                }
                 Action::Disconnect { peer, reason } => self.disconnect(ctx, peer, &reason),
             }
         }

@@ -225,6 +225,10 @@ pub struct SimConfig {
     /// socket. 0 (the default): a block is reported at its last byte. See the docs of the
     /// driver's connection model.
     pub send_buffer_bytes: u64,
+    /// Relay part length in bytes (`p2p`): the core's `TorrentConfig::relay_part_bytes`,
+    /// negotiated by every connection; a piece then travels part by part and each verified
+    /// part is forwarded at once (cut-through). 0 (the default): pieces relay whole.
+    pub relay_part_bytes: u32,
     /// Override of the core's `ChokerConfig::snub_timeout` (a peer that holds our requests
     /// and sent no block for this long is snubbed and its requests re-issued elsewhere).
     pub snub_timeout: Option<Duration>,
@@ -285,6 +289,7 @@ impl SimConfig {
             pipeline_bytes: None,
             upload_in_flight_bytes: None,
             send_buffer_bytes: 0,
+            relay_part_bytes: 0,
             sharing_jitter: 0.0,
             snub_timeout: None,
             debug_stuck: false,

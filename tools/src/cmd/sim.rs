@@ -178,6 +178,12 @@ pub(crate) struct Args {
     /// (the p2pe node). 0: a block counts as sent at its last byte.
     #[arg(long, value_parser = size, default_value = "0")]
     send_buffer: u64,
+    /// Relay part length (p2p): pieces travel between peers as parts of this size, each
+    /// verified on arrival and forwarded at once (cut-through; the core's
+    /// `relay_part_bytes`). A power of two, at least 16KiB, below the piece length and at
+    /// least 1/64 of it. 0: pieces relay whole.
+    #[arg(long, value_parser = size, default_value = "0")]
+    relay_part: u64,
     /// Longest wait of a far-end link refill (p2p, water-fill, fair uplinks): a block
     /// transfer's start or end refills its own two links at once and the links at their
     /// far ends at most this much later, all stale links in one pass. auto: a block's
@@ -321,6 +327,19 @@ fn config_from(args: &Args) -> anyhow::Result<SimConfig> {
     config.pipeline_bytes = args.pipeline;
     config.upload_in_flight_bytes = args.upload_window;
     config.send_buffer_bytes = args.send_buffer;
+    if args.relay_part != 0 {
+        let r = u32::try_from(args.relay_part).context("--relay-part too large")?;
+        let mut c = p2pe::core::TorrentConfig::new(config.size_bytes, config.piece_len_bytes);
+        c.relay_part_bytes = r;
+        if c.relay_part_len().is_none() {
+            anyhow::bail!(
+                "--relay-part {r}: must be a power of two, at least 16384 bytes, below the piece \
+                 length ({}) and at least 1/64 of it",
+                config.piece_len_bytes
+            );
+        }
+        config.relay_part_bytes = r;
+    }
     config.racks = args.racks.map(|racks| RackSpec {
         racks,
         uplink_bytes_per_s: args.rack_uplink,

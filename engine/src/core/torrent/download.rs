@@ -201,6 +201,7 @@ impl Torrent {
     }
 
     fn on_reject(&mut self, key: PeerKey, b: Block) -> Result<(), ProtocolError> {
+        let relay = self.relay_part_for(key).is_some();
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
@@ -209,8 +210,15 @@ impl Torrent {
         if peer.take_cancelled(&b) {
             return Ok(());
         }
+        let mut b = b;
         if !peer.take_inflight(&b) {
-            return Err(ProtocolError::UnrequestedReject(b));
+            // A relay peer's parts shrink our request to its rest as they arrive, so its
+            // reject names the whole of what we asked: the rest is what it rejects.
+            match relay.then(|| peer.take_inflight_within(&b)).flatten() {
+                Some(rest) => b = rest,
+                None if relay => return Ok(()), // stale: its parts were cancelled or came
+                None => return Err(ProtocolError::UnrequestedReject(b)),
+            }
         }
         self.picker.cancel_request(key, b);
         // Not from this peer for a while (cleared at each rechoke): a distinct-first
@@ -227,12 +235,16 @@ impl Torrent {
         key: PeerKey,
         block: Block,
     ) -> Result<(), ProtocolError> {
+        let relay = self.relay_part_for(key);
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
         let len = u64::from(block.len_bytes);
-        if !peer.take_inflight(&block) {
-            if peer.take_cancelled(&block) {
+        // A relay peer answers a request part by part: each part is the request's head.
+        if !peer.take_inflight(&block) && !(relay.is_some() && peer.take_inflight_head(&block)) {
+            if peer.take_cancelled(&block)
+                || relay.is_some() && peer.cancelled_covers(&block)
+            {
                 self.stats.wasted_bytes += len;
                 return Ok(());
             }
@@ -255,6 +267,13 @@ impl Torrent {
                     peer: *other,
                     msg: PeerMessage::Cancel(*b),
                 });
+            }
+        }
+        if let (Some(r), false) = (relay, out.duplicate) {
+            let piece_len = u64::from(self.config.piece_len(block.piece));
+            let off = u64::from(block.offset.0);
+            if off % u64::from(r) == 0 && block.end_bytes() == piece_len.min(off + u64::from(r)) {
+                self.actions.push_back(Action::VerifyPart { part: block });
             }
         }
         if out.piece_complete {
@@ -317,6 +336,7 @@ impl Torrent {
         self.have.set(piece);
         self.stats.pieces_have += 1;
         let complete = self.have.is_full();
+        let told = self.relay_piece_had(now, piece);
         let mut useless = Vec::new();
         for (&key, peer) in self.peers.iter_mut() {
             let msg = if peer.have.get(piece) {
@@ -329,6 +349,8 @@ impl Torrent {
                 }
                 peer.am_interested = false;
                 PeerMessage::NotInterested
+            } else if told.contains(&key) {
+                continue; // announced when its first part was verified
             } else {
                 // Peers that have the piece need no `have`: it only feeds their picker.
                 PeerMessage::Have(piece)

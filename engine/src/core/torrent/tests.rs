@@ -33,6 +33,9 @@ pub(super) struct Pump {
     pub busy: Vec<Duration>,
     /// Check every node's invariants after every event.
     pub check: bool,
+    /// Blocks handed out (from, to, block) by a node that did not have the block's piece
+    /// whole at that moment: relay parts forwarded before the piece was (cut-through).
+    pub cut_through: Vec<(usize, usize, Block)>,
 }
 
 enum Event {
@@ -40,6 +43,7 @@ enum Event {
     Block(usize, usize, Block),
     BlockSent(usize, usize, Block),
     Verify(usize, PieceIndex),
+    VerifyPart(usize, Block),
     Disconnect(usize, usize),
 }
 
@@ -52,6 +56,7 @@ pub(super) fn caps(fast: bool, max_request_len_bytes: u32) -> PeerCaps {
         distinct_first: true,
         locality: None,
         node_endgame: true,
+        relay_part_bytes: 0,
     }
 }
 
@@ -77,6 +82,7 @@ impl Pump {
             last_block_sent: vec![Time::ZERO; n],
             busy: vec![Duration::ZERO; n],
             check: true,
+            cut_through: Vec::new(),
         }
     }
 
@@ -126,6 +132,9 @@ impl Pump {
                 }
                 Action::SendBlock { peer, block } => {
                     let to = peer.0 as usize;
+                    if !self.nodes[i].have().get(block.piece) {
+                        self.cut_through.push((i, to, block));
+                    }
                     let end = match self.uplink_bytes_per_s {
                         Some(rate) => {
                             let start = now.max(self.uplink_free_at[i]);
@@ -141,6 +150,7 @@ impl Pump {
                     self.schedule(t, Event::Block(i, to, block));
                 }
                 Action::VerifyPiece { piece } => self.schedule(now, Event::Verify(i, piece)),
+                Action::VerifyPart { part } => self.schedule(now, Event::VerifyPart(i, part)),
                 Action::Disconnect { peer, reason } => {
                     let to = peer.0 as usize;
                     if self.links.remove(&(i.min(to), i.max(to))) {
@@ -182,6 +192,12 @@ impl Pump {
             Event::Verify(node, piece) => {
                 let valid = !self.tainted.remove(&(node, piece.0));
                 self.nodes[node].handle_piece_verified(now, piece, valid);
+                self.drain(node);
+            }
+            Event::VerifyPart(node, part) => {
+                // Conservative, as the simulator: a piece a liar touched fails every part.
+                let valid = !self.tainted.contains(&(node, part.piece.0));
+                self.nodes[node].handle_part_verified(now, part, valid);
                 self.drain(node);
             }
             Event::Disconnect(from, to) => {

@@ -127,6 +127,11 @@ impl UploadState {
         self.budget.remove(key);
     }
 
+    /// A relay part of `len` bytes was handed out for `key` ([`super::relay`]).
+    pub(super) fn hand_part(&mut self, now: Time, key: PeerKey, len: u64) {
+        self.budget.handed(now, key, len);
+    }
+
     /// Copies of `piece` that went to peers other than `key`.
     fn copies_elsewhere(&self, piece: PieceIndex, key: PeerKey) -> u16 {
         self.history.copies_elsewhere(piece, key)
@@ -168,6 +173,7 @@ impl Torrent {
         self.check_piece(b.piece)?;
         let piece_len = u64::from(self.config.piece_len(b.piece));
         let max_requests = self.config.max_requests_per_peer;
+        let relayable = self.relay_may_serve(key, b.piece);
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
@@ -175,7 +181,7 @@ impl Torrent {
         if b.len_bytes == 0 || b.len_bytes > max_len || b.end_bytes() > piece_len {
             return Err(ProtocolError::BadBlock(b));
         }
-        if !self.have.get(b.piece) {
+        if !self.have.get(b.piece) && !relayable {
             return Err(ProtocolError::RequestForMissingPiece(b.piece));
         }
         let fast = peer.caps.fast_extension;
@@ -270,6 +276,10 @@ impl Torrent {
 
     pub(super) fn on_cancel(&mut self, key: PeerKey, b: Block) {
         if !self.uploads.pending.remove_entry(&(key, b)) {
+            // Partly sent, the rest waiting for parts: the rest is dropped without a
+            // reject, which could overtake parts still queued for the socket and clear
+            // the requester's memory of the cancel before they arrive.
+            self.relay.cancel(key, b.piece);
             return; // already sent, or never queued: nothing to do
         }
         if let Some(peer) = self.peers.get_mut(&key) {
@@ -337,11 +347,17 @@ impl Torrent {
             if let Some(bucket) = &self.config.upload_limit {
                 bucket.take(now, len);
             }
-            self.uploads.budget.handed(now, key, len);
-            self.actions.push_back(Action::SendBlock {
-                peer: key,
-                block: b,
-            });
+            if let Some(r) = self.relay_part_for(key) {
+                if let Some(rest) = self.hand_parts(now, key, b, r) {
+                    self.relay_wait(key, rest);
+                }
+            } else {
+                self.uploads.budget.handed(now, key, len);
+                self.actions.push_back(Action::SendBlock {
+                    peer: key,
+                    block: b,
+                });
+            }
             if b.offset.0 == 0 {
                 self.uploads.record_copy(b.piece, key);
                 self.stats.piece_uploads_started += 1;

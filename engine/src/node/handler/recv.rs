@@ -151,6 +151,8 @@ impl NodeHandler {
             distinct_first: pc.is_p2pe,
             locality,
             node_endgame: lanes <= 1,
+            // Relay parts need part hashes the node does not exchange yet (issue 13).
+            relay_part_bytes: 0,
         };
         pc.registered = true;
         let (key, caps) = (pc.key, pc.caps);

@@ -27,7 +27,7 @@ mod membership;
 mod node;
 mod origin_trace;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -128,6 +128,9 @@ pub(super) struct Swarm<'c> {
     torrent_config: TorrentConfig,
     caps: PeerCaps,
     piece_count: u32,
+    /// Relay parts verified per (node, piece) while the piece is not, bit per part (the
+    /// integrity check of `send_block`); an entry goes when its piece is verified.
+    verified_parts: HashMap<(u32, u32), u64>,
     net: Net,
     queue: EventQueue<Event>,
     rng: ChaCha8Rng,
@@ -188,6 +191,7 @@ impl<'c> Swarm<'c> {
         if let Some(bytes) = config.upload_in_flight_bytes {
             torrent_config.upload_in_flight_bytes = bytes;
         }
+        torrent_config.relay_part_bytes = config.relay_part_bytes;
         if let Some(timeout) = config.snub_timeout {
             torrent_config.choker.snub_timeout = timeout;
         }
@@ -202,8 +206,10 @@ impl<'c> Swarm<'c> {
                 distinct_first: true,
                 node_endgame: true,
                 locality: None,
+                relay_part_bytes: config.relay_part_bytes,
             },
             piece_count,
+            verified_parts: HashMap::new(),
             net: {
                 let mut net = Net::new(config.sharing);
                 net.set_jitter(config.sharing_jitter, config.seed ^ 0x6a69_7474_6572);

@@ -24,6 +24,7 @@ impl Swarm<'_> {
                 Action::Send { peer, msg } => self.send_ctl(now, node, peer, msg),
                 Action::SendBlock { peer, block } => self.send_block(now, node, peer, block),
                 Action::VerifyPiece { piece } => self.verify(now, node, piece),
+                Action::VerifyPart { part } => self.verify_part(now, node, part),
                 Action::Disconnect { peer, reason } => {
                     if reason == DisconnectReason::Banned {
                         self.counters.bans += 1;
@@ -95,6 +96,9 @@ impl Swarm<'_> {
         let valid = *state != POISONED;
         let newly = valid && *state != VERIFIED;
         *state = if valid { VERIFIED } else { MISSING };
+        if valid {
+            self.verified_parts.remove(&(node, piece.0));
+        }
         if !valid {
             self.counters.hash_failures += 1;
         }
@@ -108,6 +112,29 @@ impl Swarm<'_> {
         }
         if let Some(t) = self.nodes[node as usize].torrent.as_mut() {
             t.handle_piece_verified(now, piece, valid);
+        }
+    }
+
+    /// A relay part arrived whole: valid unless a corrupt block of its piece arrived (a
+    /// liar's; conservative: the piece's honest parts then fail too, and wait for the
+    /// piece's own check). Verified parts are recorded for the integrity check of
+    /// [`Swarm::send_block`].
+    fn verify_part(&mut self, now: Time, node: u32, part: Block) {
+        let valid = self
+            .piece_state(node, part.piece)
+            .is_some_and(|s| *s != POISONED);
+        if valid {
+            let r = u64::from(self.config.relay_part_bytes.max(1));
+            let index = u64::from(part.offset.0) / r;
+            if index < 64 {
+                *self
+                    .verified_parts
+                    .entry((node, part.piece.0))
+                    .or_insert(0) |= 1 << index;
+            }
+        }
+        if let Some(t) = self.nodes[node as usize].torrent.as_mut() {
+            t.handle_part_verified(now, part, valid);
         }
     }
 
@@ -135,7 +162,8 @@ impl Swarm<'_> {
         let liar = self.nodes[node as usize].liar;
         let has_it = self
             .piece_state(node, block.piece)
-            .is_some_and(|s| *s == VERIFIED);
+            .is_some_and(|s| *s == VERIFIED)
+            || self.parts_verified(node, block);
         if !has_it {
             // An honest core only serves pieces it verified.
             self.counters.integrity_violations += 1;
@@ -159,6 +187,20 @@ impl Swarm<'_> {
         d.unreported.push_back((d.queued_bytes, block));
         self.report_buffered(now, dir);
         self.kick(now, dir);
+    }
+
+    /// Whether every relay part `block` touches was verified at `node` ([`Swarm::verify_part`]).
+    fn parts_verified(&self, node: u32, block: Block) -> bool {
+        let r = u64::from(self.config.relay_part_bytes);
+        if r == 0 || block.len_bytes == 0 {
+            return false;
+        }
+        let Some(mask) = self.verified_parts.get(&(node, block.piece.0)) else {
+            return false;
+        };
+        let first = u64::from(block.offset.0) / r;
+        let last = (block.end_bytes() - 1) / r;
+        (first..=last).all(|i| i < 64 && mask >> i & 1 == 1)
     }
 
     /// Reports to the sender's core the blocks of `dir` that fit in the send buffer (see

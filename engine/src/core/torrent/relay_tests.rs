@@ -1,0 +1,109 @@
+//! Relay parts ([`super::relay`]): a piece is forwarded part by part before it is whole,
+//! only verified parts are forwarded, and the whole-piece default is untouched.
+
+use super::tests::{caps, config, Pump};
+use super::*;
+use crate::core::BlockOffset;
+use std::time::Duration;
+
+const PIECE: u32 = 64 << 10;
+const PART: u32 = 16 << 10;
+const PIECES: u32 = 4;
+
+/// Origin 0 — relay 1 — leecher 2 (0 and 2 not connected), 1 MB/s uplinks, 1 ms latency;
+/// relay parts of `part` bytes (0: off). Returns the pump after the run and whether node
+/// 2 completed.
+fn chain(part: u32, liar_origin: bool) -> (Pump, bool) {
+    let node = |complete: bool| {
+        let mut c = config(PIECES, PIECE);
+        c.relay_part_bytes = part;
+        let have = if complete {
+            Bitfield::full(c.piece_count)
+        } else {
+            Bitfield::new(c.piece_count)
+        };
+        Torrent::new(c, have, 7)
+    };
+    let mut pump = Pump::new(vec![node(true), node(false), node(false)]);
+    pump.latency = Duration::from_millis(1);
+    pump.uplink_bytes_per_s = Some(1e6);
+    if liar_origin {
+        pump.liars.insert(0);
+    }
+    let c = PeerCaps {
+        relay_part_bytes: part,
+        ..caps(true, PIECE)
+    };
+    pump.connect(0, 1, c);
+    pump.connect(1, 2, c);
+    let done = pump.run_until(200_000, Time::ZERO + Duration::from_secs(20), |p| {
+        p.nodes[2].is_complete()
+    });
+    (pump, done)
+}
+
+#[test]
+fn a_relay_forwards_verified_parts_before_the_piece_is_whole_and_the_chain_finishes_sooner() {
+    let (whole, whole_done) = chain(0, false);
+    let (parts, parts_done) = chain(PART, false);
+    assert!(whole_done && parts_done);
+    // Only seeders parting (two complete nodes are of no use to each other).
+    for p in [&whole, &parts] {
+        assert!(
+            p.disconnects.iter().all(|(_, _, r)| *r == DisconnectReason::NotUseful),
+            "{:?}",
+            p.disconnects
+        );
+    }
+    assert!(whole.cut_through.is_empty(), "whole pieces relay only when had");
+    let forwarded: Vec<_> = parts.cut_through.iter().filter(|(f, t, _)| (*f, *t) == (1, 2)).collect();
+    assert!(!forwarded.is_empty(), "the relay forwarded no part early");
+    assert!(
+        forwarded.iter().all(|(_, _, b)| b.len_bytes <= PART && b.offset.0 % PART == 0),
+        "only whole parts go out early: {forwarded:?}"
+    );
+    // Store-and-forward costs the last piece's whole time at the relay; cut-through
+    // about one part's.
+    let (tw, tp) = (whole.last_block_sent[1], parts.last_block_sent[1]);
+    assert!(
+        tp + Duration::from_millis(30) < tw,
+        "relay's last block: {tp:?} with parts, {tw:?} whole"
+    );
+}
+
+#[test]
+fn a_part_that_fails_its_check_is_never_forwarded() {
+    let (pump, done) = chain(PART, true);
+    assert!(!done, "node 2 cannot complete from a lying origin");
+    assert!(
+        pump.cut_through.iter().all(|(from, _, _)| *from != 1),
+        "the relay forwarded unverified parts: {:?}",
+        pump.cut_through
+    );
+    assert!(pump.nodes[1].stats().hash_failures > 0, "the lie was caught");
+}
+
+#[test]
+fn relay_parts_need_both_sides() {
+    // Our side asks for parts, the peer did not negotiate them: whole pieces, no early
+    // `have`, and a request for a piece we do not have is still a protocol error.
+    let mut c = config(PIECES, PIECE);
+    c.relay_part_bytes = PART;
+    let mut t = Torrent::new(c, Bitfield::new(PIECES), 1);
+    let now = Time::ZERO;
+    t.handle_peer_connected(now, PeerKey(9), caps(true, PIECE));
+    let b = Block {
+        piece: PieceIndex(0),
+        offset: BlockOffset(0),
+        len_bytes: PIECE,
+    };
+    assert!(t.handle_message(now, PeerKey(9), PeerMessage::Request(b)).is_err());
+    // An invalid relay configuration is off.
+    let mut c = config(PIECES, PIECE);
+    c.relay_part_bytes = PART + 1;
+    assert_eq!(c.relay_part_len(), None);
+    c.relay_part_bytes = PIECE;
+    assert_eq!(c.relay_part_len(), None);
+    c.relay_part_bytes = PART;
+    assert_eq!(c.relay_part_len(), Some(PART));
+}
