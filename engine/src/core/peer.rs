@@ -241,7 +241,9 @@ impl PeerState {
     /// on the way when our cancel left).
     pub(crate) fn cancelled_covers(&self, part: &Block) -> bool {
         self.cancelled.iter().any(|b| {
-            b.piece == part.piece && b.offset.0 <= part.offset.0 && part.end_bytes() <= b.end_bytes()
+            b.piece == part.piece
+                && b.offset.0 <= part.offset.0
+                && part.end_bytes() <= b.end_bytes()
         })
     }
 
@@ -301,6 +303,11 @@ pub(crate) fn remember_up_to(list: &mut Vec<PieceIndex>, piece: PieceIndex, boun
     list.push(piece);
 }
 
+/// Whether `part` is the head of `b`: same piece and offset, strictly shorter.
+fn starts(b: &Block, part: &Block) -> bool {
+    b.piece == part.piece && b.offset == part.offset && part.len_bytes < b.len_bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,9 +348,4 @@ mod tests {
         assert_eq!(l.len(), HINT_MEMORY);
         assert_eq!(l[0], PieceIndex(5));
     }
-}
-
-/// Whether `part` is the head of `b`: same piece and offset, strictly shorter.
-fn starts(b: &Block, part: &Block) -> bool {
-    b.piece == part.piece && b.offset == part.offset && part.len_bytes < b.len_bytes
 }

@@ -299,11 +299,16 @@ impl SimConfig {
     }
 
     /// The far-end refill delay used when [`SimConfig::far_refill_delay`] is `None`: one
-    /// block's time on a regular peer's uplink over [`FAR_REFILL_BLOCK_DIVISOR`], at least
+    /// block's (with relay parts, one part's, when shorter) time on a regular peer's uplink over [`FAR_REFILL_BLOCK_DIVISOR`], at least
     /// 1 ns (e.g. 2 MiB at 40 Gbit/s: 52 us; 256 KiB at 100 Mbit/s: 2.6 ms).
     pub fn auto_far_refill_delay(&self) -> Duration {
-        let block_ns = u128::from(self.block_len_bytes) * 1_000_000_000
-            / u128::from(self.uplink_bytes_per_s.max(1));
+        // With relay parts a part is what travels as one block.
+        let block = match self.relay_part_bytes {
+            0 => self.block_len_bytes,
+            r => self.block_len_bytes.min(r),
+        };
+        let block_ns =
+            u128::from(block) * 1_000_000_000 / u128::from(self.uplink_bytes_per_s.max(1));
         let ns = (block_ns / u128::from(FAR_REFILL_BLOCK_DIVISOR)).max(1);
         Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }

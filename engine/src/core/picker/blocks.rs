@@ -30,9 +30,11 @@ impl Picker {
         };
         if let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) {
             pp.requests.swap_remove(i);
-        } else if let Some((_, b)) = pp.requests.iter_mut().find(|(k, b)| {
-            *k == peer && b.offset == block.offset && block.len_bytes < b.len_bytes
-        }) {
+        } else if let Some((_, b)) = pp
+            .requests
+            .iter_mut()
+            .find(|(k, b)| *k == peer && b.offset == block.offset && block.len_bytes < b.len_bytes)
+        {
             // A relay peer's part, the head of the request: the request stands for the rest.
             b.offset.0 += block.len_bytes;
             b.len_bytes -= block.len_bytes;

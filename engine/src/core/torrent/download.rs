@@ -241,10 +241,10 @@ impl Torrent {
         };
         let len = u64::from(block.len_bytes);
         // A relay peer answers a request part by part: each part is the request's head.
-        if !peer.take_inflight(&block) && !(relay.is_some() && peer.take_inflight_head(&block)) {
-            if peer.take_cancelled(&block)
-                || relay.is_some() && peer.cancelled_covers(&block)
-            {
+        let matched =
+            peer.take_inflight(&block) || relay.is_some() && peer.take_inflight_head(&block);
+        if !matched {
+            if peer.take_cancelled(&block) || relay.is_some() && peer.cancelled_covers(&block) {
                 self.stats.wasted_bytes += len;
                 return Ok(());
             }

@@ -43,7 +43,11 @@ pub(super) struct RelayState {
 impl RelayState {
     /// Whether part `index` of `piece` was verified here.
     fn part_verified(&self, piece: PieceIndex, index: u64) -> bool {
-        index < 64 && self.verified.get(&piece).is_some_and(|m| m >> index & 1 == 1)
+        index < 64
+            && self
+                .verified
+                .get(&piece)
+                .is_some_and(|m| m >> index & 1 == 1)
     }
 
     /// Whether we announced `piece` early (a part of it is verified, the piece is not).
@@ -79,7 +83,10 @@ impl RelayState {
         for p in self.verified.keys().chain(self.told.keys()) {
             assert!(!have.get(*p), "relay state kept for had piece {p:?}");
         }
-        assert!(self.waiting.iter().all(|(k, _)| connected(*k)), "waiting for a gone peer");
+        assert!(
+            self.waiting.iter().all(|(k, _)| connected(*k)),
+            "waiting for a gone peer"
+        );
         assert!(
             self.told.values().flatten().all(|k| connected(*k)),
             "told a gone peer"
@@ -105,7 +112,13 @@ impl Torrent {
 
     /// Hands `b` (an accepted request of `key`, a relay peer with parts of `r` bytes) to
     /// the driver part by part while the parts are verified; returns the rest, if any.
-    pub(super) fn hand_parts(&mut self, now: Time, key: PeerKey, b: Block, r: u32) -> Option<Block> {
+    pub(super) fn hand_parts(
+        &mut self,
+        now: Time,
+        key: PeerKey,
+        b: Block,
+        r: u32,
+    ) -> Option<Block> {
         let whole = self.have.get(b.piece);
         let r = u64::from(r);
         let end = b.end_bytes();
@@ -122,7 +135,10 @@ impl Torrent {
                 len_bytes: (part_end - off) as u32,
             };
             self.uploads.hand_part(now, key, u64::from(part.len_bytes));
-            self.actions.push_back(Action::SendBlock { peer: key, block: part });
+            self.actions.push_back(Action::SendBlock {
+                peer: key,
+                block: part,
+            });
             off = part_end;
         }
         (off < end).then(|| Block {

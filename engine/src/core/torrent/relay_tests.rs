@@ -50,16 +50,27 @@ fn a_relay_forwards_verified_parts_before_the_piece_is_whole_and_the_chain_finis
     // Only seeders parting (two complete nodes are of no use to each other).
     for p in [&whole, &parts] {
         assert!(
-            p.disconnects.iter().all(|(_, _, r)| *r == DisconnectReason::NotUseful),
+            p.disconnects
+                .iter()
+                .all(|(_, _, r)| *r == DisconnectReason::NotUseful),
             "{:?}",
             p.disconnects
         );
     }
-    assert!(whole.cut_through.is_empty(), "whole pieces relay only when had");
-    let forwarded: Vec<_> = parts.cut_through.iter().filter(|(f, t, _)| (*f, *t) == (1, 2)).collect();
+    assert!(
+        whole.cut_through.is_empty(),
+        "whole pieces relay only when had"
+    );
+    let forwarded: Vec<_> = parts
+        .cut_through
+        .iter()
+        .filter(|(f, t, _)| (*f, *t) == (1, 2))
+        .collect();
     assert!(!forwarded.is_empty(), "the relay forwarded no part early");
     assert!(
-        forwarded.iter().all(|(_, _, b)| b.len_bytes <= PART && b.offset.0 % PART == 0),
+        forwarded
+            .iter()
+            .all(|(_, _, b)| b.len_bytes <= PART && b.offset.0 % PART == 0),
         "only whole parts go out early: {forwarded:?}"
     );
     // Store-and-forward costs the last piece's whole time at the relay; cut-through
@@ -80,7 +91,10 @@ fn a_part_that_fails_its_check_is_never_forwarded() {
         "the relay forwarded unverified parts: {:?}",
         pump.cut_through
     );
-    assert!(pump.nodes[1].stats().hash_failures > 0, "the lie was caught");
+    assert!(
+        pump.nodes[1].stats().hash_failures > 0,
+        "the lie was caught"
+    );
 }
 
 #[test]
@@ -97,7 +111,9 @@ fn relay_parts_need_both_sides() {
         offset: BlockOffset(0),
         len_bytes: PIECE,
     };
-    assert!(t.handle_message(now, PeerKey(9), PeerMessage::Request(b)).is_err());
+    assert!(t
+        .handle_message(now, PeerKey(9), PeerMessage::Request(b))
+        .is_err());
     // An invalid relay configuration is off.
     let mut c = config(PIECES, PIECE);
     c.relay_part_bytes = PART + 1;

@@ -209,6 +209,7 @@ impl Torrent {
         if self.try_busy_reject(key, b) {
             return Ok(());
         }
+
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };

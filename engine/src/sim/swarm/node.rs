@@ -127,10 +127,7 @@ impl Swarm<'_> {
             let r = u64::from(self.config.relay_part_bytes.max(1));
             let index = u64::from(part.offset.0) / r;
             if index < 64 {
-                *self
-                    .verified_parts
-                    .entry((node, part.piece.0))
-                    .or_insert(0) |= 1 << index;
+                *self.verified_parts.entry((node, part.piece.0)).or_insert(0) |= 1 << index;
             }
         }
         if let Some(t) = self.nodes[node as usize].torrent.as_mut() {
