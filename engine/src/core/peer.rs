@@ -250,11 +250,16 @@ impl PeerState {
     /// Moves an in-flight request to the cancelled memory.
     pub(crate) fn forget_inflight(&mut self, block: Block) {
         if self.take_inflight(&block) {
-            if self.cancelled.len() == CANCELLED_MEMORY {
-                self.cancelled.pop_front();
-            }
-            self.cancelled.push_back(block);
+            self.remember_cancelled(block);
         }
+    }
+
+    /// Adds `block` to the cancelled memory (bounded: the oldest entry goes).
+    pub(crate) fn remember_cancelled(&mut self, block: Block) {
+        if self.cancelled.len() == CANCELLED_MEMORY {
+            self.cancelled.pop_front();
+        }
+        self.cancelled.push_back(block);
     }
 
     /// Gives up every in-flight request (moved to the cancelled memory); returns them.

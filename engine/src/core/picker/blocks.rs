@@ -18,7 +18,20 @@ impl Picker {
     }
 
     /// Records the arrival of `block` from `peer`, whose request the caller has matched.
+    #[cfg(test)]
     pub(crate) fn on_block(&mut self, peer: PeerKey, block: Block) -> BlockOutcome {
+        self.on_block_from(peer, block, false)
+    }
+
+    /// [`Picker::on_block`]; with `relay_part`, a block that is the head of a longer
+    /// request of `peer` (a relay part, [`crate::core::TorrentConfig::relay_part_bytes`])
+    /// shrinks that request to its rest.
+    pub(crate) fn on_block_from(
+        &mut self,
+        peer: PeerKey,
+        block: Block,
+        relay_part: bool,
+    ) -> BlockOutcome {
         let mut out = BlockOutcome::default();
         let Some(pp) = self
             .partial
@@ -30,11 +43,9 @@ impl Picker {
         };
         if let Some(i) = pp.requests.iter().position(|r| *r == (peer, block)) {
             pp.requests.swap_remove(i);
-        } else if let Some((_, b)) = pp
-            .requests
-            .iter_mut()
-            .find(|(k, b)| *k == peer && b.offset == block.offset && block.len_bytes < b.len_bytes)
-        {
+        } else if let Some((_, b)) = pp.requests.iter_mut().find(|(k, b)| {
+            relay_part && *k == peer && b.offset == block.offset && block.len_bytes < b.len_bytes
+        }) {
             // A relay peer's part, the head of the request: the request stands for the rest.
             b.offset.0 += block.len_bytes;
             b.len_bytes -= block.len_bytes;

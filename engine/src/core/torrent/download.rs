@@ -210,7 +210,13 @@ impl Torrent {
         if peer.take_cancelled(&b) {
             return Ok(());
         }
+        let whole = b;
         let mut b = b;
+        if relay {
+            // Its parts already handed to the socket may follow the reject, which can
+            // overtake them: they arrive as cancelled, not unrequested.
+            peer.remember_cancelled(whole);
+        }
         if !peer.take_inflight(&b) {
             // A relay peer's parts shrink our request to its rest as they arrive, so its
             // reject names the whole of what we asked: the rest is what it rejects.
@@ -244,7 +250,16 @@ impl Torrent {
         let matched =
             peer.take_inflight(&block) || relay.is_some() && peer.take_inflight_head(&block);
         if !matched {
-            if peer.take_cancelled(&block) || relay.is_some() && peer.cancelled_covers(&block) {
+            // A relay peer's parts can trail a cancel or a reject of the request they
+            // answer (control messages overtake queued parts): one part, aligned, that
+            // matches nothing is discarded, not a violation. It is never stored or
+            // forwarded, so such a peer can only waste its own upload and our downlink.
+            let stray_part =
+                relay.is_some_and(|r| block.offset.0.is_multiple_of(r) && block.len_bytes <= r);
+            if peer.take_cancelled(&block)
+                || relay.is_some() && peer.cancelled_covers(&block)
+                || stray_part
+            {
                 self.stats.wasted_bytes += len;
                 return Ok(());
             }
@@ -256,7 +271,7 @@ impl Torrent {
         self.rack_resume(key);
         self.on_delivery(now, key, true);
         self.stats.downloaded_bytes += len;
-        let out = self.picker.on_block(key, block);
+        let out = self.picker.on_block_from(key, block, relay.is_some());
         if out.duplicate {
             self.stats.wasted_bytes += len;
         }

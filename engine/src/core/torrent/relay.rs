@@ -10,7 +10,13 @@
 //! - once a part of a piece is verified, the piece is announced (BEP 3 `have`) to such
 //!   peers that lack it, before the piece is whole, and their requests for it are
 //!   accepted: each verified part is handed to the driver as soon as it is verified, and
-//!   a request waits (`waiting`) for the parts that are not.
+//!   a request waits (`waiting`) for the parts that are not;
+//! - when the peer we fetch such a piece from stalls ([`super::stall`]), the requests
+//!   waiting for it are rejected (BEP 6) and new ones refused until a part of it arrives
+//!   again ([`Torrent::relay_upstream_stalled`]), so a frozen source cannot hold a chain
+//!   of relays behind it;
+//! - a relay peer's part that matches no request (it trailed our cancel, or its sender's
+//!   reject overtook it) is discarded, not a protocol violation.
 //!
 //! Why: a relay can forward only what it verified. With whole pieces a hop costs one
 //! piece's time on a shared uplink (4 MiB at 1/16 of 40 Gbit/s: 13 ms, 1.3 % of the
@@ -18,12 +24,12 @@
 //! unverified is ever handed out: a part is sent only when it was verified here or the
 //! whole piece was (`perf/sim.md`, "Relay parts").
 //!
-//! Bounds: `verified` and `told` hold pieces in progress that have a verified part
-//! (cleared when the piece is had), `told` at most one entry per relay peer each;
+//! Bounds: `verified`, `told` and `blocked` hold pieces in progress that have a verified
+//! part (cleared when the piece is had), `told` at most one entry per relay peer each;
 //! `waiting` holds at most one entry per accepted request (each peer's requests are
 //! bounded by `max_requests_per_peer`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::Torrent;
 use crate::core::{Action, Block, BlockOffset, PeerKey, PeerMessage, PieceIndex, Time};
@@ -38,6 +44,9 @@ pub(super) struct RelayState {
     /// Accepted requests of which the first bytes went out: what is left, waiting for
     /// parts to be verified; oldest first.
     waiting: Vec<(PeerKey, Block)>,
+    /// Pieces announced early whose source stalled ([`Torrent::relay_upstream_stalled`]):
+    /// requests for them are refused until one of their parts is verified again.
+    blocked: HashSet<PieceIndex>,
 }
 
 impl RelayState {
@@ -53,6 +62,11 @@ impl RelayState {
     /// Whether we announced `piece` early (a part of it is verified, the piece is not).
     pub(super) fn announced(&self, piece: PieceIndex) -> bool {
         self.told.contains_key(&piece)
+    }
+
+    /// Whether `piece`'s source stalled since we announced it: requests are rejected.
+    pub(super) fn blocked(&self, piece: PieceIndex) -> bool {
+        self.blocked.contains(&piece)
     }
 
     /// `key` left: its waiting requests go, and it is forgotten as told.
@@ -80,7 +94,12 @@ impl RelayState {
         have: &crate::core::Bitfield,
         connected: impl Fn(PeerKey) -> bool,
     ) {
-        for p in self.verified.keys().chain(self.told.keys()) {
+        for p in self
+            .verified
+            .keys()
+            .chain(self.told.keys())
+            .chain(&self.blocked)
+        {
             assert!(!have.get(*p), "relay state kept for had piece {p:?}");
         }
         assert!(
@@ -148,9 +167,21 @@ impl Torrent {
         })
     }
 
-    /// Queues what [`Torrent::hand_parts`] could not hand yet.
+    /// Queues what [`Torrent::hand_parts`] could not hand yet; rejects it (BEP 6, naming
+    /// the whole piece) if the piece's source stalled.
     pub(super) fn relay_wait(&mut self, key: PeerKey, rest: Block) {
-        self.relay.waiting.push((key, rest));
+        if !self.relay.blocked.contains(&rest.piece) {
+            self.relay.waiting.push((key, rest));
+            return;
+        }
+        if self.peers.get(&key).is_some_and(|p| p.caps.fast_extension) {
+            let whole = Block {
+                piece: rest.piece,
+                offset: BlockOffset(0),
+                len_bytes: self.config.piece_len(rest.piece),
+            };
+            self.send(key, PeerMessage::Reject(whole));
+        }
     }
 
     /// The driver verified (or failed) a part that arrived whole from a relay peer.
@@ -171,6 +202,7 @@ impl Torrent {
         let index = off / r;
         let mask = self.relay.verified.entry(part.piece).or_insert(0);
         *mask |= 1 << index;
+        self.relay.blocked.remove(&part.piece);
         if !self.relay.told.contains_key(&part.piece) {
             self.announce_early(now, part.piece);
         }
@@ -213,11 +245,41 @@ impl Torrent {
         }
     }
 
+    /// The peer we were fetching `piece` from stalled ([`super::stall`]). If we announced
+    /// the piece early, the requests waiting for its parts are rejected (BEP 6; the
+    /// reject names the whole piece, which holds what each requester still awaits) and
+    /// further ones refused until a part of it arrives again: requesters fetch it from a
+    /// holder that is moving rather than wait on a chain behind a frozen source.
+    pub(super) fn relay_upstream_stalled(&mut self, piece: PieceIndex) {
+        if !self.relay.told.contains_key(&piece) || self.have.get(piece) {
+            return;
+        }
+        self.relay.blocked.insert(piece);
+        let whole = Block {
+            piece,
+            offset: BlockOffset(0),
+            len_bytes: self.config.piece_len(piece),
+        };
+        let mut rejected = Vec::new();
+        self.relay.waiting.retain(|&(k, b)| {
+            if b.piece == piece {
+                rejected.push(k);
+            }
+            b.piece != piece
+        });
+        for key in rejected {
+            if self.peers.get(&key).is_some_and(|p| p.caps.fast_extension) {
+                self.send(key, PeerMessage::Reject(whole));
+            }
+        }
+    }
+
     /// `piece` is had: its parts' state goes; returns the peers told early (they need
     /// no second `have`).
     pub(super) fn relay_piece_had(&mut self, now: Time, piece: PieceIndex) -> Vec<PeerKey> {
         self.relay_release(now, piece);
         self.relay.verified.remove(&piece);
+        self.relay.blocked.remove(&piece);
         self.relay.told.remove(&piece).unwrap_or_default()
     }
 }

@@ -135,6 +135,7 @@ impl Torrent {
         let snub = self.config.choker.snub_timeout;
         let mut newly = false;
         let mut next: Option<Time> = None;
+        let mut stuck_pieces = Vec::new();
         for (key, peer) in &self.peers {
             if peer.inflight.is_empty() || self.stalled.contains(key) {
                 continue;
@@ -146,11 +147,15 @@ impl Torrent {
             if now >= due {
                 self.stalled.insert(*key);
                 newly = true;
+                stuck_pieces.extend(peer.inflight.iter().map(|b| b.piece));
             } else {
                 next = Some(next.map_or(due, |t| t.min(due)));
             }
         }
         self.next_stall_check = next;
+        for piece in stuck_pieces {
+            self.relay_upstream_stalled(piece);
+        }
         if newly {
             self.fill_requests_responsive_first();
         }

@@ -209,6 +209,13 @@ impl Torrent {
         if self.try_busy_reject(key, b) {
             return Ok(());
         }
+        if !self.have.get(b.piece) && self.relay.blocked(b.piece) {
+            // Announced early, and its source stalled since ([`super::relay`]).
+            if fast {
+                self.send(key, PeerMessage::Reject(b));
+            }
+            return Ok(());
+        }
 
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
