@@ -205,27 +205,32 @@ impl Torrent {
         let Some(peer) = self.peers.get_mut(&key) else {
             return Ok(());
         };
-        // A reject answering our cancel comes before any answer to a re-request of the
-        // same block (the link is FIFO), so the cancelled memory is matched first.
-        if peer.take_cancelled(&b) {
-            return Ok(());
-        }
-        let whole = b;
-        let mut b = b;
-        if relay {
-            // Its parts already handed to the socket may follow the reject, which can
-            // overtake them: they arrive as cancelled, not unrequested.
-            peer.remember_cancelled(whole);
-        }
-        if !peer.take_inflight(&b) {
-            // A relay peer's parts shrink our request to its rest as they arrive, so its
-            // reject names the whole of what we asked: the rest is what it rejects.
-            match relay.then(|| peer.take_inflight_within(&b)).flatten() {
-                Some(rest) => b = rest,
-                None if relay => return Ok(()), // stale: its parts were cancelled or came
-                None => return Err(ProtocolError::UnrequestedReject(b)),
+        let b = if relay {
+            // A relay peer answers part by part, so our request shrinks to its rest as
+            // parts arrive, and its reject names the whole of what we asked (or the whole
+            // piece). The live request is matched first: a reject that matched a stale
+            // cancel instead (it sends none for a cancelled rest) would leave the live one
+            // in flight for ever. At worst a reject meant for a cancel costs the re-request
+            // (its parts are then discarded as strays).
+            if peer.take_inflight(&b) {
+                b
+            } else if let Some(rest) = peer.take_inflight_within(&b) {
+                rest
+            } else {
+                peer.take_cancelled(&b);
+                return Ok(());
             }
-        }
+        } else {
+            // A reject answering our cancel comes before any answer to a re-request of the
+            // same block (the link is FIFO), so the cancelled memory is matched first.
+            if peer.take_cancelled(&b) {
+                return Ok(());
+            }
+            if !peer.take_inflight(&b) {
+                return Err(ProtocolError::UnrequestedReject(b));
+            }
+            b
+        };
         self.picker.cancel_request(key, b);
         // Not from this peer for a while (cleared at each rechoke): a distinct-first
         // seeder rejects pieces others can serve.

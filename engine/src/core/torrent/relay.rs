@@ -77,12 +77,17 @@ impl RelayState {
         }
     }
 
-    /// `key` cancelled (BEP 3) its request for a piece: its waiting remainder for that
-    /// piece goes. Whether one was there.
-    pub(super) fn cancel(&mut self, key: PeerKey, piece: PieceIndex) -> bool {
+    /// `key` cancelled (BEP 3) `b`, the rest of one of its requests as it sees it: the
+    /// waiting remainder of that request (the one overlapping `b`; a peer's requests for
+    /// one piece never overlap) goes. Whether one was there.
+    pub(super) fn cancel(&mut self, key: PeerKey, b: Block) -> bool {
         let before = self.waiting.len();
-        self.waiting
-            .retain(|(k, b)| !(*k == key && b.piece == piece));
+        self.waiting.retain(|(k, w)| {
+            !(*k == key
+                && w.piece == b.piece
+                && u64::from(w.offset.0) < b.end_bytes()
+                && u64::from(b.offset.0) < w.end_bytes())
+        });
         self.waiting.len() != before
     }
 

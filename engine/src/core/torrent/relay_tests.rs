@@ -123,3 +123,74 @@ fn relay_parts_need_both_sides() {
     c.relay_part_bytes = PART;
     assert_eq!(c.relay_part_len(), Some(PART));
 }
+
+/// Drains `t`'s actions; returns the requests it sent, per peer.
+fn requests(t: &mut Torrent) -> Vec<(PeerKey, Block)> {
+    let mut out = Vec::new();
+    while let Some(a) = t.poll_action() {
+        if let Action::Send {
+            peer,
+            msg: PeerMessage::Request(b),
+        } = a
+        {
+            out.push((peer, b));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_relay_peer_s_reject_releases_the_live_request_not_a_stale_cancel() {
+    // One piece, two relay peers. The first copy (from both, endgame) fails its hash, so
+    // the piece is asked again from the peer whose copy we had cancelled: our memory of
+    // that cancel is stale (a relay sends no reject for a cancelled rest). Its reject of
+    // the new request must release the new request, or the piece is never asked again.
+    let mut c = config(1, PIECE);
+    c.relay_part_bytes = PART;
+    c.endgame_max_requesters = 2;
+    let mut t = Torrent::new(c, Bitfield::new(1), 3);
+    let now = Time::ZERO;
+    let rc = PeerCaps {
+        relay_part_bytes: PART,
+        ..caps(true, PIECE)
+    };
+    let (k1, k2) = (PeerKey(1), PeerKey(2));
+    for k in [k1, k2] {
+        t.handle_peer_connected(now, k, rc);
+        t.handle_message(now, k, PeerMessage::HaveAll).unwrap();
+        t.handle_message(now, k, PeerMessage::Unchoke).unwrap();
+    }
+    let first = requests(&mut t);
+    assert_eq!(first.len(), 2, "endgame: the piece from both: {first:?}");
+    let whole = first[0].1;
+    // The second peer delivers every part; the first peer's request is cancelled.
+    let (winner, loser) = (first[1].0, first[0].0);
+    let len = t.config().piece_len(PieceIndex(0));
+    let mut off = 0;
+    while off < len {
+        let part = Block {
+            piece: PieceIndex(0),
+            offset: BlockOffset(off),
+            len_bytes: PART.min(len - off),
+        };
+        t.handle_block_received(now, winner, part).unwrap();
+        off += part.len_bytes;
+    }
+    t.handle_piece_verified(now, PieceIndex(0), false);
+    let again = requests(&mut t);
+    assert!(
+        again.iter().any(|(k, _)| *k == loser),
+        "asked again from the cancelled peer: {again:?}"
+    );
+    t.handle_message(now, loser, PeerMessage::Reject(whole))
+        .unwrap();
+    let head = Block {
+        piece: PieceIndex(0),
+        offset: BlockOffset(0),
+        len_bytes: PART,
+    };
+    assert!(
+        !t.wants_block(loser, &head),
+        "the rejected request is still in flight"
+    );
+}

@@ -287,7 +287,7 @@ impl Torrent {
             // Partly sent, the rest waiting for parts: the rest is dropped without a
             // reject, which could overtake parts still queued for the socket and clear
             // the requester's memory of the cancel before they arrive.
-            self.relay.cancel(key, b.piece);
+            self.relay.cancel(key, b);
             return; // already sent, or never queued: nothing to do
         }
         if let Some(peer) = self.peers.get_mut(&key) {
