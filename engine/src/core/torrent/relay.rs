@@ -26,8 +26,8 @@
 //!
 //! Bounds: `verified`, `told` and `blocked` hold pieces in progress that have a verified
 //! part (cleared when the piece is had), `told` at most one entry per relay peer each;
-//! `waiting` holds at most one entry per accepted request (each peer's requests are
-//! bounded by `max_requests_per_peer`).
+//! `waiting` holds at most one entry per relay peer and piece announced early (a second
+//! request of a peer for a piece it already waits for is rejected).
 
 use std::collections::{HashMap, HashSet};
 
@@ -67,6 +67,15 @@ impl RelayState {
     /// Whether `piece`'s source stalled since we announced it: requests are rejected.
     pub(super) fn blocked(&self, piece: PieceIndex) -> bool {
         self.blocked.contains(&piece)
+    }
+
+    /// Whether a request of `key` for `piece` is partly sent and waiting for parts: a
+    /// second one is refused, which bounds `waiting` to one entry per peer and piece
+    /// announced early.
+    pub(super) fn is_waiting(&self, key: PeerKey, piece: PieceIndex) -> bool {
+        self.waiting
+            .iter()
+            .any(|(k, w)| *k == key && w.piece == piece)
     }
 
     /// `key` left: its waiting requests go, and it is forgotten as told.

@@ -194,3 +194,69 @@ fn a_relay_peer_s_reject_releases_the_live_request_not_a_stale_cancel() {
         "the rejected request is still in flight"
     );
 }
+
+#[test]
+fn a_piece_is_announced_at_its_first_verified_part_and_a_repeated_request_is_refused() {
+    let mut c = config(2, PIECE);
+    c.relay_part_bytes = PART;
+    let mut t = Torrent::new(c, Bitfield::new(2), 5);
+    let now = Time::ZERO;
+    let rc = PeerCaps {
+        relay_part_bytes: PART,
+        ..caps(true, PIECE)
+    };
+    let (src, dst) = (PeerKey(1), PeerKey(2));
+    t.handle_peer_connected(now, src, rc);
+    t.handle_peer_connected(now, dst, rc);
+    t.handle_message(now, src, PeerMessage::HaveAll).unwrap();
+    t.handle_message(now, src, PeerMessage::Unchoke).unwrap();
+    t.handle_message(now, dst, PeerMessage::HaveNone).unwrap();
+    t.handle_message(now, dst, PeerMessage::Interested).unwrap();
+    let asked = requests(&mut t);
+    let (_, whole) = *asked.iter().find(|(k, _)| *k == src).expect("a request");
+    let part0 = Block {
+        len_bytes: PART,
+        ..whole
+    };
+    t.handle_block_received(now, src, part0).unwrap();
+    let mut verify = Vec::new();
+    while let Some(a) = t.poll_action() {
+        if let Action::VerifyPart { part } = a {
+            verify.push(part);
+        }
+    }
+    assert_eq!(verify, vec![part0], "the part is checked on arrival");
+    // Before its check nothing is announced; after it, the relay peer hears of it.
+    t.handle_part_verified(now, part0, true);
+    let mut announced = false;
+    while let Some(a) = t.poll_action() {
+        announced |= matches!(a, Action::Send { peer, msg: PeerMessage::Have(p) }
+            if peer == dst && p == whole.piece);
+    }
+    assert!(announced, "no early have");
+    // Unchoke the relay peer, which asks for the piece twice.
+    t.handle_timeout(now + Duration::from_secs(11));
+    let _ = requests(&mut t);
+    let sent = |t: &mut Torrent| {
+        let (mut blocks, mut rejects) = (Vec::new(), 0);
+        while let Some(a) = t.poll_action() {
+            match a {
+                Action::SendBlock { peer, block } if peer == dst => blocks.push(block),
+                Action::Send {
+                    peer,
+                    msg: PeerMessage::Reject(_),
+                } if peer == dst => rejects += 1,
+                _ => {}
+            }
+        }
+        (blocks, rejects)
+    };
+    t.handle_message(now, dst, PeerMessage::Request(whole))
+        .unwrap();
+    let (blocks, _) = sent(&mut t);
+    assert_eq!(blocks, vec![part0], "only the verified part goes out");
+    t.handle_message(now, dst, PeerMessage::Request(whole))
+        .unwrap();
+    let (blocks, rejects) = sent(&mut t);
+    assert!(blocks.is_empty() && rejects == 1, "{blocks:?} {rejects}");
+}

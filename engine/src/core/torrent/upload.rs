@@ -197,7 +197,10 @@ impl Torrent {
             }
             return Ok(());
         }
-        if peer.queued_requests >= max_requests || self.uploads.pending.contains(&(key, b)) {
+        if peer.queued_requests >= max_requests
+            || self.uploads.pending.contains(&(key, b))
+            || self.relay.is_waiting(key, b.piece)
+        {
             if fast {
                 self.send(key, PeerMessage::Reject(b));
             }
